@@ -1,0 +1,173 @@
+//! The refusals the domain can give, with Instagram's codes and messages. Rendering them in a
+//! wire format (Graph JSON, legacy v1 envelope, flat OAuth) is the server's job.
+
+use crate::time::{UnixTime, human_time};
+
+/// A refusal at `POST /oauth/access_token`. Instagram answers all of them with HTTP 400 and
+/// `{"error_type":"OAuthException","code":400,"error_message":...}` (wire protocol §2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenEndpointError {
+    #[error("You must provide a {0}")]
+    Missing(&'static str),
+    #[error("Parameter {0} was given more than once")]
+    Duplicate(String),
+    #[error("Invalid parameter: {0}")]
+    Invalid(&'static str),
+    #[error("Could not read the request body: {0}")]
+    Body(String),
+    /// Unknown `client_id`. Instagram's own message.
+    #[error("Invalid platform app")]
+    InvalidClient,
+    /// Wrong `client_secret`. Graph's own message.
+    #[error("Error validating client secret.")]
+    BadClientSecret,
+    #[error("Unsupported grant_type: {0}")]
+    UnsupportedGrantType(String),
+    #[error("Redirect URI does not match registered redirect URI")]
+    RedirectNotRegistered,
+    #[error("Error validating verification code. Please make sure your redirect_uri is identical to the one you used in the OAuth dialog request")]
+    RedirectDiffers,
+    /// Unknown, expired, or issued to another app: Instagram does not say which.
+    #[error("Matching code was not found or was already used")]
+    CodeNotFound,
+    /// A second redemption of a code. Every token issued from it has been revoked.
+    #[error("This authorization code has been used")]
+    CodeUsed,
+    #[error("Invalid code_verifier: it does not match the code_challenge of the authorization request")]
+    PkceMismatch,
+    #[error("Missing code_verifier: the authorization request used PKCE")]
+    PkceMissing,
+    #[error("code_verifier was given but the authorization request had no code_challenge")]
+    PkceUnexpected,
+}
+
+/// Why a token was revoked, and the 190 subcode that tells a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// Its authorization code was redeemed a second time (RFC 6749 §4.1.2).
+    CodeReplay,
+    /// The user changed their password (subcode 460).
+    PasswordChanged,
+    /// The user removed the app (subcode 458).
+    AppRemoved,
+    /// Revoked by the app or an administrator.
+    Revoked,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::CodeReplay => "code_replay",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::AppRemoved => "app_removed",
+            RevokeReason::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "code_replay" => RevokeReason::CodeReplay,
+            "password_changed" => RevokeReason::PasswordChanged,
+            "app_removed" => RevokeReason::AppRemoved,
+            _ => RevokeReason::Revoked,
+        }
+    }
+}
+
+/// A Graph API error (wire protocol §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphError {
+    pub http_status: u16,
+    pub code: u32,
+    pub subcode: Option<u32>,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl GraphError {
+    fn oauth(code: u32, subcode: Option<u32>, message: impl Into<String>) -> Self {
+        Self { http_status: 400, code, subcode, kind: "OAuthException", message: message.into() }
+    }
+
+    /// A token that does not parse or is not known.
+    pub fn invalid_token() -> Self {
+        Self::oauth(190, None, "Invalid OAuth access token - Cannot parse access token")
+    }
+    /// No token at all on an endpoint that needs one (Graph's code 2500).
+    pub fn missing_token() -> Self {
+        Self::oauth(
+            2500,
+            None,
+            "An active access token must be used to query information about the current user.",
+        )
+    }
+    pub fn expired(expired_at: UnixTime, now: UnixTime) -> Self {
+        Self::oauth(
+            190,
+            Some(463),
+            format!(
+                "Error validating access token: Session has expired on {}. The current time is {}.",
+                human_time(expired_at),
+                human_time(now)
+            ),
+        )
+    }
+    pub fn revoked(reason: RevokeReason) -> Self {
+        match reason {
+            RevokeReason::PasswordChanged => Self::oauth(
+                190,
+                Some(460),
+                "Error validating access token: The session has been invalidated because the user changed their password or Facebook has changed the session for security reasons.",
+            ),
+            RevokeReason::AppRemoved => Self::oauth(
+                190,
+                Some(458),
+                "Error validating access token: The user has not authorized application.",
+            ),
+            RevokeReason::CodeReplay | RevokeReason::Revoked => Self::oauth(
+                190,
+                None,
+                "Error validating access token: The session is invalid because the user logged out or the token was revoked.",
+            ),
+        }
+    }
+    /// A field that does not exist on the node type.
+    pub fn nonexisting_field(field: &str, node: &str) -> Self {
+        Self::oauth(100, None, format!("(#100) Tried accessing nonexisting field ({field}) on node type ({node})"))
+    }
+    pub fn invalid_parameter(message: impl Into<String>) -> Self {
+        Self::oauth(100, None, format!("(#100) {}", message.into()))
+    }
+    /// The token lacks the permission a field or edge needs.
+    pub fn permission(permission: &str) -> Self {
+        Self {
+            http_status: 400,
+            code: 10,
+            subcode: None,
+            kind: "OAuthException",
+            message: format!("(#10) Application does not have permission for this action: it needs {permission}"),
+        }
+    }
+    pub fn internal() -> Self {
+        Self { http_status: 500, code: 2, subcode: None, kind: "OAuthException", message: "An unexpected error has occurred. Please retry your request later.".into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages() {
+        assert_eq!(GraphError::invalid_token().code, 190);
+        let e = GraphError::expired(1_504_203_000, 1_504_203_100);
+        assert_eq!((e.code, e.subcode), (190, Some(463)));
+        assert!(e.message.contains("Session has expired on Thursday, 31-Aug-2017 18:10:00 UTC"));
+        assert_eq!(GraphError::revoked(RevokeReason::PasswordChanged).subcode, Some(460));
+        assert_eq!(GraphError::revoked(RevokeReason::AppRemoved).subcode, Some(458));
+        assert_eq!(RevokeReason::parse(RevokeReason::CodeReplay.as_str()), RevokeReason::CodeReplay);
+        assert_eq!(
+            TokenEndpointError::CodeNotFound.to_string(),
+            "Matching code was not found or was already used"
+        );
+    }
+}

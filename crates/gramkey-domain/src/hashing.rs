@@ -1,0 +1,107 @@
+//! How secrets are stored: never as themselves.
+//!
+//! - Tokens and codes are high-entropy, so a plain SHA-256 is enough and keeps validation to one
+//!   hash plus one indexed lookup ([`TokenHash`]).
+//! - Client secrets are high-entropy too, but a leaked database should not let anyone test
+//!   guesses offline, so they get a keyed hash (HMAC-SHA256 under the server key,
+//!   [`SecretHasher`]), not a slow KDF that would make every token request cost milliseconds.
+//! - Human passwords are low-entropy and get Argon2id ([`crate::password`]).
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::secret::{AccessToken, AuthCode, ClientSecret, ct_eq};
+
+/// SHA-256 of a token or code: the only form in which one is stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn of_token(token: &AccessToken) -> Self {
+        Self::of(token.expose())
+    }
+    pub fn of_code(code: &AuthCode) -> Self {
+        Self::of(code.expose())
+    }
+    fn of(value: &str) -> Self {
+        Self(Sha256::digest(value.as_bytes()).into())
+    }
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A hash is not secret, but a short prefix is all anyone needs to correlate.
+        write!(f, "TokenHash({}..)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// Keys derived from the server's master key, one per purpose.
+#[derive(Clone)]
+pub struct SecretHasher {
+    client_secret_key: [u8; 32],
+}
+
+impl std::fmt::Debug for SecretHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHasher([redacted])")
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// HMAC-SHA256(key, label): derives a purpose-bound key from the master key.
+pub fn derive_key(master: &[u8], label: &str) -> [u8; 32] {
+    #[allow(clippy::expect_used)]
+    let mut mac = HmacSha256::new_from_slice(master).expect("HMAC accepts any key length");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+impl SecretHasher {
+    pub fn new(master_key: &[u8]) -> Self {
+        Self { client_secret_key: derive_key(master_key, "gramkey client-secret v1") }
+    }
+
+    pub fn hash_client_secret(&self, secret: &ClientSecret) -> [u8; 32] {
+        #[allow(clippy::expect_used)]
+        let mut mac =
+            HmacSha256::new_from_slice(&self.client_secret_key).expect("any key length");
+        mac.update(secret.expose().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of a presented secret against the stored hash.
+    pub fn verify_client_secret(&self, presented: &ClientSecret, stored: &[u8]) -> bool {
+        ct_eq(&self.hash_client_secret(presented), stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_secret_hash_is_keyed() {
+        let a = SecretHasher::new(b"key-one");
+        let b = SecretHasher::new(b"key-two");
+        let s = ClientSecret::new("0123456789abcdef0123456789abcdef");
+        assert_ne!(a.hash_client_secret(&s), b.hash_client_secret(&s));
+        let stored = a.hash_client_secret(&s);
+        assert!(a.verify_client_secret(&s, &stored));
+        assert!(!a.verify_client_secret(&ClientSecret::new("other"), &stored));
+        assert!(!b.verify_client_secret(&s, &stored));
+    }
+
+    #[test]
+    fn token_hash_is_sha256() {
+        let h = TokenHash::of_token(&AccessToken::new("abc"));
+        assert_eq!(
+            hex::encode(h.0),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(!format!("{h:?}").contains("ba7816bf8f01cfea4141"));
+    }
+}

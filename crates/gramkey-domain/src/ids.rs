@@ -1,0 +1,93 @@
+//! Identifiers. Instagram's are decimal strings: app ids of 15–16 digits, user and media ids of
+//! 17. gramkey keeps its internal user key ([`UserId`]) apart from the id an app sees
+//! ([`ScopedUserId`]): each app gets its own id for the same person, as on Instagram.
+
+use crate::entropy::{Entropy, random_digits};
+
+/// An app's client id: 16 decimal digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppId(String);
+
+impl AppId {
+    pub fn generate(entropy: &dyn Entropy) -> Self {
+        Self(random_digits(entropy, 16))
+    }
+    /// Parses a client id as presented by a client: 1 to 20 decimal digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AppId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The internal key of a user account. Never shown to apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub i64);
+
+/// The id an app sees for a user: 17 digits, unique to the (app, user) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScopedUserId(String);
+
+impl ScopedUserId {
+    /// Instagram user ids start `1784`; so do ours, so clients that sniff them are not surprised.
+    pub fn generate(entropy: &dyn Entropy) -> Self {
+        Self(format!("1784{}", random_digits(entropy, 13)))
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// As a JSON number, for the responses where Instagram sends `user_id` unquoted. 17 digits
+    /// fit in an `i64`; the parse cannot fail for ids gramkey made.
+    pub fn as_number(&self) -> i64 {
+        self.0.parse().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ScopedUserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A media object's id: 17 digits.
+pub fn generate_media_id(entropy: &dyn Entropy) -> String {
+    format!("1790{}", random_digits(entropy, 13))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entropy::SeededEntropy;
+
+    #[test]
+    fn generated_ids_have_instagram_shapes() {
+        let e = SeededEntropy::new(3);
+        let app = AppId::generate(&e);
+        assert_eq!(app.as_str().len(), 16);
+        let u = ScopedUserId::generate(&e);
+        assert_eq!(u.as_str().len(), 17);
+        assert!(u.as_str().starts_with("1784"));
+        assert_eq!(u.as_number().to_string(), u.as_str());
+    }
+
+    #[test]
+    fn parse_is_strict() {
+        assert!(AppId::parse("123").is_some());
+        assert!(AppId::parse("").is_none());
+        assert!(AppId::parse("12a").is_none());
+        assert!(AppId::parse(" 12").is_none());
+        assert!(AppId::parse(&"1".repeat(21)).is_none());
+    }
+}
