@@ -1,1 +1,101 @@
-//! placeholder
+//! gramkey's storage: one trait family ([`AppStore`], [`UserStore`], [`GrantStore`], together
+//! [`Store`]) and two implementations chosen once at start-up:
+//!
+//! - [`sqlite::SqliteStore`], the embedded default: one writer thread that commits concurrent
+//!   writes together (group commit), and a pool of readers;
+//! - [`postgres::PgStore`], for several stateless nodes sharing one database.
+//!
+//! Stores never read the clock: callers pass `now`. Business rules stay in `gramkey-domain`;
+//! the one rule a store must hold itself is atomicity: a code is redeemed at most once, even
+//! when two requests race ([`GrantStore::redeem_code`]).
+
+pub mod postgres;
+mod records;
+pub mod sqlite;
+pub mod test_support;
+
+use async_trait::async_trait;
+use gramkey_domain::error::TokenEndpointError;
+use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
+
+pub use records::*;
+
+/// What can go wrong in a store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (a taken username, a duplicate id).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed; the message is for logs, never for clients.
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Registered apps and the roles people hold on them.
+#[async_trait]
+pub trait AppStore: Send + Sync {
+    /// Fails with [`StoreError::Conflict`] when the id is taken.
+    async fn create_app(&self, app: &App) -> Result<()>;
+    async fn app(&self, id: &AppId) -> Result<Option<App>>;
+    /// Every app, oldest first.
+    async fn apps(&self) -> Result<Vec<App>>;
+    /// Replaces the secret hash; false when there is no such app.
+    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool>;
+    /// Deletes the app with its roles, grants, codes and tokens; false when there is none.
+    async fn delete_app(&self, id: &AppId) -> Result<bool>;
+    /// Gives a user a role on an app, replacing any role they had.
+    async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()>;
+    async fn role(&self, app: &AppId, user: UserId) -> Result<Option<Role>>;
+    /// Everyone with a role on the app.
+    async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>>;
+}
+
+/// User accounts, profiles and media.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Fails with [`StoreError::Conflict`] when the username is taken.
+    async fn create_user(&self, user: &NewUser, now: UnixTime) -> Result<User>;
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>>;
+    /// Every user, oldest first.
+    async fn users(&self) -> Result<Vec<User>>;
+    async fn add_media(&self, media: &Media) -> Result<()>;
+    async fn media_count(&self, user: UserId) -> Result<u64>;
+}
+
+/// How a code redemption is decided inside the store's transaction: given the unredeemed code,
+/// return the token to issue, or the refusal.
+pub type Decide = Box<dyn FnOnce(&CodeRecord) -> Result<NewToken, TokenEndpointError> + Send>;
+
+/// Consent, authorization codes and tokens.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>>;
+    /// Records consent. A first grant takes `new_scoped_id`; a later one keeps the id it has
+    /// and replaces the scopes.
+    async fn save_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        scopes: &ScopeSet,
+        new_scoped_id: &ScopedUserId,
+        now: UnixTime,
+    ) -> Result<Grant>;
+    async fn create_code(&self, code: &NewCode) -> Result<()>;
+    /// Redeems a code atomically, in one transaction:
+    /// - unknown: [`Redemption::NotFound`];
+    /// - already redeemed: every token issued from it is revoked ([`Redemption::Replayed`]);
+    /// - otherwise the code is marked redeemed whatever `decide` says, and the token it returns
+    ///   is stored ([`Redemption::Issued`]) or its refusal passed on ([`Redemption::Refused`]).
+    ///
+    /// The answer comes only after the transaction has committed.
+    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, decide: Decide) -> Result<Redemption>;
+    /// A token by its hash, with the app-scoped id of its user.
+    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
+}
+
+/// The whole store.
+pub trait Store: AppStore + UserStore + GrantStore {}
+impl<T: AppStore + UserStore + GrantStore> Store for T {}

@@ -1,0 +1,439 @@
+//! The PostgreSQL store, for running several stateless gramkey nodes on one database.
+//!
+//! Each operation is one statement or one short transaction on a pooled connection. Code
+//! redemption locks the code row (`SELECT … FOR UPDATE`), so of two nodes redeeming the same
+//! code at once, exactly one wins and the other sees it redeemed.
+
+use async_trait::async_trait;
+use gramkey_domain::code::CodeChallenge;
+use gramkey_domain::{AppId, AppMode, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Row, query};
+
+use crate::records::{corrupt, join_uris, split_uris};
+use crate::sqlite::to_token;
+use crate::{
+    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile, Redemption, Result,
+    StoreError, TokenRecord, User, UserStore,
+};
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() || d.is_foreign_key_violation() => {
+                StoreError::Conflict(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        Self::connect_with(options).await
+    }
+
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new().max_connections(16).connect_with(options).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+}
+
+const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at";
+
+fn app_from_row(row: &PgRow) -> Result<App> {
+    let id: String = row.try_get(0)?;
+    let mode: String = row.try_get(5)?;
+    Ok(App {
+        id: AppId::parse(&id).ok_or_else(|| corrupt("app id", &id))?,
+        name: row.try_get(1)?,
+        secret_hash: row.try_get(2)?,
+        redirect_uris: split_uris(row.try_get(3)?),
+        scopes: ScopeSet::from_stored(row.try_get(4)?),
+        mode: AppMode::parse(&mode).ok_or_else(|| corrupt("app mode", &mode))?,
+        created_at: row.try_get(6)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, full_name, biography, website, account_type, \
+     profile_picture_url, followers_count, follows_count, created_at";
+
+fn user_from_row(row: &PgRow) -> Result<User> {
+    Ok(User {
+        id: UserId(row.try_get(0)?),
+        username: row.try_get(1)?,
+        password_hash: row.try_get(2)?,
+        profile: Profile {
+            full_name: row.try_get(3)?,
+            biography: row.try_get(4)?,
+            website: row.try_get(5)?,
+            account_type: row.try_get(6)?,
+            profile_picture_url: row.try_get(7)?,
+            followers_count: row.try_get(8)?,
+            follows_count: row.try_get(9)?,
+        },
+        created_at: row.try_get(10)?,
+    })
+}
+
+fn grant_from_row(row: &PgRow) -> Result<Grant> {
+    let app: String = row.try_get(0)?;
+    let scoped: String = row.try_get(2)?;
+    Ok(Grant {
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        user_id: UserId(row.try_get(1)?),
+        scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+        scopes: ScopeSet::from_stored(row.try_get(3)?),
+        granted_at: row.try_get(4)?,
+    })
+}
+
+#[async_trait]
+impl AppStore for PgStore {
+    async fn create_app(&self, app: &App) -> Result<()> {
+        query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+            .bind(app.id.as_str())
+            .bind(&app.name)
+            .bind(&app.secret_hash)
+            .bind(join_uris(&app.redirect_uris))
+            .bind(app.scopes.to_stored())
+            .bind(app.mode.as_str())
+            .bind(app.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn app(&self, id: &AppId) -> Result<Option<App>> {
+        query(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(app_from_row)
+            .transpose()
+    }
+
+    async fn apps(&self) -> Result<Vec<App>> {
+        query(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(app_from_row)
+            .collect()
+    }
+
+    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
+        let r = query("UPDATE apps SET secret_hash = $1 WHERE id = $2")
+            .bind(secret_hash)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_app(&self, id: &AppId) -> Result<bool> {
+        let r = query("DELETE FROM apps WHERE id = $1").bind(id.as_str()).execute(&self.pool).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
+        query(
+            "INSERT INTO app_roles (app_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(app.as_str())
+        .bind(user.0)
+        .bind(role.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn role(&self, app: &AppId, user: UserId) -> Result<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM app_roles WHERE app_id = $1 AND user_id = $2")
+            .bind(app.as_str())
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        role.map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r))).transpose()
+    }
+
+    async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>> {
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT user_id, role FROM app_roles WHERE app_id = $1 ORDER BY created_at, user_id")
+                .bind(app.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(u, r)| Ok((UserId(u), Role::parse(&r).ok_or_else(|| corrupt("role", &r))?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn create_user(&self, u: &NewUser, now: UnixTime) -> Result<User> {
+        let p = &u.profile;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, full_name, biography, website, account_type,
+                 profile_picture_url, followers_count, follows_count, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(&u.username)
+        .bind(&u.password_hash)
+        .bind(&p.full_name)
+        .bind(&p.biography)
+        .bind(&p.website)
+        .bind(&p.account_type)
+        .bind(&p.profile_picture_url)
+        .bind(p.followers_count)
+        .bind(p.follows_count)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(User {
+            id: UserId(id),
+            username: u.username.clone(),
+            password_hash: u.password_hash.clone(),
+            profile: u.profile.clone(),
+            created_at: now,
+        })
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
+        query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn add_media(&self, m: &Media) -> Result<()> {
+        query(
+            "INSERT INTO media (id, user_id, media_type, caption, media_url, permalink, thumbnail_url,
+                 created_at, like_count, comments_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&m.id)
+        .bind(m.user_id.0)
+        .bind(&m.media_type)
+        .bind(&m.caption)
+        .bind(&m.media_url)
+        .bind(&m.permalink)
+        .bind(&m.thumbnail_url)
+        .bind(m.created_at)
+        .bind(m.like_count)
+        .bind(m.comments_count)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn media_count(&self, user: UserId) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE user_id = $1")
+            .bind(user.0)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl GrantStore for PgStore {
+    async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>> {
+        query("SELECT app_id, user_id, scoped_id, scopes, granted_at FROM grants WHERE app_id = $1 AND user_id = $2")
+            .bind(app.as_str())
+            .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(grant_from_row)
+            .transpose()
+    }
+
+    async fn save_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        scopes: &ScopeSet,
+        new_scoped_id: &ScopedUserId,
+        now: UnixTime,
+    ) -> Result<Grant> {
+        let row = query(
+            "INSERT INTO grants (app_id, user_id, scoped_id, scopes, granted_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (app_id, user_id) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at
+             RETURNING app_id, user_id, scoped_id, scopes, granted_at",
+        )
+        .bind(app.as_str())
+        .bind(user.0)
+        .bind(new_scoped_id.as_str())
+        .bind(scopes.to_stored())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        grant_from_row(&row)
+    }
+
+    async fn create_code(&self, code: &NewCode) -> Result<()> {
+        query(
+            "INSERT INTO auth_codes (hash, app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge,
+                 created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&code.hash.0[..])
+        .bind(code.app_id.as_str())
+        .bind(code.user_id.0)
+        .bind(code.scoped_id.as_str())
+        .bind(&code.redirect_uri)
+        .bind(code.scopes.to_stored())
+        .bind(code.code_challenge.as_ref().map(CodeChallenge::as_str))
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, decide: Decide) -> Result<Redemption> {
+        let mut tx = self.pool.begin().await?;
+        let row = query(
+            "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at, redeemed_at
+             FROM auth_codes WHERE hash = $1 FOR UPDATE",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Redemption::NotFound);
+        };
+        let redeemed_at: Option<i64> = row.try_get(8)?;
+        if redeemed_at.is_some() {
+            let r = query(
+                "UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay' WHERE code_hash = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Redemption::Replayed { revoked: r.rows_affected() });
+        }
+        let app: String = row.try_get(0)?;
+        let scoped: String = row.try_get(2)?;
+        let challenge: Option<String> = row.try_get(5)?;
+        let code = CodeRecord {
+            hash: *hash,
+            app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+            user_id: UserId(row.try_get(1)?),
+            scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+            redirect_uri: row.try_get(3)?,
+            scopes: ScopeSet::from_stored(row.try_get(4)?),
+            code_challenge: challenge.as_deref().map(CodeChallenge::from_stored),
+            created_at: row.try_get(6)?,
+            expires_at: row.try_get(7)?,
+        };
+        query("UPDATE auth_codes SET redeemed_at = $1 WHERE hash = $2")
+            .bind(now)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+        let token = match decide(&code) {
+            Ok(t) => t,
+            Err(refusal) => {
+                tx.commit().await?;
+                return Ok(Redemption::Refused(refusal));
+            }
+        };
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, code_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(&token.hash.0[..])
+        .bind(token.kind.as_str())
+        .bind(token.flavour.as_str())
+        .bind(token.app_id.as_str())
+        .bind(token.user_id.map(|u| u.0))
+        .bind(token.scopes.to_stored())
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .bind(token.code_hash.as_ref().map(|h| h.0.to_vec()))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Redemption::Issued(TokenRecord {
+            id,
+            kind: token.kind,
+            flavour: token.flavour,
+            app_id: token.app_id,
+            user_id: token.user_id,
+            scoped_id: Some(code.scoped_id),
+            scopes: token.scopes,
+            issued_at: token.issued_at,
+            expires_at: token.expires_at,
+            revoked: None,
+        }))
+    }
+
+    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        let row = query(
+            "SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes, t.issued_at, t.expires_at,
+                 t.revoke_reason, t.revoked_at
+             FROM tokens t LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
+             WHERE t.hash = $1",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            to_token((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+                r.try_get(5)?,
+                r.try_get(6)?,
+                r.try_get(7)?,
+                r.try_get(8)?,
+                r.try_get(9)?,
+                r.try_get(10)?,
+            ))
+        })
+        .transpose()
+    }
+}

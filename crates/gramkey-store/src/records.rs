@@ -1,0 +1,146 @@
+//! The rows the store reads and writes, in domain types.
+
+use gramkey_domain::code::CodeChallenge;
+use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::{AppId, AppMode, Flavour, RedirectUri, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub id: AppId,
+    pub name: String,
+    /// HMAC-SHA256 of the client secret under the server key.
+    pub secret_hash: Vec<u8>,
+    pub redirect_uris: Vec<RedirectUri>,
+    /// The scopes this app may request.
+    pub scopes: ScopeSet,
+    pub mode: AppMode,
+    pub created_at: UnixTime,
+}
+
+/// What Instagram shows of a person.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Profile {
+    pub full_name: String,
+    pub biography: String,
+    pub website: String,
+    /// `BUSINESS`, `MEDIA_CREATOR` or `PERSONAL`.
+    pub account_type: String,
+    pub profile_picture_url: String,
+    pub followers_count: i64,
+    pub follows_count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    /// Already validated and lower-cased.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub profile: Profile,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub password_hash: String,
+    pub profile: Profile,
+    pub created_at: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub id: String,
+    pub user_id: UserId,
+    /// `IMAGE`, `VIDEO` or `CAROUSEL_ALBUM`.
+    pub media_type: String,
+    pub caption: String,
+    pub media_url: String,
+    pub permalink: String,
+    pub thumbnail_url: Option<String>,
+    pub created_at: UnixTime,
+    pub like_count: i64,
+    pub comments_count: i64,
+}
+
+/// A user's consent to an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub app_id: AppId,
+    pub user_id: UserId,
+    /// The id this app sees for this user.
+    pub scoped_id: ScopedUserId,
+    pub scopes: ScopeSet,
+    pub granted_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCode {
+    pub hash: TokenHash,
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub scoped_id: ScopedUserId,
+    pub redirect_uri: String,
+    pub scopes: ScopeSet,
+    pub code_challenge: Option<CodeChallenge>,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// An unredeemed code, as handed to [`crate::Decide`].
+pub type CodeRecord = NewCode;
+
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub hash: TokenHash,
+    pub kind: TokenKind,
+    pub flavour: Flavour,
+    pub app_id: AppId,
+    pub user_id: Option<UserId>,
+    pub scopes: ScopeSet,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    /// The code it was issued from, so a replay of that code can revoke it.
+    pub code_hash: Option<TokenHash>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    /// A number safe to log and audit in place of the token.
+    pub id: i64,
+    pub kind: TokenKind,
+    pub flavour: Flavour,
+    pub app_id: AppId,
+    pub user_id: Option<UserId>,
+    /// The app-scoped id of the user, for user tokens.
+    pub scoped_id: Option<ScopedUserId>,
+    pub scopes: ScopeSet,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub revoked: Option<RevokeReason>,
+}
+
+/// The outcome of [`crate::GrantStore::redeem_code`].
+#[derive(Debug, Clone)]
+pub enum Redemption {
+    Issued(TokenRecord),
+    NotFound,
+    /// The code had been redeemed before; this many tokens were revoked now.
+    Replayed { revoked: u64 },
+    Refused(TokenEndpointError),
+}
+
+// Small conversions shared by both backends.
+
+pub(crate) fn join_uris(uris: &[RedirectUri]) -> String {
+    uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>().join("\n")
+}
+
+/// Stored URIs were validated on the way in; one that no longer parses is dropped, not trusted.
+pub(crate) fn split_uris(s: &str) -> Vec<RedirectUri> {
+    s.lines().filter_map(|l| RedirectUri::parse(l).ok()).collect()
+}
+
+pub(crate) fn corrupt(what: &str, value: &str) -> crate::StoreError {
+    crate::StoreError::Backend(format!("stored {what} {value:?} is not valid"))
+}

@@ -1,0 +1,629 @@
+//! The embedded SQLite store, the default.
+//!
+//! - **Writes** go to one writer thread that owns the only writing connection. It takes every
+//!   write waiting in its queue (up to [`MAX_BATCH`]), runs each in its own savepoint inside one
+//!   transaction, commits once, and only then answers each caller. With `synchronous=FULL` every
+//!   answered write is on disk, yet a burst of concurrent token requests costs one fsync, not one
+//!   each (group commit). A write that fails rolls back its own savepoint only.
+//! - **Reads** use a pool of read-only connections and run inline on the calling task: an
+//!   indexed lookup takes microseconds, less than a hop to a blocking thread would. WAL mode lets
+//!   them run while the writer commits.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use async_trait::async_trait;
+use gramkey_domain::code::CodeChallenge;
+use gramkey_domain::error::RevokeReason;
+use gramkey_domain::{AppId, AppMode, Flavour, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::records::{corrupt, join_uris, split_uris};
+use crate::{
+    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile, Redemption, Result,
+    StoreError, TokenRecord, User, UserStore,
+};
+
+/// The most writes committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// One queued write.
+trait Job: Send {
+    /// Runs inside the batch transaction, in a savepoint of its own.
+    fn run(&mut self, conn: &Connection);
+    /// Answers the caller once the batch has committed (or failed to).
+    fn finish(self: Box<Self>, commit: Result<()>);
+}
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) {
+        if let Some(work) = self.work.take() {
+            self.result = Some(in_savepoint(conn, work));
+        }
+    }
+    fn finish(self: Box<Self>, commit: Result<()>) {
+        let this = *self;
+        let outcome = commit.and_then(|()| {
+            this.result.unwrap_or_else(|| Err(StoreError::Backend("write was not run".into())))
+        });
+        // The caller may have gone away (its request was cancelled); nothing to do then.
+        let _ = this.reply.send(outcome);
+    }
+}
+
+fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Backend("a write panicked".into())));
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
+    result
+}
+
+fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit = run_batch(&conn, &mut batch);
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, writes = batch.len(), "SQLite batch commit failed");
+        }
+        for job in batch.drain(..) {
+            job.finish(commit.clone());
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    for job in batch.iter_mut() {
+        job.run(conn);
+    }
+    let commit = conn.prepare_cached("COMMIT")?.execute([]).map(|_| ()).map_err(StoreError::from);
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    commit
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`; dropping the last handle stops the writer.
+pub struct SqliteStore {
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    writer: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "the database has schema version {current}, newer than this gramkey ({}); upgrade gramkey",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )?;
+        migrate(&mut conn)?;
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+        });
+        let readers = r2d2::Pool::builder().max_size(16).min_idle(Some(1)).build(manager)?;
+        let (writer, queue) = mpsc::channel(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("gramkey-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, queue))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { readers, writer })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.readers.get()?;
+        Ok(f(&conn)?)
+    }
+
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(TypedJob { work: Some(work), result: None, reply });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
+    }
+}
+
+const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at";
+
+fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, StoreError>> {
+    let id: String = row.get(0)?;
+    let mode: String = row.get(5)?;
+    let scopes: String = row.get(4)?;
+    let uris: String = row.get(3)?;
+    Ok((|| {
+        Ok(App {
+            id: AppId::parse(&id).ok_or_else(|| corrupt("app id", &id))?,
+            name: row.get(1).map_err(StoreError::from)?,
+            secret_hash: row.get(2).map_err(StoreError::from)?,
+            redirect_uris: split_uris(&uris),
+            scopes: ScopeSet::from_stored(&scopes),
+            mode: AppMode::parse(&mode).ok_or_else(|| corrupt("app mode", &mode))?,
+            created_at: row.get(6).map_err(StoreError::from)?,
+        })
+    })())
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, full_name, biography, website, account_type, \
+     profile_picture_url, followers_count, follows_count, created_at";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: UserId(row.get(0)?),
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        profile: Profile {
+            full_name: row.get(3)?,
+            biography: row.get(4)?,
+            website: row.get(5)?,
+            account_type: row.get(6)?,
+            profile_picture_url: row.get(7)?,
+            followers_count: row.get(8)?,
+            follows_count: row.get(9)?,
+        },
+        created_at: row.get(10)?,
+    })
+}
+
+#[async_trait]
+impl AppStore for SqliteStore {
+    async fn create_app(&self, app: &App) -> Result<()> {
+        let app = app.clone();
+        self.write(move |c| {
+            c.prepare_cached(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?
+                .execute(params![
+                    app.id.as_str(),
+                    app.name,
+                    app.secret_hash,
+                    join_uris(&app.redirect_uris),
+                    app.scopes.to_stored(),
+                    app.mode.as_str(),
+                    app.created_at
+                ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn app(&self, id: &AppId) -> Result<Option<App>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"))?
+                .query_row([id.as_str()], app_from_row)
+                .optional()
+        })?
+        .transpose()
+    }
+
+    async fn apps(&self) -> Result<Vec<App>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"))?
+                .query_map([], app_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .collect()
+    }
+
+    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
+        let (id, hash) = (id.clone(), secret_hash.to_vec());
+        self.write(move |c| {
+            Ok(c.prepare_cached("UPDATE apps SET secret_hash = ?1 WHERE id = ?2")?.execute(params![hash, id.as_str()])?
+                == 1)
+        })
+        .await
+    }
+
+    async fn delete_app(&self, id: &AppId) -> Result<bool> {
+        let id = id.clone();
+        self.write(move |c| Ok(c.prepare_cached("DELETE FROM apps WHERE id = ?1")?.execute([id.as_str()])? == 1))
+            .await
+    }
+
+    async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
+        let app = app.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO app_roles (app_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role",
+            )?
+            .execute(params![app.as_str(), user.0, role.as_str(), now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn role(&self, app: &AppId, user: UserId) -> Result<Option<Role>> {
+        let role: Option<String> = self.read(|c| {
+            c.prepare_cached("SELECT role FROM app_roles WHERE app_id = ?1 AND user_id = ?2")?
+                .query_row(params![app.as_str(), user.0], |r| r.get(0))
+                .optional()
+        })?;
+        role.map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r))).transpose()
+    }
+
+    async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>> {
+        let rows: Vec<(i64, String)> = self.read(|c| {
+            c.prepare_cached("SELECT user_id, role FROM app_roles WHERE app_id = ?1 ORDER BY created_at, user_id")?
+                .query_map([app.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })?;
+        rows.into_iter()
+            .map(|(u, r)| Ok((UserId(u), Role::parse(&r).ok_or_else(|| corrupt("role", &r))?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, user: &NewUser, now: UnixTime) -> Result<User> {
+        let u = user.clone();
+        self.write(move |c| {
+            let p = &u.profile;
+            let id: i64 = c
+                .prepare_cached(
+                    "INSERT INTO users (username, password_hash, full_name, biography, website, account_type,
+                         profile_picture_url, followers_count, follows_count, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        u.username,
+                        u.password_hash,
+                        p.full_name,
+                        p.biography,
+                        p.website,
+                        p.account_type,
+                        p.profile_picture_url,
+                        p.followers_count,
+                        p.follows_count,
+                        now
+                    ],
+                    |r| r.get(0),
+                )?;
+            Ok(User { id: UserId(id), username: u.username, password_hash: u.password_hash, profile: u.profile, created_at: now })
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+                .query_row([id.0], user_from_row)
+                .optional()
+        })
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"))?
+                .query_row([username], user_from_row)
+                .optional()
+        })
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?
+                .query_map([], user_from_row)?
+                .collect()
+        })
+    }
+
+    async fn add_media(&self, media: &Media) -> Result<()> {
+        let m = media.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO media (id, user_id, media_type, caption, media_url, permalink, thumbnail_url,
+                     created_at, like_count, comments_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                m.id,
+                m.user_id.0,
+                m.media_type,
+                m.caption,
+                m.media_url,
+                m.permalink,
+                m.thumbnail_url,
+                m.created_at,
+                m.like_count,
+                m.comments_count
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn media_count(&self, user: UserId) -> Result<u64> {
+        let n: i64 = self
+            .read(|c| c.prepare_cached("SELECT COUNT(*) FROM media WHERE user_id = ?1")?.query_row([user.0], |r| r.get(0)))?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+}
+
+fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, String, i64)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+}
+
+fn to_grant((app, user, scoped, scopes, at): (String, i64, String, String, i64)) -> Result<Grant> {
+    Ok(Grant {
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        user_id: UserId(user),
+        scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+        scopes: ScopeSet::from_stored(&scopes),
+        granted_at: at,
+    })
+}
+
+fn code_from_row(row: &Row<'_>, hash: TokenHash) -> rusqlite::Result<Result<(CodeRecord, Option<UnixTime>)>> {
+    let app: String = row.get(0)?;
+    let scoped: String = row.get(2)?;
+    let scopes: String = row.get(4)?;
+    let challenge: Option<String> = row.get(5)?;
+    let user: i64 = row.get(1)?;
+    let redirect_uri: String = row.get(3)?;
+    let (created_at, expires_at, redeemed_at) = (row.get(6)?, row.get(7)?, row.get(8)?);
+    Ok((|| {
+        Ok((
+            CodeRecord {
+                hash,
+                app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+                user_id: UserId(user),
+                scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+                redirect_uri,
+                scopes: ScopeSet::from_stored(&scopes),
+                code_challenge: challenge.as_deref().map(CodeChallenge::from_stored),
+                created_at,
+                expires_at,
+            },
+            redeemed_at,
+        ))
+    })())
+}
+
+type TokenRow = (i64, String, String, String, Option<i64>, Option<String>, String, i64, i64, Option<String>, Option<i64>);
+
+pub(crate) fn to_token(
+    (id, kind, flavour, app, user, scoped, scopes, issued_at, expires_at, reason, revoked_at): TokenRow,
+) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id,
+        kind: TokenKind::parse(&kind).ok_or_else(|| corrupt("token kind", &kind))?,
+        flavour: Flavour::parse(&flavour).ok_or_else(|| corrupt("token flavour", &flavour))?,
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        user_id: user.map(UserId),
+        scoped_id: scoped.as_deref().and_then(ScopedUserId::parse),
+        scopes: ScopeSet::from_stored(&scopes),
+        issued_at,
+        expires_at,
+        revoked: revoked_at.map(|_| RevokeReason::parse(reason.as_deref().unwrap_or_default())),
+    })
+}
+
+#[async_trait]
+impl GrantStore for SqliteStore {
+    async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT app_id, user_id, scoped_id, scopes, granted_at FROM grants WHERE app_id = ?1 AND user_id = ?2",
+            )?
+            .query_row(params![app.as_str(), user.0], grant_from_row)
+            .optional()
+        })?
+        .map(to_grant)
+        .transpose()
+    }
+
+    async fn save_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        scopes: &ScopeSet,
+        new_scoped_id: &ScopedUserId,
+        now: UnixTime,
+    ) -> Result<Grant> {
+        let (app, scopes, scoped) = (app.clone(), scopes.to_stored(), new_scoped_id.clone());
+        let row = self
+            .write(move |c| {
+                Ok(c.prepare_cached(
+                    "INSERT INTO grants (app_id, user_id, scoped_id, scopes, granted_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (app_id, user_id) DO UPDATE SET scopes = excluded.scopes, granted_at = excluded.granted_at
+                     RETURNING app_id, user_id, scoped_id, scopes, granted_at",
+                )?
+                .query_row(params![app.as_str(), user.0, scoped.as_str(), scopes, now], grant_from_row)?)
+            })
+            .await?;
+        to_grant(row)
+    }
+
+    async fn create_code(&self, code: &NewCode) -> Result<()> {
+        let code = code.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO auth_codes (hash, app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge,
+                     created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                code.hash.0,
+                code.app_id.as_str(),
+                code.user_id.0,
+                code.scoped_id.as_str(),
+                code.redirect_uri,
+                code.scopes.to_stored(),
+                code.code_challenge.as_ref().map(CodeChallenge::as_str),
+                code.created_at,
+                code.expires_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, decide: Decide) -> Result<Redemption> {
+        let hash = *hash;
+        self.write(move |c| {
+            let found = c
+                .prepare_cached(
+                    "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at,
+                         redeemed_at
+                     FROM auth_codes WHERE hash = ?1",
+                )?
+                .query_row([hash.0], |r| code_from_row(r, hash))
+                .optional()?
+                .transpose()?;
+            let Some((code, redeemed_at)) = found else {
+                return Ok(Redemption::NotFound);
+            };
+            if redeemed_at.is_some() {
+                let revoked = c
+                    .prepare_cached(
+                        "UPDATE tokens SET revoked_at = ?1, revoke_reason = 'code_replay'
+                         WHERE code_hash = ?2 AND revoked_at IS NULL",
+                    )?
+                    .execute(params![now, hash.0])?;
+                return Ok(Redemption::Replayed { revoked: revoked as u64 });
+            }
+            c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE hash = ?2")?.execute(params![now, hash.0])?;
+            let token = match decide(&code) {
+                Ok(t) => t,
+                Err(refusal) => return Ok(Redemption::Refused(refusal)),
+            };
+            let id: i64 = c
+                .prepare_cached(
+                    "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, code_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        token.hash.0,
+                        token.kind.as_str(),
+                        token.flavour.as_str(),
+                        token.app_id.as_str(),
+                        token.user_id.map(|u| u.0),
+                        token.scopes.to_stored(),
+                        token.issued_at,
+                        token.expires_at,
+                        token.code_hash.map(|h| h.0)
+                    ],
+                    |r| r.get(0),
+                )?;
+            Ok(Redemption::Issued(TokenRecord {
+                id,
+                kind: token.kind,
+                flavour: token.flavour,
+                app_id: token.app_id,
+                user_id: token.user_id,
+                scoped_id: Some(code.scoped_id),
+                scopes: token.scopes,
+                issued_at: token.issued_at,
+                expires_at: token.expires_at,
+                revoked: None,
+            }))
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes, t.issued_at, t.expires_at,
+                     t.revoke_reason, t.revoked_at
+                 FROM tokens t LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
+                 WHERE t.hash = ?1",
+            )?
+            .query_row([hash.0], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                ))
+            })
+            .optional()
+        })?
+        .map(to_token)
+        .transpose()
+    }
+}

@@ -1,0 +1,61 @@
+//! Helpers for tests in this and other crates: fresh, isolated stores on either backend.
+
+use std::sync::Arc;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+use crate::postgres::PgStore;
+use crate::sqlite::SqliteStore;
+use crate::{Result, Store, StoreError};
+
+/// A SQLite store in a new temporary directory, deleted when the returned guard drops.
+pub fn fresh_sqlite() -> Result<(Arc<dyn Store>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("gramkey.db"))?;
+    Ok((Arc::new(store), dir))
+}
+
+/// A PostgreSQL store in a new, uniquely named schema of the database at `url`, so tests can
+/// run in parallel and leave each other alone.
+pub async fn fresh_postgres(url: &str) -> Result<Arc<dyn Store>> {
+    let options: PgConnectOptions = url.parse()?;
+    let schema = format!("gk_test_{}", unique_suffix());
+    let mut admin = PgConnection::connect_with(&options).await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await?;
+    admin.close().await?;
+    let store = PgStore::connect_with(options.options([("search_path", schema.as_str())])).await?;
+    Ok(Arc::new(store))
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `GRAMKEY_TEST_POSTGRES_URL`, or `None` after saying loudly that PostgreSQL tests are
+/// skipped. Under CI (`CI` set) a missing URL is a failure, not a skip.
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("GRAMKEY_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: GRAMKEY_TEST_POSTGRES_URL is not set, and under CI PostgreSQL tests must run"
+            );
+            eprintln!("!!! SKIPPED {test} on PostgreSQL: set GRAMKEY_TEST_POSTGRES_URL to run it");
+            None
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
