@@ -1,1 +1,331 @@
-fn main() {}
+//! The `gramkey` binary: `gramkey serve` runs the server; `app` and `user` manage the same
+//! database from the command line. Configuration: defaults, then `GRAMKEY_*` environment
+//! variables, then flags.
+
+mod config;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gramkey_domain::{AppMode, Password, Role};
+use gramkey_server::ops::{NewAppInput, Ops, app_json, user_json};
+use gramkey_server::sandbox::{SANDBOX_APP_NAME, SANDBOX_CALLBACK_PATH, seed_if_empty};
+use gramkey_server::{AppState, ServerConfig};
+use gramkey_store::Profile;
+use serde_json::json;
+
+use crate::config::Global;
+
+#[derive(Parser)]
+#[command(name = "gramkey", version, about = "An Instagram-compatible OAuth server and its tools")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (seeds a sandbox on first start).
+    Serve(ServeArgs),
+    /// Manage apps.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GRAMKEY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The URL clients use to reach this server (default: http://LISTEN).
+    #[arg(long, env = "GRAMKEY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Do not seed the sandbox app and users into an empty database.
+    #[arg(long, env = "GRAMKEY_NO_SANDBOX")]
+    no_sandbox: bool,
+    /// Log format.
+    #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Register an app; prints its client id and (once) its secret.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A redirect URI; repeat for several.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// Scopes the app may request, comma- or space-separated.
+        #[arg(long)]
+        scopes: String,
+        #[arg(long, value_parser = ["development", "live"], default_value = "development")]
+        mode: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List apps.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one app.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace an app's client secret; the old one stops working at once.
+    RotateSecret {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an app and every code, grant and token issued to it.
+    Delete { id: String },
+    /// Give a user a role on an app (needed to authorize it in development mode).
+    AddRole {
+        id: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, value_parser = ["admin", "developer", "tester"])]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
+        /// The password (visible to other local users in the process list; prefer --password-stdin).
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let log_format = match &cli.command {
+        Command::Serve(a) => a.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(log_format);
+    match cli.command {
+        Command::Serve(args) => serve(&cli.global, args).await,
+        Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
+        Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRAMKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
+    let ops = global.open().await?;
+    let public_url = args
+        .public_url
+        .unwrap_or_else(|| {
+            let host = if args.listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { args.listen.ip().to_string() };
+            let host = if args.listen.is_ipv6() && !args.listen.ip().is_unspecified() { format!("[{host}]") } else { host };
+            format!("http://{host}:{}", args.listen.port())
+        })
+        .trim_end_matches('/')
+        .to_owned();
+    url::Url::parse(&public_url).with_context(|| format!("--public-url {public_url:?} is not a URL"))?;
+
+    if !args.no_sandbox {
+        if let Some(info) = seed_if_empty(&ops, &public_url).await? {
+            println!("gramkey sandbox created. These credentials are shown once:");
+            println!("  app \"{}\" (development mode)", info.app.name);
+            println!("    client_id:     {}", info.app.id);
+            println!("    client_secret: {}", info.secret.expose());
+            println!("  users:");
+            for (name, password, role) in &info.users {
+                let note = match role {
+                    Some(r) => format!("{} of the app", r.as_str()),
+                    None => "no role: refused while the app is in development mode".into(),
+                };
+                println!("    {name:<6} password {}  ({note})", password.expose());
+            }
+        }
+        if let Some(app) = ops.store.apps().await?.into_iter().find(|a| a.name == SANDBOX_APP_NAME) {
+            let redirect = format!("{public_url}{SANDBOX_CALLBACK_PATH}");
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs([
+                    ("client_id", app.id.as_str()),
+                    ("redirect_uri", redirect.as_str()),
+                    ("scope", "user_profile,user_media"),
+                    ("response_type", "code"),
+                    ("state", "sandbox"),
+                ])
+                .finish();
+            println!("Open this URL in a browser to authorize the sandbox app:");
+            println!("  {public_url}/oauth/authorize?{query}");
+        }
+    }
+
+    let master_key = global.master_key()?;
+    let config = ServerConfig { public_url: public_url.clone(), admin_key: global.admin_key()? };
+    let state = AppState::new(ops.store.clone(), ops.clock.clone(), ops.entropy.clone(), &master_key, config);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("gramkey listening on {} ({public_url})", listener.local_addr()?);
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    gramkey_server::serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
+    .await?;
+    Ok(())
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_app(app: &gramkey_store::App) {
+    println!("{}  {}  [{}]", app.id, app.name, app.mode.as_str());
+    println!("  redirect URIs: {}", app.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(" "));
+    println!("  scopes:        {}", app.scopes.to_stored());
+}
+
+async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
+    match cmd {
+        AppCommand::Create { name, redirect_uris, scopes, mode, json } => {
+            let mode = AppMode::parse(&mode).context("mode must be development or live")?;
+            let (app, secret) = ops.create_app(NewAppInput { name, redirect_uris, scopes, mode }).await?;
+            if json {
+                let mut v = app_json(&app);
+                v["client_secret"] = json!(secret.expose());
+                print_json(&v)?;
+            } else {
+                print_app(&app);
+                println!("client_id:     {}", app.id);
+                println!("client_secret: {}", secret.expose());
+                println!("The secret is shown only now; `gramkey app rotate-secret {}` makes a new one.", app.id);
+            }
+        }
+        AppCommand::List { json } => {
+            let apps = ops.store.apps().await?;
+            if json {
+                print_json(&json!(apps.iter().map(app_json).collect::<Vec<_>>()))?;
+            } else if apps.is_empty() {
+                println!("no apps");
+            } else {
+                apps.iter().for_each(print_app);
+            }
+        }
+        AppCommand::Show { id, json } => {
+            let app = ops.app(&id).await?;
+            let mut roles = Vec::new();
+            for (uid, role) in ops.store.roles(&app.id).await? {
+                let name = ops.store.user(uid).await?.map(|u| u.username).unwrap_or_default();
+                roles.push((name, role));
+            }
+            if json {
+                let mut v = app_json(&app);
+                v["roles"] = json!(roles.iter().map(|(n, r)| json!({"username": n, "role": r.as_str()})).collect::<Vec<_>>());
+                print_json(&v)?;
+            } else {
+                print_app(&app);
+                for (n, r) in roles {
+                    println!("  {}: {n}", r.as_str());
+                }
+            }
+        }
+        AppCommand::RotateSecret { id, json } => {
+            let secret = ops.rotate_secret(&id).await?;
+            if json {
+                print_json(&json!({"id": id, "client_secret": secret.expose()}))?;
+            } else {
+                println!("client_secret: {}", secret.expose());
+            }
+        }
+        AppCommand::Delete { id } => {
+            ops.delete_app(&id).await?;
+            println!("deleted app {id}");
+        }
+        AppCommand::AddRole { id, user, role } => {
+            let role = Role::parse(&role).context("role must be admin, developer or tester")?;
+            ops.set_role(&id, &user, role).await?;
+            println!("{user} is now {} of app {id}", role.as_str());
+        }
+    }
+    Ok(())
+}
+
+async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
+    match cmd {
+        UserCommand::Create { username, password_stdin, password, json } => {
+            let password = match (password_stdin, password) {
+                (true, _) => {
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+                (false, Some(p)) => p,
+                (false, None) => bail!("give the password with --password-stdin (or --password)"),
+            };
+            let profile = Profile { account_type: "PERSONAL".into(), ..Profile::default() };
+            let user = ops.create_user(&username, Password::new(password), profile).await?;
+            if json {
+                print_json(&user_json(&user))?;
+            } else {
+                println!("created user {}", user.username);
+            }
+        }
+        UserCommand::List { json } => {
+            let users = ops.store.users().await?;
+            if json {
+                print_json(&json!(users.iter().map(user_json).collect::<Vec<_>>()))?;
+            } else if users.is_empty() {
+                println!("no users");
+            } else {
+                for u in users {
+                    println!("{}  ({})", u.username, u.profile.account_type);
+                }
+            }
+        }
+    }
+    Ok(())
+}

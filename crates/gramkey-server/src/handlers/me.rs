@@ -1,0 +1,202 @@
+//! `GET /me` (Graph and Basic Display, with an optional `/vNN.0` prefix).
+//!
+//! Validating the token costs one SHA-256 and one indexed lookup; the user row is a second
+//! indexed lookup. `fields` defaults to `id`; a response carries only the fields asked for, and
+//! a field the token's scopes do not cover is refused with code 10.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::response::{IntoResponse, Response};
+use gramkey_domain::error::GraphError;
+use gramkey_domain::token::{TokenState, check_usable, plausible_token};
+use gramkey_domain::{AccessToken, Scope, TokenHash, TokenKind};
+use gramkey_store::TokenRecord;
+use serde_json::{Map, Value, json};
+
+use crate::state::AppState;
+use crate::wire::graph::{GraphResponse, unknown_path};
+
+/// The access token of a request: `Authorization: Bearer …` (or `OAuth …`, as Graph accepts), or
+/// the `access_token` query parameter. Both at once is refused (RFC 6750 §2).
+pub fn bearer(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<AccessToken>, GraphError> {
+    let from_header = match headers.get(AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| GraphError::invalid_token())?;
+            let (scheme, rest) = v.split_once(' ').ok_or_else(GraphError::invalid_token)?;
+            if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("oauth") {
+                return Err(GraphError::invalid_token());
+            }
+            Some(rest.trim().to_owned())
+        }
+    };
+    let mut from_query = query.iter().filter(|(k, _)| k == "access_token").map(|(_, v)| v.clone());
+    let q = from_query.next();
+    if from_query.next().is_some() {
+        return Err(GraphError::invalid_parameter("access_token was given more than once"));
+    }
+    match (from_header, q) {
+        (Some(_), Some(_)) => Err(GraphError::invalid_parameter(
+            "Send the access token in the Authorization header or the access_token parameter, not both",
+        )),
+        (Some(t), None) | (None, Some(t)) => Ok(Some(AccessToken::new(t))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Looks up a token and checks that it may be used now.
+pub async fn authenticate(state: &AppState, token: Option<AccessToken>) -> Result<TokenRecord, GraphError> {
+    let token = token.ok_or_else(GraphError::missing_token)?;
+    if !plausible_token(token.expose()) {
+        return Err(GraphError::invalid_token());
+    }
+    let record = state
+        .ops
+        .store
+        .token(&TokenHash::of_token(&token))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "token lookup failed");
+            GraphError::internal()
+        })?
+        .ok_or_else(GraphError::invalid_token)?;
+    check_usable(TokenState { expires_at: record.expires_at, revoked: record.revoked }, state.ops.clock.now())?;
+    Ok(record)
+}
+
+/// User fields `/me` knows, and the scope each needs beyond the basic profile one.
+const USER_FIELDS: &[&str] = &[
+    "id",
+    "user_id",
+    "username",
+    "account_type",
+    "media_count",
+    "name",
+    "profile_picture_url",
+    "followers_count",
+    "follows_count",
+    "biography",
+    "website",
+];
+
+/// Parses `fields=a,b,c` strictly: names of `[a-z_]`, known to the node, no duplicates needed.
+fn parse_fields(raw: Option<&str>) -> Result<Vec<&str>, GraphError> {
+    let raw = raw.unwrap_or("id");
+    let mut out: Vec<&str> = Vec::new();
+    for f in raw.split(',').map(str::trim) {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(GraphError::invalid_parameter(format!("Syntax error in fields: {raw:?}")));
+        }
+        if !USER_FIELDS.contains(&f) {
+            return Err(GraphError::nonexisting_field(f, "User"));
+        }
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+/// Does the token allow reading media (and so `media_count`)?
+fn may_read_media(record: &TokenRecord) -> bool {
+    [Scope::UserMedia, Scope::BusinessBasic, Scope::Basic].iter().any(|s| record.scopes.contains(*s))
+}
+
+pub async fn me(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    match me_inner(&state, &headers, q).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => GraphResponse(e).into_response(),
+    }
+}
+
+/// `/{version}/me`: only `vNN.N` versions, anything else is an unknown path.
+pub async fn me_versioned(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if !is_graph_version(&version) {
+        return unknown_path(&format!("/{version}/me"));
+    }
+    me(State(state), headers, RawQuery(q)).await
+}
+
+/// `v19.0`, `v22.0`: the Graph version prefix.
+pub fn is_graph_version(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('v') else { return false };
+    let Some((major, minor)) = rest.split_once('.') else { return false };
+    (1..=3).contains(&major.len())
+        && major.bytes().all(|b| b.is_ascii_digit())
+        && (1..=2).contains(&minor.len())
+        && minor.bytes().all(|b| b.is_ascii_digit())
+}
+
+async fn me_inner(state: &AppState, headers: &HeaderMap, q: Option<String>) -> Result<Value, GraphError> {
+    let query: Vec<(String, String)> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
+    let record = authenticate(state, bearer(headers, &query)?).await?;
+    if record.kind == TokenKind::App {
+        return Err(GraphError::missing_token());
+    }
+    let fields_raw: Vec<&str> = query.iter().filter(|(k, _)| k == "fields").map(|(_, v)| v.as_str()).collect();
+    if fields_raw.len() > 1 {
+        return Err(GraphError::invalid_parameter("fields was given more than once"));
+    }
+    let fields = parse_fields(fields_raw.first().copied())?;
+    if fields.contains(&"media_count") && !may_read_media(&record) {
+        return Err(GraphError::permission("instagram_graph_user_media"));
+    }
+    let (Some(uid), Some(scoped)) = (record.user_id, record.scoped_id.as_ref()) else {
+        return Err(GraphError::invalid_token());
+    };
+    let store = &state.ops.store;
+    let internal = |e: gramkey_store::StoreError| {
+        tracing::error!(error = %e, "profile lookup failed");
+        GraphError::internal()
+    };
+    let user = store.user(uid).await.map_err(internal)?.ok_or_else(GraphError::invalid_token)?;
+    let mut out = Map::new();
+    for f in fields {
+        let p = &user.profile;
+        let v = match f {
+            "id" | "user_id" => json!(scoped.as_str()),
+            "username" => json!(user.username),
+            "account_type" => json!(p.account_type),
+            "media_count" => json!(store.media_count(uid).await.map_err(internal)?),
+            "name" => json!(p.full_name),
+            "profile_picture_url" => json!(p.profile_picture_url),
+            "followers_count" => json!(p.followers_count),
+            "follows_count" => json!(p.follows_count),
+            "biography" => json!(p.biography),
+            "website" => json!(p.website),
+            _ => continue,
+        };
+        out.insert(f.to_owned(), v);
+    }
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_parsed_strictly() {
+        assert_eq!(parse_fields(None).unwrap(), vec!["id"]);
+        assert_eq!(parse_fields(Some("id,username,id")).unwrap(), vec!["id", "username"]);
+        assert_eq!(parse_fields(Some("id,bogus")).unwrap_err().code, 100);
+        assert_eq!(parse_fields(Some("id,,username")).unwrap_err().code, 100);
+        assert_eq!(parse_fields(Some("id{x}")).unwrap_err().code, 100);
+    }
+
+    #[test]
+    fn versions() {
+        assert!(is_graph_version("v19.0"));
+        assert!(is_graph_version("v1.0"));
+        assert!(!is_graph_version("v19"));
+        assert!(!is_graph_version("19.0"));
+        assert!(!is_graph_version("v19.0x"));
+    }
+}

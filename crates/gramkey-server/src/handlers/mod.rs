@@ -1,0 +1,8 @@
+//! One module per endpoint group. Each handler parses, calls the domain and the store, renders.
+
+pub mod admin;
+pub mod authorize;
+pub mod form;
+pub mod me;
+pub mod sandbox;
+pub mod token;

@@ -1,0 +1,168 @@
+//! Operations shared by the CLI and the admin HTTP API, so both do exactly the same thing:
+//! validate with the domain, generate ids and secrets, hash, store.
+
+use std::sync::Arc;
+
+use gramkey_domain::app::{AppError, validate_app_name, validate_app_scopes};
+use gramkey_domain::entropy::random_hex;
+use gramkey_domain::password::{PasswordError, hash_password};
+use gramkey_domain::user::{Username, UsernameError};
+use gramkey_domain::{AppId, AppMode, ClientSecret, Clock, Entropy, Password, RedirectUri, Role, SecretHasher};
+use gramkey_store::{App, NewUser, Profile, Store, StoreError, User};
+use serde_json::{Value, json};
+
+/// Everything an operation needs. Time and randomness are injected here and nowhere else.
+#[derive(Clone)]
+pub struct Ops {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub hasher: SecretHasher,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e)
+    }
+}
+impl From<AppError> for OpError {
+    fn from(e: AppError) -> Self {
+        OpError::Invalid(e.to_string())
+    }
+}
+impl From<UsernameError> for OpError {
+    fn from(e: UsernameError) -> Self {
+        OpError::Invalid(e.to_string())
+    }
+}
+impl From<PasswordError> for OpError {
+    fn from(e: PasswordError) -> Self {
+        OpError::Invalid(e.to_string())
+    }
+}
+
+/// What it takes to register an app.
+#[derive(Debug, Clone)]
+pub struct NewAppInput {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub scopes: String,
+    pub mode: AppMode,
+}
+
+/// A client secret: 32 hex characters (128 bits), the shape Meta issues.
+fn new_client_secret(entropy: &dyn Entropy) -> ClientSecret {
+    ClientSecret::new(random_hex(entropy, 32))
+}
+
+impl Ops {
+    /// Registers an app. The secret is returned once and stored only as a keyed hash.
+    pub async fn create_app(&self, input: NewAppInput) -> Result<(App, ClientSecret), OpError> {
+        let name = validate_app_name(&input.name)?;
+        if input.redirect_uris.is_empty() {
+            return Err(AppError::NoRedirectUri.into());
+        }
+        let redirect_uris =
+            input.redirect_uris.iter().map(|u| RedirectUri::parse(u.trim())).collect::<Result<Vec<_>, _>>()?;
+        let scopes = validate_app_scopes(&input.scopes)?;
+        let secret = new_client_secret(&*self.entropy);
+        let app = App {
+            id: AppId::generate(&*self.entropy),
+            name,
+            secret_hash: self.hasher.hash_client_secret(&secret).to_vec(),
+            redirect_uris,
+            scopes,
+            mode: input.mode,
+            created_at: self.clock.now(),
+        };
+        self.store.create_app(&app).await?;
+        Ok((app, secret))
+    }
+
+    pub async fn app(&self, id: &str) -> Result<App, OpError> {
+        let id = AppId::parse(id).ok_or_else(|| OpError::NotFound(format!("no app with id {id:?}")))?;
+        self.store.app(&id).await?.ok_or_else(|| OpError::NotFound(format!("no app with id {id}")))
+    }
+
+    /// Replaces an app's secret; the old one stops working at once.
+    pub async fn rotate_secret(&self, id: &str) -> Result<ClientSecret, OpError> {
+        let app = self.app(id).await?;
+        let secret = new_client_secret(&*self.entropy);
+        if !self.store.set_app_secret(&app.id, &self.hasher.hash_client_secret(&secret)).await? {
+            return Err(OpError::NotFound(format!("no app with id {id}")));
+        }
+        Ok(secret)
+    }
+
+    /// Deletes an app with everything issued to it.
+    pub async fn delete_app(&self, id: &str) -> Result<(), OpError> {
+        let app = self.app(id).await?;
+        self.store.delete_app(&app.id).await?;
+        Ok(())
+    }
+
+    pub async fn set_role(&self, app_id: &str, username: &str, role: Role) -> Result<(), OpError> {
+        let app = self.app(app_id).await?;
+        let user = self.user(username).await?;
+        self.store.set_role(&app.id, user.id, role, self.clock.now()).await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, username: &str) -> Result<User, OpError> {
+        let name = Username::parse(username)?;
+        self.store
+            .user_by_name(name.as_str())
+            .await?
+            .ok_or_else(|| OpError::NotFound(format!("no user named {name}")))
+    }
+
+    /// Creates a user. Argon2id runs on a blocking thread: it takes tens of milliseconds.
+    pub async fn create_user(&self, username: &str, password: Password, profile: Profile) -> Result<User, OpError> {
+        let username = Username::parse(username)?;
+        let entropy = self.entropy.clone();
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password, &*entropy))
+            .await
+            .map_err(|e| OpError::Invalid(format!("password hashing failed: {e}")))??;
+        let new = NewUser { username: username.to_string(), password_hash, profile };
+        match self.store.create_user(&new, self.clock.now()).await {
+            Err(StoreError::Conflict(_)) => Err(OpError::Conflict(format!("the username {username} is taken"))),
+            other => Ok(other?),
+        }
+    }
+}
+
+/// The public view of an app, as the CLI's `--json` and the admin API show it. Never the secret
+/// or its hash.
+pub fn app_json(app: &App) -> Value {
+    json!({
+        "id": app.id.as_str(),
+        "name": app.name,
+        "redirect_uris": app.redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
+        "scopes": app.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "mode": app.mode.as_str(),
+        "created_at": app.created_at,
+    })
+}
+
+/// The public view of a user. Never the password hash.
+pub fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id.0,
+        "username": user.username,
+        "name": user.profile.full_name,
+        "account_type": user.profile.account_type,
+        "created_at": user.created_at,
+    })
+}

@@ -1,0 +1,59 @@
+//! Every route gramkey serves, in one place.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::handlers::{admin, authorize, me, sandbox, token};
+use crate::state::AppState;
+use crate::wire::graph::unknown_path;
+
+/// Form and JSON bodies are small; anything larger is refused before it is read.
+const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        // Pages.
+        .route("/", get(sandbox::home))
+        .route("/static/gramkey.css", get(sandbox::stylesheet))
+        // OAuth (wire protocol §1, §2).
+        .route("/oauth/authorize", get(authorize::get))
+        .route("/oauth/authorize/login", post(authorize::login))
+        .route("/oauth/authorize/consent", post(authorize::consent))
+        .route("/oauth/access_token", post(token::post))
+        // Graph / Basic Display resources (wire protocol §4).
+        .route("/me", get(me::me))
+        .route("/{version}/me", get(me::me_versioned))
+        // Admin API.
+        .route("/admin/apps", get(admin::list_apps).post(admin::create_app))
+        .route("/admin/apps/{id}", get(admin::show_app).delete(admin::delete_app))
+        .route("/admin/apps/{id}/rotate-secret", post(admin::rotate_secret))
+        .route("/admin/apps/{id}/roles", post(admin::set_role))
+        .route("/admin/users", get(admin::list_users).post(admin::create_user))
+        // Sandbox.
+        .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))
+        .route("/sandbox/media/{file}", get(sandbox::media_image))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            // Spans carry the path only: query strings can hold tokens and codes.
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn fallback(uri: Uri) -> Response {
+    unknown_path(uri.path())
+}

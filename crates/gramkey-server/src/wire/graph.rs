@@ -1,0 +1,44 @@
+//! The Graph API error shape.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gramkey_domain::entropy::{OsEntropy, random_alnum};
+use gramkey_domain::error::GraphError;
+use serde_json::json;
+
+/// A Graph error, ready to answer.
+#[derive(Debug)]
+pub struct GraphResponse(pub GraphError);
+
+impl From<GraphError> for GraphResponse {
+    fn from(e: GraphError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for GraphResponse {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let mut error = json!({
+            "message": e.message,
+            "type": e.kind,
+            "code": e.code,
+            // Graph tags every error with a trace id; ours correlates with nothing secret.
+            "fbtrace_id": random_alnum(&OsEntropy, 11),
+        });
+        if let Some(sub) = e.subcode {
+            error["error_subcode"] = json!(sub);
+        }
+        let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// `Unknown path components` (Graph code 2500) for a path no route serves.
+pub fn unknown_path(path: &str) -> Response {
+    let mut e = GraphError::missing_token();
+    e.message = format!("Unknown path components: {path}");
+    e.http_status = 404;
+    GraphResponse(e).into_response()
+}

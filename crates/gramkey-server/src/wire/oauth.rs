@@ -1,0 +1,37 @@
+//! The token endpoint's flat error shape (wire protocol §2): HTTP 400,
+//! `{"error_type":"OAuthException","code":400,"error_message":"..."}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gramkey_domain::error::TokenEndpointError;
+use serde_json::json;
+
+use super::no_store;
+
+/// A token-endpoint refusal, or a server fault (logged where it happened, answered generically).
+#[derive(Debug)]
+pub enum TokenErrorResponse {
+    Refused(TokenEndpointError),
+    Internal,
+}
+
+impl From<TokenEndpointError> for TokenErrorResponse {
+    fn from(e: TokenEndpointError) -> Self {
+        Self::Refused(e)
+    }
+}
+
+impl IntoResponse for TokenErrorResponse {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Self::Refused(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error has occurred. Please retry your request later.".to_owned(),
+            ),
+        };
+        let code = status.as_u16();
+        no_store((status, Json(json!({"error_type": "OAuthException", "code": code, "error_message": message}))).into_response())
+    }
+}
