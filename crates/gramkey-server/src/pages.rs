@@ -84,7 +84,7 @@ pub fn consent(app_name: &str, username: &str, scopes: &[Scope], params: &[(&'st
                 input type="hidden" name="csrf" value=(csrf);
                 div class="actions" {
                     button class="secondary" type="submit" name="decision" value="deny" { "Cancel" }
-                    button class="primary" type="submit" name="decision" value="allow" style="margin-top:0" { "Allow" }
+                    button class="primary" type="submit" name="decision" value="allow" { "Allow" }
                 }
             }
         },
