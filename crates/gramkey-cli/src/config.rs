@@ -15,10 +15,20 @@ use gramkey_store::sqlite::SqliteStore;
 #[derive(Args)]
 pub struct Global {
     /// Directory for the SQLite database and the server key.
-    #[arg(long, global = true, env = "GRAMKEY_DATA_DIR", default_value = "gramkey-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "GRAMKEY_DATA_DIR",
+        default_value = "gramkey-data"
+    )]
     pub data_dir: PathBuf,
     /// `postgres://…` to use PostgreSQL instead of the embedded SQLite database.
-    #[arg(long, global = true, env = "GRAMKEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "GRAMKEY_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 }
 
@@ -26,22 +36,38 @@ impl Global {
     pub async fn open(&self) -> Result<Ops> {
         let store: Arc<dyn Store> = match self.database_url.as_deref() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Arc::new(PgStore::connect(url).await.context("cannot open the PostgreSQL database")?)
+                Arc::new(
+                    PgStore::connect(url)
+                        .await
+                        .context("cannot open the PostgreSQL database")?,
+                )
             }
-            Some(url) => anyhow::bail!("unsupported --database-url {:?}: use postgres://… or leave it unset for SQLite", redact(url)),
+            Some(url) => anyhow::bail!(
+                "unsupported --database-url {:?}: use postgres://… or leave it unset for SQLite",
+                redact(url)
+            ),
             None => {
                 self.ensure_data_dir()?;
                 let path = self.data_dir.join("gramkey.db");
-                Arc::new(SqliteStore::open(&path).with_context(|| format!("cannot open {}", path.display()))?)
+                Arc::new(
+                    SqliteStore::open(&path)
+                        .with_context(|| format!("cannot open {}", path.display()))?,
+                )
             }
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let entropy: Arc<dyn Entropy> = Arc::new(OsEntropy);
-        Ok(Ops { store, clock, entropy, hasher: SecretHasher::new(&self.master_key()?) })
+        Ok(Ops {
+            store,
+            clock,
+            entropy,
+            hasher: SecretHasher::new(&self.master_key()?),
+        })
     }
 
     fn ensure_data_dir(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("cannot create {}", self.data_dir.display()))
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create {}", self.data_dir.display()))
     }
 
     /// `GRAMKEY_SECRET_KEY`, `GRAMKEY_SECRET_KEY_FILE`, or `server.key` in the data directory.
@@ -50,22 +76,35 @@ impl Global {
             return keys::parse_key(&k).context("GRAMKEY_SECRET_KEY");
         }
         if let Ok(path) = std::env::var("GRAMKEY_SECRET_KEY_FILE") {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-            return keys::parse_key(&text).with_context(|| format!("GRAMKEY_SECRET_KEY_FILE {path}"));
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+            return keys::parse_key(&text)
+                .with_context(|| format!("GRAMKEY_SECRET_KEY_FILE {path}"));
         }
         self.ensure_data_dir()?;
-        Ok(keys::load_or_create(&self.data_dir.join("server.key"), &OsEntropy)?)
+        Ok(keys::load_or_create(
+            &self.data_dir.join("server.key"),
+            &OsEntropy,
+        )?)
     }
 
     /// `GRAMKEY_ADMIN_KEY` or `GRAMKEY_ADMIN_KEY_FILE`; none disables the admin API.
     pub fn admin_key(&self) -> Result<Option<AdminKey>> {
-        let key = match (std::env::var("GRAMKEY_ADMIN_KEY"), std::env::var("GRAMKEY_ADMIN_KEY_FILE")) {
+        let key = match (
+            std::env::var("GRAMKEY_ADMIN_KEY"),
+            std::env::var("GRAMKEY_ADMIN_KEY_FILE"),
+        ) {
             (Ok(k), _) => k,
-            (_, Ok(path)) => std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?,
+            (_, Ok(path)) => {
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?
+            }
             _ => return Ok(None),
         };
         let key = key.trim().to_owned();
-        anyhow::ensure!(key.len() >= 16, "the admin key must be at least 16 characters");
+        anyhow::ensure!(
+            key.len() >= 16,
+            "the admin key must be at least 16 characters"
+        );
         Ok(Some(AdminKey::new(key)))
     }
 }

@@ -19,7 +19,11 @@ use serde_json::json;
 use crate::config::Global;
 
 #[derive(Parser)]
-#[command(name = "gramkey", version, about = "An Instagram-compatible OAuth server and its tools")]
+#[command(
+    name = "gramkey",
+    version,
+    about = "An Instagram-compatible OAuth server and its tools"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -131,7 +135,9 @@ enum UserCommand {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli))
 }
 
@@ -151,7 +157,9 @@ async fn run(cli: Cli) -> Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRAMKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -163,13 +171,22 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     let public_url = args
         .public_url
         .unwrap_or_else(|| {
-            let host = if args.listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { args.listen.ip().to_string() };
-            let host = if args.listen.is_ipv6() && !args.listen.ip().is_unspecified() { format!("[{host}]") } else { host };
+            let host = if args.listen.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                args.listen.ip().to_string()
+            };
+            let host = if args.listen.is_ipv6() && !args.listen.ip().is_unspecified() {
+                format!("[{host}]")
+            } else {
+                host
+            };
             format!("http://{host}:{}", args.listen.port())
         })
         .trim_end_matches('/')
         .to_owned();
-    url::Url::parse(&public_url).with_context(|| format!("--public-url {public_url:?} is not a URL"))?;
+    url::Url::parse(&public_url)
+        .with_context(|| format!("--public-url {public_url:?} is not a URL"))?;
 
     if !args.no_sandbox {
         if let Some(info) = seed_if_empty(&ops, &public_url).await? {
@@ -186,7 +203,13 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
                 println!("    {name:<6} password {}  ({note})", password.expose());
             }
         }
-        if let Some(app) = ops.store.apps().await?.into_iter().find(|a| a.name == SANDBOX_APP_NAME) {
+        if let Some(app) = ops
+            .store
+            .apps()
+            .await?
+            .into_iter()
+            .find(|a| a.name == SANDBOX_APP_NAME)
+        {
             let redirect = format!("{public_url}{SANDBOX_CALLBACK_PATH}");
             let query = url::form_urlencoded::Serializer::new(String::new())
                 .extend_pairs([
@@ -203,12 +226,24 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     }
 
     let master_key = global.master_key()?;
-    let config = ServerConfig { public_url: public_url.clone(), admin_key: global.admin_key()? };
-    let state = AppState::new(ops.store.clone(), ops.clock.clone(), ops.entropy.clone(), &master_key, config);
+    let config = ServerConfig {
+        public_url: public_url.clone(),
+        admin_key: global.admin_key()?,
+    };
+    let state = AppState::new(
+        ops.store.clone(),
+        ops.clock.clone(),
+        ops.entropy.clone(),
+        &master_key,
+        config,
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("gramkey listening on {} ({public_url})", listener.local_addr()?);
+    println!(
+        "gramkey listening on {} ({public_url})",
+        listener.local_addr()?
+    );
     tracing::info!(address = %listener.local_addr()?, "listening");
     gramkey_server::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -225,15 +260,35 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 
 fn print_app(app: &gramkey_store::App) {
     println!("{}  {}  [{}]", app.id, app.name, app.mode.as_str());
-    println!("  redirect URIs: {}", app.redirect_uris.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(" "));
+    println!(
+        "  redirect URIs: {}",
+        app.redirect_uris
+            .iter()
+            .map(|u| u.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!("  scopes:        {}", app.scopes.to_stored());
 }
 
 async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
     match cmd {
-        AppCommand::Create { name, redirect_uris, scopes, mode, json } => {
+        AppCommand::Create {
+            name,
+            redirect_uris,
+            scopes,
+            mode,
+            json,
+        } => {
             let mode = AppMode::parse(&mode).context("mode must be development or live")?;
-            let (app, secret) = ops.create_app(NewAppInput { name, redirect_uris, scopes, mode }).await?;
+            let (app, secret) = ops
+                .create_app(NewAppInput {
+                    name,
+                    redirect_uris,
+                    scopes,
+                    mode,
+                })
+                .await?;
             if json {
                 let mut v = app_json(&app);
                 v["client_secret"] = json!(secret.expose());
@@ -242,7 +297,10 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                 print_app(&app);
                 println!("client_id:     {}", app.id);
                 println!("client_secret: {}", secret.expose());
-                println!("The secret is shown only now; `gramkey app rotate-secret {}` makes a new one.", app.id);
+                println!(
+                    "The secret is shown only now; `gramkey app rotate-secret {}` makes a new one.",
+                    app.id
+                );
             }
         }
         AppCommand::List { json } => {
@@ -259,12 +317,22 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             let app = ops.app(&id).await?;
             let mut roles = Vec::new();
             for (uid, role) in ops.store.roles(&app.id).await? {
-                let name = ops.store.user(uid).await?.map(|u| u.username).unwrap_or_default();
+                let name = ops
+                    .store
+                    .user(uid)
+                    .await?
+                    .map(|u| u.username)
+                    .unwrap_or_default();
                 roles.push((name, role));
             }
             if json {
                 let mut v = app_json(&app);
-                v["roles"] = json!(roles.iter().map(|(n, r)| json!({"username": n, "role": r.as_str()})).collect::<Vec<_>>());
+                v["roles"] = json!(
+                    roles
+                        .iter()
+                        .map(|(n, r)| json!({"username": n, "role": r.as_str()}))
+                        .collect::<Vec<_>>()
+                );
                 print_json(&v)?;
             } else {
                 print_app(&app);
@@ -296,7 +364,12 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
 
 async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
     match cmd {
-        UserCommand::Create { username, password_stdin, password, json } => {
+        UserCommand::Create {
+            username,
+            password_stdin,
+            password,
+            json,
+        } => {
             let password = match (password_stdin, password) {
                 (true, _) => {
                     let mut line = String::new();
@@ -306,8 +379,13 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                 (false, Some(p)) => p,
                 (false, None) => bail!("give the password with --password-stdin (or --password)"),
             };
-            let profile = Profile { account_type: "PERSONAL".into(), ..Profile::default() };
-            let user = ops.create_user(&username, Password::new(password), profile).await?;
+            let profile = Profile {
+                account_type: "PERSONAL".into(),
+                ..Profile::default()
+            };
+            let user = ops
+                .create_user(&username, Password::new(password), profile)
+                .await?;
             if json {
                 print_json(&user_json(&user))?;
             } else {

@@ -116,7 +116,11 @@ impl RedirectUri {
         match url.scheme() {
             "https" => {}
             "http" if is_local_host(&url) => {}
-            "http" => return Err(bad("http is allowed only for localhost and loopback addresses")),
+            "http" => {
+                return Err(bad(
+                    "http is allowed only for localhost and loopback addresses",
+                ));
+            }
             _ => return Err(bad("scheme must be https (or http for localhost)")),
         }
         Ok(Self(raw.to_owned()))
@@ -159,7 +163,10 @@ fn is_local_host(url: &url::Url) -> bool {
 }
 
 /// Finds the registered URI a presented one matches.
-pub fn find_redirect<'a>(registered: &'a [RedirectUri], presented: &str) -> Option<&'a RedirectUri> {
+pub fn find_redirect<'a>(
+    registered: &'a [RedirectUri],
+    presented: &str,
+) -> Option<&'a RedirectUri> {
     registered.iter().find(|r| r.matches(presented))
 }
 

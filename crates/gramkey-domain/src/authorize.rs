@@ -168,7 +168,10 @@ impl AuthorizeParams {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// The client id, checked before the app is looked up. A malformed id names no app.
@@ -205,7 +208,11 @@ impl AuthorizeParams {
         }
         match self.get("response_type") {
             None => {
-                return Err(refuse("invalid_request", "missing_response_type", "Missing required parameter: response_type".into()));
+                return Err(refuse(
+                    "invalid_request",
+                    "missing_response_type",
+                    "Missing required parameter: response_type".into(),
+                ));
             }
             Some("code") => {}
             Some(other) => {
@@ -217,8 +224,16 @@ impl AuthorizeParams {
             }
         }
         let scopes = ScopeSet::parse(self.get("scope").unwrap_or_default()).map_err(|e| {
-            let reason = if e == ScopeError::Empty { "missing_scope" } else { "invalid_scope" };
-            let error = if e == ScopeError::Empty { "invalid_request" } else { "invalid_scope" };
+            let reason = if e == ScopeError::Empty {
+                "missing_scope"
+            } else {
+                "invalid_scope"
+            };
+            let error = if e == ScopeError::Empty {
+                "invalid_request"
+            } else {
+                "invalid_scope"
+            };
             refuse(error, reason, e.to_string())
         })?;
         let family = scopes
@@ -231,9 +246,15 @@ impl AuthorizeParams {
                 format!("Invalid scope: this app may not request {}", s.as_str()),
             ));
         }
-        let code_challenge = CodeChallenge::parse(self.get("code_challenge"), self.get("code_challenge_method"))
-            .map_err(|e| refuse("invalid_request", "invalid_code_challenge", e.to_string()))?;
-        let force_authentication = match self.get("force_authentication").or(self.get("force_reauth")) {
+        let code_challenge = CodeChallenge::parse(
+            self.get("code_challenge"),
+            self.get("code_challenge_method"),
+        )
+        .map_err(|e| refuse("invalid_request", "invalid_code_challenge", e.to_string()))?;
+        let force_authentication = match self
+            .get("force_authentication")
+            .or(self.get("force_reauth"))
+        {
             None | Some("0") | Some("false") => false,
             Some("1") | Some("true") => true,
             Some(_) => {
@@ -261,14 +282,19 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> AuthorizeParams {
-        AuthorizeParams::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+        AuthorizeParams::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .unwrap()
     }
 
     fn with_app<T>(f: impl FnOnce(AppView<'_>) -> T) -> T {
         let id = AppId::parse("1234").unwrap();
         let uris = vec![RedirectUri::parse("https://app.example/cb").unwrap()];
         let scopes = ScopeSet::parse("user_profile,user_media,instagram_business_basic").unwrap();
-        f(AppView { id: &id, redirect_uris: &uris, allowed_scopes: &scopes })
+        f(AppView {
+            id: &id,
+            redirect_uris: &uris,
+            allowed_scopes: &scopes,
+        })
     }
 
     const OK: &[(&str, &str)] = &[
@@ -280,7 +306,11 @@ mod tests {
     ];
 
     fn with(overrides: &[(&str, &str)]) -> AuthorizeParams {
-        let mut v: Vec<(&str, &str)> = OK.iter().filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k)).copied().collect();
+        let mut v: Vec<(&str, &str)> = OK
+            .iter()
+            .filter(|(k, _)| !overrides.iter().any(|(o, _)| o == k))
+            .copied()
+            .collect();
         v.extend(overrides.iter().filter(|(_, val)| !val.is_empty()));
         params(&v)
     }
@@ -289,19 +319,26 @@ mod tests {
     fn valid_request() {
         let r = with_app(|a| params(OK).validate(a)).unwrap();
         assert_eq!(r.family, Family::BasicDisplay);
-        assert_eq!(r.success_url("AQabc"), "https://app.example/cb?code=AQabc&state=xyz#_");
+        assert_eq!(
+            r.success_url("AQabc"),
+            "https://app.example/cb?code=AQabc&state=xyz#_"
+        );
         assert!(!r.force_authentication);
     }
 
     #[test]
     fn untrusted_client_or_redirect_is_fatal() {
         assert_eq!(params(&[]).client_id(), Err(Fatal::MissingClientId));
-        assert_eq!(params(&[("client_id", "abc")]).client_id(), Err(Fatal::UnknownClient));
+        assert_eq!(
+            params(&[("client_id", "abc")]).client_id(),
+            Err(Fatal::UnknownClient)
+        );
         let e = with_app(|a| with(&[("redirect_uri", "https://evil.example/cb")]).validate(a));
         assert_eq!(e, Err(AuthorizeError::Fatal(Fatal::RedirectMismatch)));
         let e = with_app(|a| with(&[("redirect_uri", "")]).validate(a));
         assert_eq!(e, Err(AuthorizeError::Fatal(Fatal::MissingRedirectUri)));
-        let dup = AuthorizeParams::from_pairs(vec![("a".into(), "1".into()), ("a".into(), "2".into())]);
+        let dup =
+            AuthorizeParams::from_pairs(vec![("a".into(), "1".into()), ("a".into(), "2".into())]);
         assert_eq!(dup.unwrap_err(), Fatal::Duplicate("a".into()));
     }
 
@@ -317,16 +354,45 @@ mod tests {
         let e = redirect_error(&[("response_type", "token")]);
         assert_eq!(e.error, "unsupported_response_type");
         assert_eq!(e.state.as_deref(), Some("xyz"));
-        assert!(e.to_url().starts_with("https://app.example/cb?error=unsupported_response_type&error_reason="));
+        assert!(
+            e.to_url().starts_with(
+                "https://app.example/cb?error=unsupported_response_type&error_reason="
+            )
+        );
         assert!(e.to_url().ends_with("&state=xyz"));
-        assert_eq!(redirect_error(&[("response_type", "")]).error, "invalid_request");
+        assert_eq!(
+            redirect_error(&[("response_type", "")]).error,
+            "invalid_request"
+        );
         assert_eq!(redirect_error(&[("scope", "")]).error, "invalid_request");
-        assert_eq!(redirect_error(&[("scope", "user_profile,bogus")]).error, "invalid_scope");
-        assert_eq!(redirect_error(&[("scope", "user_media")]).error, "invalid_scope");
-        assert_eq!(redirect_error(&[("scope", "user_profile,basic")]).error, "invalid_scope");
-        assert_eq!(redirect_error(&[("scope", "instagram_business_basic,instagram_business_content_publish")]).error, "invalid_scope");
-        assert_eq!(redirect_error(&[("code_challenge", "abc"), ("code_challenge_method", "S256")]).reason, "invalid_code_challenge");
-        assert_eq!(redirect_error(&[("force_authentication", "2")]).reason, "invalid_force_authentication");
+        assert_eq!(
+            redirect_error(&[("scope", "user_profile,bogus")]).error,
+            "invalid_scope"
+        );
+        assert_eq!(
+            redirect_error(&[("scope", "user_media")]).error,
+            "invalid_scope"
+        );
+        assert_eq!(
+            redirect_error(&[("scope", "user_profile,basic")]).error,
+            "invalid_scope"
+        );
+        assert_eq!(
+            redirect_error(&[(
+                "scope",
+                "instagram_business_basic,instagram_business_content_publish"
+            )])
+            .error,
+            "invalid_scope"
+        );
+        assert_eq!(
+            redirect_error(&[("code_challenge", "abc"), ("code_challenge_method", "S256")]).reason,
+            "invalid_code_challenge"
+        );
+        assert_eq!(
+            redirect_error(&[("force_authentication", "2")]).reason,
+            "invalid_force_authentication"
+        );
         let long = "s".repeat(MAX_STATE_LEN + 1);
         let e = redirect_error(&[("state", &long)]);
         assert_eq!((e.reason, e.state), ("invalid_state", None));
@@ -335,11 +401,26 @@ mod tests {
     #[test]
     fn denial_and_pkce_and_force() {
         let ch = crate::code::s256_challenge("a".repeat(43).as_str());
-        let r = with_app(|a| with(&[("code_challenge", &ch), ("code_challenge_method", "S256"), ("force_authentication", "1")]).validate(a)).unwrap();
+        let r = with_app(|a| {
+            with(&[
+                ("code_challenge", &ch),
+                ("code_challenge_method", "S256"),
+                ("force_authentication", "1"),
+            ])
+            .validate(a)
+        })
+        .unwrap();
         assert!(r.force_authentication);
         assert!(r.code_challenge.is_some());
-        assert!(r.to_params().iter().any(|(k, _)| *k == "code_challenge_method"));
+        assert!(
+            r.to_params()
+                .iter()
+                .any(|(k, _)| *k == "code_challenge_method")
+        );
         let d = RedirectError::user_denied(&r).to_url();
-        assert_eq!(d, "https://app.example/cb?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request&state=xyz");
+        assert_eq!(
+            d,
+            "https://app.example/cb?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request&state=xyz"
+        );
     }
 }

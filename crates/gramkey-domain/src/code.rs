@@ -23,7 +23,8 @@ pub fn generate_code(entropy: &dyn Entropy) -> AuthCode {
 /// challenge.
 fn is_pkce_string(s: &str) -> bool {
     (43..=128).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// A validated S256 code challenge.
@@ -95,7 +96,11 @@ pub struct Presented<'a> {
 /// A code issued to another app is reported like an unknown one, so a client learns nothing
 /// about codes that are not its own. Every refusal still burns the code (the store marks it
 /// redeemed either way), which stops an attacker from trying verifiers one by one.
-pub fn check_redemption(code: &CodeFacts<'_>, got: &Presented<'_>, now: UnixTime) -> Result<(), TokenEndpointError> {
+pub fn check_redemption(
+    code: &CodeFacts<'_>,
+    got: &Presented<'_>,
+    now: UnixTime,
+) -> Result<(), TokenEndpointError> {
     if code.app_id != got.app_id || now >= code.expires_at {
         return Err(TokenEndpointError::CodeNotFound);
     }
@@ -123,7 +128,9 @@ mod tests {
     #[test]
     fn rfc7636_example() {
         assert_eq!(s256_challenge(VERIFIER), CHALLENGE);
-        let c = CodeChallenge::parse(Some(CHALLENGE), Some("S256")).unwrap().unwrap();
+        let c = CodeChallenge::parse(Some(CHALLENGE), Some("S256"))
+            .unwrap()
+            .unwrap();
         assert!(c.verify(VERIFIER));
         assert!(!c.verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK"));
         assert!(!c.verify("short"));
@@ -132,10 +139,22 @@ mod tests {
     #[test]
     fn challenge_parsing() {
         assert_eq!(CodeChallenge::parse(None, None), Ok(None));
-        assert_eq!(CodeChallenge::parse(Some(CHALLENGE), None), Err(PkceError::Method));
-        assert_eq!(CodeChallenge::parse(Some(CHALLENGE), Some("plain")), Err(PkceError::Method));
-        assert_eq!(CodeChallenge::parse(Some("abc"), Some("S256")), Err(PkceError::Challenge));
-        assert_eq!(CodeChallenge::parse(None, Some("S256")), Err(PkceError::MethodWithoutChallenge));
+        assert_eq!(
+            CodeChallenge::parse(Some(CHALLENGE), None),
+            Err(PkceError::Method)
+        );
+        assert_eq!(
+            CodeChallenge::parse(Some(CHALLENGE), Some("plain")),
+            Err(PkceError::Method)
+        );
+        assert_eq!(
+            CodeChallenge::parse(Some("abc"), Some("S256")),
+            Err(PkceError::Challenge)
+        );
+        assert_eq!(
+            CodeChallenge::parse(None, Some("S256")),
+            Err(PkceError::MethodWithoutChallenge)
+        );
     }
 
     #[test]
@@ -143,20 +162,62 @@ mod tests {
         let app = AppId::parse("1").unwrap();
         let other = AppId::parse("2").unwrap();
         let ch = CodeChallenge::from_stored(CHALLENGE);
-        let facts = CodeFacts { app_id: &app, redirect_uri: "https://a/cb", expires_at: 100, challenge: Some(&ch) };
-        let ok = Presented { app_id: &app, redirect_uri: "https://a/cb", code_verifier: Some(VERIFIER) };
+        let facts = CodeFacts {
+            app_id: &app,
+            redirect_uri: "https://a/cb",
+            expires_at: 100,
+            challenge: Some(&ch),
+        };
+        let ok = Presented {
+            app_id: &app,
+            redirect_uri: "https://a/cb",
+            code_verifier: Some(VERIFIER),
+        };
         assert_eq!(check_redemption(&facts, &ok, 99), Ok(()));
-        assert_eq!(check_redemption(&facts, &ok, 100), Err(TokenEndpointError::CodeNotFound));
-        let wrong_app = Presented { app_id: &other, ..ok.clone() };
-        assert_eq!(check_redemption(&facts, &wrong_app, 1), Err(TokenEndpointError::CodeNotFound));
-        let wrong_uri = Presented { redirect_uri: "https://a/other", ..ok.clone() };
-        assert_eq!(check_redemption(&facts, &wrong_uri, 1), Err(TokenEndpointError::RedirectDiffers));
-        let no_verifier = Presented { code_verifier: None, ..ok.clone() };
-        assert_eq!(check_redemption(&facts, &no_verifier, 1), Err(TokenEndpointError::PkceMissing));
-        let bad_verifier = Presented { code_verifier: Some(&"x".repeat(43)), ..ok.clone() };
-        assert_eq!(check_redemption(&facts, &bad_verifier, 1), Err(TokenEndpointError::PkceMismatch));
-        let plain = CodeFacts { challenge: None, ..facts.clone() };
-        assert_eq!(check_redemption(&plain, &ok, 1), Err(TokenEndpointError::PkceUnexpected));
+        assert_eq!(
+            check_redemption(&facts, &ok, 100),
+            Err(TokenEndpointError::CodeNotFound)
+        );
+        let wrong_app = Presented {
+            app_id: &other,
+            ..ok.clone()
+        };
+        assert_eq!(
+            check_redemption(&facts, &wrong_app, 1),
+            Err(TokenEndpointError::CodeNotFound)
+        );
+        let wrong_uri = Presented {
+            redirect_uri: "https://a/other",
+            ..ok.clone()
+        };
+        assert_eq!(
+            check_redemption(&facts, &wrong_uri, 1),
+            Err(TokenEndpointError::RedirectDiffers)
+        );
+        let no_verifier = Presented {
+            code_verifier: None,
+            ..ok.clone()
+        };
+        assert_eq!(
+            check_redemption(&facts, &no_verifier, 1),
+            Err(TokenEndpointError::PkceMissing)
+        );
+        let bad_verifier = Presented {
+            code_verifier: Some(&"x".repeat(43)),
+            ..ok.clone()
+        };
+        assert_eq!(
+            check_redemption(&facts, &bad_verifier, 1),
+            Err(TokenEndpointError::PkceMismatch)
+        );
+        let plain = CodeFacts {
+            challenge: None,
+            ..facts.clone()
+        };
+        assert_eq!(
+            check_redemption(&plain, &ok, 1),
+            Err(TokenEndpointError::PkceUnexpected)
+        );
         assert_eq!(check_redemption(&plain, &no_verifier, 1), Ok(()));
     }
 

@@ -31,7 +31,10 @@ pub struct SeededEntropy {
 
 impl SeededEntropy {
     pub fn new(seed: u64) -> Self {
-        Self { seed, counter: AtomicU64::new(0) }
+        Self {
+            seed,
+            counter: AtomicU64::new(0),
+        }
     }
 }
 

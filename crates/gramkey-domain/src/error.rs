@@ -25,7 +25,9 @@ pub enum TokenEndpointError {
     UnsupportedGrantType(String),
     #[error("Redirect URI does not match registered redirect URI")]
     RedirectNotRegistered,
-    #[error("Error validating verification code. Please make sure your redirect_uri is identical to the one you used in the OAuth dialog request")]
+    #[error(
+        "Error validating verification code. Please make sure your redirect_uri is identical to the one you used in the OAuth dialog request"
+    )]
     RedirectDiffers,
     /// Unknown, expired, or issued to another app: Instagram does not say which.
     #[error("Matching code was not found or was already used")]
@@ -33,7 +35,9 @@ pub enum TokenEndpointError {
     /// A second redemption of a code. Every token issued from it has been revoked.
     #[error("This authorization code has been used")]
     CodeUsed,
-    #[error("Invalid code_verifier: it does not match the code_challenge of the authorization request")]
+    #[error(
+        "Invalid code_verifier: it does not match the code_challenge of the authorization request"
+    )]
     PkceMismatch,
     #[error("Missing code_verifier: the authorization request used PKCE")]
     PkceMissing,
@@ -85,12 +89,22 @@ pub struct GraphError {
 
 impl GraphError {
     fn oauth(code: u32, subcode: Option<u32>, message: impl Into<String>) -> Self {
-        Self { http_status: 400, code, subcode, kind: "OAuthException", message: message.into() }
+        Self {
+            http_status: 400,
+            code,
+            subcode,
+            kind: "OAuthException",
+            message: message.into(),
+        }
     }
 
     /// A token that does not parse or is not known.
     pub fn invalid_token() -> Self {
-        Self::oauth(190, None, "Invalid OAuth access token - Cannot parse access token")
+        Self::oauth(
+            190,
+            None,
+            "Invalid OAuth access token - Cannot parse access token",
+        )
     }
     /// No token at all on an endpoint that needs one (Graph's code 2500).
     pub fn missing_token() -> Self {
@@ -132,7 +146,11 @@ impl GraphError {
     }
     /// A field that does not exist on the node type.
     pub fn nonexisting_field(field: &str, node: &str) -> Self {
-        Self::oauth(100, None, format!("(#100) Tried accessing nonexisting field ({field}) on node type ({node})"))
+        Self::oauth(
+            100,
+            None,
+            format!("(#100) Tried accessing nonexisting field ({field}) on node type ({node})"),
+        )
     }
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
         Self::oauth(100, None, format!("(#100) {}", message.into()))
@@ -144,11 +162,19 @@ impl GraphError {
             code: 10,
             subcode: None,
             kind: "OAuthException",
-            message: format!("(#10) Application does not have permission for this action: it needs {permission}"),
+            message: format!(
+                "(#10) Application does not have permission for this action: it needs {permission}"
+            ),
         }
     }
     pub fn internal() -> Self {
-        Self { http_status: 500, code: 2, subcode: None, kind: "OAuthException", message: "An unexpected error has occurred. Please retry your request later.".into() }
+        Self {
+            http_status: 500,
+            code: 2,
+            subcode: None,
+            kind: "OAuthException",
+            message: "An unexpected error has occurred. Please retry your request later.".into(),
+        }
     }
 }
 
@@ -161,10 +187,22 @@ mod tests {
         assert_eq!(GraphError::invalid_token().code, 190);
         let e = GraphError::expired(1_504_203_000, 1_504_203_100);
         assert_eq!((e.code, e.subcode), (190, Some(463)));
-        assert!(e.message.contains("Session has expired on Thursday, 31-Aug-2017 18:10:00 UTC"));
-        assert_eq!(GraphError::revoked(RevokeReason::PasswordChanged).subcode, Some(460));
-        assert_eq!(GraphError::revoked(RevokeReason::AppRemoved).subcode, Some(458));
-        assert_eq!(RevokeReason::parse(RevokeReason::CodeReplay.as_str()), RevokeReason::CodeReplay);
+        assert!(
+            e.message
+                .contains("Session has expired on Thursday, 31-Aug-2017 18:10:00 UTC")
+        );
+        assert_eq!(
+            GraphError::revoked(RevokeReason::PasswordChanged).subcode,
+            Some(460)
+        );
+        assert_eq!(
+            GraphError::revoked(RevokeReason::AppRemoved).subcode,
+            Some(458)
+        );
+        assert_eq!(
+            RevokeReason::parse(RevokeReason::CodeReplay.as_str()),
+            RevokeReason::CodeReplay
+        );
         assert_eq!(
             TokenEndpointError::CodeNotFound.to_string(),
             "Matching code was not found or was already used"

@@ -62,13 +62,14 @@ pub fn derive_key(master: &[u8], label: &str) -> [u8; 32] {
 
 impl SecretHasher {
     pub fn new(master_key: &[u8]) -> Self {
-        Self { client_secret_key: derive_key(master_key, "gramkey client-secret v1") }
+        Self {
+            client_secret_key: derive_key(master_key, "gramkey client-secret v1"),
+        }
     }
 
     pub fn hash_client_secret(&self, secret: &ClientSecret) -> [u8; 32] {
         #[allow(clippy::expect_used)]
-        let mut mac =
-            HmacSha256::new_from_slice(&self.client_secret_key).expect("any key length");
+        let mut mac = HmacSha256::new_from_slice(&self.client_secret_key).expect("any key length");
         mac.update(secret.expose().as_bytes());
         mac.finalize().into_bytes().into()
     }

@@ -2,8 +2,8 @@
 //! the OWASP recommendation). Hashing costs tens of milliseconds on purpose, so callers run it
 //! off the async executor.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::entropy::Entropy;
 use crate::secret::Password;
@@ -78,7 +78,10 @@ mod tests {
 
     #[test]
     fn policy() {
-        assert_eq!(check_policy(&Password::new("short")), Err(PasswordError::TooShort));
+        assert_eq!(
+            check_policy(&Password::new("short")),
+            Err(PasswordError::TooShort)
+        );
         assert!(check_policy(&Password::new("long enough")).is_ok());
         assert!(PasswordHash::new(dummy_hash()).is_ok());
     }

@@ -111,7 +111,11 @@ impl ScopeSet {
     /// `+`, Instagram Login uses commas). Any unknown name is an error.
     pub fn parse(raw: &str) -> Result<Self, ScopeError> {
         let mut out = Vec::new();
-        for name in raw.split([',', ' ', '+']).map(str::trim).filter(|s| !s.is_empty()) {
+        for name in raw
+            .split([',', ' ', '+'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             out.push(Scope::parse(name).ok_or_else(|| ScopeError::Unknown(name.to_owned()))?);
         }
         if out.is_empty() {
@@ -127,7 +131,11 @@ impl ScopeSet {
 
     /// Comma-separated wire names.
     pub fn to_stored(&self) -> String {
-        self.0.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        self.0
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
@@ -169,33 +177,59 @@ mod tests {
     #[test]
     fn parses_all_separators_and_dedups() {
         let s = ScopeSet::parse("user_profile,user_media user_profile+user_media").unwrap();
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![Scope::UserProfile, Scope::UserMedia]);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![Scope::UserProfile, Scope::UserMedia]
+        );
         assert_eq!(s.to_stored(), "user_profile,user_media");
-        assert_eq!(ScopeSet::from_stored("user_profile,bogus"), ScopeSet::new([Scope::UserProfile]));
+        assert_eq!(
+            ScopeSet::from_stored("user_profile,bogus"),
+            ScopeSet::new([Scope::UserProfile])
+        );
     }
 
     #[test]
     fn rejects_unknown_and_empty() {
-        assert_eq!(ScopeSet::parse("user_profile,nope"), Err(ScopeError::Unknown("nope".into())));
+        assert_eq!(
+            ScopeSet::parse("user_profile,nope"),
+            Err(ScopeError::Unknown("nope".into()))
+        );
         assert_eq!(ScopeSet::parse(" , "), Err(ScopeError::Empty));
     }
 
     #[test]
     fn family_rules() {
-        let ok = ScopeSet::parse("instagram_business_basic,instagram_business_manage_comments").unwrap();
+        let ok =
+            ScopeSet::parse("instagram_business_basic,instagram_business_manage_comments").unwrap();
         assert_eq!(ok.request_family(), Ok(Family::InstagramLogin));
         let mixed = ScopeSet::parse("user_profile,basic").unwrap();
-        assert!(matches!(mixed.request_family(), Err(ScopeError::MixedFamilies(_))));
+        assert!(matches!(
+            mixed.request_family(),
+            Err(ScopeError::MixedFamilies(_))
+        ));
         let missing = ScopeSet::parse("user_media").unwrap();
-        assert_eq!(missing.request_family(), Err(ScopeError::MissingRequired("user_profile")));
-        assert_eq!(ScopeSet::parse("basic").unwrap().request_family(), Ok(Family::Legacy));
+        assert_eq!(
+            missing.request_family(),
+            Err(ScopeError::MissingRequired("user_profile"))
+        );
+        assert_eq!(
+            ScopeSet::parse("basic").unwrap().request_family(),
+            Ok(Family::Legacy)
+        );
     }
 
     #[test]
     fn permissions_and_words() {
         let s = ScopeSet::parse("user_profile,user_media").unwrap();
-        assert_eq!(s.permissions(), vec!["instagram_graph_user_profile", "instagram_graph_user_media"]);
+        assert_eq!(
+            s.permissions(),
+            vec!["instagram_graph_user_profile", "instagram_graph_user_media"]
+        );
         assert!(Scope::ALL.iter().all(|s| !s.plain_words().is_empty()));
-        assert!(Scope::ALL.iter().all(|s| Scope::parse(s.as_str()) == Some(*s)));
+        assert!(
+            Scope::ALL
+                .iter()
+                .all(|s| Scope::parse(s.as_str()) == Some(*s))
+        );
     }
 }

@@ -50,9 +50,7 @@ impl Clock for ManualClock {
 /// `2017-08-31T18:10:00+0000`, the timestamp form Instagram's Graph API uses.
 pub fn graph_timestamp(t: UnixTime) -> String {
     use ::time::{OffsetDateTime, macros::format_description};
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]+0000"
-    );
+    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+0000");
     OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|d| d.format(&fmt).ok())
@@ -92,6 +90,9 @@ mod tests {
 
     #[test]
     fn human_time_names_the_day() {
-        assert_eq!(human_time(1_504_203_000), "Thursday, 31-Aug-2017 18:10:00 UTC");
+        assert_eq!(
+            human_time(1_504_203_000),
+            "Thursday, 31-Aug-2017 18:10:00 UTC"
+        );
     }
 }

@@ -79,7 +79,12 @@ impl Flavour {
             Flavour::BasicDisplay => format!("IGQV{}", random_alnum(entropy, 140)),
             Flavour::InstagramLogin => format!("IGAA{}", random_alnum(entropy, 140)),
             Flavour::Legacy => {
-                format!("{}.{}.{}", user, random_hex(entropy, 7), random_hex(entropy, 32))
+                format!(
+                    "{}.{}.{}",
+                    user,
+                    random_hex(entropy, 7),
+                    random_hex(entropy, 32)
+                )
             }
         })
     }
@@ -89,7 +94,9 @@ impl Flavour {
 /// and never reaches the database.
 pub fn plausible_token(raw: &str) -> bool {
     (16..=512).contains(&raw.len())
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 /// The facts about a stored token that decide whether it may be used.
@@ -135,10 +142,16 @@ mod tests {
 
     #[test]
     fn usable_until_expiry_unless_revoked() {
-        let live = TokenState { expires_at: 1000, revoked: None };
+        let live = TokenState {
+            expires_at: 1000,
+            revoked: None,
+        };
         assert!(check_usable(live, 999).is_ok());
         assert_eq!(check_usable(live, 1000).unwrap_err().subcode, Some(463));
-        let revoked = TokenState { expires_at: 1000, revoked: Some(RevokeReason::PasswordChanged) };
+        let revoked = TokenState {
+            expires_at: 1000,
+            revoked: Some(RevokeReason::PasswordChanged),
+        };
         assert_eq!(check_usable(revoked, 10).unwrap_err().subcode, Some(460));
         assert_eq!(check_usable(revoked, 5000).unwrap_err().subcode, Some(460));
     }

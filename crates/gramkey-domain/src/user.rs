@@ -23,7 +23,10 @@ impl Username {
         if s.is_empty() || s.chars().count() > 30 {
             return Err(UsernameError::Length);
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+        {
             return Err(UsernameError::Characters);
         }
         if s.starts_with('.') || s.ends_with('.') || s.contains("..") {

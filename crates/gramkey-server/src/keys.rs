@@ -14,7 +14,10 @@ pub enum KeyError {
     #[error("the secret key must be 64 hex characters (32 bytes); got {0} characters")]
     Format(usize),
     #[error("cannot read or create the key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub fn parse_key(text: &str) -> Result<Vec<u8>, KeyError> {
@@ -27,7 +30,10 @@ pub fn parse_key(text: &str) -> Result<Vec<u8>, KeyError> {
 
 /// Reads `path`, or creates it with a new random key when it does not exist.
 pub fn load_or_create(path: &Path, entropy: &dyn Entropy) -> Result<Vec<u8>, KeyError> {
-    let io = |source| KeyError::Io { path: path.display().to_string(), source };
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(path) {
         Ok(text) => parse_key(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

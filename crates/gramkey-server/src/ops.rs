@@ -7,7 +7,9 @@ use gramkey_domain::app::{AppError, validate_app_name, validate_app_scopes};
 use gramkey_domain::entropy::random_hex;
 use gramkey_domain::password::{PasswordError, hash_password};
 use gramkey_domain::user::{Username, UsernameError};
-use gramkey_domain::{AppId, AppMode, ClientSecret, Clock, Entropy, Password, RedirectUri, Role, SecretHasher};
+use gramkey_domain::{
+    AppId, AppMode, ClientSecret, Clock, Entropy, Password, RedirectUri, Role, SecretHasher,
+};
 use gramkey_store::{App, NewUser, Profile, Store, StoreError, User};
 use serde_json::{Value, json};
 
@@ -74,8 +76,11 @@ impl Ops {
         if input.redirect_uris.is_empty() {
             return Err(AppError::NoRedirectUri.into());
         }
-        let redirect_uris =
-            input.redirect_uris.iter().map(|u| RedirectUri::parse(u.trim())).collect::<Result<Vec<_>, _>>()?;
+        let redirect_uris = input
+            .redirect_uris
+            .iter()
+            .map(|u| RedirectUri::parse(u.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
         let scopes = validate_app_scopes(&input.scopes)?;
         let secret = new_client_secret(&*self.entropy);
         let app = App {
@@ -92,15 +97,23 @@ impl Ops {
     }
 
     pub async fn app(&self, id: &str) -> Result<App, OpError> {
-        let id = AppId::parse(id).ok_or_else(|| OpError::NotFound(format!("no app with id {id:?}")))?;
-        self.store.app(&id).await?.ok_or_else(|| OpError::NotFound(format!("no app with id {id}")))
+        let id =
+            AppId::parse(id).ok_or_else(|| OpError::NotFound(format!("no app with id {id:?}")))?;
+        self.store
+            .app(&id)
+            .await?
+            .ok_or_else(|| OpError::NotFound(format!("no app with id {id}")))
     }
 
     /// Replaces an app's secret; the old one stops working at once.
     pub async fn rotate_secret(&self, id: &str) -> Result<ClientSecret, OpError> {
         let app = self.app(id).await?;
         let secret = new_client_secret(&*self.entropy);
-        if !self.store.set_app_secret(&app.id, &self.hasher.hash_client_secret(&secret)).await? {
+        if !self
+            .store
+            .set_app_secret(&app.id, &self.hasher.hash_client_secret(&secret))
+            .await?
+        {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
         Ok(secret)
@@ -116,7 +129,9 @@ impl Ops {
     pub async fn set_role(&self, app_id: &str, username: &str, role: Role) -> Result<(), OpError> {
         let app = self.app(app_id).await?;
         let user = self.user(username).await?;
-        self.store.set_role(&app.id, user.id, role, self.clock.now()).await?;
+        self.store
+            .set_role(&app.id, user.id, role, self.clock.now())
+            .await?;
         Ok(())
     }
 
@@ -129,15 +144,27 @@ impl Ops {
     }
 
     /// Creates a user. Argon2id runs on a blocking thread: it takes tens of milliseconds.
-    pub async fn create_user(&self, username: &str, password: Password, profile: Profile) -> Result<User, OpError> {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: Password,
+        profile: Profile,
+    ) -> Result<User, OpError> {
         let username = Username::parse(username)?;
         let entropy = self.entropy.clone();
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password, &*entropy))
-            .await
-            .map_err(|e| OpError::Invalid(format!("password hashing failed: {e}")))??;
-        let new = NewUser { username: username.to_string(), password_hash, profile };
+        let password_hash =
+            tokio::task::spawn_blocking(move || hash_password(&password, &*entropy))
+                .await
+                .map_err(|e| OpError::Invalid(format!("password hashing failed: {e}")))??;
+        let new = NewUser {
+            username: username.to_string(),
+            password_hash,
+            profile,
+        };
         match self.store.create_user(&new, self.clock.now()).await {
-            Err(StoreError::Conflict(_)) => Err(OpError::Conflict(format!("the username {username} is taken"))),
+            Err(StoreError::Conflict(_)) => Err(OpError::Conflict(format!(
+                "the username {username} is taken"
+            ))),
             other => Ok(other?),
         }
     }

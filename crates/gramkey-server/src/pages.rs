@@ -21,8 +21,14 @@ pub fn page(status: StatusCode, markup: Markup) -> Response {
             "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -50,7 +56,12 @@ fn hidden(params: &[(&'static str, String)]) -> Markup {
 }
 
 /// The sign-in form. `params` are the authorize parameters it carries through.
-pub fn login(app_name: &str, params: &[(&'static str, String)], csrf: &str, error: Option<&str>) -> Markup {
+pub fn login(
+    app_name: &str,
+    params: &[(&'static str, String)],
+    csrf: &str,
+    error: Option<&str>,
+) -> Markup {
     layout(
         "Log in",
         html! {
@@ -70,7 +81,13 @@ pub fn login(app_name: &str, params: &[(&'static str, String)], csrf: &str, erro
 }
 
 /// The consent form: the app's name and the requested permissions in plain words.
-pub fn consent(app_name: &str, username: &str, scopes: &[Scope], params: &[(&'static str, String)], csrf: &str) -> Markup {
+pub fn consent(
+    app_name: &str,
+    username: &str,
+    scopes: &[Scope],
+    params: &[(&'static str, String)],
+    csrf: &str,
+) -> Markup {
     layout(
         "Authorize",
         html! {
@@ -107,7 +124,14 @@ pub fn error(status: StatusCode, title: &str, message: &str) -> Response {
 }
 
 /// The sandbox app's redirect target: shows the code and how to exchange it.
-pub fn sandbox_callback(public_url: &str, client_id: &str, redirect_uri: &str, code: Option<&str>, state: Option<&str>, error: Option<&str>) -> Markup {
+pub fn sandbox_callback(
+    public_url: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    code: Option<&str>,
+    state: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
     layout(
         "Sandbox callback",
         html! {

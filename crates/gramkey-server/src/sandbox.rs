@@ -32,9 +32,30 @@ struct DemoUser {
 }
 
 const DEMO_USERS: [DemoUser; 3] = [
-    DemoUser { name: "alice", full_name: "Alice Example", account_type: "BUSINESS", bio: "Coffee roaster. Photos of beans.", role: Some(Role::Admin), media: 6 },
-    DemoUser { name: "bob", full_name: "Bob Example", account_type: "MEDIA_CREATOR", bio: "Trail runner.", role: Some(Role::Tester), media: 4 },
-    DemoUser { name: "carol", full_name: "Carol Example", account_type: "PERSONAL", bio: "No role on the sandbox app.", role: None, media: 2 },
+    DemoUser {
+        name: "alice",
+        full_name: "Alice Example",
+        account_type: "BUSINESS",
+        bio: "Coffee roaster. Photos of beans.",
+        role: Some(Role::Admin),
+        media: 6,
+    },
+    DemoUser {
+        name: "bob",
+        full_name: "Bob Example",
+        account_type: "MEDIA_CREATOR",
+        bio: "Trail runner.",
+        role: Some(Role::Tester),
+        media: 4,
+    },
+    DemoUser {
+        name: "carol",
+        full_name: "Carol Example",
+        account_type: "PERSONAL",
+        bio: "No role on the sandbox app.",
+        role: None,
+        media: 2,
+    },
 ];
 
 /// Seeds the sandbox if the database has no apps and no users; `None` otherwise.
@@ -46,8 +67,15 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
     let (app, secret) = ops
         .create_app(NewAppInput {
             name: SANDBOX_APP_NAME.into(),
-            redirect_uris: vec![redirect.clone(), format!("http://127.0.0.1{SANDBOX_CALLBACK_PATH}")],
-            scopes: gramkey_domain::Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+            redirect_uris: vec![
+                redirect.clone(),
+                format!("http://127.0.0.1{SANDBOX_CALLBACK_PATH}"),
+            ],
+            scopes: gramkey_domain::Scope::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             mode: AppMode::Development,
         })
         .await?;
@@ -64,7 +92,9 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
             followers_count: 120 * demo.media as i64,
             follows_count: 80,
         };
-        let user = ops.create_user(demo.name, password.clone(), profile).await?;
+        let user = ops
+            .create_user(demo.name, password.clone(), profile)
+            .await?;
         if let Some(role) = demo.role {
             ops.store.set_role(&app.id, user.id, role, now).await?;
         }
@@ -98,11 +128,18 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
         ])
         .finish();
     let authorize_url = format!("{public_url}/oauth/authorize?{query}");
-    Ok(Some(SandboxInfo { app, secret, users, authorize_url }))
+    Ok(Some(SandboxInfo {
+        app,
+        secret,
+        users,
+        authorize_url,
+    }))
 }
 
 /// The sandbox app's client id, for the callback page's sample command.
 pub async fn sandbox_app_id(state: &AppState) -> Option<String> {
     let apps = state.ops.store.apps().await.ok()?;
-    apps.into_iter().find(|a| a.name == SANDBOX_APP_NAME).map(|a| a.id.to_string())
+    apps.into_iter()
+        .find(|a| a.name == SANDBOX_APP_NAME)
+        .map(|a| a.id.to_string())
 }

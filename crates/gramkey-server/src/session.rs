@@ -36,7 +36,12 @@ impl Session {
 }
 
 fn new_session(state: &AppState) -> Session {
-    Session { csrf: random_alnum(&*state.ops.entropy, 32), uid: None, auth_at: None, exp: state.ops.clock.now() + SESSION_SECS }
+    Session {
+        csrf: random_alnum(&*state.ops.entropy, 32),
+        uid: None,
+        auth_at: None,
+        exp: state.ops.clock.now() + SESSION_SECS,
+    }
 }
 
 /// The current session, if the cookie is there, authentic and unexpired.

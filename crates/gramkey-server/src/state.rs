@@ -49,11 +49,20 @@ impl AppState {
         config: ServerConfig,
     ) -> Self {
         let mut cookie_material = [0u8; 64];
-        cookie_material[..32].copy_from_slice(&derive_key(master_key, "gramkey cookie encryption v1"));
+        cookie_material[..32]
+            .copy_from_slice(&derive_key(master_key, "gramkey cookie encryption v1"));
         cookie_material[32..].copy_from_slice(&derive_key(master_key, "gramkey cookie signing v1"));
-        let admin_key_hash = config.admin_key.as_ref().map(|k| Sha256::digest(k.expose().as_bytes()).into());
+        let admin_key_hash = config
+            .admin_key
+            .as_ref()
+            .map(|k| Sha256::digest(k.expose().as_bytes()).into());
         Self(Arc::new(Inner {
-            ops: Ops { store, clock, entropy, hasher: SecretHasher::new(master_key) },
+            ops: Ops {
+                store,
+                clock,
+                entropy,
+                hasher: SecretHasher::new(master_key),
+            },
             config,
             cookie_key: Key::from(&cookie_material),
             admin_key_hash,

@@ -81,13 +81,29 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let clock = Arc::new(ManualClock::new(START));
-        let config = ServerConfig { public_url: base.clone(), admin_key: Some(gramkey_domain::AdminKey::new(ADMIN_KEY)) };
-        let state = AppState::new(store, clock.clone(), Arc::new(OsEntropy), b"test master key", config);
+        let config = ServerConfig {
+            public_url: base.clone(),
+            admin_key: Some(gramkey_domain::AdminKey::new(ADMIN_KEY)),
+        };
+        let state = AppState::new(
+            store,
+            clock.clone(),
+            Arc::new(OsEntropy),
+            b"test master key",
+            config,
+        );
         let server_state = state.clone();
         tokio::spawn(async move {
-            gramkey_server::serve(listener, server_state, std::future::pending()).await.unwrap();
+            gramkey_server::serve(listener, server_state, std::future::pending())
+                .await
+                .unwrap();
         });
-        Self { base, state, clock, _dir: dir }
+        Self {
+            base,
+            state,
+            clock,
+            _dir: dir,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -107,21 +123,41 @@ impl TestApp {
             })
             .await
             .unwrap();
-        Registered { client_id: app.id.to_string(), secret: secret.expose().to_owned(), redirect_uri }
+        Registered {
+            client_id: app.id.to_string(),
+            secret: secret.expose().to_owned(),
+            redirect_uri,
+        }
     }
 
     async fn user(&self, name: &str, password: &str) {
-        let profile = Profile { full_name: format!("{name} full"), account_type: "BUSINESS".into(), ..Profile::default() };
-        self.state.ops.create_user(name, Password::new(password), profile).await.unwrap();
+        let profile = Profile {
+            full_name: format!("{name} full"),
+            account_type: "BUSINESS".into(),
+            ..Profile::default()
+        };
+        self.state
+            .ops
+            .create_user(name, Password::new(password), profile)
+            .await
+            .unwrap();
     }
 
     async fn role(&self, app: &Registered, user: &str, role: Role) {
-        self.state.ops.set_role(&app.client_id, user, role).await.unwrap();
+        self.state
+            .ops
+            .set_role(&app.client_id, user, role)
+            .await
+            .unwrap();
     }
 }
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
 }
 
 fn authorize_query(app: &Registered, scope: &str, extra: &[(&str, &str)]) -> String {
@@ -142,16 +178,37 @@ fn authorize_query(app: &Registered, scope: &str, extra: &[(&str, &str)]) -> Str
 fn hidden_inputs(html: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for part in html.split("<input type=\"hidden\" ").skip(1) {
-        let name = part.split("name=\"").nth(1).unwrap().split('"').next().unwrap();
-        let value = part.split("value=\"").nth(1).unwrap().split('"').next().unwrap();
-        let value = value.replace("&amp;", "&").replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">");
+        let name = part
+            .split("name=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value = part
+            .split("value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let value = value
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">");
         out.push((name.to_owned(), value));
     }
     out
 }
 
 fn location(resp: &reqwest::Response) -> String {
-    resp.headers().get("location").expect("a redirect").to_str().unwrap().to_owned()
+    resp.headers()
+        .get("location")
+        .expect("a redirect")
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn query_of(url: &str) -> Vec<(String, String)> {
@@ -160,19 +217,38 @@ fn query_of(url: &str) -> Vec<(String, String)> {
 }
 
 fn param(url: &str, name: &str) -> Option<String> {
-    query_of(url).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    query_of(url)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
 }
 
 /// Opens the authorize URL, logs in and, if asked, consents. Returns the final redirect.
-async fn authorize(t: &TestApp, c: &reqwest::Client, query: &str, user: &str, pw: &str, decision: &str) -> String {
-    let page = c.get(t.url(&format!("/oauth/authorize?{query}"))).send().await.unwrap();
+async fn authorize(
+    t: &TestApp,
+    c: &reqwest::Client,
+    query: &str,
+    user: &str,
+    pw: &str,
+    decision: &str,
+) -> String {
+    let page = c
+        .get(t.url(&format!("/oauth/authorize?{query}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(html.contains("Log in"), "login page expected: {html}");
     let mut form = hidden_inputs(&html);
     form.push(("username".into(), user.into()));
     form.push(("password".into(), pw.into()));
-    let r = c.post(t.url("/oauth/authorize/login")).form(&form).send().await.unwrap();
+    let r = c
+        .post(t.url("/oauth/authorize/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "login must succeed");
     let next = location(&r);
     let r = c.get(t.url(&next)).send().await.unwrap();
@@ -180,10 +256,18 @@ async fn authorize(t: &TestApp, c: &reqwest::Client, query: &str, user: &str, pw
         return location(&r);
     }
     let html = r.text().await.unwrap();
-    assert!(html.contains("would like to access your account"), "consent page expected: {html}");
+    assert!(
+        html.contains("would like to access your account"),
+        "consent page expected: {html}"
+    );
     let mut form = hidden_inputs(&html);
     form.push(("decision".into(), decision.into()));
-    let r = c.post(t.url("/oauth/authorize/consent")).form(&form).send().await.unwrap();
+    let r = c
+        .post(t.url("/oauth/authorize/consent"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     location(&r)
 }
@@ -193,7 +277,12 @@ fn code_of(redirect: &str) -> String {
     param(redirect, "code").expect("a code")
 }
 
-async fn exchange(t: &TestApp, app: &Registered, code: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+async fn exchange(
+    t: &TestApp,
+    app: &Registered,
+    code: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, Value) {
     let mut form = vec![
         ("client_id", app.client_id.as_str()),
         ("client_secret", app.secret.as_str()),
@@ -202,7 +291,12 @@ async fn exchange(t: &TestApp, app: &Registered, code: &str, extra: &[(&str, &st
         ("code", code),
     ];
     form.extend_from_slice(extra);
-    let r = reqwest::Client::new().post(t.url("/oauth/access_token")).form(&form).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(t.url("/oauth/access_token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     (r.status(), r.json().await.unwrap())
 }
 
@@ -213,7 +307,12 @@ async fn exchange_multipart(t: &TestApp, app: &Registered, code: &str) -> (Statu
         .text("grant_type", "authorization_code")
         .text("redirect_uri", app.redirect_uri.clone())
         .text("code", code.to_owned());
-    let r = reqwest::Client::new().post(t.url("/oauth/access_token")).multipart(form).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(t.url("/oauth/access_token"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     (r.status(), r.json().await.unwrap())
 }
 
@@ -246,15 +345,33 @@ async fn setup(t: &TestApp, scopes: &str) -> (Registered, reqwest::Client) {
 
 async fn full_flow(t: TestApp) {
     let (app, c) = setup(&t, "user_profile,user_media").await;
-    let redirect = authorize(&t, &c, &authorize_query(&app, "user_profile,user_media", &[]), "alice", "alice-password", "allow").await;
-    assert!(redirect.starts_with("https://app.example/cb?code=AQ"), "{redirect}");
+    let redirect = authorize(
+        &t,
+        &c,
+        &authorize_query(&app, "user_profile,user_media", &[]),
+        "alice",
+        "alice-password",
+        "allow",
+    )
+    .await;
+    assert!(
+        redirect.starts_with("https://app.example/cb?code=AQ"),
+        "{redirect}"
+    );
     assert_eq!(param(&redirect, "state").as_deref(), Some("st4te"));
     let (status, body) = exchange_multipart(&t, &app, &code_of(&redirect)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("IGQV"));
-    assert!(body["user_id"].is_u64(), "Basic Display sends user_id as a number: {body}");
-    assert_eq!(body.as_object().unwrap().len(), 2, "exactly Instagram's fields: {body}");
+    assert!(
+        body["user_id"].is_u64(),
+        "Basic Display sends user_id as a number: {body}"
+    );
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        2,
+        "exactly Instagram's fields: {body}"
+    );
 
     let (status, me_body) = me(&t, &token, "id,username").await;
     assert_eq!(status, StatusCode::OK, "{me_body}");
@@ -263,12 +380,26 @@ async fn full_flow(t: TestApp) {
     assert_eq!(me_body.as_object().unwrap().len(), 2);
 
     // The same with the token as a query parameter and a version prefix.
-    let r = reqwest::get(t.url(&format!("/v21.0/me?fields=username,media_count&access_token={token}"))).await.unwrap();
+    let r = reqwest::get(t.url(&format!(
+        "/v21.0/me?fields=username,media_count&access_token={token}"
+    )))
+    .await
+    .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v, serde_json::json!({"username": "alice", "media_count": 0}));
+    assert_eq!(
+        v,
+        serde_json::json!({"username": "alice", "media_count": 0})
+    );
 
     // A second authorization skips consent (already granted) and keeps the app-scoped id.
-    let r = c.get(t.url(&format!("/oauth/authorize?{}", authorize_query(&app, "user_profile", &[])))).send().await.unwrap();
+    let r = c
+        .get(t.url(&format!(
+            "/oauth/authorize?{}",
+            authorize_query(&app, "user_profile", &[])
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     let (status, body2) = exchange(&t, &app, &code_of(&location(&r)), &[]).await;
     assert_eq!(status, StatusCode::OK, "{body2}");
@@ -282,7 +413,9 @@ async fn full_flow_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_flow_on_postgres() {
-    let Some(t) = TestApp::postgres("full_flow_on_postgres").await else { return };
+    let Some(t) = TestApp::postgres("full_flow_on_postgres").await else {
+        return;
+    };
     full_flow(t).await;
 }
 
@@ -294,22 +427,46 @@ async fn redirect_uri_mismatch_is_a_page_never_a_redirect() {
     let t = TestApp::sqlite().await;
     let mut app = t.app("user_profile", AppMode::Live).await;
     app.redirect_uri = "https://evil.example/cb".into();
-    let r = browser().get(t.url(&format!("/oauth/authorize?{}", authorize_query(&app, "user_profile", &[])))).send().await.unwrap();
+    let r = browser()
+        .get(t.url(&format!(
+            "/oauth/authorize?{}",
+            authorize_query(&app, "user_profile", &[])
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.headers().get("location").is_none());
     assert_eq!(r.headers()["x-frame-options"], "DENY");
-    assert!(r.text().await.unwrap().contains("Redirect URI does not match registered redirect URI"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Redirect URI does not match registered redirect URI")
+    );
 }
 
 #[tokio::test]
 async fn unknown_or_missing_client_is_a_page() {
     let t = TestApp::sqlite().await;
-    for q in ["client_id=999999&redirect_uri=https://app.example/cb&scope=user_profile&response_type=code", "client_id=abc", ""] {
-        let r = browser().get(t.url(&format!("/oauth/authorize?{q}"))).send().await.unwrap();
+    for q in [
+        "client_id=999999&redirect_uri=https://app.example/cb&scope=user_profile&response_type=code",
+        "client_id=abc",
+        "",
+    ] {
+        let r = browser()
+            .get(t.url(&format!("/oauth/authorize?{q}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{q}");
         assert!(r.headers().get("location").is_none(), "{q}");
     }
-    let r = browser().get(t.url("/oauth/authorize?client_id=999999")).send().await.unwrap();
+    let r = browser()
+        .get(t.url("/oauth/authorize?client_id=999999"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.text().await.unwrap().contains("Invalid platform app"));
 }
 
@@ -320,28 +477,78 @@ async fn other_authorize_errors_redirect_with_error_reason_and_state() {
     let cases: [(&str, &[(&str, &str)], &str); 4] = [
         ("user_profile,nope", &[], "invalid_scope"),
         ("instagram_business_basic", &[], "invalid_scope"),
-        ("user_profile", &[("code_challenge", "short"), ("code_challenge_method", "S256")], "invalid_request"),
-        ("user_profile", &[("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"), ("code_challenge_method", "plain")], "invalid_request"),
+        (
+            "user_profile",
+            &[
+                ("code_challenge", "short"),
+                ("code_challenge_method", "S256"),
+            ],
+            "invalid_request",
+        ),
+        (
+            "user_profile",
+            &[
+                (
+                    "code_challenge",
+                    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                ),
+                ("code_challenge_method", "plain"),
+            ],
+            "invalid_request",
+        ),
     ];
     for (scope, extra, error) in cases {
-        let r = browser().get(t.url(&format!("/oauth/authorize?{}", authorize_query(&app, scope, extra)))).send().await.unwrap();
+        let r = browser()
+            .get(t.url(&format!(
+                "/oauth/authorize?{}",
+                authorize_query(&app, scope, extra)
+            )))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::FOUND, "{scope} {extra:?}");
         let loc = location(&r);
         assert!(loc.starts_with("https://app.example/cb?"), "{loc}");
         assert_eq!(param(&loc, "error").as_deref(), Some(error), "{loc}");
-        assert!(param(&loc, "error_reason").is_some() && param(&loc, "error_description").is_some(), "{loc}");
+        assert!(
+            param(&loc, "error_reason").is_some() && param(&loc, "error_description").is_some(),
+            "{loc}"
+        );
         assert_eq!(param(&loc, "state").as_deref(), Some("st4te"));
     }
     // Missing response_type, and a response_type we do not support.
-    let q = authorize_query(&app, "user_profile", &[]).replace("response_type=code", "response_type=token");
-    let r = browser().get(t.url(&format!("/oauth/authorize?{q}"))).send().await.unwrap();
-    assert_eq!(param(&location(&r), "error").as_deref(), Some("unsupported_response_type"));
+    let q = authorize_query(&app, "user_profile", &[])
+        .replace("response_type=code", "response_type=token");
+    let r = browser()
+        .get(t.url(&format!("/oauth/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        param(&location(&r), "error").as_deref(),
+        Some("unsupported_response_type")
+    );
     let q = authorize_query(&app, "user_profile", &[]).replace("&response_type=code", "");
-    let r = browser().get(t.url(&format!("/oauth/authorize?{q}"))).send().await.unwrap();
-    assert_eq!(param(&location(&r), "error").as_deref(), Some("invalid_request"));
+    let r = browser()
+        .get(t.url(&format!("/oauth/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        param(&location(&r), "error").as_deref(),
+        Some("invalid_request")
+    );
     // A repeated parameter is a page: which redirect_uri would we trust?
-    let q = format!("{}&client_id={}", authorize_query(&app, "user_profile", &[]), app.client_id);
-    let r = browser().get(t.url(&format!("/oauth/authorize?{q}"))).send().await.unwrap();
+    let q = format!(
+        "{}&client_id={}",
+        authorize_query(&app, "user_profile", &[]),
+        app.client_id
+    );
+    let r = browser()
+        .get(t.url(&format!("/oauth/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -349,7 +556,15 @@ async fn other_authorize_errors_redirect_with_error_reason_and_state() {
 async fn denial_redirects_with_user_denied() {
     let t = TestApp::sqlite().await;
     let (app, c) = setup(&t, "user_profile").await;
-    let loc = authorize(&t, &c, &authorize_query(&app, "user_profile", &[]), "alice", "alice-password", "deny").await;
+    let loc = authorize(
+        &t,
+        &c,
+        &authorize_query(&app, "user_profile", &[]),
+        "alice",
+        "alice-password",
+        "deny",
+    )
+    .await;
     assert_eq!(
         loc,
         "https://app.example/cb?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request&state=st4te"
@@ -366,7 +581,10 @@ async fn development_mode_refuses_users_without_a_role() {
     let q = authorize_query(&app, "user_profile", &[]);
     let loc = authorize(&t, &browser(), &q, "stranger", "stranger-password", "allow").await;
     assert_eq!(param(&loc, "error").as_deref(), Some("access_denied"));
-    assert_eq!(param(&loc, "error_reason").as_deref(), Some("insufficient_developer_role"));
+    assert_eq!(
+        param(&loc, "error_reason").as_deref(),
+        Some("insufficient_developer_role")
+    );
     let loc = authorize(&t, &browser(), &q, "tester", "tester-password", "allow").await;
     assert!(param(&loc, "code").is_some(), "{loc}");
 }
@@ -376,40 +594,103 @@ async fn wrong_password_and_csrf() {
     let t = TestApp::sqlite().await;
     let (app, c) = setup(&t, "user_profile").await;
     let q = authorize_query(&app, "user_profile", &[]);
-    let html = c.get(t.url(&format!("/oauth/authorize?{q}"))).send().await.unwrap().text().await.unwrap();
+    let html = c
+        .get(t.url(&format!("/oauth/authorize?{q}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let form = hidden_inputs(&html);
     assert!(form.iter().any(|(k, v)| k == "csrf" && v.len() >= 32));
 
     let mut wrong = form.clone();
-    wrong.extend([("username".into(), "alice".into()), ("password".into(), "not-her-password".into())]);
-    let r = c.post(t.url("/oauth/authorize/login")).form(&wrong).send().await.unwrap();
+    wrong.extend([
+        ("username".into(), "alice".into()),
+        ("password".into(), "not-her-password".into()),
+    ]);
+    let r = c
+        .post(t.url("/oauth/authorize/login"))
+        .form(&wrong)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert!(r.text().await.unwrap().contains("The username or password is incorrect."));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("The username or password is incorrect.")
+    );
 
-    let mut no_csrf: Vec<(String, String)> = form.iter().filter(|(k, _)| k != "csrf").cloned().collect();
-    no_csrf.extend([("username".into(), "alice".into()), ("password".into(), "alice-password".into())]);
-    let r = c.post(t.url("/oauth/authorize/login")).form(&no_csrf).send().await.unwrap();
+    let mut no_csrf: Vec<(String, String)> =
+        form.iter().filter(|(k, _)| k != "csrf").cloned().collect();
+    no_csrf.extend([
+        ("username".into(), "alice".into()),
+        ("password".into(), "alice-password".into()),
+    ]);
+    let r = c
+        .post(t.url("/oauth/authorize/login"))
+        .form(&no_csrf)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     let mut bad_csrf = no_csrf.clone();
     bad_csrf.push(("csrf".into(), "x".repeat(32)));
-    let r = c.post(t.url("/oauth/authorize/login")).form(&bad_csrf).send().await.unwrap();
+    let r = c
+        .post(t.url("/oauth/authorize/login"))
+        .form(&bad_csrf)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     // A client without the session cookie at all.
-    let r = browser().post(t.url("/oauth/authorize/login")).form(&form).send().await.unwrap();
+    let r = browser()
+        .post(t.url("/oauth/authorize/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     // The consent form checks its token too.
     let loc_login = {
         let mut ok = form.clone();
-        ok.extend([("username".into(), "alice".into()), ("password".into(), "alice-password".into())]);
-        let r = c.post(t.url("/oauth/authorize/login")).form(&ok).send().await.unwrap();
+        ok.extend([
+            ("username".into(), "alice".into()),
+            ("password".into(), "alice-password".into()),
+        ]);
+        let r = c
+            .post(t.url("/oauth/authorize/login"))
+            .form(&ok)
+            .send()
+            .await
+            .unwrap();
         location(&r)
     };
-    let html = c.get(t.url(&loc_login)).send().await.unwrap().text().await.unwrap();
-    let consent: Vec<(String, String)> = hidden_inputs(&html).into_iter().filter(|(k, _)| k != "csrf").chain([("decision".to_owned(), "allow".to_owned())]).collect();
-    let r = c.post(t.url("/oauth/authorize/consent")).form(&consent).send().await.unwrap();
+    let html = c
+        .get(t.url(&loc_login))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let consent: Vec<(String, String)> = hidden_inputs(&html)
+        .into_iter()
+        .filter(|(k, _)| k != "csrf")
+        .chain([("decision".to_owned(), "allow".to_owned())])
+        .collect();
+    let r = c
+        .post(t.url("/oauth/authorize/consent"))
+        .form(&consent)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
 
@@ -417,21 +698,63 @@ async fn wrong_password_and_csrf() {
 async fn session_cookie_is_httponly_and_samesite() {
     let t = TestApp::sqlite().await;
     let app = t.app("user_profile", AppMode::Live).await;
-    let r = browser().get(t.url(&format!("/oauth/authorize?{}", authorize_query(&app, "user_profile", &[])))).send().await.unwrap();
+    let r = browser()
+        .get(t.url(&format!(
+            "/oauth/authorize?{}",
+            authorize_query(&app, "user_profile", &[])
+        )))
+        .send()
+        .await
+        .unwrap();
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("gk_session="), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
 }
 
 #[tokio::test]
 async fn force_authentication_asks_for_the_password_again() {
     let t = TestApp::sqlite().await;
     let (app, c) = setup(&t, "user_profile").await;
-    authorize(&t, &c, &authorize_query(&app, "user_profile", &[]), "alice", "alice-password", "allow").await;
-    let r = c.get(t.url(&format!("/oauth/authorize?{}", authorize_query(&app, "user_profile", &[])))).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FOUND, "signed in and granted: straight back");
-    let loc = authorize(&t, &c, &authorize_query(&app, "user_profile", &[("force_authentication", "1")]), "alice", "alice-password", "allow").await;
+    authorize(
+        &t,
+        &c,
+        &authorize_query(&app, "user_profile", &[]),
+        "alice",
+        "alice-password",
+        "allow",
+    )
+    .await;
+    let r = c
+        .get(t.url(&format!(
+            "/oauth/authorize?{}",
+            authorize_query(&app, "user_profile", &[])
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "signed in and granted: straight back"
+    );
+    let loc = authorize(
+        &t,
+        &c,
+        &authorize_query(&app, "user_profile", &[("force_authentication", "1")]),
+        "alice",
+        "alice-password",
+        "allow",
+    )
+    .await;
     assert!(param(&loc, "code").is_some());
 }
 
@@ -439,7 +762,17 @@ async fn force_authentication_asks_for_the_password_again() {
 async fn app_names_are_escaped_on_pages() {
     let t = TestApp::sqlite().await;
     let (app, c) = setup(&t, "user_profile").await;
-    let html = c.get(t.url(&format!("/oauth/authorize?{}", authorize_query(&app, "user_profile", &[])))).send().await.unwrap().text().await.unwrap();
+    let html = c
+        .get(t.url(&format!(
+            "/oauth/authorize?{}",
+            authorize_query(&app, "user_profile", &[])
+        )))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("Test &lt;b&gt;App&lt;/b&gt;"), "{html}");
     assert!(!html.contains("<b>App</b>"));
 }
@@ -454,7 +787,12 @@ async fn token_endpoint_refuses_bad_and_missing_parameters() {
     let post = |form: Vec<(&'static str, String)>| {
         let url = t.url("/oauth/access_token");
         async move {
-            let r = reqwest::Client::new().post(url).form(&form).send().await.unwrap();
+            let r = reqwest::Client::new()
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
             (r.status(), r.json::<Value>().await.unwrap())
         }
     };
@@ -518,12 +856,28 @@ async fn token_endpoint_refuses_bad_and_missing_parameters() {
     let s = r.status();
     let b: Value = r.json().await.unwrap();
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(b["error_message"].as_str().unwrap().contains("unsupported Content-Type"), "{b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported Content-Type"),
+        "{b}"
+    );
 }
 
 async fn code_replay_revokes(t: TestApp) {
     let (app, c) = setup(&t, "user_profile").await;
-    let code = code_of(&authorize(&t, &c, &authorize_query(&app, "user_profile", &[]), "alice", "alice-password", "allow").await);
+    let code = code_of(
+        &authorize(
+            &t,
+            &c,
+            &authorize_query(&app, "user_profile", &[]),
+            "alice",
+            "alice-password",
+            "allow",
+        )
+        .await,
+    );
     let (s, body) = exchange(&t, &app, &code, &[]).await;
     assert_eq!(s, StatusCode::OK);
     let token = body["access_token"].as_str().unwrap().to_owned();
@@ -532,7 +886,10 @@ async fn code_replay_revokes(t: TestApp) {
     assert_flat_error(s, &b, "This authorization code has been used");
     let (s, b) = me(&t, &token, "id").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(b["error"]["code"], 190, "the token issued from a replayed code is revoked: {b}");
+    assert_eq!(
+        b["error"]["code"], 190,
+        "the token issued from a replayed code is revoked: {b}"
+    );
 }
 
 #[tokio::test]
@@ -542,7 +899,9 @@ async fn code_replay_revokes_tokens_on_sqlite() {
 
 #[tokio::test]
 async fn code_replay_revokes_tokens_on_postgres() {
-    let Some(t) = TestApp::postgres("code_replay_revokes_tokens_on_postgres").await else { return };
+    let Some(t) = TestApp::postgres("code_replay_revokes_tokens_on_postgres").await else {
+        return;
+    };
     code_replay_revokes(t).await;
 }
 
@@ -556,7 +915,11 @@ async fn codes_and_tokens_expire() {
     let (s, b) = exchange(&t, &app, &code, &[]).await;
     assert_flat_error(s, &b, "Matching code was not found or was already used");
 
-    let r = c.get(t.url(&format!("/oauth/authorize?{q}"))).send().await.unwrap();
+    let r = c
+        .get(t.url(&format!("/oauth/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
     let (s, body) = exchange(&t, &app, &code_of(&location(&r)), &[]).await;
     assert_eq!(s, StatusCode::OK);
     let token = body["access_token"].as_str().unwrap().to_owned();
@@ -565,8 +928,20 @@ async fn codes_and_tokens_expire() {
     t.clock.advance(1);
     let (s, b) = me(&t, &token, "id").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!((b["error"]["code"].as_u64(), b["error"]["error_subcode"].as_u64()), (Some(190), Some(463)), "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().starts_with("Error validating access token: Session has expired on"));
+    assert_eq!(
+        (
+            b["error"]["code"].as_u64(),
+            b["error"]["error_subcode"].as_u64()
+        ),
+        (Some(190), Some(463)),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Error validating access token: Session has expired on")
+    );
 }
 
 #[tokio::test]
@@ -575,16 +950,38 @@ async fn pkce_is_enforced() {
     let (app, c) = setup(&t, "user_profile").await;
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
     let challenge = gramkey_domain::code::s256_challenge(verifier);
-    let q = authorize_query(&app, "user_profile", &[("code_challenge", &challenge), ("code_challenge_method", "S256")]);
+    let q = authorize_query(
+        &app,
+        "user_profile",
+        &[
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
     let first = code_of(&authorize(&t, &c, &q, "alice", "alice-password", "allow").await);
     let (s, b) = exchange(&t, &app, &first, &[]).await;
-    assert_flat_error(s, &b, "Missing code_verifier: the authorization request used PKCE");
+    assert_flat_error(
+        s,
+        &b,
+        "Missing code_verifier: the authorization request used PKCE",
+    );
 
-    let next = || async { code_of(&location(&c.get(t.url(&format!("/oauth/authorize?{q}"))).send().await.unwrap())) };
+    let next = || async {
+        code_of(&location(
+            &c.get(t.url(&format!("/oauth/authorize?{q}")))
+                .send()
+                .await
+                .unwrap(),
+        ))
+    };
     let second = next().await;
     let wrong = "x".repeat(43);
     let (s, b) = exchange(&t, &app, &second, &[("code_verifier", &wrong)]).await;
-    assert_flat_error(s, &b, "Invalid code_verifier: it does not match the code_challenge of the authorization request");
+    assert_flat_error(
+        s,
+        &b,
+        "Invalid code_verifier: it does not match the code_challenge of the authorization request",
+    );
     let (s, b) = exchange(&t, &app, &second, &[("code_verifier", verifier)]).await;
     assert_flat_error(s, &b, "This authorization code has been used");
 
@@ -596,13 +993,27 @@ async fn pkce_is_enforced() {
 #[tokio::test]
 async fn response_shapes_follow_the_flavour() {
     let t = TestApp::sqlite().await;
-    let (app, c) = setup(&t, "instagram_business_basic,instagram_business_manage_comments,basic").await;
-    let q = authorize_query(&app, "instagram_business_basic,instagram_business_manage_comments", &[]);
+    let (app, c) = setup(
+        &t,
+        "instagram_business_basic,instagram_business_manage_comments,basic",
+    )
+    .await;
+    let q = authorize_query(
+        &app,
+        "instagram_business_basic,instagram_business_manage_comments",
+        &[],
+    );
     let code = code_of(&authorize(&t, &c, &q, "alice", "alice-password", "allow").await);
     let (s, b) = exchange(&t, &app, &code, &[]).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b["access_token"].as_str().unwrap().starts_with("IGAA"));
-    assert_eq!(b["permissions"], serde_json::json!(["instagram_business_basic", "instagram_business_manage_comments"]));
+    assert_eq!(
+        b["permissions"],
+        serde_json::json!([
+            "instagram_business_basic",
+            "instagram_business_manage_comments"
+        ])
+    );
 
     let q = authorize_query(&app, "basic", &[]);
     let loc = authorize(&t, &browser(), &q, "alice", "alice-password", "allow").await;
@@ -610,38 +1021,81 @@ async fn response_shapes_follow_the_flavour() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["user"]["username"], "alice");
     let token = b["access_token"].as_str().unwrap();
-    assert!(token.starts_with(&format!("{}.", b["user"]["id"].as_str().unwrap())), "legacy token format: {token}");
+    assert!(
+        token.starts_with(&format!("{}.", b["user"]["id"].as_str().unwrap())),
+        "legacy token format: {token}"
+    );
 }
 
 #[tokio::test]
 async fn me_refuses_bad_tokens_and_fields() {
     let t = TestApp::sqlite().await;
     let (app, c) = setup(&t, "user_profile,user_media").await;
-    let code = code_of(&authorize(&t, &c, &authorize_query(&app, "user_profile", &[]), "alice", "alice-password", "allow").await);
-    let token = exchange(&t, &app, &code, &[]).await.1["access_token"].as_str().unwrap().to_owned();
+    let code = code_of(
+        &authorize(
+            &t,
+            &c,
+            &authorize_query(&app, "user_profile", &[]),
+            "alice",
+            "alice-password",
+            "allow",
+        )
+        .await,
+    );
+    let token = exchange(&t, &app, &code, &[]).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let (s, b) = me(&t, "IGQVnotarealtokenatall", "id").await;
-    assert_eq!((s, b["error"]["code"].as_u64()), (StatusCode::BAD_REQUEST, Some(190)));
-    assert_eq!(b["error"]["message"], "Invalid OAuth access token - Cannot parse access token");
+    assert_eq!(
+        (s, b["error"]["code"].as_u64()),
+        (StatusCode::BAD_REQUEST, Some(190))
+    );
+    assert_eq!(
+        b["error"]["message"],
+        "Invalid OAuth access token - Cannot parse access token"
+    );
     assert_eq!(me(&t, "<>", "id").await.1["error"]["code"], 190);
     let r = reqwest::get(t.url("/me")).await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 2500);
 
     let (_, b) = me(&t, &token, "id,password").await;
     assert_eq!(b["error"]["code"], 100);
-    assert_eq!(b["error"]["message"], "(#100) Tried accessing nonexisting field (password) on node type (User)");
+    assert_eq!(
+        b["error"]["message"],
+        "(#100) Tried accessing nonexisting field (password) on node type (User)"
+    );
     let (_, b) = me(&t, &token, "id%7Bx%7D").await;
     assert_eq!(b["error"]["code"], 100);
     let (_, b) = me(&t, &token, "media_count").await;
-    assert_eq!(b["error"]["code"], 10, "user_profile alone does not cover media_count: {b}");
+    assert_eq!(
+        b["error"]["code"], 10,
+        "user_profile alone does not cover media_count: {b}"
+    );
     let (s, b) = me(&t, &token, "id").await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(b.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["id"]);
+    assert_eq!(
+        b.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["id"]
+    );
 
-    let r = reqwest::Client::new().get(t.url(&format!("/me?access_token={token}"))).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 100, "token in two places");
+    let r = reqwest::Client::new()
+        .get(t.url(&format!("/me?access_token={token}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        100,
+        "token in two places"
+    );
     let r = reqwest::get(t.url("/nope/deeper")).await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["message"], "Unknown path components: /nope/deeper");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["message"],
+        "Unknown path components: /nope/deeper"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,43 +1107,126 @@ async fn admin_api_manages_apps_and_users() {
     let c = reqwest::Client::new();
     let r = c.get(t.url("/admin/apps")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = c.get(t.url("/admin/apps")).bearer_auth("wrong-key-wrong-key").send().await.unwrap();
+    let r = c
+        .get(t.url("/admin/apps"))
+        .bearer_auth("wrong-key-wrong-key")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     let body = serde_json::json!({"name": "Admin App", "redirect_uris": ["https://x.example/cb"], "scopes": ["user_profile"], "mode": "live"});
-    let r = c.post(t.url("/admin/apps")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    let r = c
+        .post(t.url("/admin/apps"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let created: Value = r.json().await.unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     let secret = created["client_secret"].as_str().unwrap().to_owned();
     assert_eq!(secret.len(), 32);
 
-    let list: Value = c.get(t.url("/admin/apps")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let list: Value = c
+        .get(t.url("/admin/apps"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["data"][0]["id"], id.as_str());
     assert!(list["data"][0].get("client_secret").is_none() && !list.to_string().contains(&secret));
 
-    let rotated: Value = c.post(t.url(&format!("/admin/apps/{id}/rotate-secret"))).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let rotated: Value = c
+        .post(t.url(&format!("/admin/apps/{id}/rotate-secret")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_ne!(rotated["client_secret"], secret.as_str());
 
-    let r = c.post(t.url("/admin/users")).bearer_auth(ADMIN_KEY).json(&serde_json::json!({"username": "Dana", "password": "dana-password"})).send().await.unwrap();
+    let r = c
+        .post(t.url("/admin/users"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"username": "Dana", "password": "dana-password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c.post(t.url("/admin/users")).bearer_auth(ADMIN_KEY).json(&serde_json::json!({"username": "dana", "password": "dana-password"})).send().await.unwrap();
+    let r = c
+        .post(t.url("/admin/users"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"username": "dana", "password": "dana-password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CONFLICT);
-    let r = c.post(t.url("/admin/users")).bearer_auth(ADMIN_KEY).json(&serde_json::json!({"username": "bad name", "password": "dana-password"})).send().await.unwrap();
+    let r = c
+        .post(t.url("/admin/users"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"username": "bad name", "password": "dana-password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = c.post(t.url(&format!("/admin/apps/{id}/roles"))).bearer_auth(ADMIN_KEY).json(&serde_json::json!({"username": "dana", "role": "tester"})).send().await.unwrap();
+    let r = c
+        .post(t.url(&format!("/admin/apps/{id}/roles")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"username": "dana", "role": "tester"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let shown: Value = c.get(t.url(&format!("/admin/apps/{id}"))).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
-    assert_eq!(shown["roles"][0], serde_json::json!({"username": "dana", "role": "tester"}));
+    let shown: Value = c
+        .get(t.url(&format!("/admin/apps/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        shown["roles"][0],
+        serde_json::json!({"username": "dana", "role": "tester"})
+    );
 
     let bad = serde_json::json!({"name": "X", "redirect_uris": ["http://insecure.example/cb"], "scopes": ["user_profile"]});
-    let r = c.post(t.url("/admin/apps")).bearer_auth(ADMIN_KEY).json(&bad).send().await.unwrap();
+    let r = c
+        .post(t.url("/admin/apps"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().contains("http is allowed only"));
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("http is allowed only")
+    );
 
-    let r = c.delete(t.url(&format!("/admin/apps/{id}"))).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let r = c
+        .delete(t.url(&format!("/admin/apps/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = c.get(t.url(&format!("/admin/apps/{id}"))).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    let r = c
+        .get(t.url(&format!("/admin/apps/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -703,25 +1240,48 @@ async fn no_secret_code_token_or_password_reaches_the_logs() {
     let password = "a-very-distinctive-password";
     t.user("logcheck", password).await;
     let c = browser();
-    let redirect = authorize(&t, &c, &authorize_query(&app, "user_profile", &[]), "logcheck", password, "allow").await;
+    let redirect = authorize(
+        &t,
+        &c,
+        &authorize_query(&app, "user_profile", &[]),
+        "logcheck",
+        password,
+        "allow",
+    )
+    .await;
     let code = code_of(&redirect);
     let (_, body) = exchange(&t, &app, &code, &[]).await;
     let token = body["access_token"].as_str().unwrap().to_owned();
-    let r = reqwest::get(t.url(&format!("/me?fields=id&access_token={token}"))).await.unwrap();
+    let r = reqwest::get(t.url(&format!("/me?fields=id&access_token={token}")))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     me(&t, &token, "id").await;
     exchange(&t, &app, &code, &[]).await; // a replay is logged; the code must not be
     let wrong = "wrong-secret-wrong-secret-000000";
     reqwest::Client::new()
         .post(t.url("/oauth/access_token"))
-        .form(&[("client_id", app.client_id.as_str()), ("client_secret", wrong), ("grant_type", "authorization_code"), ("redirect_uri", &app.redirect_uri), ("code", "AQx")])
+        .form(&[
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", wrong),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", &app.redirect_uri),
+            ("code", "AQx"),
+        ])
         .send()
         .await
         .unwrap();
-    c.get(t.url("/admin/apps")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    c.get(t.url("/admin/apps"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
 
     let text = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("token issued"), "the capture works and sees this flow");
+    assert!(
+        text.contains("token issued"),
+        "the capture works and sees this flow"
+    );
     for (what, secret) in [
         ("client secret", app.secret.as_str()),
         ("wrong client secret", wrong),

@@ -91,7 +91,12 @@ pub trait GrantStore: Send + Sync {
     ///   is stored ([`Redemption::Issued`]) or its refusal passed on ([`Redemption::Refused`]).
     ///
     /// The answer comes only after the transaction has committed.
-    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, decide: Decide) -> Result<Redemption>;
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        decide: Decide,
+    ) -> Result<Redemption>;
     /// A token by its hash, with the app-scoped id of its user.
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
 }

@@ -13,8 +13,8 @@ use sqlx::{Row, query};
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::sqlite::to_token;
 use crate::{
-    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile, Redemption, Result,
-    StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile,
+    Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 
 impl From<sqlx::Error> for StoreError {
@@ -42,7 +42,10 @@ impl PgStore {
     }
 
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
-        let pool = PgPoolOptions::new().max_connections(16).connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
@@ -103,16 +106,18 @@ fn grant_from_row(row: &PgRow) -> Result<Grant> {
 #[async_trait]
 impl AppStore for PgStore {
     async fn create_app(&self, app: &App) -> Result<()> {
-        query(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-            .bind(app.id.as_str())
-            .bind(&app.name)
-            .bind(&app.secret_hash)
-            .bind(join_uris(&app.redirect_uris))
-            .bind(app.scopes.to_stored())
-            .bind(app.mode.as_str())
-            .bind(app.created_at)
-            .execute(&self.pool)
-            .await?;
+        query(&format!(
+            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(app.id.as_str())
+        .bind(&app.name)
+        .bind(&app.secret_hash)
+        .bind(join_uris(&app.redirect_uris))
+        .bind(app.scopes.to_stored())
+        .bind(app.mode.as_str())
+        .bind(app.created_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -127,12 +132,14 @@ impl AppStore for PgStore {
     }
 
     async fn apps(&self) -> Result<Vec<App>> {
-        query(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(app_from_row)
-            .collect()
+        query(&format!(
+            "SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(app_from_row)
+        .collect()
     }
 
     async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
@@ -145,7 +152,10 @@ impl AppStore for PgStore {
     }
 
     async fn delete_app(&self, id: &AppId) -> Result<bool> {
-        let r = query("DELETE FROM apps WHERE id = $1").bind(id.as_str()).execute(&self.pool).await?;
+        let r = query("DELETE FROM apps WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -164,22 +174,30 @@ impl AppStore for PgStore {
     }
 
     async fn role(&self, app: &AppId, user: UserId) -> Result<Option<Role>> {
-        let role: Option<String> = sqlx::query_scalar("SELECT role FROM app_roles WHERE app_id = $1 AND user_id = $2")
-            .bind(app.as_str())
-            .bind(user.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        role.map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r))).transpose()
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM app_roles WHERE app_id = $1 AND user_id = $2")
+                .bind(app.as_str())
+                .bind(user.0)
+                .fetch_optional(&self.pool)
+                .await?;
+        role.map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r)))
+            .transpose()
     }
 
     async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>> {
-        let rows: Vec<(i64, String)> =
-            sqlx::query_as("SELECT user_id, role FROM app_roles WHERE app_id = $1 ORDER BY created_at, user_id")
-                .bind(app.as_str())
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT user_id, role FROM app_roles WHERE app_id = $1 ORDER BY created_at, user_id",
+        )
+        .bind(app.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter()
-            .map(|(u, r)| Ok((UserId(u), Role::parse(&r).ok_or_else(|| corrupt("role", &r))?)))
+            .map(|(u, r)| {
+                Ok((
+                    UserId(u),
+                    Role::parse(&r).ok_or_else(|| corrupt("role", &r))?,
+                ))
+            })
             .collect()
     }
 }
@@ -225,13 +243,15 @@ impl UserStore for PgStore {
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
-        query(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
+        query(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
     }
 
     async fn users(&self) -> Result<Vec<User>> {
@@ -329,7 +349,12 @@ impl GrantStore for PgStore {
         Ok(())
     }
 
-    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, decide: Decide) -> Result<Redemption> {
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        decide: Decide,
+    ) -> Result<Redemption> {
         let mut tx = self.pool.begin().await?;
         let row = query(
             "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at, redeemed_at
@@ -351,7 +376,9 @@ impl GrantStore for PgStore {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            return Ok(Redemption::Replayed { revoked: r.rows_affected() });
+            return Ok(Redemption::Replayed {
+                revoked: r.rows_affected(),
+            });
         }
         let app: String = row.try_get(0)?;
         let scoped: String = row.try_get(2)?;

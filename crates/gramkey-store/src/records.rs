@@ -2,7 +2,10 @@
 
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
-use gramkey_domain::{AppId, AppMode, Flavour, RedirectUri, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
+use gramkey_domain::{
+    AppId, AppMode, Flavour, RedirectUri, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime,
+    UserId,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
@@ -126,19 +129,26 @@ pub enum Redemption {
     Issued(TokenRecord),
     NotFound,
     /// The code had been redeemed before; this many tokens were revoked now.
-    Replayed { revoked: u64 },
+    Replayed {
+        revoked: u64,
+    },
     Refused(TokenEndpointError),
 }
 
 // Small conversions shared by both backends.
 
 pub(crate) fn join_uris(uris: &[RedirectUri]) -> String {
-    uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>().join("\n")
+    uris.iter()
+        .map(RedirectUri::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Stored URIs were validated on the way in; one that no longer parses is dropped, not trusted.
 pub(crate) fn split_uris(s: &str) -> Vec<RedirectUri> {
-    s.lines().filter_map(|l| RedirectUri::parse(l).ok()).collect()
+    s.lines()
+        .filter_map(|l| RedirectUri::parse(l).ok())
+        .collect()
 }
 
 pub(crate) fn corrupt(what: &str, value: &str) -> crate::StoreError {

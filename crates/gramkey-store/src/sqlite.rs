@@ -15,15 +15,17 @@ use std::path::Path;
 use async_trait::async_trait;
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::RevokeReason;
-use gramkey_domain::{AppId, AppMode, Flavour, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
+use gramkey_domain::{
+    AppId, AppMode, Flavour, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
+};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::{
-    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile, Redemption, Result,
-    StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile,
+    Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 
 /// The most writes committed in one transaction.
@@ -34,7 +36,9 @@ const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match &e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
                 StoreError::Conflict(e.to_string())
             }
             _ => StoreError::Backend(e.to_string()),
@@ -75,7 +79,8 @@ where
     fn finish(self: Box<Self>, commit: Result<()>) {
         let this = *self;
         let outcome = commit.and_then(|()| {
-            this.result.unwrap_or_else(|| Err(StoreError::Backend("write was not run".into())))
+            this.result
+                .unwrap_or_else(|| Err(StoreError::Backend("write was not run".into())))
         });
         // The caller may have gone away (its request was cancelled); nothing to do then.
         let _ = this.reply.send(outcome);
@@ -118,7 +123,11 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
     for job in batch.iter_mut() {
         job.run(conn);
     }
-    let commit = conn.prepare_cached("COMMIT")?.execute([]).map(|_| ()).map_err(StoreError::from);
+    let commit = conn
+        .prepare_cached("COMMIT")?
+        .execute([])
+        .map(|_| ())
+        .map_err(StoreError::from);
     if commit.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
@@ -167,9 +176,14 @@ impl SqliteStore {
         )?;
         migrate(&mut conn)?;
         let manager = SqliteConnectionManager::file(path).with_init(|c| {
-            c.execute_batch("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+            c.execute_batch(
+                "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;",
+            )
         });
-        let readers = r2d2::Pool::builder().max_size(16).min_idle(Some(1)).build(manager)?;
+        let readers = r2d2::Pool::builder()
+            .max_size(16)
+            .min_idle(Some(1))
+            .build(manager)?;
         let (writer, queue) = mpsc::channel(4 * MAX_BATCH);
         std::thread::Builder::new()
             .name("gramkey-sqlite-writer".into())
@@ -189,12 +203,18 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(TypedJob { work: Some(work), result: None, reply });
+        let job: Box<dyn Job> = Box::new(TypedJob {
+            work: Some(work),
+            result: None,
+            reply,
+        });
         self.writer
             .send(job)
             .await
             .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
     }
 }
 
@@ -244,16 +264,18 @@ impl AppStore for SqliteStore {
     async fn create_app(&self, app: &App) -> Result<()> {
         let app = app.clone();
         self.write(move |c| {
-            c.prepare_cached(&format!("INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?
-                .execute(params![
-                    app.id.as_str(),
-                    app.name,
-                    app.secret_hash,
-                    join_uris(&app.redirect_uris),
-                    app.scopes.to_stored(),
-                    app.mode.as_str(),
-                    app.created_at
-                ])?;
+            c.prepare_cached(&format!(
+                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))?
+            .execute(params![
+                app.id.as_str(),
+                app.name,
+                app.secret_hash,
+                join_uris(&app.redirect_uris),
+                app.scopes.to_stored(),
+                app.mode.as_str(),
+                app.created_at
+            ])?;
             Ok(())
         })
         .await
@@ -270,9 +292,11 @@ impl AppStore for SqliteStore {
 
     async fn apps(&self) -> Result<Vec<App>> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"))?
-                .query_map([], app_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
+            c.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"
+            ))?
+            .query_map([], app_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })?
         .into_iter()
         .collect()
@@ -281,16 +305,23 @@ impl AppStore for SqliteStore {
     async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
         let (id, hash) = (id.clone(), secret_hash.to_vec());
         self.write(move |c| {
-            Ok(c.prepare_cached("UPDATE apps SET secret_hash = ?1 WHERE id = ?2")?.execute(params![hash, id.as_str()])?
-                == 1)
+            Ok(
+                c.prepare_cached("UPDATE apps SET secret_hash = ?1 WHERE id = ?2")?
+                    .execute(params![hash, id.as_str()])?
+                    == 1,
+            )
         })
         .await
     }
 
     async fn delete_app(&self, id: &AppId) -> Result<bool> {
         let id = id.clone();
-        self.write(move |c| Ok(c.prepare_cached("DELETE FROM apps WHERE id = ?1")?.execute([id.as_str()])? == 1))
-            .await
+        self.write(move |c| {
+            Ok(c.prepare_cached("DELETE FROM apps WHERE id = ?1")?
+                .execute([id.as_str()])?
+                == 1)
+        })
+        .await
     }
 
     async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
@@ -312,7 +343,8 @@ impl AppStore for SqliteStore {
                 .query_row(params![app.as_str(), user.0], |r| r.get(0))
                 .optional()
         })?;
-        role.map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r))).transpose()
+        role.map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r)))
+            .transpose()
     }
 
     async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>> {
@@ -322,7 +354,12 @@ impl AppStore for SqliteStore {
                 .collect()
         })?;
         rows.into_iter()
-            .map(|(u, r)| Ok((UserId(u), Role::parse(&r).ok_or_else(|| corrupt("role", &r))?)))
+            .map(|(u, r)| {
+                Ok((
+                    UserId(u),
+                    Role::parse(&r).ok_or_else(|| corrupt("role", &r))?,
+                ))
+            })
             .collect()
     }
 }
@@ -369,9 +406,11 @@ impl UserStore for SqliteStore {
 
     async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"))?
-                .query_row([username], user_from_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username = ?1"
+            ))?
+            .query_row([username], user_from_row)
+            .optional()
         })
     }
 
@@ -409,14 +448,22 @@ impl UserStore for SqliteStore {
     }
 
     async fn media_count(&self, user: UserId) -> Result<u64> {
-        let n: i64 = self
-            .read(|c| c.prepare_cached("SELECT COUNT(*) FROM media WHERE user_id = ?1")?.query_row([user.0], |r| r.get(0)))?;
+        let n: i64 = self.read(|c| {
+            c.prepare_cached("SELECT COUNT(*) FROM media WHERE user_id = ?1")?
+                .query_row([user.0], |r| r.get(0))
+        })?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
 }
 
 fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, String, i64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
 fn to_grant((app, user, scoped, scopes, at): (String, i64, String, String, i64)) -> Result<Grant> {
@@ -429,7 +476,10 @@ fn to_grant((app, user, scoped, scopes, at): (String, i64, String, String, i64))
     })
 }
 
-fn code_from_row(row: &Row<'_>, hash: TokenHash) -> rusqlite::Result<Result<(CodeRecord, Option<UnixTime>)>> {
+fn code_from_row(
+    row: &Row<'_>,
+    hash: TokenHash,
+) -> rusqlite::Result<Result<(CodeRecord, Option<UnixTime>)>> {
     let app: String = row.get(0)?;
     let scoped: String = row.get(2)?;
     let scopes: String = row.get(4)?;
@@ -443,7 +493,8 @@ fn code_from_row(row: &Row<'_>, hash: TokenHash) -> rusqlite::Result<Result<(Cod
                 hash,
                 app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
                 user_id: UserId(user),
-                scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+                scoped_id: ScopedUserId::parse(&scoped)
+                    .ok_or_else(|| corrupt("scoped id", &scoped))?,
                 redirect_uri,
                 scopes: ScopeSet::from_stored(&scopes),
                 code_challenge: challenge.as_deref().map(CodeChallenge::from_stored),
@@ -455,7 +506,19 @@ fn code_from_row(row: &Row<'_>, hash: TokenHash) -> rusqlite::Result<Result<(Cod
     })())
 }
 
-type TokenRow = (i64, String, String, String, Option<i64>, Option<String>, String, i64, i64, Option<String>, Option<i64>);
+type TokenRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+);
 
 pub(crate) fn to_token(
     (id, kind, flavour, app, user, scoped, scopes, issued_at, expires_at, reason, revoked_at): TokenRow,
@@ -534,7 +597,12 @@ impl GrantStore for SqliteStore {
         .await
     }
 
-    async fn redeem_code(&self, hash: &TokenHash, now: UnixTime, decide: Decide) -> Result<Redemption> {
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        decide: Decide,
+    ) -> Result<Redemption> {
         let hash = *hash;
         self.write(move |c| {
             let found = c

@@ -22,7 +22,9 @@ pub async fn fresh_postgres(url: &str) -> Result<Arc<dyn Store>> {
     let options: PgConnectOptions = url.parse()?;
     let schema = format!("gk_test_{}", unique_suffix());
     let mut admin = PgConnection::connect_with(&options).await?;
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await?;
     admin.close().await?;
     let store = PgStore::connect_with(options.options([("search_path", schema.as_str())])).await?;
     Ok(Arc::new(store))
@@ -35,7 +37,12 @@ fn unique_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// `GRAMKEY_TEST_POSTGRES_URL`, or `None` after saying loudly that PostgreSQL tests are

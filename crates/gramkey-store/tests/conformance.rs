@@ -5,9 +5,14 @@ use std::sync::Arc;
 
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
-use gramkey_domain::{AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UserId};
+use gramkey_domain::{
+    AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
+    UserId,
+};
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
-use gramkey_store::{App, Media, NewCode, NewToken, NewUser, Profile, Redemption, Store, StoreError};
+use gramkey_store::{
+    App, Media, NewCode, NewToken, NewUser, Profile, Redemption, Store, StoreError,
+};
 
 const NOW: i64 = 1_700_000_000;
 
@@ -16,7 +21,10 @@ fn app(id: &str) -> App {
         id: AppId::parse(id).unwrap(),
         name: "Test <App>".into(),
         secret_hash: vec![7; 32],
-        redirect_uris: vec![RedirectUri::parse("https://a.example/cb").unwrap(), RedirectUri::parse("http://127.0.0.1/cb").unwrap()],
+        redirect_uris: vec![
+            RedirectUri::parse("https://a.example/cb").unwrap(),
+            RedirectUri::parse("http://127.0.0.1/cb").unwrap(),
+        ],
         scopes: ScopeSet::parse("user_profile,user_media").unwrap(),
         mode: AppMode::Development,
         created_at: NOW,
@@ -27,7 +35,12 @@ fn new_user(name: &str) -> NewUser {
     NewUser {
         username: name.into(),
         password_hash: "$argon2id$fake".into(),
-        profile: Profile { full_name: "Full Name".into(), account_type: "PERSONAL".into(), followers_count: 3, ..Profile::default() },
+        profile: Profile {
+            full_name: "Full Name".into(),
+            account_type: "PERSONAL".into(),
+            followers_count: 3,
+            ..Profile::default()
+        },
     }
 }
 
@@ -43,7 +56,9 @@ fn code(n: u8, app: &App, user: UserId, scoped: &ScopedUserId) -> NewCode {
         scoped_id: scoped.clone(),
         redirect_uri: "https://a.example/cb".into(),
         scopes: app.scopes.clone(),
-        code_challenge: Some(CodeChallenge::from_stored("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")),
+        code_challenge: Some(CodeChallenge::from_stored(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        )),
         created_at: NOW,
         expires_at: NOW + 3600,
     }
@@ -66,14 +81,24 @@ fn token_for(code: &NewCode, token_hash: TokenHash) -> NewToken {
 async fn apps_and_roles(s: &dyn Store) {
     let a = app("1000000000000001");
     s.create_app(&a).await.unwrap();
-    assert!(matches!(s.create_app(&a).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.create_app(&a).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.app(&a.id).await.unwrap(), Some(a.clone()));
     assert_eq!(s.app(&AppId::parse("9").unwrap()).await.unwrap(), None);
     s.create_app(&app("1000000000000002")).await.unwrap();
     assert_eq!(s.apps().await.unwrap().len(), 2);
     assert!(s.set_app_secret(&a.id, &[9; 32]).await.unwrap());
-    assert_eq!(s.app(&a.id).await.unwrap().unwrap().secret_hash, vec![9; 32]);
-    assert!(!s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32]).await.unwrap());
+    assert_eq!(
+        s.app(&a.id).await.unwrap().unwrap().secret_hash,
+        vec![9; 32]
+    );
+    assert!(
+        !s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32])
+            .await
+            .unwrap()
+    );
 
     let u = s.create_user(&new_user("roleholder"), NOW).await.unwrap();
     assert_eq!(s.role(&a.id, u.id).await.unwrap(), None);
@@ -84,12 +109,19 @@ async fn apps_and_roles(s: &dyn Store) {
 
     assert!(s.delete_app(&a.id).await.unwrap());
     assert!(!s.delete_app(&a.id).await.unwrap());
-    assert_eq!(s.role(&a.id, u.id).await.unwrap(), None, "roles go with the app");
+    assert_eq!(
+        s.role(&a.id, u.id).await.unwrap(),
+        None,
+        "roles go with the app"
+    );
 }
 
 async fn users_and_media(s: &dyn Store) {
     let u = s.create_user(&new_user("alice"), NOW).await.unwrap();
-    assert!(matches!(s.create_user(&new_user("alice"), NOW).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.create_user(&new_user("alice"), NOW).await,
+        Err(StoreError::Conflict(_))
+    ));
     let got = s.user_by_name("alice").await.unwrap().unwrap();
     assert_eq!(got, u);
     assert_eq!(got.profile.followers_count, 3);
@@ -113,7 +145,13 @@ async fn users_and_media(s: &dyn Store) {
         .unwrap();
     }
     assert_eq!(s.media_count(u.id).await.unwrap(), 3);
-    assert!(s.users().await.unwrap().iter().any(|x| x.username == "alice"));
+    assert!(
+        s.users()
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.username == "alice")
+    );
 }
 
 async fn grants_codes_tokens(s: &dyn Store) {
@@ -122,16 +160,31 @@ async fn grants_codes_tokens(s: &dyn Store) {
     let u = s.create_user(&new_user("bob"), NOW).await.unwrap();
     assert_eq!(s.grant(&a.id, u.id).await.unwrap(), None);
     let scoped = ScopedUserId::parse("17840000000000001").unwrap();
-    let g = s.save_grant(&a.id, u.id, &ScopeSet::parse("user_profile").unwrap(), &scoped, NOW).await.unwrap();
+    let g = s
+        .save_grant(
+            &a.id,
+            u.id,
+            &ScopeSet::parse("user_profile").unwrap(),
+            &scoped,
+            NOW,
+        )
+        .await
+        .unwrap();
     assert_eq!(g.scoped_id, scoped);
     let again = ScopedUserId::parse("17840000000000002").unwrap();
-    let g2 = s.save_grant(&a.id, u.id, &a.scopes, &again, NOW + 1).await.unwrap();
+    let g2 = s
+        .save_grant(&a.id, u.id, &a.scopes, &again, NOW + 1)
+        .await
+        .unwrap();
     assert_eq!(g2.scoped_id, scoped, "a grant keeps its scoped id");
     assert_eq!(g2.scopes, a.scopes);
     assert_eq!(s.grant(&a.id, u.id).await.unwrap(), Some(g2));
 
     // Unknown code.
-    let r = s.redeem_code(&hash(1), NOW, Box::new(|_| unreachable!())).await.unwrap();
+    let r = s
+        .redeem_code(&hash(1), NOW, Box::new(|_| unreachable!()))
+        .await
+        .unwrap();
     assert!(matches!(r, Redemption::NotFound));
 
     // First redemption issues; the decide closure sees the stored code.
@@ -139,14 +192,20 @@ async fn grants_codes_tokens(s: &dyn Store) {
     s.create_code(&c).await.unwrap();
     let nt = token_for(&c, hash(100));
     let r = s
-        .redeem_code(&c.hash, NOW + 10, Box::new(move |rec| {
-            assert_eq!(rec.redirect_uri, "https://a.example/cb");
-            assert!(rec.code_challenge.is_some());
-            Ok(nt)
-        }))
+        .redeem_code(
+            &c.hash,
+            NOW + 10,
+            Box::new(move |rec| {
+                assert_eq!(rec.redirect_uri, "https://a.example/cb");
+                assert!(rec.code_challenge.is_some());
+                Ok(nt)
+            }),
+        )
         .await
         .unwrap();
-    let Redemption::Issued(t) = r else { panic!("expected a token, got {r:?}") };
+    let Redemption::Issued(t) = r else {
+        panic!("expected a token, got {r:?}")
+    };
     assert_eq!(t.scoped_id.as_ref(), Some(&scoped));
     let looked_up = s.token(&hash(100)).await.unwrap().unwrap();
     assert_eq!(looked_up.id, t.id);
@@ -155,18 +214,40 @@ async fn grants_codes_tokens(s: &dyn Store) {
     assert_eq!(looked_up.kind, TokenKind::ShortLived);
 
     // Replay revokes what the code issued.
-    let r = s.redeem_code(&c.hash, NOW + 20, Box::new(|_| unreachable!())).await.unwrap();
+    let r = s
+        .redeem_code(&c.hash, NOW + 20, Box::new(|_| unreachable!()))
+        .await
+        .unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 1 }), "{r:?}");
-    assert_eq!(s.token(&hash(100)).await.unwrap().unwrap().revoked, Some(RevokeReason::CodeReplay));
-    let r = s.redeem_code(&c.hash, NOW + 30, Box::new(|_| unreachable!())).await.unwrap();
+    assert_eq!(
+        s.token(&hash(100)).await.unwrap().unwrap().revoked,
+        Some(RevokeReason::CodeReplay)
+    );
+    let r = s
+        .redeem_code(&c.hash, NOW + 30, Box::new(|_| unreachable!()))
+        .await
+        .unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 0 }));
 
     // A refusal burns the code.
     let c3 = code(3, &a, u.id, &scoped);
     s.create_code(&c3).await.unwrap();
-    let r = s.redeem_code(&c3.hash, NOW, Box::new(|_| Err(TokenEndpointError::PkceMismatch))).await.unwrap();
-    assert!(matches!(r, Redemption::Refused(TokenEndpointError::PkceMismatch)));
-    let r = s.redeem_code(&c3.hash, NOW, Box::new(|_| unreachable!())).await.unwrap();
+    let r = s
+        .redeem_code(
+            &c3.hash,
+            NOW,
+            Box::new(|_| Err(TokenEndpointError::PkceMismatch)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        r,
+        Redemption::Refused(TokenEndpointError::PkceMismatch)
+    ));
+    let r = s
+        .redeem_code(&c3.hash, NOW, Box::new(|_| unreachable!()))
+        .await
+        .unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 0 }));
     assert!(s.token(&hash(200)).await.unwrap().is_none());
 }
@@ -176,7 +257,9 @@ async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
     s.create_app(&a).await.unwrap();
     let u = s.create_user(&new_user("carol"), NOW).await.unwrap();
     let scoped = ScopedUserId::parse("17840000000000009").unwrap();
-    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW).await.unwrap();
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
     let c = code(4, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let mut tasks = Vec::new();
@@ -184,7 +267,9 @@ async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
         let (s, c) = (s.clone(), c.clone());
         tasks.push(tokio::spawn(async move {
             let nt = token_for(&c, hash(150 + i));
-            s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(nt))).await.unwrap()
+            s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(nt)))
+                .await
+                .unwrap()
         }));
     }
     let mut issued = 0;
@@ -201,11 +286,15 @@ async fn deleting_an_app_removes_its_tokens(s: &dyn Store) {
     s.create_app(&a).await.unwrap();
     let u = s.create_user(&new_user("dave"), NOW).await.unwrap();
     let scoped = ScopedUserId::parse("17840000000000005").unwrap();
-    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW).await.unwrap();
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
     let c = code(5, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let nt = token_for(&c, hash(250));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(nt))).await.unwrap();
+    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(nt)))
+        .await
+        .unwrap();
     assert!(s.token(&hash(250)).await.unwrap().is_some());
     s.delete_app(&a.id).await.unwrap();
     assert!(s.token(&hash(250)).await.unwrap().is_none());
@@ -228,7 +317,9 @@ async fn sqlite_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conforms() {
-    let Some(url) = postgres_url("postgres_conforms") else { return };
+    let Some(url) = postgres_url("postgres_conforms") else {
+        return;
+    };
     suite(fresh_postgres(&url).await.unwrap()).await;
 }
 
@@ -238,8 +329,15 @@ async fn sqlite_schema_survives_reopen() {
     let path = dir.path().join("db");
     {
         let s = gramkey_store::sqlite::SqliteStore::open(&path).unwrap();
-        gramkey_store::UserStore::create_user(&s, &new_user("eve"), NOW).await.unwrap();
+        gramkey_store::UserStore::create_user(&s, &new_user("eve"), NOW)
+            .await
+            .unwrap();
     }
     let s = gramkey_store::sqlite::SqliteStore::open(&path).unwrap();
-    assert!(gramkey_store::UserStore::user_by_name(&s, "eve").await.unwrap().is_some());
+    assert!(
+        gramkey_store::UserStore::user_by_name(&s, "eve")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

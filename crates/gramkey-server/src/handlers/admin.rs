@@ -29,11 +29,17 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         match state.is_admin_key(presented) {
-            None => Err(AdminError(StatusCode::FORBIDDEN, "the admin API is disabled: start the server with GRAMKEY_ADMIN_KEY set".into())),
+            None => Err(AdminError(
+                StatusCode::FORBIDDEN,
+                "the admin API is disabled: start the server with GRAMKEY_ADMIN_KEY set".into(),
+            )),
             Some(true) => Ok(Admin),
             Some(false) => {
                 tracing::warn!("admin API request with a wrong or missing key");
-                Err(AdminError(StatusCode::UNAUTHORIZED, "a valid admin key is required (Authorization: Bearer <key>)".into()))
+                Err(AdminError(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid admin key is required (Authorization: Bearer <key>)".into(),
+                ))
             }
         }
     }
@@ -44,7 +50,10 @@ pub struct Body<T>(T);
 
 impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Body<T> {
     type Rejection = AdminError;
-    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, AdminError> {
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, AdminError> {
         Json::<T>::from_request(req, state)
             .await
             .map(|Json(v)| Body(v))
@@ -65,12 +74,20 @@ pub struct CreateApp {
 fn parse_mode(mode: Option<&str>) -> Result<AppMode, AdminError> {
     match mode {
         None => Ok(AppMode::Development),
-        Some(m) => AppMode::parse(m)
-            .ok_or_else(|| AdminError(StatusCode::BAD_REQUEST, format!("mode must be development or live, not {m:?}"))),
+        Some(m) => AppMode::parse(m).ok_or_else(|| {
+            AdminError(
+                StatusCode::BAD_REQUEST,
+                format!("mode must be development or live, not {m:?}"),
+            )
+        }),
     }
 }
 
-pub async fn create_app(_: Admin, State(state): State<AppState>, Body(body): Body<CreateApp>) -> Result<(StatusCode, Json<Value>), AdminError> {
+pub async fn create_app(
+    _: Admin,
+    State(state): State<AppState>,
+    Body(body): Body<CreateApp>,
+) -> Result<(StatusCode, Json<Value>), AdminError> {
     let input = NewAppInput {
         name: body.name,
         redirect_uris: body.redirect_uris,
@@ -85,29 +102,60 @@ pub async fn create_app(_: Admin, State(state): State<AppState>, Body(body): Bod
 }
 
 pub async fn list_apps(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
-    let apps = state.ops.store.apps().await.map_err(crate::ops::OpError::from)?;
-    Ok(Json(json!({"data": apps.iter().map(app_json).collect::<Vec<_>>()})))
+    let apps = state
+        .ops
+        .store
+        .apps()
+        .await
+        .map_err(crate::ops::OpError::from)?;
+    Ok(Json(
+        json!({"data": apps.iter().map(app_json).collect::<Vec<_>>()}),
+    ))
 }
 
-pub async fn show_app(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn show_app(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let app = state.ops.app(&id).await?;
     let mut v = app_json(&app);
     let mut roles = Vec::new();
-    for (uid, role) in state.ops.store.roles(&app.id).await.map_err(crate::ops::OpError::from)? {
-        let name = state.ops.store.user(uid).await.map_err(crate::ops::OpError::from)?.map(|u| u.username);
+    for (uid, role) in state
+        .ops
+        .store
+        .roles(&app.id)
+        .await
+        .map_err(crate::ops::OpError::from)?
+    {
+        let name = state
+            .ops
+            .store
+            .user(uid)
+            .await
+            .map_err(crate::ops::OpError::from)?
+            .map(|u| u.username);
         roles.push(json!({"username": name, "role": role.as_str()}));
     }
     v["roles"] = json!(roles);
     Ok(Json(v))
 }
 
-pub async fn delete_app(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, AdminError> {
+pub async fn delete_app(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
     state.ops.delete_app(&id).await?;
     tracing::info!(app_id = %id, "app deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn rotate_secret(_: Admin, State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn rotate_secret(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let secret = state.ops.rotate_secret(&id).await?;
     tracing::info!(app_id = %id, "client secret rotated through the admin API");
     Ok(Json(json!({"id": id, "client_secret": secret.expose()})))
@@ -120,9 +168,18 @@ pub struct SetRole {
     role: String,
 }
 
-pub async fn set_role(_: Admin, State(state): State<AppState>, Path(id): Path<String>, Body(body): Body<SetRole>) -> Result<StatusCode, AdminError> {
-    let role = Role::parse(&body.role)
-        .ok_or_else(|| AdminError(StatusCode::BAD_REQUEST, "role must be admin, developer or tester".into()))?;
+pub async fn set_role(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<SetRole>,
+) -> Result<StatusCode, AdminError> {
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        AdminError(
+            StatusCode::BAD_REQUEST,
+            "role must be admin, developer or tester".into(),
+        )
+    })?;
     state.ops.set_role(&id, &body.username, role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -134,13 +191,33 @@ pub struct CreateUser {
     password: String,
 }
 
-pub async fn create_user(_: Admin, State(state): State<AppState>, Body(body): Body<CreateUser>) -> Result<(StatusCode, Json<Value>), AdminError> {
-    let profile = Profile { account_type: "PERSONAL".into(), ..Profile::default() };
-    let user = state.ops.create_user(&body.username, Password::new(body.password), profile).await?;
+pub async fn create_user(
+    _: Admin,
+    State(state): State<AppState>,
+    Body(body): Body<CreateUser>,
+) -> Result<(StatusCode, Json<Value>), AdminError> {
+    let profile = Profile {
+        account_type: "PERSONAL".into(),
+        ..Profile::default()
+    };
+    let user = state
+        .ops
+        .create_user(&body.username, Password::new(body.password), profile)
+        .await?;
     Ok((StatusCode::CREATED, Json(user_json(&user))))
 }
 
-pub async fn list_users(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
-    let users = state.ops.store.users().await.map_err(crate::ops::OpError::from)?;
-    Ok(Json(json!({"data": users.iter().map(user_json).collect::<Vec<_>>()})))
+pub async fn list_users(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, AdminError> {
+    let users = state
+        .ops
+        .store
+        .users()
+        .await
+        .map_err(crate::ops::OpError::from)?;
+    Ok(Json(
+        json!({"data": users.iter().map(user_json).collect::<Vec<_>>()}),
+    ))
 }

@@ -31,7 +31,11 @@ const FORM_FIELDS: [&str; 4] = ["csrf", "username", "password", "decision"];
 fn redirect(status: StatusCode, url: &str) -> Response {
     match HeaderValue::from_str(url) {
         Ok(v) => (status, [(header::LOCATION, v)]).into_response(),
-        Err(_) => pages::error(StatusCode::BAD_REQUEST, "Invalid request", "The redirect URI cannot be used."),
+        Err(_) => pages::error(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The redirect URI cannot be used.",
+        ),
     }
 }
 
@@ -41,7 +45,11 @@ fn fatal_page(f: Fatal) -> Response {
 
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "authorize flow failed");
-    pages::error(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Please try again in a moment.")
+    pages::error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "Please try again in a moment.",
+    )
 }
 
 /// Validates the authorize parameters; on failure, the response to send.
@@ -52,30 +60,61 @@ async fn validate(
 ) -> Result<(App, AuthorizeRequest), Response> {
     let params = AuthorizeParams::from_pairs(pairs).map_err(fatal_page)?;
     let client_id = params.client_id().map_err(fatal_page)?;
-    let app = state.ops.store.app(&client_id).await.map_err(internal)?.ok_or_else(|| fatal_page(Fatal::UnknownClient))?;
-    let view = AppView { id: &app.id, redirect_uris: &app.redirect_uris, allowed_scopes: &app.scopes };
+    let app = state
+        .ops
+        .store
+        .app(&client_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| fatal_page(Fatal::UnknownClient))?;
+    let view = AppView {
+        id: &app.id,
+        redirect_uris: &app.redirect_uris,
+        allowed_scopes: &app.scopes,
+    };
     match params.validate(view) {
         Ok(req) => Ok((app, req)),
         Err(gramkey_domain::authorize::AuthorizeError::Fatal(f)) => Err(fatal_page(f)),
-        Err(gramkey_domain::authorize::AuthorizeError::Redirect(r)) => Err(redirect(redirect_status, &r.to_url())),
+        Err(gramkey_domain::authorize::AuthorizeError::Redirect(r)) => {
+            Err(redirect(redirect_status, &r.to_url()))
+        }
     }
 }
 
 fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn form_pairs(form: &[(String, String)]) -> Vec<(String, String)> {
-    form.iter().filter(|(k, _)| !FORM_FIELDS.contains(&k.as_str())).cloned().collect()
+    form.iter()
+        .filter(|(k, _)| !FORM_FIELDS.contains(&k.as_str()))
+        .cloned()
+        .collect()
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
-fn login_page(app: &App, req: &AuthorizeRequest, session: &Session, error: Option<&str>) -> Response {
-    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    pages::page(status, pages::login(&app.name, &req.to_params(), &session.csrf, error))
+fn login_page(
+    app: &App,
+    req: &AuthorizeRequest,
+    session: &Session,
+    error: Option<&str>,
+) -> Response {
+    let status = if error.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    pages::page(
+        status,
+        pages::login(&app.name, &req.to_params(), &session.csrf, error),
+    )
 }
 
 fn csrf_refused() -> Response {
@@ -86,7 +125,11 @@ fn csrf_refused() -> Response {
     )
 }
 
-pub async fn get(State(state): State<AppState>, jar: PrivateCookieJar, RawQuery(query): RawQuery) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    RawQuery(query): RawQuery,
+) -> Response {
     let (app, req) = match validate(&state, query_pairs(query), StatusCode::FOUND).await {
         Ok(v) => v,
         Err(resp) => return resp,
@@ -124,26 +167,48 @@ async fn continue_as(
         return redirect(status, &RedirectError::insufficient_role(req).to_url());
     }
     match store.grant(&app.id, user.id).await {
-        Ok(Some(g)) if req.scopes.is_subset_of(&g.scopes) => match issue_code(state, req, user, &g.scopes).await {
-            Ok(url) => redirect(status, &url),
-            Err(resp) => resp,
-        },
+        Ok(Some(g)) if req.scopes.is_subset_of(&g.scopes) => {
+            match issue_code(state, req, user, &g.scopes).await {
+                Ok(url) => redirect(status, &url),
+                Err(resp) => resp,
+            }
+        }
         Ok(_) => {
             let scopes: Vec<_> = req.scopes.iter().collect();
-            pages::page(StatusCode::OK, pages::consent(&app.name, &user.username, &scopes, &req.to_params(), &session.csrf))
+            pages::page(
+                StatusCode::OK,
+                pages::consent(
+                    &app.name,
+                    &user.username,
+                    &scopes,
+                    &req.to_params(),
+                    &session.csrf,
+                ),
+            )
         }
         Err(e) => internal(e),
     }
 }
 
 /// Records the grant (keeping scopes granted before) and issues a code; returns the redirect URL.
-async fn issue_code(state: &AppState, req: &AuthorizeRequest, user: &User, granted: &ScopeSet) -> Result<String, Response> {
+async fn issue_code(
+    state: &AppState,
+    req: &AuthorizeRequest,
+    user: &User,
+    granted: &ScopeSet,
+) -> Result<String, Response> {
     let ops = &state.ops;
     let now = ops.clock.now();
     let all = ScopeSet::new(granted.iter().chain(req.scopes.iter()));
     let grant = ops
         .store
-        .save_grant(&req.app_id, user.id, &all, &ScopedUserId::generate(&*ops.entropy), now)
+        .save_grant(
+            &req.app_id,
+            user.id,
+            &all,
+            &ScopedUserId::generate(&*ops.entropy),
+            now,
+        )
         .await
         .map_err(internal)?;
     let code = generate_code(&*ops.entropy);
@@ -163,8 +228,14 @@ async fn issue_code(state: &AppState, req: &AuthorizeRequest, user: &User, grant
     Ok(req.success_url(code.expose()))
 }
 
-pub async fn login(State(state): State<AppState>, jar: PrivateCookieJar, Form(form): Form<Vec<(String, String)>>) -> Response {
-    let Some(session) = session::current(&state, &jar) else { return csrf_refused() };
+pub async fn login(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(session) = session::current(&state, &jar) else {
+        return csrf_refused();
+    };
     if !session.csrf_ok(field(&form, "csrf")) {
         return csrf_refused();
     }
@@ -172,9 +243,17 @@ pub async fn login(State(state): State<AppState>, jar: PrivateCookieJar, Form(fo
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let (username, password) = (field(&form, "username").unwrap_or(""), field(&form, "password").unwrap_or(""));
+    let (username, password) = (
+        field(&form, "username").unwrap_or(""),
+        field(&form, "password").unwrap_or(""),
+    );
     if username.is_empty() || password.is_empty() {
-        return login_page(&app, &req, &session, Some("Enter your username and password."));
+        return login_page(
+            &app,
+            &req,
+            &session,
+            Some("Enter your username and password."),
+        );
     }
     let user = match Username::parse(username) {
         Ok(name) => match state.ops.store.user_by_name(name.as_str()).await {
@@ -184,21 +263,42 @@ pub async fn login(State(state): State<AppState>, jar: PrivateCookieJar, Form(fo
         Err(_) => None,
     };
     // Verify against a dummy hash when there is no such user, so both failures take as long.
-    let phc = user.as_ref().map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
+    let phc = user
+        .as_ref()
+        .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
     let password = Password::new(password);
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc)).await.unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+        .await
+        .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(app_id = %app.id, "failed login");
-        return login_page(&app, &req, &session, Some("The username or password is incorrect."));
+        return login_page(
+            &app,
+            &req,
+            &session,
+            Some("The username or password is incorrect."),
+        );
     };
     tracing::info!(user_id = user.id.0, "user signed in");
     let jar = session::signed_in(&state, jar, user.id);
-    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(req.to_params()).finish();
-    (jar, redirect(StatusCode::SEE_OTHER, &format!("/oauth/authorize?{query}"))).into_response()
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(req.to_params())
+        .finish();
+    (
+        jar,
+        redirect(StatusCode::SEE_OTHER, &format!("/oauth/authorize?{query}")),
+    )
+        .into_response()
 }
 
-pub async fn consent(State(state): State<AppState>, jar: PrivateCookieJar, Form(form): Form<Vec<(String, String)>>) -> Response {
-    let Some(session) = session::current(&state, &jar) else { return csrf_refused() };
+pub async fn consent(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(session) = session::current(&state, &jar) else {
+        return csrf_refused();
+    };
     if !session.csrf_ok(field(&form, "csrf")) {
         return csrf_refused();
     }
@@ -213,11 +313,16 @@ pub async fn consent(State(state): State<AppState>, jar: PrivateCookieJar, Form(
         },
         None => None,
     };
-    let Some(user) = user else { return login_page(&app, &req, &session, None) };
+    let Some(user) = user else {
+        return login_page(&app, &req, &session, None);
+    };
     match field(&form, "decision") {
         Some("deny") => {
             tracing::info!(app_id = %app.id, user_id = user.id.0, "user denied consent");
-            redirect(StatusCode::SEE_OTHER, &RedirectError::user_denied(&req).to_url())
+            redirect(
+                StatusCode::SEE_OTHER,
+                &RedirectError::user_denied(&req).to_url(),
+            )
         }
         Some("allow") => {
             let role = match state.ops.store.role(&app.id, user.id).await {
@@ -225,7 +330,10 @@ pub async fn consent(State(state): State<AppState>, jar: PrivateCookieJar, Form(
                 Err(e) => return internal(e),
             };
             if !may_authorize(app.mode, role) {
-                return redirect(StatusCode::SEE_OTHER, &RedirectError::insufficient_role(&req).to_url());
+                return redirect(
+                    StatusCode::SEE_OTHER,
+                    &RedirectError::insufficient_role(&req).to_url(),
+                );
             }
             let granted = match state.ops.store.grant(&app.id, user.id).await {
                 Ok(g) => g.map(|g| g.scopes).unwrap_or_default(),
@@ -237,6 +345,10 @@ pub async fn consent(State(state): State<AppState>, jar: PrivateCookieJar, Form(
                 Err(resp) => resp,
             }
         }
-        _ => pages::error(StatusCode::BAD_REQUEST, "Invalid request", "Choose Allow or Cancel."),
+        _ => pages::error(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Choose Allow or Cancel.",
+        ),
     }
 }

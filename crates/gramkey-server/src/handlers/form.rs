@@ -35,17 +35,32 @@ impl<S: Send + Sync> FromRequest<S> for FormFields {
     type Rejection = TokenErrorResponse;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let mut fields = FormFields::default();
         if content_type.starts_with("multipart/form-data") {
-            let mut multipart =
-                Multipart::from_request(req, state).await.map_err(|e| TokenEndpointError::Body(e.body_text()))?;
-            while let Some(field) = multipart.next_field().await.map_err(|e| TokenEndpointError::Body(e.body_text()))? {
+            let mut multipart = Multipart::from_request(req, state)
+                .await
+                .map_err(|e| TokenEndpointError::Body(e.body_text()))?;
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| TokenEndpointError::Body(e.body_text()))?
+            {
                 let name = field.name().unwrap_or_default().to_owned();
-                let value = field.text().await.map_err(|e| TokenEndpointError::Body(e.body_text()))?;
+                let value = field
+                    .text()
+                    .await
+                    .map_err(|e| TokenEndpointError::Body(e.body_text()))?;
                 fields.insert(name, value)?;
             }
-        } else if content_type.is_empty() || content_type.starts_with("application/x-www-form-urlencoded") {
+        } else if content_type.is_empty()
+            || content_type.starts_with("application/x-www-form-urlencoded")
+        {
             let body = axum::body::Bytes::from_request(req, state)
                 .await
                 .map_err(|e| TokenEndpointError::Body(e.body_text()))?;

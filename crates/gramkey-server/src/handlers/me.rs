@@ -20,7 +20,10 @@ use crate::wire::graph::{GraphResponse, unknown_path};
 
 /// The access token of a request: `Authorization: Bearer …` (or `OAuth …`, as Graph accepts), or
 /// the `access_token` query parameter. Both at once is refused (RFC 6750 §2).
-pub fn bearer(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<AccessToken>, GraphError> {
+pub fn bearer(
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<Option<AccessToken>, GraphError> {
     let from_header = match headers.get(AUTHORIZATION) {
         None => None,
         Some(v) => {
@@ -32,10 +35,15 @@ pub fn bearer(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<
             Some(rest.trim().to_owned())
         }
     };
-    let mut from_query = query.iter().filter(|(k, _)| k == "access_token").map(|(_, v)| v.clone());
+    let mut from_query = query
+        .iter()
+        .filter(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.clone());
     let q = from_query.next();
     if from_query.next().is_some() {
-        return Err(GraphError::invalid_parameter("access_token was given more than once"));
+        return Err(GraphError::invalid_parameter(
+            "access_token was given more than once",
+        ));
     }
     match (from_header, q) {
         (Some(_), Some(_)) => Err(GraphError::invalid_parameter(
@@ -47,7 +55,10 @@ pub fn bearer(headers: &HeaderMap, query: &[(String, String)]) -> Result<Option<
 }
 
 /// Looks up a token and checks that it may be used now.
-pub async fn authenticate(state: &AppState, token: Option<AccessToken>) -> Result<TokenRecord, GraphError> {
+pub async fn authenticate(
+    state: &AppState,
+    token: Option<AccessToken>,
+) -> Result<TokenRecord, GraphError> {
     let token = token.ok_or_else(GraphError::missing_token)?;
     if !plausible_token(token.expose()) {
         return Err(GraphError::invalid_token());
@@ -62,7 +73,13 @@ pub async fn authenticate(state: &AppState, token: Option<AccessToken>) -> Resul
             GraphError::internal()
         })?
         .ok_or_else(GraphError::invalid_token)?;
-    check_usable(TokenState { expires_at: record.expires_at, revoked: record.revoked }, state.ops.clock.now())?;
+    check_usable(
+        TokenState {
+            expires_at: record.expires_at,
+            revoked: record.revoked,
+        },
+        state.ops.clock.now(),
+    )?;
     Ok(record)
 }
 
@@ -87,7 +104,9 @@ fn parse_fields(raw: Option<&str>) -> Result<Vec<&str>, GraphError> {
     let mut out: Vec<&str> = Vec::new();
     for f in raw.split(',').map(str::trim) {
         if f.is_empty() || !f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err(GraphError::invalid_parameter(format!("Syntax error in fields: {raw:?}")));
+            return Err(GraphError::invalid_parameter(format!(
+                "Syntax error in fields: {raw:?}"
+            )));
         }
         if !USER_FIELDS.contains(&f) {
             return Err(GraphError::nonexisting_field(f, "User"));
@@ -101,10 +120,16 @@ fn parse_fields(raw: Option<&str>) -> Result<Vec<&str>, GraphError> {
 
 /// Does the token allow reading media (and so `media_count`)?
 fn may_read_media(record: &TokenRecord) -> bool {
-    [Scope::UserMedia, Scope::BusinessBasic, Scope::Basic].iter().any(|s| record.scopes.contains(*s))
+    [Scope::UserMedia, Scope::BusinessBasic, Scope::Basic]
+        .iter()
+        .any(|s| record.scopes.contains(*s))
 }
 
-pub async fn me(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+pub async fn me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     match me_inner(&state, &headers, q).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => GraphResponse(e).into_response(),
@@ -126,23 +151,40 @@ pub async fn me_versioned(
 
 /// `v19.0`, `v22.0`: the Graph version prefix.
 pub fn is_graph_version(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix('v') else { return false };
-    let Some((major, minor)) = rest.split_once('.') else { return false };
+    let Some(rest) = s.strip_prefix('v') else {
+        return false;
+    };
+    let Some((major, minor)) = rest.split_once('.') else {
+        return false;
+    };
     (1..=3).contains(&major.len())
         && major.bytes().all(|b| b.is_ascii_digit())
         && (1..=2).contains(&minor.len())
         && minor.bytes().all(|b| b.is_ascii_digit())
 }
 
-async fn me_inner(state: &AppState, headers: &HeaderMap, q: Option<String>) -> Result<Value, GraphError> {
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
+async fn me_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: Option<String>,
+) -> Result<Value, GraphError> {
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let record = authenticate(state, bearer(headers, &query)?).await?;
     if record.kind == TokenKind::App {
         return Err(GraphError::missing_token());
     }
-    let fields_raw: Vec<&str> = query.iter().filter(|(k, _)| k == "fields").map(|(_, v)| v.as_str()).collect();
+    let fields_raw: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "fields")
+        .map(|(_, v)| v.as_str())
+        .collect();
     if fields_raw.len() > 1 {
-        return Err(GraphError::invalid_parameter("fields was given more than once"));
+        return Err(GraphError::invalid_parameter(
+            "fields was given more than once",
+        ));
     }
     let fields = parse_fields(fields_raw.first().copied())?;
     if fields.contains(&"media_count") && !may_read_media(&record) {
@@ -156,7 +198,11 @@ async fn me_inner(state: &AppState, headers: &HeaderMap, q: Option<String>) -> R
         tracing::error!(error = %e, "profile lookup failed");
         GraphError::internal()
     };
-    let user = store.user(uid).await.map_err(internal)?.ok_or_else(GraphError::invalid_token)?;
+    let user = store
+        .user(uid)
+        .await
+        .map_err(internal)?
+        .ok_or_else(GraphError::invalid_token)?;
     let mut out = Map::new();
     for f in fields {
         let p = &user.profile;
@@ -185,7 +231,10 @@ mod tests {
     #[test]
     fn fields_are_parsed_strictly() {
         assert_eq!(parse_fields(None).unwrap(), vec!["id"]);
-        assert_eq!(parse_fields(Some("id,username,id")).unwrap(), vec!["id", "username"]);
+        assert_eq!(
+            parse_fields(Some("id,username,id")).unwrap(),
+            vec!["id", "username"]
+        );
         assert_eq!(parse_fields(Some("id,bogus")).unwrap_err().code, 100);
         assert_eq!(parse_fields(Some("id,,username")).unwrap_err().code, 100);
         assert_eq!(parse_fields(Some("id{x}")).unwrap_err().code, 100);

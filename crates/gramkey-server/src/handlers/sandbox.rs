@@ -17,8 +17,14 @@ pub async fn home(State(state): State<AppState>) -> Response {
 pub async fn stylesheet() -> Response {
     let mut resp = pages::STYLESHEET.into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     resp
 }
 
@@ -31,17 +37,28 @@ pub struct Callback {
 
 pub async fn callback(State(state): State<AppState>, Query(q): Query<Callback>) -> Response {
     let base = &state.config.public_url;
-    let client_id = crate::sandbox::sandbox_app_id(&state).await.unwrap_or_else(|| "<your client id>".into());
+    let client_id = crate::sandbox::sandbox_app_id(&state)
+        .await
+        .unwrap_or_else(|| "<your client id>".into());
     let redirect_uri = format!("{base}{SANDBOX_CALLBACK_PATH}");
     pages::page(
         StatusCode::OK,
-        pages::sandbox_callback(base, &client_id, &redirect_uri, q.code.as_deref(), q.state.as_deref(), q.error_description.as_deref()),
+        pages::sandbox_callback(
+            base,
+            &client_id,
+            &redirect_uri,
+            q.code.as_deref(),
+            q.state.as_deref(),
+            q.error_description.as_deref(),
+        ),
     )
 }
 
 /// A placeholder image for seeded media: a coloured square with the media id.
 pub async fn media_image(Path(file): Path<String>) -> Response {
-    let Some(id) = file.strip_suffix(".svg").filter(|id| !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()))
+    let Some(id) = file
+        .strip_suffix(".svg")
+        .filter(|id| !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()))
     else {
         return StatusCode::NOT_FOUND.into_response();
     };

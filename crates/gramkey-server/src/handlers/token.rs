@@ -36,7 +36,10 @@ pub async fn post(State(state): State<AppState>, fields: Result<FormFields, Refu
     }
 }
 
-async fn exchange(state: &AppState, fields: Result<FormFields, Refusal>) -> Result<Response, Refusal> {
+async fn exchange(
+    state: &AppState,
+    fields: Result<FormFields, Refusal>,
+) -> Result<Response, Refusal> {
     let f = fields?;
     let client_id = f.require("client_id")?;
     let secret = ClientSecret::new(f.require("client_secret")?);
@@ -50,7 +53,12 @@ async fn exchange(state: &AppState, fields: Result<FormFields, Refusal>) -> Resu
 
     let ops = &state.ops;
     let app_id = AppId::parse(client_id).ok_or(TokenEndpointError::InvalidClient)?;
-    let app = ops.store.app(&app_id).await.map_err(internal)?.ok_or(TokenEndpointError::InvalidClient)?;
+    let app = ops
+        .store
+        .app(&app_id)
+        .await
+        .map_err(internal)?
+        .ok_or(TokenEndpointError::InvalidClient)?;
     if !ops.hasher.verify_client_secret(&secret, &app.secret_hash) {
         tracing::info!(app_id = %app.id, "client authentication failed");
         return Err(TokenEndpointError::BadClientSecret.into());
@@ -74,9 +82,16 @@ async fn exchange(state: &AppState, fields: Result<FormFields, Refusal>) -> Resu
             expires_at: rec.expires_at,
             challenge: rec.code_challenge.as_ref(),
         };
-        let presented = Presented { app_id: &client, redirect_uri: &redirect_uri, code_verifier: verifier.as_deref() };
+        let presented = Presented {
+            app_id: &client,
+            redirect_uri: &redirect_uri,
+            code_verifier: verifier.as_deref(),
+        };
         check_redemption(&facts, &presented, now)?;
-        let family = rec.scopes.request_family().map_err(|_| TokenEndpointError::CodeNotFound)?;
+        let family = rec
+            .scopes
+            .request_family()
+            .map_err(|_| TokenEndpointError::CodeNotFound)?;
         let flavour = Flavour::of(family);
         let token = flavour.generate_token(&rec.scoped_id, &*entropy);
         let new = NewToken {
@@ -95,7 +110,12 @@ async fn exchange(state: &AppState, fields: Result<FormFields, Refusal>) -> Resu
         }
         Ok(new)
     });
-    let record = match ops.store.redeem_code(&code_hash, now, decide).await.map_err(internal)? {
+    let record = match ops
+        .store
+        .redeem_code(&code_hash, now, decide)
+        .await
+        .map_err(internal)?
+    {
         Redemption::Issued(record) => record,
         Redemption::NotFound => return Err(TokenEndpointError::CodeNotFound.into()),
         Redemption::Refused(e) => return Err(e.into()),
@@ -104,25 +124,48 @@ async fn exchange(state: &AppState, fields: Result<FormFields, Refusal>) -> Resu
             return Err(TokenEndpointError::CodeUsed.into());
         }
     };
-    let token = minted.lock().ok().and_then(|mut s| s.take()).ok_or_else(|| internal("minted token missing"))?;
+    let token = minted
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .ok_or_else(|| internal("minted token missing"))?;
     tracing::info!(app_id = %app.id, token_id = record.id, kind = record.kind.as_str(), "token issued");
-    Ok(no_store(Json(response_body(state, &record, &token).await?).into_response()))
+    Ok(no_store(
+        Json(response_body(state, &record, &token).await?).into_response(),
+    ))
 }
 
 /// The success body, in the shape of the token's flavour (wire protocol §2). Instagram Login
 /// uses the flat form seen in practice, not the documented `data`-wrapped one.
-async fn response_body(state: &AppState, record: &TokenRecord, token: &AccessToken) -> Result<serde_json::Value, Refusal> {
-    let scoped = record.scoped_id.as_ref().ok_or_else(|| internal("token without a scoped user id"))?;
+async fn response_body(
+    state: &AppState,
+    record: &TokenRecord,
+    token: &AccessToken,
+) -> Result<serde_json::Value, Refusal> {
+    let scoped = record
+        .scoped_id
+        .as_ref()
+        .ok_or_else(|| internal("token without a scoped user id"))?;
     Ok(match record.flavour {
-        Flavour::BasicDisplay => json!({"access_token": token.expose(), "user_id": scoped.as_number()}),
+        Flavour::BasicDisplay => {
+            json!({"access_token": token.expose(), "user_id": scoped.as_number()})
+        }
         Flavour::InstagramLogin => json!({
             "access_token": token.expose(),
             "user_id": scoped.as_number(),
             "permissions": record.scopes.permissions(),
         }),
         Flavour::Legacy => {
-            let uid = record.user_id.ok_or_else(|| internal("legacy token without a user"))?;
-            let user = state.ops.store.user(uid).await.map_err(internal)?.ok_or_else(|| internal("token user vanished"))?;
+            let uid = record
+                .user_id
+                .ok_or_else(|| internal("legacy token without a user"))?;
+            let user = state
+                .ops
+                .store
+                .user(uid)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| internal("token user vanished"))?;
             json!({
                 "access_token": token.expose(),
                 "user": {

@@ -12,7 +12,11 @@ pub struct AdminError(pub StatusCode, pub String);
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": {"message": self.1, "status": self.0.as_u16()}}))).into_response()
+        (
+            self.0,
+            Json(json!({"error": {"message": self.1, "status": self.0.as_u16()}})),
+        )
+            .into_response()
     }
 }
 

@@ -32,6 +32,14 @@ impl IntoResponse for TokenErrorResponse {
             ),
         };
         let code = status.as_u16();
-        no_store((status, Json(json!({"error_type": "OAuthException", "code": code, "error_message": message}))).into_response())
+        no_store(
+            (
+                status,
+                Json(
+                    json!({"error_type": "OAuthException", "code": code, "error_message": message}),
+                ),
+            )
+                .into_response(),
+        )
     }
 }
