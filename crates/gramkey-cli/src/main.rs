@@ -168,20 +168,19 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     let ops = global.open().await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr()?;
     let public_url = args
         .public_url
         .unwrap_or_else(|| {
-            let host = if args.listen.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
+            let ip = if bound.ip().is_unspecified() {
+                "127.0.0.1".parse().unwrap_or(bound.ip())
             } else {
-                args.listen.ip().to_string()
+                bound.ip()
             };
-            let host = if args.listen.is_ipv6() && !args.listen.ip().is_unspecified() {
-                format!("[{host}]")
-            } else {
-                host
-            };
-            format!("http://{host}:{}", args.listen.port())
+            format!("http://{}", SocketAddr::new(ip, bound.port()))
         })
         .trim_end_matches('/')
         .to_owned();
@@ -237,14 +236,8 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         &master_key,
         config,
     );
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!(
-        "gramkey listening on {} ({public_url})",
-        listener.local_addr()?
-    );
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    println!("gramkey listening on {bound} ({public_url})");
+    tracing::info!(address = %bound, "listening");
     gramkey_server::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
