@@ -1,1 +1,169 @@
-//! placeholder
+//! Client SDK for Instagram's token API, against the real Instagram hosts or any gramkey server.
+//!
+//! So far: where to send requests ([`Hosts`]) and the first step of the flow, the authorize URL
+//! with `state` and PKCE ([`AuthorizeRequest`]). Code exchange, refresh, the token vault and the
+//! resource API follow.
+//!
+//! ```
+//! use gramkey_client::{AuthorizeRequest, Hosts};
+//!
+//! let hosts = Hosts::gramkey("http://127.0.0.1:8080").unwrap();
+//! let req = AuthorizeRequest::new("1955185181361652", "http://127.0.0.1:8080/sandbox/callback", &["user_profile", "user_media"]);
+//! let url = req.url(&hosts);
+//! assert!(url.as_str().starts_with("http://127.0.0.1:8080/oauth/authorize?client_id=1955185181361652"));
+//! // Keep `req.state()` to check the redirect, and `req.verifier()` for the code exchange.
+//! assert_eq!(req.verifier().len(), 64);
+//! ```
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use url::Url;
+
+/// The base URLs a client talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosts {
+    /// Where `/oauth/authorize` lives (`www.instagram.com` for Instagram Login).
+    pub authorize: Url,
+    /// Where `/oauth/access_token` lives (`api.instagram.com`).
+    pub api: Url,
+    /// Where `/me`, `/access_token` and the Graph resources live (`graph.instagram.com`).
+    pub graph: Url,
+}
+
+impl Hosts {
+    /// The real Instagram hosts.
+    pub fn instagram() -> Self {
+        let parse = |s: &str| Url::parse(s).unwrap_or_else(|_| unreachable!("static URL"));
+        Self {
+            authorize: parse("https://www.instagram.com/"),
+            api: parse("https://api.instagram.com/"),
+            graph: parse("https://graph.instagram.com/"),
+        }
+    }
+
+    /// A gramkey server, which serves every endpoint from one base URL.
+    pub fn gramkey(base: &str) -> Result<Self, url::ParseError> {
+        let mut url = Url::parse(base)?;
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(Self {
+            authorize: url.clone(),
+            api: url.clone(),
+            graph: url,
+        })
+    }
+}
+
+/// One authorization request: the parameters, a fresh `state`, and a PKCE verifier.
+///
+/// The verifier is deliberately not `Clone` and its `Debug` is redacted: it is a secret until the
+/// code exchange.
+pub struct AuthorizeRequest {
+    client_id: String,
+    redirect_uri: String,
+    scopes: Vec<String>,
+    state: String,
+    verifier: String,
+}
+
+impl std::fmt::Debug for AuthorizeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizeRequest")
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("scopes", &self.scopes)
+            .field("verifier", &"[redacted]")
+            .finish()
+    }
+}
+
+fn random_urlsafe(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // Without an OS random source there is no safe way to make a state or verifier.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut buf).expect("the operating system's random number generator failed");
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+impl AuthorizeRequest {
+    pub fn new(client_id: &str, redirect_uri: &str, scopes: &[&str]) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            redirect_uri: redirect_uri.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            state: random_urlsafe(24),
+            // 48 bytes → 64 characters, inside RFC 7636's 43..=128.
+            verifier: random_urlsafe(48),
+        }
+    }
+
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
+    /// The PKCE `code_verifier` to send with the code exchange.
+    pub fn verifier(&self) -> &str {
+        &self.verifier
+    }
+
+    /// `BASE64URL(SHA256(verifier))` (RFC 7636 §4.2).
+    pub fn challenge(&self) -> String {
+        URL_SAFE_NO_PAD.encode(Sha256::digest(self.verifier.as_bytes()))
+    }
+
+    /// The URL to open in the browser.
+    pub fn url(&self, hosts: &Hosts) -> Url {
+        let mut url = hosts
+            .authorize
+            .join("oauth/authorize")
+            .unwrap_or_else(|_| hosts.authorize.clone());
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", &self.scopes.join(","))
+            .append_pair("response_type", "code")
+            .append_pair("state", &self.state)
+            .append_pair("code_challenge", &self.challenge())
+            .append_pair("code_challenge_method", "S256");
+        url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let h = Hosts::gramkey("http://127.0.0.1:8080/base").unwrap();
+        assert_eq!(h.api.as_str(), "http://127.0.0.1:8080/base/");
+        assert_eq!(
+            Hosts::instagram().graph.as_str(),
+            "https://graph.instagram.com/"
+        );
+        assert!(Hosts::gramkey("not a url").is_err());
+    }
+
+    #[test]
+    fn authorize_url_carries_state_and_pkce() {
+        let req = AuthorizeRequest::new(
+            "123",
+            "http://127.0.0.1/cb",
+            &["user_profile", "user_media"],
+        );
+        let url = req.url(&Hosts::instagram());
+        assert_eq!(url.host_str(), Some("www.instagram.com"));
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["scope"], "user_profile,user_media");
+        assert_eq!(q["state"], req.state());
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["code_challenge"], req.challenge());
+        assert_eq!(req.challenge().len(), 43);
+        assert!(!format!("{req:?}").contains(req.verifier()));
+        let other = AuthorizeRequest::new("123", "http://127.0.0.1/cb", &["user_profile"]);
+        assert_ne!(other.state(), req.state());
+    }
+}
