@@ -1,1 +1,131 @@
-fn main() {}
+//! Benchmark helpers, driven by `bench/run.sh`:
+//!
+//! - `hello ADDR`: the baseline, a bare axum JSON handler shaped like `/me`'s answer;
+//! - `seed DATA_DIR CODES`: prepares a gramkey SQLite database with an app, a user, one
+//!   long-lived-enough token and CODES unredeemed authorization codes, and writes
+//!   `DATA_DIR/bench.env` (client id, secret, token) and `DATA_DIR/codes.txt` for wrk.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use axum::routing::get;
+use gramkey_domain::code::generate_code;
+use gramkey_domain::{AppMode, Flavour, OsEntropy, Password, ScopeSet, ScopedUserId, SystemClock, TokenHash, TokenKind};
+use gramkey_server::ops::{NewAppInput, Ops};
+use gramkey_store::sqlite::SqliteStore;
+use gramkey_store::{NewCode, NewToken, Profile, Redemption, Store};
+
+/// The key `bench/run.sh` also gives the server, so secrets hashed here verify there.
+const BENCH_KEY: &str = "62656e63682d6b65792d6e6f742d7365637265742d62656e63682d6b65792d31";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("hello") => hello(args.get(2).context("hello ADDR")?).await,
+        Some("seed") => {
+            let dir = args.get(2).context("seed DATA_DIR CODES")?;
+            let n: usize = args.get(3).context("seed DATA_DIR CODES")?.parse()?;
+            seed(dir.as_ref(), n).await
+        }
+        _ => bail!("usage: gramkey-bench hello ADDR | seed DATA_DIR CODES"),
+    }
+}
+
+async fn hello(addr: &str) -> Result<()> {
+    let app = axum::Router::new().route(
+        "/me",
+        get(|| async { axum::Json(serde_json::json!({"id": "17841400000000001", "username": "alice"})) }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let key = gramkey_server::keys::parse_key(BENCH_KEY)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("gramkey.db"))?);
+    let ops = Ops {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        entropy: Arc::new(OsEntropy),
+        hasher: gramkey_domain::SecretHasher::new(&key),
+    };
+    let redirect = "https://bench.example/cb";
+    let (app, secret) = ops
+        .create_app(NewAppInput {
+            name: "bench".into(),
+            redirect_uris: vec![redirect.into()],
+            scopes: "user_profile,user_media".into(),
+            mode: AppMode::Live,
+        })
+        .await?;
+    let user = ops
+        .create_user("bench", Password::new("bench-password"), Profile { account_type: "PERSONAL".into(), ..Profile::default() })
+        .await?;
+    let now = gramkey_domain::Clock::now(&SystemClock);
+    let scopes = ScopeSet::parse("user_profile,user_media")?;
+    let grant = store.save_grant(&app.id, user.id, &scopes, &ScopedUserId::generate(&OsEntropy), now).await?;
+    let new_code = |code: &gramkey_domain::AuthCode| NewCode {
+        hash: TokenHash::of_code(code),
+        app_id: app.id.clone(),
+        user_id: user.id,
+        scoped_id: grant.scoped_id.clone(),
+        redirect_uri: redirect.into(),
+        scopes: scopes.clone(),
+        code_challenge: None,
+        created_at: now,
+        // Long enough for any benchmark run.
+        expires_at: now + 6 * 3600,
+    };
+
+    // One token for GET /me, issued through a redeemed code like any other.
+    let first = generate_code(&OsEntropy);
+    store.create_code(&new_code(&first)).await?;
+    let token = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy);
+    let record = NewToken {
+        hash: TokenHash::of_token(&token),
+        kind: TokenKind::ShortLived,
+        flavour: Flavour::BasicDisplay,
+        app_id: app.id.clone(),
+        user_id: Some(user.id),
+        scopes: scopes.clone(),
+        issued_at: now,
+        expires_at: now + 6 * 3600,
+        code_hash: None,
+    };
+    match store.redeem_code(&TokenHash::of_code(&first), now, Box::new(move |_| Ok(record))).await? {
+        Redemption::Issued(_) => {}
+        other => bail!("could not issue the bench token: {other:?}"),
+    }
+
+    // The codes, written concurrently so the store's group commit batches them.
+    let codes: Vec<_> = (0..n).map(|_| generate_code(&OsEntropy)).collect();
+    for chunk in codes.chunks(2048) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for code in chunk {
+            let (store, rec) = (store.clone(), new_code(code));
+            tasks.spawn(async move { store.create_code(&rec).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("codes.txt"))?);
+    for c in &codes {
+        writeln!(f, "{}", c.expose())?;
+    }
+    f.flush()?;
+    std::fs::write(
+        dir.join("bench.env"),
+        format!(
+            "CLIENT_ID={}\nCLIENT_SECRET={}\nTOKEN={}\nREDIRECT_URI={redirect}\nGRAMKEY_SECRET_KEY={BENCH_KEY}\n",
+            app.id,
+            secret.expose(),
+            token.expose()
+        ),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# gramkey benchmarks, as ratios against a baseline run side by side on the same machine.
+#
+#   1. GET /me with a valid token vs. a bare axum JSON handler (bench `hello`).
+#   2. Code exchange (POST /oauth/access_token) on SQLite with synchronous=FULL: successful
+#      exchanges per second, each a durable write, vs. the published oidc-provider figure.
+#
+# Each measurement runs ROUNDS times (default 3); the median is reported. Needs wrk.
+# Usage: bench/run.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+ROUNDS="${ROUNDS:-3}"
+CONNS="${CONNS:-64}"
+export WRK_THREADS="${WRK_THREADS:-2}"
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+
+cargo build --release -q -p gramkey -p gramkey-bench
+BIN=target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+# Successful requests per second from wrk's output (non-2xx answers are not counted).
+ok_rps() {
+  awk -v d="$DURATION" '/requests in/ {req=$1} /Non-2xx/ {bad=$5} END {printf "%.0f", (req-bad)/d}'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+CODES_PER_ROUND="${CODES_PER_ROUND:-300000}"
+echo "seeding $((ROUNDS * CODES_PER_ROUND)) codes ..." >&2
+"$BIN/gramkey-bench" seed "$WORK/data" $((ROUNDS * CODES_PER_ROUND))
+set -a; source "$WORK/data/bench.env"; set +a
+export BENCH_DIR="$WORK/data"
+export REDIRECT_URI_ENC=$(python3 -c 'import os,urllib.parse;print(urllib.parse.quote(os.environ["REDIRECT_URI"],safe=""))')
+
+"$BIN/gramkey-bench" hello 127.0.0.1:18181 & PIDS+=($!)
+GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/data" "$BIN/gramkey" serve --no-sandbox --listen 127.0.0.1:18182 >/dev/null & PIDS+=($!)
+wait_port 18181; wait_port 18182
+
+# The code files are split per round so no round replays another's codes.
+split -n l/"$ROUNDS" -d "$WORK/data/codes.txt" "$WORK/data/round."
+hello=(); me=(); exch=()
+for r in $(seq 0 $((ROUNDS - 1))); do
+  hello+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" http://127.0.0.1:18181/me | ok_rps)")
+  me+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:18182/me?fields=id,username' | ok_rps)")
+  cp "$WORK/data/round.0$r" "$WORK/data/codes.txt"
+  exch+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/exchange.lua http://127.0.0.1:18182 | ok_rps)")
+done
+
+H=$(printf '%s\n' "${hello[@]}" | median)
+M=$(printf '%s\n' "${me[@]}" | median)
+E=$(printf '%s\n' "${exch[@]}" | median)
+echo "rounds: $ROUNDS x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNS"
+echo "bare axum hello      : ${hello[*]}  median $H req/s"
+echo "GET /me (SQLite)     : ${me[*]}  median $M req/s  ratio $(awk -v a="$M" -v b="$H" 'BEGIN {printf "%.2f", a/b}')"
+echo "code exchange SQLite : ${exch[*]}  median $E ok/s  vs oidc-provider 9800/s: $(awk -v a="$E" 'BEGIN {printf "%.2fx", a/9800}')"
