@@ -11,7 +11,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use axum::routing::get;
 use gramkey_domain::code::generate_code;
-use gramkey_domain::{AppMode, Flavour, OsEntropy, Password, ScopeSet, ScopedUserId, SystemClock, TokenHash, TokenKind};
+use gramkey_domain::{
+    AppMode, Flavour, OsEntropy, Password, ScopeSet, ScopedUserId, SystemClock, TokenHash,
+    TokenKind,
+};
 use gramkey_server::ops::{NewAppInput, Ops};
 use gramkey_store::sqlite::SqliteStore;
 use gramkey_store::{NewCode, NewToken, Profile, Redemption, Store};
@@ -36,7 +39,9 @@ async fn main() -> Result<()> {
 async fn hello(addr: &str) -> Result<()> {
     let app = axum::Router::new().route(
         "/me",
-        get(|| async { axum::Json(serde_json::json!({"id": "17841400000000001", "username": "alice"})) }),
+        get(|| async {
+            axum::Json(serde_json::json!({"id": "17841400000000001", "username": "alice"}))
+        }),
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
@@ -63,11 +68,26 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         })
         .await?;
     let user = ops
-        .create_user("bench", Password::new("bench-password"), Profile { account_type: "PERSONAL".into(), ..Profile::default() })
+        .create_user(
+            "bench",
+            Password::new("bench-password"),
+            Profile {
+                account_type: "PERSONAL".into(),
+                ..Profile::default()
+            },
+        )
         .await?;
     let now = gramkey_domain::Clock::now(&SystemClock);
     let scopes = ScopeSet::parse("user_profile,user_media")?;
-    let grant = store.save_grant(&app.id, user.id, &scopes, &ScopedUserId::generate(&OsEntropy), now).await?;
+    let grant = store
+        .save_grant(
+            &app.id,
+            user.id,
+            &scopes,
+            &ScopedUserId::generate(&OsEntropy),
+            now,
+        )
+        .await?;
     let new_code = |code: &gramkey_domain::AuthCode| NewCode {
         hash: TokenHash::of_code(code),
         app_id: app.id.clone(),
@@ -96,7 +116,14 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         expires_at: now + 6 * 3600,
         code_hash: None,
     };
-    match store.redeem_code(&TokenHash::of_code(&first), now, Box::new(move |_| Ok(record))).await? {
+    match store
+        .redeem_code(
+            &TokenHash::of_code(&first),
+            now,
+            Box::new(move |_| Ok(record)),
+        )
+        .await?
+    {
         Redemption::Issued(_) => {}
         other => bail!("could not issue the bench token: {other:?}"),
     }

@@ -60,6 +60,11 @@ struct ServeArgs {
     /// Do not seed the sandbox app and users into an empty database.
     #[arg(long, env = "GRAMKEY_NO_SANDBOX")]
     no_sandbox: bool,
+    /// Seconds a validated token may be served from memory (0: off). Revocations made through
+    /// this server take effect at once; changes by another process within this time.
+    /// Default: 2 on SQLite, 0 (off) on PostgreSQL, where several nodes share the database.
+    #[arg(long, env = "GRAMKEY_TOKEN_CACHE_TTL")]
+    token_cache_ttl: Option<u64>,
     /// Log format.
     #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -225,9 +230,13 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     }
 
     let master_key = global.master_key()?;
+    let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let config = ServerConfig {
         public_url: public_url.clone(),
         admin_key: global.admin_key()?,
+        token_cache_ttl: std::time::Duration::from_secs(
+            args.token_cache_ttl.unwrap_or(default_ttl),
+        ),
     };
     let state = AppState::new(
         ops.store.clone(),

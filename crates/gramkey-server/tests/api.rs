@@ -84,6 +84,8 @@ impl TestApp {
         let config = ServerConfig {
             public_url: base.clone(),
             admin_key: Some(gramkey_domain::AdminKey::new(ADMIN_KEY)),
+            // On, as in production on SQLite: the revocation tests prove it is cleared.
+            token_cache_ttl: std::time::Duration::from_secs(60),
         };
         let state = AppState::new(
             store,
@@ -417,6 +419,34 @@ async fn full_flow_on_postgres() {
         return;
     };
     full_flow(t).await;
+}
+
+#[tokio::test]
+async fn the_sdk_authorize_url_with_pkce_works() {
+    let t = TestApp::sqlite().await;
+    let (app, c) = setup(&t, "user_profile,user_media").await;
+    let hosts = gramkey_client::Hosts::gramkey(&t.base).unwrap();
+    let req =
+        gramkey_client::AuthorizeRequest::new(&app.client_id, &app.redirect_uri, &["user_profile"]);
+    let url = req.url(&hosts);
+    let redirect = authorize(
+        &t,
+        &c,
+        url.query().unwrap(),
+        "alice",
+        "alice-password",
+        "allow",
+    )
+    .await;
+    assert_eq!(param(&redirect, "state").as_deref(), Some(req.state()));
+    let (s, b) = exchange(
+        &t,
+        &app,
+        &code_of(&redirect),
+        &[("code_verifier", req.verifier())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 //! indexed lookup. `fields` defaults to `id`; a response carries only the fields asked for, and
 //! a field the token's scopes do not cover is refused with code 10.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -13,6 +15,8 @@ use gramkey_domain::error::GraphError;
 use gramkey_domain::token::{TokenState, check_usable, plausible_token};
 use gramkey_domain::{AccessToken, Scope, TokenHash, TokenKind};
 use gramkey_store::TokenRecord;
+
+use crate::state::Principal;
 use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
@@ -54,33 +58,50 @@ pub fn bearer(
     }
 }
 
-/// Looks up a token and checks that it may be used now.
+fn internal(e: gramkey_store::StoreError) -> GraphError {
+    tracing::error!(error = %e, "token or profile lookup failed");
+    GraphError::internal()
+}
+
+/// Looks up a token (and its user) and checks that it may be used now. Expiry and revocation
+/// are checked on every call, cached or not.
 pub async fn authenticate(
     state: &AppState,
     token: Option<AccessToken>,
-) -> Result<TokenRecord, GraphError> {
+) -> Result<Arc<Principal>, GraphError> {
     let token = token.ok_or_else(GraphError::missing_token)?;
     if !plausible_token(token.expose()) {
         return Err(GraphError::invalid_token());
     }
-    let record = state
-        .ops
-        .store
-        .token(&TokenHash::of_token(&token))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "token lookup failed");
-            GraphError::internal()
-        })?
-        .ok_or_else(GraphError::invalid_token)?;
-    check_usable(
-        TokenState {
-            expires_at: record.expires_at,
-            revoked: record.revoked,
-        },
-        state.ops.clock.now(),
-    )?;
-    Ok(record)
+    let hash = TokenHash::of_token(&token);
+    let principal = match state.cached_principal(&hash) {
+        Some(p) => p,
+        None => {
+            let store = &state.ops.store;
+            let record = store
+                .token(&hash)
+                .await
+                .map_err(internal)?
+                .ok_or_else(GraphError::invalid_token)?;
+            let user = match record.user_id {
+                Some(uid) => store.user(uid).await.map_err(internal)?,
+                None => None,
+            };
+            let p = Arc::new(Principal {
+                token: record,
+                user,
+            });
+            state.cache_principal(hash, p.clone());
+            p
+        }
+    };
+    let t = &principal.token;
+    let usable = TokenState {
+        expires_at: t.expires_at,
+        revoked: t.revoked,
+    };
+    check_usable(usable, state.ops.clock.now())?;
+    Ok(principal)
 }
 
 /// User fields `/me` knows, and the scope each needs beyond the basic profile one.
@@ -172,7 +193,8 @@ async fn me_inner(
         url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let record = authenticate(state, bearer(headers, &query)?).await?;
+    let principal = authenticate(state, bearer(headers, &query)?).await?;
+    let record = &principal.token;
     if record.kind == TokenKind::App {
         return Err(GraphError::missing_token());
     }
@@ -187,22 +209,13 @@ async fn me_inner(
         ));
     }
     let fields = parse_fields(fields_raw.first().copied())?;
-    if fields.contains(&"media_count") && !may_read_media(&record) {
+    if fields.contains(&"media_count") && !may_read_media(record) {
         return Err(GraphError::permission("instagram_graph_user_media"));
     }
-    let (Some(uid), Some(scoped)) = (record.user_id, record.scoped_id.as_ref()) else {
+    let (Some(user), Some(scoped)) = (principal.user.as_ref(), record.scoped_id.as_ref()) else {
         return Err(GraphError::invalid_token());
     };
     let store = &state.ops.store;
-    let internal = |e: gramkey_store::StoreError| {
-        tracing::error!(error = %e, "profile lookup failed");
-        GraphError::internal()
-    };
-    let user = store
-        .user(uid)
-        .await
-        .map_err(internal)?
-        .ok_or_else(GraphError::invalid_token)?;
     let mut out = Map::new();
     for f in fields {
         let p = &user.profile;
@@ -210,7 +223,7 @@ async fn me_inner(
             "id" | "user_id" => json!(scoped.as_str()),
             "username" => json!(user.username),
             "account_type" => json!(p.account_type),
-            "media_count" => json!(store.media_count(uid).await.map_err(internal)?),
+            "media_count" => json!(store.media_count(user.id).await.map_err(internal)?),
             "name" => json!(p.full_name),
             "profile_picture_url" => json!(p.profile_picture_url),
             "followers_count" => json!(p.followers_count),
