@@ -114,7 +114,6 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         scopes: scopes.clone(),
         issued_at: now,
         expires_at: now + 6 * 3600,
-        code_hash: None,
     };
     match store
         .redeem_code(

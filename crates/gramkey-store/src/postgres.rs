@@ -357,7 +357,8 @@ impl GrantStore for PgStore {
     ) -> Result<Redemption> {
         let mut tx = self.pool.begin().await?;
         let row = query(
-            "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at, redeemed_at
+            "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at, redeemed_at,
+                 token_id
              FROM auth_codes WHERE hash = $1 FOR UPDATE",
         )
         .bind(&hash.0[..])
@@ -369,10 +370,10 @@ impl GrantStore for PgStore {
         let redeemed_at: Option<i64> = row.try_get(8)?;
         if redeemed_at.is_some() {
             let r = query(
-                "UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay' WHERE code_hash = $2 AND revoked_at IS NULL",
+                "UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay' WHERE id = $2 AND revoked_at IS NULL",
             )
             .bind(now)
-            .bind(&hash.0[..])
+            .bind(row.try_get::<Option<i64>, _>(9)?)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -407,8 +408,8 @@ impl GrantStore for PgStore {
             }
         };
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, code_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(&token.hash.0[..])
         .bind(token.kind.as_str())
@@ -418,9 +419,13 @@ impl GrantStore for PgStore {
         .bind(token.scopes.to_stored())
         .bind(token.issued_at)
         .bind(token.expires_at)
-        .bind(token.code_hash.as_ref().map(|h| h.0.to_vec()))
         .fetch_one(&mut *tx)
         .await?;
+        query("UPDATE auth_codes SET token_id = $1 WHERE hash = $2")
+            .bind(id)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Redemption::Issued(TokenRecord {
             id,

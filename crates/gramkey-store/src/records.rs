@@ -103,8 +103,6 @@ pub struct NewToken {
     pub scopes: ScopeSet,
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
-    /// The code it was issued from, so a replay of that code can revoke it.
-    pub code_hash: Option<TokenHash>,
 }
 
 #[derive(Debug, Clone)]

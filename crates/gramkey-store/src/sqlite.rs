@@ -608,33 +608,36 @@ impl GrantStore for SqliteStore {
             let found = c
                 .prepare_cached(
                     "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at,
-                         redeemed_at
+                         redeemed_at, token_id
                      FROM auth_codes WHERE hash = ?1",
                 )?
-                .query_row([hash.0], |r| code_from_row(r, hash))
-                .optional()?
-                .transpose()?;
-            let Some((code, redeemed_at)) = found else {
+                .query_row([hash.0], |r| Ok((code_from_row(r, hash)?, r.get::<_, Option<i64>>(9)?)))
+                .optional()?;
+            let Some((found, token_id)) = found else {
                 return Ok(Redemption::NotFound);
             };
+            let (code, redeemed_at) = found?;
             if redeemed_at.is_some() {
                 let revoked = c
                     .prepare_cached(
                         "UPDATE tokens SET revoked_at = ?1, revoke_reason = 'code_replay'
-                         WHERE code_hash = ?2 AND revoked_at IS NULL",
+                         WHERE id = ?2 AND revoked_at IS NULL",
                     )?
-                    .execute(params![now, hash.0])?;
+                    .execute(params![now, token_id])?;
                 return Ok(Redemption::Replayed { revoked: revoked as u64 });
             }
-            c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE hash = ?2")?.execute(params![now, hash.0])?;
             let token = match decide(&code) {
                 Ok(t) => t,
-                Err(refusal) => return Ok(Redemption::Refused(refusal)),
+                Err(refusal) => {
+                    c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE hash = ?2")?
+                        .execute(params![now, hash.0])?;
+                    return Ok(Redemption::Refused(refusal));
+                }
             };
             let id: i64 = c
                 .prepare_cached(
-                    "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, code_hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                    "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
                 )?
                 .query_row(
                     params![
@@ -645,11 +648,12 @@ impl GrantStore for SqliteStore {
                         token.user_id.map(|u| u.0),
                         token.scopes.to_stored(),
                         token.issued_at,
-                        token.expires_at,
-                        token.code_hash.map(|h| h.0)
+                        token.expires_at
                     ],
                     |r| r.get(0),
                 )?;
+            c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1, token_id = ?2 WHERE hash = ?3")?
+                .execute(params![now, id, hash.0])?;
             Ok(Redemption::Issued(TokenRecord {
                 id,
                 kind: token.kind,

@@ -74,7 +74,6 @@ fn token_for(code: &NewCode, token_hash: TokenHash) -> NewToken {
         scopes: code.scopes.clone(),
         issued_at: NOW,
         expires_at: NOW + 3600,
-        code_hash: Some(code.hash),
     }
 }
 

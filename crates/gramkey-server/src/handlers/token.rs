@@ -103,7 +103,6 @@ async fn exchange(
             scopes: rec.scopes.clone(),
             issued_at: now,
             expires_at: now + SHORT_LIVED_SECS,
-            code_hash: Some(rec.hash),
         };
         if let Ok(mut s) = slot.lock() {
             *s = Some(token);

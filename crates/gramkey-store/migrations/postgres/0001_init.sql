@@ -67,7 +67,9 @@ CREATE TABLE auth_codes (
     code_challenge TEXT,
     created_at     BIGINT NOT NULL,
     expires_at     BIGINT NOT NULL,
-    redeemed_at    BIGINT
+    redeemed_at    BIGINT,
+    -- The token issued from this code, so a replay can revoke it (RFC 6749 §4.1.2).
+    token_id       BIGINT
 );
 CREATE INDEX auth_codes_by_expiry ON auth_codes (expires_at);
 
@@ -82,9 +84,7 @@ CREATE TABLE tokens (
     issued_at     BIGINT NOT NULL,
     expires_at    BIGINT NOT NULL,
     revoked_at    BIGINT,
-    revoke_reason TEXT,
-    code_hash     BYTEA
+    revoke_reason TEXT
 );
-CREATE INDEX tokens_by_code ON tokens (code_hash) WHERE code_hash IS NOT NULL;
 CREATE INDEX tokens_by_app_user ON tokens (app_id, user_id);
 CREATE INDEX tokens_by_expiry ON tokens (expires_at);

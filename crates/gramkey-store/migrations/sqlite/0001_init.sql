@@ -67,7 +67,9 @@ CREATE TABLE auth_codes (
     code_challenge TEXT,
     created_at     INTEGER NOT NULL,
     expires_at     INTEGER NOT NULL,
-    redeemed_at    INTEGER
+    redeemed_at    INTEGER,
+    -- The token issued from this code, so a replay can revoke it (RFC 6749 §4.1.2).
+    token_id       INTEGER
 );
 CREATE INDEX auth_codes_by_expiry ON auth_codes (expires_at);
 
@@ -82,9 +84,7 @@ CREATE TABLE tokens (
     issued_at     INTEGER NOT NULL,
     expires_at    INTEGER NOT NULL,
     revoked_at    INTEGER,
-    revoke_reason TEXT,
-    code_hash     BLOB
+    revoke_reason TEXT
 );
-CREATE INDEX tokens_by_code ON tokens (code_hash) WHERE code_hash IS NOT NULL;
 CREATE INDEX tokens_by_app_user ON tokens (app_id, user_id);
 CREATE INDEX tokens_by_expiry ON tokens (expires_at);
