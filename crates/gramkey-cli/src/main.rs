@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gramkey_domain::{AppMode, Password, Role};
 use gramkey_server::ops::{NewAppInput, Ops, app_json, user_json};
-use gramkey_server::sandbox::{SANDBOX_APP_NAME, SANDBOX_CALLBACK_PATH, seed_if_empty};
+use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::Profile;
 use serde_json::json;
@@ -207,25 +207,9 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
                 println!("    {name:<6} password {}  ({note})", password.expose());
             }
         }
-        if let Some(app) = ops
-            .store
-            .apps()
-            .await?
-            .into_iter()
-            .find(|a| a.name == SANDBOX_APP_NAME)
-        {
-            let redirect = format!("{public_url}{SANDBOX_CALLBACK_PATH}");
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("client_id", app.id.as_str()),
-                    ("redirect_uri", redirect.as_str()),
-                    ("scope", "user_profile,user_media"),
-                    ("response_type", "code"),
-                    ("state", "sandbox"),
-                ])
-                .finish();
+        if let Some(app) = sandbox_app(&ops).await? {
             println!("Open this URL in a browser to authorize the sandbox app:");
-            println!("  {public_url}/oauth/authorize?{query}");
+            println!("  {}", authorize_url(&public_url, &app));
         }
     }
 

@@ -46,7 +46,14 @@ pub fn load_or_create(path: &Path, entropy: &dyn Entropy) -> Result<Vec<u8>, Key
                 use std::os::unix::fs::OpenOptionsExt;
                 options.mode(0o600);
             }
-            let mut f = options.open(path).map_err(io)?;
+            let mut f = match options.open(path) {
+                Ok(f) => f,
+                // Another process created it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return parse_key(&std::fs::read_to_string(path).map_err(io)?);
+                }
+                Err(e) => return Err(io(e)),
+            };
             f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
             Ok(key.to_vec())

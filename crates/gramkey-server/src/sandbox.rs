@@ -19,7 +19,6 @@ pub struct SandboxInfo {
     pub app: App,
     pub secret: ClientSecret,
     pub users: Vec<(String, Password, Option<Role>)>,
-    pub authorize_url: String,
 }
 
 struct DemoUser {
@@ -118,6 +117,21 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
         }
         users.push((demo.name.to_owned(), password, demo.role));
     }
+    Ok(Some(SandboxInfo {
+        app,
+        secret,
+        users,
+    }))
+}
+
+/// The sandbox app, if this database has one.
+pub async fn sandbox_app(ops: &Ops) -> Result<Option<App>, OpError> {
+    Ok(ops.store.apps().await?.into_iter().find(|a| a.name == SANDBOX_APP_NAME))
+}
+
+/// A ready-to-open authorize URL for the sandbox app.
+pub fn authorize_url(public_url: &str, app: &App) -> String {
+    let redirect = format!("{public_url}{SANDBOX_CALLBACK_PATH}");
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
             ("client_id", app.id.as_str()),
@@ -127,19 +141,10 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
             ("state", "sandbox"),
         ])
         .finish();
-    let authorize_url = format!("{public_url}/oauth/authorize?{query}");
-    Ok(Some(SandboxInfo {
-        app,
-        secret,
-        users,
-        authorize_url,
-    }))
+    format!("{public_url}/oauth/authorize?{query}")
 }
 
 /// The sandbox app's client id, for the callback page's sample command.
 pub async fn sandbox_app_id(state: &AppState) -> Option<String> {
-    let apps = state.ops.store.apps().await.ok()?;
-    apps.into_iter()
-        .find(|a| a.name == SANDBOX_APP_NAME)
-        .map(|a| a.id.to_string())
+    Some(sandbox_app(&state.ops).await.ok()??.id.to_string())
 }

@@ -158,14 +158,10 @@ async fn continue_as(
     user: &User,
     status: StatusCode,
 ) -> Response {
-    let store = &state.ops.store;
-    let role = match store.role(&app.id, user.id).await {
-        Ok(r) => r,
-        Err(e) => return internal(e),
-    };
-    if !may_authorize(app.mode, role) {
-        return redirect(status, &RedirectError::insufficient_role(req).to_url());
+    if let Err(resp) = check_role(state, app, req, user, status).await {
+        return resp;
     }
+    let store = &state.ops.store;
     match store.grant(&app.id, user.id).await {
         Ok(Some(g)) if req.scopes.is_subset_of(&g.scopes) => {
             match issue_code(state, req, user, &g.scopes).await {
@@ -187,6 +183,22 @@ async fn continue_as(
             )
         }
         Err(e) => internal(e),
+    }
+}
+
+/// Development-mode apps only for people with a role on them; others go back to the app.
+async fn check_role(
+    state: &AppState,
+    app: &App,
+    req: &AuthorizeRequest,
+    user: &User,
+    status: StatusCode,
+) -> Result<(), Response> {
+    let role = state.ops.store.role(&app.id, user.id).await.map_err(internal)?;
+    if may_authorize(app.mode, role) {
+        Ok(())
+    } else {
+        Err(redirect(status, &RedirectError::insufficient_role(req).to_url()))
     }
 }
 
@@ -228,18 +240,27 @@ async fn issue_code(
     Ok(req.success_url(code.expose()))
 }
 
+/// The common start of both forms: a session whose CSRF token the form echoes, and authorize
+/// parameters that validate again.
+async fn posted(
+    state: &AppState,
+    jar: &PrivateCookieJar,
+    form: &[(String, String)],
+) -> Result<(Session, App, AuthorizeRequest), Response> {
+    let session = session::current(state, jar).ok_or_else(csrf_refused)?;
+    if !session.csrf_ok(field(form, "csrf")) {
+        return Err(csrf_refused());
+    }
+    let (app, req) = validate(state, form_pairs(form), StatusCode::SEE_OTHER).await?;
+    Ok((session, app, req))
+}
+
 pub async fn login(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let Some(session) = session::current(&state, &jar) else {
-        return csrf_refused();
-    };
-    if !session.csrf_ok(field(&form, "csrf")) {
-        return csrf_refused();
-    }
-    let (app, req) = match validate(&state, form_pairs(&form), StatusCode::SEE_OTHER).await {
+    let (session, app, req) = match posted(&state, &jar, &form).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
@@ -296,13 +317,7 @@ pub async fn consent(
     jar: PrivateCookieJar,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let Some(session) = session::current(&state, &jar) else {
-        return csrf_refused();
-    };
-    if !session.csrf_ok(field(&form, "csrf")) {
-        return csrf_refused();
-    }
-    let (app, req) = match validate(&state, form_pairs(&form), StatusCode::SEE_OTHER).await {
+    let (session, app, req) = match posted(&state, &jar, &form).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };
@@ -325,15 +340,8 @@ pub async fn consent(
             )
         }
         Some("allow") => {
-            let role = match state.ops.store.role(&app.id, user.id).await {
-                Ok(r) => r,
-                Err(e) => return internal(e),
-            };
-            if !may_authorize(app.mode, role) {
-                return redirect(
-                    StatusCode::SEE_OTHER,
-                    &RedirectError::insufficient_role(&req).to_url(),
-                );
+            if let Err(resp) = check_role(&state, &app, &req, &user, StatusCode::SEE_OTHER).await {
+                return resp;
             }
             let granted = match state.ops.store.grant(&app.id, user.id).await {
                 Ok(g) => g.map(|g| g.scopes).unwrap_or_default(),

@@ -39,6 +39,5 @@ impl IntoResponse for GraphResponse {
 pub fn unknown_path(path: &str) -> Response {
     let mut e = GraphError::missing_token();
     e.message = format!("Unknown path components: {path}");
-    e.http_status = 404;
     GraphResponse(e).into_response()
 }
