@@ -117,16 +117,17 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
         }
         users.push((demo.name.to_owned(), password, demo.role));
     }
-    Ok(Some(SandboxInfo {
-        app,
-        secret,
-        users,
-    }))
+    Ok(Some(SandboxInfo { app, secret, users }))
 }
 
 /// The sandbox app, if this database has one.
 pub async fn sandbox_app(ops: &Ops) -> Result<Option<App>, OpError> {
-    Ok(ops.store.apps().await?.into_iter().find(|a| a.name == SANDBOX_APP_NAME))
+    Ok(ops
+        .store
+        .apps()
+        .await?
+        .into_iter()
+        .find(|a| a.name == SANDBOX_APP_NAME))
 }
 
 /// A ready-to-open authorize URL for the sandbox app.

@@ -504,7 +504,8 @@ async fn unknown_or_missing_client_is_a_page() {
 async fn other_authorize_errors_redirect_with_error_reason_and_state() {
     let t = TestApp::sqlite().await;
     let app = t.app("user_profile,user_media", AppMode::Live).await;
-    let cases: [(&str, &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         ("user_profile,nope", &[], "invalid_scope"),
         ("instagram_business_basic", &[], "invalid_scope"),
         (

@@ -1,6 +1,8 @@
 //! The store conformance suite: the same checks against every backend. SQLite always runs;
 //! PostgreSQL runs when `GRAMKEY_TEST_POSTGRES_URL` is set (always under CI).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use gramkey_domain::code::CodeChallenge;

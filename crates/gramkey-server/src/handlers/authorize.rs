@@ -194,11 +194,19 @@ async fn check_role(
     user: &User,
     status: StatusCode,
 ) -> Result<(), Response> {
-    let role = state.ops.store.role(&app.id, user.id).await.map_err(internal)?;
+    let role = state
+        .ops
+        .store
+        .role(&app.id, user.id)
+        .await
+        .map_err(internal)?;
     if may_authorize(app.mode, role) {
         Ok(())
     } else {
-        Err(redirect(status, &RedirectError::insufficient_role(req).to_url()))
+        Err(redirect(
+            status,
+            &RedirectError::insufficient_role(req).to_url(),
+        ))
     }
 }
 
