@@ -14,6 +14,7 @@ use gramkey_server::ops::{NewAppInput, Ops, app_json, user_json};
 use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::Profile;
+use gramkey_store::cached::CachedStore;
 use serde_json::json;
 
 use crate::config::Global;
@@ -60,11 +61,11 @@ struct ServeArgs {
     /// Do not seed the sandbox app and users into an empty database.
     #[arg(long, env = "GRAMKEY_NO_SANDBOX")]
     no_sandbox: bool,
-    /// Seconds a validated token may be served from memory (0: off). Revocations made through
-    /// this server take effect at once; changes by another process within this time.
-    /// Default: 2 on SQLite, 0 (off) on PostgreSQL, where several nodes share the database.
-    #[arg(long, env = "GRAMKEY_TOKEN_CACHE_TTL")]
-    token_cache_ttl: Option<u64>,
+    /// Seconds apps, users and tokens may be served from memory (0: off). Changes made through
+    /// this server apply at once; changes by another process (the CLI, another node) within
+    /// this time. Default: 2 on SQLite, 0 (off) on PostgreSQL, where nodes share the database.
+    #[arg(long, env = "GRAMKEY_CACHE_TTL")]
+    cache_ttl: Option<u64>,
     /// Log format.
     #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -214,16 +215,14 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     }
 
     let master_key = global.master_key()?;
-    let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let config = ServerConfig {
         public_url: public_url.clone(),
         admin_key: global.admin_key()?,
-        token_cache_ttl: std::time::Duration::from_secs(
-            args.token_cache_ttl.unwrap_or(default_ttl),
-        ),
     };
+    let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
+    let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
     let state = AppState::new(
-        ops.store.clone(),
+        CachedStore::wrap(ops.store.clone(), ttl),
         ops.clock.clone(),
         ops.entropy.clone(),
         &master_key,

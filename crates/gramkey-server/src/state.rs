@@ -1,14 +1,13 @@
 //! The state every handler shares.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use gramkey_domain::hashing::derive_key;
 use gramkey_domain::secret::ct_eq;
-use gramkey_domain::{AdminKey, Clock, Entropy, SecretHasher, TokenHash};
-use gramkey_store::{Store, TokenRecord, User};
+use gramkey_domain::{AdminKey, Clock, Entropy, SecretHasher};
+use gramkey_store::Store;
 use sha2::{Digest, Sha256};
 
 use crate::ops::Ops;
@@ -21,17 +20,6 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Guards `/admin/*`. Without one, the admin API answers 403.
     pub admin_key: Option<AdminKey>,
-    /// How long a validated token (with its user) may be served from memory. Zero turns the
-    /// cache off. Revocations made through this server clear it at once; changes made by another
-    /// process (the CLI, another node) are seen within this time.
-    pub token_cache_ttl: Duration,
-}
-
-/// A token and its user, as `authenticate` found them.
-#[derive(Debug)]
-pub struct Principal {
-    pub token: TokenRecord,
-    pub user: Option<User>,
 }
 
 /// Shared, cheap to clone.
@@ -43,7 +31,6 @@ pub struct Inner {
     pub config: ServerConfig,
     cookie_key: Key,
     admin_key_hash: Option<[u8; 32]>,
-    principals: Option<moka::sync::Cache<TokenHash, Arc<Principal>>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -69,12 +56,6 @@ impl AppState {
             .admin_key
             .as_ref()
             .map(|k| Sha256::digest(k.expose().as_bytes()).into());
-        let principals = (!config.token_cache_ttl.is_zero()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(config.token_cache_ttl)
-                .build()
-        });
         Self(Arc::new(Inner {
             ops: Ops {
                 store,
@@ -85,27 +66,7 @@ impl AppState {
             config,
             cookie_key: Key::from(&cookie_material),
             admin_key_hash,
-            principals,
         }))
-    }
-
-    /// A cached principal for this token hash, if the cache is on and holds one.
-    pub fn cached_principal(&self, hash: &TokenHash) -> Option<Arc<Principal>> {
-        self.principals.as_ref()?.get(hash)
-    }
-
-    pub fn cache_principal(&self, hash: TokenHash, principal: Arc<Principal>) {
-        if let Some(c) = &self.principals {
-            c.insert(hash, principal);
-        }
-    }
-
-    /// Forgets every cached token, after a revocation. Revocations are rare; tracking which
-    /// cached hashes a revocation touched is not worth its complexity.
-    pub fn forget_cached_tokens(&self) {
-        if let Some(c) = &self.principals {
-            c.invalidate_all();
-        }
     }
 
     /// Whether `presented` is the admin key. Compared as hashes, in constant time.

@@ -10,6 +10,7 @@ use gramkey_domain::time::ManualClock;
 use gramkey_domain::{AppMode, OsEntropy, Password, Role};
 use gramkey_server::ops::NewAppInput;
 use gramkey_server::{AppState, ServerConfig};
+use gramkey_store::cached::CachedStore;
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
 use gramkey_store::{Profile, Store};
 use reqwest::StatusCode;
@@ -78,14 +79,14 @@ impl TestApp {
 
     async fn start(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Self {
         logs();
+        // The cache on, as in production on SQLite: the revocation tests prove it is cleared.
+        let store = CachedStore::wrap(store, std::time::Duration::from_secs(60));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let clock = Arc::new(ManualClock::new(START));
         let config = ServerConfig {
             public_url: base.clone(),
             admin_key: Some(gramkey_domain::AdminKey::new(ADMIN_KEY)),
-            // On, as in production on SQLite: the revocation tests prove it is cleared.
-            token_cache_ttl: std::time::Duration::from_secs(60),
         };
         let state = AppState::new(
             store,

@@ -5,10 +5,13 @@
 //!   writes together (group commit), and a pool of readers;
 //! - [`postgres::PgStore`], for several stateless nodes sharing one database.
 //!
+//! [`cached::CachedStore`] wraps either with a short-lived read-through cache.
+//!
 //! Stores never read the clock: callers pass `now`. Business rules stay in `gramkey-domain`;
 //! the one rule a store must hold itself is atomicity: a code is redeemed at most once, even
 //! when two requests race ([`GrantStore::redeem_code`]).
 
+pub mod cached;
 pub mod postgres;
 mod records;
 pub mod sqlite;

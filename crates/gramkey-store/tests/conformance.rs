@@ -317,6 +317,16 @@ async fn sqlite_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_sqlite_conforms() {
+    let (store, _dir) = fresh_sqlite().unwrap();
+    suite(gramkey_store::cached::CachedStore::wrap(
+        store,
+        std::time::Duration::from_secs(60),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_conforms() {
     let Some(url) = postgres_url("postgres_conforms") else {
         return;

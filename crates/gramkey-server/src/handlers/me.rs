@@ -4,8 +4,6 @@
 //! indexed lookup. `fields` defaults to `id`; a response carries only the fields asked for, and
 //! a field the token's scopes do not cover is refused with code 10.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -15,8 +13,6 @@ use gramkey_domain::error::GraphError;
 use gramkey_domain::token::{TokenState, check_usable, plausible_token};
 use gramkey_domain::{AccessToken, Scope, TokenHash, TokenKind};
 use gramkey_store::TokenRecord;
-
-use crate::state::Principal;
 use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
@@ -63,45 +59,30 @@ fn internal(e: gramkey_store::StoreError) -> GraphError {
     GraphError::internal()
 }
 
-/// Looks up a token (and its user) and checks that it may be used now. Expiry and revocation
-/// are checked on every call, cached or not.
+/// Looks up a token and checks that it may be used now. Expiry and revocation are checked on
+/// every call, whether the store answered from its cache or not.
 pub async fn authenticate(
     state: &AppState,
     token: Option<AccessToken>,
-) -> Result<Arc<Principal>, GraphError> {
+) -> Result<TokenRecord, GraphError> {
     let token = token.ok_or_else(GraphError::missing_token)?;
     if !plausible_token(token.expose()) {
         return Err(GraphError::invalid_token());
     }
     let hash = TokenHash::of_token(&token);
-    let principal = match state.cached_principal(&hash) {
-        Some(p) => p,
-        None => {
-            let store = &state.ops.store;
-            let record = store
-                .token(&hash)
-                .await
-                .map_err(internal)?
-                .ok_or_else(GraphError::invalid_token)?;
-            let user = match record.user_id {
-                Some(uid) => store.user(uid).await.map_err(internal)?,
-                None => None,
-            };
-            let p = Arc::new(Principal {
-                token: record,
-                user,
-            });
-            state.cache_principal(hash, p.clone());
-            p
-        }
-    };
-    let t = &principal.token;
+    let record = state
+        .ops
+        .store
+        .token(&hash)
+        .await
+        .map_err(internal)?
+        .ok_or_else(GraphError::invalid_token)?;
     let usable = TokenState {
-        expires_at: t.expires_at,
-        revoked: t.revoked,
+        expires_at: record.expires_at,
+        revoked: record.revoked,
     };
     check_usable(usable, state.ops.clock.now())?;
-    Ok(principal)
+    Ok(record)
 }
 
 /// User fields `/me` knows, and the scope each needs beyond the basic profile one.
@@ -193,8 +174,7 @@ async fn me_inner(
         url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let principal = authenticate(state, bearer(headers, &query)?).await?;
-    let record = &principal.token;
+    let record = authenticate(state, bearer(headers, &query)?).await?;
     if record.kind == TokenKind::App {
         return Err(GraphError::missing_token());
     }
@@ -209,13 +189,18 @@ async fn me_inner(
         ));
     }
     let fields = parse_fields(fields_raw.first().copied())?;
-    if fields.contains(&"media_count") && !may_read_media(record) {
+    if fields.contains(&"media_count") && !may_read_media(&record) {
         return Err(GraphError::permission("instagram_graph_user_media"));
     }
-    let (Some(user), Some(scoped)) = (principal.user.as_ref(), record.scoped_id.as_ref()) else {
+    let (Some(uid), Some(scoped)) = (record.user_id, record.scoped_id.as_ref()) else {
         return Err(GraphError::invalid_token());
     };
     let store = &state.ops.store;
+    let user = store
+        .user(uid)
+        .await
+        .map_err(internal)?
+        .ok_or_else(GraphError::invalid_token)?;
     let mut out = Map::new();
     for f in fields {
         let p = &user.profile;

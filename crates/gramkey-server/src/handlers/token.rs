@@ -120,7 +120,6 @@ async fn exchange(
         Redemption::Refused(e) => return Err(e.into()),
         Redemption::Replayed { revoked } => {
             tracing::warn!(app_id = %app.id, revoked, "authorization code replayed; revoked the tokens issued from it");
-            state.forget_cached_tokens();
             return Err(TokenEndpointError::CodeUsed.into());
         }
     };

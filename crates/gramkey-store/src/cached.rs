@@ -1,0 +1,176 @@
+//! A read-through cache in front of any [`Store`]: apps, users and tokens are served from
+//! memory for at most `ttl`.
+//!
+//! These three are read on every API call and every token request, and each read from SQLite
+//! costs file-lock system calls that dominate an otherwise microsecond lookup. Writes made
+//! through this store clear what they touch at once (a replayed code clears every cached token,
+//! since the replay revoked one); writes made by another process (the CLI on the same SQLite
+//! file, another node on the same PostgreSQL) are seen within `ttl`. Expiry is never cached:
+//! callers compare `expires_at` with their clock on every use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
+use moka::sync::Cache;
+
+use crate::{
+    App, AppStore, Decide, Grant, GrantStore, Media, NewCode, NewUser, Redemption, Result, Store,
+    TokenRecord, User, UserStore,
+};
+
+/// Entries kept per kind at most.
+const CAPACITY: u64 = 100_000;
+
+pub struct CachedStore {
+    inner: Arc<dyn Store>,
+    apps: Cache<AppId, App>,
+    users: Cache<UserId, User>,
+    tokens: Cache<TokenHash, TokenRecord>,
+}
+
+impl CachedStore {
+    pub fn new(inner: Arc<dyn Store>, ttl: Duration) -> Self {
+        fn cache<K, V>(ttl: Duration) -> Cache<K, V>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+            V: Clone + Send + Sync + 'static,
+        {
+            Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_live(ttl)
+                .build()
+        }
+        Self {
+            inner,
+            apps: cache(ttl),
+            users: cache(ttl),
+            tokens: cache(ttl),
+        }
+    }
+
+    /// Wraps `inner` when `ttl` is not zero.
+    pub fn wrap(inner: Arc<dyn Store>, ttl: Duration) -> Arc<dyn Store> {
+        if ttl.is_zero() {
+            inner
+        } else {
+            Arc::new(Self::new(inner, ttl))
+        }
+    }
+}
+
+#[async_trait]
+impl AppStore for CachedStore {
+    async fn create_app(&self, app: &App) -> Result<()> {
+        self.inner.create_app(app).await
+    }
+    async fn app(&self, id: &AppId) -> Result<Option<App>> {
+        if let Some(app) = self.apps.get(id) {
+            return Ok(Some(app));
+        }
+        let app = self.inner.app(id).await?;
+        if let Some(a) = &app {
+            self.apps.insert(id.clone(), a.clone());
+        }
+        Ok(app)
+    }
+    async fn apps(&self) -> Result<Vec<App>> {
+        self.inner.apps().await
+    }
+    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
+        let r = self.inner.set_app_secret(id, secret_hash).await;
+        self.apps.invalidate(id);
+        r
+    }
+    async fn delete_app(&self, id: &AppId) -> Result<bool> {
+        let r = self.inner.delete_app(id).await;
+        self.apps.invalidate(id);
+        // The app's tokens went with it.
+        self.tokens.invalidate_all();
+        r
+    }
+    async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
+        self.inner.set_role(app, user, role, now).await
+    }
+    async fn role(&self, app: &AppId, user: UserId) -> Result<Option<Role>> {
+        self.inner.role(app, user).await
+    }
+    async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>> {
+        self.inner.roles(app).await
+    }
+}
+
+#[async_trait]
+impl UserStore for CachedStore {
+    async fn create_user(&self, user: &NewUser, now: UnixTime) -> Result<User> {
+        self.inner.create_user(user, now).await
+    }
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        if let Some(u) = self.users.get(&id) {
+            return Ok(Some(u));
+        }
+        let user = self.inner.user(id).await?;
+        if let Some(u) = &user {
+            self.users.insert(id, u.clone());
+        }
+        Ok(user)
+    }
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
+        self.inner.user_by_name(username).await
+    }
+    async fn users(&self) -> Result<Vec<User>> {
+        self.inner.users().await
+    }
+    async fn add_media(&self, media: &Media) -> Result<()> {
+        self.inner.add_media(media).await
+    }
+    async fn media_count(&self, user: UserId) -> Result<u64> {
+        self.inner.media_count(user).await
+    }
+}
+
+#[async_trait]
+impl GrantStore for CachedStore {
+    async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>> {
+        self.inner.grant(app, user).await
+    }
+    async fn save_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        scopes: &ScopeSet,
+        new_scoped_id: &ScopedUserId,
+        now: UnixTime,
+    ) -> Result<Grant> {
+        self.inner
+            .save_grant(app, user, scopes, new_scoped_id, now)
+            .await
+    }
+    async fn create_code(&self, code: &NewCode) -> Result<()> {
+        self.inner.create_code(code).await
+    }
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: UnixTime,
+        decide: Decide,
+    ) -> Result<Redemption> {
+        let r = self.inner.redeem_code(hash, now, decide).await?;
+        if matches!(r, Redemption::Replayed { revoked } if revoked > 0) {
+            // Which cached token was revoked is not known here; revocations are rare.
+            self.tokens.invalidate_all();
+        }
+        Ok(r)
+    }
+    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        if let Some(t) = self.tokens.get(hash) {
+            return Ok(Some(t));
+        }
+        let token = self.inner.token(hash).await?;
+        if let Some(t) = &token {
+            self.tokens.insert(*hash, t.clone());
+        }
+        Ok(token)
+    }
+}
