@@ -144,6 +144,18 @@ impl GraphError {
             ),
         }
     }
+    /// A short-lived token that was already exchanged for a long-lived one.
+    pub fn already_exchanged() -> Self {
+        Self::oauth(
+            190,
+            None,
+            "Error validating access token: this short-lived token has already been exchanged for a long-lived token.",
+        )
+    }
+    /// A wrong `client_secret` on a Graph endpoint.
+    pub fn bad_client_secret() -> Self {
+        Self::oauth(1, None, "Error validating client secret.")
+    }
     /// A field that does not exist on the node type.
     pub fn nonexisting_field(field: &str, node: &str) -> Self {
         Self::oauth(

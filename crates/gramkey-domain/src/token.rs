@@ -3,7 +3,7 @@
 use crate::entropy::{Entropy, random_alnum, random_hex};
 use crate::error::{GraphError, RevokeReason};
 use crate::ids::ScopedUserId;
-use crate::scope::Family;
+use crate::scope::{Family, Scope, ScopeSet};
 use crate::secret::AccessToken;
 use crate::time::UnixTime;
 
@@ -118,10 +118,160 @@ pub fn check_usable(state: TokenState, now: UnixTime) -> Result<(), GraphError> 
     Ok(())
 }
 
+/// A long-lived token may be refreshed once it is this old (wire protocol §3).
+pub const REFRESH_MIN_AGE_SECS: i64 = 24 * 3600;
+
+/// After a refresh, the token that was refreshed stays valid this long (or until its own
+/// expiry, if sooner), so a client that refreshed twice at once, or crashed before saving the
+/// new token, is never left holding nothing. Then it lapses, so refreshing does not pile up
+/// valid tokens.
+pub const REFRESH_GRACE_SECS: i64 = 300;
+
+/// What the lifecycle rules need to know about a token.
+#[derive(Debug, Clone, Copy)]
+pub struct LifecycleFacts<'a> {
+    pub kind: TokenKind,
+    pub flavour: Flavour,
+    pub scopes: &'a ScopeSet,
+    pub issued_at: UnixTime,
+    pub state: TokenState,
+    /// Already exchanged for a long-lived token.
+    pub exchanged: bool,
+}
+
+/// May this token be exchanged for a long-lived one (`grant_type=ig_exchange_token`)? Only an
+/// unexpired, unrevoked short-lived Basic Display or Instagram Login token, and only once.
+pub fn check_exchange(t: &LifecycleFacts<'_>, now: UnixTime) -> Result<(), GraphError> {
+    check_usable(t.state, now)?;
+    if t.kind != TokenKind::ShortLived {
+        return Err(GraphError::invalid_parameter(
+            "ig_exchange_token needs a short-lived access token",
+        ));
+    }
+    if t.flavour == Flavour::Legacy {
+        return Err(GraphError::invalid_parameter(
+            "Legacy API tokens cannot be exchanged for long-lived tokens",
+        ));
+    }
+    if t.exchanged {
+        return Err(GraphError::already_exchanged());
+    }
+    Ok(())
+}
+
+/// May this token be refreshed (`grant_type=ig_refresh_token`)? A long-lived token, at least
+/// 24 hours old, unexpired, whose user granted the basic profile permission (wire protocol §3).
+pub fn check_refresh(t: &LifecycleFacts<'_>, now: UnixTime) -> Result<(), GraphError> {
+    check_usable(t.state, now)?;
+    if t.kind != TokenKind::LongLived {
+        return Err(GraphError::invalid_parameter(
+            "ig_refresh_token needs a long-lived access token",
+        ));
+    }
+    if now < t.issued_at + REFRESH_MIN_AGE_SECS {
+        return Err(GraphError::invalid_parameter(
+            "The access token can be refreshed only once it is at least 24 hours old",
+        ));
+    }
+    let basic = [Scope::UserProfile, Scope::BusinessBasic, Scope::Basic];
+    if !basic.iter().any(|s| t.scopes.contains(*s)) {
+        return Err(GraphError::permission("the basic profile permission"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entropy::SeededEntropy;
+
+    fn facts(kind: TokenKind, scopes: &ScopeSet, issued_at: UnixTime) -> LifecycleFacts<'_> {
+        LifecycleFacts {
+            kind,
+            flavour: Flavour::BasicDisplay,
+            scopes,
+            issued_at,
+            state: TokenState {
+                expires_at: issued_at + LONG_LIVED_SECS,
+                revoked: None,
+            },
+            exchanged: false,
+        }
+    }
+
+    #[test]
+    fn exchange_rules() {
+        let scopes = ScopeSet::parse("user_profile").unwrap();
+        let short = facts(TokenKind::ShortLived, &scopes, 0);
+        assert!(check_exchange(&short, 10).is_ok());
+        assert_eq!(
+            check_exchange(
+                &LifecycleFacts {
+                    exchanged: true,
+                    ..short
+                },
+                10
+            )
+            .unwrap_err()
+            .code,
+            190
+        );
+        assert_eq!(
+            check_exchange(&facts(TokenKind::LongLived, &scopes, 0), 10)
+                .unwrap_err()
+                .code,
+            100
+        );
+        let legacy = LifecycleFacts {
+            flavour: Flavour::Legacy,
+            ..short
+        };
+        assert_eq!(check_exchange(&legacy, 10).unwrap_err().code, 100);
+        let expired = LifecycleFacts {
+            state: TokenState {
+                expires_at: 5,
+                revoked: None,
+            },
+            ..short
+        };
+        assert_eq!(check_exchange(&expired, 10).unwrap_err().subcode, Some(463));
+    }
+
+    #[test]
+    fn refresh_rules() {
+        let scopes = ScopeSet::parse("user_profile,user_media").unwrap();
+        let long = facts(TokenKind::LongLived, &scopes, 1000);
+        assert_eq!(
+            check_refresh(&long, 1000 + REFRESH_MIN_AGE_SECS - 1)
+                .unwrap_err()
+                .code,
+            100
+        );
+        assert!(check_refresh(&long, 1000 + REFRESH_MIN_AGE_SECS).is_ok());
+        assert_eq!(
+            check_refresh(&long, 1000 + LONG_LIVED_SECS)
+                .unwrap_err()
+                .subcode,
+            Some(463)
+        );
+        assert_eq!(
+            check_refresh(
+                &facts(TokenKind::ShortLived, &scopes, 0),
+                REFRESH_MIN_AGE_SECS
+            )
+            .unwrap_err()
+            .code,
+            100
+        );
+        let media_only = ScopeSet::parse("user_media").unwrap();
+        let no_basic = facts(TokenKind::LongLived, &media_only, 0);
+        assert_eq!(
+            check_refresh(&no_basic, REFRESH_MIN_AGE_SECS)
+                .unwrap_err()
+                .code,
+            10
+        );
+    }
 
     #[test]
     fn formats() {

@@ -15,7 +15,7 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::handlers::{admin, authorize, me, sandbox, token};
+use crate::handlers::{admin, authorize, lifecycle, me, sandbox, token};
 use crate::state::AppState;
 use crate::wire::graph::unknown_path;
 
@@ -36,6 +36,11 @@ pub fn router(state: AppState) -> Router {
         // Graph / Basic Display resources (wire protocol §4).
         .route("/me", get(me::me))
         .route("/{version}/me", get(me::me_versioned))
+        // Long-lived tokens (wire protocol §3).
+        .route("/access_token", get(lifecycle::exchange))
+        .route("/{version}/access_token", get(lifecycle::exchange_versioned))
+        .route("/refresh_access_token", get(lifecycle::refresh))
+        .route("/{version}/refresh_access_token", get(lifecycle::refresh_versioned))
         // Admin API.
         .route("/admin/apps", get(admin::list_apps).post(admin::create_app))
         .route("/admin/apps/{id}", get(admin::show_app).delete(admin::delete_app))

@@ -16,8 +16,8 @@ use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, U
 use moka::sync::Cache;
 
 use crate::{
-    App, AppStore, Decide, Grant, GrantStore, Media, NewCode, NewUser, Redemption, Result, Store,
-    TokenRecord, User, UserStore,
+    App, AppStore, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
+    Redemption, Result, Store, TokenRecord, User, UserStore,
 };
 
 /// Entries kept per kind at most.
@@ -172,5 +172,15 @@ impl GrantStore for CachedStore {
             self.tokens.insert(*hash, t.clone());
         }
         Ok(token)
+    }
+    async fn derive_token(
+        &self,
+        parent: &TokenHash,
+        how: Derivation,
+        token: &NewToken,
+    ) -> Result<Option<TokenRecord>> {
+        let r = self.inner.derive_token(parent, how, token).await;
+        self.tokens.invalidate(parent);
+        r
     }
 }

@@ -102,6 +102,16 @@ pub trait GrantStore: Send + Sync {
     ) -> Result<Redemption>;
     /// A token by its hash, with the app-scoped id of its user.
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
+    /// Issues `token` derived from the token `parent` (long-lived exchange or refresh), and
+    /// updates the parent as `how` says, in one transaction. `None`, with nothing written, when
+    /// the parent is unknown, revoked, or (for an exchange) already exchanged: of two racing
+    /// exchanges exactly one wins.
+    async fn derive_token(
+        &self,
+        parent: &TokenHash,
+        how: Derivation,
+        token: &NewToken,
+    ) -> Result<Option<TokenRecord>>;
 }
 
 /// The whole store.

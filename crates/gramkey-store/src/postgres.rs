@@ -11,10 +11,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, query};
 
 use crate::records::{corrupt, join_uris, split_uris};
-use crate::sqlite::to_token;
+use crate::sqlite::{issued, to_token};
 use crate::{
-    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile,
-    Redemption, Result, StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
+    NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 
 impl From<sqlx::Error> for StoreError {
@@ -407,44 +407,20 @@ impl GrantStore for PgStore {
                 return Ok(Redemption::Refused(refusal));
             }
         };
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-        )
-        .bind(&token.hash.0[..])
-        .bind(token.kind.as_str())
-        .bind(token.flavour.as_str())
-        .bind(token.app_id.as_str())
-        .bind(token.user_id.map(|u| u.0))
-        .bind(token.scopes.to_stored())
-        .bind(token.issued_at)
-        .bind(token.expires_at)
-        .fetch_one(&mut *tx)
-        .await?;
+        let id = insert_token(&mut tx, &token, None).await?;
         query("UPDATE auth_codes SET token_id = $1 WHERE hash = $2")
             .bind(id)
             .bind(&hash.0[..])
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Redemption::Issued(TokenRecord {
-            id,
-            kind: token.kind,
-            flavour: token.flavour,
-            app_id: token.app_id,
-            user_id: token.user_id,
-            scoped_id: Some(code.scoped_id),
-            scopes: token.scopes,
-            issued_at: token.issued_at,
-            expires_at: token.expires_at,
-            revoked: None,
-        }))
+        Ok(Redemption::Issued(issued(id, token, Some(code.scoped_id))))
     }
 
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
         let row = query(
             "SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes, t.issued_at, t.expires_at,
-                 t.revoke_reason, t.revoked_at
+                 t.revoke_reason, t.revoked_at, t.exchanged_at
              FROM tokens t LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
              WHERE t.hash = $1",
         )
@@ -452,20 +428,75 @@ impl GrantStore for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
-            to_token((
-                r.try_get(0)?,
-                r.try_get(1)?,
-                r.try_get(2)?,
-                r.try_get(3)?,
-                r.try_get(4)?,
-                r.try_get(5)?,
-                r.try_get(6)?,
-                r.try_get(7)?,
-                r.try_get(8)?,
-                r.try_get(9)?,
-                r.try_get(10)?,
-            ))
+            to_token(
+                (
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get(6)?,
+                    r.try_get(7)?,
+                    r.try_get(8)?,
+                    r.try_get(9)?,
+                    r.try_get(10)?,
+                ),
+                r.try_get(11)?,
+            )
         })
         .transpose()
     }
+
+    async fn derive_token(
+        &self,
+        parent: &TokenHash,
+        how: Derivation,
+        token: &NewToken,
+    ) -> Result<Option<TokenRecord>> {
+        let mut tx = self.pool.begin().await?;
+        let parent_id: Option<i64> = match how {
+            Derivation::Exchange { now } => sqlx::query_scalar(
+                "UPDATE tokens SET exchanged_at = $1
+                 WHERE hash = $2 AND exchanged_at IS NULL AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(now),
+            Derivation::Refresh { parent_expires_at } => sqlx::query_scalar(
+                "UPDATE tokens SET expires_at = LEAST(expires_at, $1)
+                 WHERE hash = $2 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(parent_expires_at),
+        }
+        .bind(&parent.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(parent_id) = parent_id else {
+            return Ok(None);
+        };
+        let id = insert_token(&mut tx, token, Some(parent_id)).await?;
+        tx.commit().await?;
+        Ok(Some(issued(id, token.clone(), None)))
+    }
+}
+
+async fn insert_token(
+    tx: &mut sqlx::PgConnection,
+    token: &NewToken,
+    parent_id: Option<i64>,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, parent_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(&token.hash.0[..])
+    .bind(token.kind.as_str())
+    .bind(token.flavour.as_str())
+    .bind(token.app_id.as_str())
+    .bind(token.user_id.map(|u| u.0))
+    .bind(token.scopes.to_stored())
+    .bind(token.issued_at)
+    .bind(token.expires_at)
+    .bind(parent_id)
+    .fetch_one(tx)
+    .await?)
 }

@@ -119,6 +119,17 @@ pub struct TokenRecord {
     pub issued_at: UnixTime,
     pub expires_at: UnixTime,
     pub revoked: Option<RevokeReason>,
+    /// A short-lived token already exchanged for a long-lived one.
+    pub exchanged: bool,
+}
+
+/// How [`crate::GrantStore::derive_token`] treats the token a new one derives from.
+#[derive(Debug, Clone, Copy)]
+pub enum Derivation {
+    /// Long-lived exchange: the parent is marked exchanged, and must not have been before.
+    Exchange { now: UnixTime },
+    /// Refresh: the parent's expiry is cut to at most this time (a short grace period).
+    Refresh { parent_expires_at: UnixTime },
 }
 
 /// The outcome of [`crate::GrantStore::redeem_code`].

@@ -24,14 +24,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::{
-    App, AppStore, CodeRecord, Decide, Grant, GrantStore, Media, NewCode, NewUser, Profile,
-    Redemption, Result, StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
+    NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 
 /// The most writes committed in one transaction.
 pub const MAX_BATCH: usize = 512;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_token_lineage.sql"),
+];
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -532,6 +535,7 @@ type TokenRow = (
 
 pub(crate) fn to_token(
     (id, kind, flavour, app, user, scoped, scopes, issued_at, expires_at, reason, revoked_at): TokenRow,
+    exchanged_at: Option<i64>,
 ) -> Result<TokenRecord> {
     Ok(TokenRecord {
         id,
@@ -544,7 +548,47 @@ pub(crate) fn to_token(
         issued_at,
         expires_at,
         revoked: revoked_at.map(|_| RevokeReason::parse(reason.as_deref().unwrap_or_default())),
+        exchanged: exchanged_at.is_some(),
     })
+}
+
+/// Inserts a token; returns its id.
+fn insert_token(c: &Connection, token: &NewToken, parent_id: Option<i64>) -> Result<i64> {
+    Ok(c.prepare_cached(
+        "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, parent_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+    )?
+    .query_row(
+        params![
+            token.hash.0,
+            token.kind.as_str(),
+            token.flavour.as_str(),
+            token.app_id.as_str(),
+            token.user_id.map(|u| u.0),
+            token.scopes.to_stored(),
+            token.issued_at,
+            token.expires_at,
+            parent_id
+        ],
+        |r| r.get(0),
+    )?)
+}
+
+/// The record of a token just issued.
+pub(crate) fn issued(id: i64, token: NewToken, scoped_id: Option<ScopedUserId>) -> TokenRecord {
+    TokenRecord {
+        id,
+        kind: token.kind,
+        flavour: token.flavour,
+        app_id: token.app_id,
+        user_id: token.user_id,
+        scoped_id,
+        scopes: token.scopes,
+        issued_at: token.issued_at,
+        expires_at: token.expires_at,
+        revoked: None,
+        exchanged: false,
+    }
 }
 
 #[async_trait]
@@ -647,38 +691,10 @@ impl GrantStore for SqliteStore {
                     return Ok(Redemption::Refused(refusal));
                 }
             };
-            let id: i64 = c
-                .prepare_cached(
-                    "INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        token.hash.0,
-                        token.kind.as_str(),
-                        token.flavour.as_str(),
-                        token.app_id.as_str(),
-                        token.user_id.map(|u| u.0),
-                        token.scopes.to_stored(),
-                        token.issued_at,
-                        token.expires_at
-                    ],
-                    |r| r.get(0),
-                )?;
+            let id = insert_token(c, &token, None)?;
             c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1, token_id = ?2 WHERE rowid = ?3")?
                 .execute(params![now, id, rowid])?;
-            Ok(Redemption::Issued(TokenRecord {
-                id,
-                kind: token.kind,
-                flavour: token.flavour,
-                app_id: token.app_id,
-                user_id: token.user_id,
-                scoped_id: Some(code.scoped_id),
-                scopes: token.scopes,
-                issued_at: token.issued_at,
-                expires_at: token.expires_at,
-                revoked: None,
-            }))
+            Ok(Redemption::Issued(issued(id, token, Some(code.scoped_id))))
         })
         .await
     }
@@ -687,7 +703,7 @@ impl GrantStore for SqliteStore {
         self.read(|c| {
             c.prepare_cached(
                 "SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes, t.issued_at, t.expires_at,
-                     t.revoke_reason, t.revoked_at
+                     t.revoke_reason, t.revoked_at, t.exchanged_at
                  FROM tokens t LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
                  WHERE t.hash = ?1",
             )?
@@ -704,11 +720,43 @@ impl GrantStore for SqliteStore {
                     r.get(8)?,
                     r.get(9)?,
                     r.get(10)?,
+                    r.get::<_, Option<i64>>(11)?,
                 ))
             })
             .optional()
         })?
-        .map(to_token)
+        .map(|(a, b, c, d, e, f, g, h, i, j, k, exchanged_at)| to_token((a, b, c, d, e, f, g, h, i, j, k), exchanged_at))
         .transpose()
+    }
+
+    async fn derive_token(
+        &self,
+        parent: &TokenHash,
+        how: Derivation,
+        token: &NewToken,
+    ) -> Result<Option<TokenRecord>> {
+        let (parent, token) = (*parent, token.clone());
+        self.write(move |c| {
+            let parent_id: Option<i64> = match how {
+                Derivation::Exchange { now } => c
+                    .prepare_cached(
+                        "UPDATE tokens SET exchanged_at = ?1
+                         WHERE hash = ?2 AND exchanged_at IS NULL AND revoked_at IS NULL RETURNING id",
+                    )?
+                    .query_row(params![now, parent.0], |r| r.get(0))
+                    .optional()?,
+                Derivation::Refresh { parent_expires_at } => c
+                    .prepare_cached(
+                        "UPDATE tokens SET expires_at = MIN(expires_at, ?1)
+                         WHERE hash = ?2 AND revoked_at IS NULL RETURNING id",
+                    )?
+                    .query_row(params![parent_expires_at, parent.0], |r| r.get(0))
+                    .optional()?,
+            };
+            let Some(parent_id) = parent_id else { return Ok(None) };
+            let id = insert_token(c, &token, Some(parent_id))?;
+            Ok(Some(issued(id, token, None)))
+        })
+        .await
     }
 }

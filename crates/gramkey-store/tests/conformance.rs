@@ -13,7 +13,7 @@ use gramkey_domain::{
 };
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
 use gramkey_store::{
-    App, Media, NewCode, NewToken, NewUser, Profile, Redemption, Store, StoreError,
+    App, Derivation, Media, NewCode, NewToken, NewUser, Profile, Redemption, Store, StoreError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -302,12 +302,108 @@ async fn deleting_an_app_removes_its_tokens(s: &dyn Store) {
     assert!(s.grant(&a.id, u.id).await.unwrap().is_none());
 }
 
+async fn derived_tokens(s: &dyn Store) {
+    let a = app("1000000000000006");
+    s.create_app(&a).await.unwrap();
+    let u = s.create_user(&new_user("frank"), NOW).await.unwrap();
+    let scoped = ScopedUserId::parse("17840000000000006").unwrap();
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    let c = code(6, &a, u.id, &scoped);
+    s.create_code(&c).await.unwrap();
+    let short = token_for(&c, hash(60));
+    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(short)))
+        .await
+        .unwrap();
+    assert!(!s.token(&hash(60)).await.unwrap().unwrap().exchanged);
+
+    let long = NewToken {
+        hash: hash(61),
+        kind: TokenKind::LongLived,
+        expires_at: NOW + 100,
+        ..token_for(&c, hash(61))
+    };
+    let issued = s
+        .derive_token(&hash(60), Derivation::Exchange { now: NOW + 1 }, &long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(issued.kind, TokenKind::LongLived);
+    assert!(s.token(&hash(60)).await.unwrap().unwrap().exchanged);
+    let again = NewToken {
+        hash: hash(62),
+        ..long.clone()
+    };
+    assert!(
+        s.derive_token(&hash(60), Derivation::Exchange { now: NOW + 2 }, &again)
+            .await
+            .unwrap()
+            .is_none(),
+        "once"
+    );
+    assert!(
+        s.token(&hash(62)).await.unwrap().is_none(),
+        "nothing written for the loser"
+    );
+    assert!(
+        s.derive_token(&hash(99), Derivation::Exchange { now: NOW }, &again)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let refreshed = NewToken {
+        hash: hash(63),
+        ..long.clone()
+    };
+    s.derive_token(
+        &hash(61),
+        Derivation::Refresh {
+            parent_expires_at: NOW + 10,
+        },
+        &refreshed,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        s.token(&hash(61)).await.unwrap().unwrap().expires_at,
+        NOW + 10,
+        "cut to the grace period"
+    );
+    let later = NewToken {
+        hash: hash(64),
+        ..long.clone()
+    };
+    s.derive_token(
+        &hash(61),
+        Derivation::Refresh {
+            parent_expires_at: NOW + 50,
+        },
+        &later,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        s.token(&hash(61)).await.unwrap().unwrap().expires_at,
+        NOW + 10,
+        "never extended"
+    );
+    assert_eq!(
+        s.token(&hash(63)).await.unwrap().unwrap().scoped_id,
+        Some(scoped)
+    );
+}
+
 async fn suite(s: Arc<dyn Store>) {
     apps_and_roles(&*s).await;
     users_and_media(&*s).await;
     grants_codes_tokens(&*s).await;
     concurrent_redemption_has_one_winner(s.clone()).await;
     deleting_an_app_removes_its_tokens(&*s).await;
+    derived_tokens(&*s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod authorize;
 pub mod form;
+pub mod lifecycle;
 pub mod me;
 pub mod sandbox;
 pub mod token;
