@@ -90,13 +90,29 @@ impl Flavour {
     }
 }
 
+/// App tokens do not expire.
+pub const NEVER: UnixTime = i64::MAX;
+
+/// A new app token, `APP_ID|…`, the shape Meta's app tokens have (32 random letters and digits
+/// after the bar, ~190 bits).
+pub fn generate_app_token(app: &crate::AppId, entropy: &dyn Entropy) -> AccessToken {
+    AccessToken::new(format!("{app}|{}", random_alnum(entropy, 32)))
+}
+
+/// Splits the `APP_ID|APP_SECRET` form Graph accepts as an app token. The caller must still
+/// check the secret; an issued app token has the same shape and is tried first.
+pub fn split_app_credentials(raw: &str) -> Option<(crate::AppId, crate::ClientSecret)> {
+    let (id, secret) = raw.split_once('|')?;
+    Some((crate::AppId::parse(id)?, crate::ClientSecret::new(secret)))
+}
+
 /// Cheap shape check before any lookup: a token this long or with these bytes cannot be ours,
 /// and never reaches the database.
 pub fn plausible_token(raw: &str) -> bool {
     (16..=512).contains(&raw.len())
         && raw
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'|'))
 }
 
 /// The facts about a stored token that decide whether it may be used.
@@ -287,6 +303,12 @@ mod tests {
         assert_eq!((parts[1].len(), parts[2].len()), (7, 32));
         assert!(plausible_token(bd.expose()) && plausible_token(lg.expose()));
         assert!(!plausible_token("short"));
+        let app = crate::AppId::parse("1234567890123456").unwrap();
+        let t = generate_app_token(&app, &e);
+        assert!(plausible_token(t.expose()));
+        let (id, rest) = split_app_credentials(t.expose()).unwrap();
+        assert_eq!((id, rest.expose().len()), (app, 32));
+        assert!(split_app_credentials("abc|def").is_none());
         assert!(!plausible_token("IGQV<script>alert(1)</script>"));
     }
 

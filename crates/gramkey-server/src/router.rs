@@ -15,7 +15,7 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::handlers::{admin, authorize, lifecycle, me, sandbox, token};
+use crate::handlers::{admin, authorize, debug, lifecycle, me, sandbox, token};
 use crate::state::AppState;
 use crate::wire::graph::unknown_path;
 
@@ -32,7 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/authorize", get(authorize::get))
         .route("/oauth/authorize/login", post(authorize::login))
         .route("/oauth/authorize/consent", post(authorize::consent))
-        .route("/oauth/access_token", post(token::post))
+        .route("/oauth/access_token", post(token::post).get(token::get))
         // Graph / Basic Display resources (wire protocol §4).
         .route("/me", get(me::me))
         .route("/{version}/me", get(me::me_versioned))
@@ -41,6 +41,9 @@ pub fn router(state: AppState) -> Router {
         .route("/{version}/access_token", get(lifecycle::exchange_versioned))
         .route("/refresh_access_token", get(lifecycle::refresh))
         .route("/{version}/refresh_access_token", get(lifecycle::refresh_versioned))
+        // Token debugging (wire protocol §7).
+        .route("/debug_token", get(debug::debug_token))
+        .route("/{version}/debug_token", get(debug::debug_token_versioned))
         // Admin API.
         .route("/admin/apps", get(admin::list_apps).post(admin::create_app))
         .route("/admin/apps/{id}", get(admin::show_app).delete(admin::delete_app))

@@ -1338,6 +1338,157 @@ async fn concurrent_exchange_and_refresh_on_postgres() {
     concurrent_lifecycle(t).await;
 }
 
+async fn app_tokens(t: TestApp) {
+    let (app, c) = setup(&t, "user_profile,user_media").await;
+    let cc = format!(
+        "client_id={}&client_secret={}&grant_type=client_credentials",
+        app.client_id, app.secret
+    );
+    let (s, b) = get_json(&t, &format!("/oauth/access_token?{cc}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b.as_object().unwrap().len(), 2, "{b}");
+    assert_eq!(b["token_type"], "bearer");
+    let app_token = b["access_token"].as_str().unwrap().to_owned();
+    assert!(app_token.starts_with(&format!("{}|", app.client_id)));
+    let r = reqwest::Client::new()
+        .post(t.url("/oauth/access_token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(cc.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let (s, b) = get_json(
+        &t,
+        &format!(
+            "/oauth/access_token?client_id={}&client_secret={}&grant_type=client_credentials",
+            app.client_id,
+            "0".repeat(32)
+        ),
+    )
+    .await;
+    assert_flat_error(s, &b, "Error validating client secret.");
+    let (s, b) = get_json(&t, &format!("/oauth/access_token?client_id={}&client_secret={}&grant_type=authorization_code&code=AQx&redirect_uri=x", app.client_id, app.secret)).await;
+    assert_flat_error(
+        s,
+        &b,
+        "Invalid parameter: the authorization_code grant must be sent with POST",
+    );
+
+    // An app token cannot read user data.
+    assert_eq!(me(&t, &app_token, "id").await.1["error"]["code"], 2500);
+
+    // debug_token, with an issued app token and with the APP_ID|APP_SECRET form.
+    let user_token = short_lived(&t, &app, &c, true).await;
+    let raw_credentials = format!("{}|{}", app.client_id, app.secret);
+    for caller in [app_token.as_str(), raw_credentials.as_str()] {
+        let (s, b) = get_json(
+            &t,
+            &format!("/v21.0/debug_token?input_token={user_token}&access_token={caller}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let d = &b["data"];
+        assert_eq!(d["app_id"], app.client_id.as_str());
+        assert_eq!(
+            (d["type"].as_str(), d["is_valid"].as_bool()),
+            (Some("USER"), Some(true)),
+            "{b}"
+        );
+        assert_eq!(d["application"], "Test <b>App</b>");
+        assert_eq!(
+            d["scopes"],
+            serde_json::json!(["instagram_graph_user_profile", "instagram_graph_user_media"])
+        );
+        assert_eq!(
+            d["expires_at"].as_i64().unwrap() - d["issued_at"].as_i64().unwrap(),
+            3600
+        );
+        assert!(d["user_id"].as_str().unwrap().starts_with("1784"));
+    }
+    let (_, b) = get_json(
+        &t,
+        &format!("/debug_token?input_token={app_token}&access_token={app_token}"),
+    )
+    .await;
+    assert_eq!(
+        (b["data"]["type"].as_str(), b["data"]["expires_at"].as_i64()),
+        (Some("APP"), Some(0)),
+        "{b}"
+    );
+    let (_, b) = get_json(
+        &t,
+        &format!("/debug_token?input_token=IGQVnotatokenatallatall&access_token={app_token}"),
+    )
+    .await;
+    assert_eq!(b["data"]["is_valid"], false, "{b}");
+    let (_, b) = get_json(
+        &t,
+        &format!("/debug_token?input_token={user_token}&access_token={user_token}"),
+    )
+    .await;
+    assert_eq!(b["error"]["code"], 100, "a user token cannot debug: {b}");
+    let (_, b) = get_json(&t, &format!("/debug_token?access_token={app_token}")).await;
+    assert_eq!(
+        b["error"]["message"],
+        "(#100) Missing parameter: input_token"
+    );
+    let (_, b) = get_json(
+        &t,
+        &format!(
+            "/debug_token?input_token={user_token}&access_token={}|{}",
+            app.client_id,
+            "0".repeat(32)
+        ),
+    )
+    .await;
+    assert_eq!(
+        b["error"]["code"], 190,
+        "a wrong secret is no app token: {b}"
+    );
+
+    // Another app's token is invalid to this app.
+    let other = t.app("user_profile", AppMode::Live).await;
+    let (_, b) = get_json(
+        &t,
+        &format!(
+            "/debug_token?input_token={user_token}&access_token={}|{}",
+            other.client_id, other.secret
+        ),
+    )
+    .await;
+    assert_eq!(b["data"]["is_valid"], false, "{b}");
+
+    t.clock.advance(3600);
+    let (_, b) = get_json(
+        &t,
+        &format!("/debug_token?input_token={user_token}&access_token={app_token}"),
+    )
+    .await;
+    assert_eq!(
+        (
+            b["data"]["is_valid"].as_bool(),
+            b["data"]["error"]["subcode"].as_u64()
+        ),
+        (Some(false), Some(463)),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn app_tokens_and_debug_token_on_sqlite() {
+    app_tokens(TestApp::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn app_tokens_and_debug_token_on_postgres() {
+    let Some(t) = TestApp::postgres("app_tokens_and_debug_token_on_postgres").await else {
+        return;
+    };
+    app_tokens(t).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Admin API.
 

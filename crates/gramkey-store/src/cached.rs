@@ -173,6 +173,9 @@ impl GrantStore for CachedStore {
         }
         Ok(token)
     }
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
+        self.inner.create_token(token).await
+    }
     async fn derive_token(
         &self,
         parent: &TokenHash,

@@ -100,6 +100,8 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
         decide: Decide,
     ) -> Result<Redemption>;
+    /// Stores a token issued outside a code redemption (an app token).
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
     /// A token by its hash, with the app-scoped id of its user.
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
     /// Issues `token` derived from the token `parent` (long-lived exchange or refresh), and

@@ -448,6 +448,12 @@ impl GrantStore for PgStore {
         .transpose()
     }
 
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
+        let mut conn = self.pool.acquire().await?;
+        let id = insert_token(&mut conn, token, None).await?;
+        Ok(issued(id, token.clone(), None))
+    }
+
     async fn derive_token(
         &self,
         parent: &TokenHash,

@@ -729,6 +729,15 @@ impl GrantStore for SqliteStore {
         .transpose()
     }
 
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
+        let token = token.clone();
+        self.write(move |c| {
+            let id = insert_token(c, &token, None)?;
+            Ok(issued(id, token, None))
+        })
+        .await
+    }
+
     async fn derive_token(
         &self,
         parent: &TokenHash,

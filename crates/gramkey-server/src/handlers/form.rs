@@ -15,6 +15,17 @@ use crate::wire::oauth::TokenErrorResponse;
 pub struct FormFields(pub HashMap<String, String>);
 
 impl FormFields {
+    /// Fields from already-decoded pairs (a query string), each at most once.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, TokenEndpointError> {
+        let mut fields = Self::default();
+        for (k, v) in pairs {
+            fields.insert(k, v)?;
+        }
+        Ok(fields)
+    }
+
     fn insert(&mut self, k: String, v: String) -> Result<(), TokenEndpointError> {
         if self.0.contains_key(&k) {
             return Err(TokenEndpointError::Duplicate(k));

@@ -10,7 +10,9 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
-use gramkey_domain::token::{TokenState, check_usable, plausible_token};
+use gramkey_domain::token::{
+    NEVER, TokenState, check_usable, plausible_token, split_app_credentials,
+};
 use gramkey_domain::{AccessToken, Scope, TokenHash, TokenKind};
 use gramkey_store::TokenRecord;
 use serde_json::{Map, Value, json};
@@ -70,19 +72,49 @@ pub async fn authenticate(
         return Err(GraphError::invalid_token());
     }
     let hash = TokenHash::of_token(&token);
-    let record = state
-        .ops
-        .store
-        .token(&hash)
-        .await
-        .map_err(internal)?
-        .ok_or_else(GraphError::invalid_token)?;
+    let record = match state.ops.store.token(&hash).await.map_err(internal)? {
+        Some(r) => r,
+        None => app_credentials(state, token.expose())
+            .await?
+            .ok_or_else(GraphError::invalid_token)?,
+    };
     let usable = TokenState {
         expires_at: record.expires_at,
         revoked: record.revoked,
     };
     check_usable(usable, state.ops.clock.now())?;
     Ok(record)
+}
+
+/// `APP_ID|APP_SECRET` used as an app token (wire protocol §7): an app token that was never
+/// stored, valid while the secret is.
+async fn app_credentials(state: &AppState, raw: &str) -> Result<Option<TokenRecord>, GraphError> {
+    let Some((app_id, secret)) = split_app_credentials(raw) else {
+        return Ok(None);
+    };
+    let Some(app) = state.ops.store.app(&app_id).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    if !state
+        .ops
+        .hasher
+        .verify_client_secret(&secret, &app.secret_hash)
+    {
+        return Ok(None);
+    }
+    Ok(Some(TokenRecord {
+        id: 0,
+        kind: TokenKind::App,
+        flavour: gramkey_domain::Flavour::InstagramLogin,
+        app_id: app.id,
+        user_id: None,
+        scoped_id: None,
+        scopes: gramkey_domain::ScopeSet::default(),
+        issued_at: app.created_at,
+        expires_at: NEVER,
+        revoked: None,
+        exchanged: false,
+    }))
 }
 
 /// User fields `/me` knows, and the scope each needs beyond the basic profile one.

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod authorize;
+pub mod debug;
 pub mod form;
 pub mod lifecycle;
 pub mod me;

@@ -7,14 +7,16 @@
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::app::find_redirect;
 use gramkey_domain::code::{CodeFacts, Presented, check_redemption};
 use gramkey_domain::error::TokenEndpointError;
-use gramkey_domain::token::SHORT_LIVED_SECS;
-use gramkey_domain::{AccessToken, AppId, AuthCode, ClientSecret, Flavour, TokenHash, TokenKind};
-use gramkey_store::{NewToken, Redemption, TokenRecord};
+use gramkey_domain::token::{NEVER, SHORT_LIVED_SECS, generate_app_token};
+use gramkey_domain::{
+    AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind,
+};
+use gramkey_store::{App, NewToken, Redemption, TokenRecord};
 use serde_json::json;
 
 use super::form::FormFields;
@@ -30,27 +32,29 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
 }
 
 pub async fn post(State(state): State<AppState>, fields: Result<FormFields, Refusal>) -> Response {
-    match exchange(&state, fields).await {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(),
-    }
+    respond(async { token_request(&state, fields?, false).await }.await)
 }
 
-async fn exchange(
+/// `GET /oauth/access_token`: Meta documents the client-credentials grant as a GET; the
+/// authorization-code grant must be POSTed.
+pub async fn get(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let q = q.unwrap_or_default();
+    let pairs = url::form_urlencoded::parse(q.as_bytes()).into_owned();
+    respond(async { token_request(&state, FormFields::from_pairs(pairs)?, true).await }.await)
+}
+
+fn respond(r: Result<Response, Refusal>) -> Response {
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn token_request(
     state: &AppState,
-    fields: Result<FormFields, Refusal>,
+    f: FormFields,
+    via_get: bool,
 ) -> Result<Response, Refusal> {
-    let f = fields?;
     let client_id = f.require("client_id")?;
     let secret = ClientSecret::new(f.require("client_secret")?);
     let grant_type = f.require("grant_type")?;
-    if grant_type != "authorization_code" {
-        return Err(TokenEndpointError::UnsupportedGrantType(grant_type.to_owned()).into());
-    }
-    let redirect_uri = f.require("redirect_uri")?.to_owned();
-    let code = AuthCode::new(f.require("code")?);
-    let verifier = f.get("code_verifier").map(str::to_owned);
-
     let ops = &state.ops;
     let app_id = AppId::parse(client_id).ok_or(TokenEndpointError::InvalidClient)?;
     let app = ops
@@ -63,6 +67,47 @@ async fn exchange(
         tracing::info!(app_id = %app.id, "client authentication failed");
         return Err(TokenEndpointError::BadClientSecret.into());
     }
+    match grant_type {
+        "authorization_code" if via_get => Err(TokenEndpointError::Invalid(
+            "the authorization_code grant must be sent with POST",
+        )
+        .into()),
+        "authorization_code" => code_grant(state, &app, &f).await,
+        "client_credentials" => app_token(state, &app).await,
+        other => Err(TokenEndpointError::UnsupportedGrantType(other.to_owned()).into()),
+    }
+}
+
+/// `grant_type=client_credentials`: an app token (wire protocol §7), `{"access_token",
+/// "token_type":"bearer"}`. App tokens do not expire; they can read only what an app may.
+async fn app_token(state: &AppState, app: &App) -> Result<Response, Refusal> {
+    let ops = &state.ops;
+    let token = generate_app_token(&app.id, &*ops.entropy);
+    let now = ops.clock.now();
+    let new = NewToken {
+        hash: TokenHash::of_token(&token),
+        kind: TokenKind::App,
+        // App tokens speak Graph only.
+        flavour: Flavour::InstagramLogin,
+        app_id: app.id.clone(),
+        user_id: None,
+        scopes: ScopeSet::default(),
+        issued_at: now,
+        expires_at: NEVER,
+    };
+    let record = ops.store.create_token(&new).await.map_err(internal)?;
+    tracing::info!(app_id = %app.id, token_id = record.id, kind = "app", "token issued");
+    Ok(no_store(
+        Json(json!({"access_token": token.expose(), "token_type": "bearer"})).into_response(),
+    ))
+}
+
+/// `grant_type=authorization_code` (wire protocol §2).
+async fn code_grant(state: &AppState, app: &App, f: &FormFields) -> Result<Response, Refusal> {
+    let ops = &state.ops;
+    let redirect_uri = f.require("redirect_uri")?.to_owned();
+    let code = AuthCode::new(f.require("code")?);
+    let verifier = f.get("code_verifier").map(str::to_owned);
     if find_redirect(&app.redirect_uris, &redirect_uri).is_none() {
         return Err(TokenEndpointError::RedirectNotRegistered.into());
     }
