@@ -107,6 +107,8 @@ enum AppCommand {
     },
     /// Delete an app and every code, grant and token issued to it.
     Delete { id: String },
+    /// Revoke every token issued to an app.
+    RevokeTokens { id: String },
     /// Give a user a role on an app (needed to authorize it in development mode).
     AddRole {
         id: String,
@@ -131,6 +133,17 @@ enum UserCommand {
         password: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Change a user's password; every token they hold is revoked (clients see 190/460).
+    SetPassword {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
+        /// The password (visible in the process list; prefer --password-stdin).
+        #[arg(long)]
+        password: Option<String>,
     },
     /// List users.
     List {
@@ -338,6 +351,10 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             ops.delete_app(&id).await?;
             println!("deleted app {id}");
         }
+        AppCommand::RevokeTokens { id } => {
+            let n = ops.revoke_app_tokens(&id).await?;
+            println!("revoked {n} tokens of app {id}");
+        }
         AppCommand::AddRole { id, user, role } => {
             let role = Role::parse(&role).context("role must be admin, developer or tester")?;
             ops.set_role(&id, &user, role).await?;
@@ -347,23 +364,39 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
     Ok(())
 }
 
+/// The password from the first line of standard input, or from the flag.
+fn read_password(from_stdin: bool, flag: Option<String>) -> Result<String> {
+    match (from_stdin, flag) {
+        (true, _) => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        (false, Some(p)) => Ok(p),
+        (false, None) => bail!("give the password with --password-stdin (or --password)"),
+    }
+}
+
 async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
     match cmd {
+        UserCommand::SetPassword {
+            username,
+            password_stdin,
+            password,
+        } => {
+            let password = read_password(password_stdin, password)?;
+            let n = ops
+                .change_password(&username, Password::new(password))
+                .await?;
+            println!("password changed; revoked {n} tokens of {username}");
+        }
         UserCommand::Create {
             username,
             password_stdin,
             password,
             json,
         } => {
-            let password = match (password_stdin, password) {
-                (true, _) => {
-                    let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line)?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
-                (false, Some(p)) => p,
-                (false, None) => bail!("give the password with --password-stdin (or --password)"),
-            };
+            let password = read_password(password_stdin, password)?;
             let profile = Profile {
                 account_type: "PERSONAL".into(),
                 ..Profile::default()

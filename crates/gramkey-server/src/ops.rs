@@ -3,14 +3,16 @@
 
 use std::sync::Arc;
 
+use gramkey_domain::UserId;
 use gramkey_domain::app::{AppError, validate_app_name, validate_app_scopes};
 use gramkey_domain::entropy::random_hex;
+use gramkey_domain::error::RevokeReason;
 use gramkey_domain::password::{PasswordError, hash_password};
 use gramkey_domain::user::{Username, UsernameError};
 use gramkey_domain::{
     AppId, AppMode, ClientSecret, Clock, Entropy, Password, RedirectUri, Role, SecretHasher,
 };
-use gramkey_store::{App, NewUser, Profile, Store, StoreError, User};
+use gramkey_store::{App, NewUser, Profile, Revoke, Store, StoreError, User};
 use serde_json::{Value, json};
 
 /// Everything an operation needs. Time and randomness are injected here and nowhere else.
@@ -167,6 +169,52 @@ impl Ops {
             ))),
             other => Ok(other?),
         }
+    }
+}
+
+impl Ops {
+    /// Changes a user's password and revokes every token they hold, in every app: clients then
+    /// see code 190 with subcode 460, as on Instagram.
+    pub async fn change_password(
+        &self,
+        username: &str,
+        password: Password,
+    ) -> Result<u64, OpError> {
+        let user = self.user(username).await?;
+        let entropy = self.entropy.clone();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password, &*entropy))
+            .await
+            .map_err(|e| OpError::Invalid(format!("password hashing failed: {e}")))??;
+        self.store.set_password(user.id, &hash).await?;
+        let n = self
+            .store
+            .revoke_tokens(
+                Revoke::User(user.id),
+                RevokeReason::PasswordChanged,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(n)
+    }
+
+    /// Revokes every token issued to an app.
+    pub async fn revoke_app_tokens(&self, app_id: &str) -> Result<u64, OpError> {
+        let app = self.app(app_id).await?;
+        Ok(self
+            .store
+            .revoke_tokens(Revoke::App(app.id), RevokeReason::Revoked, self.clock.now())
+            .await?)
+    }
+
+    /// The user removes an app: its grant is forgotten and every token it holds for the user is
+    /// revoked (190/458 from then on).
+    pub async fn remove_app_for_user(&self, app: &AppId, user: UserId) -> Result<u64, OpError> {
+        self.store.delete_grant(app, user).await?;
+        let which = Revoke::AppUser(app.clone(), user);
+        Ok(self
+            .store
+            .revoke_tokens(which, RevokeReason::AppRemoved, self.clock.now())
+            .await?)
     }
 }
 

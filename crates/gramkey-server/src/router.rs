@@ -15,7 +15,7 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::handlers::{admin, authorize, debug, lifecycle, me, sandbox, token};
+use crate::handlers::{admin, authorize, debug, lifecycle, me, rfc, sandbox, token};
 use crate::state::AppState;
 use crate::wire::graph::unknown_path;
 
@@ -33,8 +33,13 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/authorize/login", post(authorize::login))
         .route("/oauth/authorize/consent", post(authorize::consent))
         .route("/oauth/access_token", post(token::post).get(token::get))
+        // Standard OAuth endpoints (RFC 7009, 7662, 8414).
+        .route("/oauth/revoke", post(rfc::revoke))
+        .route("/oauth/introspect", post(rfc::introspect))
+        .route("/.well-known/oauth-authorization-server", get(rfc::metadata))
         // Graph / Basic Display resources (wire protocol §4).
         .route("/me", get(me::me))
+        .route("/me/permissions", axum::routing::delete(me::remove_app))
         .route("/{version}/me", get(me::me_versioned))
         // Long-lived tokens (wire protocol §3).
         .route("/access_token", get(lifecycle::exchange))

@@ -1490,6 +1490,202 @@ async fn app_tokens_and_debug_token_on_postgres() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Revocation, introspection, metadata (issue 3).
+
+async fn post_form(t: &TestApp, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
+    let r = reqwest::Client::new()
+        .post(t.url(path))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+async fn revocation(t: TestApp) {
+    let (app, c) = setup(&t, "user_profile,user_media").await;
+    let token = short_lived(&t, &app, &c, true).await;
+    let creds = [
+        ("client_id", app.client_id.as_str()),
+        ("client_secret", app.secret.as_str()),
+    ];
+    let with = |extra: (&'static str, &str)| {
+        let mut v: Vec<(&str, String)> = creds.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        v.push((extra.0, extra.1.to_owned()));
+        v
+    };
+
+    // Introspection: active, with RFC 7662 fields.
+    let form = with(("token", &token));
+    let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (s, body) = post_form(&t, "/oauth/introspect", &f).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["active"].as_bool(), v["scope"].as_str()),
+        (Some(true), Some("user_profile user_media")),
+        "{v}"
+    );
+    assert_eq!(v["username"], "alice");
+    assert_eq!(
+        v["exp"].as_i64().unwrap() - v["iat"].as_i64().unwrap(),
+        3600
+    );
+
+    // HTTP Basic works too; a wrong secret is invalid_client with 401.
+    let r = reqwest::Client::new()
+        .post(t.url("/oauth/introspect"))
+        .basic_auth(&app.client_id, Some(&app.secret))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
+    let (s, body) = post_form(
+        &t,
+        "/oauth/introspect",
+        &[
+            ("client_id", &app.client_id),
+            ("client_secret", &"0".repeat(32)),
+            ("token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "invalid_client"
+    );
+
+    // Another client sees the token as inactive and cannot revoke it.
+    let other = t.app("user_profile", AppMode::Live).await;
+    let (_, body) = post_form(
+        &t,
+        "/oauth/introspect",
+        &[
+            ("client_id", &other.client_id),
+            ("client_secret", &other.secret),
+            ("token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        serde_json::json!({"active": false})
+    );
+    let (s, body) = post_form(
+        &t,
+        "/oauth/revoke",
+        &[
+            ("client_id", &other.client_id),
+            ("client_secret", &other.secret),
+            ("token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "unauthorized_client"
+    );
+    assert_eq!(me(&t, &token, "id").await.0, StatusCode::OK);
+
+    // RFC 7009: revoke; an unknown token is not an error.
+    let (s, _) = post_form(&t, "/oauth/revoke", &f).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = post_form(
+        &t,
+        "/oauth/revoke",
+        &[
+            ("client_id", &app.client_id),
+            ("client_secret", &app.secret),
+            ("token", "IGQVunknownunknownunknown"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = me(&t, &token, "id").await;
+    assert_eq!(graph_code(&b), (Some(190), None), "revoked at once: {b}");
+    let (_, body) = post_form(&t, "/oauth/introspect", &f).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["active"],
+        false
+    );
+    let (s, body) = post_form(&t, "/oauth/revoke", &creds).await;
+    assert_eq!(
+        (
+            s,
+            serde_json::from_str::<Value>(&body).unwrap()["error"].as_str()
+        ),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+
+    // The user removes the app (190/458), a password change (190/460), revoke-tokens (190).
+    let t2 = short_lived(&t, &app, &c, false).await;
+    let r = reqwest::Client::new()
+        .delete(t.url("/me/permissions"))
+        .bearer_auth(&t2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        serde_json::json!({"success": true})
+    );
+    assert_eq!(
+        graph_code(&me(&t, &t2, "id").await.1),
+        (Some(190), Some(458))
+    );
+    let fresh = browser();
+    let t3 = short_lived(&t, &app, &fresh, true).await;
+    t.state
+        .ops
+        .change_password("alice", Password::new("alice-new-password"))
+        .await
+        .unwrap();
+    assert_eq!(
+        graph_code(&me(&t, &t3, "id").await.1),
+        (Some(190), Some(460))
+    );
+    let relogin = browser();
+    let q = authorize_query(&app, "user_profile", &[]);
+    let code = code_of(&authorize(&t, &relogin, &q, "alice", "alice-new-password", "allow").await);
+    let t4 = exchange(&t, &app, &code, &[]).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(me(&t, &t4, "id").await.0, StatusCode::OK);
+    assert!(t.state.ops.revoke_app_tokens(&app.client_id).await.unwrap() >= 1);
+    assert_eq!(graph_code(&me(&t, &t4, "id").await.1), (Some(190), None));
+}
+
+#[tokio::test]
+async fn revocation_and_introspection_on_sqlite() {
+    revocation(TestApp::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn revocation_and_introspection_on_postgres() {
+    let Some(t) = TestApp::postgres("revocation_and_introspection_on_postgres").await else {
+        return;
+    };
+    revocation(t).await;
+}
+
+#[tokio::test]
+async fn authorization_server_metadata() {
+    let t = TestApp::sqlite().await;
+    let (s, v) = get_json(&t, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["issuer"], t.base.as_str());
+    assert_eq!(v["token_endpoint"], t.url("/oauth/access_token").as_str());
+    assert_eq!(
+        v["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Admin API.
 
 #[tokio::test]

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gramkey_domain::error::RevokeReason;
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
 use moka::sync::Cache;
 
+use crate::Revoke;
 use crate::{
     App, AppStore, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
     Redemption, Result, Store, TokenRecord, User, UserStore,
@@ -122,6 +124,11 @@ impl UserStore for CachedStore {
     async fn users(&self) -> Result<Vec<User>> {
         self.inner.users().await
     }
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool> {
+        let r = self.inner.set_password(id, password_hash).await;
+        self.users.invalidate(&id);
+        r
+    }
     async fn add_media(&self, media: &Media) -> Result<()> {
         self.inner.add_media(media).await
     }
@@ -172,6 +179,25 @@ impl GrantStore for CachedStore {
             self.tokens.insert(*hash, t.clone());
         }
         Ok(token)
+    }
+    async fn revoke_tokens(
+        &self,
+        which: Revoke,
+        reason: RevokeReason,
+        now: UnixTime,
+    ) -> Result<u64> {
+        let r = self.inner.revoke_tokens(which.clone(), reason, now).await;
+        match which {
+            Revoke::Token(h) => self.tokens.invalidate(&h),
+            _ => self.tokens.invalidate_all(),
+        }
+        r
+    }
+    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {
+        let r = self.inner.delete_grant(app, user).await;
+        // Cached tokens carry the grant's scoped id.
+        self.tokens.invalidate_all();
+        r
     }
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
         self.inner.create_token(token).await

@@ -18,7 +18,7 @@ pub mod sqlite;
 pub mod test_support;
 
 use async_trait::async_trait;
-use gramkey_domain::error::TokenEndpointError;
+use gramkey_domain::error::{RevokeReason, TokenEndpointError};
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
 
 pub use records::*;
@@ -64,6 +64,8 @@ pub trait UserStore: Send + Sync {
     async fn user_by_name(&self, username: &str) -> Result<Option<User>>;
     /// Every user, oldest first.
     async fn users(&self) -> Result<Vec<User>>;
+    /// Replaces a user's password hash; false when there is no such user.
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool>;
     async fn add_media(&self, media: &Media) -> Result<()>;
     async fn media_count(&self, user: UserId) -> Result<u64>;
 }
@@ -100,6 +102,15 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
         decide: Decide,
     ) -> Result<Redemption>;
+    /// Revokes every unrevoked token matching `which`; returns how many.
+    async fn revoke_tokens(
+        &self,
+        which: Revoke,
+        reason: RevokeReason,
+        now: UnixTime,
+    ) -> Result<u64>;
+    /// Forgets a user's consent to an app; false when there was none.
+    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool>;
     /// Stores a token issued outside a code redemption (an app token).
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
     /// A token by its hash, with the app-scoped id of its user.

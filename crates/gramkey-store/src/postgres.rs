@@ -6,10 +6,12 @@
 
 use async_trait::async_trait;
 use gramkey_domain::code::CodeChallenge;
+use gramkey_domain::error::RevokeReason;
 use gramkey_domain::{AppId, AppMode, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, query};
 
+use crate::Revoke;
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::sqlite::{issued, to_token};
 use crate::{
@@ -263,6 +265,15 @@ impl UserStore for PgStore {
             .collect()
     }
 
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool> {
+        let r = query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn add_media(&self, m: &Media) -> Result<()> {
         query(
             "INSERT INTO media (id, user_id, media_type, caption, media_url, permalink, thumbnail_url,
@@ -446,6 +457,40 @@ impl GrantStore for PgStore {
             )
         })
         .transpose()
+    }
+
+    async fn revoke_tokens(
+        &self,
+        which: Revoke,
+        reason: RevokeReason,
+        now: UnixTime,
+    ) -> Result<u64> {
+        const SET: &str =
+            "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
+        let base = |cond: &str| format!("{SET} {cond}");
+        let sql = match &which {
+            Revoke::Token(_) => base("hash = $3"),
+            Revoke::App(_) => base("app_id = $3"),
+            Revoke::AppUser(..) => base("app_id = $3 AND user_id = $4"),
+            Revoke::User(_) => base("user_id = $3"),
+        };
+        let q = query(&sql).bind(now).bind(reason.as_str());
+        let q = match &which {
+            Revoke::Token(h) => q.bind(h.0.to_vec()),
+            Revoke::App(a) => q.bind(a.as_str().to_owned()),
+            Revoke::AppUser(a, u) => q.bind(a.as_str().to_owned()).bind(u.0),
+            Revoke::User(u) => q.bind(u.0),
+        };
+        Ok(q.execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {
+        let r = query("DELETE FROM grants WHERE app_id = $1 AND user_id = $2")
+            .bind(app.as_str())
+            .bind(user.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {

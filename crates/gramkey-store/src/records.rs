@@ -123,6 +123,19 @@ pub struct TokenRecord {
     pub exchanged: bool,
 }
 
+/// Which tokens [`crate::GrantStore::revoke_tokens`] revokes.
+#[derive(Debug, Clone)]
+pub enum Revoke {
+    /// One token.
+    Token(TokenHash),
+    /// Every token of an app.
+    App(AppId),
+    /// Every token a user gave an app.
+    AppUser(AppId, UserId),
+    /// Every token of a user, in every app.
+    User(UserId),
+}
+
 /// How [`crate::GrantStore::derive_token`] treats the token a new one derives from.
 #[derive(Debug, Clone, Copy)]
 pub enum Derivation {

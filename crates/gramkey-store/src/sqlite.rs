@@ -22,6 +22,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::Revoke;
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
@@ -435,6 +436,18 @@ impl UserStore for SqliteStore {
         })
     }
 
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool> {
+        let hash = password_hash.to_owned();
+        self.write(move |c| {
+            Ok(
+                c.prepare_cached("UPDATE users SET password_hash = ?1 WHERE id = ?2")?
+                    .execute(params![hash, id.0])?
+                    == 1,
+            )
+        })
+        .await
+    }
+
     async fn add_media(&self, media: &Media) -> Result<()> {
         let m = media.clone();
         self.write(move |c| {
@@ -727,6 +740,40 @@ impl GrantStore for SqliteStore {
         })?
         .map(|(a, b, c, d, e, f, g, h, i, j, k, exchanged_at)| to_token((a, b, c, d, e, f, g, h, i, j, k), exchanged_at))
         .transpose()
+    }
+
+    async fn revoke_tokens(
+        &self,
+        which: Revoke,
+        reason: RevokeReason,
+        now: UnixTime,
+    ) -> Result<u64> {
+        self.write(move |c| {
+            const SET: &str = "UPDATE tokens SET revoked_at = ?1, revoke_reason = ?2 WHERE revoked_at IS NULL AND";
+            let r = reason.as_str();
+            let n = match &which {
+                Revoke::Token(h) => c.prepare_cached(&format!("{SET} hash = ?3"))?.execute(params![now, r, h.0])?,
+                Revoke::App(a) => c.prepare_cached(&format!("{SET} app_id = ?3"))?.execute(params![now, r, a.as_str()])?,
+                Revoke::AppUser(a, u) => c
+                    .prepare_cached(&format!("{SET} app_id = ?3 AND user_id = ?4"))?
+                    .execute(params![now, r, a.as_str(), u.0])?,
+                Revoke::User(u) => c.prepare_cached(&format!("{SET} user_id = ?3"))?.execute(params![now, r, u.0])?,
+            };
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {
+        let app = app.clone();
+        self.write(move |c| {
+            Ok(
+                c.prepare_cached("DELETE FROM grants WHERE app_id = ?1 AND user_id = ?2")?
+                    .execute(params![app.as_str(), user.0])?
+                    == 1,
+            )
+        })
+        .await
     }
 
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {

@@ -170,6 +170,31 @@ pub async fn me(
     }
 }
 
+/// `DELETE /me/permissions`: the user (through the app) removes the app. Its grant is
+/// forgotten and every token it holds for the user is revoked (190/458 from then on).
+pub async fn remove_app(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let result = async {
+        let record = authenticate(&state, bearer(&headers, &query)?).await?;
+        let uid = record.user_id.ok_or_else(GraphError::missing_token)?;
+        let n = state.ops.remove_app_for_user(&record.app_id, uid).await.map_err(|e| {
+            tracing::error!(error = %e, "removing an app failed");
+            GraphError::internal()
+        })?;
+        tracing::info!(app_id = %record.app_id, user_id = uid.0, revoked = n, "user removed the app");
+        Ok::<_, GraphError>(Json(json!({"success": true})).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|e| GraphResponse(e).into_response())
+}
+
 /// `/{version}/me`: only `vNN.N` versions, anything else is an unknown path.
 pub async fn me_versioned(
     State(state): State<AppState>,

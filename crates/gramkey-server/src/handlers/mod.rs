@@ -6,5 +6,6 @@ pub mod debug;
 pub mod form;
 pub mod lifecycle;
 pub mod me;
+pub mod rfc;
 pub mod sandbox;
 pub mod token;

@@ -3,11 +3,13 @@
 //!
 //! - [`graph`]: `{"error":{"message","type","code","error_subcode","fbtrace_id"}}` (wire §5).
 //! - [`oauth`]: the flat token-endpoint error `{"error_type","code","error_message"}` (wire §2).
+//! - [`rfc`]: RFC 6749 §5.2 `{"error","error_description"}` for the standard endpoints.
 //! - [`admin`]: the admin API's own `{"error":{"message","status"}}`.
 
 pub mod admin;
 pub mod graph;
 pub mod oauth;
+pub mod rfc;
 
 use axum::http::{HeaderValue, header};
 use axum::response::Response;

@@ -1,0 +1,209 @@
+//! The standard OAuth endpoints, so generic OAuth clients work too:
+//!
+//! - `POST /oauth/revoke` (RFC 7009), client-authenticated; unknown tokens answer 200 as the RFC
+//!   says, another client's token is refused;
+//! - `POST /oauth/introspect` (RFC 7662), client-authenticated; another client's token is
+//!   reported inactive;
+//! - `GET /.well-known/oauth-authorization-server` (RFC 8414).
+//!
+//! Clients authenticate with `client_id`/`client_secret` in the form or HTTP Basic
+//! (RFC 6749 §2.3.1).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use gramkey_domain::error::RevokeReason;
+use gramkey_domain::token::{NEVER, TokenState, check_usable, plausible_token};
+use gramkey_domain::{AccessToken, AppId, ClientSecret, Scope, TokenHash, TokenKind};
+use gramkey_store::{App, Revoke, TokenRecord};
+use serde_json::{Value, json};
+
+use super::form::FormFields;
+use crate::state::AppState;
+use crate::wire::no_store;
+use crate::wire::oauth::TokenErrorResponse;
+use crate::wire::rfc::RfcError;
+
+fn internal(e: gramkey_store::StoreError) -> RfcError {
+    tracing::error!(error = %e, "standard OAuth endpoint failed");
+    RfcError::internal()
+}
+
+/// The authenticated client, from HTTP Basic or the form (not both).
+async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result<App, RfcError> {
+    let basic = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(|b64| {
+            let raw = STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok());
+            let (id, secret) = raw
+                .as_deref()
+                .and_then(|r| r.split_once(':'))
+                .ok_or_else(RfcError::invalid_client)?;
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            Ok::<_, RfcError>((
+                decode(id).unwrap_or_default(),
+                decode(secret).unwrap_or_default(),
+            ))
+        })
+        .transpose()?;
+    let (id, secret) = match (basic, f.get("client_id"), f.get("client_secret")) {
+        (Some(_), _, Some(_)) => {
+            return Err(RfcError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        (Some(creds), _, None) => creds,
+        (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
+        _ => return Err(RfcError::invalid_client()),
+    };
+    let app_id = AppId::parse(&id).ok_or_else(RfcError::invalid_client)?;
+    let app = state
+        .ops
+        .store
+        .app(&app_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(RfcError::invalid_client)?;
+    if !state
+        .ops
+        .hasher
+        .verify_client_secret(&ClientSecret::new(secret), &app.secret_hash)
+    {
+        tracing::info!(app_id = %app.id, "client authentication failed");
+        return Err(RfcError::invalid_client());
+    }
+    Ok(app)
+}
+
+/// The form, with form-shaped errors turned into RFC ones.
+fn form(fields: Result<FormFields, TokenErrorResponse>) -> Result<FormFields, RfcError> {
+    fields.map_err(|e| match e {
+        TokenErrorResponse::Refused(e) => RfcError::invalid_request(e.to_string()),
+        TokenErrorResponse::Internal => RfcError::internal(),
+    })
+}
+
+async fn lookup(
+    state: &AppState,
+    f: &FormFields,
+) -> Result<(TokenHash, Option<TokenRecord>), RfcError> {
+    let token = f
+        .get("token")
+        .ok_or_else(|| RfcError::invalid_request("Missing parameter: token"))?;
+    let hash = TokenHash::of_token(&AccessToken::new(token));
+    if !plausible_token(token) {
+        return Ok((hash, None));
+    }
+    Ok((hash, state.ops.store.token(&hash).await.map_err(internal)?))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    fields: Result<FormFields, TokenErrorResponse>,
+) -> Response {
+    let result = async {
+        let f = form(fields)?;
+        let app = client(&state, &headers, &f).await?;
+        let (hash, record) = lookup(&state, &f).await?;
+        match record {
+            // RFC 7009 §2.2: an unknown or invalid token is not an error.
+            None => {}
+            Some(t) if t.app_id != app.id => {
+                return Err(RfcError {
+                    status: StatusCode::BAD_REQUEST,
+                    error: "unauthorized_client",
+                    description: "The token was not issued to this client".into(),
+                });
+            }
+            Some(t) => {
+                let now = state.ops.clock.now();
+                state.ops.store.revoke_tokens(Revoke::Token(hash), RevokeReason::Revoked, now).await.map_err(internal)?;
+                tracing::info!(app_id = %app.id, token_id = t.id, reason = "revoked", "token revoked");
+            }
+        }
+        Ok::<_, RfcError>(no_store(StatusCode::OK.into_response()))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    fields: Result<FormFields, TokenErrorResponse>,
+) -> Response {
+    let result = async {
+        let f = form(fields)?;
+        let app = client(&state, &headers, &f).await?;
+        let (_, record) = lookup(&state, &f).await?;
+        let now = state.ops.clock.now();
+        let active = record.filter(|t| {
+            t.app_id == app.id
+                && check_usable(
+                    TokenState {
+                        expires_at: t.expires_at,
+                        revoked: t.revoked,
+                    },
+                    now,
+                )
+                .is_ok()
+        });
+        let Some(t) = active else {
+            return Ok(no_store(Json(json!({"active": false})).into_response()));
+        };
+        let mut body = json!({
+            "active": true,
+            "client_id": t.app_id.as_str(),
+            "token_type": "bearer",
+            "scope": t.scopes.iter().map(Scope::as_str).collect::<Vec<_>>().join(" "),
+            "iat": t.issued_at,
+            "kind": t.kind.as_str(),
+        });
+        if t.expires_at != NEVER {
+            body["exp"] = json!(t.expires_at);
+        }
+        if t.kind != TokenKind::App {
+            body["sub"] = json!(t.scoped_id.as_ref().map(|s| s.as_str()));
+            if let Some(uid) = t.user_id {
+                let user = state.ops.store.user(uid).await.map_err(internal)?;
+                body["username"] = json!(user.map(|u| u.username));
+            }
+        }
+        Ok::<_, RfcError>(no_store(Json(body).into_response()))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// RFC 8414 metadata. Only what is implemented is advertised.
+pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
+    let base = &state.config.public_url;
+    Json(json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
+        "token_endpoint": format!("{base}/oauth/access_token"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "response_types_supported": ["code"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "scopes_supported": Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    }))
+}
