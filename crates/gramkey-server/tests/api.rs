@@ -914,14 +914,27 @@ async fn code_replay_revokes(t: TestApp) {
     assert_eq!(s, StatusCode::OK);
     let token = body["access_token"].as_str().unwrap().to_owned();
     assert_eq!(me(&t, &token, "id").await.0, StatusCode::OK);
+    // A long-lived token exchanged from it, and one refreshed from that.
+    let long = get_json(&t, &exchange_path(&app, &token)).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.clock.advance(24 * 3600);
+    let refreshed = get_json(&t, &refresh_path(&long)).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(me(&t, &refreshed, "id").await.0, StatusCode::OK);
     let (s, b) = exchange(&t, &app, &code, &[]).await;
     assert_flat_error(s, &b, "This authorization code has been used");
-    let (s, b) = me(&t, &token, "id").await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        b["error"]["code"], 190,
-        "the token issued from a replayed code is revoked: {b}"
-    );
+    for tok in [&token, &long, &refreshed] {
+        let (s, b) = me(&t, tok, "id").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            b["error"]["code"], 190,
+            "every token descended from a replayed code is revoked: {b}"
+        );
+    }
 }
 
 #[tokio::test]

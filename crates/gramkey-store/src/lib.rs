@@ -91,7 +91,8 @@ pub trait GrantStore: Send + Sync {
     async fn create_code(&self, code: &NewCode) -> Result<()>;
     /// Redeems a code atomically, in one transaction:
     /// - unknown: [`Redemption::NotFound`];
-    /// - already redeemed: every token issued from it is revoked ([`Redemption::Replayed`]);
+    /// - already redeemed: the token issued from it, and every token exchanged or refreshed from
+    ///   that one, is revoked ([`Redemption::Replayed`]);
     /// - otherwise the code is marked redeemed whatever `decide` says, and the token it returns
     ///   is stored ([`Redemption::Issued`]) or its refusal passed on ([`Redemption::Refused`]).
     ///

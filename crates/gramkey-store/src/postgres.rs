@@ -381,7 +381,11 @@ impl GrantStore for PgStore {
         let redeemed_at: Option<i64> = row.try_get(8)?;
         if redeemed_at.is_some() {
             let r = query(
-                "UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay' WHERE id = $2 AND revoked_at IS NULL",
+                "WITH RECURSIVE family(id) AS (
+                     SELECT $2::BIGINT UNION ALL SELECT t.id FROM tokens t JOIN family f ON t.parent_id = f.id
+                 )
+                 UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay'
+                 WHERE id IN (SELECT id FROM family) AND revoked_at IS NULL",
             )
             .bind(now)
             .bind(row.try_get::<Option<i64>, _>(9)?)

@@ -690,8 +690,11 @@ impl GrantStore for SqliteStore {
             if redeemed_at.is_some() {
                 let revoked = c
                     .prepare_cached(
-                        "UPDATE tokens SET revoked_at = ?1, revoke_reason = 'code_replay'
-                         WHERE id = ?2 AND revoked_at IS NULL",
+                        "WITH RECURSIVE family(id) AS (
+                             SELECT ?2 UNION ALL SELECT t.id FROM tokens t JOIN family f ON t.parent_id = f.id
+                         )
+                         UPDATE tokens SET revoked_at = ?1, revoke_reason = 'code_replay'
+                         WHERE id IN (SELECT id FROM family) AND revoked_at IS NULL",
                     )?
                     .execute(params![now, token_id])?;
                 return Ok(Redemption::Replayed { revoked: revoked as u64 });

@@ -3,3 +3,5 @@
 -- parent_id: the token this one was exchanged or refreshed from.
 ALTER TABLE tokens ADD COLUMN exchanged_at BIGINT;
 ALTER TABLE tokens ADD COLUMN parent_id BIGINT;
+-- A replayed code revokes its token and every token derived from it.
+CREATE INDEX tokens_by_parent ON tokens (parent_id) WHERE parent_id IS NOT NULL;
