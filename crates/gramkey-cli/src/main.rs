@@ -187,6 +187,8 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     let ops = global.open().await?;
+    // Configuration errors first, before anything is seeded or printed.
+    let admin_key = global.admin_key()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -230,7 +232,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     let master_key = global.master_key()?;
     let config = ServerConfig {
         public_url: public_url.clone(),
-        admin_key: global.admin_key()?,
+        admin_key,
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));

@@ -141,8 +141,9 @@ pub fn sandbox_callback(
             } @else if let Some(code) = code {
                 h1 { "Authorization code received" }
                 p { "gramkey redirected here with " code { "code" } @if let Some(s) = state { " and " code { "state=" (s) } } "." }
-                p { "Exchange it for a short-lived token within one hour (the client secret was printed once when the sandbox was created):" }
-                pre { "curl -X POST " (public_url) "/oauth/access_token \\\n  -F client_id=" (client_id) " \\\n  -F client_secret=$GRAMKEY_SANDBOX_SECRET \\\n  -F grant_type=authorization_code \\\n  -F redirect_uri=" (redirect_uri) " \\\n  -F code=" (code) }
+                p { "Exchange it for a short-lived token within one hour. Put the client secret printed when the sandbox was created in "
+                    code { "GRAMKEY_SANDBOX_SECRET" } " (or run " code { "gramkey app rotate-secret " (client_id) } " for a new one), then:" }
+                pre { "curl -X POST " (public_url) "/oauth/access_token \\\n  -F client_id=" (client_id) " \\\n  -F client_secret=\"$GRAMKEY_SANDBOX_SECRET\" \\\n  -F grant_type=authorization_code \\\n  -F redirect_uri=" (redirect_uri) " \\\n  -F code=" (code) }
             } @else {
                 h1 { "Nothing to show" }
                 p { "This page receives the sandbox app's redirects." }

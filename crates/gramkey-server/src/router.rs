@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/apps/{id}/rotate-secret", post(admin::rotate_secret))
         .route("/admin/apps/{id}/roles", post(admin::set_role))
         .route("/admin/users", get(admin::list_users).post(admin::create_user))
+        .route("/admin/{*rest}", axum::routing::any(admin::not_found))
         // Sandbox.
         .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))
         .route("/sandbox/media/{file}", get(sandbox::media_image))

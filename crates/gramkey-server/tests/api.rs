@@ -1708,6 +1708,14 @@ async fn admin_api_manages_apps_and_users() {
     let r = c.get(t.url("/admin/apps")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = c
+        .get(t.url("/admin/nothing"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["status"], 404);
+    let r = c
         .get(t.url("/admin/apps"))
         .bearer_auth("wrong-key-wrong-key")
         .send()

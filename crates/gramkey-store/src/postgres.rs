@@ -44,6 +44,12 @@ impl PgStore {
     }
 
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+        // One direct connection first, so a refused connection or a bad password is reported
+        // as itself at once, not as a pool timeout half a minute later.
+        sqlx::Connection::close(
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?,
+        )
+        .await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .connect_with(options)

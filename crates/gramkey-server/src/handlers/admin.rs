@@ -221,3 +221,11 @@ pub async fn list_users(
         json!({"data": users.iter().map(user_json).collect::<Vec<_>>()}),
     ))
 }
+
+/// Any other path under `/admin`, in the admin error shape.
+pub async fn not_found(uri: axum::http::Uri) -> AdminError {
+    AdminError(
+        StatusCode::NOT_FOUND,
+        format!("no admin endpoint at {}", uri.path()),
+    )
+}
