@@ -1,10 +1,13 @@
 //! Every route gramkey serves, in one place.
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{OriginalUri, Path};
 use axum::http::{Request, Uri};
+use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +18,9 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use std::collections::HashMap;
+
+use crate::handlers::me::is_graph_version;
 use crate::handlers::{admin, authorize, debug, lifecycle, me, rfc, sandbox, token};
 use crate::state::AppState;
 use crate::wire::graph::unknown_path;
@@ -24,6 +30,15 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let request_ids = RequestIds::new(&state);
+    let graph = Router::new()
+        // User and media (wire protocol §4).
+        .route("/me", get(me::me))
+        .route("/me/permissions", delete(me::remove_app))
+        // Long-lived tokens (§3).
+        .route("/access_token", get(lifecycle::exchange))
+        .route("/refresh_access_token", get(lifecycle::refresh))
+        // Token debugging (§7).
+        .route("/debug_token", get(debug::debug_token));
     Router::new()
         // Pages.
         .route("/", get(sandbox::home))
@@ -37,18 +52,9 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/revoke", post(rfc::revoke))
         .route("/oauth/introspect", post(rfc::introspect))
         .route("/.well-known/oauth-authorization-server", get(rfc::metadata))
-        // Graph / Basic Display resources (wire protocol §4).
-        .route("/me", get(me::me))
-        .route("/me/permissions", axum::routing::delete(me::remove_app))
-        .route("/{version}/me", get(me::me_versioned))
-        // Long-lived tokens (wire protocol §3).
-        .route("/access_token", get(lifecycle::exchange))
-        .route("/{version}/access_token", get(lifecycle::exchange_versioned))
-        .route("/refresh_access_token", get(lifecycle::refresh))
-        .route("/{version}/refresh_access_token", get(lifecycle::refresh_versioned))
-        // Token debugging (wire protocol §7).
-        .route("/debug_token", get(debug::debug_token))
-        .route("/{version}/debug_token", get(debug::debug_token_versioned))
+        // The Graph host's endpoints, bare and under a `/vNN.N` version prefix.
+        .merge(graph.clone())
+        .nest("/{version}", graph.route_layer(middleware::from_fn(graph_version)))
         // Admin API.
         .route("/admin/apps", get(admin::list_apps).post(admin::create_app))
         .route("/admin/apps/{id}", get(admin::show_app).delete(admin::delete_app))
@@ -99,6 +105,19 @@ impl MakeRequestId for RequestIds {
         HeaderValue::from_str(&format!("{}-{n}", self.prefix))
             .ok()
             .map(RequestId::new)
+    }
+}
+
+/// Only `vNN.N` is a version; `/anything/me` is an unknown path, as on Graph.
+async fn graph_version(
+    Path(params): Path<HashMap<String, String>>,
+    OriginalUri(uri): OriginalUri,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    match params.get("version") {
+        Some(v) if is_graph_version(v) => next.run(req).await,
+        _ => unknown_path(uri.path()),
     }
 }
 

@@ -1136,6 +1136,17 @@ async fn me_refuses_bad_tokens_and_fields() {
         100,
         "token in two places"
     );
+    for bad in ["/v21/me", "/x1.0/me", "/me1.0/me"] {
+        let r = reqwest::get(t.url(&format!("{bad}?access_token={token}")))
+            .await
+            .unwrap();
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(
+            b["error"]["message"],
+            format!("Unknown path components: {bad}"),
+            "{b}"
+        );
+    }
     let r = reqwest::get(t.url("/nope/deeper")).await.unwrap();
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["message"],

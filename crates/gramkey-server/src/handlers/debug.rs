@@ -4,7 +4,7 @@
 //! no app learns about another's tokens.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
@@ -12,9 +12,9 @@ use gramkey_domain::token::{NEVER, TokenState, check_usable, plausible_token};
 use gramkey_domain::{AccessToken, TokenHash, TokenKind};
 use serde_json::{Value, json};
 
-use super::me::{authenticate, bearer, is_graph_version};
+use super::me::{authenticate, bearer};
 use crate::state::AppState;
-use crate::wire::graph::{GraphResponse, unknown_path};
+use crate::wire::graph::GraphResponse;
 
 /// Meta lets apps read a user's data for 90 days after the user last authorized them.
 const DATA_ACCESS_SECS: i64 = 90 * 24 * 3600;
@@ -28,18 +28,6 @@ pub async fn debug_token(
         Ok(v) => Json(v).into_response(),
         Err(e) => GraphResponse(e).into_response(),
     }
-}
-
-pub async fn debug_token_versioned(
-    state: State<AppState>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    q: RawQuery,
-) -> Response {
-    if !is_graph_version(&version) {
-        return unknown_path(&format!("/{version}/debug_token"));
-    }
-    debug_token(state, headers, q).await
 }
 
 fn invalid() -> Value {

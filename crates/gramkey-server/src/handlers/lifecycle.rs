@@ -9,7 +9,7 @@
 //! Both answer `{"access_token","token_type":"bearer","expires_in"}`, and Graph errors.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
@@ -21,9 +21,9 @@ use gramkey_domain::{ClientSecret, TokenHash, TokenKind};
 use gramkey_store::{Derivation, NewToken, TokenRecord};
 use serde_json::json;
 
-use super::me::{bearer, is_graph_version};
+use super::me::bearer;
 use crate::state::AppState;
-use crate::wire::graph::{GraphResponse, unknown_path};
+use crate::wire::graph::GraphResponse;
 use crate::wire::no_store;
 
 fn internal(e: gramkey_store::StoreError) -> GraphError {
@@ -208,28 +208,4 @@ async fn refresh_inner(
     Ok(
         json!({"access_token": token.expose(), "token_type": "bearer", "expires_in": issued.expires_at - now}),
     )
-}
-
-pub async fn exchange_versioned(
-    state: State<AppState>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    q: RawQuery,
-) -> Response {
-    if !is_graph_version(&version) {
-        return unknown_path(&format!("/{version}/access_token"));
-    }
-    exchange(state, headers, q).await
-}
-
-pub async fn refresh_versioned(
-    state: State<AppState>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    q: RawQuery,
-) -> Response {
-    if !is_graph_version(&version) {
-        return unknown_path(&format!("/{version}/refresh_access_token"));
-    }
-    refresh(state, headers, q).await
 }

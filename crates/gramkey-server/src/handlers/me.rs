@@ -5,7 +5,7 @@
 //! a field the token's scopes do not cover is refused with code 10.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use gramkey_store::TokenRecord;
 use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
-use crate::wire::graph::{GraphResponse, unknown_path};
+use crate::wire::graph::GraphResponse;
 
 /// The access token of a request: `Authorization: Bearer …` (or `OAuth …`, as Graph accepts), or
 /// the `access_token` query parameter. Both at once is refused (RFC 6750 §2).
@@ -193,19 +193,6 @@ pub async fn remove_app(
     }
     .await;
     result.unwrap_or_else(|e| GraphResponse(e).into_response())
-}
-
-/// `/{version}/me`: only `vNN.N` versions, anything else is an unknown path.
-pub async fn me_versioned(
-    State(state): State<AppState>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    if !is_graph_version(&version) {
-        return unknown_path(&format!("/{version}/me"));
-    }
-    me(State(state), headers, RawQuery(q)).await
 }
 
 /// `v19.0`, `v22.0`: the Graph version prefix.
