@@ -102,6 +102,10 @@ enum AppCommand {
     /// Replace an app's client secret; the old one stops working at once.
     RotateSecret {
         id: String,
+        /// Keep the old secret working this long (e.g. 24h, 30m), so deployed apps can switch
+        /// over. Without it the old secret stops at once.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
     },
@@ -343,8 +347,9 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                 }
             }
         }
-        AppCommand::RotateSecret { id, json } => {
-            let secret = ops.rotate_secret(&id).await?;
+        AppCommand::RotateSecret { id, grace, json } => {
+            let grace = grace.map(|g| i64::try_from(g.as_secs()).unwrap_or(i64::MAX));
+            let secret = ops.rotate_secret(&id, grace).await?;
             if json {
                 print_json(&json!({"id": id, "client_secret": secret.expose()}))?;
             } else {

@@ -74,6 +74,22 @@ impl SecretHasher {
         mac.finalize().into_bytes().into()
     }
 
+    /// Checks a presented secret against the current hash and, after a rotation with a grace
+    /// period, the previous one while `now` is before its end.
+    pub fn verify_client_secret_at(
+        &self,
+        presented: &ClientSecret,
+        current: &[u8],
+        previous: Option<(&[u8], crate::UnixTime)>,
+        now: crate::UnixTime,
+    ) -> bool {
+        let hash = self.hash_client_secret(presented);
+        // Both comparisons always run, so timing does not tell which secret matched.
+        let current_ok = ct_eq(&hash, current);
+        let previous_ok = previous.is_some_and(|(h, until)| ct_eq(&hash, h) & (now < until));
+        current_ok | previous_ok
+    }
+
     /// Constant-time check of a presented secret against the stored hash.
     pub fn verify_client_secret(&self, presented: &ClientSecret, stored: &[u8]) -> bool {
         ct_eq(&self.hash_client_secret(presented), stored)
@@ -94,6 +110,18 @@ mod tests {
         assert!(a.verify_client_secret(&s, &stored));
         assert!(!a.verify_client_secret(&ClientSecret::new("other"), &stored));
         assert!(!b.verify_client_secret(&s, &stored));
+    }
+
+    #[test]
+    fn previous_secret_works_until_the_grace_ends() {
+        let h = SecretHasher::new(b"k");
+        let (old, new) = (ClientSecret::new("old"), ClientSecret::new("new"));
+        let (old_h, new_h) = (h.hash_client_secret(&old), h.hash_client_secret(&new));
+        let prev = Some((&old_h[..], 100));
+        assert!(h.verify_client_secret_at(&new, &new_h, prev, 99));
+        assert!(h.verify_client_secret_at(&old, &new_h, prev, 99));
+        assert!(!h.verify_client_secret_at(&old, &new_h, prev, 100));
+        assert!(!h.verify_client_secret_at(&old, &new_h, None, 0));
     }
 
     #[test]

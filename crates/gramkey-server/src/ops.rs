@@ -93,6 +93,7 @@ impl Ops {
             scopes,
             mode: input.mode,
             created_at: self.clock.now(),
+            previous_secret: None,
         };
         self.store.create_app(&app).await?;
         Ok((app, secret))
@@ -107,18 +108,39 @@ impl Ops {
             .ok_or_else(|| OpError::NotFound(format!("no app with id {id}")))
     }
 
-    /// Replaces an app's secret; the old one stops working at once.
-    pub async fn rotate_secret(&self, id: &str) -> Result<ClientSecret, OpError> {
+    /// Replaces an app's secret. The old one stops working at once, or after `grace_secs`.
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        grace_secs: Option<i64>,
+    ) -> Result<ClientSecret, OpError> {
         let app = self.app(id).await?;
+        if grace_secs.is_some_and(|g| g <= 0 || g > 30 * 24 * 3600) {
+            return Err(OpError::Invalid(
+                "the grace period must be between 1 second and 30 days".into(),
+            ));
+        }
         let secret = new_client_secret(&*self.entropy);
+        let keep_old_until = grace_secs.map(|g| self.clock.now() + g);
+        let hash = self.hasher.hash_client_secret(&secret);
         if !self
             .store
-            .set_app_secret(&app.id, &self.hasher.hash_client_secret(&secret))
+            .set_app_secret(&app.id, &hash, keep_old_until)
             .await?
         {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
         Ok(secret)
+    }
+
+    /// Is this the app's client secret (or its previous one, within a rotation's grace)?
+    pub fn client_secret_ok(&self, app: &App, presented: &ClientSecret) -> bool {
+        let previous = app
+            .previous_secret
+            .as_ref()
+            .map(|(h, until)| (&h[..], *until));
+        self.hasher
+            .verify_client_secret_at(presented, &app.secret_hash, previous, self.clock.now())
     }
 
     /// Deletes an app with everything issued to it.

@@ -1696,6 +1696,70 @@ async fn revocation_and_introspection_on_postgres() {
     revocation(t).await;
 }
 
+async fn secret_rotation(t: TestApp) {
+    let app = t.app("user_profile", AppMode::Live).await;
+    let cc = |secret: &str| {
+        format!(
+            "/oauth/access_token?client_id={}&client_secret={secret}&grant_type=client_credentials",
+            app.client_id
+        )
+    };
+    let admin = reqwest::Client::new();
+    let rotate = |q: &'static str| {
+        admin
+            .post(t.url(&format!("/admin/apps/{}/rotate-secret{q}", app.client_id)))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+    };
+    let r: Value = rotate("?grace_seconds=3600")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = r["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(get_json(&t, &cc(&second)).await.0, StatusCode::OK);
+    assert_eq!(
+        get_json(&t, &cc(&app.secret)).await.0,
+        StatusCode::OK,
+        "the old secret works during the grace"
+    );
+    t.clock.advance(3600);
+    let (s, b) = get_json(&t, &cc(&app.secret)).await;
+    assert_flat_error(s, &b, "Error validating client secret.");
+    assert_eq!(get_json(&t, &cc(&second)).await.0, StatusCode::OK);
+
+    let r: Value = rotate("").await.unwrap().json().await.unwrap();
+    let third = r["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(get_json(&t, &cc(&third)).await.0, StatusCode::OK);
+    assert_eq!(
+        get_json(&t, &cc(&second)).await.0,
+        StatusCode::BAD_REQUEST,
+        "no grace: the old secret stops at once"
+    );
+    assert_eq!(
+        rotate("?grace_seconds=0").await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        rotate("?grace_seconds=abc").await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn secret_rotation_with_grace_on_sqlite() {
+    secret_rotation(TestApp::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn secret_rotation_with_grace_on_postgres() {
+    let Some(t) = TestApp::postgres("secret_rotation_with_grace_on_postgres").await else {
+        return;
+    };
+    secret_rotation(t).await;
+}
+
 #[tokio::test]
 async fn authorization_server_metadata() {
     let t = TestApp::sqlite().await;

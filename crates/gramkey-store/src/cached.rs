@@ -80,8 +80,16 @@ impl AppStore for CachedStore {
     async fn apps(&self) -> Result<Vec<App>> {
         self.inner.apps().await
     }
-    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
-        let r = self.inner.set_app_secret(id, secret_hash).await;
+    async fn set_app_secret(
+        &self,
+        id: &AppId,
+        secret_hash: &[u8],
+        keep_old_until: Option<UnixTime>,
+    ) -> Result<bool> {
+        let r = self
+            .inner
+            .set_app_secret(id, secret_hash, keep_old_until)
+            .await;
         self.apps.invalidate(id);
         r
     }

@@ -44,8 +44,14 @@ pub trait AppStore: Send + Sync {
     async fn app(&self, id: &AppId) -> Result<Option<App>>;
     /// Every app, oldest first.
     async fn apps(&self) -> Result<Vec<App>>;
-    /// Replaces the secret hash; false when there is no such app.
-    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool>;
+    /// Replaces the secret hash; false when there is no such app. With `keep_old_until`, the
+    /// old hash stays valid until then; without, it stops at once (and so does any previous one).
+    async fn set_app_secret(
+        &self,
+        id: &AppId,
+        secret_hash: &[u8],
+        keep_old_until: Option<UnixTime>,
+    ) -> Result<bool>;
     /// Deletes the app with its roles, grants, codes and tokens; false when there is none.
     async fn delete_app(&self, id: &AppId) -> Result<bool>;
     /// Gives a user a role on an app, replacing any role they had.

@@ -62,7 +62,7 @@ impl PgStore {
     }
 }
 
-const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at";
+const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, previous_secret_expires_at";
 
 fn app_from_row(row: &PgRow) -> Result<App> {
     let id: String = row.try_get(0)?;
@@ -75,6 +75,13 @@ fn app_from_row(row: &PgRow) -> Result<App> {
         scopes: ScopeSet::from_stored(row.try_get(4)?),
         mode: AppMode::parse(&mode).ok_or_else(|| corrupt("app mode", &mode))?,
         created_at: row.try_get(6)?,
+        previous_secret: match (
+            row.try_get::<Option<Vec<u8>>, _>(7)?,
+            row.try_get::<Option<i64>, _>(8)?,
+        ) {
+            (Some(h), Some(until)) => Some((h, until)),
+            _ => None,
+        },
     })
 }
 
@@ -115,7 +122,7 @@ fn grant_from_row(row: &PgRow) -> Result<Grant> {
 impl AppStore for PgStore {
     async fn create_app(&self, app: &App) -> Result<()> {
         query(&format!(
-            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
         ))
         .bind(app.id.as_str())
         .bind(&app.name)
@@ -150,12 +157,22 @@ impl AppStore for PgStore {
         .collect()
     }
 
-    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
-        let r = query("UPDATE apps SET secret_hash = $1 WHERE id = $2")
-            .bind(secret_hash)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
+    async fn set_app_secret(
+        &self,
+        id: &AppId,
+        secret_hash: &[u8],
+        keep_old_until: Option<UnixTime>,
+    ) -> Result<bool> {
+        let r = query(
+            "UPDATE apps SET previous_secret_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE secret_hash END,
+                 previous_secret_expires_at = $3, secret_hash = $1
+             WHERE id = $2",
+        )
+        .bind(secret_hash)
+        .bind(id.as_str())
+        .bind(keep_old_until)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 

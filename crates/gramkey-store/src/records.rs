@@ -18,6 +18,9 @@ pub struct App {
     pub scopes: ScopeSet,
     pub mode: AppMode,
     pub created_at: UnixTime,
+    /// After a rotation with a grace period: the previous secret's hash and when it stops
+    /// working.
+    pub previous_secret: Option<(Vec<u8>, UnixTime)>,
 }
 
 /// What Instagram shows of a person.

@@ -35,6 +35,7 @@ pub const MAX_BATCH: usize = 512;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_token_lineage.sql"),
+    include_str!("../migrations/sqlite/0003_secret_grace.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -232,7 +233,7 @@ impl SqliteStore {
     }
 }
 
-const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at";
+const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, previous_secret_expires_at";
 
 fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, StoreError>> {
     let id: String = row.get(0)?;
@@ -248,6 +249,13 @@ fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, Stor
             scopes: ScopeSet::from_stored(&scopes),
             mode: AppMode::parse(&mode).ok_or_else(|| corrupt("app mode", &mode))?,
             created_at: row.get(6).map_err(StoreError::from)?,
+            previous_secret: match (
+                row.get::<_, Option<Vec<u8>>>(7).map_err(StoreError::from)?,
+                row.get::<_, Option<i64>>(8).map_err(StoreError::from)?,
+            ) {
+                (Some(h), Some(until)) => Some((h, until)),
+                _ => None,
+            },
         })
     })())
 }
@@ -279,7 +287,7 @@ impl AppStore for SqliteStore {
         let app = app.clone();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)"
             ))?
             .execute(params![
                 app.id.as_str(),
@@ -316,14 +324,22 @@ impl AppStore for SqliteStore {
         .collect()
     }
 
-    async fn set_app_secret(&self, id: &AppId, secret_hash: &[u8]) -> Result<bool> {
+    async fn set_app_secret(
+        &self,
+        id: &AppId,
+        secret_hash: &[u8],
+        keep_old_until: Option<UnixTime>,
+    ) -> Result<bool> {
         let (id, hash) = (id.clone(), secret_hash.to_vec());
         self.write(move |c| {
-            Ok(
-                c.prepare_cached("UPDATE apps SET secret_hash = ?1 WHERE id = ?2")?
-                    .execute(params![hash, id.as_str()])?
-                    == 1,
-            )
+            // The right-hand sides see the row as it was: the old secret becomes the previous one.
+            Ok(c.prepare_cached(
+                "UPDATE apps SET previous_secret_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE secret_hash END,
+                     previous_secret_expires_at = ?3, secret_hash = ?1
+                 WHERE id = ?2",
+            )?
+            .execute(params![hash, id.as_str(), keep_old_until])?
+                == 1)
         })
         .await
     }

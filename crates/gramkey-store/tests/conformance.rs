@@ -30,6 +30,7 @@ fn app(id: &str) -> App {
         scopes: ScopeSet::parse("user_profile,user_media").unwrap(),
         mode: AppMode::Development,
         created_at: NOW,
+        previous_secret: None,
     }
 }
 
@@ -90,13 +91,13 @@ async fn apps_and_roles(s: &dyn Store) {
     assert_eq!(s.app(&AppId::parse("9").unwrap()).await.unwrap(), None);
     s.create_app(&app("1000000000000002")).await.unwrap();
     assert_eq!(s.apps().await.unwrap().len(), 2);
-    assert!(s.set_app_secret(&a.id, &[9; 32]).await.unwrap());
+    assert!(s.set_app_secret(&a.id, &[9; 32], None).await.unwrap());
     assert_eq!(
         s.app(&a.id).await.unwrap().unwrap().secret_hash,
         vec![9; 32]
     );
     assert!(
-        !s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32])
+        !s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32], None)
             .await
             .unwrap()
     );

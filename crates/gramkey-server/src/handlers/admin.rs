@@ -151,12 +151,22 @@ pub async fn delete_app(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grace {
+    /// Seconds the old secret keeps working.
+    grace_seconds: Option<i64>,
+}
+
 pub async fn rotate_secret(
     _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    query: Result<axum::extract::Query<Grace>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AdminError> {
-    let secret = state.ops.rotate_secret(&id).await?;
+    let axum::extract::Query(grace) =
+        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let secret = state.ops.rotate_secret(&id, grace.grace_seconds).await?;
     tracing::info!(app_id = %id, "client secret rotated through the admin API");
     Ok(Json(json!({"id": id, "client_secret": secret.expose()})))
 }

@@ -155,7 +155,7 @@ async fn exchange_inner(
         .await
         .map_err(internal)?
         .ok_or_else(GraphError::invalid_token)?;
-    if !ops.hasher.verify_client_secret(&secret, &app.secret_hash) {
+    if !ops.client_secret_ok(&app, &secret) {
         tracing::info!(app_id = %app.id, "client authentication failed on ig_exchange_token");
         return Err(GraphError::bad_client_secret());
     }

@@ -95,11 +95,7 @@ async fn app_credentials(state: &AppState, raw: &str) -> Result<Option<TokenReco
     let Some(app) = state.ops.store.app(&app_id).await.map_err(internal)? else {
         return Ok(None);
     };
-    if !state
-        .ops
-        .hasher
-        .verify_client_secret(&secret, &app.secret_hash)
-    {
+    if !state.ops.client_secret_ok(&app, &secret) {
         return Ok(None);
     }
     Ok(Some(TokenRecord {

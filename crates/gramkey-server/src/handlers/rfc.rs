@@ -77,11 +77,7 @@ async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result
         .await
         .map_err(internal)?
         .ok_or_else(RfcError::invalid_client)?;
-    if !state
-        .ops
-        .hasher
-        .verify_client_secret(&ClientSecret::new(secret), &app.secret_hash)
-    {
+    if !state.ops.client_secret_ok(&app, &ClientSecret::new(secret)) {
         tracing::info!(app_id = %app.id, "client authentication failed");
         return Err(RfcError::invalid_client());
     }

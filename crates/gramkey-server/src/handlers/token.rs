@@ -63,7 +63,7 @@ async fn token_request(
         .await
         .map_err(internal)?
         .ok_or(TokenEndpointError::InvalidClient)?;
-    if !ops.hasher.verify_client_secret(&secret, &app.secret_hash) {
+    if !ops.client_secret_ok(&app, &secret) {
         tracing::info!(app_id = %app.id, "client authentication failed");
         return Err(TokenEndpointError::BadClientSecret.into());
     }
