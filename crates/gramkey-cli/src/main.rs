@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gramkey_domain::retention::Retention;
 use gramkey_domain::{AppMode, Password, Role};
 use gramkey_server::ops::{NewAppInput, Ops, app_json, user_json};
 use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
@@ -42,6 +43,38 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Delete expired codes and tokens past their retention (the server does this on its own).
+    Janitor(JanitorArgs),
+}
+
+#[derive(Args)]
+struct RetentionArgs {
+    /// Keep codes this long after they expire (a replay is detected only while the code row
+    /// exists).
+    #[arg(long, env = "GRAMKEY_RETAIN_CODES", default_value = "1d", value_parser = humantime::parse_duration)]
+    retain_codes: std::time::Duration,
+    /// Keep tokens this long after they expire or are revoked.
+    #[arg(long, env = "GRAMKEY_RETAIN_TOKENS", default_value = "30d", value_parser = humantime::parse_duration)]
+    retain_tokens: std::time::Duration,
+}
+
+impl RetentionArgs {
+    fn retention(&self) -> Retention {
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        Retention {
+            codes_after_expiry: secs(self.retain_codes),
+            tokens_after_end: secs(self.retain_tokens),
+        }
+    }
+}
+
+#[derive(Args)]
+struct JanitorArgs {
+    /// Run one pass and exit.
+    #[arg(long, required = true)]
+    once: bool,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,6 +99,11 @@ struct ServeArgs {
     /// this time. Default: 2 on SQLite, 0 (off) on PostgreSQL, where nodes share the database.
     #[arg(long, env = "GRAMKEY_CACHE_TTL")]
     cache_ttl: Option<u64>,
+    #[command(flatten)]
+    retention: RetentionArgs,
+    /// How often the janitor runs.
+    #[arg(long, env = "GRAMKEY_JANITOR_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    janitor_interval: std::time::Duration,
     /// Log format.
     #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -174,6 +212,16 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(&cli.global, args).await,
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
+        Command::Janitor(args) => {
+            let p = cli
+                .global
+                .open()
+                .await?
+                .purge_expired(args.retention.retention())
+                .await?;
+            println!("purged {} codes and {} tokens", p.codes, p.tokens);
+            Ok(())
+        }
     }
 }
 
@@ -248,6 +296,13 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         ops.entropy.clone(),
         &master_key,
         config,
+    );
+    tokio::spawn(
+        Ops {
+            store: state.ops.store.clone(),
+            ..ops.clone()
+        }
+        .run_janitor(args.retention.retention(), args.janitor_interval),
     );
     println!("gramkey listening on {bound} ({public_url})");
     tracing::info!(address = %bound, "listening");

@@ -12,6 +12,7 @@ pub mod error;
 pub mod hashing;
 pub mod ids;
 pub mod password;
+pub mod retention;
 pub mod scope;
 pub mod secret;
 pub mod time;

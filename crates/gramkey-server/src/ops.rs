@@ -8,11 +8,12 @@ use gramkey_domain::app::{AppError, validate_app_name, validate_app_scopes};
 use gramkey_domain::entropy::random_hex;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::password::{PasswordError, hash_password};
+use gramkey_domain::retention::Retention;
 use gramkey_domain::user::{Username, UsernameError};
 use gramkey_domain::{
     AppId, AppMode, ClientSecret, Clock, Entropy, Password, RedirectUri, Role, SecretHasher,
 };
-use gramkey_store::{App, NewUser, Profile, Revoke, Store, StoreError, User};
+use gramkey_store::{App, NewUser, Profile, Purged, Revoke, Store, StoreError, User};
 use serde_json::{Value, json};
 
 /// Everything an operation needs. Time and randomness are injected here and nowhere else.
@@ -237,6 +238,50 @@ impl Ops {
             .store
             .revoke_tokens(which, RevokeReason::AppRemoved, self.clock.now())
             .await?)
+    }
+}
+
+/// Rows deleted per statement by the janitor: small enough that a purge never holds the
+/// database for more than a moment.
+pub const JANITOR_BATCH: u32 = 1000;
+
+impl Ops {
+    /// One janitor pass: deletes finished codes and tokens past `retention`, a batch at a time,
+    /// until none are left. Returns the totals.
+    pub async fn purge_expired(&self, retention: Retention) -> Result<Purged, OpError> {
+        let cutoffs = retention.cutoffs(self.clock.now());
+        let mut total = Purged::default();
+        loop {
+            let p = self.store.purge(cutoffs, JANITOR_BATCH).await?;
+            total.codes += p.codes;
+            total.tokens += p.tokens;
+            if p.codes < u64::from(JANITOR_BATCH) && p.tokens < u64::from(JANITOR_BATCH) {
+                return Ok(total);
+            }
+            // Let other work in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Runs [`Ops::purge_expired`] every `every`, forever. Failures are logged and retried
+    /// at the next tick.
+    pub async fn run_janitor(self, retention: Retention, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.purge_expired(retention).await {
+                Ok(p) if p.codes + p.tokens > 0 => {
+                    tracing::info!(
+                        codes = p.codes,
+                        tokens = p.tokens,
+                        "janitor purged expired rows"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
+            }
+        }
     }
 }
 

@@ -16,11 +16,12 @@ use gramkey_domain::error::RevokeReason;
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
 use moka::sync::Cache;
 
-use crate::Revoke;
 use crate::{
     App, AppStore, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
     Redemption, Result, Store, TokenRecord, User, UserStore,
 };
+use crate::{Purged, Revoke};
+use gramkey_domain::retention::Cutoffs;
 
 /// Entries kept per kind at most.
 const CAPACITY: u64 = 100_000;
@@ -205,6 +206,13 @@ impl GrantStore for CachedStore {
         let r = self.inner.delete_grant(app, user).await;
         // Cached tokens carry the grant's scoped id.
         self.tokens.invalidate_all();
+        r
+    }
+    async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
+        let r = self.inner.purge(cutoffs, batch).await;
+        if r.as_ref().is_ok_and(|p| p.tokens > 0) {
+            self.tokens.invalidate_all();
+        }
         r
     }
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {

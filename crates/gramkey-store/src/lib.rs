@@ -19,6 +19,7 @@ pub mod test_support;
 
 use async_trait::async_trait;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::retention::Cutoffs;
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
 
 pub use records::*;
@@ -118,6 +119,9 @@ pub trait GrantStore: Send + Sync {
     ) -> Result<u64>;
     /// Forgets a user's consent to an app; false when there was none.
     async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool>;
+    /// Deletes at most `batch` codes and at most `batch` tokens that are past `cutoffs`, in one
+    /// short transaction; returns how many of each. Call again while it returns full batches.
+    async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged>;
     /// Stores a token issued outside a code redemption (an app token).
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
     /// A token by its hash, with the app-scoped id of its user.

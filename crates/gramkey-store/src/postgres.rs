@@ -11,13 +11,14 @@ use gramkey_domain::{AppId, AppMode, Role, ScopeSet, ScopedUserId, TokenHash, Un
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, query};
 
-use crate::Revoke;
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::sqlite::{issued, to_token};
 use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
+use crate::{Purged, Revoke};
+use gramkey_domain::retention::Cutoffs;
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -518,6 +519,30 @@ impl GrantStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
+        let mut tx = self.pool.begin().await?;
+        let codes = query(
+            "DELETE FROM auth_codes WHERE hash IN
+                 (SELECT hash FROM auth_codes WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.codes_before)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let tokens = query(
+            "DELETE FROM tokens WHERE id IN
+                 (SELECT id FROM tokens WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.tokens_before)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Purged { codes, tokens })
     }
 
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {

@@ -179,3 +179,10 @@ pub(crate) fn split_uris(s: &str) -> Vec<RedirectUri> {
 pub(crate) fn corrupt(what: &str, value: &str) -> crate::StoreError {
     crate::StoreError::Backend(format!("stored {what} {value:?} is not valid"))
 }
+
+/// What one [`crate::GrantStore::purge`] call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub codes: u64,
+    pub tokens: u64,
+}

@@ -22,12 +22,13 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::Revoke;
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
+use crate::{Purged, Revoke};
+use gramkey_domain::retention::Cutoffs;
 
 /// The most writes committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -791,6 +792,28 @@ impl GrantStore for SqliteStore {
                     .execute(params![app.as_str(), user.0])?
                     == 1,
             )
+        })
+        .await
+    }
+
+    async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
+        self.write(move |c| {
+            let codes = c
+                .prepare_cached(
+                    "DELETE FROM auth_codes WHERE rowid IN
+                         (SELECT rowid FROM auth_codes WHERE expires_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![cutoffs.codes_before, batch])?;
+            let tokens = c
+                .prepare_cached(
+                    "DELETE FROM tokens WHERE id IN
+                         (SELECT id FROM tokens WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![cutoffs.tokens_before, batch])?;
+            Ok(Purged {
+                codes: codes as u64,
+                tokens: tokens as u64,
+            })
         })
         .await
     }

@@ -398,6 +398,44 @@ async fn derived_tokens(s: &dyn Store) {
     );
 }
 
+async fn purging(s: &dyn Store) {
+    let a = app("1000000000000007");
+    s.create_app(&a).await.unwrap();
+    let u = s.create_user(&new_user("gina"), NOW).await.unwrap();
+    let scoped = ScopedUserId::parse("17840000000000007").unwrap();
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    // Three codes expiring at NOW+3600 (one redeemed into a token expiring at NOW+3600).
+    for n in 70..73 {
+        s.create_code(&code(n, &a, u.id, &scoped)).await.unwrap();
+    }
+    let c = code(70, &a, u.id, &scoped);
+    let t = token_for(&c, hash(170));
+    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(t)))
+        .await
+        .unwrap();
+    let before = gramkey_domain::retention::Cutoffs {
+        codes_before: NOW + 3600,
+        tokens_before: NOW + 3600,
+    };
+    let none = s.purge(before, 10).await.unwrap();
+    assert_eq!(
+        (none.codes, none.tokens),
+        (0, 0),
+        "nothing is past its retention yet"
+    );
+    let after = gramkey_domain::retention::Cutoffs {
+        codes_before: NOW + 3601,
+        tokens_before: NOW + 3601,
+    };
+    let first = s.purge(after, 2).await.unwrap();
+    assert_eq!((first.codes, first.tokens), (2, 1), "batches are bounded");
+    let second = s.purge(after, 2).await.unwrap();
+    assert_eq!(second.codes, 1);
+    assert!(s.token(&hash(170)).await.unwrap().is_none());
+}
+
 async fn suite(s: Arc<dyn Store>) {
     apps_and_roles(&*s).await;
     users_and_media(&*s).await;
@@ -429,6 +467,21 @@ async fn postgres_conforms() {
         return;
     };
     suite(fresh_postgres(&url).await.unwrap()).await;
+}
+
+/// The janitor's purge, on a store of its own so other checks' rows don't count.
+#[tokio::test]
+async fn sqlite_purges() {
+    let (store, _dir) = fresh_sqlite().unwrap();
+    purging(&*store).await;
+}
+
+#[tokio::test]
+async fn postgres_purges() {
+    let Some(url) = postgres_url("postgres_purges") else {
+        return;
+    };
+    purging(&*fresh_postgres(&url).await.unwrap()).await;
 }
 
 #[tokio::test]
