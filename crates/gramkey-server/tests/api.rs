@@ -1760,6 +1760,81 @@ async fn secret_rotation_with_grace_on_postgres() {
     secret_rotation(t).await;
 }
 
+/// A generic OAuth client library, unmodified: the Rust `oauth2` crate runs the
+/// authorization-code flow with PKCE (HTTP Basic client auth, its default) and gets an RFC 6749
+/// token response; its errors parse as RFC errors too.
+#[tokio::test]
+async fn the_oauth2_crate_works_unmodified() {
+    use oauth2::{
+        AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
+        RedirectUrl, Scope, TokenResponse, TokenUrl, basic::BasicClient,
+    };
+    let t = TestApp::sqlite().await;
+    let (app, c) = setup(&t, "user_profile,user_media").await;
+    let client = BasicClient::new(ClientId::new(app.client_id.clone()))
+        .set_client_secret(ClientSecret::new(app.secret.clone()))
+        .set_auth_uri(AuthUrl::new(t.url("/oauth/authorize")).unwrap())
+        .set_token_uri(TokenUrl::new(t.url("/oauth/access_token")).unwrap())
+        .set_redirect_uri(RedirectUrl::new(app.redirect_uri.clone()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("user_profile".into()))
+        .add_scope(Scope::new("user_media".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let redirect = authorize(
+        &t,
+        &c,
+        url.query().unwrap(),
+        "alice",
+        "alice-password",
+        "allow",
+    )
+    .await;
+    assert_eq!(
+        param(&redirect, "state").as_deref(),
+        Some(csrf.secret().as_str())
+    );
+    let http = oauth2::reqwest::ClientBuilder::new()
+        .redirect(oauth2::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let code = code_of(&redirect);
+    let token = client
+        .exchange_code(AuthorizationCode::new(code.clone()))
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+    assert!(token.access_token().secret().starts_with("IGQV"));
+    assert_eq!(
+        token.expires_in(),
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(token.scopes().map(|s| s.len()), Some(2));
+    assert_eq!(
+        me(&t, token.access_token().secret(), "username").await.1["username"],
+        "alice"
+    );
+
+    // A replay is an RFC invalid_grant for this client.
+    let err = client
+        .exchange_code(AuthorizationCode::new(code))
+        .request_async(&http)
+        .await
+        .unwrap_err();
+    match err {
+        oauth2::RequestTokenError::ServerResponse(r) => {
+            assert_eq!(
+                *r.error(),
+                oauth2::basic::BasicErrorResponseType::InvalidGrant
+            )
+        }
+        other => panic!("expected an RFC error response, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn authorization_server_metadata() {
     let t = TestApp::sqlite().await;

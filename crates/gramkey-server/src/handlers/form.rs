@@ -14,7 +14,57 @@ use crate::wire::oauth::TokenErrorResponse;
 #[derive(Debug, Default)]
 pub struct FormFields(pub HashMap<String, String>);
 
+/// HTTP Basic client credentials (RFC 6749 §2.3.1: each part form-urlencoded, then base64).
+/// `None` without a Basic header; `Some(None)` when the header is malformed.
+pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Option<(String, String)>> {
+    use base64::Engine;
+    let b64 = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok();
+    let text = raw.and_then(|b| String::from_utf8(b).ok());
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some(
+        text.as_deref()
+            .and_then(|t| t.split_once(':'))
+            .map(|(id, secret)| (decode(id), decode(secret))),
+    )
+}
+
 impl FormFields {
+    /// Adds client credentials that came in an `Authorization: Basic` header. A secret in the
+    /// form as well is refused (RFC 6749 §2.3: one method only), as is a different client_id.
+    pub fn with_basic_client(
+        mut self,
+        id: String,
+        secret: String,
+    ) -> Result<Self, TokenEndpointError> {
+        if self.0.contains_key("client_secret") {
+            return Err(TokenEndpointError::Duplicate("client_secret".into()));
+        }
+        if self
+            .0
+            .get("client_id")
+            .is_some_and(|form_id| *form_id != id)
+        {
+            return Err(TokenEndpointError::Invalid(
+                "client_id in the form differs from the Authorization header",
+            ));
+        }
+        self.0.insert("client_id".into(), id);
+        self.0.insert("client_secret".into(), secret);
+        Ok(self)
+    }
+
     /// Fields from already-decoded pairs (a query string), each at most once.
     pub fn from_pairs(
         pairs: impl IntoIterator<Item = (String, String)>,

@@ -11,18 +11,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::token::{NEVER, TokenState, check_usable, plausible_token};
 use gramkey_domain::{AccessToken, AppId, ClientSecret, Scope, TokenHash, TokenKind};
 use gramkey_store::{App, Revoke, TokenRecord};
 use serde_json::{Value, json};
 
-use super::form::FormFields;
+use super::form::{FormFields, basic_credentials};
 use crate::state::AppState;
 use crate::wire::no_store;
 use crate::wire::oauth::TokenErrorResponse;
@@ -35,30 +32,11 @@ fn internal(e: gramkey_store::StoreError) -> RfcError {
 
 /// The authenticated client, from HTTP Basic or the form (not both).
 async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result<App, RfcError> {
-    let basic = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .map(|b64| {
-            let raw = STANDARD
-                .decode(b64.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok());
-            let (id, secret) = raw
-                .as_deref()
-                .and_then(|r| r.split_once(':'))
-                .ok_or_else(RfcError::invalid_client)?;
-            let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-            };
-            Ok::<_, RfcError>((
-                decode(id).unwrap_or_default(),
-                decode(secret).unwrap_or_default(),
-            ))
-        })
-        .transpose()?;
+    let basic = match basic_credentials(headers) {
+        None => None,
+        Some(None) => return Err(RfcError::invalid_client()),
+        Some(Some(creds)) => Some(creds),
+    };
     let (id, secret) = match (basic, f.get("client_id"), f.get("client_secret")) {
         (Some(_), _, Some(_)) => {
             return Err(RfcError::invalid_request(
@@ -197,7 +175,7 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "response_types_supported": ["code"],
         "grant_types_supported": ["authorization_code", "client_credentials"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "scopes_supported": Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::app::find_redirect;
 use gramkey_domain::code::{CodeFacts, Presented, check_redemption};
@@ -19,10 +20,11 @@ use gramkey_domain::{
 use gramkey_store::{App, NewToken, Redemption, TokenRecord};
 use serde_json::json;
 
-use super::form::FormFields;
+use super::form::{FormFields, basic_credentials};
 use crate::state::AppState;
 use crate::wire::no_store;
 use crate::wire::oauth::TokenErrorResponse;
+use crate::wire::rfc::RfcError;
 
 type Refusal = TokenErrorResponse;
 
@@ -31,8 +33,46 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
     TokenErrorResponse::Internal
 }
 
-pub async fn post(State(state): State<AppState>, fields: Result<FormFields, Refusal>) -> Response {
-    respond(async { token_request(&state, fields?, false).await }.await)
+/// The response style. Instagram's clients send the secret in the form and get Instagram's
+/// exact shapes. Generic OAuth clients that authenticate with HTTP Basic (RFC 6749 §2.3.1,
+/// the default of most OAuth libraries) get RFC 6749 §5.1 bodies (`token_type`,
+/// `expires_in`, `scope`) and §5.2 errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    Instagram,
+    Rfc,
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    fields: Result<FormFields, Refusal>,
+) -> Response {
+    let (style, result) = match basic_credentials(&headers) {
+        None => (
+            Style::Instagram,
+            async { token_request(&state, fields?, false, Style::Instagram).await }.await,
+        ),
+        Some(creds) => (
+            Style::Rfc,
+            async {
+                let (id, secret) = creds.ok_or(TokenEndpointError::InvalidClient)?;
+                token_request(
+                    &state,
+                    fields?.with_basic_client(id, secret)?,
+                    false,
+                    Style::Rfc,
+                )
+                .await
+            }
+            .await,
+        ),
+    };
+    match (style, result) {
+        (_, Ok(resp)) => resp,
+        (Style::Rfc, Err(TokenErrorResponse::Refused(e))) => RfcError::from(e).into_response(),
+        (_, Err(e)) => e.into_response(),
+    }
 }
 
 /// `GET /oauth/access_token`: Meta documents the client-credentials grant as a GET; the
@@ -40,7 +80,18 @@ pub async fn post(State(state): State<AppState>, fields: Result<FormFields, Refu
 pub async fn get(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let q = q.unwrap_or_default();
     let pairs = url::form_urlencoded::parse(q.as_bytes()).into_owned();
-    respond(async { token_request(&state, FormFields::from_pairs(pairs)?, true).await }.await)
+    respond(
+        async {
+            token_request(
+                &state,
+                FormFields::from_pairs(pairs)?,
+                true,
+                Style::Instagram,
+            )
+            .await
+        }
+        .await,
+    )
 }
 
 fn respond(r: Result<Response, Refusal>) -> Response {
@@ -51,6 +102,7 @@ async fn token_request(
     state: &AppState,
     f: FormFields,
     via_get: bool,
+    style: Style,
 ) -> Result<Response, Refusal> {
     let client_id = f.require("client_id")?;
     let secret = ClientSecret::new(f.require("client_secret")?);
@@ -72,7 +124,7 @@ async fn token_request(
             "the authorization_code grant must be sent with POST",
         )
         .into()),
-        "authorization_code" => code_grant(state, &app, &f).await,
+        "authorization_code" => code_grant(state, &app, &f, style).await,
         "client_credentials" => app_token(state, &app).await,
         other => Err(TokenEndpointError::UnsupportedGrantType(other.to_owned()).into()),
     }
@@ -103,7 +155,12 @@ async fn app_token(state: &AppState, app: &App) -> Result<Response, Refusal> {
 }
 
 /// `grant_type=authorization_code` (wire protocol §2).
-async fn code_grant(state: &AppState, app: &App, f: &FormFields) -> Result<Response, Refusal> {
+async fn code_grant(
+    state: &AppState,
+    app: &App,
+    f: &FormFields,
+    style: Style,
+) -> Result<Response, Refusal> {
     let ops = &state.ops;
     let redirect_uri = f.require("redirect_uri")?.to_owned();
     let code = AuthCode::new(f.require("code")?);
@@ -174,9 +231,17 @@ async fn code_grant(state: &AppState, app: &App, f: &FormFields) -> Result<Respo
         .and_then(|mut s| s.take())
         .ok_or_else(|| internal("minted token missing"))?;
     tracing::info!(app_id = %app.id, token_id = record.id, kind = record.kind.as_str(), "token issued");
-    Ok(no_store(
-        Json(response_body(state, &record, &token).await?).into_response(),
-    ))
+    let body = match style {
+        Style::Instagram => response_body(state, &record, &token).await?,
+        Style::Rfc => json!({
+            "access_token": token.expose(),
+            "token_type": "bearer",
+            "expires_in": record.expires_at - now,
+            "scope": record.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+            "user_id": record.scoped_id.as_ref().map(|s| s.as_str()),
+        }),
+    };
+    Ok(no_store(Json(body).into_response()))
 }
 
 /// The success body, in the shape of the token's flavour (wire protocol §2). Instagram Login

@@ -40,6 +40,32 @@ impl RfcError {
     }
 }
 
+/// The RFC 6749 §5.2 code for each token-endpoint refusal.
+impl From<gramkey_domain::error::TokenEndpointError> for RfcError {
+    fn from(e: gramkey_domain::error::TokenEndpointError) -> Self {
+        use gramkey_domain::error::TokenEndpointError as E;
+        let (status, error) = match &e {
+            E::Missing(_) | E::Duplicate(_) | E::Invalid(_) | E::Body(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request")
+            }
+            E::InvalidClient | E::BadClientSecret => (StatusCode::UNAUTHORIZED, "invalid_client"),
+            E::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+            E::RedirectNotRegistered
+            | E::RedirectDiffers
+            | E::CodeNotFound
+            | E::CodeUsed
+            | E::PkceMismatch
+            | E::PkceMissing
+            | E::PkceUnexpected => (StatusCode::BAD_REQUEST, "invalid_grant"),
+        };
+        Self {
+            status,
+            error,
+            description: e.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for RfcError {
     fn into_response(self) -> Response {
         let mut resp = (
