@@ -106,6 +106,13 @@ impl RedirectUri {
         if raw.len() > 2048 {
             return Err(bad("longer than 2048 characters"));
         }
+        // The URL parser silently drops tabs and newlines; we store the text as given, so
+        // refuse them (and all whitespace and non-ASCII) outright.
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "must be printable ASCII without spaces (percent-encode anything else)",
+            ));
+        }
         let url = url::Url::parse(raw).map_err(|_| bad("not an absolute URL"))?;
         if url.fragment().is_some() {
             return Err(bad("must not contain a fragment"));
@@ -184,6 +191,9 @@ mod tests {
         assert!(RedirectUri::parse("javascript:alert(1)").is_err());
         assert!(RedirectUri::parse("/relative").is_err());
         assert!(RedirectUri::parse("https://u:p@example.com/").is_err());
+        assert!(RedirectUri::parse("https://good.example/cb\nhttps://evil.example/cb").is_err());
+        assert!(RedirectUri::parse("https://good.example/c b").is_err());
+        assert!(RedirectUri::parse("https://good.example/\u{fc}").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! callers compare `expires_at` with their clock on every use.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +29,10 @@ const CAPACITY: u64 = 100_000;
 
 pub struct CachedStore {
     inner: Arc<dyn Store>,
+    /// Bumped by every invalidation. A lookup that missed the cache stores what it read only
+    /// if no invalidation happened meanwhile, so a revocation racing a lookup cannot leave the
+    /// old, unrevoked row cached.
+    generation: AtomicU64,
     apps: Cache<AppId, App>,
     users: Cache<UserId, User>,
     tokens: Cache<TokenHash, TokenRecord>,
@@ -47,10 +52,19 @@ impl CachedStore {
         }
         Self {
             inner,
+            generation: AtomicU64::new(0),
             apps: cache(ttl),
             users: cache(ttl),
             tokens: cache(ttl),
         }
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn current(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Wraps `inner` when `ttl` is not zero.
@@ -72,8 +86,9 @@ impl AppStore for CachedStore {
         if let Some(app) = self.apps.get(id) {
             return Ok(Some(app));
         }
+        let generation = self.current();
         let app = self.inner.app(id).await?;
-        if let Some(a) = &app {
+        if let Some(a) = app.as_ref().filter(|_| self.current() == generation) {
             self.apps.insert(id.clone(), a.clone());
         }
         Ok(app)
@@ -91,11 +106,13 @@ impl AppStore for CachedStore {
             .inner
             .set_app_secret(id, secret_hash, keep_old_until)
             .await;
+        self.bump();
         self.apps.invalidate(id);
         r
     }
     async fn delete_app(&self, id: &AppId) -> Result<bool> {
         let r = self.inner.delete_app(id).await;
+        self.bump();
         self.apps.invalidate(id);
         // The app's tokens went with it.
         self.tokens.invalidate_all();
@@ -121,8 +138,9 @@ impl UserStore for CachedStore {
         if let Some(u) = self.users.get(&id) {
             return Ok(Some(u));
         }
+        let generation = self.current();
         let user = self.inner.user(id).await?;
-        if let Some(u) = &user {
+        if let Some(u) = user.as_ref().filter(|_| self.current() == generation) {
             self.users.insert(id, u.clone());
         }
         Ok(user)
@@ -135,6 +153,7 @@ impl UserStore for CachedStore {
     }
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool> {
         let r = self.inner.set_password(id, password_hash).await;
+        self.bump();
         self.users.invalidate(&id);
         r
     }
@@ -175,6 +194,7 @@ impl GrantStore for CachedStore {
         let r = self.inner.redeem_code(hash, now, decide).await?;
         if matches!(r, Redemption::Replayed { revoked } if revoked > 0) {
             // Which cached token was revoked is not known here; revocations are rare.
+            self.bump();
             self.tokens.invalidate_all();
         }
         Ok(r)
@@ -183,8 +203,9 @@ impl GrantStore for CachedStore {
         if let Some(t) = self.tokens.get(hash) {
             return Ok(Some(t));
         }
+        let generation = self.current();
         let token = self.inner.token(hash).await?;
-        if let Some(t) = &token {
+        if let Some(t) = token.as_ref().filter(|_| self.current() == generation) {
             self.tokens.insert(*hash, t.clone());
         }
         Ok(token)
@@ -196,6 +217,7 @@ impl GrantStore for CachedStore {
         now: UnixTime,
     ) -> Result<u64> {
         let r = self.inner.revoke_tokens(which.clone(), reason, now).await;
+        self.bump();
         match which {
             Revoke::Token(h) => self.tokens.invalidate(&h),
             _ => self.tokens.invalidate_all(),
@@ -205,12 +227,14 @@ impl GrantStore for CachedStore {
     async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {
         let r = self.inner.delete_grant(app, user).await;
         // Cached tokens carry the grant's scoped id.
+        self.bump();
         self.tokens.invalidate_all();
         r
     }
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
         let r = self.inner.purge(cutoffs, batch).await;
         if r.as_ref().is_ok_and(|p| p.tokens > 0) {
+            self.bump();
             self.tokens.invalidate_all();
         }
         r
@@ -225,6 +249,7 @@ impl GrantStore for CachedStore {
         token: &NewToken,
     ) -> Result<Option<TokenRecord>> {
         let r = self.inner.derive_token(parent, how, token).await;
+        self.bump();
         self.tokens.invalidate(parent);
         r
     }

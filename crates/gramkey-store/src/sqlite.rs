@@ -128,6 +128,14 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     for job in batch.iter_mut() {
         job.run(conn);
+        // SQLite rolls the whole transaction back by itself on some errors (disk full, I/O
+        // error, out of memory). Then nothing of this batch will commit: stop, and every
+        // caller is told so, rather than running the rest in autocommit.
+        if conn.is_autocommit() {
+            return Err(StoreError::Backend(
+                "SQLite rolled the batch transaction back".into(),
+            ));
+        }
     }
     let commit = conn
         .prepare_cached("COMMIT")?

@@ -37,8 +37,9 @@ fn params(q: Option<String>) -> Result<Vec<(String, String)>, GraphError> {
         url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    for (i, (k, _)) in pairs.iter().enumerate() {
-        if pairs[..i].iter().any(|(other, _)| other == k) {
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in &pairs {
+        if !seen.insert(k.as_str()) {
             return Err(GraphError::invalid_parameter(format!(
                 "{k} was given more than once"
             )));

@@ -71,6 +71,7 @@ pub async fn post(
     match (style, result) {
         (_, Ok(resp)) => resp,
         (Style::Rfc, Err(TokenErrorResponse::Refused(e))) => RfcError::from(e).into_response(),
+        (Style::Rfc, Err(TokenErrorResponse::Internal)) => RfcError::internal().into_response(),
         (_, Err(e)) => e.into_response(),
     }
 }
