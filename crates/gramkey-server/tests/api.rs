@@ -1662,11 +1662,25 @@ async fn revocation(t: TestApp) {
     );
     let fresh = browser();
     let t3 = short_lived(&t, &app, &fresh, true).await;
+    // A code issued before the change but not yet redeemed must not mint a token after it.
+    let q = authorize_query(&app, "user_profile", &[]);
+    let r = fresh
+        .get(t.url(&format!("/oauth/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
+    let pending = code_of(&location(&r));
     t.state
         .ops
         .change_password("alice", Password::new("alice-new-password"))
         .await
         .unwrap();
+    let (s, b) = exchange(&t, &app, &pending, &[]).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "an open code is burned by the password change: {b}"
+    );
     assert_eq!(
         graph_code(&me(&t, &t3, "id").await.1),
         (Some(190), Some(460))

@@ -110,7 +110,8 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
         decide: Decide,
     ) -> Result<Redemption>;
-    /// Revokes every unrevoked token matching `which`; returns how many.
+    /// Revokes every unrevoked token matching `which`; returns how many. For an app, a user, or
+    /// both, their unredeemed codes are burned in the same transaction.
     async fn revoke_tokens(
         &self,
         which: Revoke,

@@ -495,21 +495,62 @@ impl GrantStore for PgStore {
     ) -> Result<u64> {
         const SET: &str =
             "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
-        let base = |cond: &str| format!("{SET} {cond}");
-        let sql = match &which {
-            Revoke::Token(_) => base("hash = $3"),
-            Revoke::App(_) => base("app_id = $3"),
-            Revoke::AppUser(..) => base("app_id = $3 AND user_id = $4"),
-            Revoke::User(_) => base("user_id = $3"),
+        // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
+        const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
+        let mut tx = self.pool.begin().await?;
+        let n = match &which {
+            Revoke::Token(h) => {
+                query(&format!("{SET} hash = $3"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(h.0.to_vec())
+                    .execute(&mut *tx)
+                    .await?
+            }
+            Revoke::App(a) => {
+                query(&format!("{BURN} app_id = $2"))
+                    .bind(now)
+                    .bind(a.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                query(&format!("{SET} app_id = $3"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(a.as_str())
+                    .execute(&mut *tx)
+                    .await?
+            }
+            Revoke::AppUser(a, u) => {
+                query(&format!("{BURN} app_id = $2 AND user_id = $3"))
+                    .bind(now)
+                    .bind(a.as_str())
+                    .bind(u.0)
+                    .execute(&mut *tx)
+                    .await?;
+                query(&format!("{SET} app_id = $3 AND user_id = $4"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(a.as_str())
+                    .bind(u.0)
+                    .execute(&mut *tx)
+                    .await?
+            }
+            Revoke::User(u) => {
+                query(&format!("{BURN} user_id = $2"))
+                    .bind(now)
+                    .bind(u.0)
+                    .execute(&mut *tx)
+                    .await?;
+                query(&format!("{SET} user_id = $3"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(u.0)
+                    .execute(&mut *tx)
+                    .await?
+            }
         };
-        let q = query(&sql).bind(now).bind(reason.as_str());
-        let q = match &which {
-            Revoke::Token(h) => q.bind(h.0.to_vec()),
-            Revoke::App(a) => q.bind(a.as_str().to_owned()),
-            Revoke::AppUser(a, u) => q.bind(a.as_str().to_owned()).bind(u.0),
-            Revoke::User(u) => q.bind(u.0),
-        };
-        Ok(q.execute(&self.pool).await?.rows_affected())
+        tx.commit().await?;
+        Ok(n.rows_affected())
     }
 
     async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {

@@ -787,6 +787,16 @@ impl GrantStore for SqliteStore {
                     .execute(params![now, r, a.as_str(), u.0])?,
                 Revoke::User(u) => c.prepare_cached(&format!("{SET} user_id = ?3"))?.execute(params![now, r, u.0])?,
             };
+            // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
+            const BURN: &str = "UPDATE auth_codes SET redeemed_at = ?1 WHERE redeemed_at IS NULL AND";
+            match &which {
+                Revoke::Token(_) => 0,
+                Revoke::App(a) => c.prepare_cached(&format!("{BURN} app_id = ?2"))?.execute(params![now, a.as_str()])?,
+                Revoke::AppUser(a, u) => c
+                    .prepare_cached(&format!("{BURN} app_id = ?2 AND user_id = ?3"))?
+                    .execute(params![now, a.as_str(), u.0])?,
+                Revoke::User(u) => c.prepare_cached(&format!("{BURN} user_id = ?2"))?.execute(params![now, u.0])?,
+            };
             Ok(n as u64)
         })
         .await
