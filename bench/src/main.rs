@@ -65,6 +65,7 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             redirect_uris: vec![redirect.into()],
             scopes: "user_profile,user_media".into(),
             mode: AppMode::Live,
+            refresh_tokens: false,
         })
         .await?;
     let user = ops

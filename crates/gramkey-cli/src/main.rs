@@ -101,6 +101,10 @@ struct ServeArgs {
     cache_ttl: Option<u64>,
     #[command(flatten)]
     retention: RetentionArgs,
+    /// How long after its first use a rotated refresh token may be used again (parallel
+    /// refreshes); later reuse revokes the whole grant.
+    #[arg(long, env = "GRAMKEY_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    refresh_reuse_grace: std::time::Duration,
     /// How often the janitor runs.
     #[arg(long, env = "GRAMKEY_JANITOR_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     janitor_interval: std::time::Duration,
@@ -121,6 +125,9 @@ enum AppCommand {
         /// Scopes the app may request, comma- or space-separated.
         #[arg(long)]
         scopes: String,
+        /// Issue RFC 6749 refresh tokens (rotated on every use) with the code exchange.
+        #[arg(long)]
+        refresh_tokens: bool,
         #[arg(long, value_parser = ["development", "live"], default_value = "development")]
         mode: String,
         #[arg(long)]
@@ -287,6 +294,8 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     let config = ServerConfig {
         public_url: public_url.clone(),
         admin_key,
+        refresh_reuse_grace_secs: i64::try_from(args.refresh_reuse_grace.as_secs())
+            .unwrap_or(i64::MAX),
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
@@ -339,6 +348,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             redirect_uris,
             scopes,
             mode,
+            refresh_tokens,
             json,
         } => {
             let mode = AppMode::parse(&mode).context("mode must be development or live")?;
@@ -348,6 +358,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                     redirect_uris,
                     scopes,
                     mode,
+                    refresh_tokens,
                 })
                 .await?;
             if json {

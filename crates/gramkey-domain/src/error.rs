@@ -43,6 +43,13 @@ pub enum TokenEndpointError {
     PkceMissing,
     #[error("code_verifier was given but the authorization request had no code_challenge")]
     PkceUnexpected,
+    /// Unknown, expired, revoked, or another client's refresh token.
+    #[error("Invalid refresh token")]
+    InvalidRefreshToken,
+    /// A rotated refresh token presented again after the grace window: every token of the
+    /// grant has been revoked.
+    #[error("This refresh token has already been used; every token of this grant has been revoked")]
+    RefreshTokenReused,
 }
 
 /// Why a token was revoked, and the 190 subcode that tells a client.

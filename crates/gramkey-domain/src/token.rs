@@ -18,6 +18,8 @@ pub enum TokenKind {
     ShortLived,
     LongLived,
     App,
+    /// An RFC 6749 refresh token (apps that opt in).
+    Refresh,
 }
 
 impl TokenKind {
@@ -26,6 +28,7 @@ impl TokenKind {
             TokenKind::ShortLived => "short_lived",
             TokenKind::LongLived => "long_lived",
             TokenKind::App => "app",
+            TokenKind::Refresh => "refresh",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -33,6 +36,7 @@ impl TokenKind {
             "short_lived" => Some(TokenKind::ShortLived),
             "long_lived" => Some(TokenKind::LongLived),
             "app" => Some(TokenKind::App),
+            "refresh" => Some(TokenKind::Refresh),
             _ => None,
         }
     }
@@ -88,6 +92,14 @@ impl Flavour {
             }
         })
     }
+}
+
+/// An RFC 6749 refresh token lives 90 days from its issue; each use rotates it.
+pub const REFRESH_TOKEN_SECS: i64 = 90 * 24 * 3600;
+
+/// A new refresh token: `IGRT` and 140 letters and digits.
+pub fn generate_refresh_token(entropy: &dyn Entropy) -> AccessToken {
+    AccessToken::new(format!("IGRT{}", random_alnum(entropy, 140)))
 }
 
 /// App tokens do not expire.

@@ -65,6 +65,8 @@ pub struct NewAppInput {
     pub redirect_uris: Vec<String>,
     pub scopes: String,
     pub mode: AppMode,
+    /// Opt in to RFC 6749 refresh tokens.
+    pub refresh_tokens: bool,
 }
 
 /// A client secret: 32 hex characters (128 bits), the shape Meta issues.
@@ -95,6 +97,7 @@ impl Ops {
             mode: input.mode,
             created_at: self.clock.now(),
             previous_secret: None,
+            refresh_tokens: input.refresh_tokens,
         };
         self.store.create_app(&app).await?;
         Ok((app, secret))
@@ -294,6 +297,7 @@ pub fn app_json(app: &App) -> Value {
         "redirect_uris": app.redirect_uris.iter().map(RedirectUri::as_str).collect::<Vec<_>>(),
         "scopes": app.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "mode": app.mode.as_str(),
+        "refresh_tokens": app.refresh_tokens,
         "created_at": app.created_at,
     })
 }

@@ -76,6 +76,7 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
                 .collect::<Vec<_>>()
                 .join(","),
             mode: AppMode::Development,
+            refresh_tokens: true,
         })
         .await?;
     let now = ops.clock.now();

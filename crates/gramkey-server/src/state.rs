@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Guards `/admin/*`. Without one, the admin API answers 403.
     pub admin_key: Option<AdminKey>,
+    /// How long after its first use a rotated refresh token may be used again, for clients
+    /// that refresh in parallel. Later reuse revokes the whole grant.
+    pub refresh_reuse_grace_secs: i64,
 }
 
 /// Shared, cheap to clone.

@@ -242,13 +242,13 @@ impl GrantStore for CachedStore {
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
         self.inner.create_token(token).await
     }
-    async fn derive_token(
+    async fn derive_tokens(
         &self,
         parent: &TokenHash,
         how: Derivation,
-        token: &NewToken,
-    ) -> Result<Option<TokenRecord>> {
-        let r = self.inner.derive_token(parent, how, token).await;
+        tokens: &[NewToken],
+    ) -> Result<Option<Vec<TokenRecord>>> {
+        let r = self.inner.derive_tokens(parent, how, tokens).await;
         self.bump();
         self.tokens.invalidate(parent);
         r

@@ -127,16 +127,16 @@ pub trait GrantStore: Send + Sync {
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
     /// A token by its hash, with the app-scoped id of its user.
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
-    /// Issues `token` derived from the token `parent` (long-lived exchange or refresh), and
+    /// Issues `tokens` derived from the token `parent` (long-lived exchange, refresh, rotation), and
     /// updates the parent as `how` says, in one transaction. `None`, with nothing written, when
     /// the parent is unknown, revoked, or (for an exchange) already exchanged: of two racing
     /// exchanges exactly one wins.
-    async fn derive_token(
+    async fn derive_tokens(
         &self,
         parent: &TokenHash,
         how: Derivation,
-        token: &NewToken,
-    ) -> Result<Option<TokenRecord>>;
+        tokens: &[NewToken],
+    ) -> Result<Option<Vec<TokenRecord>>>;
 }
 
 /// The whole store.

@@ -63,7 +63,8 @@ impl PgStore {
     }
 }
 
-const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, previous_secret_expires_at";
+const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
+     previous_secret_expires_at, refresh_tokens";
 
 fn app_from_row(row: &PgRow) -> Result<App> {
     let id: String = row.try_get(0)?;
@@ -83,6 +84,7 @@ fn app_from_row(row: &PgRow) -> Result<App> {
             (Some(h), Some(until)) => Some((h, until)),
             _ => None,
         },
+        refresh_tokens: row.try_get(9)?,
     })
 }
 
@@ -123,7 +125,7 @@ fn grant_from_row(row: &PgRow) -> Result<Grant> {
 impl AppStore for PgStore {
     async fn create_app(&self, app: &App) -> Result<()> {
         query(&format!(
-            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL)"
+            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)"
         ))
         .bind(app.id.as_str())
         .bind(&app.name)
@@ -132,6 +134,7 @@ impl AppStore for PgStore {
         .bind(app.scopes.to_stored())
         .bind(app.mode.as_str())
         .bind(app.created_at)
+        .bind(app.refresh_tokens)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -535,6 +538,24 @@ impl GrantStore for PgStore {
                     .execute(&mut *tx)
                     .await?
             }
+            Revoke::Family(h) => {
+                let family = format!(
+                    "WITH RECURSIVE
+                         up(id, parent_id) AS (
+                             SELECT id, parent_id FROM tokens WHERE hash = $3
+                             UNION SELECT t.id, t.parent_id FROM tokens t JOIN up ON t.id = up.parent_id),
+                         down(id) AS (
+                             SELECT id FROM up WHERE parent_id IS NULL
+                             UNION SELECT t.id FROM tokens t JOIN down ON t.parent_id = down.id)
+                     {SET} id IN (SELECT id FROM down)"
+                );
+                query(&family)
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(h.0.to_vec())
+                    .execute(&mut *tx)
+                    .await?
+            }
             Revoke::User(u) => {
                 query(&format!("{BURN} user_id = $2"))
                     .bind(now)
@@ -592,34 +613,52 @@ impl GrantStore for PgStore {
         Ok(issued(id, token.clone(), None))
     }
 
-    async fn derive_token(
+    async fn derive_tokens(
         &self,
         parent: &TokenHash,
         how: Derivation,
-        token: &NewToken,
-    ) -> Result<Option<TokenRecord>> {
+        tokens: &[NewToken],
+    ) -> Result<Option<Vec<TokenRecord>>> {
         let mut tx = self.pool.begin().await?;
         let parent_id: Option<i64> = match how {
             Derivation::Exchange { now } => sqlx::query_scalar(
                 "UPDATE tokens SET exchanged_at = $1
                  WHERE hash = $2 AND exchanged_at IS NULL AND revoked_at IS NULL RETURNING id",
             )
-            .bind(now),
+            .bind(now)
+            .bind(&parent.0[..]),
             Derivation::Refresh { parent_expires_at } => sqlx::query_scalar(
                 "UPDATE tokens SET expires_at = LEAST(expires_at, $1)
                  WHERE hash = $2 AND revoked_at IS NULL RETURNING id",
             )
-            .bind(parent_expires_at),
+            .bind(parent_expires_at)
+            .bind(&parent.0[..]),
+            Derivation::Attach => sqlx::query_scalar(
+                "SELECT id FROM tokens WHERE hash = $2 AND revoked_at IS NULL AND $1::BIGINT IS NULL",
+            )
+            .bind(None::<i64>)
+            .bind(&parent.0[..]),
+            Derivation::Rotate { now, reusable_since } => sqlx::query_scalar(
+                "UPDATE tokens SET exchanged_at = COALESCE(exchanged_at, $1)
+                 WHERE hash = $2 AND revoked_at IS NULL AND (exchanged_at IS NULL OR exchanged_at >= $3)
+                 RETURNING id",
+            )
+            .bind(now)
+            .bind(&parent.0[..])
+            .bind(reusable_since),
         }
-        .bind(&parent.0[..])
         .fetch_optional(&mut *tx)
         .await?;
         let Some(parent_id) = parent_id else {
             return Ok(None);
         };
-        let id = insert_token(&mut tx, token, Some(parent_id)).await?;
+        let mut out = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let id = insert_token(&mut tx, token, Some(parent_id)).await?;
+            out.push(issued(id, token.clone(), None));
+        }
         tx.commit().await?;
-        Ok(Some(issued(id, token.clone(), None)))
+        Ok(Some(out))
     }
 }
 

@@ -21,6 +21,8 @@ pub struct App {
     /// After a rotation with a grace period: the previous secret's hash and when it stops
     /// working.
     pub previous_secret: Option<(Vec<u8>, UnixTime)>,
+    /// Opted in to RFC 6749 refresh tokens.
+    pub refresh_tokens: bool,
 }
 
 /// What Instagram shows of a person.
@@ -137,6 +139,9 @@ pub enum Revoke {
     AppUser(AppId, UserId),
     /// Every token of a user, in every app.
     User(UserId),
+    /// Every token of the grant this token belongs to: up to the token issued from the code,
+    /// then everything derived from it (refresh-token reuse).
+    Family(TokenHash),
 }
 
 /// How [`crate::GrantStore::derive_token`] treats the token a new one derives from.
@@ -146,6 +151,14 @@ pub enum Derivation {
     Exchange { now: UnixTime },
     /// Refresh: the parent's expiry is cut to at most this time (a short grace period).
     Refresh { parent_expires_at: UnixTime },
+    /// The new tokens hang under the parent, which is left as it is.
+    Attach,
+    /// Refresh-token rotation: the parent is marked used at `now`. It may be used again only if
+    /// its first use was at or after `reusable_since` (the grace window for parallel refreshes).
+    Rotate {
+        now: UnixTime,
+        reusable_since: UnixTime,
+    },
 }
 
 /// The outcome of [`crate::GrantStore::redeem_code`].

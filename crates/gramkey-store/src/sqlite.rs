@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_token_lineage.sql"),
     include_str!("../migrations/sqlite/0003_secret_grace.sql"),
+    include_str!("../migrations/sqlite/0004_refresh_tokens.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -242,7 +243,8 @@ impl SqliteStore {
     }
 }
 
-const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, previous_secret_expires_at";
+const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
+     previous_secret_expires_at, refresh_tokens";
 
 fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, StoreError>> {
     let id: String = row.get(0)?;
@@ -265,6 +267,7 @@ fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, Stor
                 (Some(h), Some(until)) => Some((h, until)),
                 _ => None,
             },
+            refresh_tokens: row.get(9).map_err(StoreError::from)?,
         })
     })())
 }
@@ -296,7 +299,7 @@ impl AppStore for SqliteStore {
         let app = app.clone();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL)"
+                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8)"
             ))?
             .execute(params![
                 app.id.as_str(),
@@ -305,7 +308,8 @@ impl AppStore for SqliteStore {
                 join_uris(&app.redirect_uris),
                 app.scopes.to_stored(),
                 app.mode.as_str(),
-                app.created_at
+                app.created_at,
+                app.refresh_tokens
             ])?;
             Ok(())
         })
@@ -590,6 +594,16 @@ pub(crate) fn to_token(
     })
 }
 
+/// The ids of every token of the grant the token with hash `?3` belongs to: up the `parent_id`
+/// chain to the token issued from the code, then down to everything derived from it.
+const FAMILY: &str = "WITH RECURSIVE
+    up(id, parent_id) AS (
+        SELECT id, parent_id FROM tokens WHERE hash = ?3
+        UNION SELECT t.id, t.parent_id FROM tokens t JOIN up ON t.id = up.parent_id),
+    down(id) AS (
+        SELECT id FROM up WHERE parent_id IS NULL
+        UNION SELECT t.id FROM tokens t JOIN down ON t.parent_id = down.id)";
+
 /// Inserts a token; returns its id.
 fn insert_token(c: &Connection, token: &NewToken, parent_id: Option<i64>) -> Result<i64> {
     Ok(c.prepare_cached(
@@ -786,11 +800,12 @@ impl GrantStore for SqliteStore {
                     .prepare_cached(&format!("{SET} app_id = ?3 AND user_id = ?4"))?
                     .execute(params![now, r, a.as_str(), u.0])?,
                 Revoke::User(u) => c.prepare_cached(&format!("{SET} user_id = ?3"))?.execute(params![now, r, u.0])?,
+                Revoke::Family(h) => c.prepare_cached(&format!("{FAMILY} {SET} id IN (SELECT id FROM down)"))?.execute(params![now, r, h.0])?,
             };
             // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
             const BURN: &str = "UPDATE auth_codes SET redeemed_at = ?1 WHERE redeemed_at IS NULL AND";
             match &which {
-                Revoke::Token(_) => 0,
+                Revoke::Token(_) | Revoke::Family(_) => 0,
                 Revoke::App(a) => c.prepare_cached(&format!("{BURN} app_id = ?2"))?.execute(params![now, a.as_str()])?,
                 Revoke::AppUser(a, u) => c
                     .prepare_cached(&format!("{BURN} app_id = ?2 AND user_id = ?3"))?
@@ -845,13 +860,13 @@ impl GrantStore for SqliteStore {
         .await
     }
 
-    async fn derive_token(
+    async fn derive_tokens(
         &self,
         parent: &TokenHash,
         how: Derivation,
-        token: &NewToken,
-    ) -> Result<Option<TokenRecord>> {
-        let (parent, token) = (*parent, token.clone());
+        tokens: &[NewToken],
+    ) -> Result<Option<Vec<TokenRecord>>> {
+        let (parent, tokens) = (*parent, tokens.to_vec());
         self.write(move |c| {
             let parent_id: Option<i64> = match how {
                 Derivation::Exchange { now } => c
@@ -868,10 +883,26 @@ impl GrantStore for SqliteStore {
                     )?
                     .query_row(params![parent_expires_at, parent.0], |r| r.get(0))
                     .optional()?,
+                Derivation::Attach => c
+                    .prepare_cached("SELECT id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL")?
+                    .query_row(params![parent.0], |r| r.get(0))
+                    .optional()?,
+                Derivation::Rotate { now, reusable_since } => c
+                    .prepare_cached(
+                        "UPDATE tokens SET exchanged_at = COALESCE(exchanged_at, ?1)
+                         WHERE hash = ?2 AND revoked_at IS NULL AND (exchanged_at IS NULL OR exchanged_at >= ?3)
+                         RETURNING id",
+                    )?
+                    .query_row(params![now, parent.0, reusable_since], |r| r.get(0))
+                    .optional()?,
             };
             let Some(parent_id) = parent_id else { return Ok(None) };
-            let id = insert_token(c, &token, Some(parent_id))?;
-            Ok(Some(issued(id, token, None)))
+            let mut out = Vec::with_capacity(tokens.len());
+            for token in tokens {
+                let id = insert_token(c, &token, Some(parent_id))?;
+                out.push(issued(id, token, None));
+            }
+            Ok(Some(out))
         })
         .await
     }

@@ -13,7 +13,8 @@ use gramkey_domain::{
 };
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
 use gramkey_store::{
-    App, Derivation, Media, NewCode, NewToken, NewUser, Profile, Redemption, Store, StoreError,
+    App, Derivation, Media, NewCode, NewToken, NewUser, Profile, Redemption, Revoke, Store,
+    StoreError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -31,6 +32,7 @@ fn app(id: &str) -> App {
         mode: AppMode::Development,
         created_at: NOW,
         previous_secret: None,
+        refresh_tokens: true,
     }
 }
 
@@ -326,10 +328,15 @@ async fn derived_tokens(s: &dyn Store) {
         ..token_for(&c, hash(61))
     };
     let issued = s
-        .derive_token(&hash(60), Derivation::Exchange { now: NOW + 1 }, &long)
+        .derive_tokens(
+            &hash(60),
+            Derivation::Exchange { now: NOW + 1 },
+            std::slice::from_ref(&long),
+        )
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert_eq!(issued.kind, TokenKind::LongLived);
     assert!(s.token(&hash(60)).await.unwrap().unwrap().exchanged);
     let again = NewToken {
@@ -337,10 +344,14 @@ async fn derived_tokens(s: &dyn Store) {
         ..long.clone()
     };
     assert!(
-        s.derive_token(&hash(60), Derivation::Exchange { now: NOW + 2 }, &again)
-            .await
-            .unwrap()
-            .is_none(),
+        s.derive_tokens(
+            &hash(60),
+            Derivation::Exchange { now: NOW + 2 },
+            std::slice::from_ref(&again)
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "once"
     );
     assert!(
@@ -348,22 +359,26 @@ async fn derived_tokens(s: &dyn Store) {
         "nothing written for the loser"
     );
     assert!(
-        s.derive_token(&hash(99), Derivation::Exchange { now: NOW }, &again)
-            .await
-            .unwrap()
-            .is_none()
+        s.derive_tokens(
+            &hash(99),
+            Derivation::Exchange { now: NOW },
+            std::slice::from_ref(&again)
+        )
+        .await
+        .unwrap()
+        .is_none()
     );
 
     let refreshed = NewToken {
         hash: hash(63),
         ..long.clone()
     };
-    s.derive_token(
+    s.derive_tokens(
         &hash(61),
         Derivation::Refresh {
             parent_expires_at: NOW + 10,
         },
-        &refreshed,
+        std::slice::from_ref(&refreshed),
     )
     .await
     .unwrap()
@@ -377,12 +392,12 @@ async fn derived_tokens(s: &dyn Store) {
         hash: hash(64),
         ..long.clone()
     };
-    s.derive_token(
+    s.derive_tokens(
         &hash(61),
         Derivation::Refresh {
             parent_expires_at: NOW + 50,
         },
-        &later,
+        std::slice::from_ref(&later),
     )
     .await
     .unwrap()
@@ -396,6 +411,83 @@ async fn derived_tokens(s: &dyn Store) {
         s.token(&hash(63)).await.unwrap().unwrap().scoped_id,
         Some(scoped)
     );
+
+    // Refresh-token rotation: attach, rotate, reuse within the grace, reuse after it.
+    let rt = NewToken {
+        hash: hash(65),
+        kind: TokenKind::Refresh,
+        ..long.clone()
+    };
+    s.derive_tokens(&hash(63), Derivation::Attach, std::slice::from_ref(&rt))
+        .await
+        .unwrap()
+        .unwrap();
+    let pair = [
+        NewToken {
+            hash: hash(66),
+            ..long.clone()
+        },
+        NewToken {
+            hash: hash(67),
+            kind: TokenKind::Refresh,
+            ..long.clone()
+        },
+    ];
+    let rotated = s
+        .derive_tokens(
+            &hash(65),
+            Derivation::Rotate {
+                now: NOW + 100,
+                reusable_since: NOW + 90,
+            },
+            &pair,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.len(), 2);
+    let again = [NewToken {
+        hash: hash(68),
+        ..long.clone()
+    }];
+    let within = Derivation::Rotate {
+        now: NOW + 105,
+        reusable_since: NOW + 95,
+    };
+    assert!(
+        s.derive_tokens(&hash(65), within, &again)
+            .await
+            .unwrap()
+            .is_some(),
+        "within the grace"
+    );
+    let late = [NewToken {
+        hash: hash(69),
+        ..long.clone()
+    }];
+    let after = Derivation::Rotate {
+        now: NOW + 200,
+        reusable_since: NOW + 190,
+    };
+    assert!(
+        s.derive_tokens(&hash(65), after, &late)
+            .await
+            .unwrap()
+            .is_none(),
+        "reuse after the grace"
+    );
+    assert!(s.token(&hash(69)).await.unwrap().is_none());
+    let n = s
+        .revoke_tokens(Revoke::Family(hash(65)), RevokeReason::Revoked, NOW + 200)
+        .await
+        .unwrap();
+    assert!(n >= 6, "the whole family, from the code's token down: {n}");
+    for h in [60, 61, 63, 65, 66, 67, 68] {
+        assert!(
+            s.token(&hash(h)).await.unwrap().unwrap().revoked.is_some(),
+            "token {h}"
+        );
+    }
 }
 
 async fn purging(s: &dyn Store) {

@@ -69,6 +69,8 @@ pub struct CreateApp {
     scopes: Vec<String>,
     #[serde(default)]
     mode: Option<String>,
+    #[serde(default)]
+    refresh_tokens: bool,
 }
 
 fn parse_mode(mode: Option<&str>) -> Result<AppMode, AdminError> {
@@ -93,6 +95,7 @@ pub async fn create_app(
         redirect_uris: body.redirect_uris,
         scopes: body.scopes.join(","),
         mode: parse_mode(body.mode.as_deref())?,
+        refresh_tokens: body.refresh_tokens,
     };
     let (app, secret) = state.ops.create_app(input).await?;
     tracing::info!(app_id = %app.id, "app created through the admin API");

@@ -165,9 +165,14 @@ async fn exchange_inner(
     let (token, new) = long_lived_from(state, &parent, now)?;
     let issued = ops
         .store
-        .derive_token(&hash, Derivation::Exchange { now }, &new)
+        .derive_tokens(
+            &hash,
+            Derivation::Exchange { now },
+            std::slice::from_ref(&new),
+        )
         .await
         .map_err(internal)?
+        .and_then(|mut v| v.pop())
         // Another request exchanged (or revoked) it between our read and our write.
         .ok_or_else(GraphError::already_exchanged)?;
     tracing::info!(app_id = %app.id, token_id = issued.id, parent_id = parent.id, "long-lived token issued");
@@ -201,9 +206,10 @@ async fn refresh_inner(
     let issued = state
         .ops
         .store
-        .derive_token(&hash, how, &new)
+        .derive_tokens(&hash, how, std::slice::from_ref(&new))
         .await
         .map_err(internal)?
+        .and_then(|mut v| v.pop())
         .ok_or_else(GraphError::invalid_token)?;
     tracing::info!(app_id = %parent.app_id, token_id = issued.id, parent_id = parent.id, "token refreshed");
     Ok(

@@ -12,12 +12,16 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::app::find_redirect;
 use gramkey_domain::code::{CodeFacts, Presented, check_redemption};
+use gramkey_domain::error::RevokeReason;
 use gramkey_domain::error::TokenEndpointError;
-use gramkey_domain::token::{NEVER, SHORT_LIVED_SECS, generate_app_token};
+use gramkey_domain::token::{
+    NEVER, REFRESH_TOKEN_SECS, SHORT_LIVED_SECS, TokenState, check_usable, generate_app_token,
+    generate_refresh_token, plausible_token,
+};
 use gramkey_domain::{
     AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind,
 };
-use gramkey_store::{App, NewToken, Redemption, TokenRecord};
+use gramkey_store::{App, Derivation, NewToken, Redemption, Revoke, TokenRecord};
 use serde_json::json;
 
 use super::form::{FormFields, basic_credentials};
@@ -127,6 +131,7 @@ async fn token_request(
         .into()),
         "authorization_code" => code_grant(state, &app, &f, style).await,
         "client_credentials" => app_token(state, &app).await,
+        "refresh_token" if app.refresh_tokens => refresh_grant(state, &app, &f).await,
         other => Err(TokenEndpointError::UnsupportedGrantType(other.to_owned()).into()),
     }
 }
@@ -152,6 +157,97 @@ async fn app_token(state: &AppState, app: &App) -> Result<Response, Refusal> {
     tracing::info!(app_id = %app.id, token_id = record.id, kind = "app", "token issued");
     Ok(no_store(
         Json(json!({"access_token": token.expose(), "token_type": "bearer"})).into_response(),
+    ))
+}
+
+/// A new refresh token for `app`, for the same user and scopes as `like`.
+fn new_refresh_token(state: &AppState, like: &TokenRecord, now: i64) -> (AccessToken, NewToken) {
+    let token = generate_refresh_token(&*state.ops.entropy);
+    let new = NewToken {
+        hash: TokenHash::of_token(&token),
+        kind: TokenKind::Refresh,
+        flavour: like.flavour,
+        app_id: like.app_id.clone(),
+        user_id: like.user_id,
+        scopes: like.scopes.clone(),
+        issued_at: now,
+        expires_at: now + REFRESH_TOKEN_SECS,
+    };
+    (token, new)
+}
+
+/// `grant_type=refresh_token` (RFC 6749 §6), for apps that opted in. Every use rotates the
+/// refresh token. A rotated one presented again within the grace window gets a fresh pair
+/// (parallel refreshes); after it, the whole grant is revoked (reuse means it leaked).
+async fn refresh_grant(state: &AppState, app: &App, f: &FormFields) -> Result<Response, Refusal> {
+    let ops = &state.ops;
+    let presented = f.require("refresh_token")?;
+    let hash = TokenHash::of_token(&AccessToken::new(presented));
+    let now = ops.clock.now();
+    let record = if plausible_token(presented) {
+        ops.store.token(&hash).await.map_err(internal)?
+    } else {
+        None
+    };
+    let old = record
+        .filter(|t| t.kind == TokenKind::Refresh && t.app_id == app.id)
+        .filter(|t| {
+            check_usable(
+                TokenState {
+                    expires_at: t.expires_at,
+                    revoked: t.revoked,
+                },
+                now,
+            )
+            .is_ok()
+        })
+        .ok_or(TokenEndpointError::InvalidRefreshToken)?;
+    let access = old.flavour.generate_token(
+        old.scoped_id
+            .as_ref()
+            .ok_or(TokenEndpointError::InvalidRefreshToken)?,
+        &*ops.entropy,
+    );
+    let access_new = NewToken {
+        hash: TokenHash::of_token(&access),
+        kind: TokenKind::ShortLived,
+        flavour: old.flavour,
+        app_id: app.id.clone(),
+        user_id: old.user_id,
+        scopes: old.scopes.clone(),
+        issued_at: now,
+        expires_at: now + SHORT_LIVED_SECS,
+    };
+    let (refresh, refresh_new) = new_refresh_token(state, &old, now);
+    let how = Derivation::Rotate {
+        now,
+        reusable_since: now - state.config.refresh_reuse_grace_secs,
+    };
+    let pair = [access_new, refresh_new];
+    let Some(issued) = ops
+        .store
+        .derive_tokens(&hash, how, &pair)
+        .await
+        .map_err(internal)?
+    else {
+        let revoked = ops
+            .store
+            .revoke_tokens(Revoke::Family(hash), RevokeReason::Revoked, now)
+            .await
+            .map_err(internal)?;
+        tracing::warn!(app_id = %app.id, token_id = old.id, revoked, "refresh token reused; revoked every token of the grant");
+        return Err(TokenEndpointError::RefreshTokenReused.into());
+    };
+    tracing::info!(app_id = %app.id, token_id = issued[0].id, parent_id = old.id, "token refreshed (refresh_token grant)");
+    Ok(no_store(
+        Json(json!({
+            "access_token": access.expose(),
+            "token_type": "bearer",
+            "expires_in": SHORT_LIVED_SECS,
+            "refresh_token": refresh.expose(),
+            "scope": old.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
+        }))
+        .into_response(),
     ))
 }
 
@@ -232,7 +328,7 @@ async fn code_grant(
         .and_then(|mut s| s.take())
         .ok_or_else(|| internal("minted token missing"))?;
     tracing::info!(app_id = %app.id, token_id = record.id, kind = record.kind.as_str(), "token issued");
-    let body = match style {
+    let mut body = match style {
         Style::Instagram => response_body(state, &record, &token).await?,
         Style::Rfc => json!({
             "access_token": token.expose(),
@@ -242,6 +338,21 @@ async fn code_grant(
             "user_id": record.scoped_id.as_ref().map(|s| s.as_str()),
         }),
     };
+    if app.refresh_tokens {
+        let (refresh, new) = new_refresh_token(state, &record, now);
+        ops.store
+            .derive_tokens(
+                &TokenHash::of_token(&token),
+                Derivation::Attach,
+                std::slice::from_ref(&new),
+            )
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                internal("the access token vanished before its refresh token was stored")
+            })?;
+        body["refresh_token"] = json!(refresh.expose());
+    }
     Ok(no_store(Json(body).into_response()))
 }
 

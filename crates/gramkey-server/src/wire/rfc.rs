@@ -56,7 +56,9 @@ impl From<gramkey_domain::error::TokenEndpointError> for RfcError {
             | E::CodeUsed
             | E::PkceMismatch
             | E::PkceMissing
-            | E::PkceUnexpected => (StatusCode::BAD_REQUEST, "invalid_grant"),
+            | E::PkceUnexpected
+            | E::InvalidRefreshToken
+            | E::RefreshTokenReused => (StatusCode::BAD_REQUEST, "invalid_grant"),
         };
         Self {
             status,
