@@ -3,7 +3,8 @@
 //! - `hello ADDR`: the baseline, a bare axum JSON handler shaped like `/me`'s answer;
 //! - `seed DATA_DIR CODES`: prepares a gramkey SQLite database with an app, a user, one
 //!   long-lived-enough token and CODES unredeemed authorization codes, and writes
-//!   `DATA_DIR/bench.env` (client id, secret, token) and `DATA_DIR/codes.txt` for wrk.
+//!   `DATA_DIR/bench.env` (client ids, secrets, token), `DATA_DIR/codes.txt` and
+//!   `DATA_DIR/refresh.txt` (as many refresh tokens, for a second app that opted in) for wrk.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -140,19 +141,61 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             r??;
         }
     }
-    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("codes.txt"))?);
-    for c in &codes {
-        writeln!(f, "{}", c.expose())?;
+    write_lines(&dir.join("codes.txt"), codes.iter().map(|c| c.expose()))?;
+
+    // A second app that opted in to refresh tokens, and as many refresh tokens as codes, all
+    // under one root token, for the refresh_token grant benchmark.
+    let (rapp, rsecret) = ops
+        .create_app(NewAppInput {
+            name: "bench-refresh".into(),
+            redirect_uris: vec![redirect.into()],
+            scopes: "user_profile,user_media".into(),
+            mode: AppMode::Live,
+            refresh_tokens: true,
+        })
+        .await?;
+    store.save_grant(&rapp.id, user.id, &scopes, &ScopedUserId::generate(&OsEntropy), now).await?;
+    let like = |kind, token: &gramkey_domain::AccessToken| NewToken {
+        hash: TokenHash::of_token(token),
+        kind,
+        flavour: Flavour::BasicDisplay,
+        app_id: rapp.id.clone(),
+        user_id: Some(user.id),
+        scopes: scopes.clone(),
+        issued_at: now,
+        expires_at: now + 6 * 3600,
+    };
+    let root = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy);
+    store.create_token(&like(TokenKind::ShortLived, &root)).await?;
+    let refresh: Vec<_> = (0..n).map(|_| gramkey_domain::token::generate_refresh_token(&OsEntropy)).collect();
+    for chunk in refresh.chunks(1000) {
+        let news: Vec<_> = chunk.iter().map(|t| like(TokenKind::Refresh, t)).collect();
+        store
+            .derive_tokens(&TokenHash::of_token(&root), gramkey_store::Derivation::Attach, &news)
+            .await?
+            .context("the root token vanished")?;
     }
-    f.flush()?;
+    write_lines(&dir.join("refresh.txt"), refresh.iter().map(|t| t.expose()))?;
     std::fs::write(
         dir.join("bench.env"),
         format!(
-            "CLIENT_ID={}\nCLIENT_SECRET={}\nTOKEN={}\nREDIRECT_URI={redirect}\nGRAMKEY_SECRET_KEY={BENCH_KEY}\n",
+            "CLIENT_ID={}\nCLIENT_SECRET={}\nTOKEN={}\nREDIRECT_URI={redirect}\nGRAMKEY_SECRET_KEY={BENCH_KEY}\n\
+             RCLIENT_ID={}\nRCLIENT_SECRET={}\n",
             app.id,
             secret.expose(),
-            token.expose()
+            token.expose(),
+            rapp.id,
+            rsecret.expose()
         ),
     )?;
+    Ok(())
+}
+
+fn write_lines<'a>(path: &std::path::Path, lines: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for l in lines {
+        writeln!(f, "{l}")?;
+    }
+    f.flush()?;
     Ok(())
 }
