@@ -154,7 +154,15 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             refresh_tokens: true,
         })
         .await?;
-    store.save_grant(&rapp.id, user.id, &scopes, &ScopedUserId::generate(&OsEntropy), now).await?;
+    store
+        .save_grant(
+            &rapp.id,
+            user.id,
+            &scopes,
+            &ScopedUserId::generate(&OsEntropy),
+            now,
+        )
+        .await?;
     let like = |kind, token: &gramkey_domain::AccessToken| NewToken {
         hash: TokenHash::of_token(token),
         kind,
@@ -166,12 +174,20 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         expires_at: now + 6 * 3600,
     };
     let root = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy);
-    store.create_token(&like(TokenKind::ShortLived, &root)).await?;
-    let refresh: Vec<_> = (0..n).map(|_| gramkey_domain::token::generate_refresh_token(&OsEntropy)).collect();
+    store
+        .create_token(&like(TokenKind::ShortLived, &root))
+        .await?;
+    let refresh: Vec<_> = (0..n)
+        .map(|_| gramkey_domain::token::generate_refresh_token(&OsEntropy))
+        .collect();
     for chunk in refresh.chunks(1000) {
         let news: Vec<_> = chunk.iter().map(|t| like(TokenKind::Refresh, t)).collect();
         store
-            .derive_tokens(&TokenHash::of_token(&root), gramkey_store::Derivation::Attach, &news)
+            .derive_tokens(
+                &TokenHash::of_token(&root),
+                gramkey_store::Derivation::Attach,
+                &news,
+            )
             .await?
             .context("the root token vanished")?;
     }
