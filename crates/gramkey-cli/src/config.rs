@@ -34,6 +34,11 @@ pub struct Global {
 
 impl Global {
     pub async fn open(&self) -> Result<Ops> {
+        self.open_with_key(&self.master_key()?).await
+    }
+
+    /// Opens the store with a master key already read (`serve` needs the key itself too).
+    pub async fn open_with_key(&self, master_key: &[u8]) -> Result<Ops> {
         let store: Arc<dyn Store> = match self.database_url.as_deref() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Arc::new(
@@ -61,7 +66,7 @@ impl Global {
             store,
             clock,
             entropy,
-            hasher: SecretHasher::new(&self.master_key()?),
+            hasher: SecretHasher::new(master_key),
         })
     }
 

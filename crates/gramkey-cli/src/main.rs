@@ -247,7 +247,8 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
-    let ops = global.open().await?;
+    let master_key = global.master_key()?;
+    let ops = global.open_with_key(&master_key).await?;
     // Configuration errors first, before anything is seeded or printed.
     let admin_key = global.admin_key()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -290,7 +291,6 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         }
     }
 
-    let master_key = global.master_key()?;
     let config = ServerConfig {
         public_url: public_url.clone(),
         admin_key,

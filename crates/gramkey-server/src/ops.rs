@@ -69,6 +69,10 @@ pub struct NewAppInput {
     pub refresh_tokens: bool,
 }
 
+/// Rows deleted per statement by the janitor: small enough that a purge never holds the
+/// database for more than a moment.
+pub const JANITOR_BATCH: u32 = 1000;
+
 /// A client secret: 32 hex characters (128 bits), the shape Meta issues.
 fn new_client_secret(entropy: &dyn Entropy) -> ClientSecret {
     ClientSecret::new(random_hex(entropy, 32))
@@ -196,9 +200,7 @@ impl Ops {
             other => Ok(other?),
         }
     }
-}
 
-impl Ops {
     /// Changes a user's password and revokes every token they hold, in every app: clients then
     /// see code 190 with subcode 460, as on Instagram.
     pub async fn change_password(
@@ -242,13 +244,7 @@ impl Ops {
             .revoke_tokens(which, RevokeReason::AppRemoved, self.clock.now())
             .await?)
     }
-}
 
-/// Rows deleted per statement by the janitor: small enough that a purge never holds the
-/// database for more than a moment.
-pub const JANITOR_BATCH: u32 = 1000;
-
-impl Ops {
     /// One janitor pass: deletes finished codes and tokens past `retention`, a batch at a time,
     /// until none are left. Returns the totals.
     pub async fn purge_expired(&self, retention: Retention) -> Result<Purged, OpError> {

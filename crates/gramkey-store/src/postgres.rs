@@ -633,11 +633,10 @@ impl GrantStore for PgStore {
             )
             .bind(parent_expires_at)
             .bind(&parent.0[..]),
-            Derivation::Attach => sqlx::query_scalar(
-                "SELECT id FROM tokens WHERE hash = $2 AND revoked_at IS NULL AND $1::BIGINT IS NULL",
-            )
-            .bind(None::<i64>)
-            .bind(&parent.0[..]),
+            Derivation::Attach => {
+                sqlx::query_scalar("SELECT id FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+                    .bind(&parent.0[..])
+            }
             Derivation::Rotate { now, reusable_since } => sqlx::query_scalar(
                 "UPDATE tokens SET exchanged_at = COALESCE(exchanged_at, $1)
                  WHERE hash = $2 AND revoked_at IS NULL AND (exchanged_at IS NULL OR exchanged_at >= $3)

@@ -144,7 +144,7 @@ pub enum Revoke {
     Family(TokenHash),
 }
 
-/// How [`crate::GrantStore::derive_token`] treats the token a new one derives from.
+/// How [`crate::GrantStore::derive_tokens`] treats the token a new one derives from.
 #[derive(Debug, Clone, Copy)]
 pub enum Derivation {
     /// Long-lived exchange: the parent is marked exchanged, and must not have been before.

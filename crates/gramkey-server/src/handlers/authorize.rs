@@ -81,12 +81,6 @@ async fn validate(
     }
 }
 
-fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
 fn form_pairs(form: &[(String, String)]) -> Vec<(String, String)> {
     form.iter()
         .filter(|(k, _)| !FORM_FIELDS.contains(&k.as_str()))
@@ -130,7 +124,7 @@ pub async fn get(
     jar: PrivateCookieJar,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (app, req) = match validate(&state, query_pairs(query), StatusCode::FOUND).await {
+    let (app, req) = match validate(&state, super::query_pairs(query), StatusCode::FOUND).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };

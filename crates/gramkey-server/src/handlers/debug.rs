@@ -43,10 +43,7 @@ async fn inner(
     headers: &HeaderMap,
     q: Option<String>,
 ) -> Result<Value, GraphError> {
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query: Vec<(String, String)> = super::query_pairs(q);
     let caller = authenticate(state, bearer(headers, &query)?).await?;
     if caller.kind != TokenKind::App {
         return Err(GraphError::invalid_parameter(

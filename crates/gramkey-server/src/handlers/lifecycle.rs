@@ -33,10 +33,7 @@ fn internal(e: gramkey_store::StoreError) -> GraphError {
 
 /// Query parameters, each at most once.
 fn params(q: Option<String>) -> Result<Vec<(String, String)>, GraphError> {
-    let pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let pairs: Vec<(String, String)> = super::query_pairs(q);
     let mut seen = std::collections::HashSet::new();
     for (k, _) in &pairs {
         if !seen.insert(k.as_str()) {

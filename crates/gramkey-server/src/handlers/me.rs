@@ -173,10 +173,7 @@ pub async fn remove_app(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query: Vec<(String, String)> = super::query_pairs(q);
     let result = async {
         let record = authenticate(&state, bearer(&headers, &query)?).await?;
         let uid = record.user_id.ok_or_else(GraphError::missing_token)?;
@@ -210,10 +207,7 @@ async fn me_inner(
     headers: &HeaderMap,
     q: Option<String>,
 ) -> Result<Value, GraphError> {
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
+    let query: Vec<(String, String)> = super::query_pairs(q);
     let record = authenticate(state, bearer(headers, &query)?).await?;
     if record.kind == TokenKind::App {
         return Err(GraphError::missing_token());

@@ -9,3 +9,10 @@ pub mod me;
 pub mod rfc;
 pub mod sandbox;
 pub mod token;
+
+/// The pairs of a raw query string, decoded, in order (duplicates kept: each endpoint decides).
+pub fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}

@@ -83,8 +83,7 @@ pub async fn post(
 /// `GET /oauth/access_token`: Meta documents the client-credentials grant as a GET; the
 /// authorization-code grant must be POSTed.
 pub async fn get(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
-    let q = q.unwrap_or_default();
-    let pairs = url::form_urlencoded::parse(q.as_bytes()).into_owned();
+    let pairs = super::query_pairs(q);
     respond(
         async {
             token_request(
