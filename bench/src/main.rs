@@ -121,7 +121,7 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         .redeem_code(
             &TokenHash::of_code(&first),
             now,
-            Box::new(move |_| Ok(record)),
+            Box::new(move |_| Ok(vec![record])),
         )
         .await?
     {

@@ -78,8 +78,9 @@ pub trait UserStore: Send + Sync {
 }
 
 /// How a code redemption is decided inside the store's transaction: given the unredeemed code,
-/// return the token to issue, or the refusal.
-pub type Decide = Box<dyn FnOnce(&CodeRecord) -> Result<NewToken, TokenEndpointError> + Send>;
+/// return the tokens to issue (the access token first; any others, such as a refresh token, are
+/// stored under it), or the refusal.
+pub type Decide = Box<dyn FnOnce(&CodeRecord) -> Result<Vec<NewToken>, TokenEndpointError> + Send>;
 
 /// Consent, authorization codes and tokens.
 #[async_trait]

@@ -442,14 +442,23 @@ impl GrantStore for PgStore {
             .bind(&hash.0[..])
             .execute(&mut *tx)
             .await?;
-        let token = match decide(&code) {
-            Ok(t) => t,
+        let mut tokens = match decide(&code) {
+            Ok(t) if !t.is_empty() => t,
+            Ok(_) => {
+                return Err(StoreError::Backend(
+                    "a redemption must issue a token".into(),
+                ));
+            }
             Err(refusal) => {
                 tx.commit().await?;
                 return Ok(Redemption::Refused(refusal));
             }
         };
+        let token = tokens.remove(0);
         let id = insert_token(&mut tx, &token, None).await?;
+        for child in &tokens {
+            insert_token(&mut tx, child, Some(id)).await?;
+        }
         query("UPDATE auth_codes SET token_id = $1 WHERE hash = $2")
             .bind(id)
             .bind(&hash.0[..])

@@ -738,15 +738,20 @@ impl GrantStore for SqliteStore {
                     .execute(params![now, token_id])?;
                 return Ok(Redemption::Replayed { revoked: revoked as u64 });
             }
-            let token = match decide(&code) {
-                Ok(t) => t,
+            let mut tokens = match decide(&code) {
+                Ok(t) if !t.is_empty() => t,
+                Ok(_) => return Err(StoreError::Backend("a redemption must issue a token".into())),
                 Err(refusal) => {
                     c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE rowid = ?2")?
                         .execute(params![now, rowid])?;
                     return Ok(Redemption::Refused(refusal));
                 }
             };
+            let token = tokens.remove(0);
             let id = insert_token(c, &token, None)?;
+            for child in &tokens {
+                insert_token(c, child, Some(id))?;
+            }
             c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1, token_id = ?2 WHERE rowid = ?3")?
                 .execute(params![now, id, rowid])?;
             Ok(Redemption::Issued(issued(id, token, Some(code.scoped_id))))

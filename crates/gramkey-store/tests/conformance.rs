@@ -202,7 +202,7 @@ async fn grants_codes_tokens(s: &dyn Store) {
             Box::new(move |rec| {
                 assert_eq!(rec.redirect_uri, "https://a.example/cb");
                 assert!(rec.code_challenge.is_some());
-                Ok(nt)
+                Ok(vec![nt])
             }),
         )
         .await
@@ -271,7 +271,7 @@ async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
         let (s, c) = (s.clone(), c.clone());
         tasks.push(tokio::spawn(async move {
             let nt = token_for(&c, hash(150 + i));
-            s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(nt)))
+            s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![nt])))
                 .await
                 .unwrap()
         }));
@@ -296,7 +296,7 @@ async fn deleting_an_app_removes_its_tokens(s: &dyn Store) {
     let c = code(5, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let nt = token_for(&c, hash(250));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(nt)))
+    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![nt])))
         .await
         .unwrap();
     assert!(s.token(&hash(250)).await.unwrap().is_some());
@@ -316,7 +316,7 @@ async fn derived_tokens(s: &dyn Store) {
     let c = code(6, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let short = token_for(&c, hash(60));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(short)))
+    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![short])))
         .await
         .unwrap();
     assert!(!s.token(&hash(60)).await.unwrap().unwrap().exchanged);
@@ -504,7 +504,7 @@ async fn purging(s: &dyn Store) {
     }
     let c = code(70, &a, u.id, &scoped);
     let t = token_for(&c, hash(170));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(t)))
+    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![t])))
         .await
         .unwrap();
     let before = gramkey_domain::retention::Cutoffs {

@@ -159,18 +159,17 @@ async fn app_token(state: &AppState, app: &App) -> Result<Response, Refusal> {
     ))
 }
 
-/// A new refresh token for `app`, for the same user and scopes as `like`.
-fn new_refresh_token(state: &AppState, like: &TokenRecord, now: i64) -> (AccessToken, NewToken) {
-    let token = generate_refresh_token(&*state.ops.entropy);
+/// A new refresh token for the same app, user and scopes as the access token `with`.
+fn new_refresh_token(
+    entropy: &dyn gramkey_domain::Entropy,
+    with: &NewToken,
+) -> (AccessToken, NewToken) {
+    let token = generate_refresh_token(entropy);
     let new = NewToken {
         hash: TokenHash::of_token(&token),
         kind: TokenKind::Refresh,
-        flavour: like.flavour,
-        app_id: like.app_id.clone(),
-        user_id: like.user_id,
-        scopes: like.scopes.clone(),
-        issued_at: now,
-        expires_at: now + REFRESH_TOKEN_SECS,
+        expires_at: with.issued_at + REFRESH_TOKEN_SECS,
+        ..with.clone()
     };
     (token, new)
 }
@@ -217,7 +216,7 @@ async fn refresh_grant(state: &AppState, app: &App, f: &FormFields) -> Result<Re
         issued_at: now,
         expires_at: now + SHORT_LIVED_SECS,
     };
-    let (refresh, refresh_new) = new_refresh_token(state, &old, now);
+    let (refresh, refresh_new) = new_refresh_token(&*ops.entropy, &access_new);
     let how = Derivation::Rotate {
         now,
         reusable_since: now - state.config.refresh_reuse_grace_secs,
@@ -267,9 +266,11 @@ async fn code_grant(
 
     let now = ops.clock.now();
     let code_hash = TokenHash::of_code(&code);
-    // The token is made inside the store's transaction, once the code is known to be good;
-    // this slot carries it back out.
-    let minted: Arc<Mutex<Option<AccessToken>>> = Arc::default();
+    // The tokens are made inside the store's transaction, once the code is known to be good
+    // (with a refresh token, for apps that opted in); this slot carries them back out.
+    type Minted = (AccessToken, Option<AccessToken>);
+    let minted: Arc<Mutex<Option<Minted>>> = Arc::default();
+    let with_refresh = app.refresh_tokens;
     let slot = minted.clone();
     let entropy = ops.entropy.clone();
     let client = app.id.clone();
@@ -302,10 +303,16 @@ async fn code_grant(
             issued_at: now,
             expires_at: now + SHORT_LIVED_SECS,
         };
+        let mut issue = vec![new];
+        let refresh = with_refresh.then(|| {
+            let (refresh, new_refresh) = new_refresh_token(&*entropy, &issue[0]);
+            issue.push(new_refresh);
+            refresh
+        });
         if let Ok(mut s) = slot.lock() {
-            *s = Some(token);
+            *s = Some((token, refresh));
         }
-        Ok(new)
+        Ok(issue)
     });
     let record = match ops
         .store
@@ -321,7 +328,7 @@ async fn code_grant(
             return Err(TokenEndpointError::CodeUsed.into());
         }
     };
-    let token = minted
+    let (token, refresh) = minted
         .lock()
         .ok()
         .and_then(|mut s| s.take())
@@ -337,19 +344,7 @@ async fn code_grant(
             "user_id": record.scoped_id.as_ref().map(|s| s.as_str()),
         }),
     };
-    if app.refresh_tokens {
-        let (refresh, new) = new_refresh_token(state, &record, now);
-        ops.store
-            .derive_tokens(
-                &TokenHash::of_token(&token),
-                Derivation::Attach,
-                std::slice::from_ref(&new),
-            )
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                internal("the access token vanished before its refresh token was stored")
-            })?;
+    if let Some(refresh) = refresh {
         body["refresh_token"] = json!(refresh.expose());
     }
     Ok(no_store(Json(body).into_response()))
