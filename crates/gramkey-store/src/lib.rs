@@ -101,8 +101,9 @@ pub trait GrantStore: Send + Sync {
     /// - unknown: [`Redemption::NotFound`];
     /// - already redeemed: the token issued from it, and every token exchanged or refreshed from
     ///   that one, is revoked ([`Redemption::Replayed`]);
-    /// - otherwise the code is marked redeemed whatever `decide` says, and the token it returns
-    ///   is stored ([`Redemption::Issued`]) or its refusal passed on ([`Redemption::Refused`]).
+    /// - otherwise the code is marked redeemed whatever `decide` says, and the tokens it returns
+    ///   are stored, the first as the root and the rest under it ([`Redemption::Issued`], with
+    ///   the first), or its refusal passed on ([`Redemption::Refused`]).
     ///
     /// The answer comes only after the transaction has committed.
     async fn redeem_code(
