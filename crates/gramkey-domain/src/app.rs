@@ -65,6 +65,8 @@ pub enum AppError {
     NoRedirectUri,
     #[error("invalid redirect URI {0:?}: {1}")]
     RedirectUri(String, &'static str),
+    #[error("invalid callback URL {0:?}: {1}")]
+    CallbackUrl(String, &'static str),
     #[error("an app needs at least one scope")]
     NoScopes,
     #[error("{0}")]

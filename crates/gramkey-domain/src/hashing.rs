@@ -6,6 +6,12 @@
 //!   guesses offline, so they get a keyed hash (HMAC-SHA256 under the server key,
 //!   [`SecretHasher`]), not a slow KDF that would make every token request cost milliseconds.
 //! - Human passwords are low-entropy and get Argon2id ([`crate::password`]).
+//!
+//! One exception, forced by the wire protocol: callbacks are signed with the app secret itself
+//! (HMAC-SHA256, [`crate::callback`]), so the server must be able to produce it. It is never
+//! stored, not even encrypted: it is *derived*, `HMAC-SHA256(key, app_id ":" seed)` under its
+//! own key from the master key, and only the random seed is stored. The database alone
+//! reveals nothing; the database together with the master key yields the current secret.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -42,6 +48,7 @@ impl std::fmt::Debug for TokenHash {
 #[derive(Clone)]
 pub struct SecretHasher {
     client_secret_key: [u8; 32],
+    derivation_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretHasher {
@@ -64,7 +71,19 @@ impl SecretHasher {
     pub fn new(master_key: &[u8]) -> Self {
         Self {
             client_secret_key: derive_key(master_key, "gramkey client-secret v1"),
+            derivation_key: derive_key(master_key, "gramkey client-secret derivation v1"),
         }
+    }
+
+    /// The client secret of `app_id` for this seed: 32 hex characters (128 bits), the shape
+    /// Meta issues. See the module documentation for why secrets are derived.
+    pub fn derive_client_secret(&self, app_id: &crate::AppId, seed: &[u8]) -> ClientSecret {
+        #[allow(clippy::expect_used)]
+        let mut mac = HmacSha256::new_from_slice(&self.derivation_key).expect("any key length");
+        mac.update(app_id.as_str().as_bytes());
+        mac.update(b":");
+        mac.update(seed);
+        ClientSecret::new(hex::encode(&mac.finalize().into_bytes()[..16]))
     }
 
     pub fn hash_client_secret(&self, secret: &ClientSecret) -> [u8; 32] {
@@ -110,6 +129,20 @@ mod tests {
         assert!(a.verify_client_secret(&s, &stored));
         assert!(!a.verify_client_secret(&ClientSecret::new("other"), &stored));
         assert!(!b.verify_client_secret(&s, &stored));
+    }
+
+    #[test]
+    fn derived_secrets_depend_on_key_app_and_seed() {
+        let (a, b) = (SecretHasher::new(b"key-one"), SecretHasher::new(b"key-two"));
+        let app = crate::AppId::parse("1234567890123456").unwrap();
+        let other = crate::AppId::parse("6543210987654321").unwrap();
+        let s = a.derive_client_secret(&app, b"seed");
+        assert_eq!(s.expose().len(), 32);
+        assert!(s.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(s, a.derive_client_secret(&app, b"seed"));
+        assert_ne!(s, a.derive_client_secret(&app, b"seed2"));
+        assert_ne!(s, a.derive_client_secret(&other, b"seed"));
+        assert_ne!(s, b.derive_client_secret(&app, b"seed"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod authorize;
+pub mod callback;
 pub mod code;
 pub mod entropy;
 pub mod error;

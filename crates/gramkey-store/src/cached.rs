@@ -21,7 +21,7 @@ use crate::{
     App, AppStore, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
     Redemption, Result, Store, TokenRecord, User, UserStore,
 };
-use crate::{Purged, Revoke};
+use crate::{Attempt, Callback, CallbackStore, NewCallback, Purged, Removal, Revoke};
 use gramkey_domain::retention::Cutoffs;
 
 /// Entries kept per kind at most.
@@ -100,11 +100,26 @@ impl AppStore for CachedStore {
         &self,
         id: &AppId,
         secret_hash: &[u8],
+        secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
     ) -> Result<bool> {
         let r = self
             .inner
-            .set_app_secret(id, secret_hash, keep_old_until)
+            .set_app_secret(id, secret_hash, secret_seed, keep_old_until)
+            .await;
+        self.bump();
+        self.apps.invalidate(id);
+        r
+    }
+    async fn set_app_callbacks(
+        &self,
+        id: &AppId,
+        deauthorize_url: Option<&str>,
+        data_deletion_url: Option<&str>,
+    ) -> Result<bool> {
+        let r = self
+            .inner
+            .set_app_callbacks(id, deauthorize_url, data_deletion_url)
             .await;
         self.bump();
         self.apps.invalidate(id);
@@ -224,9 +239,19 @@ impl GrantStore for CachedStore {
         }
         r
     }
-    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {
-        let r = self.inner.delete_grant(app, user).await;
-        // Cached tokens carry the grant's scoped id.
+    async fn remove_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        reason: RevokeReason,
+        now: UnixTime,
+        callbacks: &[NewCallback],
+    ) -> Result<Removal> {
+        let r = self
+            .inner
+            .remove_grant(app, user, reason, now, callbacks)
+            .await;
+        // Cached tokens carry the grant's scoped id and their revocation state.
         self.bump();
         self.tokens.invalidate_all();
         r
@@ -252,5 +277,27 @@ impl GrantStore for CachedStore {
         self.bump();
         self.tokens.invalidate(parent);
         r
+    }
+}
+
+/// The outbox is never cached: it is written more than it is read.
+#[async_trait]
+impl CallbackStore for CachedStore {
+    async fn claim_callbacks(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Callback>> {
+        self.inner.claim_callbacks(now, lease_until, limit).await
+    }
+    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()> {
+        self.inner.finish_attempt(id, attempt).await
+    }
+    async fn callbacks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Callback>> {
+        self.inner.callbacks(app, limit).await
+    }
+    async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool> {
+        self.inner.retry_callback(id, now).await
     }
 }

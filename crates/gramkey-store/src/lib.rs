@@ -45,13 +45,22 @@ pub trait AppStore: Send + Sync {
     async fn app(&self, id: &AppId) -> Result<Option<App>>;
     /// Every app, oldest first.
     async fn apps(&self) -> Result<Vec<App>>;
-    /// Replaces the secret hash; false when there is no such app. With `keep_old_until`, the
-    /// old hash stays valid until then; without, it stops at once (and so does any previous one).
+    /// Replaces the secret hash and seed; false when there is no such app. With
+    /// `keep_old_until`, the old hash stays valid until then; without, it stops at once (and so
+    /// does any previous one).
     async fn set_app_secret(
         &self,
         id: &AppId,
         secret_hash: &[u8],
+        secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
+    ) -> Result<bool>;
+    /// Sets (or, with `None`, clears) both callback URLs; false when there is no such app.
+    async fn set_app_callbacks(
+        &self,
+        id: &AppId,
+        deauthorize_url: Option<&str>,
+        data_deletion_url: Option<&str>,
     ) -> Result<bool>;
     /// Deletes the app with its roles, grants, codes and tokens; false when there is none.
     async fn delete_app(&self, id: &AppId) -> Result<bool>;
@@ -120,10 +129,20 @@ pub trait GrantStore: Send + Sync {
         reason: RevokeReason,
         now: UnixTime,
     ) -> Result<u64>;
-    /// Forgets a user's consent to an app; false when there was none.
-    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool>;
-    /// Deletes at most `batch` codes and at most `batch` tokens that are past `cutoffs`, in one
-    /// short transaction; returns how many of each. Call again while it returns full batches.
+    /// The user removes the app, in one transaction: the grant is forgotten, every token the app
+    /// holds for the user is revoked for `reason` and their unredeemed codes burned, and, only
+    /// if there was a grant to forget, `callbacks` are queued.
+    async fn remove_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        reason: RevokeReason,
+        now: UnixTime,
+        callbacks: &[NewCallback],
+    ) -> Result<Removal>;
+    /// Deletes at most `batch` codes, `batch` tokens and `batch` finished callbacks that are past
+    /// `cutoffs`, in one short transaction; returns how many of each. Call again while it
+    /// returns full batches.
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged>;
     /// Stores a token issued outside a code redemption (an app token).
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
@@ -141,6 +160,28 @@ pub trait GrantStore: Send + Sync {
     ) -> Result<Option<Vec<TokenRecord>>>;
 }
 
+/// The outbox of deauthorize and data-deletion callbacks. Any number of nodes may deliver from
+/// it at once: a claimed callback is leased to its claimer.
+#[async_trait]
+pub trait CallbackStore: Send + Sync {
+    /// Claims up to `limit` pending callbacks due at `now`, oldest due first: each one's attempt
+    /// count goes up and it is leased until `lease_until`, so no other claimer takes it
+    /// meanwhile. If the claimer dies, it comes due again when the lease ends.
+    async fn claim_callbacks(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Callback>>;
+    /// Records how the current attempt of a claimed callback ended.
+    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()>;
+    /// The newest `limit` callbacks, of one app or all.
+    async fn callbacks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Callback>>;
+    /// Queues a failed or pending callback for an attempt at `now`, with a fresh attempt count;
+    /// false when there is no such callback or it was delivered.
+    async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool>;
+}
+
 /// The whole store.
-pub trait Store: AppStore + UserStore + GrantStore {}
-impl<T: AppStore + UserStore + GrantStore> Store for T {}
+pub trait Store: AppStore + UserStore + GrantStore + CallbackStore {}
+impl<T: AppStore + UserStore + GrantStore + CallbackStore> Store for T {}

@@ -17,7 +17,8 @@ use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
-use crate::{Purged, Revoke};
+use crate::sqlite::{CALLBACK_COLUMNS, CallbackRow, to_callback};
+use crate::{Attempt, Callback, CallbackStore, NewCallback, Purged, Removal, Revoke};
 use gramkey_domain::retention::Cutoffs;
 
 impl From<sqlx::Error> for StoreError {
@@ -64,7 +65,7 @@ impl PgStore {
 }
 
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
-     previous_secret_expires_at, refresh_tokens";
+     previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url";
 
 fn app_from_row(row: &PgRow) -> Result<App> {
     let id: String = row.try_get(0)?;
@@ -85,6 +86,9 @@ fn app_from_row(row: &PgRow) -> Result<App> {
             _ => None,
         },
         refresh_tokens: row.try_get(9)?,
+        secret_seed: row.try_get(10)?,
+        deauthorize_url: row.try_get(11)?,
+        data_deletion_url: row.try_get(12)?,
     })
 }
 
@@ -125,7 +129,7 @@ fn grant_from_row(row: &PgRow) -> Result<Grant> {
 impl AppStore for PgStore {
     async fn create_app(&self, app: &App) -> Result<()> {
         query(&format!(
-            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)"
+            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11)"
         ))
         .bind(app.id.as_str())
         .bind(&app.name)
@@ -135,6 +139,9 @@ impl AppStore for PgStore {
         .bind(app.mode.as_str())
         .bind(app.created_at)
         .bind(app.refresh_tokens)
+        .bind(&app.secret_seed)
+        .bind(&app.deauthorize_url)
+        .bind(&app.data_deletion_url)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -165,18 +172,35 @@ impl AppStore for PgStore {
         &self,
         id: &AppId,
         secret_hash: &[u8],
+        secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
     ) -> Result<bool> {
         let r = query(
             "UPDATE apps SET previous_secret_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE secret_hash END,
-                 previous_secret_expires_at = $3, secret_hash = $1
+                 previous_secret_expires_at = $3, secret_hash = $1, secret_seed = $4
              WHERE id = $2",
         )
         .bind(secret_hash)
         .bind(id.as_str())
         .bind(keep_old_until)
+        .bind(secret_seed)
         .execute(&self.pool)
         .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_app_callbacks(
+        &self,
+        id: &AppId,
+        deauthorize_url: Option<&str>,
+        data_deletion_url: Option<&str>,
+    ) -> Result<bool> {
+        let r = query("UPDATE apps SET deauthorize_url = $2, data_deletion_url = $3 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(deauthorize_url)
+            .bind(data_deletion_url)
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -329,6 +353,90 @@ impl UserStore for PgStore {
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
+}
+
+/// Revokes the tokens `which` selects and, for an app, a user or both, burns their unredeemed
+/// codes (they would mint fresh tokens after the revocation).
+async fn revoke_in(
+    c: &mut sqlx::PgConnection,
+    which: &Revoke,
+    reason: RevokeReason,
+    now: UnixTime,
+) -> Result<u64> {
+    const SET: &str =
+            "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
+        // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
+        const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
+        let n = match which {
+            Revoke::Token(h) => {
+                query(&format!("{SET} hash = $3"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(h.0.to_vec())
+                    .execute(&mut *c)
+                    .await?
+            }
+            Revoke::App(a) => {
+                query(&format!("{BURN} app_id = $2"))
+                    .bind(now)
+                    .bind(a.as_str())
+                    .execute(&mut *c)
+                    .await?;
+                query(&format!("{SET} app_id = $3"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(a.as_str())
+                    .execute(&mut *c)
+                    .await?
+            }
+            Revoke::AppUser(a, u) => {
+                query(&format!("{BURN} app_id = $2 AND user_id = $3"))
+                    .bind(now)
+                    .bind(a.as_str())
+                    .bind(u.0)
+                    .execute(&mut *c)
+                    .await?;
+                query(&format!("{SET} app_id = $3 AND user_id = $4"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(a.as_str())
+                    .bind(u.0)
+                    .execute(&mut *c)
+                    .await?
+            }
+            Revoke::Family(h) => {
+                let family = format!(
+                    "WITH RECURSIVE
+                         up(id, parent_id) AS (
+                             SELECT id, parent_id FROM tokens WHERE hash = $3
+                             UNION SELECT t.id, t.parent_id FROM tokens t JOIN up ON t.id = up.parent_id),
+                         down(id) AS (
+                             SELECT id FROM up WHERE parent_id IS NULL
+                             UNION SELECT t.id FROM tokens t JOIN down ON t.parent_id = down.id)
+                     {SET} id IN (SELECT id FROM down)"
+                );
+                query(&family)
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(h.0.to_vec())
+                    .execute(&mut *c)
+                    .await?
+            }
+            Revoke::User(u) => {
+                query(&format!("{BURN} user_id = $2"))
+                    .bind(now)
+                    .bind(u.0)
+                    .execute(&mut *c)
+                    .await?;
+                query(&format!("{SET} user_id = $3"))
+                    .bind(now)
+                    .bind(reason.as_str())
+                    .bind(u.0)
+                    .execute(&mut *c)
+                    .await?
+            }
+        };
+        Ok(n.rows_affected())
 }
 
 #[async_trait]
@@ -505,91 +613,46 @@ impl GrantStore for PgStore {
         reason: RevokeReason,
         now: UnixTime,
     ) -> Result<u64> {
-        const SET: &str =
-            "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
-        // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
-        const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
         let mut tx = self.pool.begin().await?;
-        let n = match &which {
-            Revoke::Token(h) => {
-                query(&format!("{SET} hash = $3"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(h.0.to_vec())
-                    .execute(&mut *tx)
-                    .await?
-            }
-            Revoke::App(a) => {
-                query(&format!("{BURN} app_id = $2"))
-                    .bind(now)
-                    .bind(a.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                query(&format!("{SET} app_id = $3"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(a.as_str())
-                    .execute(&mut *tx)
-                    .await?
-            }
-            Revoke::AppUser(a, u) => {
-                query(&format!("{BURN} app_id = $2 AND user_id = $3"))
-                    .bind(now)
-                    .bind(a.as_str())
-                    .bind(u.0)
-                    .execute(&mut *tx)
-                    .await?;
-                query(&format!("{SET} app_id = $3 AND user_id = $4"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(a.as_str())
-                    .bind(u.0)
-                    .execute(&mut *tx)
-                    .await?
-            }
-            Revoke::Family(h) => {
-                let family = format!(
-                    "WITH RECURSIVE
-                         up(id, parent_id) AS (
-                             SELECT id, parent_id FROM tokens WHERE hash = $3
-                             UNION SELECT t.id, t.parent_id FROM tokens t JOIN up ON t.id = up.parent_id),
-                         down(id) AS (
-                             SELECT id FROM up WHERE parent_id IS NULL
-                             UNION SELECT t.id FROM tokens t JOIN down ON t.parent_id = down.id)
-                     {SET} id IN (SELECT id FROM down)"
-                );
-                query(&family)
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(h.0.to_vec())
-                    .execute(&mut *tx)
-                    .await?
-            }
-            Revoke::User(u) => {
-                query(&format!("{BURN} user_id = $2"))
-                    .bind(now)
-                    .bind(u.0)
-                    .execute(&mut *tx)
-                    .await?;
-                query(&format!("{SET} user_id = $3"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(u.0)
-                    .execute(&mut *tx)
-                    .await?
-            }
-        };
+        let n = revoke_in(&mut tx, &which, reason, now).await?;
         tx.commit().await?;
-        Ok(n.rows_affected())
+        Ok(n)
     }
 
-    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {
-        let r = query("DELETE FROM grants WHERE app_id = $1 AND user_id = $2")
+    async fn remove_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        reason: RevokeReason,
+        now: UnixTime,
+        callbacks: &[NewCallback],
+    ) -> Result<Removal> {
+        let mut tx = self.pool.begin().await?;
+        let grant = query("DELETE FROM grants WHERE app_id = $1 AND user_id = $2")
             .bind(app.as_str())
             .bind(user.0)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        let tokens = revoke_in(&mut tx, &Revoke::AppUser(app.clone(), user), reason, now).await?;
+        if grant {
+            for cb in callbacks {
+                query(
+                    "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
+                     VALUES ($1, $2, $3, $4, $5, $5)",
+                )
+                .bind(cb.app_id.as_str())
+                .bind(cb.kind.as_str())
+                .bind(cb.user_id.0)
+                .bind(cb.scoped_id.as_str())
+                .bind(cb.created_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Removal { grant, tokens })
     }
 
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
@@ -612,8 +675,22 @@ impl GrantStore for PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let callbacks = query(
+            "DELETE FROM callbacks WHERE id IN
+                 (SELECT id FROM callbacks WHERE state <> 'pending' AND finished_at < $1 LIMIT $2
+                  FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.callbacks_before)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(Purged { codes, tokens })
+        Ok(Purged {
+            codes,
+            tokens,
+            callbacks,
+        })
     }
 
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
@@ -690,4 +767,97 @@ async fn insert_token(
     .bind(parent_id)
     .fetch_one(tx)
     .await?)
+}
+
+fn callback_from_row(r: &PgRow) -> Result<Callback> {
+    let row: CallbackRow = (
+        r.try_get(0)?,
+        r.try_get(1)?,
+        r.try_get(2)?,
+        r.try_get(3)?,
+        r.try_get(4)?,
+        r.try_get(5)?,
+        r.try_get(6)?,
+        i64::from(r.try_get::<i32, _>(7)?),
+        r.try_get(8)?,
+        r.try_get(9)?,
+        r.try_get(10)?,
+        r.try_get(11)?,
+        r.try_get(12)?,
+        r.try_get(13)?,
+    );
+    to_callback(row)
+}
+
+#[async_trait]
+impl CallbackStore for PgStore {
+    async fn claim_callbacks(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Callback>> {
+        // SKIP LOCKED: nodes claiming at the same moment take different callbacks.
+        query(&format!(
+            "UPDATE callbacks SET attempts = attempts + 1, next_attempt_at = $2
+             WHERE id IN (SELECT id FROM callbacks WHERE state = 'pending' AND next_attempt_at <= $1
+                          ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING {CALLBACK_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(callback_from_row)
+        .collect()
+    }
+
+    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()> {
+        let (state, next, url, error, finished, code, status_url) = attempt.columns();
+        query(
+            "UPDATE callbacks SET state = $2, next_attempt_at = COALESCE($3, next_attempt_at),
+                 url = COALESCE($4, url), last_error = $5, finished_at = $6,
+                 confirmation_code = $7, status_url = $8
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(state)
+        .bind(next)
+        .bind(url)
+        .bind(error)
+        .bind(finished)
+        .bind(code)
+        .bind(status_url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn callbacks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Callback>> {
+        query(&format!(
+            "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE $1::TEXT IS NULL OR app_id = $1
+             ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(app.map(AppId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(callback_from_row)
+        .collect()
+    }
+
+    async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool> {
+        let r = query(
+            "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = $2, finished_at = NULL
+             WHERE id = $1 AND state <> 'delivered'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
 }

@@ -1,5 +1,6 @@
 //! The rows the store reads and writes, in domain types.
 
+use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
 use gramkey_domain::{
@@ -23,6 +24,13 @@ pub struct App {
     pub previous_secret: Option<(Vec<u8>, UnixTime)>,
     /// Opted in to RFC 6749 refresh tokens.
     pub refresh_tokens: bool,
+    /// The random seed the client secret is derived from (see `gramkey_domain::hashing`).
+    /// `None` for apps created before callbacks existed, until their secret is rotated.
+    pub secret_seed: Option<Vec<u8>>,
+    /// Where to POST when a user removes the app.
+    pub deauthorize_url: Option<String>,
+    /// Where to POST when a user asks for their data to be deleted.
+    pub data_deletion_url: Option<String>,
 }
 
 /// What Instagram shows of a person.
@@ -198,4 +206,124 @@ pub(crate) fn corrupt(what: &str, value: &str) -> crate::StoreError {
 pub struct Purged {
     pub codes: u64,
     pub tokens: u64,
+    pub callbacks: u64,
+}
+
+/// What [`crate::GrantStore::remove_grant`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// There was a grant, and it is gone; only then were the callbacks queued.
+    pub grant: bool,
+    /// Tokens revoked.
+    pub tokens: u64,
+}
+
+/// A callback to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCallback {
+    pub app_id: AppId,
+    pub kind: CallbackKind,
+    pub user_id: UserId,
+    /// The id the app knows the user by: the `user_id` of the signed request.
+    pub scoped_id: ScopedUserId,
+    pub created_at: UnixTime,
+}
+
+/// A queued callback and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub id: i64,
+    pub app_id: AppId,
+    pub kind: CallbackKind,
+    pub user_id: UserId,
+    pub scoped_id: ScopedUserId,
+    pub created_at: UnixTime,
+    pub state: CallbackState,
+    /// Attempts started, counting the one in progress.
+    pub attempts: u32,
+    /// When a pending callback is next due (or its current attempt's lease ends).
+    pub next_attempt_at: UnixTime,
+    /// The URL of the last attempt.
+    pub url: Option<String>,
+    pub last_error: Option<String>,
+    /// When it was delivered or given up on.
+    pub finished_at: Option<UnixTime>,
+    /// From a data-deletion callback's answer.
+    pub confirmation: Confirmation,
+}
+
+/// How an attempt ended, for [`crate::CallbackStore::finish_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered {
+        at: UnixTime,
+        url: String,
+        confirmation: Confirmation,
+    },
+    /// Failed; try again at `next_at`.
+    Retry {
+        url: Option<String>,
+        error: String,
+        next_at: UnixTime,
+    },
+    /// Failed for good.
+    GaveUp {
+        at: UnixTime,
+        url: Option<String>,
+        error: String,
+    },
+}
+
+impl Attempt {
+    /// The columns an attempt writes: state, next attempt, url, error, finished, code, status URL.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn columns(
+        &self,
+    ) -> (
+        &'static str,
+        Option<UnixTime>,
+        Option<&str>,
+        Option<&str>,
+        Option<UnixTime>,
+        Option<&str>,
+        Option<&str>,
+    ) {
+        match self {
+            Attempt::Delivered {
+                at,
+                url,
+                confirmation,
+            } => (
+                CallbackState::Delivered.as_str(),
+                None,
+                Some(url),
+                None,
+                Some(*at),
+                confirmation.confirmation_code.as_deref(),
+                confirmation.status_url.as_deref(),
+            ),
+            Attempt::Retry {
+                url,
+                error,
+                next_at,
+            } => (
+                CallbackState::Pending.as_str(),
+                Some(*next_at),
+                url.as_deref(),
+                Some(error),
+                None,
+                None,
+                None,
+            ),
+            Attempt::GaveUp { at, url, error } => (
+                CallbackState::Failed.as_str(),
+                None,
+                url.as_deref(),
+                Some(error),
+                Some(*at),
+                None,
+                None,
+            ),
+        }
+    }
 }

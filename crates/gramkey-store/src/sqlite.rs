@@ -27,7 +27,8 @@ use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
-use crate::{Purged, Revoke};
+use crate::{Attempt, Callback, CallbackStore, NewCallback, Purged, Removal, Revoke};
+use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::retention::Cutoffs;
 
 /// The most writes committed in one transaction.
@@ -38,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_token_lineage.sql"),
     include_str!("../migrations/sqlite/0003_secret_grace.sql"),
     include_str!("../migrations/sqlite/0004_refresh_tokens.sql"),
+    include_str!("../migrations/sqlite/0005_callbacks.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -244,7 +246,7 @@ impl SqliteStore {
 }
 
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
-     previous_secret_expires_at, refresh_tokens";
+     previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url";
 
 fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, StoreError>> {
     let id: String = row.get(0)?;
@@ -268,6 +270,9 @@ fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, Stor
                 _ => None,
             },
             refresh_tokens: row.get(9).map_err(StoreError::from)?,
+            secret_seed: row.get(10).map_err(StoreError::from)?,
+            deauthorize_url: row.get(11).map_err(StoreError::from)?,
+            data_deletion_url: row.get(12).map_err(StoreError::from)?,
         })
     })())
 }
@@ -299,7 +304,7 @@ impl AppStore for SqliteStore {
         let app = app.clone();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8)"
+                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?10, ?11)"
             ))?
             .execute(params![
                 app.id.as_str(),
@@ -309,7 +314,10 @@ impl AppStore for SqliteStore {
                 app.scopes.to_stored(),
                 app.mode.as_str(),
                 app.created_at,
-                app.refresh_tokens
+                app.refresh_tokens,
+                app.secret_seed,
+                app.deauthorize_url,
+                app.data_deletion_url
             ])?;
             Ok(())
         })
@@ -341,17 +349,39 @@ impl AppStore for SqliteStore {
         &self,
         id: &AppId,
         secret_hash: &[u8],
+        secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
     ) -> Result<bool> {
-        let (id, hash) = (id.clone(), secret_hash.to_vec());
+        let (id, hash, seed) = (id.clone(), secret_hash.to_vec(), secret_seed.to_vec());
         self.write(move |c| {
             // The right-hand sides see the row as it was: the old secret becomes the previous one.
             Ok(c.prepare_cached(
                 "UPDATE apps SET previous_secret_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE secret_hash END,
-                     previous_secret_expires_at = ?3, secret_hash = ?1
+                     previous_secret_expires_at = ?3, secret_hash = ?1, secret_seed = ?4
                  WHERE id = ?2",
             )?
-            .execute(params![hash, id.as_str(), keep_old_until])?
+            .execute(params![hash, id.as_str(), keep_old_until, seed])?
+                == 1)
+        })
+        .await
+    }
+
+    async fn set_app_callbacks(
+        &self,
+        id: &AppId,
+        deauthorize_url: Option<&str>,
+        data_deletion_url: Option<&str>,
+    ) -> Result<bool> {
+        let (id, deauth, deletion) = (
+            id.clone(),
+            deauthorize_url.map(str::to_owned),
+            data_deletion_url.map(str::to_owned),
+        );
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE apps SET deauthorize_url = ?2, data_deletion_url = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id.as_str(), deauth, deletion])?
                 == 1)
         })
         .await
@@ -643,6 +673,33 @@ pub(crate) fn issued(id: i64, token: NewToken, scoped_id: Option<ScopedUserId>) 
     }
 }
 
+/// Revokes the tokens `which` selects and, for an app, a user or both, burns their unredeemed
+/// codes (they would mint fresh tokens after the revocation).
+fn revoke_in(c: &Connection, which: &Revoke, reason: RevokeReason, now: UnixTime) -> Result<u64> {
+    const SET: &str = "UPDATE tokens SET revoked_at = ?1, revoke_reason = ?2 WHERE revoked_at IS NULL AND";
+            let r = reason.as_str();
+            let n = match which {
+                Revoke::Token(h) => c.prepare_cached(&format!("{SET} hash = ?3"))?.execute(params![now, r, h.0])?,
+                Revoke::App(a) => c.prepare_cached(&format!("{SET} app_id = ?3"))?.execute(params![now, r, a.as_str()])?,
+                Revoke::AppUser(a, u) => c
+                    .prepare_cached(&format!("{SET} app_id = ?3 AND user_id = ?4"))?
+                    .execute(params![now, r, a.as_str(), u.0])?,
+                Revoke::User(u) => c.prepare_cached(&format!("{SET} user_id = ?3"))?.execute(params![now, r, u.0])?,
+                Revoke::Family(h) => c.prepare_cached(&format!("{FAMILY} {SET} id IN (SELECT id FROM down)"))?.execute(params![now, r, h.0])?,
+            };
+            // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
+            const BURN: &str = "UPDATE auth_codes SET redeemed_at = ?1 WHERE redeemed_at IS NULL AND";
+            match which {
+                Revoke::Token(_) | Revoke::Family(_) => 0,
+                Revoke::App(a) => c.prepare_cached(&format!("{BURN} app_id = ?2"))?.execute(params![now, a.as_str()])?,
+                Revoke::AppUser(a, u) => c
+                    .prepare_cached(&format!("{BURN} app_id = ?2 AND user_id = ?3"))?
+                    .execute(params![now, a.as_str(), u.0])?,
+                Revoke::User(u) => c.prepare_cached(&format!("{BURN} user_id = ?2"))?.execute(params![now, u.0])?,
+            };
+            Ok(n as u64)
+}
+
 #[async_trait]
 impl GrantStore for SqliteStore {
     async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>> {
@@ -795,41 +852,40 @@ impl GrantStore for SqliteStore {
         reason: RevokeReason,
         now: UnixTime,
     ) -> Result<u64> {
-        self.write(move |c| {
-            const SET: &str = "UPDATE tokens SET revoked_at = ?1, revoke_reason = ?2 WHERE revoked_at IS NULL AND";
-            let r = reason.as_str();
-            let n = match &which {
-                Revoke::Token(h) => c.prepare_cached(&format!("{SET} hash = ?3"))?.execute(params![now, r, h.0])?,
-                Revoke::App(a) => c.prepare_cached(&format!("{SET} app_id = ?3"))?.execute(params![now, r, a.as_str()])?,
-                Revoke::AppUser(a, u) => c
-                    .prepare_cached(&format!("{SET} app_id = ?3 AND user_id = ?4"))?
-                    .execute(params![now, r, a.as_str(), u.0])?,
-                Revoke::User(u) => c.prepare_cached(&format!("{SET} user_id = ?3"))?.execute(params![now, r, u.0])?,
-                Revoke::Family(h) => c.prepare_cached(&format!("{FAMILY} {SET} id IN (SELECT id FROM down)"))?.execute(params![now, r, h.0])?,
-            };
-            // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
-            const BURN: &str = "UPDATE auth_codes SET redeemed_at = ?1 WHERE redeemed_at IS NULL AND";
-            match &which {
-                Revoke::Token(_) | Revoke::Family(_) => 0,
-                Revoke::App(a) => c.prepare_cached(&format!("{BURN} app_id = ?2"))?.execute(params![now, a.as_str()])?,
-                Revoke::AppUser(a, u) => c
-                    .prepare_cached(&format!("{BURN} app_id = ?2 AND user_id = ?3"))?
-                    .execute(params![now, a.as_str(), u.0])?,
-                Revoke::User(u) => c.prepare_cached(&format!("{BURN} user_id = ?2"))?.execute(params![now, u.0])?,
-            };
-            Ok(n as u64)
-        })
-        .await
+        self.write(move |c| revoke_in(c, &which, reason, now)).await
     }
 
-    async fn delete_grant(&self, app: &AppId, user: UserId) -> Result<bool> {
-        let app = app.clone();
+    async fn remove_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        reason: RevokeReason,
+        now: UnixTime,
+        callbacks: &[NewCallback],
+    ) -> Result<Removal> {
+        let (app, callbacks) = (app.clone(), callbacks.to_vec());
         self.write(move |c| {
-            Ok(
-                c.prepare_cached("DELETE FROM grants WHERE app_id = ?1 AND user_id = ?2")?
-                    .execute(params![app.as_str(), user.0])?
-                    == 1,
-            )
+            let grant = c
+                .prepare_cached("DELETE FROM grants WHERE app_id = ?1 AND user_id = ?2")?
+                .execute(params![app.as_str(), user.0])?
+                == 1;
+            let tokens = revoke_in(c, &Revoke::AppUser(app, user), reason, now)?;
+            if grant {
+                for cb in &callbacks {
+                    c.prepare_cached(
+                        "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    )?
+                    .execute(params![
+                        cb.app_id.as_str(),
+                        cb.kind.as_str(),
+                        cb.user_id.0,
+                        cb.scoped_id.as_str(),
+                        cb.created_at
+                    ])?;
+                }
+            }
+            Ok(Removal { grant, tokens })
         })
         .await
     }
@@ -848,9 +904,16 @@ impl GrantStore for SqliteStore {
                          (SELECT id FROM tokens WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
                 )?
                 .execute(params![cutoffs.tokens_before, batch])?;
+            let callbacks = c
+                .prepare_cached(
+                    "DELETE FROM callbacks WHERE id IN
+                         (SELECT id FROM callbacks WHERE state <> 'pending' AND finished_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![cutoffs.callbacks_before, batch])?;
             Ok(Purged {
                 codes: codes as u64,
                 tokens: tokens as u64,
+                callbacks: callbacks as u64,
             })
         })
         .await
@@ -908,6 +971,151 @@ impl GrantStore for SqliteStore {
                 out.push(issued(id, token, None));
             }
             Ok(Some(out))
+        })
+        .await
+    }
+}
+
+pub(crate) const CALLBACK_COLUMNS: &str = "id, app_id, kind, user_id, scoped_id, created_at, state, attempts, \
+     next_attempt_at, url, last_error, finished_at, confirmation_code, status_url";
+
+/// A callback row as both backends read it, before its text columns are checked.
+pub(crate) type CallbackRow = (
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+pub(crate) fn to_callback(
+    (
+        id,
+        app,
+        kind,
+        user,
+        scoped,
+        created_at,
+        state,
+        attempts,
+        next_attempt_at,
+        url,
+        last_error,
+        finished_at,
+        confirmation_code,
+        status_url,
+    ): CallbackRow,
+) -> Result<Callback> {
+    Ok(Callback {
+        id,
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        kind: CallbackKind::parse(&kind).ok_or_else(|| corrupt("callback kind", &kind))?,
+        user_id: UserId(user),
+        scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+        created_at,
+        state: CallbackState::parse(&state).ok_or_else(|| corrupt("callback state", &state))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at,
+        url,
+        last_error,
+        finished_at,
+        confirmation: Confirmation {
+            confirmation_code,
+            status_url,
+        },
+    })
+}
+
+fn callback_row(r: &Row<'_>) -> rusqlite::Result<CallbackRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
+    ))
+}
+
+#[async_trait]
+impl CallbackStore for SqliteStore {
+    async fn claim_callbacks(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Callback>> {
+        let rows = self
+            .write(move |c| {
+                Ok(c.prepare_cached(&format!(
+                    "UPDATE callbacks SET attempts = attempts + 1, next_attempt_at = ?2
+                     WHERE id IN (SELECT id FROM callbacks WHERE state = 'pending' AND next_attempt_at <= ?1
+                                  ORDER BY next_attempt_at, id LIMIT ?3)
+                     RETURNING {CALLBACK_COLUMNS}"
+                ))?
+                .query_map(params![now, lease_until, limit], callback_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await?;
+        rows.into_iter().map(to_callback).collect()
+    }
+
+    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()> {
+        let attempt = attempt.clone();
+        self.write(move |c| {
+            let (state, next, url, error, finished, code, status_url) = attempt.columns();
+            c.prepare_cached(
+                "UPDATE callbacks SET state = ?2, next_attempt_at = COALESCE(?3, next_attempt_at),
+                     url = COALESCE(?4, url), last_error = ?5, finished_at = ?6,
+                     confirmation_code = ?7, status_url = ?8
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, state, next, url, error, finished, code, status_url])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn callbacks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Callback>> {
+        let app = app.map(|a| a.as_str().to_owned());
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE ?1 IS NULL OR app_id = ?1
+                 ORDER BY id DESC LIMIT ?2"
+            ))?
+            .query_map(params![app, limit], callback_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .map(to_callback)
+        .collect()
+    }
+
+    async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = ?2, finished_at = NULL
+                 WHERE id = ?1 AND state <> 'delivered'",
+            )?
+            .execute(params![id, now])?
+                == 1)
         })
         .await
     }

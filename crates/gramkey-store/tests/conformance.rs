@@ -12,8 +12,9 @@ use gramkey_domain::{
     UserId,
 };
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
+use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_store::{
-    App, Derivation, Media, NewCode, NewToken, NewUser, Profile, Redemption, Revoke, Store,
+    App, Attempt, Derivation, NewCallback, Media, NewCode, NewToken, NewUser, Profile, Redemption, Revoke, Store,
     StoreError,
 };
 
@@ -33,6 +34,9 @@ fn app(id: &str) -> App {
         created_at: NOW,
         previous_secret: None,
         refresh_tokens: true,
+        secret_seed: Some(vec![1; 32]),
+        deauthorize_url: Some("https://a.example/deauth".into()),
+        data_deletion_url: None,
     }
 }
 
@@ -93,13 +97,28 @@ async fn apps_and_roles(s: &dyn Store) {
     assert_eq!(s.app(&AppId::parse("9").unwrap()).await.unwrap(), None);
     s.create_app(&app("1000000000000002")).await.unwrap();
     assert_eq!(s.apps().await.unwrap().len(), 2);
-    assert!(s.set_app_secret(&a.id, &[9; 32], None).await.unwrap());
-    assert_eq!(
-        s.app(&a.id).await.unwrap().unwrap().secret_hash,
-        vec![9; 32]
+    assert!(s.set_app_secret(&a.id, &[9; 32], &[2; 32], None).await.unwrap());
+    let stored = s.app(&a.id).await.unwrap().unwrap();
+    assert_eq!(stored.secret_hash, vec![9; 32]);
+    assert_eq!(stored.secret_seed, Some(vec![2; 32]));
+    assert!(
+        !s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32], &[2; 32], None)
+            .await
+            .unwrap()
     );
     assert!(
-        !s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32], None)
+        s.set_app_callbacks(&a.id, None, Some("https://a.example/delete"))
+            .await
+            .unwrap()
+    );
+    let stored = s.app(&a.id).await.unwrap().unwrap();
+    assert_eq!(stored.deauthorize_url, None);
+    assert_eq!(
+        stored.data_deletion_url.as_deref(),
+        Some("https://a.example/delete")
+    );
+    assert!(
+        !s.set_app_callbacks(&AppId::parse("9").unwrap(), None, None)
             .await
             .unwrap()
     );
@@ -510,6 +529,7 @@ async fn purging(s: &dyn Store) {
     let before = gramkey_domain::retention::Cutoffs {
         codes_before: NOW + 3600,
         tokens_before: NOW + 3600,
+        callbacks_before: NOW,
     };
     let none = s.purge(before, 10).await.unwrap();
     assert_eq!(
@@ -520,12 +540,188 @@ async fn purging(s: &dyn Store) {
     let after = gramkey_domain::retention::Cutoffs {
         codes_before: NOW + 3601,
         tokens_before: NOW + 3601,
+        callbacks_before: NOW,
     };
     let first = s.purge(after, 2).await.unwrap();
     assert_eq!((first.codes, first.tokens), (2, 1), "batches are bounded");
     let second = s.purge(after, 2).await.unwrap();
     assert_eq!(second.codes, 1);
     assert!(s.token(&hash(170)).await.unwrap().is_none());
+}
+
+async fn callback_outbox(s: Arc<dyn Store>) {
+    let a = app("1000000000000008");
+    s.create_app(&a).await.unwrap();
+    let u = s.create_user(&new_user("hank"), NOW).await.unwrap();
+    let scoped = ScopedUserId::parse("17840000000000008").unwrap();
+    let queue = |kind| NewCallback {
+        app_id: a.id.clone(),
+        kind,
+        user_id: u.id,
+        scoped_id: scoped.clone(),
+        created_at: NOW,
+    };
+    let both = [
+        queue(CallbackKind::Deauthorize),
+        queue(CallbackKind::DataDeletion),
+    ];
+
+    // No grant: nothing to remove, nothing queued.
+    let r = s
+        .remove_grant(&a.id, u.id, RevokeReason::AppRemoved, NOW, &both)
+        .await
+        .unwrap();
+    assert!(!r.grant);
+    assert!(s.callbacks(Some(&a.id), 10).await.unwrap().is_empty());
+
+    // With a grant and a token: the grant goes, the token is revoked, both callbacks queue.
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    let c = code(80, &a, u.id, &scoped);
+    s.create_code(&c).await.unwrap();
+    let t = token_for(&c, hash(180));
+    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![t])))
+        .await
+        .unwrap();
+    s.create_code(&code(81, &a, u.id, &scoped)).await.unwrap();
+    let r = s
+        .remove_grant(&a.id, u.id, RevokeReason::AppRemoved, NOW, &both)
+        .await
+        .unwrap();
+    assert!(r.grant);
+    assert_eq!(r.tokens, 1);
+    assert_eq!(s.grant(&a.id, u.id).await.unwrap(), None);
+    assert_eq!(
+        s.token(&hash(180)).await.unwrap().unwrap().revoked,
+        Some(RevokeReason::AppRemoved)
+    );
+    let burned = s
+        .redeem_code(&hash(81), NOW, Box::new(|_| unreachable!()))
+        .await
+        .unwrap();
+    assert!(matches!(burned, Redemption::Replayed { .. }), "{burned:?}");
+    let listed = s.callbacks(Some(&a.id), 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].kind, CallbackKind::DataDeletion, "newest first");
+    assert_eq!(listed[1].state, CallbackState::Pending);
+    assert_eq!(listed[1].scoped_id, scoped);
+    assert_eq!(listed[1].attempts, 0);
+
+    // Claims from many tasks at once: each callback goes to exactly one claimer.
+    let claims = (0..6).map(|_| {
+        let s = s.clone();
+        tokio::spawn(async move { s.claim_callbacks(NOW + 1, NOW + 61, 1).await.unwrap() })
+    });
+    let mut claimed = Vec::new();
+    for c in claims {
+        claimed.extend(c.await.unwrap());
+    }
+    let mut ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "each callback claimed once: {claimed:?}");
+    assert!(claimed.iter().all(|c| c.attempts == 1 && c.next_attempt_at == NOW + 61));
+    assert!(s.claim_callbacks(NOW + 60, NOW + 120, 10).await.unwrap().is_empty(), "leased");
+
+    let (deauth, deletion) = if claimed[0].kind == CallbackKind::Deauthorize {
+        (claimed[0].id, claimed[1].id)
+    } else {
+        (claimed[1].id, claimed[0].id)
+    };
+    s.finish_attempt(
+        deauth,
+        &Attempt::Delivered {
+            at: NOW + 2,
+            url: "https://a.example/deauth".into(),
+            confirmation: Confirmation::default(),
+        },
+    )
+    .await
+    .unwrap();
+    s.finish_attempt(
+        deletion,
+        &Attempt::Retry {
+            url: Some("https://a.example/delete".into()),
+            error: "the app answered HTTP 503".into(),
+            next_at: NOW + 100,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(s.claim_callbacks(NOW + 99, NOW + 200, 10).await.unwrap().is_empty());
+    // A claimer that dies leaves its lease to run out; the callback comes due again.
+    let again = s.claim_callbacks(NOW + 100, NOW + 160, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[0].last_error.as_deref(), Some("the app answered HTTP 503"));
+    let again = s.claim_callbacks(NOW + 160, NOW + 220, 10).await.unwrap();
+    assert_eq!(again[0].attempts, 3);
+    s.finish_attempt(
+        deletion,
+        &Attempt::GaveUp {
+            at: NOW + 161,
+            url: None,
+            error: "gave up".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let listed = s.callbacks(None, 100).await.unwrap();
+    let find = |id| listed.iter().find(|c| c.id == id).unwrap().clone();
+    let d = find(deauth);
+    assert_eq!(d.state, CallbackState::Delivered);
+    assert_eq!(d.finished_at, Some(NOW + 2));
+    assert_eq!(d.url.as_deref(), Some("https://a.example/deauth"));
+    let f = find(deletion);
+    assert_eq!(f.state, CallbackState::Failed);
+    assert_eq!(f.url.as_deref(), Some("https://a.example/delete"), "kept when not given");
+    assert_eq!(f.last_error.as_deref(), Some("gave up"));
+
+    // Retry: a failed one is queued again with a fresh count; a delivered one is not.
+    assert!(!s.retry_callback(deauth, NOW + 300).await.unwrap());
+    assert!(!s.retry_callback(-1, NOW + 300).await.unwrap());
+    assert!(s.retry_callback(deletion, NOW + 300).await.unwrap());
+    let r = s.claim_callbacks(NOW + 300, NOW + 360, 10).await.unwrap();
+    assert_eq!((r.len(), r[0].attempts), (1, 1));
+    s.finish_attempt(
+        deletion,
+        &Attempt::Delivered {
+            at: NOW + 301,
+            url: "https://a.example/delete".into(),
+            confirmation: Confirmation {
+                confirmation_code: Some("c0de".into()),
+                status_url: Some("https://a.example/status".into()),
+            },
+        },
+    )
+    .await
+    .unwrap();
+    let listed = s.callbacks(Some(&a.id), 10).await.unwrap();
+    assert_eq!(listed[0].confirmation.confirmation_code.as_deref(), Some("c0de"));
+    assert_eq!(listed[0].last_error, None);
+
+    // The janitor deletes finished callbacks past their retention, never pending ones.
+    let cutoffs = |callbacks_before| gramkey_domain::retention::Cutoffs {
+        codes_before: 0,
+        tokens_before: 0,
+        callbacks_before,
+    };
+    assert_eq!(s.purge(cutoffs(NOW + 2), 10).await.unwrap().callbacks, 0);
+    assert_eq!(s.purge(cutoffs(NOW + 3), 10).await.unwrap().callbacks, 1);
+    assert_eq!(s.purge(cutoffs(NOW + 302), 10).await.unwrap().callbacks, 1);
+    assert!(s.callbacks(Some(&a.id), 10).await.unwrap().is_empty());
+
+    // Deleting the app deletes its outbox.
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    s.remove_grant(&a.id, u.id, RevokeReason::AppRemoved, NOW, &both[..1])
+        .await
+        .unwrap();
+    assert_eq!(s.callbacks(Some(&a.id), 10).await.unwrap().len(), 1);
+    s.delete_app(&a.id).await.unwrap();
+    assert!(s.callbacks(Some(&a.id), 10).await.unwrap().is_empty());
 }
 
 async fn suite(s: Arc<dyn Store>) {
@@ -535,6 +731,7 @@ async fn suite(s: Arc<dyn Store>) {
     concurrent_redemption_has_one_winner(s.clone()).await;
     deleting_an_app_removes_its_tokens(&*s).await;
     derived_tokens(&*s).await;
+    callback_outbox(s.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
