@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gramkey_domain::retention::Retention;
 use gramkey_domain::{AppMode, Password, Role};
-use gramkey_server::ops::{NewAppInput, Ops, app_json, user_json};
+use gramkey_server::callbacks::Deliverer;
+use gramkey_server::ops::{NewAppInput, Ops, app_json, callback_json, user_json};
 use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::Profile;
@@ -43,8 +44,28 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
-    /// Delete expired codes and tokens past their retention (the server does this on its own).
+    /// Show and requeue deauthorize and data-deletion callbacks.
+    #[command(subcommand)]
+    Callbacks(CallbacksCommand),
+    /// Delete expired codes, tokens and finished callbacks past their retention (the server
+    /// does this on its own).
     Janitor(JanitorArgs),
+}
+
+#[derive(Subcommand)]
+enum CallbacksCommand {
+    /// The newest callbacks: state, attempts, last error, confirmation code.
+    List {
+        /// Only this app's.
+        #[arg(long)]
+        app: Option<String>,
+        #[arg(long, default_value_t = gramkey_server::ops::CALLBACK_LIST_LIMIT)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a failed callback for another round of attempts, now.
+    Retry { id: i64 },
 }
 
 #[derive(Args)]
@@ -56,6 +77,9 @@ struct RetentionArgs {
     /// Keep tokens this long after they expire or are revoked.
     #[arg(long, env = "GRAMKEY_RETAIN_TOKENS", default_value = "30d", value_parser = humantime::parse_duration)]
     retain_tokens: std::time::Duration,
+    /// Keep delivered and failed callbacks this long after their last attempt.
+    #[arg(long, env = "GRAMKEY_RETAIN_CALLBACKS", default_value = "30d", value_parser = humantime::parse_duration)]
+    retain_callbacks: std::time::Duration,
 }
 
 impl RetentionArgs {
@@ -64,6 +88,7 @@ impl RetentionArgs {
         Retention {
             codes_after_expiry: secs(self.retain_codes),
             tokens_after_end: secs(self.retain_tokens),
+            callbacks_after_end: secs(self.retain_callbacks),
         }
     }
 }
@@ -108,6 +133,9 @@ struct ServeArgs {
     /// How often the janitor runs.
     #[arg(long, env = "GRAMKEY_JANITOR_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     janitor_interval: std::time::Duration,
+    /// How often due deauthorize and data-deletion callbacks are looked for and sent.
+    #[arg(long, env = "GRAMKEY_CALLBACK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    callback_interval: std::time::Duration,
     /// Log format.
     #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -130,8 +158,22 @@ enum AppCommand {
         refresh_tokens: bool,
         #[arg(long, value_parser = ["development", "live"], default_value = "development")]
         mode: String,
+        /// Where to POST a signed request when a user removes the app.
+        #[arg(long)]
+        deauthorize_url: Option<String>,
+        /// Where to POST a signed request when a user asks for their data to be deleted.
+        #[arg(long)]
+        data_deletion_url: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Set an app's callback URLs. A URL left out keeps its value; an empty one clears it.
+    SetCallbacks {
+        id: String,
+        #[arg(long)]
+        deauthorize_url: Option<String>,
+        #[arg(long)]
+        data_deletion_url: Option<String>,
     },
     /// List apps.
     List {
@@ -199,6 +241,17 @@ enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove an app for a user, as they would from their settings: the grant is forgotten,
+    /// the tokens revoked, and the app's deauthorize callback queued.
+    RemoveApp {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        app: String,
+        /// Also ask the app to delete the user's data (its data-deletion callback).
+        #[arg(long)]
+        delete_data: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -219,6 +272,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(&cli.global, args).await,
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
+        Command::Callbacks(cmd) => callbacks(&cli.global.open().await?, cmd).await,
         Command::Janitor(args) => {
             let p = cli
                 .global
@@ -226,7 +280,10 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?
                 .purge_expired(args.retention.retention())
                 .await?;
-            println!("purged {} codes and {} tokens", p.codes, p.tokens);
+            println!(
+                "purged {} codes, {} tokens and {} callbacks",
+                p.codes, p.tokens, p.callbacks
+            );
             Ok(())
         }
     }
@@ -307,12 +364,13 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         config,
     );
     tokio::spawn(
-        Ops {
-            store: state.ops.store.clone(),
-            ..ops.clone()
-        }
-        .run_janitor(args.retention.retention(), args.janitor_interval),
+        state
+            .ops
+            .clone()
+            .run_janitor(args.retention.retention(), args.janitor_interval),
     );
+    let deliverer = Deliverer::new(state.ops.clone()).context("cannot set up callback delivery")?;
+    tokio::spawn(deliverer.run(args.callback_interval));
     println!("gramkey listening on {bound} ({public_url})");
     tracing::info!(address = %bound, "listening");
     gramkey_server::serve(listener, state, async {
@@ -339,6 +397,12 @@ fn print_app(app: &gramkey_store::App) {
             .join(" ")
     );
     println!("  scopes:        {}", app.scopes.to_stored());
+    if let Some(u) = &app.deauthorize_url {
+        println!("  deauthorize:   {u}");
+    }
+    if let Some(u) = &app.data_deletion_url {
+        println!("  data deletion: {u}");
+    }
 }
 
 async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
@@ -349,6 +413,8 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             scopes,
             mode,
             refresh_tokens,
+            deauthorize_url,
+            data_deletion_url,
             json,
         } => {
             let mode = AppMode::parse(&mode).context("mode must be development or live")?;
@@ -359,6 +425,8 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                     scopes,
                     mode,
                     refresh_tokens,
+                    deauthorize_url,
+                    data_deletion_url,
                 })
                 .await?;
             if json {
@@ -420,6 +488,27 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                 print_json(&json!({"id": id, "client_secret": secret.expose()}))?;
             } else {
                 println!("client_secret: {}", secret.expose());
+            }
+        }
+        AppCommand::SetCallbacks {
+            id,
+            deauthorize_url,
+            data_deletion_url,
+        } => {
+            let app = ops.app(&id).await?;
+            let app = ops
+                .set_app_callbacks(
+                    &id,
+                    deauthorize_url.or(app.deauthorize_url).as_deref(),
+                    data_deletion_url.or(app.data_deletion_url).as_deref(),
+                )
+                .await?;
+            print_app(&app);
+            if app.secret_seed.is_none() {
+                println!(
+                    "note: this app's secret predates signed callbacks; rotate it \
+                     (gramkey app rotate-secret {id}) so callbacks can be signed"
+                );
             }
         }
         AppCommand::Delete { id } => {
@@ -485,6 +574,17 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                 println!("created user {}", user.username);
             }
         }
+        UserCommand::RemoveApp {
+            username,
+            app,
+            delete_data,
+        } => {
+            let removal = ops.remove_app_by_name(&username, &app, delete_data).await?;
+            println!(
+                "removed app {app} for {username}; revoked {} tokens",
+                removal.tokens
+            );
+        }
         UserCommand::List { json } => {
             let users = ops.store.users().await?;
             if json {
@@ -496,6 +596,45 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                     println!("{}  ({})", u.username, u.profile.account_type);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+async fn callbacks(ops: &Ops, cmd: CallbacksCommand) -> Result<()> {
+    match cmd {
+        CallbacksCommand::List { app, limit, json } => {
+            let list = ops.callbacks(app.as_deref(), limit).await?;
+            if json {
+                print_json(&json!(list.iter().map(callback_json).collect::<Vec<_>>()))?;
+            } else if list.is_empty() {
+                println!("no callbacks");
+            } else {
+                for c in list {
+                    println!(
+                        "{:>6}  {:<13}  app {}  user {}  {} after {} attempt(s)",
+                        c.id,
+                        c.kind.as_str(),
+                        c.app_id,
+                        c.scoped_id,
+                        c.state.as_str(),
+                        c.attempts
+                    );
+                    if let Some(u) = &c.url {
+                        println!("        url: {u}");
+                    }
+                    if let Some(e) = &c.last_error {
+                        println!("        last error: {e}");
+                    }
+                    if let Some(code) = &c.confirmation.confirmation_code {
+                        println!("        confirmation code: {code}");
+                    }
+                }
+            }
+        }
+        CallbacksCommand::Retry { id } => {
+            ops.retry_callback(id).await?;
+            println!("callback {id} queued; a running server sends it at its next pass (--callback-interval, 1 s by default)");
         }
     }
     Ok(())

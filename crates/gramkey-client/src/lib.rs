@@ -1,8 +1,9 @@
 //! Client SDK for Instagram's token API, against the real Instagram hosts or any gramkey server.
 //!
-//! So far: where to send requests ([`Hosts`]) and the first step of the flow, the authorize URL
-//! with `state` and PKCE ([`AuthorizeRequest`]). Code exchange, refresh, the token vault and the
-//! resource API follow.
+//! So far: where to send requests ([`Hosts`]), the first step of the flow, the authorize URL
+//! with `state` and PKCE ([`AuthorizeRequest`]), and checking the signed requests sent to an
+//! app's deauthorize and data-deletion callbacks ([`signed_request`]). Code exchange, refresh,
+//! the token vault and the resource API follow.
 //!
 //! ```
 //! use gramkey_client::{AuthorizeRequest, Hosts};
@@ -14,6 +15,8 @@
 //! // Keep `req.state()` to check the redirect, and `req.verifier()` for the code exchange.
 //! assert_eq!(req.verifier().len(), 64);
 //! ```
+
+pub mod signed_request;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

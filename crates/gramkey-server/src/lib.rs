@@ -4,6 +4,7 @@
 //! Handlers are thin: they parse into domain types, call the domain and the store, and render
 //! in the wire flavour of their endpoint ([`wire`]). Every route is listed in [`router`].
 
+pub mod callbacks;
 pub mod handlers;
 pub mod keys;
 pub mod ops;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use gramkey_domain::UserId;
 use gramkey_domain::app::{AppError, validate_app_name, validate_app_scopes};
-use gramkey_domain::entropy::random_hex;
+use gramkey_domain::callback::{CallbackKind, CallbackState, validate_callback_url};
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::password::{PasswordError, hash_password};
 use gramkey_domain::retention::Retention;
@@ -13,7 +13,9 @@ use gramkey_domain::user::{Username, UsernameError};
 use gramkey_domain::{
     AppId, AppMode, ClientSecret, Clock, Entropy, Password, RedirectUri, Role, SecretHasher,
 };
-use gramkey_store::{App, NewUser, Profile, Purged, Revoke, Store, StoreError, User};
+use gramkey_store::{
+    App, Callback, NewCallback, NewUser, Profile, Purged, Removal, Revoke, Store, StoreError, User,
+};
 use serde_json::{Value, json};
 
 /// Everything an operation needs. Time and randomness are injected here and nowhere else.
@@ -67,16 +69,24 @@ pub struct NewAppInput {
     pub mode: AppMode,
     /// Opt in to RFC 6749 refresh tokens.
     pub refresh_tokens: bool,
+    pub deauthorize_url: Option<String>,
+    pub data_deletion_url: Option<String>,
+}
+
+/// Checks an optional callback URL; empty means none.
+fn callback_url(raw: Option<&str>) -> Result<Option<String>, OpError> {
+    match raw.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Ok(None),
+        Some(u) => Ok(Some(validate_callback_url(u)?)),
+    }
 }
 
 /// Rows deleted per statement by the janitor: small enough that a purge never holds the
 /// database for more than a moment.
 pub const JANITOR_BATCH: u32 = 1000;
 
-/// A client secret: 32 hex characters (128 bits), the shape Meta issues.
-fn new_client_secret(entropy: &dyn Entropy) -> ClientSecret {
-    ClientSecret::new(random_hex(entropy, 32))
-}
+/// Newest callbacks listed by [`Ops::callbacks`] when no limit is given.
+pub const CALLBACK_LIST_LIMIT: u32 = 100;
 
 impl Ops {
     /// Registers an app. The secret is returned once and stored only as a keyed hash.
@@ -91,20 +101,59 @@ impl Ops {
             .map(|u| RedirectUri::parse(u.trim()))
             .collect::<Result<Vec<_>, _>>()?;
         let scopes = validate_app_scopes(&input.scopes)?;
-        let secret = new_client_secret(&*self.entropy);
+        let id = AppId::generate(&*self.entropy);
+        let (secret, seed) = self.new_secret(&id);
         let app = App {
-            id: AppId::generate(&*self.entropy),
-            name,
             secret_hash: self.hasher.hash_client_secret(&secret).to_vec(),
+            id,
+            name,
             redirect_uris,
             scopes,
             mode: input.mode,
             created_at: self.clock.now(),
             previous_secret: None,
             refresh_tokens: input.refresh_tokens,
+            secret_seed: Some(seed.to_vec()),
+            deauthorize_url: callback_url(input.deauthorize_url.as_deref())?,
+            data_deletion_url: callback_url(input.data_deletion_url.as_deref())?,
         };
         self.store.create_app(&app).await?;
         Ok((app, secret))
+    }
+
+    /// A fresh client secret for `app`: 32 hex characters (128 bits), the shape Meta issues,
+    /// derived from a random seed (see `gramkey_domain::hashing` for why).
+    fn new_secret(&self, app: &AppId) -> (ClientSecret, [u8; 32]) {
+        let mut seed = [0u8; 32];
+        self.entropy.fill(&mut seed);
+        (self.hasher.derive_client_secret(app, &seed), seed)
+    }
+
+    /// The app's current client secret, to sign callbacks with; `None` for an app created
+    /// before secrets were derived, until its secret is rotated.
+    pub fn app_secret(&self, app: &App) -> Option<ClientSecret> {
+        let seed = app.secret_seed.as_deref()?;
+        let secret = self.hasher.derive_client_secret(&app.id, seed);
+        // A seed that does not give the stored secret means the master key changed.
+        self.hasher
+            .verify_client_secret(&secret, &app.secret_hash)
+            .then_some(secret)
+    }
+
+    /// Sets or clears (with `None` or an empty string) an app's callback URLs.
+    pub async fn set_app_callbacks(
+        &self,
+        id: &str,
+        deauthorize_url: Option<&str>,
+        data_deletion_url: Option<&str>,
+    ) -> Result<App, OpError> {
+        let app = self.app(id).await?;
+        let deauth = callback_url(deauthorize_url)?;
+        let deletion = callback_url(data_deletion_url)?;
+        self.store
+            .set_app_callbacks(&app.id, deauth.as_deref(), deletion.as_deref())
+            .await?;
+        self.app(id).await
     }
 
     pub async fn app(&self, id: &str) -> Result<App, OpError> {
@@ -128,12 +177,12 @@ impl Ops {
                 "the grace period must be between 1 second and 30 days".into(),
             ));
         }
-        let secret = new_client_secret(&*self.entropy);
+        let (secret, seed) = self.new_secret(&app.id);
         let keep_old_until = grace_secs.map(|g| self.clock.now() + g);
         let hash = self.hasher.hash_client_secret(&secret);
         if !self
             .store
-            .set_app_secret(&app.id, &hash, keep_old_until)
+            .set_app_secret(&app.id, &hash, &seed, keep_old_until)
             .await?
         {
             return Err(OpError::NotFound(format!("no app with id {id}")));
@@ -235,14 +284,86 @@ impl Ops {
     }
 
     /// The user removes an app: its grant is forgotten and every token it holds for the user is
-    /// revoked (190/458 from then on).
-    pub async fn remove_app_for_user(&self, app: &AppId, user: UserId) -> Result<u64, OpError> {
-        self.store.delete_grant(app, user).await?;
-        let which = Revoke::AppUser(app.clone(), user);
+    /// revoked (190/458 from then on). The app's deauthorize callback is queued, and with
+    /// `delete_data` its data-deletion callback too, for each URL the app has configured. All
+    /// of it happens in one transaction, and the callbacks only if there was a grant.
+    pub async fn remove_app_for_user(
+        &self,
+        app: &AppId,
+        user: UserId,
+        delete_data: bool,
+    ) -> Result<Removal, OpError> {
+        let now = self.clock.now();
+        let mut callbacks = Vec::new();
+        if let (Some(a), Some(grant)) = (
+            self.store.app(app).await?,
+            self.store.grant(app, user).await?,
+        ) {
+            let mut queue = |kind| {
+                callbacks.push(NewCallback {
+                    app_id: a.id.clone(),
+                    kind,
+                    user_id: user,
+                    scoped_id: grant.scoped_id.clone(),
+                    created_at: now,
+                })
+            };
+            if a.deauthorize_url.is_some() {
+                queue(CallbackKind::Deauthorize);
+            }
+            if delete_data && a.data_deletion_url.is_some() {
+                queue(CallbackKind::DataDeletion);
+            }
+        }
         Ok(self
             .store
-            .revoke_tokens(which, RevokeReason::AppRemoved, self.clock.now())
+            .remove_grant(app, user, RevokeReason::AppRemoved, now, &callbacks)
             .await?)
+    }
+
+    /// [`Ops::remove_app_for_user`] by username and app id, for the CLI and the admin API.
+    pub async fn remove_app_by_name(
+        &self,
+        username: &str,
+        app_id: &str,
+        delete_data: bool,
+    ) -> Result<Removal, OpError> {
+        let user = self.user(username).await?;
+        let app = self.app(app_id).await?;
+        let removal = self
+            .remove_app_for_user(&app.id, user.id, delete_data)
+            .await?;
+        if !removal.grant {
+            return Err(OpError::NotFound(format!(
+                "{} has not authorized app {}",
+                user.username, app.id
+            )));
+        }
+        Ok(removal)
+    }
+
+    /// The newest callbacks, of one app or all.
+    pub async fn callbacks(
+        &self,
+        app_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Callback>, OpError> {
+        let app = match app_id {
+            Some(id) => Some(self.app(id).await?.id),
+            None => None,
+        };
+        Ok(self.store.callbacks(app.as_ref(), limit).await?)
+    }
+
+    /// Queues a failed (or waiting) callback for an attempt now.
+    pub async fn retry_callback(&self, id: i64) -> Result<(), OpError> {
+        if self.store.retry_callback(id, self.clock.now()).await? {
+            Ok(())
+        } else {
+            Err(OpError::NotFound(format!(
+                "no callback {id} waiting or failed (delivered ones are not sent again)"
+            )))
+        }
     }
 
     /// One janitor pass: deletes finished codes and tokens past `retention`, a batch at a time,
@@ -254,7 +375,11 @@ impl Ops {
             let p = self.store.purge(cutoffs, JANITOR_BATCH).await?;
             total.codes += p.codes;
             total.tokens += p.tokens;
-            if p.codes < u64::from(JANITOR_BATCH) && p.tokens < u64::from(JANITOR_BATCH) {
+            total.callbacks += p.callbacks;
+            if [p.codes, p.tokens, p.callbacks]
+                .iter()
+                .all(|&n| n < u64::from(JANITOR_BATCH))
+            {
                 return Ok(total);
             }
             // Let other work in between batches.
@@ -270,10 +395,11 @@ impl Ops {
         loop {
             tick.tick().await;
             match self.purge_expired(retention).await {
-                Ok(p) if p.codes + p.tokens > 0 => {
+                Ok(p) if p.codes + p.tokens + p.callbacks > 0 => {
                     tracing::info!(
                         codes = p.codes,
                         tokens = p.tokens,
+                        callbacks = p.callbacks,
                         "janitor purged expired rows"
                     );
                 }
@@ -294,7 +420,28 @@ pub fn app_json(app: &App) -> Value {
         "scopes": app.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "mode": app.mode.as_str(),
         "refresh_tokens": app.refresh_tokens,
+        "deauthorize_url": app.deauthorize_url,
+        "data_deletion_url": app.data_deletion_url,
         "created_at": app.created_at,
+    })
+}
+
+/// The public view of a queued callback.
+pub fn callback_json(c: &Callback) -> Value {
+    json!({
+        "id": c.id,
+        "app_id": c.app_id.as_str(),
+        "kind": c.kind.as_str(),
+        "user_id": c.scoped_id.as_str(),
+        "state": c.state.as_str(),
+        "attempts": c.attempts,
+        "created_at": c.created_at,
+        "next_attempt_at": (c.state == CallbackState::Pending).then_some(c.next_attempt_at),
+        "finished_at": c.finished_at,
+        "url": c.url,
+        "last_error": c.last_error,
+        "confirmation_code": c.confirmation.confirmation_code,
+        "status_url": c.confirmation.status_url,
     })
 }
 

@@ -57,10 +57,16 @@ pub fn router(state: AppState) -> Router {
         .nest("/{version}", graph.route_layer(middleware::from_fn(graph_version)))
         // Admin API.
         .route("/admin/apps", get(admin::list_apps).post(admin::create_app))
-        .route("/admin/apps/{id}", get(admin::show_app).delete(admin::delete_app))
+        .route(
+            "/admin/apps/{id}",
+            get(admin::show_app).delete(admin::delete_app).patch(admin::update_app),
+        )
         .route("/admin/apps/{id}/rotate-secret", post(admin::rotate_secret))
         .route("/admin/apps/{id}/roles", post(admin::set_role))
         .route("/admin/users", get(admin::list_users).post(admin::create_user))
+        .route("/admin/users/{username}/apps/{id}", axum::routing::delete(admin::remove_user_app))
+        .route("/admin/callbacks", get(admin::list_callbacks))
+        .route("/admin/callbacks/{id}/retry", post(admin::retry_callback))
         .route("/admin/{*rest}", axum::routing::any(admin::not_found))
         // Sandbox.
         .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))

@@ -77,6 +77,8 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
                 .join(","),
             mode: AppMode::Development,
             refresh_tokens: true,
+            deauthorize_url: None,
+            data_deletion_url: None,
         })
         .await?;
     let now = ops.clock.now();

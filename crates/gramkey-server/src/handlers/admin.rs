@@ -11,7 +11,7 @@ use gramkey_store::Profile;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::ops::{NewAppInput, app_json, user_json};
+use crate::ops::{CALLBACK_LIST_LIMIT, NewAppInput, app_json, callback_json, user_json};
 use crate::state::AppState;
 use crate::wire::admin::AdminError;
 
@@ -71,6 +71,10 @@ pub struct CreateApp {
     mode: Option<String>,
     #[serde(default)]
     refresh_tokens: bool,
+    #[serde(default)]
+    deauthorize_url: Option<String>,
+    #[serde(default)]
+    data_deletion_url: Option<String>,
 }
 
 fn parse_mode(mode: Option<&str>) -> Result<AppMode, AdminError> {
@@ -96,6 +100,8 @@ pub async fn create_app(
         scopes: body.scopes.join(","),
         mode: parse_mode(body.mode.as_deref())?,
         refresh_tokens: body.refresh_tokens,
+        deauthorize_url: body.deauthorize_url,
+        data_deletion_url: body.data_deletion_url,
     };
     let (app, secret) = state.ops.create_app(input).await?;
     tracing::info!(app_id = %app.id, "app created through the admin API");
@@ -233,6 +239,86 @@ pub async fn list_users(
     Ok(Json(
         json!({"data": users.iter().map(user_json).collect::<Vec<_>>()}),
     ))
+}
+
+/// `PATCH /admin/apps/{id}`: a field left out keeps its value; an empty string clears it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApp {
+    deauthorize_url: Option<String>,
+    data_deletion_url: Option<String>,
+}
+
+pub async fn update_app(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<UpdateApp>,
+) -> Result<Json<Value>, AdminError> {
+    let app = state.ops.app(&id).await?;
+    let app = state
+        .ops
+        .set_app_callbacks(
+            &id,
+            body.deauthorize_url.or(app.deauthorize_url).as_deref(),
+            body.data_deletion_url.or(app.data_deletion_url).as_deref(),
+        )
+        .await?;
+    Ok(Json(app_json(&app)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveApp {
+    #[serde(default)]
+    delete_data: bool,
+}
+
+/// `DELETE /admin/users/{username}/apps/{id}[?delete_data=true]`: the user removes the app,
+/// as from their "Apps and Websites" page.
+pub async fn remove_user_app(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((username, id)): Path<(String, String)>,
+    query: Result<axum::extract::Query<RemoveApp>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let removal = state
+        .ops
+        .remove_app_by_name(&username, &id, q.delete_data)
+        .await?;
+    Ok(Json(json!({"revoked_tokens": removal.tokens})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListCallbacks {
+    app_id: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list_callbacks(
+    _: Admin,
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<ListCallbacks>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(CALLBACK_LIST_LIMIT).clamp(1, 1000);
+    let list = state.ops.callbacks(q.app_id.as_deref(), limit).await?;
+    Ok(Json(
+        json!({"data": list.iter().map(callback_json).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn retry_callback(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, AdminError> {
+    state.ops.retry_callback(id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Any other path under `/admin`, in the admin error shape.

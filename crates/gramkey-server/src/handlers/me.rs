@@ -167,7 +167,8 @@ pub async fn me(
 }
 
 /// `DELETE /me/permissions`: the user (through the app) removes the app. Its grant is
-/// forgotten and every token it holds for the user is revoked (190/458 from then on).
+/// forgotten, every token it holds for the user is revoked (190/458 from then on), and its
+/// deauthorize callback, if it has one, is queued.
 pub async fn remove_app(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -177,11 +178,15 @@ pub async fn remove_app(
     let result = async {
         let record = authenticate(&state, bearer(&headers, &query)?).await?;
         let uid = record.user_id.ok_or_else(GraphError::missing_token)?;
-        let n = state.ops.remove_app_for_user(&record.app_id, uid).await.map_err(|e| {
-            tracing::error!(error = %e, "removing an app failed");
-            GraphError::internal()
-        })?;
-        tracing::info!(app_id = %record.app_id, user_id = uid.0, revoked = n, "user removed the app");
+        let removal = state
+            .ops
+            .remove_app_for_user(&record.app_id, uid, false)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "removing an app failed");
+                GraphError::internal()
+            })?;
+        tracing::info!(app_id = %record.app_id, user_id = uid.0, revoked = removal.tokens, "user removed the app");
         Ok::<_, GraphError>(Json(json!({"success": true})).into_response())
     }
     .await;

@@ -1,0 +1,194 @@
+//! Delivers queued deauthorize and data-deletion callbacks (the outbox in
+//! [`gramkey_store::CallbackStore`]).
+//!
+//! Every node runs a [`Deliverer`]. Each pass claims the callbacks that are due, leasing them
+//! for [`LEASE_SECS`] so no other node sends them meanwhile, POSTs each one's
+//! `signed_request`, and records the outcome: delivered, retried later with backoff, or failed
+//! after [`gramkey_domain::callback::MAX_ATTEMPTS`]. A node that dies mid-delivery leaves its
+//! lease to run out, and the callback is sent again: delivery is at least once, so apps should
+//! treat a repeated callback for the same user as one.
+
+use std::time::Duration;
+
+use gramkey_domain::callback::{CallbackKind, judge_answer, next_attempt, signed_request};
+use gramkey_store::{Attempt, Callback};
+
+use crate::ops::Ops;
+
+/// How long a claimed callback is reserved for its claimer: well over the request timeout.
+pub const LEASE_SECS: i64 = 60;
+/// The most callbacks one pass claims.
+const BATCH: u32 = 32;
+/// The whole request, connection included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an app's answer that is read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Sends callbacks for one node.
+#[derive(Clone)]
+pub struct Deliverer {
+    ops: Ops,
+    http: reqwest::Client,
+}
+
+impl Deliverer {
+    pub fn new(ops: Ops) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            // A callback goes to the configured URL and nowhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gramkey/", env!("CARGO_PKG_VERSION"), " (callbacks)"))
+            .build()?;
+        Ok(Self { ops, http })
+    }
+
+    /// Runs [`Deliverer::deliver_due`] every `every`, forever. Failures are logged and retried
+    /// at the next tick.
+    pub async fn run(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.deliver_due().await {
+                tracing::warn!(error = %e, "callback delivery pass failed");
+            }
+        }
+    }
+
+    /// One pass: claims what is due and sends it, concurrently. Returns how many were attempted.
+    pub async fn deliver_due(&self) -> Result<usize, gramkey_store::StoreError> {
+        let now = self.ops.clock.now();
+        let due = self
+            .ops
+            .store
+            .claim_callbacks(now, now + LEASE_SECS, BATCH)
+            .await?;
+        let n = due.len();
+        let mut sends = tokio::task::JoinSet::new();
+        for callback in due {
+            let this = self.clone();
+            sends.spawn(async move { this.deliver(callback).await });
+        }
+        while let Some(done) = sends.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "recording a callback attempt failed");
+            }
+        }
+        Ok(n)
+    }
+
+    async fn deliver(&self, cb: Callback) -> Result<(), gramkey_store::StoreError> {
+        let attempt = match self.attempt(&cb).await {
+            Ok(attempt) => attempt,
+            // Nothing was sent: there is nothing to retry until someone changes the app.
+            Err(error) => Attempt::GaveUp {
+                at: self.ops.clock.now(),
+                url: None,
+                error,
+            },
+        };
+        match &attempt {
+            Attempt::Delivered { .. } => tracing::info!(
+                callback = cb.id, app_id = %cb.app_id, kind = cb.kind.as_str(), "callback delivered"
+            ),
+            Attempt::Retry { error, next_at, .. } => tracing::warn!(
+                callback = cb.id, app_id = %cb.app_id, kind = cb.kind.as_str(), attempt = cb.attempts,
+                next_at, error = %error, "callback attempt failed; will retry"
+            ),
+            Attempt::GaveUp { error, .. } => tracing::warn!(
+                callback = cb.id, app_id = %cb.app_id, kind = cb.kind.as_str(), attempt = cb.attempts,
+                error = %error, "callback failed for good"
+            ),
+        }
+        self.ops.store.finish_attempt(cb.id, &attempt).await
+    }
+
+    /// Sends one callback. `Err` when it cannot be sent at all.
+    async fn attempt(&self, cb: &Callback) -> Result<Attempt, String> {
+        let app = self
+            .ops
+            .store
+            .app(&cb.app_id)
+            .await
+            .map_err(|e| format!("could not read the app: {e}"))?
+            .ok_or("the app was deleted")?;
+        let url = match cb.kind {
+            CallbackKind::Deauthorize => app.deauthorize_url.as_ref(),
+            CallbackKind::DataDeletion => app.data_deletion_url.as_ref(),
+        }
+        .ok_or_else(|| format!("the app no longer has a {} URL", cb.kind.as_str()))?
+        .clone();
+        let secret = self.ops.app_secret(&app).ok_or(
+            "this app's secret cannot sign callbacks: it predates signed callbacks, or the \
+             server key changed; rotate the secret (gramkey app rotate-secret), then retry",
+        )?;
+        let now = self.ops.clock.now();
+        let body = signed_request(&secret, &cb.scoped_id, now);
+        let outcome = match self
+            .http
+            .post(&url)
+            .form(&[("signed_request", body.as_str())])
+            .send()
+            .await
+        {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let answer = read_limited(resp).await;
+                judge_answer(cb.kind, status, &answer)
+            }
+            Err(e) => Err(describe(e)),
+        };
+        let now = self.ops.clock.now();
+        Ok(match outcome {
+            Ok(confirmation) => Attempt::Delivered {
+                at: now,
+                url,
+                confirmation,
+            },
+            Err(error) => match next_attempt(cb.attempts, now, &*self.ops.entropy) {
+                Some(next_at) => Attempt::Retry {
+                    url: Some(url),
+                    error,
+                    next_at,
+                },
+                None => Attempt::GaveUp {
+                    at: now,
+                    url: Some(url),
+                    error,
+                },
+            },
+        })
+    }
+}
+
+/// The start of an answer's body, as text.
+async fn read_limited(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ANSWER {
+            body.truncate(MAX_ANSWER);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// A transport error in words, without the URL (which is shown beside it).
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("no answer within {} s", TIMEOUT.as_secs())
+    } else if e.is_connect() {
+        "could not connect".into()
+    } else {
+        let e = e.without_url();
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg = format!("{msg}: {s}");
+            source = s.source();
+        }
+        msg
+    }
+}
