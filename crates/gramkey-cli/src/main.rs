@@ -634,7 +634,9 @@ async fn callbacks(ops: &Ops, cmd: CallbacksCommand) -> Result<()> {
         }
         CallbacksCommand::Retry { id } => {
             ops.retry_callback(id).await?;
-            println!("callback {id} queued; a running server sends it at its next pass (--callback-interval, 1 s by default)");
+            println!(
+                "callback {id} queued; a running server sends it at its next pass (--callback-interval, 1 s by default)"
+            );
         }
     }
     Ok(())

@@ -166,11 +166,56 @@ fn app_and_user_commands() {
             "bogus",
         ],
         &["app", "show", "12345"],
+        &[
+            "app",
+            "set-callbacks",
+            &id,
+            "--deauthorize-url",
+            "http://x.example/d",
+        ],
+        &["user", "remove-app", "--username", "erin", "--app", &id],
+        &["callbacks", "retry", "999"],
+        &["callbacks", "list", "--app", "12345"],
     ] {
         let out = gramkey(dir.path()).args(args).output().unwrap();
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(!out.stderr.is_empty(), "{args:?} should say why");
     }
+
+    // Callback URLs: set, kept when left out, cleared when empty, shown in listings.
+    let ok = |args: &[&str]| {
+        let out = gramkey(dir.path()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&[
+        "app",
+        "set-callbacks",
+        &id,
+        "--deauthorize-url",
+        "https://cli.example/deauth",
+        "--data-deletion-url",
+        "http://127.0.0.1:9/delete",
+    ]);
+    ok(&["app", "set-callbacks", &id, "--deauthorize-url", ""]);
+    let shown = run_json(gramkey(dir.path()).args(["app", "show", &id, "--json"]));
+    assert_eq!(shown["deauthorize_url"], Value::Null);
+    assert_eq!(shown["data_deletion_url"], "http://127.0.0.1:9/delete");
+    assert!(ok(&["app", "list"]).contains("data deletion: http://127.0.0.1:9/delete"));
+    assert_eq!(ok(&["callbacks", "list"]).trim(), "no callbacks");
+    assert_eq!(
+        run_json(gramkey(dir.path()).args(["callbacks", "list", "--app", &id, "--json"])),
+        serde_json::json!([])
+    );
+    let out = gramkey(dir.path())
+        .args(["user", "remove-app", "--username", "erin", "--app", &id])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("erin has not authorized app"));
 
     let out = gramkey(dir.path())
         .args(["app", "delete", &id])

@@ -118,7 +118,10 @@ mod tests {
         let p = URL_SAFE_NO_PAD.encode(payload);
         let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
         mac.update(p.as_bytes());
-        format!("{}.{p}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        format!(
+            "{}.{p}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 
     #[test]
@@ -129,7 +132,10 @@ mod tests {
         assert_eq!(e("!!.??"), SignedRequestError::Malformed);
         // The payload changed, the signature did not.
         let (sig, _) = GOOD.split_once('.').unwrap();
-        let forged = format!("{sig}.{}", URL_SAFE_NO_PAD.encode(r#"{"user_id":"1","algorithm":"HMAC-SHA256","issued_at":1}"#));
+        let forged = format!(
+            "{sig}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"user_id":"1","algorithm":"HMAC-SHA256","issued_at":1}"#)
+        );
         assert_eq!(e(&forged), SignedRequestError::BadSignature);
         assert_eq!(e(&sign("[]")), SignedRequestError::Algorithm(String::new()));
         assert_eq!(e(&sign("not json")), SignedRequestError::BadPayload);

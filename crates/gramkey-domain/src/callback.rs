@@ -85,7 +85,11 @@ pub fn validate_callback_url(raw: &str) -> Result<String, AppError> {
 }
 
 /// The `signed_request` for `user_id`, signed with the app's secret.
-pub fn signed_request(secret: &ClientSecret, user_id: &ScopedUserId, issued_at: UnixTime) -> String {
+pub fn signed_request(
+    secret: &ClientSecret,
+    user_id: &ScopedUserId,
+    issued_at: UnixTime,
+) -> String {
     let payload = serde_json::json!({
         "user_id": user_id.as_str(),
         "algorithm": "HMAC-SHA256",
@@ -141,7 +145,8 @@ pub fn judge_answer(kind: CallbackKind, status: u16, body: &str) -> Result<Confi
     if kind == CallbackKind::Deauthorize {
         return Ok(Confirmation::default());
     }
-    let expected = "a data-deletion callback must answer JSON {\"url\": \"…\", \"confirmation_code\": \"…\"}";
+    let expected =
+        "a data-deletion callback must answer JSON {\"url\": \"…\", \"confirmation_code\": \"…\"}";
     let value: serde_json::Value =
         serde_json::from_str(body).map_err(|_| format!("{expected}; the answer is not JSON"))?;
     let field = |name: &str| {
@@ -156,7 +161,9 @@ pub fn judge_answer(kind: CallbackKind, status: u16, body: &str) -> Result<Confi
             confirmation_code: Some(code),
             status_url: Some(url),
         }),
-        _ => Err(format!("{expected}; a field is missing, empty or not a string")),
+        _ => Err(format!(
+            "{expected}; a field is missing, empty or not a string"
+        )),
     }
 }
 
@@ -197,7 +204,11 @@ mod tests {
         use CallbackKind::*;
         assert!(judge_answer(Deauthorize, 200, "").is_ok());
         assert!(judge_answer(Deauthorize, 204, "whatever").is_ok());
-        assert!(judge_answer(Deauthorize, 500, "").unwrap_err().contains("500"));
+        assert!(
+            judge_answer(Deauthorize, 500, "")
+                .unwrap_err()
+                .contains("500")
+        );
         assert!(judge_answer(Deauthorize, 302, "").is_err());
         let ok = judge_answer(
             DataDeletion,
@@ -206,8 +217,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.confirmation_code.as_deref(), Some("abc9"));
-        assert_eq!(ok.status_url.as_deref(), Some("https://app.example/status?id=9"));
-        for bad in ["", "ok", r#"{"url":"x"}"#, r#"{"url":"x","confirmation_code":7}"#, r#"{"url":"","confirmation_code":"c"}"#] {
+        assert_eq!(
+            ok.status_url.as_deref(),
+            Some("https://app.example/status?id=9")
+        );
+        for bad in [
+            "",
+            "ok",
+            r#"{"url":"x"}"#,
+            r#"{"url":"x","confirmation_code":7}"#,
+            r#"{"url":"","confirmation_code":"c"}"#,
+        ] {
             let e = judge_answer(DataDeletion, 200, bad).unwrap_err();
             assert!(e.contains("confirmation_code"), "{bad}: {e}");
         }
@@ -218,7 +238,11 @@ mod tests {
         for k in [CallbackKind::Deauthorize, CallbackKind::DataDeletion] {
             assert_eq!(CallbackKind::parse(k.as_str()), Some(k));
         }
-        for s in [CallbackState::Pending, CallbackState::Delivered, CallbackState::Failed] {
+        for s in [
+            CallbackState::Pending,
+            CallbackState::Delivered,
+            CallbackState::Failed,
+        ] {
             assert_eq!(CallbackState::parse(s.as_str()), Some(s));
         }
         assert!(validate_callback_url(" https://app.example/deauth ").is_ok());

@@ -38,7 +38,11 @@ impl Deliverer {
             .connect_timeout(Duration::from_secs(5))
             // A callback goes to the configured URL and nowhere else.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("gramkey/", env!("CARGO_PKG_VERSION"), " (callbacks)"))
+            .user_agent(concat!(
+                "gramkey/",
+                env!("CARGO_PKG_VERSION"),
+                " (callbacks)"
+            ))
             .build()?;
         Ok(Self { ops, http })
     }

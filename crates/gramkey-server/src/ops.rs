@@ -182,7 +182,7 @@ impl Ops {
         let hash = self.hasher.hash_client_secret(&secret);
         if !self
             .store
-            .set_app_secret(&app.id, &hash, &seed, keep_old_until)
+            .set_app_secret(&app.id, &hash, &seed, keep_old_until, self.clock.now())
             .await?
         {
             return Err(OpError::NotFound(format!("no app with id {id}")));

@@ -3,13 +3,18 @@
 //! CSRF token that every form must echo. The cookie is `HttpOnly`, `SameSite=Lax` (the
 //! authorize request arrives as a cross-site top-level navigation and must see the session),
 //! and `Secure` when the public URL is https.
+//!
+//! A session also carries a fingerprint of the password hash it signed in with, so changing the
+//! password ends every browser session at once, not just the tokens.
 
 use axum_extra::extract::PrivateCookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use gramkey_domain::entropy::random_alnum;
 use gramkey_domain::secret::ct_eq;
 use gramkey_domain::{UnixTime, UserId};
+use gramkey_store::{StoreError, User};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 
@@ -23,6 +28,9 @@ pub struct Session {
     pub uid: Option<i64>,
     pub auth_at: Option<UnixTime>,
     pub exp: UnixTime,
+    /// Fingerprint of the password hash at sign-in.
+    #[serde(default)]
+    pub pw: String,
 }
 
 impl Session {
@@ -41,7 +49,26 @@ fn new_session(state: &AppState) -> Session {
         uid: None,
         auth_at: None,
         exp: state.ops.clock.now() + SESSION_SECS,
+        pw: String::new(),
     }
+}
+
+/// A short digest of a password hash: changes whenever the password does (a new salt each time).
+fn password_fingerprint(user: &User) -> String {
+    hex::encode(&Sha256::digest(user.password_hash.as_bytes())[..8])
+}
+
+/// The signed-in user of `session`, unless their password changed since they signed in.
+pub async fn user(state: &AppState, session: &Session) -> Result<Option<User>, StoreError> {
+    let Some(uid) = session.user() else {
+        return Ok(None);
+    };
+    Ok(state
+        .ops
+        .store
+        .user(uid)
+        .await?
+        .filter(|u| ct_eq(password_fingerprint(u).as_bytes(), session.pw.as_bytes())))
 }
 
 /// The current session, if the cookie is there, authentic and unexpired.
@@ -63,9 +90,10 @@ pub fn ensure(state: &AppState, jar: PrivateCookieJar) -> (PrivateCookieJar, Ses
 
 /// A fresh session for a user who just signed in: a new CSRF token too, so nothing from before
 /// sign-in carries over (session fixation).
-pub fn signed_in(state: &AppState, jar: PrivateCookieJar, user: UserId) -> PrivateCookieJar {
+pub fn signed_in(state: &AppState, jar: PrivateCookieJar, user: &User) -> PrivateCookieJar {
     let mut s = new_session(state);
-    s.uid = Some(user.0);
+    s.uid = Some(user.id.0);
+    s.pw = password_fingerprint(user);
     s.auth_at = Some(state.ops.clock.now());
     store(state, jar, &s)
 }

@@ -795,6 +795,34 @@ async fn force_authentication_asks_for_the_password_again() {
 }
 
 #[tokio::test]
+async fn a_password_change_ends_browser_sessions() {
+    let t = TestApp::sqlite().await;
+    let (app, c) = setup(&t, "user_profile").await;
+    let q = authorize_query(&app, "user_profile", &[]);
+    authorize(&t, &c, &q, "alice", "alice-password", "allow").await;
+    let again = || async {
+        c.get(t.url(&format!("/oauth/authorize?{q}")))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(again().await.status(), StatusCode::FOUND, "signed in");
+    t.state
+        .ops
+        .change_password("alice", Password::new("a-new-password"))
+        .await
+        .unwrap();
+    let r = again().await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.text().await.unwrap().contains("Log in"),
+        "the old session no longer signs alice in"
+    );
+    let loc = authorize(&t, &c, &q, "alice", "a-new-password", "allow").await;
+    assert!(param(&loc, "code").is_some());
+}
+
+#[tokio::test]
 async fn app_names_are_escaped_on_pages() {
     let t = TestApp::sqlite().await;
     let (app, c) = setup(&t, "user_profile").await;
@@ -1722,6 +1750,23 @@ async fn secret_rotation(t: TestApp) {
             app.client_id
         )
     };
+    let t = &t;
+    let app_token = |secret: &str| {
+        let path = cc(secret);
+        async move {
+            let (s, b) = get_json(t, &path).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            b["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let debug = |token: String| async move {
+        get_json(
+            t,
+            &format!("/debug_token?input_token={token}&access_token={token}"),
+        )
+        .await
+    };
+    let first_token = app_token(&app.secret).await;
     let admin = reqwest::Client::new();
     let rotate = |q: &'static str| {
         admin
@@ -1742,10 +1787,23 @@ async fn secret_rotation(t: TestApp) {
         StatusCode::OK,
         "the old secret works during the grace"
     );
+    assert_eq!(
+        debug(first_token.clone()).await.0,
+        StatusCode::OK,
+        "app tokens work while their secret does"
+    );
     t.clock.advance(3600);
     let (s, b) = get_json(&t, &cc(&app.secret)).await;
     assert_flat_error(s, &b, "Error validating client secret.");
     assert_eq!(get_json(&t, &cc(&second)).await.0, StatusCode::OK);
+    let (s, b) = debug(first_token).await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "app tokens end with their secret: {b}"
+    );
+    assert_eq!(b["error"]["code"], 190);
+    let second_token = app_token(&second).await;
 
     let r: Value = rotate("").await.unwrap().json().await.unwrap();
     let third = r["client_secret"].as_str().unwrap().to_owned();
@@ -1755,6 +1813,7 @@ async fn secret_rotation(t: TestApp) {
         StatusCode::BAD_REQUEST,
         "no grace: the old secret stops at once"
     );
+    assert_eq!(debug(second_token).await.1["error"]["code"], 190);
     assert_eq!(
         rotate("?grace_seconds=0").await.unwrap().status(),
         StatusCode::BAD_REQUEST
@@ -2298,7 +2357,10 @@ impl Receiver {
                 return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
             }
             let path = uri.path().to_owned();
-            r.got.lock().unwrap().push((path.clone(), req.user_id.clone()));
+            r.got
+                .lock()
+                .unwrap()
+                .push((path.clone(), req.user_id.clone()));
             let body = if path == "/delete" && answer == Answer::Ok {
                 format!(
                     r#"{{"url":"https://app.example/deletion?id={0}","confirmation_code":"del-{0}"}}"#,
@@ -2392,7 +2454,10 @@ async fn callbacks(t: TestApp) {
     // The app removes itself for alice (DELETE /me/permissions): one deauthorize callback,
     // signed with the app secret, naming the id the app knows her by.
     let token = short_lived(&t, &app, &browser(), true).await;
-    let my_id = me(&t, &token, "id").await.1["id"].as_str().unwrap().to_owned();
+    let my_id = me(&t, &token, "id").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = reqwest::Client::new()
         .delete(t.url("/me/permissions"))
         .bearer_auth(&token)
@@ -2400,7 +2465,10 @@ async fn callbacks(t: TestApp) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(graph_code(&me(&t, &token, "id").await.1), (Some(190), Some(458)));
+    assert_eq!(
+        graph_code(&me(&t, &token, "id").await.1),
+        (Some(190), Some(458))
+    );
     assert_eq!(deliver.deliver_due().await.unwrap(), 1);
     assert_eq!(rx.take(), vec![("/deauth".to_owned(), my_id.clone())]);
     let listed = admin_callbacks(&t, &app).await;
@@ -2412,7 +2480,10 @@ async fn callbacks(t: TestApp) {
     // Alice removes the app and asks for deletion: both callbacks; the confirmation code the
     // app answers is kept.
     let token = short_lived(&t, &app, &browser(), true).await;
-    let again_id = me(&t, &token, "id").await.1["id"].as_str().unwrap().to_owned();
+    let again_id = me(&t, &token, "id").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (s, b) = remove_by_admin(&t, &app, true).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["revoked_tokens"], 1);
@@ -2427,7 +2498,10 @@ async fn callbacks(t: TestApp) {
         ]
     );
     let listed = admin_callbacks(&t, &app).await;
-    let deletion = listed.iter().find(|c| c["kind"] == "data_deletion").unwrap();
+    let deletion = listed
+        .iter()
+        .find(|c| c["kind"] == "data_deletion")
+        .unwrap();
     assert_eq!(deletion["state"], "delivered");
     assert_eq!(deletion["confirmation_code"], format!("del-{again_id}"));
     assert_eq!(
@@ -2437,7 +2511,12 @@ async fn callbacks(t: TestApp) {
     // Nothing left to remove: a clear 404, and nothing queued.
     let (s, b) = remove_by_admin(&t, &app, true).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("has not authorized"));
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not authorized")
+    );
     assert_eq!(deliver.deliver_due().await.unwrap(), 0);
 
     // The app is down: the attempt is recorded and retried with backoff, not before.
@@ -2450,7 +2529,10 @@ async fn callbacks(t: TestApp) {
     assert_eq!(pending["attempts"], 1);
     assert_eq!(pending["last_error"], "the app answered HTTP 503");
     let due = pending["next_attempt_at"].as_i64().unwrap() - gramkey_domain::Clock::now(&*t.clock);
-    assert!((54..=60).contains(&due), "first retry after about a minute: {due}");
+    assert!(
+        (54..=60).contains(&due),
+        "first retry after about a minute: {due}"
+    );
     assert_eq!(deliver.deliver_due().await.unwrap(), 0, "not due yet");
     rx.set_answer(Answer::Ok);
     t.clock.advance(61);
@@ -2466,17 +2548,28 @@ async fn callbacks(t: TestApp) {
     remove_by_admin(&t, &app, true).await;
     assert_eq!(deliver.deliver_due().await.unwrap(), 2);
     let listed = admin_callbacks(&t, &app).await;
-    let deletion = listed.iter().find(|c| c["kind"] == "data_deletion").unwrap();
+    let deletion = listed
+        .iter()
+        .find(|c| c["kind"] == "data_deletion")
+        .unwrap();
     assert_eq!(deletion["state"], "pending");
     assert!(
-        deletion["last_error"].as_str().unwrap().contains("confirmation_code"),
+        deletion["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("confirmation_code"),
         "{deletion}"
     );
     rx.set_answer(Answer::Ok);
     rx.take();
 
     // After a secret rotation, callbacks are signed with the new secret.
-    let rotated = t.state.ops.rotate_secret(&app.client_id, Some(3600)).await.unwrap();
+    let rotated = t
+        .state
+        .ops
+        .rotate_secret(&app.client_id, Some(3600))
+        .await
+        .unwrap();
     rx.set_secret(rotated.expose());
     t.clock.advance(3600);
     assert_eq!(deliver.deliver_due().await.unwrap(), 1);
@@ -2543,10 +2636,20 @@ async fn callbacks_the_server_cannot_sign_fail_until_the_secret_is_rotated() {
     assert_eq!(deliver.deliver_due().await.unwrap(), 1);
     let failed = admin_callbacks(&t, &app).await[0].clone();
     assert_eq!(failed["state"], "failed", "{failed}");
-    assert!(failed["last_error"].as_str().unwrap().contains("rotate the secret"));
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rotate the secret")
+    );
     assert!(rx.take().is_empty(), "nothing unsigned is sent");
 
-    let secret = t.state.ops.rotate_secret(&app.client_id, None).await.unwrap();
+    let secret = t
+        .state
+        .ops
+        .rotate_secret(&app.client_id, None)
+        .await
+        .unwrap();
     rx.set_secret(secret.expose());
     let id = failed["id"].as_i64().unwrap();
     let r = reqwest::Client::new()
@@ -2565,7 +2668,11 @@ async fn callbacks_the_server_cannot_sign_fail_until_the_secret_is_rotated() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND, "a delivered callback is not sent again");
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "a delivered callback is not sent again"
+    );
 }
 
 #[tokio::test]
@@ -2576,7 +2683,10 @@ async fn callback_delivery_survives_a_restart() {
     let app = callback_app(&first, &rx).await;
     first.user("alice", "alice-password").await;
     let token = short_lived(&first, &app, &browser(), true).await;
-    let my_id = me(&first, &token, "id").await.1["id"].as_str().unwrap().to_owned();
+    let my_id = me(&first, &token, "id").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     rx.set_answer(Answer::Unavailable);
     remove_by_admin(&first, &app, true).await;
     let deliver = Deliverer::new(first.state.ops.clone()).unwrap();
@@ -2597,7 +2707,10 @@ async fn callback_delivery_survives_a_restart() {
     got.sort();
     assert_eq!(
         got,
-        vec![("/deauth".to_owned(), my_id.clone()), ("/delete".to_owned(), my_id)]
+        vec![
+            ("/deauth".to_owned(), my_id.clone()),
+            ("/delete".to_owned(), my_id)
+        ]
     );
     for c in admin_callbacks(&second, &app).await {
         assert_eq!(c["state"], "delivered", "{c}");

@@ -102,13 +102,16 @@ impl AppStore for CachedStore {
         secret_hash: &[u8],
         secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
+        now: UnixTime,
     ) -> Result<bool> {
         let r = self
             .inner
-            .set_app_secret(id, secret_hash, secret_seed, keep_old_until)
+            .set_app_secret(id, secret_hash, secret_seed, keep_old_until, now)
             .await;
         self.bump();
         self.apps.invalidate(id);
+        // The app's tokens now end with the old secret.
+        self.tokens.invalidate_all();
         r
     }
     async fn set_app_callbacks(

@@ -46,14 +46,15 @@ pub trait AppStore: Send + Sync {
     /// Every app, oldest first.
     async fn apps(&self) -> Result<Vec<App>>;
     /// Replaces the secret hash and seed; false when there is no such app. With
-    /// `keep_old_until`, the old hash stays valid until then; without, it stops at once (and so
-    /// does any previous one).
+    /// `keep_old_until`, the old hash stays valid until then; without, it stops at `now` (and so
+    /// does any previous one). The app tokens issued so far end when the old secret does.
     async fn set_app_secret(
         &self,
         id: &AppId,
         secret_hash: &[u8],
         secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
+        now: UnixTime,
     ) -> Result<bool>;
     /// Sets (or, with `None`, clears) both callback URLs; false when there is no such app.
     async fn set_app_callbacks(

@@ -12,12 +12,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, query};
 
 use crate::records::{corrupt, join_uris, split_uris};
+use crate::sqlite::{CALLBACK_COLUMNS, CallbackRow, to_callback};
 use crate::sqlite::{issued, to_token};
 use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
-use crate::sqlite::{CALLBACK_COLUMNS, CallbackRow, to_callback};
 use crate::{Attempt, Callback, CallbackStore, NewCallback, Purged, Removal, Revoke};
 use gramkey_domain::retention::Cutoffs;
 
@@ -174,7 +174,9 @@ impl AppStore for PgStore {
         secret_hash: &[u8],
         secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
+        now: UnixTime,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let r = query(
             "UPDATE apps SET previous_secret_hash = CASE WHEN $3::BIGINT IS NULL THEN NULL ELSE secret_hash END,
                  previous_secret_expires_at = $3, secret_hash = $1, secret_seed = $4
@@ -184,8 +186,17 @@ impl AppStore for PgStore {
         .bind(id.as_str())
         .bind(keep_old_until)
         .bind(secret_seed)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        query(
+            "UPDATE tokens SET expires_at = LEAST(expires_at, $2)
+             WHERE app_id = $1 AND kind = 'app' AND revoked_at IS NULL",
+        )
+        .bind(id.as_str())
+        .bind(keep_old_until.unwrap_or(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -364,48 +375,48 @@ async fn revoke_in(
     now: UnixTime,
 ) -> Result<u64> {
     const SET: &str =
-            "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
-        // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
-        const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
-        let n = match which {
-            Revoke::Token(h) => {
-                query(&format!("{SET} hash = $3"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(h.0.to_vec())
-                    .execute(&mut *c)
-                    .await?
-            }
-            Revoke::App(a) => {
-                query(&format!("{BURN} app_id = $2"))
-                    .bind(now)
-                    .bind(a.as_str())
-                    .execute(&mut *c)
-                    .await?;
-                query(&format!("{SET} app_id = $3"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(a.as_str())
-                    .execute(&mut *c)
-                    .await?
-            }
-            Revoke::AppUser(a, u) => {
-                query(&format!("{BURN} app_id = $2 AND user_id = $3"))
-                    .bind(now)
-                    .bind(a.as_str())
-                    .bind(u.0)
-                    .execute(&mut *c)
-                    .await?;
-                query(&format!("{SET} app_id = $3 AND user_id = $4"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(a.as_str())
-                    .bind(u.0)
-                    .execute(&mut *c)
-                    .await?
-            }
-            Revoke::Family(h) => {
-                let family = format!(
+        "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
+    // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
+    const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
+    let n = match which {
+        Revoke::Token(h) => {
+            query(&format!("{SET} hash = $3"))
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(h.0.to_vec())
+                .execute(&mut *c)
+                .await?
+        }
+        Revoke::App(a) => {
+            query(&format!("{BURN} app_id = $2"))
+                .bind(now)
+                .bind(a.as_str())
+                .execute(&mut *c)
+                .await?;
+            query(&format!("{SET} app_id = $3"))
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(a.as_str())
+                .execute(&mut *c)
+                .await?
+        }
+        Revoke::AppUser(a, u) => {
+            query(&format!("{BURN} app_id = $2 AND user_id = $3"))
+                .bind(now)
+                .bind(a.as_str())
+                .bind(u.0)
+                .execute(&mut *c)
+                .await?;
+            query(&format!("{SET} app_id = $3 AND user_id = $4"))
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(a.as_str())
+                .bind(u.0)
+                .execute(&mut *c)
+                .await?
+        }
+        Revoke::Family(h) => {
+            let family = format!(
                     "WITH RECURSIVE
                          up(id, parent_id) AS (
                              SELECT id, parent_id FROM tokens WHERE hash = $3
@@ -415,28 +426,28 @@ async fn revoke_in(
                              UNION SELECT t.id FROM tokens t JOIN down ON t.parent_id = down.id)
                      {SET} id IN (SELECT id FROM down)"
                 );
-                query(&family)
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(h.0.to_vec())
-                    .execute(&mut *c)
-                    .await?
-            }
-            Revoke::User(u) => {
-                query(&format!("{BURN} user_id = $2"))
-                    .bind(now)
-                    .bind(u.0)
-                    .execute(&mut *c)
-                    .await?;
-                query(&format!("{SET} user_id = $3"))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .bind(u.0)
-                    .execute(&mut *c)
-                    .await?
-            }
-        };
-        Ok(n.rows_affected())
+            query(&family)
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(h.0.to_vec())
+                .execute(&mut *c)
+                .await?
+        }
+        Revoke::User(u) => {
+            query(&format!("{BURN} user_id = $2"))
+                .bind(now)
+                .bind(u.0)
+                .execute(&mut *c)
+                .await?;
+            query(&format!("{SET} user_id = $3"))
+                .bind(now)
+                .bind(reason.as_str())
+                .bind(u.0)
+                .execute(&mut *c)
+                .await?
+        }
+    };
+    Ok(n.rows_affected())
 }
 
 #[async_trait]

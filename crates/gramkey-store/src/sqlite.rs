@@ -351,17 +351,25 @@ impl AppStore for SqliteStore {
         secret_hash: &[u8],
         secret_seed: &[u8],
         keep_old_until: Option<UnixTime>,
+        now: UnixTime,
     ) -> Result<bool> {
         let (id, hash, seed) = (id.clone(), secret_hash.to_vec(), secret_seed.to_vec());
         self.write(move |c| {
             // The right-hand sides see the row as it was: the old secret becomes the previous one.
-            Ok(c.prepare_cached(
-                "UPDATE apps SET previous_secret_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE secret_hash END,
-                     previous_secret_expires_at = ?3, secret_hash = ?1, secret_seed = ?4
-                 WHERE id = ?2",
+            let found = c
+                .prepare_cached(
+                    "UPDATE apps SET previous_secret_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE secret_hash END,
+                         previous_secret_expires_at = ?3, secret_hash = ?1, secret_seed = ?4
+                     WHERE id = ?2",
+                )?
+                .execute(params![hash, id.as_str(), keep_old_until, seed])?
+                == 1;
+            c.prepare_cached(
+                "UPDATE tokens SET expires_at = MIN(expires_at, ?2)
+                 WHERE app_id = ?1 AND kind = 'app' AND revoked_at IS NULL",
             )?
-            .execute(params![hash, id.as_str(), keep_old_until, seed])?
-                == 1)
+            .execute(params![id.as_str(), keep_old_until.unwrap_or(now)])?;
+            Ok(found)
         })
         .await
     }
@@ -676,28 +684,41 @@ pub(crate) fn issued(id: i64, token: NewToken, scoped_id: Option<ScopedUserId>) 
 /// Revokes the tokens `which` selects and, for an app, a user or both, burns their unredeemed
 /// codes (they would mint fresh tokens after the revocation).
 fn revoke_in(c: &Connection, which: &Revoke, reason: RevokeReason, now: UnixTime) -> Result<u64> {
-    const SET: &str = "UPDATE tokens SET revoked_at = ?1, revoke_reason = ?2 WHERE revoked_at IS NULL AND";
-            let r = reason.as_str();
-            let n = match which {
-                Revoke::Token(h) => c.prepare_cached(&format!("{SET} hash = ?3"))?.execute(params![now, r, h.0])?,
-                Revoke::App(a) => c.prepare_cached(&format!("{SET} app_id = ?3"))?.execute(params![now, r, a.as_str()])?,
-                Revoke::AppUser(a, u) => c
-                    .prepare_cached(&format!("{SET} app_id = ?3 AND user_id = ?4"))?
-                    .execute(params![now, r, a.as_str(), u.0])?,
-                Revoke::User(u) => c.prepare_cached(&format!("{SET} user_id = ?3"))?.execute(params![now, r, u.0])?,
-                Revoke::Family(h) => c.prepare_cached(&format!("{FAMILY} {SET} id IN (SELECT id FROM down)"))?.execute(params![now, r, h.0])?,
-            };
-            // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
-            const BURN: &str = "UPDATE auth_codes SET redeemed_at = ?1 WHERE redeemed_at IS NULL AND";
-            match which {
-                Revoke::Token(_) | Revoke::Family(_) => 0,
-                Revoke::App(a) => c.prepare_cached(&format!("{BURN} app_id = ?2"))?.execute(params![now, a.as_str()])?,
-                Revoke::AppUser(a, u) => c
-                    .prepare_cached(&format!("{BURN} app_id = ?2 AND user_id = ?3"))?
-                    .execute(params![now, a.as_str(), u.0])?,
-                Revoke::User(u) => c.prepare_cached(&format!("{BURN} user_id = ?2"))?.execute(params![now, u.0])?,
-            };
-            Ok(n as u64)
+    const SET: &str =
+        "UPDATE tokens SET revoked_at = ?1, revoke_reason = ?2 WHERE revoked_at IS NULL AND";
+    let r = reason.as_str();
+    let n = match which {
+        Revoke::Token(h) => c
+            .prepare_cached(&format!("{SET} hash = ?3"))?
+            .execute(params![now, r, h.0])?,
+        Revoke::App(a) => c
+            .prepare_cached(&format!("{SET} app_id = ?3"))?
+            .execute(params![now, r, a.as_str()])?,
+        Revoke::AppUser(a, u) => c
+            .prepare_cached(&format!("{SET} app_id = ?3 AND user_id = ?4"))?
+            .execute(params![now, r, a.as_str(), u.0])?,
+        Revoke::User(u) => c
+            .prepare_cached(&format!("{SET} user_id = ?3"))?
+            .execute(params![now, r, u.0])?,
+        Revoke::Family(h) => c
+            .prepare_cached(&format!("{FAMILY} {SET} id IN (SELECT id FROM down)"))?
+            .execute(params![now, r, h.0])?,
+    };
+    // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
+    const BURN: &str = "UPDATE auth_codes SET redeemed_at = ?1 WHERE redeemed_at IS NULL AND";
+    match which {
+        Revoke::Token(_) | Revoke::Family(_) => 0,
+        Revoke::App(a) => c
+            .prepare_cached(&format!("{BURN} app_id = ?2"))?
+            .execute(params![now, a.as_str()])?,
+        Revoke::AppUser(a, u) => c
+            .prepare_cached(&format!("{BURN} app_id = ?2 AND user_id = ?3"))?
+            .execute(params![now, a.as_str(), u.0])?,
+        Revoke::User(u) => c
+            .prepare_cached(&format!("{BURN} user_id = ?2"))?
+            .execute(params![now, u.0])?,
+    };
+    Ok(n as u64)
 }
 
 #[async_trait]
@@ -1087,7 +1108,9 @@ impl CallbackStore for SqliteStore {
                      confirmation_code = ?7, status_url = ?8
                  WHERE id = ?1",
             )?
-            .execute(params![id, state, next, url, error, finished, code, status_url])?;
+            .execute(params![
+                id, state, next, url, error, finished, code, status_url
+            ])?;
             Ok(())
         })
         .await

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
 use gramkey_domain::{
@@ -12,10 +13,9 @@ use gramkey_domain::{
     UserId,
 };
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
-use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_store::{
-    App, Attempt, Derivation, NewCallback, Media, NewCode, NewToken, NewUser, Profile, Redemption, Revoke, Store,
-    StoreError,
+    App, Attempt, Derivation, Media, NewCallback, NewCode, NewToken, NewUser, Profile, Redemption,
+    Revoke, Store, StoreError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -97,12 +97,16 @@ async fn apps_and_roles(s: &dyn Store) {
     assert_eq!(s.app(&AppId::parse("9").unwrap()).await.unwrap(), None);
     s.create_app(&app("1000000000000002")).await.unwrap();
     assert_eq!(s.apps().await.unwrap().len(), 2);
-    assert!(s.set_app_secret(&a.id, &[9; 32], &[2; 32], None).await.unwrap());
+    assert!(
+        s.set_app_secret(&a.id, &[9; 32], &[2; 32], None, NOW)
+            .await
+            .unwrap()
+    );
     let stored = s.app(&a.id).await.unwrap().unwrap();
     assert_eq!(stored.secret_hash, vec![9; 32]);
     assert_eq!(stored.secret_seed, Some(vec![2; 32]));
     assert!(
-        !s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32], &[2; 32], None)
+        !s.set_app_secret(&AppId::parse("9").unwrap(), &[9; 32], &[2; 32], None, NOW)
             .await
             .unwrap()
     );
@@ -621,8 +625,18 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 2, "each callback claimed once: {claimed:?}");
-    assert!(claimed.iter().all(|c| c.attempts == 1 && c.next_attempt_at == NOW + 61));
-    assert!(s.claim_callbacks(NOW + 60, NOW + 120, 10).await.unwrap().is_empty(), "leased");
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.attempts == 1 && c.next_attempt_at == NOW + 61)
+    );
+    assert!(
+        s.claim_callbacks(NOW + 60, NOW + 120, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
 
     let (deauth, deletion) = if claimed[0].kind == CallbackKind::Deauthorize {
         (claimed[0].id, claimed[1].id)
@@ -649,12 +663,20 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     )
     .await
     .unwrap();
-    assert!(s.claim_callbacks(NOW + 99, NOW + 200, 10).await.unwrap().is_empty());
+    assert!(
+        s.claim_callbacks(NOW + 99, NOW + 200, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A claimer that dies leaves its lease to run out; the callback comes due again.
     let again = s.claim_callbacks(NOW + 100, NOW + 160, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
-    assert_eq!(again[0].last_error.as_deref(), Some("the app answered HTTP 503"));
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("the app answered HTTP 503")
+    );
     let again = s.claim_callbacks(NOW + 160, NOW + 220, 10).await.unwrap();
     assert_eq!(again[0].attempts, 3);
     s.finish_attempt(
@@ -675,7 +697,11 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     assert_eq!(d.url.as_deref(), Some("https://a.example/deauth"));
     let f = find(deletion);
     assert_eq!(f.state, CallbackState::Failed);
-    assert_eq!(f.url.as_deref(), Some("https://a.example/delete"), "kept when not given");
+    assert_eq!(
+        f.url.as_deref(),
+        Some("https://a.example/delete"),
+        "kept when not given"
+    );
     assert_eq!(f.last_error.as_deref(), Some("gave up"));
 
     // Retry: a failed one is queued again with a fresh count; a delivered one is not.
@@ -698,7 +724,10 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     .await
     .unwrap();
     let listed = s.callbacks(Some(&a.id), 10).await.unwrap();
-    assert_eq!(listed[0].confirmation.confirmation_code.as_deref(), Some("c0de"));
+    assert_eq!(
+        listed[0].confirmation.confirmation_code.as_deref(),
+        Some("c0de")
+    );
     assert_eq!(listed[0].last_error, None);
 
     // The janitor deletes finished callbacks past their retention, never pending ones.

@@ -129,12 +129,9 @@ pub async fn get(
         Err(resp) => return resp,
     };
     let (jar, session) = session::ensure(&state, jar);
-    let user = match session.user() {
-        Some(uid) if !req.force_authentication => match state.ops.store.user(uid).await {
-            Ok(u) => u,
-            Err(e) => return internal(e),
-        },
-        _ => None,
+    let user = match session::user(&state, &session).await {
+        Ok(u) => u.filter(|_| !req.force_authentication),
+        Err(e) => return internal(e),
     };
     let resp = match user {
         None => login_page(&app, &req, &session, None),
@@ -303,7 +300,7 @@ pub async fn login(
         );
     };
     tracing::info!(user_id = user.id.0, "user signed in");
-    let jar = session::signed_in(&state, jar, user.id);
+    let jar = session::signed_in(&state, jar, &user);
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(req.to_params())
         .finish();
@@ -323,12 +320,9 @@ pub async fn consent(
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let user = match session.user() {
-        Some(uid) => match state.ops.store.user(uid).await {
-            Ok(u) => u,
-            Err(e) => return internal(e),
-        },
-        None => None,
+    let user = match session::user(&state, &session).await {
+        Ok(u) => u,
+        Err(e) => return internal(e),
     };
     let Some(user) = user else {
         return login_page(&app, &req, &session, None);
