@@ -67,6 +67,8 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             scopes: "user_profile,user_media".into(),
             mode: AppMode::Live,
             refresh_tokens: false,
+            deauthorize_url: None,
+            data_deletion_url: None,
         })
         .await?;
     let user = ops
@@ -152,6 +154,8 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             scopes: "user_profile,user_media".into(),
             mode: AppMode::Live,
             refresh_tokens: true,
+            deauthorize_url: None,
+            data_deletion_url: None,
         })
         .await?;
     store

@@ -1781,9 +1781,9 @@ async fn secret_rotation(t: TestApp) {
         .await
         .unwrap();
     let second = r["client_secret"].as_str().unwrap().to_owned();
-    assert_eq!(get_json(&t, &cc(&second)).await.0, StatusCode::OK);
+    assert_eq!(get_json(t, &cc(&second)).await.0, StatusCode::OK);
     assert_eq!(
-        get_json(&t, &cc(&app.secret)).await.0,
+        get_json(t, &cc(&app.secret)).await.0,
         StatusCode::OK,
         "the old secret works during the grace"
     );
@@ -1793,9 +1793,9 @@ async fn secret_rotation(t: TestApp) {
         "app tokens work while their secret does"
     );
     t.clock.advance(3600);
-    let (s, b) = get_json(&t, &cc(&app.secret)).await;
+    let (s, b) = get_json(t, &cc(&app.secret)).await;
     assert_flat_error(s, &b, "Error validating client secret.");
-    assert_eq!(get_json(&t, &cc(&second)).await.0, StatusCode::OK);
+    assert_eq!(get_json(t, &cc(&second)).await.0, StatusCode::OK);
     let (s, b) = debug(first_token).await;
     assert_eq!(
         s,
@@ -1807,9 +1807,9 @@ async fn secret_rotation(t: TestApp) {
 
     let r: Value = rotate("").await.unwrap().json().await.unwrap();
     let third = r["client_secret"].as_str().unwrap().to_owned();
-    assert_eq!(get_json(&t, &cc(&third)).await.0, StatusCode::OK);
+    assert_eq!(get_json(t, &cc(&third)).await.0, StatusCode::OK);
     assert_eq!(
-        get_json(&t, &cc(&second)).await.0,
+        get_json(t, &cc(&second)).await.0,
         StatusCode::BAD_REQUEST,
         "no grace: the old secret stops at once"
     );
