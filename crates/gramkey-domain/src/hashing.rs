@@ -94,19 +94,25 @@ impl SecretHasher {
     }
 
     /// Checks a presented secret against the current hash and, after a rotation with a grace
-    /// period, the previous one while `now` is before its end.
+    /// period, the previous one while `now` is before its end. Returns until when the presented
+    /// secret stays valid: [`crate::token::NEVER`] for the current one, the grace's end for the
+    /// previous one; `None` when it is neither.
     pub fn verify_client_secret_at(
         &self,
         presented: &ClientSecret,
         current: &[u8],
         previous: Option<(&[u8], crate::UnixTime)>,
         now: crate::UnixTime,
-    ) -> bool {
+    ) -> Option<crate::UnixTime> {
         let hash = self.hash_client_secret(presented);
         // Both comparisons always run, so timing does not tell which secret matched.
         let current_ok = ct_eq(&hash, current);
         let previous_ok = previous.is_some_and(|(h, until)| ct_eq(&hash, h) & (now < until));
-        current_ok | previous_ok
+        if current_ok {
+            Some(crate::token::NEVER)
+        } else {
+            previous.filter(|_| previous_ok).map(|(_, until)| until)
+        }
     }
 
     /// Constant-time check of a presented secret against the stored hash.
@@ -151,10 +157,11 @@ mod tests {
         let (old, new) = (ClientSecret::new("old"), ClientSecret::new("new"));
         let (old_h, new_h) = (h.hash_client_secret(&old), h.hash_client_secret(&new));
         let prev = Some((&old_h[..], 100));
-        assert!(h.verify_client_secret_at(&new, &new_h, prev, 99));
-        assert!(h.verify_client_secret_at(&old, &new_h, prev, 99));
-        assert!(!h.verify_client_secret_at(&old, &new_h, prev, 100));
-        assert!(!h.verify_client_secret_at(&old, &new_h, None, 0));
+        let never = Some(crate::token::NEVER);
+        assert_eq!(h.verify_client_secret_at(&new, &new_h, prev, 99), never);
+        assert_eq!(h.verify_client_secret_at(&old, &new_h, prev, 99), Some(100));
+        assert_eq!(h.verify_client_secret_at(&old, &new_h, prev, 100), None);
+        assert_eq!(h.verify_client_secret_at(&old, &new_h, None, 0), None);
     }
 
     #[test]

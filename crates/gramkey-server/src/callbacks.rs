@@ -85,12 +85,13 @@ impl Deliverer {
     async fn deliver(&self, cb: Callback) -> Result<(), gramkey_store::StoreError> {
         let attempt = match self.attempt(&cb).await {
             Ok(attempt) => attempt,
-            // Nothing was sent: there is nothing to retry until someone changes the app.
-            Err(error) => Attempt::GaveUp {
+            // Nothing was sent, and nothing will be until someone changes the app.
+            Err(Unsendable::Permanent(error)) => Attempt::GaveUp {
                 at: self.ops.clock.now(),
                 url: None,
                 error,
             },
+            Err(Unsendable::Transient(error)) => self.failed(&cb, None, error),
         };
         match &attempt {
             Attempt::Delivered { .. } => tracing::info!(
@@ -105,28 +106,61 @@ impl Deliverer {
                 error = %error, "callback failed for good"
             ),
         }
-        self.ops.store.finish_attempt(cb.id, &attempt).await
+        if !self
+            .ops
+            .store
+            .finish_attempt(cb.id, cb.attempts, &attempt)
+            .await?
+        {
+            tracing::warn!(
+                callback = cb.id,
+                attempt = cb.attempts,
+                "callback attempt outlived its lease; the newer attempt's outcome stands"
+            );
+        }
+        Ok(())
+    }
+
+    /// A failed attempt: retried later, or given up after the last one.
+    fn failed(&self, cb: &Callback, url: Option<String>, error: String) -> Attempt {
+        let now = self.ops.clock.now();
+        match next_attempt(cb.attempts, now, &*self.ops.entropy) {
+            Some(next_at) => Attempt::Retry {
+                url,
+                error,
+                next_at,
+            },
+            None => Attempt::GaveUp {
+                at: now,
+                url,
+                error,
+            },
+        }
     }
 
     /// Sends one callback. `Err` when it cannot be sent at all.
-    async fn attempt(&self, cb: &Callback) -> Result<Attempt, String> {
+    async fn attempt(&self, cb: &Callback) -> Result<Attempt, Unsendable> {
         let app = self
             .ops
             .store
             .app(&cb.app_id)
             .await
-            .map_err(|e| format!("could not read the app: {e}"))?
-            .ok_or("the app was deleted")?;
+            .map_err(|e| Unsendable::Transient(format!("could not read the app: {e}")))?
+            .ok_or(Unsendable::Permanent("the app was deleted".into()))?;
         let url = match cb.kind {
             CallbackKind::Deauthorize => app.deauthorize_url.as_ref(),
             CallbackKind::DataDeletion => app.data_deletion_url.as_ref(),
         }
-        .ok_or_else(|| format!("the app no longer has a {} URL", cb.kind.as_str()))?
+        .ok_or_else(|| {
+            Unsendable::Permanent(format!("the app no longer has a {} URL", cb.kind.as_str()))
+        })?
         .clone();
-        let secret = self.ops.app_secret(&app).ok_or(
+        let secret = self.ops.app_secret(&app).ok_or(Unsendable::Permanent(
             "this app's secret cannot sign callbacks: it predates signed callbacks, or the \
-             server key changed; rotate the secret (gramkey app rotate-secret), then retry",
-        )?;
+             server key changed; rotate the secret (gramkey app rotate-secret), then retry \
+             (gramkey callbacks retry)"
+                .into(),
+        ))?;
         let now = self.ops.clock.now();
         let body = signed_request(&secret, &cb.scoped_id, now);
         let outcome = match self
@@ -143,27 +177,23 @@ impl Deliverer {
             }
             Err(e) => Err(describe(e)),
         };
-        let now = self.ops.clock.now();
         Ok(match outcome {
             Ok(confirmation) => Attempt::Delivered {
-                at: now,
+                at: self.ops.clock.now(),
                 url,
                 confirmation,
             },
-            Err(error) => match next_attempt(cb.attempts, now, &*self.ops.entropy) {
-                Some(next_at) => Attempt::Retry {
-                    url: Some(url),
-                    error,
-                    next_at,
-                },
-                None => Attempt::GaveUp {
-                    at: now,
-                    url: Some(url),
-                    error,
-                },
-            },
+            Err(error) => self.failed(cb, Some(url), error),
         })
     }
+}
+
+/// Why a callback could not be sent at all.
+enum Unsendable {
+    /// The app's settings rule it out; retrying cannot help until they change.
+    Permanent(String),
+    /// The database failed; retry on the usual schedule.
+    Transient(String),
 }
 
 /// The start of an answer's body, as text.

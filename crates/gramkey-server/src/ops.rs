@@ -14,7 +14,7 @@ use gramkey_domain::{
     AppId, AppMode, ClientSecret, Clock, Entropy, Password, RedirectUri, Role, SecretHasher,
 };
 use gramkey_store::{
-    App, Callback, NewCallback, NewUser, Profile, Purged, Removal, Revoke, Store, StoreError, User,
+    App, Callback, NewUser, Profile, Purged, Removal, Revoke, Store, StoreError, User,
 };
 use serde_json::{Value, json};
 
@@ -192,6 +192,16 @@ impl Ops {
 
     /// Is this the app's client secret (or its previous one, within a rotation's grace)?
     pub fn client_secret_ok(&self, app: &App, presented: &ClientSecret) -> bool {
+        self.client_secret_valid_until(app, presented).is_some()
+    }
+
+    /// Until when `presented` authenticates the app: for ever if it is the current secret, to
+    /// the grace's end if it is the previous one; `None` if it is neither.
+    pub fn client_secret_valid_until(
+        &self,
+        app: &App,
+        presented: &ClientSecret,
+    ) -> Option<gramkey_domain::UnixTime> {
         let previous = app
             .previous_secret
             .as_ref()
@@ -293,28 +303,16 @@ impl Ops {
         user: UserId,
         delete_data: bool,
     ) -> Result<Removal, OpError> {
-        let now = self.clock.now();
         let mut callbacks = Vec::new();
-        if let (Some(a), Some(grant)) = (
-            self.store.app(app).await?,
-            self.store.grant(app, user).await?,
-        ) {
-            let mut queue = |kind| {
-                callbacks.push(NewCallback {
-                    app_id: a.id.clone(),
-                    kind,
-                    user_id: user,
-                    scoped_id: grant.scoped_id.clone(),
-                    created_at: now,
-                })
-            };
+        if let Some(a) = self.store.app(app).await? {
             if a.deauthorize_url.is_some() {
-                queue(CallbackKind::Deauthorize);
+                callbacks.push(CallbackKind::Deauthorize);
             }
             if delete_data && a.data_deletion_url.is_some() {
-                queue(CallbackKind::DataDeletion);
+                callbacks.push(CallbackKind::DataDeletion);
             }
         }
+        let now = self.clock.now();
         Ok(self
             .store
             .remove_grant(app, user, RevokeReason::AppRemoved, now, &callbacks)
@@ -355,13 +353,13 @@ impl Ops {
         Ok(self.store.callbacks(app.as_ref(), limit).await?)
     }
 
-    /// Queues a failed (or waiting) callback for an attempt now.
+    /// Queues a failed callback for another round of attempts, starting now.
     pub async fn retry_callback(&self, id: i64) -> Result<(), OpError> {
         if self.store.retry_callback(id, self.clock.now()).await? {
             Ok(())
         } else {
             Err(OpError::NotFound(format!(
-                "no callback {id} waiting or failed (delivered ones are not sent again)"
+                "no failed callback {id} (pending ones are retried on their own; delivered ones are not sent again)"
             )))
         }
     }

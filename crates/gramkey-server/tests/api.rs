@@ -1792,6 +1792,7 @@ async fn secret_rotation(t: TestApp) {
         StatusCode::OK,
         "app tokens work while their secret does"
     );
+    let minted_in_grace = app_token(&app.secret).await;
     t.clock.advance(3600);
     let (s, b) = get_json(t, &cc(&app.secret)).await;
     assert_flat_error(s, &b, "Error validating client secret.");
@@ -1803,6 +1804,11 @@ async fn secret_rotation(t: TestApp) {
         "app tokens end with their secret: {b}"
     );
     assert_eq!(b["error"]["code"], 190);
+    assert_eq!(
+        debug(minted_in_grace).await.1["error"]["code"],
+        190,
+        "a token asked for with the old secret ends with it too"
+    );
     let second_token = app_token(&second).await;
 
     let r: Value = rotate("").await.unwrap().json().await.unwrap();

@@ -6,7 +6,8 @@
 //! through this store clear what they touch at once (a replayed code clears every cached token,
 //! since the replay revoked one); writes made by another process (the CLI on the same SQLite
 //! file, another node on the same PostgreSQL) are seen within `ttl`. Expiry is never cached:
-//! callers compare `expires_at` with their clock on every use.
+//! callers compare `expires_at` with their clock on every use. (A secret rotation shortens app
+//! tokens' `expires_at`; made by another process, it too is seen within `ttl`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,8 @@ use crate::{
     App, AppStore, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
     Redemption, Result, Store, TokenRecord, User, UserStore,
 };
-use crate::{Attempt, Callback, CallbackStore, NewCallback, Purged, Removal, Revoke};
+use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
+use gramkey_domain::callback::CallbackKind;
 use gramkey_domain::retention::Cutoffs;
 
 /// Entries kept per kind at most.
@@ -248,7 +250,7 @@ impl GrantStore for CachedStore {
         user: UserId,
         reason: RevokeReason,
         now: UnixTime,
-        callbacks: &[NewCallback],
+        callbacks: &[CallbackKind],
     ) -> Result<Removal> {
         let r = self
             .inner
@@ -294,8 +296,8 @@ impl CallbackStore for CachedStore {
     ) -> Result<Vec<Callback>> {
         self.inner.claim_callbacks(now, lease_until, limit).await
     }
-    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()> {
-        self.inner.finish_attempt(id, attempt).await
+    async fn finish_attempt(&self, id: i64, attempt_no: u32, attempt: &Attempt) -> Result<bool> {
+        self.inner.finish_attempt(id, attempt_no, attempt).await
     }
     async fn callbacks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Callback>> {
         self.inner.callbacks(app, limit).await

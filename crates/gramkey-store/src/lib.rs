@@ -18,6 +18,7 @@ pub mod sqlite;
 pub mod test_support;
 
 use async_trait::async_trait;
+use gramkey_domain::callback::CallbackKind;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
 use gramkey_domain::retention::Cutoffs;
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
@@ -132,14 +133,15 @@ pub trait GrantStore: Send + Sync {
     ) -> Result<u64>;
     /// The user removes the app, in one transaction: the grant is forgotten, every token the app
     /// holds for the user is revoked for `reason` and their unredeemed codes burned, and, only
-    /// if there was a grant to forget, `callbacks` are queued.
+    /// if there was a grant to forget, a callback of each of `callbacks` is queued, naming the
+    /// user by the grant's app-scoped id.
     async fn remove_grant(
         &self,
         app: &AppId,
         user: UserId,
         reason: RevokeReason,
         now: UnixTime,
-        callbacks: &[NewCallback],
+        callbacks: &[CallbackKind],
     ) -> Result<Removal>;
     /// Deletes at most `batch` codes, `batch` tokens and `batch` finished callbacks that are past
     /// `cutoffs`, in one short transaction; returns how many of each. Call again while it
@@ -174,12 +176,14 @@ pub trait CallbackStore: Send + Sync {
         lease_until: UnixTime,
         limit: u32,
     ) -> Result<Vec<Callback>>;
-    /// Records how the current attempt of a claimed callback ended.
-    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()>;
+    /// Records how attempt number `attempt_no` of a claimed callback ended. False, with nothing
+    /// written, when that attempt is no longer the current one (its lease ran out and another
+    /// claimer took the callback): the later claimer's outcome wins.
+    async fn finish_attempt(&self, id: i64, attempt_no: u32, attempt: &Attempt) -> Result<bool>;
     /// The newest `limit` callbacks, of one app or all.
     async fn callbacks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Callback>>;
-    /// Queues a failed or pending callback for an attempt at `now`, with a fresh attempt count;
-    /// false when there is no such callback or it was delivered.
+    /// Queues a failed callback for an attempt at `now`, with a fresh attempt count; false when
+    /// there is no such callback or it has not failed.
     async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool>;
 }
 

@@ -18,7 +18,8 @@ use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
-use crate::{Attempt, Callback, CallbackStore, NewCallback, Purged, Removal, Revoke};
+use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
+use gramkey_domain::callback::CallbackKind;
 use gramkey_domain::retention::Cutoffs;
 
 impl From<sqlx::Error> for StoreError {
@@ -636,34 +637,35 @@ impl GrantStore for PgStore {
         user: UserId,
         reason: RevokeReason,
         now: UnixTime,
-        callbacks: &[NewCallback],
+        callbacks: &[CallbackKind],
     ) -> Result<Removal> {
         let mut tx = self.pool.begin().await?;
-        let grant = query("DELETE FROM grants WHERE app_id = $1 AND user_id = $2")
+        let scoped: Option<String> = sqlx::query_scalar(
+            "DELETE FROM grants WHERE app_id = $1 AND user_id = $2 RETURNING scoped_id",
+        )
+        .bind(app.as_str())
+        .bind(user.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        for kind in callbacks.iter().filter(|_| scoped.is_some()) {
+            query(
+                "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
             .bind(app.as_str())
+            .bind(kind.as_str())
             .bind(user.0)
+            .bind(&scoped)
+            .bind(now)
             .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        let tokens = revoke_in(&mut tx, &Revoke::AppUser(app.clone(), user), reason, now).await?;
-        if grant {
-            for cb in callbacks {
-                query(
-                    "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
-                     VALUES ($1, $2, $3, $4, $5, $5)",
-                )
-                .bind(cb.app_id.as_str())
-                .bind(cb.kind.as_str())
-                .bind(cb.user_id.0)
-                .bind(cb.scoped_id.as_str())
-                .bind(cb.created_at)
-                .execute(&mut *tx)
-                .await?;
-            }
+            .await?;
         }
+        let tokens = revoke_in(&mut tx, &Revoke::AppUser(app.clone(), user), reason, now).await?;
         tx.commit().await?;
-        Ok(Removal { grant, tokens })
+        Ok(Removal {
+            grant: scoped.is_some(),
+            tokens,
+        })
     }
 
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
@@ -825,13 +827,13 @@ impl CallbackStore for PgStore {
         .collect()
     }
 
-    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()> {
+    async fn finish_attempt(&self, id: i64, attempt_no: u32, attempt: &Attempt) -> Result<bool> {
         let (state, next, url, error, finished, code, status_url) = attempt.columns();
-        query(
+        let r = query(
             "UPDATE callbacks SET state = $2, next_attempt_at = COALESCE($3, next_attempt_at),
                  url = COALESCE($4, url), last_error = $5, finished_at = $6,
                  confirmation_code = $7, status_url = $8
-             WHERE id = $1",
+             WHERE id = $1 AND state = 'pending' AND attempts = $9",
         )
         .bind(id)
         .bind(state)
@@ -841,9 +843,10 @@ impl CallbackStore for PgStore {
         .bind(finished)
         .bind(code)
         .bind(status_url)
+        .bind(i32::try_from(attempt_no).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     async fn callbacks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Callback>> {
@@ -863,7 +866,7 @@ impl CallbackStore for PgStore {
     async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool> {
         let r = query(
             "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = $2, finished_at = NULL
-             WHERE id = $1 AND state <> 'delivered'",
+             WHERE id = $1 AND state = 'failed'",
         )
         .bind(id)
         .bind(now)

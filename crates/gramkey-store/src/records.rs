@@ -218,17 +218,6 @@ pub struct Removal {
     pub tokens: u64,
 }
 
-/// A callback to queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewCallback {
-    pub app_id: AppId,
-    pub kind: CallbackKind,
-    pub user_id: UserId,
-    /// The id the app knows the user by: the `user_id` of the signed request.
-    pub scoped_id: ScopedUserId,
-    pub created_at: UnixTime,
-}
-
 /// A queued callback and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callback {

@@ -27,7 +27,7 @@ use crate::{
     App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
-use crate::{Attempt, Callback, CallbackStore, NewCallback, Purged, Removal, Revoke};
+use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::retention::Cutoffs;
 
@@ -882,31 +882,28 @@ impl GrantStore for SqliteStore {
         user: UserId,
         reason: RevokeReason,
         now: UnixTime,
-        callbacks: &[NewCallback],
+        callbacks: &[CallbackKind],
     ) -> Result<Removal> {
         let (app, callbacks) = (app.clone(), callbacks.to_vec());
         self.write(move |c| {
-            let grant = c
-                .prepare_cached("DELETE FROM grants WHERE app_id = ?1 AND user_id = ?2")?
-                .execute(params![app.as_str(), user.0])?
-                == 1;
-            let tokens = revoke_in(c, &Revoke::AppUser(app, user), reason, now)?;
-            if grant {
-                for cb in &callbacks {
-                    c.prepare_cached(
-                        "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    )?
-                    .execute(params![
-                        cb.app_id.as_str(),
-                        cb.kind.as_str(),
-                        cb.user_id.0,
-                        cb.scoped_id.as_str(),
-                        cb.created_at
-                    ])?;
-                }
+            let scoped: Option<String> = c
+                .prepare_cached(
+                    "DELETE FROM grants WHERE app_id = ?1 AND user_id = ?2 RETURNING scoped_id",
+                )?
+                .query_row(params![app.as_str(), user.0], |r| r.get(0))
+                .optional()?;
+            for kind in callbacks.iter().filter(|_| scoped.is_some()) {
+                c.prepare_cached(
+                    "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                )?
+                .execute(params![app.as_str(), kind.as_str(), user.0, scoped, now])?;
             }
-            Ok(Removal { grant, tokens })
+            let tokens = revoke_in(c, &Revoke::AppUser(app, user), reason, now)?;
+            Ok(Removal {
+                grant: scoped.is_some(),
+                tokens,
+            })
         })
         .await
     }
@@ -1098,20 +1095,19 @@ impl CallbackStore for SqliteStore {
         rows.into_iter().map(to_callback).collect()
     }
 
-    async fn finish_attempt(&self, id: i64, attempt: &Attempt) -> Result<()> {
+    async fn finish_attempt(&self, id: i64, attempt_no: u32, attempt: &Attempt) -> Result<bool> {
         let attempt = attempt.clone();
         self.write(move |c| {
             let (state, next, url, error, finished, code, status_url) = attempt.columns();
-            c.prepare_cached(
+            Ok(c.prepare_cached(
                 "UPDATE callbacks SET state = ?2, next_attempt_at = COALESCE(?3, next_attempt_at),
                      url = COALESCE(?4, url), last_error = ?5, finished_at = ?6,
                      confirmation_code = ?7, status_url = ?8
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state = 'pending' AND attempts = ?9",
             )?
             .execute(params![
-                id, state, next, url, error, finished, code, status_url
-            ])?;
-            Ok(())
+                id, state, next, url, error, finished, code, status_url, attempt_no
+            ])? == 1)
         })
         .await
     }
@@ -1135,7 +1131,7 @@ impl CallbackStore for SqliteStore {
         self.write(move |c| {
             Ok(c.prepare_cached(
                 "UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = ?2, finished_at = NULL
-                 WHERE id = ?1 AND state <> 'delivered'",
+                 WHERE id = ?1 AND state = 'failed'",
             )?
             .execute(params![id, now])?
                 == 1)

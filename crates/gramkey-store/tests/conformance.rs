@@ -14,8 +14,8 @@ use gramkey_domain::{
 };
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
 use gramkey_store::{
-    App, Attempt, Derivation, Media, NewCallback, NewCode, NewToken, NewUser, Profile, Redemption,
-    Revoke, Store, StoreError,
+    App, Attempt, Derivation, Media, NewCode, NewToken, NewUser, Profile, Redemption, Revoke,
+    Store, StoreError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -558,17 +558,12 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     s.create_app(&a).await.unwrap();
     let u = s.create_user(&new_user("hank"), NOW).await.unwrap();
     let scoped = ScopedUserId::parse("17840000000000008").unwrap();
-    let queue = |kind| NewCallback {
-        app_id: a.id.clone(),
-        kind,
-        user_id: u.id,
-        scoped_id: scoped.clone(),
-        created_at: NOW,
+    let both = [CallbackKind::Deauthorize, CallbackKind::DataDeletion];
+    let delivered = |at| Attempt::Delivered {
+        at,
+        url: "https://a.example/deauth".into(),
+        confirmation: Confirmation::default(),
     };
-    let both = [
-        queue(CallbackKind::Deauthorize),
-        queue(CallbackKind::DataDeletion),
-    ];
 
     // No grant: nothing to remove, nothing queued.
     let r = s
@@ -578,7 +573,8 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     assert!(!r.grant);
     assert!(s.callbacks(Some(&a.id), 10).await.unwrap().is_empty());
 
-    // With a grant and a token: the grant goes, the token is revoked, both callbacks queue.
+    // With a grant and a token: the grant goes, the token is revoked, both callbacks queue,
+    // naming the user by the grant's app-scoped id.
     s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
         .await
         .unwrap();
@@ -609,7 +605,7 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].kind, CallbackKind::DataDeletion, "newest first");
     assert_eq!(listed[1].state, CallbackState::Pending);
-    assert_eq!(listed[1].scoped_id, scoped);
+    assert_eq!((listed[1].user_id, &listed[1].scoped_id), (u.id, &scoped));
     assert_eq!(listed[1].attempts, 0);
 
     // Claims from many tasks at once: each callback goes to exactly one claimer.
@@ -621,10 +617,8 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     for c in claims {
         claimed.extend(c.await.unwrap());
     }
-    let mut ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), 2, "each callback claimed once: {claimed:?}");
+    assert_eq!(claimed.len(), 2, "each callback claimed once: {claimed:?}");
+    assert_ne!(claimed[0].id, claimed[1].id);
     assert!(
         claimed
             .iter()
@@ -643,33 +637,29 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     } else {
         (claimed[1].id, claimed[0].id)
     };
-    s.finish_attempt(
-        deauth,
-        &Attempt::Delivered {
-            at: NOW + 2,
-            url: "https://a.example/deauth".into(),
-            confirmation: Confirmation::default(),
-        },
-    )
-    .await
-    .unwrap();
-    s.finish_attempt(
-        deletion,
-        &Attempt::Retry {
-            url: Some("https://a.example/delete".into()),
-            error: "the app answered HTTP 503".into(),
-            next_at: NOW + 100,
-        },
-    )
-    .await
-    .unwrap();
+    assert!(
+        s.finish_attempt(deauth, 1, &delivered(NOW + 2))
+            .await
+            .unwrap()
+    );
+    let retry = Attempt::Retry {
+        url: Some("https://a.example/delete".into()),
+        error: "the app answered HTTP 503".into(),
+        next_at: NOW + 100,
+    };
+    assert!(s.finish_attempt(deletion, 1, &retry).await.unwrap());
+    assert!(
+        !s.finish_attempt(deauth, 1, &retry).await.unwrap(),
+        "a finished callback stays finished"
+    );
     assert!(
         s.claim_callbacks(NOW + 99, NOW + 200, 10)
             .await
             .unwrap()
             .is_empty()
     );
-    // A claimer that dies leaves its lease to run out; the callback comes due again.
+    // A claimer that dies leaves its lease to run out; the callback comes due again, and the
+    // late claimer's outcome, when it finally arrives, does not overwrite the new attempt's.
     let again = s.claim_callbacks(NOW + 100, NOW + 160, 10).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
@@ -679,16 +669,18 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     );
     let again = s.claim_callbacks(NOW + 160, NOW + 220, 10).await.unwrap();
     assert_eq!(again[0].attempts, 3);
-    s.finish_attempt(
-        deletion,
-        &Attempt::GaveUp {
-            at: NOW + 161,
-            url: None,
-            error: "gave up".into(),
-        },
-    )
-    .await
-    .unwrap();
+    assert!(
+        !s.finish_attempt(deletion, 2, &delivered(NOW + 161))
+            .await
+            .unwrap(),
+        "attempt 2's lease ran out"
+    );
+    let gave_up = Attempt::GaveUp {
+        at: NOW + 161,
+        url: None,
+        error: "gave up".into(),
+    };
+    assert!(s.finish_attempt(deletion, 3, &gave_up).await.unwrap());
     let listed = s.callbacks(None, 100).await.unwrap();
     let find = |id| listed.iter().find(|c| c.id == id).unwrap().clone();
     let d = find(deauth);
@@ -710,19 +702,19 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     assert!(s.retry_callback(deletion, NOW + 300).await.unwrap());
     let r = s.claim_callbacks(NOW + 300, NOW + 360, 10).await.unwrap();
     assert_eq!((r.len(), r[0].attempts), (1, 1));
-    s.finish_attempt(
-        deletion,
-        &Attempt::Delivered {
-            at: NOW + 301,
-            url: "https://a.example/delete".into(),
-            confirmation: Confirmation {
-                confirmation_code: Some("c0de".into()),
-                status_url: Some("https://a.example/status".into()),
-            },
+    assert!(
+        !s.retry_callback(deletion, NOW + 301).await.unwrap(),
+        "a pending one (here: leased) is not requeued"
+    );
+    let confirmed = Attempt::Delivered {
+        at: NOW + 301,
+        url: "https://a.example/delete".into(),
+        confirmation: Confirmation {
+            confirmation_code: Some("c0de".into()),
+            status_url: Some("https://a.example/status".into()),
         },
-    )
-    .await
-    .unwrap();
+    };
+    assert!(s.finish_attempt(deletion, 1, &confirmed).await.unwrap());
     let listed = s.callbacks(Some(&a.id), 10).await.unwrap();
     assert_eq!(
         listed[0].confirmation.confirmation_code.as_deref(),
@@ -731,6 +723,12 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     assert_eq!(listed[0].last_error, None);
 
     // The janitor deletes finished callbacks past their retention, never pending ones.
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    s.remove_grant(&a.id, u.id, RevokeReason::AppRemoved, NOW, &both[..1])
+        .await
+        .unwrap();
     let cutoffs = |callbacks_before| gramkey_domain::retention::Cutoffs {
         codes_before: 0,
         tokens_before: 0,
@@ -738,17 +736,12 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     };
     assert_eq!(s.purge(cutoffs(NOW + 2), 10).await.unwrap().callbacks, 0);
     assert_eq!(s.purge(cutoffs(NOW + 3), 10).await.unwrap().callbacks, 1);
-    assert_eq!(s.purge(cutoffs(NOW + 302), 10).await.unwrap().callbacks, 1);
-    assert!(s.callbacks(Some(&a.id), 10).await.unwrap().is_empty());
+    assert_eq!(s.purge(cutoffs(i64::MAX), 10).await.unwrap().callbacks, 1);
+    let left = s.callbacks(Some(&a.id), 10).await.unwrap();
+    assert_eq!(left.len(), 1, "the pending one stays");
+    assert_eq!(left[0].state, CallbackState::Pending);
 
     // Deleting the app deletes its outbox.
-    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
-        .await
-        .unwrap();
-    s.remove_grant(&a.id, u.id, RevokeReason::AppRemoved, NOW, &both[..1])
-        .await
-        .unwrap();
-    assert_eq!(s.callbacks(Some(&a.id), 10).await.unwrap().len(), 1);
     s.delete_app(&a.id).await.unwrap();
     assert!(s.callbacks(Some(&a.id), 10).await.unwrap().is_empty());
 }

@@ -15,7 +15,7 @@ use gramkey_domain::code::{CodeFacts, Presented, check_redemption};
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::error::TokenEndpointError;
 use gramkey_domain::token::{
-    NEVER, REFRESH_TOKEN_SECS, SHORT_LIVED_SECS, TokenState, check_usable, generate_app_token,
+    REFRESH_TOKEN_SECS, SHORT_LIVED_SECS, TokenState, check_usable, generate_app_token,
     generate_refresh_token, plausible_token,
 };
 use gramkey_domain::{
@@ -119,25 +119,30 @@ async fn token_request(
         .await
         .map_err(internal)?
         .ok_or(TokenEndpointError::InvalidClient)?;
-    if !ops.client_secret_ok(&app, &secret) {
+    let Some(secret_until) = ops.client_secret_valid_until(&app, &secret) else {
         tracing::info!(app_id = %app.id, "client authentication failed");
         return Err(TokenEndpointError::BadClientSecret.into());
-    }
+    };
     match grant_type {
         "authorization_code" if via_get => Err(TokenEndpointError::Invalid(
             "the authorization_code grant must be sent with POST",
         )
         .into()),
         "authorization_code" => code_grant(state, &app, &f, style).await,
-        "client_credentials" => app_token(state, &app).await,
+        "client_credentials" => app_token(state, &app, secret_until).await,
         "refresh_token" if app.refresh_tokens => refresh_grant(state, &app, &f).await,
         other => Err(TokenEndpointError::UnsupportedGrantType(other.to_owned()).into()),
     }
 }
 
 /// `grant_type=client_credentials`: an app token (wire protocol §7), `{"access_token",
-/// "token_type":"bearer"}`. App tokens do not expire; they can read only what an app may.
-async fn app_token(state: &AppState, app: &App) -> Result<Response, Refusal> {
+/// "token_type":"bearer"}`. App tokens last as long as the secret they were asked for with
+/// (for ever, unless it is rotated); they can read only what an app may.
+async fn app_token(
+    state: &AppState,
+    app: &App,
+    until: gramkey_domain::UnixTime,
+) -> Result<Response, Refusal> {
     let ops = &state.ops;
     let token = generate_app_token(&app.id, &*ops.entropy);
     let now = ops.clock.now();
@@ -150,7 +155,7 @@ async fn app_token(state: &AppState, app: &App) -> Result<Response, Refusal> {
         user_id: None,
         scopes: ScopeSet::default(),
         issued_at: now,
-        expires_at: NEVER,
+        expires_at: until,
     };
     let record = ops.store.create_token(&new).await.map_err(internal)?;
     tracing::info!(app_id = %app.id, token_id = record.id, kind = "app", "token issued");
