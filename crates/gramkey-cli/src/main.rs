@@ -495,12 +495,11 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             deauthorize_url,
             data_deletion_url,
         } => {
-            let app = ops.app(&id).await?;
             let app = ops
                 .set_app_callbacks(
                     &id,
-                    deauthorize_url.or(app.deauthorize_url).as_deref(),
-                    data_deletion_url.or(app.data_deletion_url).as_deref(),
+                    deauthorize_url.as_deref(),
+                    data_deletion_url.as_deref(),
                 )
                 .await?;
             print_app(&app);

@@ -140,20 +140,32 @@ impl Ops {
             .then_some(secret)
     }
 
-    /// Sets or clears (with `None` or an empty string) an app's callback URLs.
+    /// Changes an app's callback URLs: `None` keeps one as it is, an empty string clears it.
     pub async fn set_app_callbacks(
         &self,
         id: &str,
         deauthorize_url: Option<&str>,
         data_deletion_url: Option<&str>,
     ) -> Result<App, OpError> {
-        let app = self.app(id).await?;
-        let deauth = callback_url(deauthorize_url)?;
-        let deletion = callback_url(data_deletion_url)?;
-        self.store
-            .set_app_callbacks(&app.id, deauth.as_deref(), deletion.as_deref())
-            .await?;
-        self.app(id).await
+        let mut app = self.app(id).await?;
+        if let Some(u) = deauthorize_url {
+            app.deauthorize_url = callback_url(Some(u))?;
+        }
+        if let Some(u) = data_deletion_url {
+            app.data_deletion_url = callback_url(Some(u))?;
+        }
+        let (deauth, deletion) = (
+            app.deauthorize_url.as_deref(),
+            app.data_deletion_url.as_deref(),
+        );
+        if !self
+            .store
+            .set_app_callbacks(&app.id, deauth, deletion)
+            .await?
+        {
+            return Err(OpError::NotFound(format!("no app with id {id}")));
+        }
+        Ok(app)
     }
 
     pub async fn app(&self, id: &str) -> Result<App, OpError> {

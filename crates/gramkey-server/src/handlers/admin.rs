@@ -255,13 +255,12 @@ pub async fn update_app(
     Path(id): Path<String>,
     Body(body): Body<UpdateApp>,
 ) -> Result<Json<Value>, AdminError> {
-    let app = state.ops.app(&id).await?;
     let app = state
         .ops
         .set_app_callbacks(
             &id,
-            body.deauthorize_url.or(app.deauthorize_url).as_deref(),
-            body.data_deletion_url.or(app.data_deletion_url).as_deref(),
+            body.deauthorize_url.as_deref(),
+            body.data_deletion_url.as_deref(),
         )
         .await?;
     Ok(Json(app_json(&app)))
