@@ -59,7 +59,9 @@ enum CallbacksCommand {
         /// Only this app's.
         #[arg(long)]
         app: Option<String>,
-        #[arg(long, default_value_t = gramkey_server::ops::CALLBACK_LIST_LIMIT)]
+        /// How many, newest first (1 to 1000).
+        #[arg(long, default_value_t = gramkey_server::ops::CALLBACK_LIST_LIMIT,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         #[arg(long)]
         json: bool,

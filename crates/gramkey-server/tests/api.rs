@@ -2679,6 +2679,15 @@ async fn callbacks_the_server_cannot_sign_fail_until_the_secret_is_rotated() {
         StatusCode::NOT_FOUND,
         "a delivered callback is not sent again"
     );
+    let r = reqwest::Client::new()
+        .post(t.url("/admin/callbacks/abc/retry"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["status"], 404, "admin error shape: {body}");
 }
 
 #[tokio::test]

@@ -314,8 +314,12 @@ pub async fn list_callbacks(
 pub async fn retry_callback(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, AdminError> {
+    // Parsed here, not by the extractor, so a bad id gets the admin error shape.
+    let id = id
+        .parse()
+        .map_err(|_| AdminError(StatusCode::NOT_FOUND, format!("no callback with id {id:?}")))?;
     state.ops.retry_callback(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
