@@ -186,6 +186,60 @@ impl GraphError {
             ),
         }
     }
+    /// Writing without the permission (Graph's permission codes 200–299).
+    pub fn permission_write(permission: &str) -> Self {
+        Self {
+            code: 200,
+            message: format!("(#200) Requires {permission} permission to manage the object"),
+            ..Self::permission(permission)
+        }
+    }
+    /// An id that does not exist, that this token may not see, or that does not take this
+    /// method: Graph gives all three the same answer, so ids of other apps and users reveal
+    /// nothing.
+    pub fn not_found(id: &str, method: &str) -> Self {
+        Self {
+            kind: "GraphMethodException",
+            ..Self::oauth(
+                100,
+                Some(33),
+                format!(
+                    "Unsupported {method} request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+            )
+        }
+    }
+    /// A path segment that is neither an id nor a known name.
+    pub fn unknown_alias(alias: &str) -> Self {
+        Self::oauth(
+            803,
+            None,
+            format!("(#803) Some of the aliases you requested do not exist: {alias}"),
+        )
+    }
+    /// A container that is still being processed.
+    pub fn not_ready() -> Self {
+        Self::oauth(
+            9007,
+            Some(2_207_027),
+            "(#9007) The media is not ready for publishing, please wait for a moment",
+        )
+    }
+    /// The 24-hour publishing cap.
+    pub fn publish_limit() -> Self {
+        Self::oauth(
+            9,
+            Some(2_207_042),
+            "(#9) Application request limit reached: this account has reached the maximum number of posts it can publish through the API in 24 hours",
+        )
+    }
+    /// Basic Display tagged its non-token errors `IGApiException` (wire protocol §5).
+    pub fn in_flavour(mut self, flavour: crate::token::Flavour) -> Self {
+        if flavour == crate::token::Flavour::BasicDisplay && self.code != 190 {
+            self.kind = "IGApiException";
+        }
+        self
+    }
     pub fn internal() -> Self {
         Self {
             http_status: 500,

@@ -10,6 +10,7 @@ pub mod callback;
 pub mod code;
 pub mod entropy;
 pub mod error;
+pub mod graph;
 pub mod hashing;
 pub mod ids;
 pub mod password;

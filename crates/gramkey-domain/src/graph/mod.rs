@@ -1,0 +1,9 @@
+//! The resource API's rules (wire protocol §4, §5): `fields` expressions, what each field and
+//! edge needs, cursor paging, publishing, comments, and the legacy v1 envelope.
+
+pub mod access;
+pub mod comment;
+pub mod fields;
+pub mod legacy;
+pub mod paging;
+pub mod publish;
