@@ -50,6 +50,38 @@ enum Command {
     /// Delete expired codes, tokens and finished callbacks past their retention (the server
     /// does this on its own).
     Janitor(JanitorArgs),
+    /// Generate sandbox data.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Add users with media (images, videos, albums), captions with hashtags, and comments
+    /// from each other. The same seed gives the same data; passwords are random and printed.
+    Seed {
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        users: u32,
+        /// Media per user.
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+        media: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The URL the server is reached at: media URLs point at its placeholder images.
+        #[arg(
+            long,
+            env = "GRAMKEY_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_url: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MediaKind {
+    Image,
+    Video,
+    Album,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +167,10 @@ struct ServeArgs {
     /// How often the janitor runs.
     #[arg(long, env = "GRAMKEY_JANITOR_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     janitor_interval: std::time::Duration,
+    /// Do not fetch the media a publishing container names: containers finish at once and
+    /// the URL is stored unchecked (for sandboxes without network access).
+    #[arg(long, env = "GRAMKEY_NO_FETCH_MEDIA")]
+    no_fetch_media: bool,
     /// How often due deauthorize and data-deletion callbacks are looked for and sent.
     #[arg(long, env = "GRAMKEY_CALLBACK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     callback_interval: std::time::Duration,
@@ -254,6 +290,28 @@ enum UserCommand {
         #[arg(long)]
         delete_data: bool,
     },
+    /// Add one media to a user's profile, dated now; prints its id.
+    AddMedia {
+        #[arg(long)]
+        username: String,
+        #[arg(long = "type", value_enum, default_value = "image")]
+        kind: MediaKind,
+        #[arg(long, default_value = "")]
+        caption: String,
+        /// The image or video URL (default: one of the server's placeholder images).
+        #[arg(long)]
+        url: Option<String>,
+        /// Images in an album.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=10))]
+        children: u32,
+        /// The URL the server is reached at, for placeholder images and permalinks.
+        #[arg(
+            long,
+            env = "GRAMKEY_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_url: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -275,6 +333,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
         Command::Callbacks(cmd) => callbacks(&cli.global.open().await?, cmd).await,
+        Command::Sandbox(cmd) => sandbox(&cli.global.open().await?, cmd).await,
         Command::Janitor(args) => {
             let p = cli
                 .global
@@ -355,6 +414,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         admin_key,
         refresh_reuse_grace_secs: i64::try_from(args.refresh_reuse_grace.as_secs())
             .unwrap_or(i64::MAX),
+        fetch_media: !args.no_fetch_media,
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
@@ -586,6 +646,71 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                 removal.tokens
             );
         }
+        UserCommand::AddMedia {
+            username,
+            kind,
+            caption,
+            url,
+            children,
+            public_url,
+        } => {
+            let public_url = public_url.trim_end_matches('/');
+            let user = ops
+                .store
+                .user_by_name(&username.to_ascii_lowercase())
+                .await?
+                .with_context(|| format!("no user {username:?}"))?;
+            gramkey_domain::graph::publish::check_caption(&caption)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+            if let Some(u) = &url {
+                let parsed =
+                    url::Url::parse(u).with_context(|| format!("--url {u:?} is not a URL"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    bail!("--url must be http or https");
+                }
+            }
+            let id = gramkey_domain::ids::generate_media_id(&*ops.entropy);
+            let placeholder = |id: &str| format!("{public_url}/sandbox/media/{id}.svg");
+            let source = url.clone().unwrap_or_else(|| placeholder(&id));
+            let media = gramkey_store::Media {
+                media_type: match kind {
+                    MediaKind::Image => "IMAGE",
+                    MediaKind::Video => "VIDEO",
+                    MediaKind::Album => "CAROUSEL_ALBUM",
+                }
+                .into(),
+                caption,
+                media_url: source.clone(),
+                permalink: format!("{public_url}/p/{id}"),
+                thumbnail_url: matches!(kind, MediaKind::Video).then(|| placeholder(&id)),
+                created_at: ops.clock.now(),
+                like_count: 0,
+                comments_count: 0,
+                user_id: user.id,
+                parent_id: None,
+                position: 0,
+                id: id.clone(),
+            };
+            ops.store.add_media(&media).await?;
+            if matches!(kind, MediaKind::Album) {
+                for position in 0..children {
+                    let child = gramkey_domain::ids::generate_media_id(&*ops.entropy);
+                    ops.store
+                        .add_media(&gramkey_store::Media {
+                            media_type: "IMAGE".into(),
+                            caption: String::new(),
+                            media_url: url.clone().unwrap_or_else(|| placeholder(&child)),
+                            permalink: format!("{public_url}/p/{child}"),
+                            parent_id: Some(id.clone()),
+                            position: i64::from(position),
+                            id: child,
+                            ..media.clone()
+                        })
+                        .await?;
+                }
+            }
+            println!("{id}");
+        }
         UserCommand::List { json } => {
             let users = ops.store.users().await?;
             if json {
@@ -596,6 +721,36 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                 for u in users {
                     println!("{}  ({})", u.username, u.profile.account_type);
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sandbox(ops: &Ops, cmd: SandboxCommand) -> Result<()> {
+    match cmd {
+        SandboxCommand::Seed {
+            users,
+            media,
+            seed,
+            public_url,
+        } => {
+            let made = gramkey_server::sandbox::seed(
+                ops,
+                users as usize,
+                media as usize,
+                seed,
+                public_url.trim_end_matches('/'),
+            )
+            .await?;
+            println!(
+                "seeded {} users, {} media, {} comments (seed {seed}). Passwords, shown once:",
+                made.users.len(),
+                made.media,
+                made.comments
+            );
+            for (name, password) in &made.users {
+                println!("  {name}  {}", password.expose());
             }
         }
     }

@@ -66,6 +66,16 @@ pub fn generate_media_id(entropy: &dyn Entropy) -> String {
     format!("1790{}", random_digits(entropy, 13))
 }
 
+/// A comment's id: 17 digits.
+pub fn generate_comment_id(entropy: &dyn Entropy) -> String {
+    format!("1800{}", random_digits(entropy, 13))
+}
+
+/// A publishing container's id: 17 digits.
+pub fn generate_container_id(entropy: &dyn Entropy) -> String {
+    format!("1792{}", random_digits(entropy, 13))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 pub mod callbacks;
 pub mod handlers;
 pub mod keys;
+pub mod media_fetch;
 pub mod ops;
 pub mod pages;
 pub mod router;

@@ -21,9 +21,12 @@ use tracing::Level;
 use std::collections::HashMap;
 
 use crate::handlers::me::is_graph_version;
-use crate::handlers::{admin, authorize, debug, lifecycle, me, rfc, sandbox, token};
+use crate::handlers::{admin, authorize, debug, graph, legacy, lifecycle, me, rfc, sandbox, token};
 use crate::state::AppState;
-use crate::wire::graph::unknown_path;
+use crate::wire::graph::{GraphResponse, unknown_path};
+use axum::http::Method;
+use axum::response::IntoResponse;
+use gramkey_domain::error::GraphError;
 
 /// Form and JSON bodies are small; anything larger is refused before it is read.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -31,8 +34,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     let request_ids = RequestIds::new(&state);
     let graph = Router::new()
-        // User and media (wire protocol §4).
-        .route("/me", get(me::me))
+        // User, media, comments and publishing (wire protocol §4) are read by the fallback,
+        // `graph::dispatch`; this one is a fixed route.
         .route("/me/permissions", delete(me::remove_app))
         // Long-lived tokens (§3).
         .route("/access_token", get(lifecycle::exchange))
@@ -68,10 +71,16 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/callbacks", get(admin::list_callbacks))
         .route("/admin/callbacks/{id}/retry", post(admin::retry_callback))
         .route("/admin/{*rest}", axum::routing::any(admin::not_found))
+        // Legacy v1 (wire protocol §4).
+        .route("/v1/users/{id}", get(legacy::user))
+        .route("/v1/users/{id}/media/recent", get(legacy::recent_media))
+        .route("/v1/media/{id}", get(legacy::media))
+        .route("/v1/{*rest}", axum::routing::any(legacy::unknown))
         // Sandbox.
         .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))
         .route("/sandbox/media/{file}", get(sandbox::media_image))
-        .fallback(fallback)
+        .fallback(graph::dispatch)
+        .method_not_allowed_fallback(unsupported_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -127,6 +136,11 @@ async fn graph_version(
     }
 }
 
-async fn fallback(uri: Uri) -> Response {
-    unknown_path(uri.path())
+/// A known path with a method it does not take, answered as Graph does.
+async fn unsupported_method(method: Method, uri: Uri) -> Response {
+    GraphResponse(GraphError::not_found(
+        uri.path(),
+        &method.as_str().to_ascii_lowercase(),
+    ))
+    .into_response()
 }

@@ -2,10 +2,10 @@
 //! users with profiles and media, and the roles that make the development-mode rules visible:
 //! `alice` is the app's admin, `bob` a tester, and `carol` has no role (so she is refused).
 
-use gramkey_domain::entropy::random_alnum;
-use gramkey_domain::ids::generate_media_id;
-use gramkey_domain::{AppMode, ClientSecret, Password, Role};
-use gramkey_store::{App, Media, Profile};
+use gramkey_domain::entropy::{SeededEntropy, random_alnum};
+use gramkey_domain::ids::{generate_comment_id, generate_media_id};
+use gramkey_domain::{AppMode, ClientSecret, Entropy, Password, Role, UnixTime};
+use gramkey_store::{App, Media, NewComment, Profile, User};
 
 use crate::ops::{NewAppInput, OpError, Ops};
 use crate::state::AppState;
@@ -100,27 +100,202 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
         if let Some(role) = demo.role {
             ops.store.set_role(&app.id, user.id, role, now).await?;
         }
-        for i in 0..demo.media {
-            let id = generate_media_id(&*ops.entropy);
-            let video = i % 3 == 2;
-            ops.store
-                .add_media(&Media {
-                    media_type: if video { "VIDEO" } else { "IMAGE" }.into(),
-                    caption: format!("{}'s post #{} #gramkey", demo.name, i + 1),
-                    media_url: format!("{public_url}/sandbox/media/{id}.svg"),
-                    permalink: format!("{public_url}/sandbox/p/{id}"),
-                    thumbnail_url: video.then(|| format!("{public_url}/sandbox/media/{id}.svg")),
-                    created_at: now - 86_400 * (demo.media - i) as i64,
-                    like_count: 3 * i as i64,
-                    comments_count: 0,
-                    user_id: user.id,
-                    id,
-                })
-                .await?;
-        }
+        let content = SeededEntropy::new(1 + demo.name.len() as u64);
+        add_generated_media(ops, &content, &user, demo.media, public_url, now).await?;
         users.push((demo.name.to_owned(), password, demo.role));
     }
     Ok(Some(SandboxInfo { app, secret, users }))
+}
+
+const WORDS: &[&str] = &[
+    "morning", "light", "coffee", "harbour", "trail", "market", "rain", "studio", "garden",
+    "bridge", "sunset", "bakery", "river", "street", "autumn", "ceramics", "bicycle", "library",
+];
+const TAGS: &[&str] = &[
+    "#photooftheday",
+    "#travel",
+    "#food",
+    "#nature",
+    "#design",
+    "#weekend",
+    "#film",
+    "#gramkey",
+];
+const FIRST: &[&str] = &[
+    "maya", "tomas", "ines", "kenji", "amara", "lucas", "noor", "felix", "zofia", "omar",
+];
+const LAST: &[&str] = &[
+    "okafor", "silva", "haddad", "tanaka", "novak", "berg", "costa", "rahman", "moreau", "lind",
+];
+const REMARKS: &[&str] = &[
+    "Love this!",
+    "Where is this?",
+    "Stunning colours",
+    "Saving this one",
+    "So good",
+    "Take me there",
+    "The light here",
+    "Great shot",
+];
+
+/// A number in `0..n` from the entropy source.
+fn pick(e: &dyn Entropy, n: usize) -> usize {
+    let mut b = [0u8; 4];
+    e.fill(&mut b);
+    u32::from_le_bytes(b) as usize % n
+}
+
+/// A caption of a few words and hashtags.
+fn caption(e: &dyn Entropy) -> String {
+    let mut words: Vec<&str> = (0..3 + pick(e, 5))
+        .map(|_| WORDS[pick(e, WORDS.len())])
+        .collect();
+    words.extend((0..1 + pick(e, 3)).map(|_| TAGS[pick(e, TAGS.len())]));
+    let mut c = words.join(" ");
+    if let Some(first) = c.get(..1) {
+        c = first.to_uppercase() + &c[1..];
+    }
+    c
+}
+
+/// Adds `count` media to `user`, a day apart and ending a day before `now`: mostly images,
+/// every third a video, every fifth an album of 2–4 images. Their URLs are this server's
+/// placeholder images, so nothing is fetched from elsewhere. `e` decides ids and words, so a
+/// seeded source gives the same media every time.
+pub async fn add_generated_media(
+    ops: &Ops,
+    e: &dyn Entropy,
+    user: &User,
+    count: usize,
+    public_url: &str,
+    now: UnixTime,
+) -> Result<Vec<Media>, OpError> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let id = generate_media_id(e);
+        let album = i % 5 == 4;
+        let video = !album && i % 3 == 2;
+        let url = |id: &str| format!("{public_url}/sandbox/media/{id}.svg");
+        let m = Media {
+            media_type: if album {
+                "CAROUSEL_ALBUM"
+            } else if video {
+                "VIDEO"
+            } else {
+                "IMAGE"
+            }
+            .into(),
+            caption: caption(e),
+            media_url: url(&id),
+            permalink: format!("{public_url}/p/{id}"),
+            thumbnail_url: video.then(|| url(&id)),
+            created_at: now - 86_400 * (count - i) as i64 - pick(e, 3600) as i64,
+            like_count: pick(e, 500) as i64,
+            comments_count: 0,
+            user_id: user.id,
+            parent_id: None,
+            position: 0,
+            id,
+        };
+        ops.store.add_media(&m).await?;
+        if album {
+            for position in 0..2 + pick(e, 3) {
+                let child = generate_media_id(e);
+                ops.store
+                    .add_media(&Media {
+                        media_type: "IMAGE".into(),
+                        caption: String::new(),
+                        media_url: url(&child),
+                        permalink: format!("{public_url}/p/{child}"),
+                        thumbnail_url: None,
+                        parent_id: Some(m.id.clone()),
+                        position: position as i64,
+                        id: child,
+                        ..m.clone()
+                    })
+                    .await?;
+            }
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// What `gramkey sandbox seed` made.
+#[derive(Debug)]
+pub struct Seeded {
+    pub users: Vec<(String, Password)>,
+    pub media: usize,
+    pub comments: usize,
+}
+
+/// `gramkey sandbox seed`: `users` people with `media` posts each and comments from each
+/// other, all decided by `seed` (ids, names, captions, times relative to `now`); passwords are
+/// random. Usernames carry the seed, so seeding again with the same seed is a conflict, and
+/// with another seed adds a new set.
+pub async fn seed(
+    ops: &Ops,
+    users: usize,
+    media: usize,
+    seed: u64,
+    public_url: &str,
+) -> Result<Seeded, OpError> {
+    let e = SeededEntropy::new(seed);
+    let now = ops.clock.now();
+    let mut made: Vec<(User, Vec<Media>)> = Vec::new();
+    let mut out = Seeded {
+        users: Vec::new(),
+        media: 0,
+        comments: 0,
+    };
+    for i in 0..users {
+        let (first, last) = (FIRST[pick(&e, FIRST.len())], LAST[pick(&e, LAST.len())]);
+        let username = format!("{first}.{last}.{seed}.{i}");
+        let password = Password::new(random_alnum(&*ops.entropy, 16));
+        let profile = Profile {
+            full_name: format!(
+                "{}{} {}{}",
+                first[..1].to_uppercase(),
+                &first[1..],
+                last[..1].to_uppercase(),
+                &last[1..]
+            ),
+            biography: caption(&e),
+            website: format!("https://example.com/{first}"),
+            account_type: ["BUSINESS", "MEDIA_CREATOR", "PERSONAL"][pick(&e, 3)].into(),
+            profile_picture_url: format!("{public_url}/sandbox/media/{}.svg", 1 + pick(&e, 9)),
+            followers_count: pick(&e, 5000) as i64,
+            follows_count: pick(&e, 800) as i64,
+        };
+        let user = ops
+            .create_user(&username, password.clone(), profile)
+            .await?;
+        let posts = add_generated_media(ops, &e, &user, media, public_url, now).await?;
+        out.media += posts.len();
+        out.users.push((username, password));
+        made.push((user, posts));
+    }
+    if made.len() > 1 {
+        for (i, (_, posts)) in made.iter().enumerate() {
+            for m in posts {
+                for _ in 0..pick(&e, 4) {
+                    let author = &made[(i + 1 + pick(&e, made.len() - 1)) % made.len()].0;
+                    ops.store
+                        .add_comment(&NewComment {
+                            id: generate_comment_id(&e),
+                            media_id: m.id.clone(),
+                            user_id: author.id,
+                            parent_id: None,
+                            text: REMARKS[pick(&e, REMARKS.len())].into(),
+                            created_at: m.created_at + 60 + pick(&e, 7200) as i64,
+                        })
+                        .await?;
+                    out.comments += 1;
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The sandbox app, if this database has one.

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     /// How long after its first use a rotated refresh token may be used again, for clients
     /// that refresh in parallel. Later reuse revokes the whole grant.
     pub refresh_reuse_grace_secs: i64,
+    /// Whether publishing fetches and checks each container's media (`IN_PROGRESS` until
+    /// then). Off, a container is `FINISHED` at once and its URL is stored unchecked.
+    pub fetch_media: bool,
 }
 
 /// Shared, cheap to clone.
@@ -32,6 +35,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub ops: Ops,
     pub config: ServerConfig,
+    /// Processes publishing containers; `None` when `fetch_media` is off.
+    pub fetcher: Option<crate::media_fetch::Fetcher>,
     cookie_key: Key,
     admin_key_hash: Option<[u8; 32]>,
 }
@@ -59,7 +64,11 @@ impl AppState {
             .admin_key
             .as_ref()
             .map(|k| Sha256::digest(k.expose().as_bytes()).into());
+        let fetcher = config
+            .fetch_media
+            .then(|| crate::media_fetch::Fetcher::new(store.clone()));
         Self(Arc::new(Inner {
+            fetcher,
             ops: Ops {
                 store,
                 clock,

@@ -88,6 +88,7 @@ impl TestApp {
             public_url: base.clone(),
             admin_key: Some(gramkey_domain::AdminKey::new(ADMIN_KEY)),
             refresh_reuse_grace_secs: 10,
+            fetch_media: true,
         };
         let state = AppState::new(
             store,

@@ -23,7 +23,11 @@ use crate::{
     Redemption, Result, Store, TokenRecord, User, UserStore,
 };
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
+use crate::{
+    Comment, CommentsOf, Container, ContentStore, NewComment, Publication, PublishOutcome,
+};
 use gramkey_domain::callback::CallbackKind;
+use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::retention::Cutoffs;
 
 /// Entries kept per kind at most.
@@ -177,11 +181,52 @@ impl UserStore for CachedStore {
         self.users.invalidate(&id);
         r
     }
+}
+
+/// Content is not cached: lists change with every post and comment.
+#[async_trait]
+impl ContentStore for CachedStore {
     async fn add_media(&self, media: &Media) -> Result<()> {
         self.inner.add_media(media).await
     }
     async fn media_count(&self, user: UserId) -> Result<u64> {
         self.inner.media_count(user).await
+    }
+    async fn media(&self, id: &str) -> Result<Option<Media>> {
+        self.inner.media(id).await
+    }
+    async fn media_page(&self, user: UserId, page: &PageRequest) -> Result<Vec<Media>> {
+        self.inner.media_page(user, page).await
+    }
+    async fn children(&self, album: &str) -> Result<Vec<Media>> {
+        self.inner.children(album).await
+    }
+    async fn comment(&self, id: &str) -> Result<Option<Comment>> {
+        self.inner.comment(id).await
+    }
+    async fn comments_page(&self, of: CommentsOf<'_>, page: &PageRequest) -> Result<Vec<Comment>> {
+        self.inner.comments_page(of, page).await
+    }
+    async fn add_comment(&self, comment: &NewComment) -> Result<bool> {
+        self.inner.add_comment(comment).await
+    }
+    async fn delete_comment(&self, id: &str) -> Result<u64> {
+        self.inner.delete_comment(id).await
+    }
+    async fn create_container(&self, container: &Container) -> Result<()> {
+        self.inner.create_container(container).await
+    }
+    async fn container(&self, id: &str) -> Result<Option<Container>> {
+        self.inner.container(id).await
+    }
+    async fn finish_container(&self, id: &str, outcome: Result<(), String>) -> Result<bool> {
+        self.inner.finish_container(id, outcome).await
+    }
+    async fn publish_count(&self, user: UserId, since: UnixTime) -> Result<u64> {
+        self.inner.publish_count(user, since).await
+    }
+    async fn publish(&self, publication: &Publication) -> Result<PublishOutcome> {
+        self.inner.publish(publication).await
     }
 }
 
@@ -189,6 +234,13 @@ impl UserStore for CachedStore {
 impl GrantStore for CachedStore {
     async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>> {
         self.inner.grant(app, user).await
+    }
+    async fn grant_by_scoped_id(
+        &self,
+        app: &AppId,
+        scoped: &ScopedUserId,
+    ) -> Result<Option<Grant>> {
+        self.inner.grant_by_scoped_id(app, scoped).await
     }
     async fn save_grant(
         &self,

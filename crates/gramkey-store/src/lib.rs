@@ -20,6 +20,7 @@ pub mod test_support;
 use async_trait::async_trait;
 use gramkey_domain::callback::CallbackKind;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::retention::Cutoffs;
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
 
@@ -73,7 +74,7 @@ pub trait AppStore: Send + Sync {
     async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>>;
 }
 
-/// User accounts, profiles and media.
+/// User accounts and profiles.
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Fails with [`StoreError::Conflict`] when the username is taken.
@@ -84,8 +85,43 @@ pub trait UserStore: Send + Sync {
     async fn users(&self) -> Result<Vec<User>>;
     /// Replaces a user's password hash; false when there is no such user.
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool>;
+}
+
+/// Media, comments and publishing containers.
+///
+/// Lists are read a page at a time with [`PageRequest`]: up to `page.fetch()` rows (one more
+/// than the page, so the caller can tell whether there is more) in display order, newest
+/// first. With `before`, the rows nearest the cursor are read, and the extra one is the first.
+#[async_trait]
+pub trait ContentStore: Send + Sync {
     async fn add_media(&self, media: &Media) -> Result<()>;
+    /// A user's top-level media (album children are not counted).
     async fn media_count(&self, user: UserId) -> Result<u64>;
+    async fn media(&self, id: &str) -> Result<Option<Media>>;
+    /// A page of a user's top-level media.
+    async fn media_page(&self, user: UserId, page: &PageRequest) -> Result<Vec<Media>>;
+    /// An album's children, in order.
+    async fn children(&self, album: &str) -> Result<Vec<Media>>;
+    async fn comment(&self, id: &str) -> Result<Option<Comment>>;
+    async fn comments_page(&self, of: CommentsOf<'_>, page: &PageRequest) -> Result<Vec<Comment>>;
+    /// Adds a comment and counts it on its media, in one transaction. False, with nothing
+    /// written, when the media or the parent comment is gone.
+    async fn add_comment(&self, comment: &NewComment) -> Result<bool>;
+    /// Deletes a comment with its replies and takes them off its media's count, in one
+    /// transaction; how many comments went (0 when there was none).
+    async fn delete_comment(&self, id: &str) -> Result<u64>;
+    async fn create_container(&self, container: &Container) -> Result<()>;
+    async fn container(&self, id: &str) -> Result<Option<Container>>;
+    /// Ends processing: `FINISHED`, or `ERROR` with the reason. Only an `IN_PROGRESS` container
+    /// changes; false otherwise.
+    async fn finish_container(&self, id: &str, outcome: Result<(), String>) -> Result<bool>;
+    /// How many posts the user published since `since` (what the 24-hour cap counts).
+    async fn publish_count(&self, user: UserId, since: UnixTime) -> Result<u64>;
+    /// Publishes in one transaction: checks the cap, marks the container and its children
+    /// `PUBLISHED` (only if it is still `FINISHED`), and inserts the media. Of two racing
+    /// publications of one container, exactly one wins; of racing posts at the cap, none
+    /// exceeds it.
+    async fn publish(&self, publication: &Publication) -> Result<PublishOutcome>;
 }
 
 /// How a code redemption is decided inside the store's transaction: given the unredeemed code,
@@ -97,6 +133,9 @@ pub type Decide = Box<dyn FnOnce(&CodeRecord) -> Result<Vec<NewToken>, TokenEndp
 #[async_trait]
 pub trait GrantStore: Send + Sync {
     async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>>;
+    /// The grant behind an app-scoped user id: only that app's ids resolve.
+    async fn grant_by_scoped_id(&self, app: &AppId, scoped: &ScopedUserId)
+    -> Result<Option<Grant>>;
     /// Records consent. A first grant takes `new_scoped_id`; a later one keeps the id it has
     /// and replaces the scopes.
     async fn save_grant(
@@ -188,5 +227,5 @@ pub trait CallbackStore: Send + Sync {
 }
 
 /// The whole store.
-pub trait Store: AppStore + UserStore + GrantStore + CallbackStore {}
-impl<T: AppStore + UserStore + GrantStore + CallbackStore> Store for T {}
+pub trait Store: AppStore + UserStore + ContentStore + GrantStore + CallbackStore {}
+impl<T: AppStore + UserStore + ContentStore + GrantStore + CallbackStore> Store for T {}

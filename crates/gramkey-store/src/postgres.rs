@@ -11,12 +11,14 @@ use gramkey_domain::{AppId, AppMode, Role, ScopeSet, ScopedUserId, TokenHash, Un
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, query};
 
+mod content;
+
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::sqlite::{CALLBACK_COLUMNS, CallbackRow, to_callback};
 use crate::sqlite::{issued, to_token};
 use crate::{
-    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
-    NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, NewCode, NewToken, NewUser,
+    Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use gramkey_domain::callback::CallbackKind;
@@ -336,35 +338,6 @@ impl UserStore for PgStore {
             .await?;
         Ok(r.rows_affected() == 1)
     }
-
-    async fn add_media(&self, m: &Media) -> Result<()> {
-        query(
-            "INSERT INTO media (id, user_id, media_type, caption, media_url, permalink, thumbnail_url,
-                 created_at, like_count, comments_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&m.id)
-        .bind(m.user_id.0)
-        .bind(&m.media_type)
-        .bind(&m.caption)
-        .bind(&m.media_url)
-        .bind(&m.permalink)
-        .bind(&m.thumbnail_url)
-        .bind(m.created_at)
-        .bind(m.like_count)
-        .bind(m.comments_count)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn media_count(&self, user: UserId) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE user_id = $1")
-            .bind(user.0)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or_default())
-    }
 }
 
 /// Revokes the tokens `which` selects and, for an app, a user or both, burns their unredeemed
@@ -457,6 +430,21 @@ impl GrantStore for PgStore {
         query("SELECT app_id, user_id, scoped_id, scopes, granted_at FROM grants WHERE app_id = $1 AND user_id = $2")
             .bind(app.as_str())
             .bind(user.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(grant_from_row)
+            .transpose()
+    }
+
+    async fn grant_by_scoped_id(
+        &self,
+        app: &AppId,
+        scoped: &ScopedUserId,
+    ) -> Result<Option<Grant>> {
+        query("SELECT app_id, user_id, scoped_id, scopes, granted_at FROM grants WHERE scoped_id = $1 AND app_id = $2")
+            .bind(scoped.as_str())
+            .bind(app.as_str())
             .fetch_optional(&self.pool)
             .await?
             .as_ref()

@@ -3,6 +3,8 @@
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::graph::paging::Position;
+use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::{
     AppId, AppMode, Flavour, RedirectUri, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime,
     UserId,
@@ -76,7 +78,107 @@ pub struct Media {
     pub thumbnail_url: Option<String>,
     pub created_at: UnixTime,
     pub like_count: i64,
+    /// Comments and replies; kept by the store as comments come and go.
     pub comments_count: i64,
+    /// For an album's child: the album, and the child's place in it.
+    pub parent_id: Option<String>,
+    pub position: i64,
+}
+
+impl Media {
+    /// Where the media sits in its owner's list.
+    pub fn position(&self) -> Position {
+        Position {
+            at: self.created_at,
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// A comment or a reply, with its author's username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    pub id: String,
+    pub media_id: String,
+    pub user_id: UserId,
+    pub username: String,
+    /// The comment this one replies to.
+    pub parent_id: Option<String>,
+    pub text: String,
+    pub created_at: UnixTime,
+    pub like_count: i64,
+    pub hidden: bool,
+}
+
+impl Comment {
+    pub fn position(&self) -> Position {
+        Position {
+            at: self.created_at,
+            id: self.id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewComment {
+    pub id: String,
+    pub media_id: String,
+    pub user_id: UserId,
+    pub parent_id: Option<String>,
+    pub text: String,
+    pub created_at: UnixTime,
+}
+
+/// Which comments to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommentsOf<'a> {
+    /// The top-level comments of a media.
+    Media(&'a str),
+    /// The replies to a comment.
+    Replies(&'a str),
+}
+
+/// A publishing container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub kind: ContainerKind,
+    pub source_url: Option<String>,
+    pub source_is_video: bool,
+    pub caption: String,
+    pub is_carousel_item: bool,
+    /// Child container ids, for a carousel.
+    pub children: Vec<String>,
+    /// As stored; `gramkey_domain::graph::publish::status` adds expiry.
+    pub status: ContainerStatus,
+    pub status_reason: Option<String>,
+    pub created_at: UnixTime,
+    pub published_at: Option<UnixTime>,
+    pub media_id: Option<String>,
+}
+
+/// A publication, decided by the caller and carried out atomically by
+/// [`crate::ContentStore::publish`].
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub container_id: String,
+    pub user_id: UserId,
+    /// The media to create: the post first, then an album's children.
+    pub media: Vec<Media>,
+    pub now: UnixTime,
+    /// The cap: at most `quota_total` posts published since `quota_since`.
+    pub quota_since: UnixTime,
+    pub quota_total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Published,
+    /// The container is no longer `FINISHED` (published meanwhile, or failed).
+    NotPublishable,
+    OverQuota,
 }
 
 /// A user's consent to an app.

@@ -22,10 +22,12 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) mod content;
+
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::{
-    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
-    NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, NewCode, NewToken, NewUser,
+    Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_secret_grace.sql"),
     include_str!("../migrations/sqlite/0004_refresh_tokens.sql"),
     include_str!("../migrations/sqlite/0005_callbacks.sql"),
+    include_str!("../migrations/sqlite/0006_content.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -514,39 +517,6 @@ impl UserStore for SqliteStore {
         })
         .await
     }
-
-    async fn add_media(&self, media: &Media) -> Result<()> {
-        let m = media.clone();
-        self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO media (id, user_id, media_type, caption, media_url, permalink, thumbnail_url,
-                     created_at, like_count, comments_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                m.id,
-                m.user_id.0,
-                m.media_type,
-                m.caption,
-                m.media_url,
-                m.permalink,
-                m.thumbnail_url,
-                m.created_at,
-                m.like_count,
-                m.comments_count
-            ])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn media_count(&self, user: UserId) -> Result<u64> {
-        let n: i64 = self.read(|c| {
-            c.prepare_cached("SELECT COUNT(*) FROM media WHERE user_id = ?1")?
-                .query_row([user.0], |r| r.get(0))
-        })?;
-        Ok(u64::try_from(n).unwrap_or_default())
-    }
 }
 
 fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String, String, i64)> {
@@ -729,6 +699,22 @@ impl GrantStore for SqliteStore {
                 "SELECT app_id, user_id, scoped_id, scopes, granted_at FROM grants WHERE app_id = ?1 AND user_id = ?2",
             )?
             .query_row(params![app.as_str(), user.0], grant_from_row)
+            .optional()
+        })?
+        .map(to_grant)
+        .transpose()
+    }
+
+    async fn grant_by_scoped_id(
+        &self,
+        app: &AppId,
+        scoped: &ScopedUserId,
+    ) -> Result<Option<Grant>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT app_id, user_id, scoped_id, scopes, granted_at FROM grants WHERE scoped_id = ?1 AND app_id = ?2",
+            )?
+            .query_row(params![scoped.as_str(), app.as_str()], grant_from_row)
             .optional()
         })?
         .map(to_grant)

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::graph::paging::{Page, PageRequest};
+use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::{
     AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
     UserId,
 };
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
 use gramkey_store::{
-    App, Attempt, Derivation, Media, NewCode, NewToken, NewUser, Profile, Redemption, Revoke,
-    Store, StoreError,
+    App, Attempt, CommentsOf, Container, Derivation, Media, NewCode, NewComment, NewToken, NewUser,
+    Profile, Publication, PublishOutcome, Redemption, Revoke, Store, StoreError,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -167,6 +169,8 @@ async fn users_and_media(s: &dyn Store) {
             created_at: NOW + i,
             like_count: 0,
             comments_count: 0,
+            parent_id: None,
+            position: 0,
         })
         .await
         .unwrap();
@@ -754,6 +758,311 @@ async fn suite(s: Arc<dyn Store>) {
     deleting_an_app_removes_its_tokens(&*s).await;
     derived_tokens(&*s).await;
     callback_outbox(s.clone()).await;
+    content(s.clone()).await;
+}
+
+fn media(id: u32, user: UserId, at: i64, parent: Option<&str>) -> Media {
+    Media {
+        id: format!(
+            "{}{id:05}",
+            if parent.is_some() {
+                "179300000000"
+            } else {
+                "179200000000"
+            }
+        ),
+        user_id: user,
+        media_type: if parent.is_some() {
+            "IMAGE"
+        } else {
+            "CAROUSEL_ALBUM"
+        }
+        .into(),
+        caption: format!("post {id}"),
+        media_url: "https://m/1.jpg".into(),
+        permalink: "https://p/1".into(),
+        thumbnail_url: None,
+        created_at: at,
+        like_count: 0,
+        comments_count: 0,
+        parent_id: parent.map(str::to_owned),
+        position: i64::from(id),
+    }
+}
+
+fn container(id: &str, app: &App, user: UserId, item: bool, status: ContainerStatus) -> Container {
+    Container {
+        id: id.into(),
+        app_id: app.id.clone(),
+        user_id: user,
+        kind: ContainerKind::Image,
+        source_url: Some("https://m/1.jpg".into()),
+        source_is_video: false,
+        caption: "c".into(),
+        is_carousel_item: item,
+        children: if item {
+            vec![]
+        } else {
+            vec!["1".into(), "2".into()]
+        },
+        status,
+        status_reason: None,
+        created_at: NOW,
+        published_at: None,
+        media_id: None,
+    }
+}
+
+/// Media pages, albums, comments with their count, containers and atomic publishing.
+async fn content(s: Arc<dyn Store>) {
+    let u = s.create_user(&new_user("paula"), NOW).await.unwrap();
+    // 30 media, several in the same second, so the id breaks ties.
+    for i in 0..30u32 {
+        s.add_media(&media(i, u.id, NOW + i64::from(i / 3), None))
+            .await
+            .unwrap();
+    }
+    let album = media(5, u.id, NOW, None).id;
+    for i in 0..3 {
+        s.add_media(&media(i, u.id, NOW, Some(&album)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.media_count(u.id).await.unwrap(), 30);
+    let kids = s.children(&album).await.unwrap();
+    assert_eq!(
+        kids.iter().map(|m| m.position).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(
+        s.media(&kids[1].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .parent_id
+            .as_deref(),
+        Some(album.as_str())
+    );
+
+    // Forward: every media once, newest first; backward from the end: the same, reversed.
+    let mut seen: Vec<Media> = Vec::new();
+    let mut req = PageRequest::first(7);
+    loop {
+        let page = Page::cut(s.media_page(u.id, &req).await.unwrap(), &req);
+        seen.extend(page.items.iter().cloned());
+        if !page.has_next {
+            break;
+        }
+        req.after = Some(page.items.last().unwrap().position());
+    }
+    assert_eq!(seen.len(), 30);
+    let keys: Vec<(i64, String)> = seen.iter().map(|m| (m.created_at, m.id.clone())).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(keys, sorted);
+    let mut back: Vec<Media> = Vec::new();
+    let mut req = PageRequest {
+        before: Some(seen.last().unwrap().position()),
+        ..PageRequest::first(4)
+    };
+    loop {
+        let page = Page::cut(s.media_page(u.id, &req).await.unwrap(), &req);
+        back.splice(0..0, page.items.iter().cloned());
+        if !page.has_previous {
+            break;
+        }
+        req.before = Some(page.items.first().unwrap().position());
+    }
+    assert_eq!(back, seen[..29].to_vec());
+    let window = PageRequest {
+        since: Some(NOW + 2),
+        until: Some(NOW + 3),
+        ..PageRequest::first(100)
+    };
+    assert_eq!(s.media_page(u.id, &window).await.unwrap().len(), 6);
+
+    // Comments and replies keep comments_count; deleting a comment takes its replies.
+    let m = &seen[0].id;
+    let comment = |id: &str, parent: Option<&str>, at: i64| NewComment {
+        id: id.into(),
+        media_id: m.clone(),
+        user_id: u.id,
+        parent_id: parent.map(str::to_owned),
+        text: format!("comment {id}"),
+        created_at: at,
+    };
+    assert!(
+        s.add_comment(&comment("18000000000000001", None, NOW))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.add_comment(&comment("18000000000000002", None, NOW + 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.add_comment(&comment(
+            "18000000000000003",
+            Some("18000000000000001"),
+            NOW + 2
+        ))
+        .await
+        .unwrap()
+    );
+    assert!(
+        !s.add_comment(&comment(
+            "18000000000000004",
+            Some("18099999999999999"),
+            NOW
+        ))
+        .await
+        .unwrap()
+    );
+    let orphan = NewComment {
+        media_id: "17999999999999999".into(),
+        ..comment("18000000000000005", None, NOW)
+    };
+    assert!(!s.add_comment(&orphan).await.unwrap());
+    assert_eq!(s.media(m).await.unwrap().unwrap().comments_count, 3);
+    let top = s
+        .comments_page(CommentsOf::Media(m), &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        top.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec!["18000000000000002", "18000000000000001"]
+    );
+    assert_eq!(top[0].username, "paula");
+    let replies = s
+        .comments_page(
+            CommentsOf::Replies("18000000000000001"),
+            &PageRequest::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        s.comment("18000000000000003")
+            .await
+            .unwrap()
+            .unwrap()
+            .parent_id
+            .as_deref(),
+        Some("18000000000000001")
+    );
+    assert_eq!(s.delete_comment("18000000000000001").await.unwrap(), 2);
+    assert_eq!(s.delete_comment("18000000000000001").await.unwrap(), 0);
+    assert_eq!(s.media(m).await.unwrap().unwrap().comments_count, 1);
+    assert_eq!(s.comment("18000000000000003").await.unwrap(), None);
+
+    // Containers: processing ends once; publishing is atomic, once, and capped.
+    let a = app("3000000000000001");
+    s.create_app(&a).await.unwrap();
+    s.create_container(&container(
+        "17920000000000001",
+        &a,
+        u.id,
+        false,
+        ContainerStatus::InProgress,
+    ))
+    .await
+    .unwrap();
+    assert!(
+        s.finish_container("17920000000000001", Ok(()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.finish_container("17920000000000001", Err("late".into()))
+            .await
+            .unwrap()
+    );
+    let got = s.container("17920000000000001").await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        container(
+            "17920000000000001",
+            &a,
+            u.id,
+            false,
+            ContainerStatus::Finished
+        )
+    );
+    s.create_container(&container(
+        "17920000000000002",
+        &a,
+        u.id,
+        true,
+        ContainerStatus::InProgress,
+    ))
+    .await
+    .unwrap();
+    assert!(
+        s.finish_container("17920000000000002", Err("404 at the URL".into()))
+            .await
+            .unwrap()
+    );
+    let failed = s.container("17920000000000002").await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.status_reason.as_deref()),
+        (ContainerStatus::Error, Some("404 at the URL"))
+    );
+
+    let publication = |n: u32| Publication {
+        container_id: "17920000000000001".into(),
+        user_id: u.id,
+        media: vec![media(100 + n, u.id, NOW + 100, None)],
+        now: NOW + 100,
+        quota_since: NOW + 100 - 86_400,
+        quota_total: 1,
+    };
+    let racers: Vec<_> = (0..4)
+        .map(|n| {
+            let s = s.clone();
+            let p = publication(n);
+            tokio::spawn(async move { s.publish(&p).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for r in racers {
+        outcomes.push(r.await.unwrap());
+    }
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == PublishOutcome::Published)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(s.media_count(u.id).await.unwrap(), 31);
+    assert_eq!(s.publish_count(u.id, NOW).await.unwrap(), 1);
+    let published = s.container("17920000000000001").await.unwrap().unwrap();
+    assert_eq!(published.status, ContainerStatus::Published);
+    assert_eq!(published.published_at, Some(NOW + 100));
+    // At the cap (1 here), a second finished container is refused.
+    s.create_container(&container(
+        "17920000000000003",
+        &a,
+        u.id,
+        false,
+        ContainerStatus::Finished,
+    ))
+    .await
+    .unwrap();
+    let over = Publication {
+        container_id: "17920000000000003".into(),
+        ..publication(9)
+    };
+    assert_eq!(s.publish(&over).await.unwrap(), PublishOutcome::OverQuota);
+    let later = Publication {
+        quota_since: NOW + 101,
+        now: NOW + 90_000,
+        ..over
+    };
+    assert_eq!(s.publish(&later).await.unwrap(), PublishOutcome::Published);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,26 @@ impl Field {
     }
 }
 
+/// Writes a selection back in the syntax [`parse`] reads, for `next` links of nested edges.
+pub fn render(fields: &[Field]) -> String {
+    let mut out = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&f.name);
+        if let Some(n) = f.limit {
+            out.push_str(&format!(".limit({n})"));
+        }
+        if let Some(sub) = &f.sub {
+            out.push('{');
+            out.push_str(&render(sub));
+            out.push('}');
+        }
+    }
+    out
+}
+
 /// Plain field names, for defaults.
 pub fn plain(names: &[&str]) -> Vec<Field> {
     names.iter().map(|n| Field::plain(n)).collect()
@@ -161,6 +181,8 @@ mod tests {
         assert_eq!(f[2].name, "media");
         assert_eq!(f[2].limit, Some(5));
         assert_eq!(f[2].sub.as_deref(), Some(&plain(&["id", "caption"])[..]));
+        assert_eq!(render(&f), "id,username,media.limit(5){id,caption}");
+        assert_eq!(parse(&render(&f)).unwrap(), f);
     }
 
     #[test]

@@ -96,6 +96,13 @@ impl<S: Send + Sync> FromRequest<S> for FormFields {
     type Rejection = TokenErrorResponse;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::read(req, state).await?)
+    }
+}
+
+impl FormFields {
+    /// Reads a urlencoded or multipart body; an empty body has no fields.
+    pub async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Self, TokenEndpointError> {
         let content_type = req
             .headers()
             .get(CONTENT_TYPE)
@@ -131,8 +138,7 @@ impl<S: Send + Sync> FromRequest<S> for FormFields {
         } else {
             return Err(TokenEndpointError::Body(format!(
                 "unsupported Content-Type {content_type:?}; send application/x-www-form-urlencoded or multipart/form-data"
-            ))
-            .into());
+            )));
         }
         Ok(fields)
     }

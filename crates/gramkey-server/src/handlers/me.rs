@@ -1,8 +1,6 @@
-//! `GET /me` (Graph and Basic Display, with an optional `/vNN.0` prefix).
+//! Token authentication for the resource API, and `DELETE /me/permissions`.
 //!
-//! Validating the token costs one SHA-256 and one indexed lookup; the user row is a second
-//! indexed lookup. `fields` defaults to `id`; a response carries only the fields asked for, and
-//! a field the token's scopes do not cover is refused with code 10.
+//! Validating a token costs one SHA-256 and one indexed lookup.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -13,9 +11,9 @@ use gramkey_domain::error::GraphError;
 use gramkey_domain::token::{
     NEVER, TokenState, check_usable, plausible_token, split_app_credentials,
 };
-use gramkey_domain::{AccessToken, Scope, TokenHash, TokenKind};
+use gramkey_domain::{AccessToken, TokenHash, TokenKind};
 use gramkey_store::TokenRecord;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use crate::state::AppState;
 use crate::wire::graph::GraphResponse;
@@ -113,59 +111,6 @@ async fn app_credentials(state: &AppState, raw: &str) -> Result<Option<TokenReco
     }))
 }
 
-/// User fields `/me` knows, and the scope each needs beyond the basic profile one.
-const USER_FIELDS: &[&str] = &[
-    "id",
-    "user_id",
-    "username",
-    "account_type",
-    "media_count",
-    "name",
-    "profile_picture_url",
-    "followers_count",
-    "follows_count",
-    "biography",
-    "website",
-];
-
-/// Parses `fields=a,b,c` strictly: names of `[a-z_]`, known to the node, no duplicates needed.
-fn parse_fields(raw: Option<&str>) -> Result<Vec<&str>, GraphError> {
-    let raw = raw.unwrap_or("id");
-    let mut out: Vec<&str> = Vec::new();
-    for f in raw.split(',').map(str::trim) {
-        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err(GraphError::invalid_parameter(format!(
-                "Syntax error in fields: {raw:?}"
-            )));
-        }
-        if !USER_FIELDS.contains(&f) {
-            return Err(GraphError::nonexisting_field(f, "User"));
-        }
-        if !out.contains(&f) {
-            out.push(f);
-        }
-    }
-    Ok(out)
-}
-
-/// Does the token allow reading media (and so `media_count`)?
-fn may_read_media(record: &TokenRecord) -> bool {
-    [Scope::UserMedia, Scope::BusinessBasic, Scope::Basic]
-        .iter()
-        .any(|s| record.scopes.contains(*s))
-}
-
-pub async fn me(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
-    match me_inner(&state, &headers, q).await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => GraphResponse(e).into_response(),
-    }
-}
-
 /// `DELETE /me/permissions`: the user (through the app) removes the app. Its grant is
 /// forgotten, every token it holds for the user is revoked (190/458 from then on), and its
 /// deauthorize callback, if it has one, is queued.
@@ -207,75 +152,9 @@ pub fn is_graph_version(s: &str) -> bool {
         && minor.bytes().all(|b| b.is_ascii_digit())
 }
 
-async fn me_inner(
-    state: &AppState,
-    headers: &HeaderMap,
-    q: Option<String>,
-) -> Result<Value, GraphError> {
-    let query: Vec<(String, String)> = super::query_pairs(q);
-    let record = authenticate(state, bearer(headers, &query)?).await?;
-    if record.kind == TokenKind::App {
-        return Err(GraphError::missing_token());
-    }
-    let fields_raw: Vec<&str> = query
-        .iter()
-        .filter(|(k, _)| k == "fields")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    if fields_raw.len() > 1 {
-        return Err(GraphError::invalid_parameter(
-            "fields was given more than once",
-        ));
-    }
-    let fields = parse_fields(fields_raw.first().copied())?;
-    if fields.contains(&"media_count") && !may_read_media(&record) {
-        return Err(GraphError::permission("instagram_graph_user_media"));
-    }
-    let (Some(uid), Some(scoped)) = (record.user_id, record.scoped_id.as_ref()) else {
-        return Err(GraphError::invalid_token());
-    };
-    let store = &state.ops.store;
-    let user = store
-        .user(uid)
-        .await
-        .map_err(internal)?
-        .ok_or_else(GraphError::invalid_token)?;
-    let mut out = Map::new();
-    for f in fields {
-        let p = &user.profile;
-        let v = match f {
-            "id" | "user_id" => json!(scoped.as_str()),
-            "username" => json!(user.username),
-            "account_type" => json!(p.account_type),
-            "media_count" => json!(store.media_count(user.id).await.map_err(internal)?),
-            "name" => json!(p.full_name),
-            "profile_picture_url" => json!(p.profile_picture_url),
-            "followers_count" => json!(p.followers_count),
-            "follows_count" => json!(p.follows_count),
-            "biography" => json!(p.biography),
-            "website" => json!(p.website),
-            _ => continue,
-        };
-        out.insert(f.to_owned(), v);
-    }
-    Ok(Value::Object(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fields_are_parsed_strictly() {
-        assert_eq!(parse_fields(None).unwrap(), vec!["id"]);
-        assert_eq!(
-            parse_fields(Some("id,username,id")).unwrap(),
-            vec!["id", "username"]
-        );
-        assert_eq!(parse_fields(Some("id,bogus")).unwrap_err().code, 100);
-        assert_eq!(parse_fields(Some("id,,username")).unwrap_err().code, 100);
-        assert_eq!(parse_fields(Some("id{x}")).unwrap_err().code, 100);
-    }
 
     #[test]
     fn versions() {

@@ -4,6 +4,8 @@ pub mod admin;
 pub mod authorize;
 pub mod debug;
 pub mod form;
+pub mod graph;
+pub mod legacy;
 pub mod lifecycle;
 pub mod me;
 pub mod rfc;

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod graph;
+pub mod nodes;
 pub mod oauth;
 pub mod rfc;
 

@@ -1,0 +1,341 @@
+//! The legacy v1 API (wire protocol §4): `/v1/users/self`, `/v1/users/{id}`,
+//! `/v1/users/{id}/media/recent` and `/v1/media/{id}`, in the
+//! `{"meta":{"code":200},"data":…,"pagination":{…}}` envelope, with JSONP through `callback=`.
+//!
+//! Another user is visible only through this app's id for them (they granted the app too), and
+//! only with `public_content`, as on v1.
+
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gramkey_domain::error::GraphError;
+use gramkey_domain::graph::access::Need;
+use gramkey_domain::graph::legacy::{LegacyError, parse_count, valid_callback};
+use gramkey_domain::graph::paging::{Page, PageRequest, valid_id};
+use gramkey_domain::{Scope, ScopedUserId, TokenKind};
+use gramkey_store::{Media, StoreError, TokenRecord, User};
+use serde_json::{Value, json};
+
+use super::me::{authenticate, bearer};
+use crate::state::AppState;
+
+fn internal(e: StoreError) -> LegacyError {
+    tracing::error!(error = %e, "legacy request failed in the store");
+    LegacyError::from(&GraphError::internal())
+}
+
+/// The envelope, as JSON or (with a valid `callback`) JSONP. JSONP answers are HTTP 200 with the
+/// real code in `meta.code`, as v1 did: a script tag cannot read a status.
+fn respond(query: &[(String, String)], result: Result<Value, LegacyError>) -> Response {
+    let (status, body) = match result {
+        Ok(v) => (StatusCode::OK, v),
+        Err(e) => (
+            StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_REQUEST),
+            json!({"meta": {"error_type": e.error_type, "code": e.code, "error_message": e.message}}),
+        ),
+    };
+    match query.iter().find(|(k, _)| k == "callback") {
+        None => (status, axum::Json(body)).into_response(),
+        Some((_, cb)) if valid_callback(cb) => {
+            let mut resp = format!("/**/ {cb}({body});").into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/javascript; charset=utf-8"),
+            );
+            resp.headers_mut().insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            resp
+        }
+        Some(_) => {
+            let e = LegacyError::invalid(
+                "callback must be a JavaScript identifier path such as cb or app.feed.cb",
+            );
+            let body = json!({"meta": {"error_type": e.error_type, "code": e.code, "error_message": e.message}});
+            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+        }
+    }
+}
+
+struct Caller {
+    token: TokenRecord,
+    user: User,
+    scoped: ScopedUserId,
+}
+
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+) -> Result<Caller, LegacyError> {
+    let token = authenticate(
+        state,
+        bearer(headers, query).map_err(|e| LegacyError::from(&e))?,
+    )
+    .await
+    .map_err(|e| LegacyError::from(&e))?;
+    let invalid = || LegacyError::from(&GraphError::invalid_token());
+    if token.kind == TokenKind::App {
+        return Err(invalid());
+    }
+    let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
+        return Err(invalid());
+    };
+    let user = state
+        .ops
+        .store
+        .user(uid)
+        .await
+        .map_err(internal)?
+        .ok_or_else(invalid)?;
+    if !Need::Profile.allowed(&token.scopes) {
+        return Err(LegacyError::permission("basic"));
+    }
+    Ok(Caller {
+        token,
+        user,
+        scoped,
+    })
+}
+
+/// `self`, the caller's own id, or another user's id in this app (with `public_content`).
+async fn resolve_user(
+    state: &AppState,
+    c: &Caller,
+    id: &str,
+) -> Result<(User, ScopedUserId), LegacyError> {
+    if id == "self" || id == c.scoped.as_str() {
+        return Ok((c.user.clone(), c.scoped.clone()));
+    }
+    let missing = || LegacyError::not_found("this user does not exist");
+    let scoped = ScopedUserId::parse(id).ok_or_else(missing)?;
+    let grant = state
+        .ops
+        .store
+        .grant_by_scoped_id(&c.token.app_id, &scoped)
+        .await
+        .map_err(internal)?
+        .ok_or_else(missing)?;
+    if !c.token.scopes.contains(Scope::PublicContent) {
+        return Err(LegacyError::permission("public_content"));
+    }
+    let user = state
+        .ops
+        .store
+        .user(grant.user_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(missing)?;
+    Ok((user, scoped))
+}
+
+async fn user_json(
+    state: &AppState,
+    user: &User,
+    scoped: &ScopedUserId,
+) -> Result<Value, LegacyError> {
+    let media = state
+        .ops
+        .store
+        .media_count(user.id)
+        .await
+        .map_err(internal)?;
+    let p = &user.profile;
+    Ok(json!({
+        "id": scoped.as_str(),
+        "username": user.username,
+        "full_name": p.full_name,
+        "profile_picture": p.profile_picture_url,
+        "bio": p.biography,
+        "website": p.website,
+        "is_business": p.account_type != "PERSONAL",
+        "counts": {"media": media, "follows": p.follows_count, "followed_by": p.followers_count},
+    }))
+}
+
+async fn media_json(
+    state: &AppState,
+    m: &Media,
+    owner: &User,
+    scoped: &ScopedUserId,
+) -> Result<Value, LegacyError> {
+    let kind = match m.media_type.as_str() {
+        "VIDEO" => "video",
+        "CAROUSEL_ALBUM" => "carousel",
+        _ => "image",
+    };
+    let images = |url: &str| {
+        json!({
+            "thumbnail": {"url": url, "width": 150, "height": 150},
+            "low_resolution": {"url": url, "width": 320, "height": 320},
+            "standard_resolution": {"url": url, "width": 640, "height": 640},
+        })
+    };
+    let user = json!({
+        "id": scoped.as_str(),
+        "username": owner.username,
+        "full_name": owner.profile.full_name,
+        "profile_picture": owner.profile.profile_picture_url,
+    });
+    let tags: Vec<&str> = m
+        .caption
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix('#'))
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut v = json!({
+        "id": m.id,
+        "type": kind,
+        "images": images(m.thumbnail_url.as_deref().unwrap_or(&m.media_url)),
+        "caption": if m.caption.is_empty() { Value::Null } else {
+            json!({"id": m.id, "text": m.caption, "created_time": m.created_at.to_string(), "from": user})
+        },
+        "created_time": m.created_at.to_string(),
+        "link": m.permalink,
+        "likes": {"count": m.like_count},
+        "comments": {"count": m.comments_count},
+        "tags": tags,
+        "filter": "Normal",
+        "location": null,
+        "users_in_photo": [],
+        "user_has_liked": false,
+        "attribution": null,
+        "user": user,
+    });
+    if kind == "video" {
+        v["videos"] =
+            json!({"standard_resolution": {"url": m.media_url, "width": 640, "height": 640}});
+    }
+    if kind == "carousel" {
+        let children = state.ops.store.children(&m.id).await.map_err(internal)?;
+        v["carousel_media"] = children
+            .iter()
+            .map(|c| if c.media_type == "VIDEO" {
+                json!({"type": "video", "videos": {"standard_resolution": {"url": c.media_url, "width": 640, "height": 640}}, "users_in_photo": []})
+            } else {
+                json!({"type": "image", "images": images(&c.media_url), "users_in_photo": []})
+            })
+            .collect();
+    }
+    Ok(v)
+}
+
+pub async fn user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query = super::query_pairs(q);
+    let result = async {
+        let c = caller(&state, &headers, &query).await?;
+        let (user, scoped) = resolve_user(&state, &c, &id).await?;
+        Ok(json!({"meta": {"code": 200}, "data": user_json(&state, &user, &scoped).await?}))
+    }
+    .await;
+    respond(&query, result)
+}
+
+pub async fn recent_media(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query = super::query_pairs(q);
+    let result = async {
+        let c = caller(&state, &headers, &query).await?;
+        let (user, scoped) = resolve_user(&state, &c, &id).await?;
+        let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let mut req = PageRequest::first(parse_count(get("count"))?);
+        // max_id: older than that media; min_id: newer than it.
+        let position = |name: &'static str| {
+            let state = &state;
+            let user_id = user.id;
+            async move {
+                let Some(raw) = get(name) else { return Ok(None) };
+                let bad = || LegacyError::invalid(format!("{name} is not a media id of this user: {raw:?}"));
+                if !valid_id(raw) {
+                    return Err(bad());
+                }
+                match state.ops.store.media(raw).await.map_err(internal)? {
+                    Some(m) if m.user_id == user_id && m.parent_id.is_none() => Ok(Some(m.position())),
+                    _ => Err(bad()),
+                }
+            }
+        };
+        req.after = position("max_id").await?;
+        req.before = position("min_id").await?;
+        if req.after.is_some() && req.before.is_some() {
+            return Err(LegacyError::invalid("Use max_id or min_id, not both"));
+        }
+        let rows = state.ops.store.media_page(user.id, &req).await.map_err(internal)?;
+        let page = Page::cut(rows, &req);
+        let mut data = Vec::with_capacity(page.items.len());
+        for m in &page.items {
+            data.push(media_json(&state, m, &user, &scoped).await?);
+        }
+        let mut pagination = json!({});
+        if let (true, Some(last)) = (page.has_next, page.items.last()) {
+            let mut pairs: Vec<(String, String)> = query.iter().filter(|(k, _)| k != "max_id" && k != "min_id").cloned().collect();
+            pairs.push(("max_id".into(), last.id.clone()));
+            let qs = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter()).finish();
+            pagination = json!({"next_url": format!("{}{}?{qs}", state.config.public_url, uri.path()), "next_max_id": last.id});
+        }
+        Ok(json!({"pagination": pagination, "meta": {"code": 200}, "data": data}))
+    }
+    .await;
+    respond(&query, result)
+}
+
+pub async fn media(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query = super::query_pairs(q);
+    let result = async {
+        let c = caller(&state, &headers, &query).await?;
+        let missing = || LegacyError::not_found("invalid media id");
+        if !valid_id(&id) {
+            return Err(missing());
+        }
+        let m = state.ops.store.media(&id).await.map_err(internal)?.filter(|m| m.parent_id.is_none()).ok_or_else(missing)?;
+        if m.user_id != c.user.id {
+            // Another user's media: visible only if they use this app too, with public_content.
+            let Some(owner_scoped) = owner_scoped_id(&state, &c, &m).await? else {
+                return Err(missing());
+            };
+            if !c.token.scopes.contains(Scope::PublicContent) {
+                return Err(LegacyError::permission("public_content"));
+            }
+            let owner = state.ops.store.user(m.user_id).await.map_err(internal)?.ok_or_else(missing)?;
+            return Ok(json!({"meta": {"code": 200}, "data": media_json(&state, &m, &owner, &owner_scoped).await?}));
+        }
+        Ok(json!({"meta": {"code": 200}, "data": media_json(&state, &m, &c.user, &c.scoped).await?}))
+    }
+    .await;
+    respond(&query, result)
+}
+
+async fn owner_scoped_id(
+    state: &AppState,
+    c: &Caller,
+    m: &Media,
+) -> Result<Option<ScopedUserId>, LegacyError> {
+    Ok(state
+        .ops
+        .store
+        .grant(&c.token.app_id, m.user_id)
+        .await
+        .map_err(internal)?
+        .map(|g| g.scoped_id))
+}
+
+/// Any other `/v1/…` path.
+pub async fn unknown(RawQuery(q): RawQuery) -> Response {
+    respond(&super::query_pairs(q), Err(LegacyError::unknown_endpoint()))
+}
