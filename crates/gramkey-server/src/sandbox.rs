@@ -100,7 +100,8 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
         if let Some(role) = demo.role {
             ops.store.set_role(&app.id, user.id, role, now).await?;
         }
-        let content = SeededEntropy::new(1 + demo.name.len() as u64);
+        // Each demo user's own seed, so their media are the same on every first start.
+        let content = SeededEntropy::new(demo.name.bytes().fold(7, |h, b| h * 31 + u64::from(b)));
         add_generated_media(ops, &content, &user, demo.media, public_url, now).await?;
         users.push((demo.name.to_owned(), password, demo.role));
     }

@@ -2733,3 +2733,878 @@ async fn callback_delivery_survives_a_restart() {
         assert_eq!(c["attempts"], 2, "{c}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The resource API (issue 4): Graph nodes and edges, paging, scopes, publishing, comments,
+// legacy v1.
+
+/// A token for `user` (already created) with `scopes`, through the real browser flow.
+async fn user_token(t: &TestApp, app: &Registered, scopes: &str, user: &str) -> String {
+    let redirect = authorize(
+        t,
+        &browser(),
+        &authorize_query(app, scopes, &[]),
+        user,
+        &format!("{user}-password"),
+        "allow",
+    )
+    .await;
+    let (s, b) = exchange(t, app, &code_of(&redirect), &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn call(
+    t: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method, t.url(path))
+        .bearer_auth(token);
+    if !form.is_empty() {
+        r = r.form(form);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+    )
+}
+
+async fn get(t: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
+    call(t, reqwest::Method::GET, path, token, &[]).await
+}
+
+fn media_row(
+    id: String,
+    user: gramkey_domain::UserId,
+    at: i64,
+    kind: &str,
+    parent: Option<&str>,
+    position: i64,
+) -> gramkey_store::Media {
+    gramkey_store::Media {
+        media_url: format!("https://cdn.example/{id}.jpg"),
+        permalink: format!("https://gram.example/p/{id}"),
+        thumbnail_url: (kind == "VIDEO").then(|| format!("https://cdn.example/{id}-thumb.jpg")),
+        id,
+        user_id: user,
+        media_type: kind.into(),
+        caption: format!("caption at {at} #tag"),
+        created_at: at,
+        like_count: 3,
+        comments_count: 0,
+        parent_id: parent.map(str::to_owned),
+        position,
+    }
+}
+
+async fn user_id(t: &TestApp, name: &str) -> gramkey_domain::UserId {
+    t.state
+        .ops
+        .store
+        .user_by_name(name)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_nodes_edges_and_errors_have_instagrams_shapes() {
+    let t = TestApp::sqlite().await;
+    let (app, _) = setup(&t, "user_profile,user_media").await;
+    let alice = user_id(&t, "alice").await;
+    let store = &t.state.ops.store;
+    store
+        .add_media(&media_row(
+            "17900000000000001".into(),
+            alice,
+            START - 100,
+            "IMAGE",
+            None,
+            0,
+        ))
+        .await
+        .unwrap();
+    store
+        .add_media(&media_row(
+            "17900000000000002".into(),
+            alice,
+            START - 50,
+            "VIDEO",
+            None,
+            0,
+        ))
+        .await
+        .unwrap();
+    store
+        .add_media(&media_row(
+            "17900000000000003".into(),
+            alice,
+            START - 10,
+            "CAROUSEL_ALBUM",
+            None,
+            0,
+        ))
+        .await
+        .unwrap();
+    for i in 0..2 {
+        store
+            .add_media(&media_row(
+                format!("1790000000000010{i}"),
+                alice,
+                START - 10,
+                "IMAGE",
+                Some("17900000000000003"),
+                i,
+            ))
+            .await
+            .unwrap();
+    }
+    let token = user_token(&t, &app, "user_profile,user_media", "alice").await;
+
+    // Nodes: only id without fields; exactly the fields asked for.
+    let (s, me) = get(&t, "/me", &token).await;
+    assert_eq!(s, StatusCode::OK);
+    let scoped = me["id"].as_str().unwrap().to_owned();
+    assert_eq!(me.as_object().unwrap().len(), 1, "{me}");
+    let (_, me) = get(
+        &t,
+        "/v21.0/me?fields=id,username,account_type,media_count",
+        &token,
+    )
+    .await;
+    assert_eq!(
+        me,
+        serde_json::json!({"id": scoped, "username": "alice", "account_type": "BUSINESS", "media_count": 3})
+    );
+    let (_, same) = get(&t, &format!("/{scoped}?fields=username"), &token).await;
+    assert_eq!(same, serde_json::json!({"username": "alice"}));
+
+    // Expansion and edges.
+    let (_, me) = get(
+        &t,
+        "/me?fields=id,media.limit(2){id,caption,media_type}",
+        &token,
+    )
+    .await;
+    let data = me["media"]["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(
+        data[0],
+        serde_json::json!({"id": "17900000000000003", "caption": format!("caption at {} #tag", START - 10), "media_type": "CAROUSEL_ALBUM"})
+    );
+    let next = me["media"]["paging"]["next"].as_str().unwrap();
+    assert!(
+        next.starts_with(&t.url(&format!("/{scoped}/media?"))),
+        "{next}"
+    );
+    assert!(
+        me["media"]["paging"]["cursors"]["after"]
+            .as_str()
+            .unwrap()
+            .starts_with("QVFI")
+    );
+    let (_, page2) = get(&t, &next[t.base.len()..], &token).await;
+    assert_eq!(
+        page2["data"],
+        serde_json::json!([{"id": "17900000000000001", "caption": format!("caption at {} #tag", START - 100), "media_type": "IMAGE"}])
+    );
+    assert!(page2["paging"].get("next").is_none(), "{page2}");
+    assert!(page2["paging"]["previous"].is_string(), "{page2}");
+
+    let (_, video) = get(&t, "/17900000000000002?fields=id,media_type,media_url,permalink,thumbnail_url,timestamp,username,is_shared_to_feed", &token).await;
+    assert_eq!(
+        video["thumbnail_url"],
+        "https://cdn.example/17900000000000002-thumb.jpg"
+    );
+    assert_eq!(video["username"], "alice");
+    assert_eq!(video["is_shared_to_feed"], true);
+    assert!(video["timestamp"].as_str().unwrap().ends_with("+0000"));
+    let (_, image) = get(&t, "/17900000000000001?fields=id,thumbnail_url", &token).await;
+    assert_eq!(
+        image,
+        serde_json::json!({"id": "17900000000000001"}),
+        "no thumbnail on images"
+    );
+    let (_, kids) = get(
+        &t,
+        "/17900000000000003/children?fields=id,media_url",
+        &token,
+    )
+    .await;
+    assert_eq!(kids["data"].as_array().unwrap().len(), 2);
+    assert_eq!(kids["data"][0]["id"], "17900000000000100");
+    let (s, b) = get(&t, "/17900000000000001/children", &token).await;
+    assert_eq!((s, graph_code(&b).0), (StatusCode::BAD_REQUEST, Some(100)));
+
+    // Errors.
+    let expect = |b: &Value, code: u64, sub: Option<u64>, kind: &str| {
+        assert_eq!(graph_code(b), (Some(code), sub), "{b}");
+        assert_eq!(b["error"]["type"], kind, "{b}");
+        assert!(b["error"]["fbtrace_id"].is_string());
+    };
+    let (s, b) = get(&t, "/me?fields=id,bogus", &token).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Basic Display tokens' non-token errors are IGApiException.
+    expect(&b, 100, None, "IGApiException");
+    for bad in [
+        "/me?fields=id{",
+        "/me?fields=media{id,,x}",
+        "/me/media?after=notacursor",
+        "/me/media?limit=zero",
+        "/me/media?since=yesterday",
+        "/me?fields=id&fields=username",
+    ] {
+        let (s, b) = get(&t, bad, &token).await;
+        assert_eq!(
+            (s, graph_code(&b).0),
+            (StatusCode::BAD_REQUEST, Some(100)),
+            "{bad}: {b}"
+        );
+    }
+    let (_, b) = get(&t, "/nosuchalias", &token).await;
+    expect(&b, 803, None, "IGApiException");
+    let (_, b) = get(&t, "/17999999999999999", &token).await;
+    expect(&b, 100, Some(33), "IGApiException");
+    assert!(
+        b["error"]["message"].as_str().unwrap().starts_with(
+            "Unsupported get request. Object with ID '17999999999999999' does not exist"
+        )
+    );
+    let (_, b) = get(&t, "/me/bogus_edge", &token).await;
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unknown path components: /bogus_edge"),
+        "{b}"
+    );
+    let (_, b) = get(&t, "/me/media/extra/parts", &token).await;
+    assert_eq!(graph_code(&b).0, Some(2500));
+    let (_, b) = call(&t, reqwest::Method::PUT, "/me", &token, &[]).await;
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Unsupported put request."),
+        "{b}"
+    );
+    let (_, b) = call(&t, reqwest::Method::PUT, "/oauth/access_token", &token, &[]).await;
+    assert_eq!(graph_code(&b), (Some(100), Some(33)), "{b}");
+    let (_, b) = get(&t, "/me", "IGQVnotarealtokenatall").await;
+    expect(&b, 190, None, "OAuthException");
+
+    // App-scoped ids: a second app sees alice under another id, and the first app's id for her
+    // means nothing to it.
+    let other = t.app("user_profile,user_media", AppMode::Live).await;
+    let token2 = user_token(&t, &other, "user_profile,user_media", "alice").await;
+    let (_, me2) = get(&t, "/me", &token2).await;
+    assert_ne!(me2["id"], scoped);
+    let (_, b) = get(&t, &format!("/{scoped}"), &token2).await;
+    assert_eq!(graph_code(&b), (Some(100), Some(33)), "{b}");
+    // Another user's media is invisible.
+    t.user("bob", "bob-password").await;
+    let bob_token = user_token(&t, &app, "user_profile,user_media", "bob").await;
+    let (_, b) = get(&t, "/17900000000000001", &bob_token).await;
+    assert_eq!(graph_code(&b), (Some(100), Some(33)), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_walks_1000_media_once_each_while_new_ones_are_published() {
+    let t = TestApp::sqlite().await;
+    let (app, _) = setup(&t, "user_profile,user_media").await;
+    let alice = user_id(&t, "alice").await;
+    for i in 0..1000i64 {
+        // Ten per second: ties are broken by id.
+        let m = media_row(
+            format!("179{:014}", i),
+            alice,
+            START - 10_000 + i / 10,
+            "IMAGE",
+            None,
+            0,
+        );
+        t.state.ops.store.add_media(&m).await.unwrap();
+    }
+    let token = user_token(&t, &app, "user_profile,user_media", "alice").await;
+    let mut path = "/v21.0/me/media?fields=id,timestamp&limit=37".to_owned();
+    let mut seen: Vec<String> = Vec::new();
+    let mut pages = 0;
+    let mut first_after = None;
+    loop {
+        let (s, b) = get(&t, &path, &token).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        pages += 1;
+        seen.extend(
+            b["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned()),
+        );
+        if pages == 1 {
+            first_after = b["paging"]["cursors"]["after"].as_str().map(str::to_owned);
+        }
+        // New media arrive while the client pages.
+        let m = media_row(
+            format!("178{:014}", pages),
+            alice,
+            START + pages,
+            "IMAGE",
+            None,
+            0,
+        );
+        t.state.ops.store.add_media(&m).await.unwrap();
+        match b["paging"]["next"].as_str() {
+            Some(next) => path = next[t.base.len()..].to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 28);
+    let expected: Vec<String> = (0..1000).rev().map(|i| format!("179{:014}", i)).collect();
+    assert_eq!(seen, expected, "each media once, newest first");
+    // The same cursor gives the same page later.
+    let after = first_after.unwrap();
+    let (_, again) = get(&t, &format!("/me/media?limit=3&after={after}"), &token).await;
+    let ids: Vec<&str> = again["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        expected[37..40]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    // Backwards from there: the 37 before it, in order.
+    let before = again["paging"]["cursors"]["before"].as_str().unwrap();
+    let (_, back) = get(&t, &format!("/me/media?limit=100&before={before}"), &token).await;
+    let back_ids: Vec<&str> = back["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(back_ids.len(), 37 + pages as usize);
+    assert_eq!(
+        &back_ids[pages as usize..],
+        expected[..37]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    // since / until select by time.
+    let (_, window) = get(
+        &t,
+        &format!(
+            "/me/media?limit=100&since={}&until={}",
+            START - 10_000,
+            START - 10_000 + 1
+        ),
+        &token,
+    )
+    .await;
+    assert_eq!(window["data"].as_array().unwrap().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_endpoint_allows_exactly_the_scopes_it_needs() {
+    let t = TestApp::sqlite().await;
+    let bd = t.app("user_profile,user_media", AppMode::Live).await;
+    let il = t.app("instagram_business_basic,instagram_business_content_publish,instagram_business_manage_comments", AppMode::Live).await;
+    let legacy = t.app("basic,comments", AppMode::Live).await;
+    t.user("alice", "alice-password").await;
+    let alice = user_id(&t, "alice").await;
+    t.state
+        .ops
+        .store
+        .add_media(&media_row(
+            "17900000000000001".into(),
+            alice,
+            START - 100,
+            "IMAGE",
+            None,
+            0,
+        ))
+        .await
+        .unwrap();
+
+    let sets: [(&str, &Registered, &str); 6] = [
+        ("bd-profile", &bd, "user_profile"),
+        ("bd-media", &bd, "user_profile,user_media"),
+        ("il-basic", &il, "instagram_business_basic"),
+        (
+            "il-publish",
+            &il,
+            "instagram_business_basic,instagram_business_content_publish",
+        ),
+        (
+            "il-comments",
+            &il,
+            "instagram_business_basic,instagram_business_manage_comments",
+        ),
+        ("legacy-comments", &legacy, "basic,comments"),
+    ];
+    use reqwest::Method as M;
+    // (endpoint, method, path, form, the sets that may use it)
+    let endpoints: [(&str, M, &str, &[(&str, &str)], &[&str]); 8] = [
+        (
+            "profile",
+            M::GET,
+            "/me?fields=id,username",
+            &[],
+            &[
+                "bd-profile",
+                "bd-media",
+                "il-basic",
+                "il-publish",
+                "il-comments",
+                "legacy-comments",
+            ],
+        ),
+        (
+            "media_count",
+            M::GET,
+            "/me?fields=media_count",
+            &[],
+            &[
+                "bd-media",
+                "il-basic",
+                "il-publish",
+                "il-comments",
+                "legacy-comments",
+            ],
+        ),
+        (
+            "media edge",
+            M::GET,
+            "/me/media",
+            &[],
+            &[
+                "bd-media",
+                "il-basic",
+                "il-publish",
+                "il-comments",
+                "legacy-comments",
+            ],
+        ),
+        (
+            "media node",
+            M::GET,
+            "/17900000000000001?fields=id,caption",
+            &[],
+            &[
+                "bd-media",
+                "il-basic",
+                "il-publish",
+                "il-comments",
+                "legacy-comments",
+            ],
+        ),
+        (
+            "comments read",
+            M::GET,
+            "/17900000000000001/comments",
+            &[],
+            &["il-comments", "legacy-comments"],
+        ),
+        (
+            "comments write",
+            M::POST,
+            "/17900000000000001/comments",
+            &[("message", "hi")],
+            &["il-comments", "legacy-comments"],
+        ),
+        (
+            "container",
+            M::POST,
+            "/me/media",
+            &[("image_url", "https://cdn.example/x.jpg")],
+            &["il-publish"],
+        ),
+        (
+            "publishing limit",
+            M::GET,
+            "/me/content_publishing_limit",
+            &[],
+            &["il-publish"],
+        ),
+    ];
+    for (set, app, scopes) in sets {
+        let token = user_token(&t, app, scopes, "alice").await;
+        for (name, method, path, form, allowed) in &endpoints {
+            let (s, b) = call(&t, method.clone(), path, &token, form).await;
+            if allowed.contains(&set) {
+                assert_eq!(s, StatusCode::OK, "{set} × {name}: {b}");
+            } else {
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{set} × {name}: {b}");
+                let code = b["error"]["code"].as_u64().unwrap();
+                assert!(
+                    code == 10 || (200..300).contains(&code),
+                    "{set} × {name}: {b}"
+                );
+                let expected_type = if set.starts_with("bd") {
+                    "IGApiException"
+                } else {
+                    "OAuthException"
+                };
+                assert_eq!(b["error"]["type"], expected_type, "{set} × {name}");
+            }
+        }
+    }
+}
+
+/// A media host for publishing tests: `/ok.jpg` is an image, but only once released;
+/// `/missing.jpg` is a 404; `/page.html` is not an image.
+async fn media_host() -> (String, Arc<tokio::sync::Notify>) {
+    use axum::routing::get as route_get;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let router = axum::Router::new()
+        .route(
+            "/ok.jpg",
+            route_get(move || {
+                let g = g.clone();
+                async move {
+                    g.notified().await;
+                    (
+                        [("content-type", "image/jpeg")],
+                        vec![0xFFu8, 0xD8, 0xFF, 0xE0, 1, 2, 3],
+                    )
+                }
+            }),
+        )
+        .route(
+            "/now.jpg",
+            route_get(|| async { ([("content-type", "image/jpeg")], vec![0xFFu8, 0xD8, 0xFF]) }),
+        )
+        .route(
+            "/page.html",
+            route_get(|| async { ([("content-type", "text/html")], "<p>hi</p>") }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (base, gate)
+}
+
+async fn wait_status(t: &TestApp, token: &str, id: &str, want: &str) -> Value {
+    for _ in 0..200 {
+        let (_, b) = get(t, &format!("/{id}?fields=id,status_code,status"), token).await;
+        if b["status_code"] == want {
+            return b;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("container {id} never became {want}");
+}
+
+async fn publishing_and_comments(t: TestApp) {
+    let app = t.app("instagram_business_basic,instagram_business_content_publish,instagram_business_manage_comments", AppMode::Live).await;
+    t.user("alice", "alice-password").await;
+    let token = user_token(&t, &app, "instagram_business_basic,instagram_business_content_publish,instagram_business_manage_comments", "alice").await;
+    let (host, gate) = media_host().await;
+    let (_, me) = get(&t, "/me", &token).await;
+    let ig = me["id"].as_str().unwrap().to_owned();
+    let post = |path: String, form: Vec<(&'static str, String)>| {
+        let t = &t;
+        let token = token.clone();
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            call(t, reqwest::Method::POST, &path, &token, &form).await
+        }
+    };
+
+    // A container is IN_PROGRESS until its image has been fetched.
+    let (s, b) = post(
+        format!("/v21.0/{ig}/media"),
+        vec![
+            ("image_url", format!("{host}/ok.jpg")),
+            ("caption", "First #post".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let container = b["id"].as_str().unwrap().to_owned();
+    let (_, st) = get(&t, &format!("/{container}?fields=status_code"), &token).await;
+    assert_eq!(st["status_code"], "IN_PROGRESS");
+    let (_, b) = post(
+        format!("/{ig}/media_publish"),
+        vec![("creation_id", container.clone())],
+    )
+    .await;
+    assert_eq!(graph_code(&b), (Some(9007), Some(2_207_027)), "{b}");
+    gate.notify_one();
+    wait_status(&t, &token, &container, "FINISHED").await;
+    let (s, b) = post(
+        format!("/{ig}/media_publish"),
+        vec![("creation_id", container.clone())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let media_id = b["id"].as_str().unwrap().to_owned();
+    let (_, b) = post(
+        format!("/{ig}/media_publish"),
+        vec![("creation_id", container.clone())],
+    )
+    .await;
+    assert_eq!(graph_code(&b).0, Some(100), "published once: {b}");
+    let (_, list) = get(
+        &t,
+        "/me/media?fields=id,caption,media_type,media_url",
+        &token,
+    )
+    .await;
+    assert_eq!(
+        list["data"][0],
+        serde_json::json!({"id": media_id, "caption": "First #post", "media_type": "IMAGE", "media_url": format!("{host}/ok.jpg")})
+    );
+    let (_, st) = get(&t, &format!("/{container}?fields=status_code"), &token).await;
+    assert_eq!(st["status_code"], "PUBLISHED");
+
+    // Failures end in ERROR with a reason.
+    for (url, reason) in [
+        (format!("{host}/missing.jpg"), "HTTP 404"),
+        (format!("{host}/page.html"), "text/html"),
+    ] {
+        let (_, b) = post(format!("/{ig}/media"), vec![("image_url", url)]).await;
+        let id = b["id"].as_str().unwrap().to_owned();
+        let st = wait_status(&t, &token, &id, "ERROR").await;
+        assert!(st["status"].as_str().unwrap().contains(reason), "{st}");
+        let (_, b) = post(format!("/{ig}/media_publish"), vec![("creation_id", id)]).await;
+        assert_eq!(graph_code(&b).0, Some(100));
+    }
+    // Bad requests.
+    for form in [
+        vec![],
+        vec![("image_url", "ftp://x/y".to_owned())],
+        vec![
+            ("media_type", "CAROUSEL".to_owned()),
+            ("children", "1".to_owned()),
+        ],
+    ] {
+        let (s, b) = post(format!("/{ig}/media"), form).await;
+        assert_eq!(
+            (s, graph_code(&b).0),
+            (StatusCode::BAD_REQUEST, Some(100)),
+            "{b}"
+        );
+    }
+
+    // A carousel of two items.
+    let mut items = Vec::new();
+    for _ in 0..2 {
+        let (_, b) = post(
+            format!("/{ig}/media"),
+            vec![
+                ("image_url", format!("{host}/now.jpg")),
+                ("is_carousel_item", "true".into()),
+            ],
+        )
+        .await;
+        let id = b["id"].as_str().unwrap().to_owned();
+        wait_status(&t, &token, &id, "FINISHED").await;
+        items.push(id);
+    }
+    let (s, b) = post(
+        format!("/{ig}/media"),
+        vec![
+            ("media_type", "CAROUSEL".into()),
+            ("children", items.join(",")),
+            ("caption", "Album".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = post(
+        format!("/{ig}/media_publish"),
+        vec![("creation_id", b["id"].as_str().unwrap().to_owned())],
+    )
+    .await;
+    let album = b["id"].as_str().unwrap().to_owned();
+    let (_, kids) = get(
+        &t,
+        &format!("/{album}?fields=media_type,children{{media_url}}"),
+        &token,
+    )
+    .await;
+    assert_eq!(kids["media_type"], "CAROUSEL_ALBUM");
+    assert_eq!(kids["children"]["data"].as_array().unwrap().len(), 2);
+    let (_, limit) = get(
+        &t,
+        &format!("/{ig}/content_publishing_limit?fields=quota_usage,config"),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        limit,
+        serde_json::json!({"data": [{"quota_usage": 2, "config": {"quota_total": 100, "quota_duration": 86400}}]})
+    );
+
+    // Comments: post, reply, list, delete; comments_count follows.
+    let (_, c1) = post(
+        format!("/{media_id}/comments"),
+        vec![("message", "Nice one".into())],
+    )
+    .await;
+    let c1 = c1["id"].as_str().unwrap().to_owned();
+    let (s, r1) = post(
+        format!("/{c1}/replies"),
+        vec![("message", "Thanks!".into())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{r1}");
+    let r1 = r1["id"].as_str().unwrap().to_owned();
+    let (_, b) = post(format!("/{r1}/replies"), vec![("message", "nested".into())]).await;
+    assert_eq!(graph_code(&b).0, Some(100), "no replies to replies");
+    let (_, b) = post(
+        format!("/{media_id}/comments"),
+        vec![("message", "   ".into())],
+    )
+    .await;
+    assert_eq!(graph_code(&b).0, Some(100));
+    let (_, c2) = post(
+        format!("/{media_id}/comments"),
+        vec![("message", "Second".into())],
+    )
+    .await;
+    let c2 = c2["id"].as_str().unwrap().to_owned();
+    let (_, m) = get(
+        &t,
+        &format!("/{media_id}?fields=comments_count,comments{{id,text,username,replies{{text}}}}"),
+        &token,
+    )
+    .await;
+    assert_eq!(m["comments_count"], 3);
+    let listed = m["comments"]["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    let first = listed.iter().find(|c| c["id"] == c1.as_str()).unwrap();
+    assert_eq!(first["replies"]["data"][0]["text"], "Thanks!");
+    assert_eq!(first["username"], "alice");
+    let (_, default) = get(&t, &format!("/{media_id}/comments"), &token).await;
+    let keys: Vec<&String> = default["data"][0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["timestamp", "text", "id"],
+        "Instagram's default comment fields"
+    );
+    let (s, b) = call(&t, reqwest::Method::DELETE, &format!("/{c1}"), &token, &[]).await;
+    assert_eq!(
+        (s, &b),
+        (StatusCode::OK, &serde_json::json!({"success": true}))
+    );
+    let (_, m) = get(&t, &format!("/{media_id}?fields=comments_count"), &token).await;
+    assert_eq!(m["comments_count"], 1, "the reply went with its comment");
+    let (_, b) = get(&t, &format!("/{r1}"), &token).await;
+    assert_eq!(graph_code(&b), (Some(100), Some(33)));
+    let (_, b) = call(&t, reqwest::Method::DELETE, &format!("/{c2}"), &token, &[]).await;
+    assert_eq!(b["success"], true);
+    let (_, m) = get(&t, &format!("/{media_id}?fields=comments_count"), &token).await;
+    assert_eq!(m["comments_count"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_and_comments_on_sqlite() {
+    publishing_and_comments(TestApp::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_and_comments_on_postgres() {
+    if let Some(t) = TestApp::postgres("publishing_and_comments_on_postgres").await {
+        publishing_and_comments(t).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_v1_envelope_paging_and_jsonp() {
+    let t = TestApp::sqlite().await;
+    let (app, _) = setup(&t, "basic,public_content").await;
+    let alice = user_id(&t, "alice").await;
+    for i in 0..5 {
+        t.state
+            .ops
+            .store
+            .add_media(&media_row(
+                format!("1790000000000000{i}"),
+                alice,
+                START - 100 + i,
+                "IMAGE",
+                None,
+                0,
+            ))
+            .await
+            .unwrap();
+    }
+    let token = user_token(&t, &app, "basic", "alice").await;
+    let q = |path: &str| {
+        format!(
+            "{path}{}access_token={token}",
+            if path.contains('?') { "&" } else { "?" }
+        )
+    };
+    let (s, b) = get_json(&t, &q("/v1/users/self")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["meta"], serde_json::json!({"code": 200}));
+    assert_eq!(b["data"]["username"], "alice");
+    assert_eq!(b["data"]["counts"]["media"], 5);
+    let scoped = b["data"]["id"].as_str().unwrap().to_owned();
+    let (_, b) = get_json(&t, &q(&format!("/v1/users/{scoped}/media/recent?count=2"))).await;
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b["data"][0]["id"], "17900000000000004");
+    assert_eq!(b["data"][0]["type"], "image");
+    assert_eq!(b["data"][0]["tags"], serde_json::json!(["tag"]));
+    assert_eq!(b["pagination"]["next_max_id"], "17900000000000003");
+    let next = b["pagination"]["next_url"].as_str().unwrap();
+    let (_, b2) = get_json(&t, &next[t.base.len()..]).await;
+    assert_eq!(b2["data"][0]["id"], "17900000000000002");
+    let (_, b) = get_json(&t, &q("/v1/media/17900000000000001")).await;
+    assert_eq!(b["data"]["user"]["username"], "alice");
+
+    // Errors in the meta envelope.
+    let (s, b) = get_json(&t, "/v1/users/self?access_token=IGQVnotarealtokenatall").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b,
+        serde_json::json!({"meta": {"error_type": "OAuthAccessTokenException", "code": 400, "error_message": "The access_token provided is invalid."}})
+    );
+    let (_, b) = get_json(&t, "/v1/users/self").await;
+    assert_eq!(b["meta"]["error_type"], "OAuthParameterException");
+    let (_, b) = get_json(&t, &q("/v1/users/self/media/recent?count=0")).await;
+    assert_eq!(b["meta"]["error_type"], "APIInvalidParametersError");
+    let (_, b) = get_json(&t, &q("/v1/users/17849999999999999")).await;
+    assert_eq!(b["meta"]["error_type"], "APINotFoundError");
+    let (s, b) = get_json(&t, &q("/v1/nothing/here")).await;
+    assert_eq!(
+        (s, b["meta"]["code"].as_u64()),
+        (StatusCode::NOT_FOUND, Some(404))
+    );
+
+    // JSONP, with the name checked.
+    let r = reqwest::get(t.url(&q("/v1/users/self?callback=feed.render")))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/javascript; charset=utf-8"
+    );
+    let body = r.text().await.unwrap();
+    assert!(
+        body.starts_with("/**/ feed.render({") && body.ends_with("});"),
+        "{body}"
+    );
+    let (s, b) = get_json(&t, &q("/v1/users/self?callback=alert(1)")).await;
+    assert_eq!(
+        (s, b["meta"]["error_type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("APIInvalidParametersError"))
+    );
+}
