@@ -3117,6 +3117,15 @@ async fn paging_walks_1000_media_once_each_while_new_ones_are_published() {
     assert_eq!(window["data"].as_array().unwrap().len(), 20);
 }
 
+/// A name, a method, a path, a form, and the scope sets that may call it.
+type Endpoint = (
+    &'static str,
+    reqwest::Method,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_endpoint_allows_exactly_the_scopes_it_needs() {
     let t = TestApp::sqlite().await;
@@ -3157,7 +3166,7 @@ async fn each_endpoint_allows_exactly_the_scopes_it_needs() {
     ];
     use reqwest::Method as M;
     // (endpoint, method, path, form, the sets that may use it)
-    let endpoints: [(&str, M, &str, &[(&str, &str)], &[&str]); 8] = [
+    let endpoints: [Endpoint; 8] = [
         (
             "profile",
             M::GET,
@@ -3606,5 +3615,73 @@ async fn legacy_v1_envelope_paging_and_jsonp() {
     assert_eq!(
         (s, b["meta"]["error_type"].as_str()),
         (StatusCode::BAD_REQUEST, Some("APIInvalidParametersError"))
+    );
+}
+
+/// python-facebook-api (pyfacebook) from PyPI, unmodified but for its `base_url`, walks the
+/// profile, every media page, a media, an album's children, a bad token and a refresh.
+/// `.ci/run` installs it and sets `GRAMKEY_TEST_PYTHON`; elsewhere the test is skipped loudly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_python_client_works_unmodified() {
+    let Ok(python) = std::env::var("GRAMKEY_TEST_PYTHON") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "GRAMKEY_TEST_PYTHON must be set under CI"
+        );
+        eprintln!(
+            "!!! SKIPPED a_third_party_python_client_works_unmodified: set GRAMKEY_TEST_PYTHON (see .ci/run)"
+        );
+        return;
+    };
+    let t = TestApp::sqlite().await;
+    let (app, _) = setup(&t, "user_profile,user_media").await;
+    let alice = t
+        .state
+        .ops
+        .store
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let entropy = gramkey_domain::entropy::SeededEntropy::new(4);
+    gramkey_server::sandbox::add_generated_media(&t.state.ops, &entropy, &alice, 7, &t.base, START)
+        .await
+        .unwrap();
+    let short = user_token(&t, &app, "user_profile,user_media", "alice").await;
+    let (s, b) = get_json(&t, &exchange_path(&app, &short)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let long = b["access_token"].as_str().unwrap().to_owned();
+    // Old enough to refresh.
+    t.clock.advance(25 * 3600);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/thirdparty/run_client.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("GRAMKEY_URL", &t.base)
+        .env("GRAMKEY_TOKEN", &long)
+        .env("GRAMKEY_GRAPH_VERSION", "v21.0")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["media"]["count"], 7);
+    assert_eq!(
+        summary["checks"],
+        serde_json::json!([
+            "profile",
+            "media_walk",
+            "media_by_id",
+            "children",
+            "error_shape",
+            "refresh"
+        ])
     );
 }

@@ -146,10 +146,8 @@ pub fn parse_time(name: &str, raw: &str) -> Result<UnixTime, GraphError> {
     use ::time::format_description::well_known::Rfc3339;
     use ::time::macros::format_description;
     use ::time::{Date, OffsetDateTime};
-    if let Ok(t) = raw.parse::<i64>() {
-        if t >= 0 {
-            return Ok(t);
-        }
+    if let Some(t) = raw.parse::<i64>().ok().filter(|t| *t >= 0) {
+        return Ok(t);
     }
     if let Ok(d) = Date::parse(raw, format_description!("[year]-[month]-[day]")) {
         return Ok(d.midnight().assume_utc().unix_timestamp());

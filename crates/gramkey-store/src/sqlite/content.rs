@@ -325,8 +325,8 @@ impl ContentStore for SqliteStore {
             c.prepare_cached(
                 "UPDATE media SET comments_count = comments_count - ?1 WHERE id = ?2",
             )?
-            .execute(params![n as i64, media])?;
-            Ok(n as u64)
+            .execute(params![n, media])?;
+            Ok(u64::try_from(n).unwrap_or_default())
         })
         .await
     }
