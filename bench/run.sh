@@ -5,7 +5,9 @@
 #   2. Code exchange (POST /oauth/access_token) on SQLite with synchronous=FULL: successful
 #      exchanges per second, each a durable write, vs. node oidc-provider issuing
 #      client_credentials tokens from memory (bench/oidc-provider).
-#   3. The refresh_token grant (rotation: one access and one refresh token per request, the old
+#   3. GET /me/media?fields=…&limit=25 (a page of 25 of 200 media, with paging links) vs. the
+#      same bare axum handler.
+#   4. The refresh_token grant (rotation: one access and one refresh token per request, the old
 #      one marked used, committed durably), against the same baseline.
 #
 # Each measurement runs ROUNDS times (default 3); the median is reported. Needs wrk and node.
@@ -49,10 +51,12 @@ wait_port 18181; wait_port 18182; wait_port 18183
 # The code files are split per round so no round replays another's codes.
 split -n l/"$ROUNDS" -d "$WORK/data/codes.txt" "$WORK/data/round."
 split -n l/"$ROUNDS" -d "$WORK/data/refresh.txt" "$WORK/data/rround."
-hello=(); me=(); exch=(); oidc=(); refr=()
+MEDIA_PATH='/me/media?fields=id,caption,media_type,media_url,permalink,timestamp&limit=25'
+hello=(); me=(); media=(); exch=(); oidc=(); refr=()
 for r in $(seq 0 $((ROUNDS - 1))); do
   hello+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" http://127.0.0.1:18181/me | ok_rps)")
   me+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:18182/me?fields=id,username' | ok_rps)")
+  media+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18182$MEDIA_PATH" | ok_rps)")
   cp "$WORK/data/round.0$r" "$WORK/data/codes.txt"
   oidc+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/client_credentials.lua http://127.0.0.1:18183 | ok_rps)")
   cp "$WORK/data/rround.0$r" "$WORK/data/refresh.txt"
@@ -63,11 +67,13 @@ done
 H=$(printf '%s\n' "${hello[@]}" | median)
 M=$(printf '%s\n' "${me[@]}" | median)
 E=$(printf '%s\n' "${exch[@]}" | median)
+MM=$(printf '%s\n' "${media[@]}" | median)
 O=$(printf '%s\n' "${oidc[@]}" | median)
 R=$(printf '%s\n' "${refr[@]}" | median)
 echo "rounds: $ROUNDS x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNS"
 echo "bare axum hello      : ${hello[*]}  median $H req/s"
 echo "GET /me (SQLite)     : ${me[*]}  median $M req/s  ratio $(awk -v a="$M" -v b="$H" 'BEGIN {printf "%.2f", a/b}')"
+echo "GET /me/media x25    : ${media[*]}  median $MM req/s  ratio $(awk -v a="$MM" -v b="$H" 'BEGIN {printf "%.2f", a/b}')"
 echo "oidc-provider cc     : ${oidc[*]}  median $O ok/s"
 echo "code exchange SQLite : ${exch[*]}  median $E ok/s  ratio to oidc-provider $(awk -v a="$E" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
 echo "refresh_token grant  : ${refr[*]}  median $R ok/s  ratio to oidc-provider $(awk -v a="$R" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"

@@ -82,6 +82,16 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         )
         .await?;
     let now = gramkey_domain::Clock::now(&SystemClock);
+    // 200 media (images, videos, albums) for the /me/media benchmark.
+    gramkey_server::sandbox::add_generated_media(
+        &ops,
+        &gramkey_domain::entropy::SeededEntropy::new(1),
+        &user,
+        200,
+        "http://127.0.0.1:18182",
+        now,
+    )
+    .await?;
     let scopes = ScopeSet::parse("user_profile,user_media")?;
     let grant = store
         .save_grant(
