@@ -1183,7 +1183,7 @@ async fn me_refuses_bad_tokens_and_fields() {
     let r = reqwest::get(t.url("/nope/deeper")).await.unwrap();
     assert_eq!(
         r.json::<Value>().await.unwrap()["error"]["message"],
-        "Unknown path components: /nope/deeper"
+        "(#803) Some of the aliases you requested do not exist: nope"
     );
 }
 
@@ -2970,7 +2970,8 @@ async fn graph_nodes_edges_and_errors_have_instagrams_shapes() {
         );
     }
     let (_, b) = get(&t, "/nosuchalias", &token).await;
-    expect(&b, 803, None, "IGApiException");
+    // Decided from the path alone, before the token is read.
+    expect(&b, 803, None, "OAuthException");
     let (_, b) = get(&t, "/17999999999999999", &token).await;
     expect(&b, 100, Some(33), "IGApiException");
     assert!(

@@ -101,10 +101,20 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         .collect();
     let version = match segments.first() {
         Some(v) if is_graph_version(v) => Some(segments.remove(0)),
+        // `v21/me`, `x1.0/me`: a version that is not `vNN.N` is an unknown path, as on Graph.
+        Some(v)
+            if v.contains('.')
+                || (v.starts_with('v') && v[1..].starts_with(|c: char| c.is_ascii_digit())) =>
+        {
+            return unknown_path(&path);
+        }
         _ => None,
     };
     if segments.is_empty() || segments.len() > 2 {
         return unknown_path(&path);
+    }
+    if segments[0] != "me" && !valid_id(&segments[0]) {
+        return GraphResponse(GraphError::unknown_alias(&segments[0])).into_response();
     }
     let method = req.method().clone();
     let headers = req.headers().clone();
