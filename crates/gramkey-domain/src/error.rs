@@ -209,6 +209,10 @@ impl GraphError {
             )
         }
     }
+    /// A path no route or edge serves (Graph's code 2500).
+    pub fn unknown_path(path: &str) -> Self {
+        Self::oauth(2500, None, format!("Unknown path components: {path}"))
+    }
     /// A path segment that is neither an id nor a known name.
     pub fn unknown_alias(alias: &str) -> Self {
         Self::oauth(

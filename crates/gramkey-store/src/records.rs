@@ -86,8 +86,9 @@ pub struct Media {
 }
 
 impl Media {
-    /// Where the media sits in its owner's list.
-    pub fn position(&self) -> Position {
+    /// Where the media sits in its owner's list (not its place in an album: that is
+    /// `position`).
+    pub fn place(&self) -> Position {
         Position {
             at: self.created_at,
             id: self.id.clone(),
@@ -111,7 +112,8 @@ pub struct Comment {
 }
 
 impl Comment {
-    pub fn position(&self) -> Position {
+    /// Where the comment sits in its list.
+    pub fn place(&self) -> Position {
         Position {
             at: self.created_at,
             id: self.id.clone(),

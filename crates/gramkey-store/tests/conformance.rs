@@ -853,7 +853,7 @@ async fn content(s: Arc<dyn Store>) {
         if !page.has_next {
             break;
         }
-        req.after = Some(page.items.last().unwrap().position());
+        req.after = Some(page.items.last().unwrap().place());
     }
     assert_eq!(seen.len(), 30);
     let keys: Vec<(i64, String)> = seen.iter().map(|m| (m.created_at, m.id.clone())).collect();
@@ -863,7 +863,7 @@ async fn content(s: Arc<dyn Store>) {
     assert_eq!(keys, sorted);
     let mut back: Vec<Media> = Vec::new();
     let mut req = PageRequest {
-        before: Some(seen.last().unwrap().position()),
+        before: Some(seen.last().unwrap().place()),
         ..PageRequest::first(4)
     };
     loop {
@@ -872,7 +872,7 @@ async fn content(s: Arc<dyn Store>) {
         if !page.has_previous {
             break;
         }
-        req.before = Some(page.items.first().unwrap().position());
+        req.before = Some(page.items.first().unwrap().place());
     }
     assert_eq!(back, seen[..29].to_vec());
     let window = PageRequest {

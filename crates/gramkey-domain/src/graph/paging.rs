@@ -67,12 +67,6 @@ pub struct PageRequest {
     pub until: Option<UnixTime>,
 }
 
-impl Default for PageRequest {
-    fn default() -> Self {
-        Self::first(DEFAULT_LIMIT)
-    }
-}
-
 /// The paging parameters of a request, as sent.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PageParams<'a> {

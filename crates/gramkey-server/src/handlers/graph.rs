@@ -19,7 +19,9 @@ use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::access::{Need, Node};
 use gramkey_domain::graph::comment::{check_message, check_reply_target};
 use gramkey_domain::graph::fields::{self, Field, plain};
-use gramkey_domain::graph::paging::{DEFAULT_LIMIT, Page, PageParams, PageRequest, valid_id};
+use gramkey_domain::graph::paging::{
+    DEFAULT_LIMIT, MAX_LIMIT, Page, PageParams, PageRequest, Position, valid_id,
+};
 use gramkey_domain::graph::publish::{
     self, ContainerKind, ContainerParams, ContainerSpec, ContainerStatus, QUOTA_DURATION,
     QUOTA_TOTAL,
@@ -195,9 +197,6 @@ async fn resolve(ctx: &Ctx<'_>, segment: &str, method: &Method) -> Result<Target
     if segment == "me" || segment == ctx.scoped.as_str() {
         return Ok(Target::User);
     }
-    if !valid_id(segment) {
-        return Err(GraphError::unknown_alias(segment));
-    }
     let missing = || GraphError::not_found(segment, &method.as_str().to_ascii_lowercase());
     let store = ctx.store();
     if let Some(m) = store.media(segment).await.map_err(internal)? {
@@ -237,11 +236,6 @@ async fn route(
 ) -> Result<Value, GraphError> {
     let target = resolve(ctx, node, method).await?;
     let unsupported = || GraphError::not_found(node, &method.as_str().to_ascii_lowercase());
-    let unknown_edge = |e: &str| {
-        let mut err = GraphError::missing_token();
-        err.message = format!("Unknown path components: /{e}");
-        err
-    };
     match (method.as_str(), &target, edge) {
         ("GET", Target::User, None) => user_node(ctx, &requested(ctx, Node::User)?).await,
         ("GET", Target::User, Some("media")) => {
@@ -318,7 +312,7 @@ async fn route(
         (_, _, Some(e))
             if matches!(method.as_str(), "GET" | "POST" | "DELETE") && !known_edge(&target, e) =>
         {
-            Err(unknown_edge(e))
+            Err(GraphError::unknown_path(&format!("/{e}")))
         }
         _ => Err(unsupported()),
     }
@@ -374,13 +368,7 @@ async fn user_node(ctx: &Ctx<'_>, fields: &[Field]) -> Result<Value, GraphError>
     let mut out = Map::new();
     for f in fields {
         if f.name == "media" {
-            let sub = f
-                .sub
-                .clone()
-                .unwrap_or_else(|| plain(Node::Media.default_fields()));
-            let page = PageRequest::first(f.limit.map_or(DEFAULT_LIMIT, |l| {
-                l.min(gramkey_domain::graph::paging::MAX_LIMIT)
-            }));
+            let (sub, page) = nested(f, Node::Media);
             let path = format!("/{}/media", ctx.scoped);
             out.insert(
                 f.name.clone(),
@@ -393,30 +381,29 @@ async fn user_node(ctx: &Ctx<'_>, fields: &[Field]) -> Result<Value, GraphError>
     Ok(Value::Object(out))
 }
 
+/// A nested edge's selection (its node type's defaults when none is given) and first page.
+fn nested(f: &Field, node: Node) -> (Vec<Field>, PageRequest) {
+    let sub = f
+        .sub
+        .clone()
+        .unwrap_or_else(|| plain(node.default_fields()));
+    let limit = f.limit.map_or(DEFAULT_LIMIT, |l| l.min(MAX_LIMIT));
+    (sub, PageRequest::first(limit))
+}
+
 fn media_node<'a>(ctx: &'a Ctx<'a>, m: &'a Media, fields: &'a [Field]) -> Fut<'a, Value> {
     Box::pin(async move {
         let mut out = Map::new();
         for f in fields {
-            let sub = || f.sub.clone().unwrap_or_default();
             match f.name.as_str() {
                 "children" => {
                     if m.media_type == "CAROUSEL_ALBUM" {
-                        let sub = f
-                            .sub
-                            .clone()
-                            .unwrap_or_else(|| plain(Node::Media.default_fields()));
+                        let (sub, _) = nested(f, Node::Media);
                         out.insert(f.name.clone(), children_edge(ctx, m, &sub).await?);
                     }
                 }
                 "comments" => {
-                    let sub = if f.sub.is_some() {
-                        sub()
-                    } else {
-                        plain(Node::Comment.default_fields())
-                    };
-                    let page = PageRequest::first(f.limit.map_or(DEFAULT_LIMIT, |l| {
-                        l.min(gramkey_domain::graph::paging::MAX_LIMIT)
-                    }));
+                    let (sub, page) = nested(f, Node::Comment);
                     let path = format!("/{}/comments", m.id);
                     out.insert(
                         f.name.clone(),
@@ -440,13 +427,7 @@ fn comment_node<'a>(ctx: &'a Ctx<'a>, c: &'a Comment, fields: &'a [Field]) -> Fu
         let mut out = Map::new();
         for f in fields {
             if f.name == "replies" {
-                let sub = f
-                    .sub
-                    .clone()
-                    .unwrap_or_else(|| plain(Node::Comment.default_fields()));
-                let page = PageRequest::first(f.limit.map_or(DEFAULT_LIMIT, |l| {
-                    l.min(gramkey_domain::graph::paging::MAX_LIMIT)
-                }));
+                let (sub, page) = nested(f, Node::Comment);
                 let path = format!("/{}/replies", c.id);
                 out.insert(
                     f.name.clone(),
@@ -463,17 +444,20 @@ fn comment_node<'a>(ctx: &'a Ctx<'a>, c: &'a Comment, fields: &'a [Field]) -> Fu
 
 /// `{"data":[…],"paging":{"cursors":{…},"next":…,"previous":…}}`. The links repeat the request
 /// (`top_level`: its own parameters; nested: the edge's fields and limit) with a new cursor.
-fn paged(
+#[allow(clippy::too_many_arguments)]
+fn paged<T>(
     ctx: &Ctx<'_>,
     path: &str,
     req: &PageRequest,
     sub: &[Field],
     top_level: bool,
     data: Vec<Value>,
-    page: &Page<gramkey_domain::graph::paging::Position>,
+    page: &Page<T>,
+    place: fn(&T) -> Position,
 ) -> Value {
     let mut out = json!({ "data": data });
-    let (Some(first), Some(last)) = (page.items.first(), page.items.last()) else {
+    let (Some(first), Some(last)) = (page.items.first().map(place), page.items.last().map(place))
+    else {
         return out;
     };
     let mut query: Vec<(String, String)> = if top_level {
@@ -529,12 +513,16 @@ async fn media_edge(
     for m in &page.items {
         data.push(media_node(ctx, m, sub).await?);
     }
-    let positions = Page {
-        items: page.items.iter().map(Media::position).collect(),
-        has_next: page.has_next,
-        has_previous: page.has_previous,
-    };
-    Ok(paged(ctx, path, req, sub, top_level, data, &positions))
+    Ok(paged(
+        ctx,
+        path,
+        req,
+        sub,
+        top_level,
+        data,
+        &page,
+        Media::place,
+    ))
 }
 
 fn comments_edge<'a>(
@@ -552,12 +540,16 @@ fn comments_edge<'a>(
         for c in &page.items {
             data.push(comment_node(ctx, c, sub).await?);
         }
-        let positions = Page {
-            items: page.items.iter().map(Comment::position).collect(),
-            has_next: page.has_next,
-            has_previous: page.has_previous,
-        };
-        Ok(paged(ctx, path, req, sub, top_level, data, &positions))
+        Ok(paged(
+            ctx,
+            path,
+            req,
+            sub,
+            top_level,
+            data,
+            &page,
+            Comment::place,
+        ))
     })
 }
 
@@ -621,7 +613,8 @@ async fn create_container(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
             publish::status(k.status, k.created_at, now),
         )?;
     }
-    let fetch = spec.source_url.is_some() && ctx.state.fetcher.is_some();
+    // The media to fetch, when the server fetches (carousels have none).
+    let fetch = ctx.state.fetcher.as_ref().zip(spec.source_url.clone());
     let container = Container {
         id: generate_container_id(&*ctx.state.ops.entropy),
         app_id: ctx.token.app_id.clone(),
@@ -632,7 +625,7 @@ async fn create_container(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
         caption: spec.caption,
         is_carousel_item: spec.is_carousel_item,
         children: spec.children,
-        status: if fetch {
+        status: if fetch.is_some() {
             ContainerStatus::InProgress
         } else {
             ContainerStatus::Finished
@@ -646,10 +639,10 @@ async fn create_container(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
         .create_container(&container)
         .await
         .map_err(internal)?;
-    if let (true, Some(fetcher), Some(url)) = (fetch, &ctx.state.fetcher, &container.source_url) {
+    if let Some((fetcher, url)) = fetch {
         fetcher.process(
             container.id.clone(),
-            url.clone(),
+            url,
             container.kind.is_video(container.source_is_video),
         );
     }

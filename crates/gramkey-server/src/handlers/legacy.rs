@@ -261,7 +261,7 @@ pub async fn recent_media(
                     return Err(bad());
                 }
                 match state.ops.store.media(raw).await.map_err(internal)? {
-                    Some(m) if m.user_id == user_id && m.parent_id.is_none() => Ok(Some(m.position())),
+                    Some(m) if m.user_id == user_id && m.parent_id.is_none() => Ok(Some(m.place())),
                     _ => Err(bad()),
                 }
             }

@@ -37,7 +37,5 @@ impl IntoResponse for GraphResponse {
 
 /// `Unknown path components` (Graph code 2500) for a path no route serves.
 pub fn unknown_path(path: &str) -> Response {
-    let mut e = GraphError::missing_token();
-    e.message = format!("Unknown path components: {path}");
-    GraphResponse(e).into_response()
+    GraphResponse(GraphError::unknown_path(path)).into_response()
 }
