@@ -65,7 +65,8 @@ enum SandboxCommand {
         /// Media per user.
         #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(0..=10_000))]
         media: u32,
-        #[arg(long, default_value_t = 1)]
+        /// 0 to 999999 (it is part of the usernames, which are at most 30 characters).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=999_999))]
         seed: u64,
         /// The URL the server is reached at: media URLs point at its placeholder images.
         #[arg(
