@@ -50,6 +50,10 @@ pub enum TokenEndpointError {
     /// grant has been revoked.
     #[error("This refresh token has already been used; every token of this grant has been revoked")]
     RefreshTokenReused,
+    /// Too many failed client authentications from this client or address: even a right
+    /// secret is refused until `retry_after` seconds have passed.
+    #[error("Too many failed client authentications. Retry after {retry_after} seconds.")]
+    Throttled { retry_after: i64 },
 }
 
 /// Why a token was revoked, and the 190 subcode that tells a client.
@@ -236,6 +240,31 @@ impl GraphError {
             Some(2_207_042),
             "(#9) Application request limit reached: this account has reached the maximum number of posts it can publish through the API in 24 hours",
         )
+    }
+    /// The app pool is spent (code 4). Answered with HTTP 429 and `Retry-After` (wire protocol
+    /// §5 leaves the status open; 429 lets generic clients back off).
+    pub fn app_rate_limited() -> Self {
+        Self {
+            http_status: 429,
+            ..Self::oauth(4, None, "(#4) Application request limit reached")
+        }
+    }
+    /// One user's calls or writes through this app are spent (code 17).
+    pub fn user_rate_limited() -> Self {
+        Self {
+            http_status: 429,
+            ..Self::oauth(17, None, "(#17) User request limit reached")
+        }
+    }
+    /// The shared limiter could not be asked and the server is set to fail closed (code 2).
+    pub fn unavailable() -> Self {
+        Self {
+            http_status: 503,
+            code: 2,
+            subcode: None,
+            kind: "OAuthException",
+            message: "(#2) Service temporarily unavailable".into(),
+        }
     }
     /// Basic Display tagged its non-token errors `IGApiException` (wire protocol §5).
     pub fn in_flavour(mut self, flavour: crate::token::Flavour) -> Self {

@@ -4,7 +4,9 @@
 //! [`entropy::Entropy`], and nothing touches the network or the disk. The store and the HTTP
 //! server build on these types; the rules that decide who gets a token live here, under unit tests.
 
+pub mod alert;
 pub mod app;
+pub mod audit;
 pub mod authorize;
 pub mod callback;
 pub mod code;
@@ -14,6 +16,7 @@ pub mod graph;
 pub mod hashing;
 pub mod ids;
 pub mod password;
+pub mod ratelimit;
 pub mod retention;
 pub mod scope;
 pub mod secret;

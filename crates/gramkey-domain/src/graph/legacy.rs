@@ -59,6 +59,11 @@ impl From<&GraphError> for LegacyError {
             10 | 200..=299 => Self::new(400, "OAuthPermissionsException", strip_code(&e.message)),
             100 if e.subcode == Some(33) => Self::not_found("this object does not exist"),
             100 => Self::invalid(strip_code(&e.message)),
+            2 => Self::new(
+                503,
+                "APIError",
+                "The service is temporarily unavailable. Please retry your request later.",
+            ),
             4 | 17 | 32 | 613 => Self::new(
                 429,
                 "OAuthRateLimitException",

@@ -1,0 +1,320 @@
+//! Rate limits (wire protocol §6): which budgets a request draws on, and the arithmetic of the
+//! rolling windows that hold them.
+//!
+//! ## The algorithm: a sliding window of fixed buckets
+//! A window of `window_secs` is cut into `buckets` equal buckets (the hour into 60 minutes).
+//! A budget holds one counter per bucket that has seen use. At time `t` the window is the
+//! bucket holding `t` and the `buckets − 1` before it; older buckets are dropped. A cost is
+//! admitted when the sum of the window plus the cost stays within the limit, so no run of
+//! `buckets` consecutive buckets ever holds more than the limit: "calls per rolling hour" to
+//! the minute. Unlike GCRA, a burst of the whole budget is allowed, and it is regained as its
+//! buckets leave the window, not in a trickle; unlike a sliding log it costs at most
+//! `buckets` counters per budget, which is what makes one Redis hash per budget practical.
+//!
+//! The in-process limiter keeps [`Window`]s in memory; the Redis limiter keeps the same
+//! buckets as hash fields and runs the same arithmetic in one script. [`retry_after`] is
+//! computed here for both, from the buckets.
+
+use std::collections::VecDeque;
+
+use crate::UnixTime;
+use crate::app::AppMode;
+
+/// The shape of a rolling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub window_secs: i64,
+    pub buckets: i64,
+}
+
+impl WindowSpec {
+    /// The rolling hour of wire protocol §6, to the minute.
+    pub const HOUR: Self = Self {
+        window_secs: 3600,
+        buckets: 60,
+    };
+    /// The window failed sign-ins and client authentications are counted over.
+    pub const FIFTEEN_MINUTES: Self = Self {
+        window_secs: 900,
+        buckets: 15,
+    };
+
+    pub fn bucket_secs(&self) -> i64 {
+        (self.window_secs / self.buckets.max(1)).max(1)
+    }
+    pub fn bucket_of(&self, now: UnixTime) -> i64 {
+        now.div_euclid(self.bucket_secs())
+    }
+    /// The oldest bucket still inside the window at `now`.
+    pub fn oldest_live(&self, now: UnixTime) -> i64 {
+        self.bucket_of(now) - self.buckets + 1
+    }
+}
+
+/// Whether `cost` more fits in a window holding `used` of `limit`. A check of cost 0 (a budget
+/// that is only read, such as time spent) passes while the budget is not yet spent.
+pub fn fits(used: u64, cost: u64, limit: u64) -> bool {
+    used.saturating_add(cost.max(1)) <= limit
+}
+
+/// How long until `cost` fits, from a window's live buckets `(bucket, amount)`, oldest first:
+/// the moment enough of the oldest buckets have left the window. At least 1 second; a cost
+/// larger than the whole limit waits a whole window.
+pub fn retry_after(
+    spec: WindowSpec,
+    buckets: &[(i64, u64)],
+    cost: u64,
+    limit: u64,
+    now: UnixTime,
+) -> i64 {
+    let mut used: u64 = buckets.iter().map(|(_, n)| n).sum();
+    for (bucket, amount) in buckets {
+        if fits(used, cost, limit) {
+            break;
+        }
+        used = used.saturating_sub(*amount);
+        if fits(used, cost, limit) {
+            let leaves_at = (bucket + spec.buckets) * spec.bucket_secs();
+            return (leaves_at - now).max(1);
+        }
+    }
+    if fits(used, cost, limit) {
+        1
+    } else {
+        spec.window_secs
+    }
+}
+
+/// One budget's live buckets, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Window {
+    buckets: VecDeque<(i64, u64)>,
+}
+
+impl Window {
+    /// Drops the buckets that left the window.
+    fn expire(&mut self, spec: WindowSpec, now: UnixTime) {
+        let oldest = spec.oldest_live(now);
+        while self.buckets.front().is_some_and(|(b, _)| *b < oldest) {
+            self.buckets.pop_front();
+        }
+    }
+    pub fn used(&mut self, spec: WindowSpec, now: UnixTime) -> u64 {
+        self.expire(spec, now);
+        self.buckets.iter().map(|(_, n)| n).sum()
+    }
+    pub fn add(&mut self, spec: WindowSpec, now: UnixTime, amount: u64) {
+        self.expire(spec, now);
+        let current = spec.bucket_of(now);
+        match self.buckets.back_mut() {
+            Some((b, n)) if *b == current => *n = n.saturating_add(amount),
+            // A clock that stepped back adds to the newest bucket rather than reorder them.
+            Some((b, n)) if *b > current => *n = n.saturating_add(amount),
+            _ => self.buckets.push_back((current, amount)),
+        }
+    }
+    pub fn retry_after(&mut self, spec: WindowSpec, cost: u64, limit: u64, now: UnixTime) -> i64 {
+        self.expire(spec, now);
+        let live: Vec<(i64, u64)> = self.buckets.iter().copied().collect();
+        retry_after(spec, &live, cost, limit, now)
+    }
+    /// What the window holds before bucket `from` and from it on: `(from on, before)`.
+    pub fn split(&mut self, spec: WindowSpec, now: UnixTime, from: i64) -> (u64, u64) {
+        self.expire(spec, now);
+        self.buckets
+            .iter()
+            .fold((0, 0), |(recent, older), (b, n)| {
+                if *b >= from {
+                    (recent + n, older)
+                } else {
+                    (recent, older + n)
+                }
+            })
+    }
+    /// No live bucket: the window can be forgotten.
+    pub fn is_idle(&mut self, spec: WindowSpec, now: UnixTime) -> bool {
+        self.expire(spec, now);
+        self.buckets.is_empty()
+    }
+}
+
+/// A usage percentage as `X-App-Usage` reports it: 0–100, 100 when the budget is spent.
+pub fn percent(used: u64, limit: u64) -> u64 {
+    if limit == 0 {
+        return 100;
+    }
+    (used.saturating_mul(100) / limit).min(100)
+}
+
+/// The limits of a deployment. The defaults are Instagram's where it documents them (wire
+/// protocol §6) and ours where it does not (marked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The app pool: calls per rolling hour per user who authorized the app (Graph: 200).
+    pub app_calls_per_user: u64,
+    /// Wall-clock time an app's requests may take per rolling hour, per call of its pool (ours:
+    /// 100 ms), reported as `total_time`.
+    pub app_time_ms_per_call: u64,
+    /// CPU time per call of the pool (ours: 50 ms), reported as `total_cputime`.
+    pub app_cpu_ms_per_call: u64,
+    /// Calls per rolling hour by one user through one app, any endpoint (ours: 1,000): code 17.
+    pub user_calls: u64,
+    /// Writes (publishing, comments) per rolling hour by one user through one app: legacy v1's
+    /// 60 for live apps and 30 in development mode, applied to Graph writes too.
+    pub writes_live: u64,
+    pub writes_development: u64,
+    /// Legacy v1 calls per rolling hour per token: 5,000 live, 500 in development mode.
+    pub legacy_token_live: u64,
+    pub legacy_token_development: u64,
+    /// Failed client authentications per 15 minutes, per client and per IP address (ours).
+    pub client_auth_failures_per_client: u64,
+    pub client_auth_failures_per_ip: u64,
+    /// Failed sign-ins per 15 minutes, per account and per IP address (ours). An account over
+    /// its limit is locked until its oldest failure is 15 minutes old.
+    pub login_failures_per_account: u64,
+    pub login_failures_per_ip: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            app_calls_per_user: 200,
+            app_time_ms_per_call: 100,
+            app_cpu_ms_per_call: 50,
+            user_calls: 1_000,
+            writes_live: 60,
+            writes_development: 30,
+            legacy_token_live: 5_000,
+            legacy_token_development: 500,
+            client_auth_failures_per_client: 10,
+            client_auth_failures_per_ip: 30,
+            login_failures_per_account: 5,
+            login_failures_per_ip: 20,
+        }
+    }
+}
+
+/// What a resource request is, for the budgets it draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallClass {
+    /// A Graph or Basic Display read, or an app token's call.
+    Read,
+    /// Publishing, commenting, deleting.
+    Write,
+    /// A legacy v1 call.
+    Legacy,
+}
+
+/// Which budget ran out, and so which error answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// The app pool's calls, time or CPU time: Graph code 4.
+    App,
+    /// One user's calls or writes through one app: Graph code 17.
+    User,
+    /// One legacy token's calls.
+    LegacyToken,
+}
+
+impl Limits {
+    /// The app pool's calls per rolling hour for an app `users` people authorized. An app
+    /// nobody has authorized yet still gets one user's worth, for its app token.
+    pub fn app_calls(&self, users: u64) -> u64 {
+        self.app_calls_per_user.saturating_mul(users.max(1))
+    }
+    /// Milliseconds of wall-clock time, and of CPU time, for the same app per rolling hour.
+    pub fn app_time_ms(&self, users: u64) -> (u64, u64) {
+        let calls = self.app_calls(users);
+        (
+            calls.saturating_mul(self.app_time_ms_per_call),
+            calls.saturating_mul(self.app_cpu_ms_per_call),
+        )
+    }
+    pub fn writes(&self, mode: AppMode) -> u64 {
+        match mode {
+            AppMode::Live => self.writes_live,
+            AppMode::Development => self.writes_development,
+        }
+    }
+    pub fn legacy_token(&self, mode: AppMode) -> u64 {
+        match mode {
+            AppMode::Live => self.legacy_token_live,
+            AppMode::Development => self.legacy_token_development,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: WindowSpec = WindowSpec::HOUR;
+
+    #[test]
+    fn a_window_admits_exactly_its_limit_and_regains_it_as_buckets_leave() {
+        let mut w = Window::default();
+        let t0 = 1_700_000_000 - 1_700_000_000 % 60; // a minute boundary
+        for i in 0..10 {
+            assert!(fits(w.used(H, t0 + i), 1, 10));
+            w.add(H, t0 + i, 1);
+        }
+        assert!(!fits(w.used(H, t0 + 30), 1, 10));
+        // All ten calls sit in the bucket starting at t0; it leaves the window an hour later.
+        assert_eq!(w.retry_after(H, 1, 10, t0 + 30), 3600 - 30);
+        assert_eq!(w.used(H, t0 + 3599), 10);
+        assert_eq!(w.used(H, t0 + 3600), 0);
+        assert!(w.is_idle(H, t0 + 3600));
+    }
+
+    #[test]
+    fn retry_after_waits_for_just_enough_old_buckets() {
+        let t0 = 1_700_000_000 - 1_700_000_000 % 60;
+        let mut w = Window::default();
+        w.add(H, t0, 3); // minute 0
+        w.add(H, t0 + 600, 4); // minute 10
+        w.add(H, t0 + 1200, 3); // minute 20
+        let now = t0 + 1800;
+        assert_eq!(w.used(H, now), 10);
+        // One more needs one bucket gone: minute 0's leaves at t0 + 3600.
+        assert_eq!(w.retry_after(H, 1, 10, now), 1800);
+        // Five more need minutes 0 and 10 gone.
+        assert_eq!(w.retry_after(H, 5, 10, now), 2400);
+        // More than the limit can never fit: a whole window.
+        assert_eq!(w.retry_after(H, 11, 10, now), 3600);
+    }
+
+    #[test]
+    fn a_read_only_check_passes_until_the_budget_is_spent() {
+        assert!(fits(99, 0, 100));
+        assert!(!fits(100, 0, 100));
+        assert!(fits(9, 1, 10));
+        assert!(!fits(10, 1, 10));
+    }
+
+    #[test]
+    fn percentages_are_whole_and_capped() {
+        assert_eq!(percent(0, 200), 0);
+        assert_eq!(percent(57, 200), 28);
+        assert_eq!(percent(200, 200), 100);
+        assert_eq!(percent(500, 200), 100);
+        assert_eq!(percent(1, 0), 100);
+    }
+
+    #[test]
+    fn the_app_pool_grows_with_its_users() {
+        let l = Limits::default();
+        assert_eq!(l.app_calls(0), 200);
+        assert_eq!(l.app_calls(7), 1400);
+        assert_eq!(l.app_time_ms(7), (140_000, 70_000));
+        assert_eq!(l.legacy_token(AppMode::Development), 500);
+        assert_eq!(l.writes(AppMode::Live), 60);
+    }
+
+    #[test]
+    fn a_clock_stepping_back_does_not_reorder_buckets() {
+        let mut w = Window::default();
+        w.add(H, 10_000, 1);
+        w.add(H, 9_990, 1);
+        assert_eq!(w.used(H, 10_000), 2);
+    }
+}
