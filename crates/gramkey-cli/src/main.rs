@@ -6,6 +6,7 @@ mod config;
 
 use std::io::BufRead;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -53,6 +54,34 @@ enum Command {
     /// Generate sandbox data.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Read the audit log, newest first.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    /// Only this app's events.
+    #[arg(long)]
+    app: Option<String>,
+    /// Only this user's events (a username).
+    #[arg(long)]
+    user: Option<String>,
+    /// Only this event (token_issued, token_exchanged, token_refreshed, token_revoked,
+    /// code_replay, client_auth_failed, login_failed, login_succeeded, consent_granted,
+    /// consent_removed, secret_rotated, app_created, app_changed, app_deleted, rate_limited).
+    #[arg(long)]
+    event: Option<String>,
+    /// Only events since: Unix time, YYYY-MM-DD or RFC 3339.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events older than this event id (to page back).
+    #[arg(long)]
+    before: Option<i64>,
+    /// How many (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +144,12 @@ struct RetentionArgs {
     /// Keep delivered and failed callbacks this long after their last attempt.
     #[arg(long, env = "GRAMKEY_RETAIN_CALLBACKS", default_value = "30d", value_parser = humantime::parse_duration)]
     retain_callbacks: std::time::Duration,
+    /// Keep audit events this long.
+    #[arg(long, env = "GRAMKEY_RETAIN_AUDIT", default_value = "365d", value_parser = humantime::parse_duration)]
+    retain_audit: std::time::Duration,
+    /// Keep hourly app usage (what app insights read) this long.
+    #[arg(long, env = "GRAMKEY_RETAIN_USAGE", default_value = "30d", value_parser = humantime::parse_duration)]
+    retain_usage: std::time::Duration,
 }
 
 impl RetentionArgs {
@@ -124,6 +159,8 @@ impl RetentionArgs {
             codes_after_expiry: secs(self.retain_codes),
             tokens_after_end: secs(self.retain_tokens),
             callbacks_after_end: secs(self.retain_callbacks),
+            audit: secs(self.retain_audit),
+            usage: secs(self.retain_usage),
         }
     }
 }
@@ -175,9 +212,122 @@ struct ServeArgs {
     /// How often due deauthorize and data-deletion callbacks are looked for and sent.
     #[arg(long, env = "GRAMKEY_CALLBACK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     callback_interval: std::time::Duration,
-    /// Log format.
+    /// Log format. `json` puts the request id on every line logged while serving a request.
     #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnFailure {
+    Open,
+    Closed,
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// Keep rate-limit budgets in this Redis (redis://host:port/db), shared by every node that
+    /// uses it. Default: in this process.
+    #[arg(long, env = "GRAMKEY_REDIS_URL")]
+    redis_url: Option<String>,
+    /// While Redis cannot be reached: `open` lets requests through unlimited, `closed` refuses
+    /// them (Graph code 2, HTTP 503). Either way it is logged as an error once a minute.
+    #[arg(
+        long,
+        env = "GRAMKEY_REDIS_FAILURE",
+        value_enum,
+        default_value = "open"
+    )]
+    redis_failure: OnFailure,
+    /// The app pool: calls per rolling hour per user who authorized the app.
+    #[arg(long, env = "GRAMKEY_APP_CALLS_PER_USER", default_value_t = 200)]
+    app_calls_per_user: u64,
+    /// Calls per rolling hour by one user through one app (Graph code 17 beyond).
+    #[arg(long, env = "GRAMKEY_USER_CALLS", default_value_t = 1000)]
+    user_calls: u64,
+    /// Writes (publishing, comments) per rolling hour by one user through one live app; half
+    /// as many in development mode.
+    #[arg(long, env = "GRAMKEY_WRITES_PER_HOUR", default_value_t = 60)]
+    writes_per_hour: u64,
+    /// Legacy v1 calls per rolling hour per token of a live app (development mode: a tenth).
+    #[arg(long, env = "GRAMKEY_LEGACY_CALLS_PER_TOKEN", default_value_t = 5000)]
+    legacy_calls_per_token: u64,
+    /// Wall-clock milliseconds per call of the app pool (`total_time`'s budget).
+    #[arg(long, env = "GRAMKEY_APP_TIME_MS_PER_CALL", default_value_t = 100)]
+    app_time_ms_per_call: u64,
+    /// CPU milliseconds per call of the app pool (`total_cputime`'s budget).
+    #[arg(long, env = "GRAMKEY_APP_CPU_MS_PER_CALL", default_value_t = 50)]
+    app_cpu_ms_per_call: u64,
+    /// Failed sign-ins per 15 minutes per account before it is locked (until the oldest
+    /// failure is 15 minutes old).
+    #[arg(long, env = "GRAMKEY_LOGIN_FAILURES", default_value_t = 5)]
+    login_failures: u64,
+    /// Failed client authentications per 15 minutes per client before it is throttled.
+    #[arg(long, env = "GRAMKEY_CLIENT_AUTH_FAILURES", default_value_t = 10)]
+    client_auth_failures: u64,
+    /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
+    #[arg(long, env = "GRAMKEY_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> gramkey_domain::ratelimit::Limits {
+        gramkey_domain::ratelimit::Limits {
+            app_calls_per_user: self.app_calls_per_user,
+            app_time_ms_per_call: self.app_time_ms_per_call,
+            app_cpu_ms_per_call: self.app_cpu_ms_per_call,
+            user_calls: self.user_calls,
+            writes_live: self.writes_per_hour,
+            writes_development: self.writes_per_hour / 2,
+            legacy_token_live: self.legacy_calls_per_token,
+            legacy_token_development: self.legacy_calls_per_token / 10,
+            client_auth_failures_per_client: self.client_auth_failures,
+            client_auth_failures_per_ip: self.client_auth_failures * 3,
+            login_failures_per_account: self.login_failures,
+            login_failures_per_ip: self.login_failures * 4,
+        }
+    }
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// Serve /metrics without the admin key on this separate address (e.g. 127.0.0.1:9090).
+    #[arg(long, env = "GRAMKEY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// POST anomaly alerts as JSON to this URL (they are logged either way).
+    #[arg(long, env = "GRAMKEY_ALERT_WEBHOOK")]
+    alert_webhook: Option<String>,
+    /// A rate jump: calls in 5 minutes above this many times the app's baseline...
+    #[arg(long, env = "GRAMKEY_ALERT_RATE_FACTOR", default_value_t = 10.0)]
+    alert_rate_factor: f64,
+    /// ...and at least this many.
+    #[arg(long, env = "GRAMKEY_ALERT_RATE_MIN_CALLS", default_value_t = 500)]
+    alert_rate_min_calls: u64,
+    /// A burst: this many failed sign-ins or client authentications in 15 minutes for one
+    /// account, client or address.
+    #[arg(long, env = "GRAMKEY_ALERT_FAILURE_BURST", default_value_t = 20)]
+    alert_failure_burst: u64,
+    /// Do not alert when a token is used from a network it was never used from.
+    #[arg(long, env = "GRAMKEY_ALERT_NO_NEW_NETWORK")]
+    alert_no_new_network: bool,
+    /// The same alert is sent at most once per this long.
+    #[arg(long, env = "GRAMKEY_ALERT_COOLDOWN", default_value = "1h", value_parser = humantime::parse_duration)]
+    alert_cooldown: std::time::Duration,
+}
+
+impl WatchArgs {
+    fn thresholds(&self) -> gramkey_domain::alert::Thresholds {
+        gramkey_domain::alert::Thresholds {
+            rate_factor: self.alert_rate_factor,
+            rate_min_calls: self.alert_rate_min_calls,
+            failure_burst: self.alert_failure_burst,
+            new_network: !self.alert_no_new_network,
+            cooldown_secs: i64::try_from(self.alert_cooldown.as_secs()).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -331,6 +481,7 @@ async fn run(cli: Cli) -> Result<()> {
     init_logging(log_format);
     match cli.command {
         Command::Serve(args) => serve(&cli.global, args).await,
+        Command::Audit(args) => audit(&cli.global, args).await,
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
         Command::Callbacks(cmd) => callbacks(&cli.global.open().await?, cmd).await,
@@ -363,6 +514,53 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+async fn audit(global: &Global, args: AuditArgs) -> Result<()> {
+    let ops = global.open().await?;
+    let since = match &args.since {
+        Some(s) => Some(
+            gramkey_domain::graph::paging::parse_time("since", s)
+                .map_err(|e| anyhow::anyhow!("--since: {}", e.message))?,
+        ),
+        None => None,
+    };
+    let filter = gramkey_server::audit::AuditFilter {
+        app: args.app,
+        user: args.user,
+        event: args.event,
+        since,
+        before_id: args.before,
+        limit: Some(args.limit),
+    };
+    let events = ops.audit_log(&filter).await?;
+    if args.json {
+        let list: Vec<_> = events
+            .iter()
+            .map(gramkey_server::audit::audit_json)
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    for e in &events {
+        let ev = &e.event;
+        println!(
+            "{:>6}  {}  {:<18} {:<8} app={} user={} token={} ip={}  {}",
+            e.id,
+            gramkey_domain::time::graph_timestamp(ev.at),
+            ev.kind.as_str(),
+            ev.outcome.as_str(),
+            ev.app_id.as_ref().map_or("-", |a| a.as_str()),
+            ev.user_id.map_or("-".into(), |u| u.0.to_string()),
+            ev.token_id.map_or("-".into(), |t| t.to_string()),
+            ev.ip.as_deref().unwrap_or("-"),
+            ev.detail.as_deref().unwrap_or(""),
+        );
+    }
+    if events.is_empty() {
+        println!("no audit events match");
+    }
+    Ok(())
 }
 
 async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
@@ -410,22 +608,49 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         }
     }
 
+    if let Some(url) = &args.watch.alert_webhook {
+        url::Url::parse(url).with_context(|| format!("--alert-webhook {url:?} is not a URL"))?;
+    }
     let config = ServerConfig {
-        public_url: public_url.clone(),
         admin_key,
         refresh_reuse_grace_secs: i64::try_from(args.refresh_reuse_grace.as_secs())
             .unwrap_or(i64::MAX),
         fetch_media: !args.no_fetch_media,
+        limits: args.limits.limits(),
+        on_limiter_failure: match args.limits.redis_failure {
+            OnFailure::Open => gramkey_server::limits::OnFailure::Open,
+            OnFailure::Closed => gramkey_server::limits::OnFailure::Closed,
+        },
+        trust_forwarded_for: args.limits.trust_forwarded_for,
+        alert_thresholds: args.watch.thresholds(),
+        alert_webhook: args.watch.alert_webhook.clone(),
+        ..ServerConfig::new(public_url.clone())
+    };
+    let backend: Arc<dyn gramkey_server::limits::Backend> = match &args.limits.redis_url {
+        Some(url) => Arc::new(
+            gramkey_server::limits::redis::RedisBackend::connect(url)
+                .await
+                .with_context(|| "cannot reach the Redis given by --redis-url".to_owned())?,
+        ),
+        None => Arc::new(gramkey_server::limits::memory::MemoryBackend::default()),
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
-    let state = AppState::new(
+    let state = AppState::with_limiter(
         CachedStore::wrap(ops.store.clone(), ttl),
         ops.clock.clone(),
         ops.entropy.clone(),
         &master_key,
         config,
+        backend,
     );
+    if let Some(addr) = args.watch.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        println!("metrics on http://{}/metrics", metrics.local_addr()?);
+        tokio::spawn(gramkey_server::serve_metrics(metrics, state.clone()));
+    }
     tokio::spawn(
         state
             .ops

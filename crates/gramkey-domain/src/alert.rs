@@ -138,9 +138,18 @@ mod tests {
 
     #[test]
     fn networks() {
-        assert_eq!(network_of("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
-        assert_eq!(network_of("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::/48");
-        assert_eq!(network_of("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.0/24");
+        assert_eq!(
+            network_of("203.0.113.77".parse().unwrap()),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            network_of("2001:db8:1:2::5".parse().unwrap()),
+            "2001:db8:1::/48"
+        );
+        assert_eq!(
+            network_of("::ffff:10.1.2.3".parse().unwrap()),
+            "10.1.2.0/24"
+        );
     }
 
     #[test]
@@ -165,7 +174,10 @@ mod tests {
             fired = fired.or(w.call(now, &t));
         }
         let (recent, baseline) = fired.expect("a jump");
-        assert!(recent >= 51 && (baseline - 10.0).abs() < 1.0, "{recent} {baseline}");
+        assert!(
+            recent >= 51 && (baseline - 10.0).abs() < 1.0,
+            "{recent} {baseline}"
+        );
     }
 
     #[test]

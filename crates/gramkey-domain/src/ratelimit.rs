@@ -121,15 +121,13 @@ impl Window {
     /// What the window holds before bucket `from` and from it on: `(from on, before)`.
     pub fn split(&mut self, spec: WindowSpec, now: UnixTime, from: i64) -> (u64, u64) {
         self.expire(spec, now);
-        self.buckets
-            .iter()
-            .fold((0, 0), |(recent, older), (b, n)| {
-                if *b >= from {
-                    (recent + n, older)
-                } else {
-                    (recent, older + n)
-                }
-            })
+        self.buckets.iter().fold((0, 0), |(recent, older), (b, n)| {
+            if *b >= from {
+                (recent + n, older)
+            } else {
+                (recent, older + n)
+            }
+        })
     }
     /// No live bucket: the window can be forgotten.
     pub fn is_idle(&mut self, spec: WindowSpec, now: UnixTime) -> bool {

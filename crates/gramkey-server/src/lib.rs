@@ -4,16 +4,23 @@
 //! Handlers are thin: they parse into domain types, call the domain and the store, and render
 //! in the wire flavour of their endpoint ([`wire`]). Every route is listed in [`router`].
 
+pub mod alerts;
+pub mod audit;
 pub mod callbacks;
 pub mod handlers;
 pub mod keys;
+pub mod limits;
 pub mod media_fetch;
+pub mod metrics;
+pub mod observe;
 pub mod ops;
 pub mod pages;
 pub mod router;
 pub mod sandbox;
 pub mod session;
 pub mod state;
+pub mod throttle;
+pub mod usage;
 pub mod wire;
 
 use std::future::Future;
@@ -21,13 +28,42 @@ use std::future::Future;
 pub use router::router;
 pub use state::{AppState, ServerConfig};
 
+/// Serves only `/metrics`, unguarded, on its own listener (`--metrics-listen`), for a scraper
+/// on a private network.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(
+            |axum::extract::State(s): axum::extract::State<AppState>| async move {
+                handlers::admin::render_metrics(&s).await
+            },
+        ),
+    );
+    axum::serve(listener, app.with_state(state)).await
+}
+
+/// How often app usage counted in memory is added to the store.
+const USAGE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves `state` on `listener` until `shutdown` completes. Tests bind `127.0.0.1:0`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let usage = state.usage.clone();
+    let store = state.ops.store.clone();
+    tokio::spawn(usage.clone().run(store.clone(), USAGE_FLUSH));
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    // What was counted since the last flush.
+    usage.flush(&*store).await;
+    Ok(())
 }

@@ -18,6 +18,9 @@ use gramkey_store::{
 };
 use serde_json::{Value, json};
 
+use crate::audit::Entry;
+use gramkey_domain::audit::{AuditKind, Outcome};
+
 /// Everything an operation needs. Time and randomness are injected here and nowhere else.
 #[derive(Clone)]
 pub struct Ops {
@@ -118,6 +121,14 @@ impl Ops {
             data_deletion_url: callback_url(input.data_deletion_url.as_deref())?,
         };
         self.store.create_app(&app).await?;
+        self.audit(
+            AuditKind::AppCreated,
+            Outcome::Success,
+            Entry::default()
+                .app(&app.id)
+                .detail(format!("mode {}", app.mode.as_str())),
+        )
+        .await;
         Ok((app, secret))
     }
 
@@ -165,6 +176,12 @@ impl Ops {
         {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
+        self.audit(
+            AuditKind::AppChanged,
+            Outcome::Success,
+            Entry::default().app(&app.id).detail("callback URLs"),
+        )
+        .await;
         Ok(app)
     }
 
@@ -199,6 +216,16 @@ impl Ops {
         {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
+        let detail = match grace_secs {
+            Some(g) => format!("the old secret works for {g} more seconds"),
+            None => "the old secret stopped working".to_owned(),
+        };
+        self.audit(
+            AuditKind::SecretRotated,
+            Outcome::Success,
+            Entry::default().app(&app.id).detail(detail),
+        )
+        .await;
         Ok(secret)
     }
 
@@ -226,6 +253,12 @@ impl Ops {
     pub async fn delete_app(&self, id: &str) -> Result<(), OpError> {
         let app = self.app(id).await?;
         self.store.delete_app(&app.id).await?;
+        self.audit(
+            AuditKind::AppDeleted,
+            Outcome::Success,
+            Entry::default().app(&app.id),
+        )
+        .await;
         Ok(())
     }
 
@@ -235,6 +268,15 @@ impl Ops {
         self.store
             .set_role(&app.id, user.id, role, self.clock.now())
             .await?;
+        self.audit(
+            AuditKind::AppChanged,
+            Outcome::Success,
+            Entry::default()
+                .app(&app.id)
+                .user(Some(user.id))
+                .detail(format!("role {}", role.as_str())),
+        )
+        .await;
         Ok(())
     }
 
@@ -293,16 +335,29 @@ impl Ops {
                 self.clock.now(),
             )
             .await?;
+        self.revoked(
+            RevokeReason::PasswordChanged,
+            n,
+            Entry::default().user(Some(user.id)),
+        )
+        .await;
         Ok(n)
     }
 
     /// Revokes every token issued to an app.
     pub async fn revoke_app_tokens(&self, app_id: &str) -> Result<u64, OpError> {
         let app = self.app(app_id).await?;
-        Ok(self
+        let n = self
             .store
-            .revoke_tokens(Revoke::App(app.id), RevokeReason::Revoked, self.clock.now())
-            .await?)
+            .revoke_tokens(
+                Revoke::App(app.id.clone()),
+                RevokeReason::Revoked,
+                self.clock.now(),
+            )
+            .await?;
+        self.revoked(RevokeReason::Revoked, n, Entry::default().app(&app.id))
+            .await;
+        Ok(n)
     }
 
     /// The user removes an app: its grant is forgotten and every token it holds for the user is
@@ -325,10 +380,27 @@ impl Ops {
             }
         }
         let now = self.clock.now();
-        Ok(self
+        let removal = self
             .store
             .remove_grant(app, user, RevokeReason::AppRemoved, now, &callbacks)
-            .await?)
+            .await?;
+        let entry = Entry::default().app(app).user(Some(user));
+        if removal.grant {
+            let detail = if delete_data {
+                "with a data-deletion request"
+            } else {
+                "deauthorized"
+            };
+            self.audit(
+                AuditKind::ConsentRemoved,
+                Outcome::Success,
+                entry.clone().detail(detail),
+            )
+            .await;
+        }
+        self.revoked(RevokeReason::AppRemoved, removal.tokens, entry)
+            .await;
+        Ok(removal)
     }
 
     /// [`Ops::remove_app_for_user`] by username and app id, for the CLI and the admin API.
@@ -350,6 +422,18 @@ impl Ops {
             )));
         }
         Ok(removal)
+    }
+
+    /// Audits a revocation of `n` tokens (none: nothing to audit).
+    pub async fn revoked(&self, reason: RevokeReason, n: u64, entry: Entry) {
+        if n > 0 {
+            self.audit(
+                AuditKind::TokenRevoked,
+                Outcome::Success,
+                entry.more(&format!("{n} revoked: {}", reason.as_str())),
+            )
+            .await;
+        }
     }
 
     /// The newest callbacks, of one app or all.
@@ -386,7 +470,9 @@ impl Ops {
             total.codes += p.codes;
             total.tokens += p.tokens;
             total.callbacks += p.callbacks;
-            if [p.codes, p.tokens, p.callbacks]
+            total.audit += p.audit;
+            total.usage += p.usage;
+            if [p.codes, p.tokens, p.callbacks, p.audit, p.usage]
                 .iter()
                 .all(|&n| n < u64::from(JANITOR_BATCH))
             {
@@ -405,11 +491,13 @@ impl Ops {
         loop {
             tick.tick().await;
             match self.purge_expired(retention).await {
-                Ok(p) if p.codes + p.tokens + p.callbacks > 0 => {
+                Ok(p) if p.codes + p.tokens + p.callbacks + p.audit + p.usage > 0 => {
                     tracing::info!(
                         codes = p.codes,
                         tokens = p.tokens,
                         callbacks = p.callbacks,
+                        audit = p.audit,
+                        usage = p.usage,
                         "janitor purged expired rows"
                     );
                 }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 
 use crate::handlers::me::is_graph_version;
 use crate::handlers::{admin, authorize, debug, graph, legacy, lifecycle, me, rfc, sandbox, token};
+use crate::observe;
 use crate::state::AppState;
 use crate::wire::graph::{GraphResponse, unknown_path};
 use axum::http::Method;
@@ -69,6 +70,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/users", get(admin::list_users).post(admin::create_user))
         .route("/admin/users/{username}/apps/{id}", axum::routing::delete(admin::remove_user_app))
         .route("/admin/callbacks", get(admin::list_callbacks))
+        .route("/admin/audit", get(admin::audit))
+        .route("/admin/users/{username}/unlock", post(admin::unlock_user))
+        .route("/metrics", get(admin::metrics))
         .route("/admin/callbacks/{id}/retry", post(admin::retry_callback))
         .route("/admin/{*rest}", axum::routing::any(admin::not_found))
         // Legacy v1 (wire protocol §4).
@@ -79,9 +83,11 @@ pub fn router(state: AppState) -> Router {
         // Sandbox.
         .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))
         .route("/sandbox/media/{file}", get(sandbox::media_image))
+        .route_layer(middleware::from_fn(observe::mark_route))
         .fallback(graph::dispatch)
         .method_not_allowed_fallback(unsupported_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             // Spans carry the path only: query strings can hold tokens and codes.

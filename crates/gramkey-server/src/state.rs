@@ -10,7 +10,12 @@ use gramkey_domain::{AdminKey, Clock, Entropy, SecretHasher};
 use gramkey_store::Store;
 use sha2::{Digest, Sha256};
 
+use crate::alerts::Alerter;
+use crate::limits::memory::MemoryBackend;
+use crate::limits::{Backend, Limiter};
+use crate::metrics::Metrics;
 use crate::ops::Ops;
+use crate::usage::UsageBook;
 
 /// Settings the server needs at run time.
 #[derive(Debug, Clone)]
@@ -26,6 +31,32 @@ pub struct ServerConfig {
     /// Whether publishing fetches and checks each container's media (`IN_PROGRESS` until
     /// then). Off, a container is `FINISHED` at once and its URL is stored unchecked.
     pub fetch_media: bool,
+    /// Rate limits (wire protocol §6 and ours).
+    pub limits: gramkey_domain::ratelimit::Limits,
+    /// What requests get while a shared limiter (Redis) cannot be asked.
+    pub on_limiter_failure: crate::limits::OnFailure,
+    /// Take the client's address from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+    /// Anomaly-alert thresholds, and where to POST alerts.
+    pub alert_thresholds: gramkey_domain::alert::Thresholds,
+    pub alert_webhook: Option<String>,
+}
+
+impl ServerConfig {
+    /// The defaults for everything but the public URL: what tests and the sandbox start from.
+    pub fn new(public_url: impl Into<String>) -> Self {
+        Self {
+            public_url: public_url.into(),
+            admin_key: None,
+            refresh_reuse_grace_secs: 60,
+            fetch_media: true,
+            limits: gramkey_domain::ratelimit::Limits::default(),
+            on_limiter_failure: crate::limits::OnFailure::Open,
+            trust_forwarded_for: false,
+            alert_thresholds: gramkey_domain::alert::Thresholds::default(),
+            alert_webhook: None,
+        }
+    }
 }
 
 /// Shared, cheap to clone.
@@ -37,6 +68,15 @@ pub struct Inner {
     pub config: ServerConfig,
     /// Processes publishing containers; `None` when `fetch_media` is off.
     pub fetcher: Option<crate::media_fetch::Fetcher>,
+    pub limiter: Arc<Limiter>,
+    pub metrics: Metrics,
+    pub usage: UsageBook,
+    pub alerts: Arc<Alerter>,
+    /// How many users authorized each app (the app pool's multiplier), for a minute.
+    app_users: moka::sync::Cache<gramkey_domain::AppId, u64>,
+    /// Budgets whose refusal was audited in the last minute: a storm of refused calls makes
+    /// one audit event a minute per budget, not one per call.
+    refusals_audited: moka::sync::Cache<String, ()>,
     cookie_key: Key,
     admin_key_hash: Option<[u8; 32]>,
 }
@@ -56,6 +96,40 @@ impl AppState {
         master_key: &[u8],
         config: ServerConfig,
     ) -> Self {
+        Self::with_limiter(
+            store,
+            clock,
+            entropy,
+            master_key,
+            config,
+            Arc::new(MemoryBackend::default()),
+        )
+    }
+
+    /// [`AppState::new`] with budgets kept in `backend` (Redis, to share them between nodes).
+    pub fn with_limiter(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        master_key: &[u8],
+        config: ServerConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Self {
+        let metrics = Metrics::default();
+        let limiter = Arc::new(Limiter::new(
+            backend,
+            config.limits,
+            config.on_limiter_failure,
+            clock.clone(),
+            metrics.clone(),
+        ));
+        let alerts = Arc::new(Alerter::new(
+            config.alert_thresholds,
+            config.alert_webhook.clone(),
+            clock.clone(),
+            store.clone(),
+            metrics.clone(),
+        ));
         let mut cookie_material = [0u8; 64];
         cookie_material[..32]
             .copy_from_slice(&derive_key(master_key, "gramkey cookie encryption v1"));
@@ -69,6 +143,18 @@ impl AppState {
             .then(|| crate::media_fetch::Fetcher::new(store.clone()));
         Self(Arc::new(Inner {
             fetcher,
+            limiter,
+            metrics,
+            usage: UsageBook::default(),
+            alerts,
+            refusals_audited: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+            app_users: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
             ops: Ops {
                 store,
                 clock,
@@ -86,6 +172,34 @@ impl AppState {
         let expected = self.admin_key_hash.as_ref()?;
         let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         Some(ct_eq(&got, expected))
+    }
+
+    /// How many users authorized `app`, cached for a minute.
+    pub async fn app_users(
+        &self,
+        app: &gramkey_domain::AppId,
+    ) -> Result<u64, gramkey_store::StoreError> {
+        if let Some(n) = self.app_users.get(app) {
+            return Ok(n);
+        }
+        let n = self.ops.store.authorized_users(app).await?;
+        self.app_users.insert(app.clone(), n);
+        Ok(n)
+    }
+
+    /// Whether this is the first refusal by `budget` for this app and user this minute.
+    pub fn first_refusal_this_minute(
+        &self,
+        app: &gramkey_domain::AppId,
+        user: Option<i64>,
+        budget: gramkey_domain::ratelimit::Budget,
+    ) -> bool {
+        let key = format!("{app}:{user:?}:{budget:?}");
+        let first = !self.refusals_audited.contains_key(&key);
+        if first {
+            self.refusals_audited.insert(key, ());
+        }
+        first
     }
 
     pub fn secure_cookies(&self) -> bool {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gramkey_domain::error::RevokeReason;
-use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
+use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
 use moka::sync::Cache;
 
 use crate::{
@@ -23,6 +23,9 @@ use crate::{
     Redemption, Result, Store, TokenRecord, User, UserStore,
 };
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
+use crate::{
+    AuditEvent, AuditQuery, MonitorStore, NetworkSeen, NewAuditEvent, UsageDelta, UsageHour,
+};
 use crate::{
     Comment, CommentsOf, Container, ContentStore, NewComment, Publication, PublishOutcome,
 };
@@ -356,5 +359,42 @@ impl CallbackStore for CachedStore {
     }
     async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool> {
         self.inner.retry_callback(id, now).await
+    }
+}
+
+/// Monitoring is never cached: the gauges and insights read fresh counts.
+#[async_trait]
+impl MonitorStore for CachedStore {
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64> {
+        self.inner.append_audit(event).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        self.inner.audit(query).await
+    }
+    async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<()> {
+        self.inner.record_usage(deltas).await
+    }
+    async fn usage(&self, app: &AppId, since: UnixTime, until: UnixTime) -> Result<Vec<UsageHour>> {
+        self.inner.usage(app, since, until).await
+    }
+    async fn distinct_users(&self, app: &AppId, since: UnixTime, until: UnixTime) -> Result<u64> {
+        self.inner.distinct_users(app, since, until).await
+    }
+    async fn note_network(
+        &self,
+        token_id: i64,
+        network: &str,
+        now: UnixTime,
+    ) -> Result<NetworkSeen> {
+        self.inner.note_network(token_id, network, now).await
+    }
+    async fn authorized_users(&self, app: &AppId) -> Result<u64> {
+        self.inner.authorized_users(app).await
+    }
+    async fn active_tokens(&self, now: UnixTime) -> Result<Vec<(TokenKind, u64)>> {
+        self.inner.active_tokens(now).await
+    }
+    async fn pending_callbacks(&self) -> Result<u64> {
+        self.inner.pending_callbacks().await
     }
 }

@@ -22,7 +22,7 @@ use gramkey_domain::callback::CallbackKind;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::retention::Cutoffs;
-use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, UnixTime, UserId};
+use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
 
 pub use records::*;
 
@@ -182,7 +182,8 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
         callbacks: &[CallbackKind],
     ) -> Result<Removal>;
-    /// Deletes at most `batch` codes, `batch` tokens and `batch` finished callbacks that are past
+    /// Deletes at most `batch` codes, `batch` tokens (with the networks they were used from),
+    /// `batch` finished callbacks, `batch` audit events and `batch` usage hours that are past
     /// `cutoffs`, in one short transaction; returns how many of each. Call again while it
     /// returns full batches.
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged>;
@@ -226,6 +227,44 @@ pub trait CallbackStore: Send + Sync {
     async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool>;
 }
 
+/// What the server needs to watch itself: the append-only audit log, hourly usage for app
+/// insights, the networks each token was used from, and the counts behind its gauges.
+#[async_trait]
+pub trait MonitorStore: Send + Sync {
+    /// Appends an event; returns its id. There is no way to change or delete one but the
+    /// janitor's retention purge ([`GrantStore::purge`]).
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64>;
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+    /// Adds each delta to its app's hour, in one transaction: counts add up, `peak_call_pct`
+    /// keeps the maximum, users are kept as a set. Deltas without an app are ignored.
+    async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<()>;
+    /// An app's hours in `[since, until)`, oldest first; hours without calls are absent.
+    async fn usage(&self, app: &AppId, since: UnixTime, until: UnixTime) -> Result<Vec<UsageHour>>;
+    /// Distinct users of an app over the hours in `[since, until)`.
+    async fn distinct_users(&self, app: &AppId, since: UnixTime, until: UnixTime) -> Result<u64>;
+    /// Records that token `token_id` was used from `network` (e.g. `203.0.113.0/24`), and says
+    /// whether that was new and how many networks it knew before. Atomic: of two racing first
+    /// uses from one network, one is new.
+    async fn note_network(
+        &self,
+        token_id: i64,
+        network: &str,
+        now: UnixTime,
+    ) -> Result<NetworkSeen>;
+    /// How many users have a grant on the app: the app pool's multiplier.
+    async fn authorized_users(&self, app: &AppId) -> Result<u64>;
+    /// Tokens neither revoked nor expired at `now`, by kind.
+    async fn active_tokens(&self, now: UnixTime) -> Result<Vec<(TokenKind, u64)>>;
+    /// Callbacks still pending delivery.
+    async fn pending_callbacks(&self) -> Result<u64>;
+}
+
 /// The whole store.
-pub trait Store: AppStore + UserStore + ContentStore + GrantStore + CallbackStore {}
-impl<T: AppStore + UserStore + ContentStore + GrantStore + CallbackStore> Store for T {}
+pub trait Store:
+    AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore
+{
+}
+impl<T: AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore> Store
+    for T
+{
+}

@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, query};
 
 mod content;
+mod monitor;
 
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::sqlite::{CALLBACK_COLUMNS, CallbackRow, to_callback};
@@ -667,6 +668,7 @@ impl GrantStore for PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // A token's networks go with it (ON DELETE CASCADE).
         let tokens = query(
             "DELETE FROM tokens WHERE id IN
                  (SELECT id FROM tokens WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
@@ -686,11 +688,40 @@ impl GrantStore for PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let audit = query(
+            "DELETE FROM audit_log WHERE id IN
+                 (SELECT id FROM audit_log WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.audit_before)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // An hour's errors and users go in batches of their own, so each delete is bounded.
+        let mut usage = 0;
+        for (table, key) in [
+            ("app_usage", "app_id, hour"),
+            ("app_usage_errors", "app_id, hour, code"),
+            ("app_usage_users", "app_id, hour, user_id"),
+        ] {
+            let n = query(&format!(
+                "DELETE FROM {table} WHERE ({key}) IN
+                     (SELECT {key} FROM {table} WHERE hour < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ))
+            .bind(cutoffs.usage_before)
+            .bind(i64::from(batch))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            usage = usage.max(n);
+        }
         tx.commit().await?;
         Ok(Purged {
             codes,
             tokens,
             callbacks,
+            audit,
+            usage,
         })
     }
 

@@ -1,5 +1,6 @@
 //! The rows the store reads and writes, in domain types.
 
+use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
@@ -311,6 +312,11 @@ pub struct Purged {
     pub codes: u64,
     pub tokens: u64,
     pub callbacks: u64,
+    pub audit: u64,
+    /// Usage hours; more exactly, the most rows deleted from any one of the hourly tables (the
+    /// hours, their error counts, their users), each bounded by the batch on its own, so that a
+    /// full batch means any of them may have more left.
+    pub usage: u64,
 }
 
 /// What [`crate::GrantStore::remove_grant`] did.
@@ -419,4 +425,77 @@ impl Attempt {
             ),
         }
     }
+}
+
+/// An audit event to append. Never a token, code, secret or password: ids only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub at: UnixTime,
+    pub kind: AuditKind,
+    pub outcome: Outcome,
+    pub app_id: Option<AppId>,
+    pub user_id: Option<UserId>,
+    /// The token's row id (`TokenRecord::id`), never the token.
+    pub token_id: Option<i64>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Free text: why a token was revoked, how many, which budget.
+    pub detail: Option<String>,
+}
+
+/// An appended audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub event: NewAuditEvent,
+}
+
+/// Which audit events to read: all filters optional, newest first, at most `limit`; with
+/// `before_id`, only events older than that one (for paging).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub app: Option<AppId>,
+    pub user: Option<UserId>,
+    pub kind: Option<AuditKind>,
+    pub since: Option<UnixTime>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// One node's usage of one app in one hour, to be added to what the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub app_id: Option<AppId>,
+    /// The hour's start (a multiple of 3600).
+    pub hour: UnixTime,
+    pub calls: u64,
+    /// Calls refused by a rate limit.
+    pub throttled: u64,
+    /// The highest `call_count` percentage seen in the hour (kept as a maximum, not added).
+    pub peak_call_pct: u64,
+    /// Error answers by Graph code, `(code, count)`.
+    pub errors: Vec<(u32, u64)>,
+    /// Users who made calls (kept as a set).
+    pub users: Vec<UserId>,
+}
+
+/// An app's usage in one hour, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageHour {
+    pub hour: UnixTime,
+    pub calls: u64,
+    pub throttled: u64,
+    pub peak_call_pct: u64,
+    pub distinct_users: u64,
+    /// `(code, count)`, by code.
+    pub errors: Vec<(u32, u64)>,
+}
+
+/// What [`crate::MonitorStore::note_network`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkSeen {
+    /// This token had not been used from this network before.
+    pub new: bool,
+    /// How many other networks the token had been used from before this call.
+    pub known_before: u64,
 }

@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) mod content;
+pub(crate) mod monitor;
 
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::{
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0004_refresh_tokens.sql"),
     include_str!("../migrations/sqlite/0005_callbacks.sql"),
     include_str!("../migrations/sqlite/0006_content.sql"),
+    include_str!("../migrations/sqlite/0007_monitoring.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -902,6 +904,7 @@ impl GrantStore for SqliteStore {
                          (SELECT rowid FROM auth_codes WHERE expires_at < ?1 LIMIT ?2)",
                 )?
                 .execute(params![cutoffs.codes_before, batch])?;
+            // A token's networks go with it (ON DELETE CASCADE).
             let tokens = c
                 .prepare_cached(
                     "DELETE FROM tokens WHERE id IN
@@ -914,10 +917,29 @@ impl GrantStore for SqliteStore {
                          (SELECT id FROM callbacks WHERE state <> 'pending' AND finished_at < ?1 LIMIT ?2)",
                 )?
                 .execute(params![cutoffs.callbacks_before, batch])?;
+            let audit = c
+                .prepare_cached(
+                    "DELETE FROM audit_log WHERE id IN
+                         (SELECT id FROM audit_log WHERE at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![cutoffs.audit_before, batch])?;
+            // An hour's errors and users go in batches of their own, so each delete is bounded.
+            let mut usage = 0;
+            for table in ["app_usage", "app_usage_errors", "app_usage_users"] {
+                let n = c
+                    .prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE rowid IN
+                             (SELECT rowid FROM {table} WHERE hour < ?1 LIMIT ?2)"
+                    ))?
+                    .execute(params![cutoffs.usage_before, batch])?;
+                usage = usage.max(n);
+            }
             Ok(Purged {
                 codes: codes as u64,
                 tokens: tokens as u64,
                 callbacks: callbacks as u64,
+                audit: audit as u64,
+                usage: usage as u64,
             })
         })
         .await

@@ -61,6 +61,22 @@ pub fn postgres_url(test: &str) -> Option<String> {
     }
 }
 
+/// `GRAMKEY_TEST_REDIS_URL`, or `None` after saying loudly that Redis tests are skipped. Under
+/// CI a missing URL is a failure.
+pub fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("GRAMKEY_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: GRAMKEY_TEST_REDIS_URL is not set, and under CI Redis tests must run"
+            );
+            eprintln!("!!! SKIPPED {test}: set GRAMKEY_TEST_REDIS_URL to run it");
+            None
+        }
+    }
+}
+
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Backend(e.to_string())

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
 use gramkey_domain::error::{RevokeReason, TokenEndpointError};
@@ -19,6 +20,7 @@ use gramkey_store::{
     App, Attempt, CommentsOf, Container, Derivation, Media, NewCode, NewComment, NewToken, NewUser,
     Profile, Publication, PublishOutcome, Redemption, Revoke, Store, StoreError,
 };
+use gramkey_store::{AuditEvent, AuditQuery, NetworkSeen, NewAuditEvent, UsageDelta, UsageHour};
 
 const NOW: i64 = 1_700_000_000;
 
@@ -538,6 +540,8 @@ async fn purging(s: &dyn Store) {
         codes_before: NOW + 3600,
         tokens_before: NOW + 3600,
         callbacks_before: NOW,
+        audit_before: 0,
+        usage_before: 0,
     };
     let none = s.purge(before, 10).await.unwrap();
     assert_eq!(
@@ -549,6 +553,8 @@ async fn purging(s: &dyn Store) {
         codes_before: NOW + 3601,
         tokens_before: NOW + 3601,
         callbacks_before: NOW,
+        audit_before: 0,
+        usage_before: 0,
     };
     let first = s.purge(after, 2).await.unwrap();
     assert_eq!((first.codes, first.tokens), (2, 1), "batches are bounded");
@@ -737,6 +743,8 @@ async fn callback_outbox(s: Arc<dyn Store>) {
         codes_before: 0,
         tokens_before: 0,
         callbacks_before,
+        audit_before: 0,
+        usage_before: 0,
     };
     assert_eq!(s.purge(cutoffs(NOW + 2), 10).await.unwrap().callbacks, 0);
     assert_eq!(s.purge(cutoffs(NOW + 3), 10).await.unwrap().callbacks, 1);
@@ -759,6 +767,7 @@ async fn suite(s: Arc<dyn Store>) {
     derived_tokens(&*s).await;
     callback_outbox(s.clone()).await;
     content(s.clone()).await;
+    monitoring(s.clone()).await;
 }
 
 fn media(id: u32, user: UserId, at: i64, parent: Option<&str>) -> Media {
@@ -1063,6 +1072,447 @@ async fn content(s: Arc<dyn Store>) {
         ..over
     };
     assert_eq!(s.publish(&later).await.unwrap(), PublishOutcome::Published);
+}
+
+/// The audit log, hourly usage, token networks, the gauges, and their retention. Runs in the
+/// shared suite, so the global gauges are checked by how much they move.
+async fn monitoring(s: Arc<dyn Store>) {
+    let (a, b) = (app("4000000000000001"), app("4000000000000002"));
+    s.create_app(&a).await.unwrap();
+    s.create_app(&b).await.unwrap();
+    let u = s.create_user(&new_user("mona"), NOW).await.unwrap().id;
+    let v = s.create_user(&new_user("nils"), NOW).await.unwrap().id;
+    let w = s.create_user(&new_user("olga"), NOW).await.unwrap().id;
+
+    // Audit: appended in order, read newest first, each filter alone and together, paged.
+    let event = |at, kind, app: Option<&App>, user: Option<UserId>| NewAuditEvent {
+        at,
+        kind,
+        outcome: Outcome::Success,
+        app_id: app.map(|a| a.id.clone()),
+        user_id: user,
+        token_id: None,
+        ip: Some("203.0.113.7".into()),
+        user_agent: Some("curl/8.5".into()),
+        detail: None,
+    };
+    let events = [
+        event(NOW, AuditKind::AppCreated, Some(&a), None),
+        NewAuditEvent {
+            outcome: Outcome::Failure,
+            detail: Some("wrong password".into()),
+            ip: None,
+            user_agent: None,
+            ..event(NOW + 1, AuditKind::LoginFailed, None, Some(u))
+        },
+        NewAuditEvent {
+            token_id: Some(42),
+            ..event(NOW + 2, AuditKind::TokenIssued, Some(&a), Some(u))
+        },
+        event(NOW + 3, AuditKind::TokenIssued, Some(&b), Some(v)),
+        NewAuditEvent {
+            outcome: Outcome::Refused,
+            detail: Some("app_removed: 2".into()),
+            ..event(NOW + 4, AuditKind::TokenRevoked, Some(&a), Some(u))
+        },
+    ];
+    let mut ids = Vec::new();
+    for e in &events {
+        ids.push(s.append_audit(e).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // Which of `events` a query returned, by index.
+    let read = |q: AuditQuery| {
+        let s = s.clone();
+        let ids = ids.clone();
+        async move {
+            s.audit(&q)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| ids.iter().position(|&id| id == e.id).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = s.audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 5, "a limit of 0 reads the default page");
+    assert_eq!(
+        all.last().unwrap(),
+        &AuditEvent {
+            id: ids[0],
+            event: events[0].clone()
+        }
+    );
+    assert_eq!(all[3].event, events[1], "every field round-trips");
+    assert_eq!(all[0].event, events[4]);
+    let q = AuditQuery::default;
+    assert_eq!(read(q()).await, vec![4, 3, 2, 1, 0], "newest first");
+    let by_app = AuditQuery {
+        app: Some(a.id.clone()),
+        ..q()
+    };
+    assert_eq!(read(by_app.clone()).await, vec![4, 2, 0]);
+    let by_user = AuditQuery {
+        user: Some(u),
+        ..q()
+    };
+    assert_eq!(read(by_user).await, vec![4, 2, 1]);
+    let by_kind = AuditQuery {
+        kind: Some(AuditKind::TokenIssued),
+        ..q()
+    };
+    assert_eq!(read(by_kind).await, vec![3, 2]);
+    let since = AuditQuery {
+        since: Some(NOW + 3),
+        ..q()
+    };
+    assert_eq!(read(since).await, vec![4, 3]);
+    let together = AuditQuery {
+        kind: Some(AuditKind::TokenIssued),
+        since: Some(NOW + 1),
+        ..by_app.clone()
+    };
+    assert_eq!(read(together).await, vec![2]);
+    let nobody = AuditQuery {
+        user: Some(w),
+        ..q()
+    };
+    assert_eq!(read(nobody).await, Vec::<usize>::new());
+    // Paging: two at a time, each page before the last one's oldest.
+    let mut pages = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = s
+            .audit(&AuditQuery {
+                before_id,
+                limit: 2,
+                ..q()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        before_id = Some(last.id);
+        pages.push(page.iter().map(|e| e.id).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        pages,
+        vec![vec![ids[4], ids[3]], vec![ids[2], ids[1]], vec![ids[0]]]
+    );
+    let app_page = AuditQuery {
+        before_id: Some(ids[4]),
+        limit: 1,
+        ..by_app
+    };
+    assert_eq!(read(app_page).await, vec![2]);
+
+    // Usage: flushes add up; peaks keep the maximum; users are a set; errors add by code.
+    let h = NOW - NOW % 3600;
+    let delta = |app: &App, hour, calls, peak_call_pct| UsageDelta {
+        app_id: Some(app.id.clone()),
+        hour,
+        calls,
+        peak_call_pct,
+        ..UsageDelta::default()
+    };
+    s.record_usage(&[
+        UsageDelta {
+            throttled: 1,
+            errors: vec![(190, 1), (4, 2)],
+            users: vec![u, v, u],
+            ..delta(&a, h, 10, 20)
+        },
+        UsageDelta {
+            app_id: None,
+            users: vec![w],
+            ..delta(&a, h, 99, 99)
+        },
+        UsageDelta {
+            users: vec![u],
+            ..delta(&b, h, 5, 1)
+        },
+    ])
+    .await
+    .unwrap();
+    s.record_usage(&[
+        UsageDelta {
+            errors: vec![(4, 1), (17, 3)],
+            users: vec![u],
+            ..delta(&a, h, 5, 15)
+        },
+        UsageDelta {
+            users: vec![u],
+            ..delta(&a, h + 3600, 1, 50)
+        },
+        UsageDelta {
+            users: vec![w],
+            errors: vec![(4, 1)],
+            ..delta(&a, h + 7200, 2, 0)
+        },
+    ])
+    .await
+    .unwrap();
+    s.record_usage(&[]).await.unwrap();
+    let first = UsageHour {
+        hour: h,
+        calls: 15,
+        throttled: 1,
+        peak_call_pct: 20,
+        distinct_users: 2,
+        errors: vec![(4, 3), (17, 3), (190, 1)],
+    };
+    let second = UsageHour {
+        hour: h + 3600,
+        calls: 1,
+        throttled: 0,
+        peak_call_pct: 50,
+        distinct_users: 1,
+        errors: vec![],
+    };
+    let third = UsageHour {
+        hour: h + 7200,
+        calls: 2,
+        throttled: 0,
+        peak_call_pct: 0,
+        distinct_users: 1,
+        errors: vec![(4, 1)],
+    };
+    assert_eq!(
+        s.usage(&a.id, h, h + 7200).await.unwrap(),
+        vec![first.clone(), second.clone()],
+        "until is excluded"
+    );
+    assert_eq!(
+        s.usage(&a.id, h + 1, h + 10_800).await.unwrap(),
+        vec![second.clone(), third.clone()],
+        "since is included, and an hour starting before it is not"
+    );
+    assert_eq!(s.usage(&a.id, h - 3600, h + 10_800).await.unwrap().len(), 3);
+    assert!(
+        s.usage(&a.id, h + 10_800, h + 20_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.usage(&b.id, h, h + 3600).await.unwrap(),
+        vec![UsageHour {
+            hour: h,
+            calls: 5,
+            throttled: 0,
+            peak_call_pct: 1,
+            distinct_users: 1,
+            errors: vec![],
+        }],
+        "a delta without an app counts nowhere"
+    );
+    assert_eq!(s.distinct_users(&a.id, h, h + 10_800).await.unwrap(), 3);
+    assert_eq!(s.distinct_users(&a.id, h, h + 7200).await.unwrap(), 2);
+    assert_eq!(
+        s.distinct_users(&a.id, h + 3600, h + 10_800).await.unwrap(),
+        2
+    );
+    assert_eq!(s.distinct_users(&b.id, h, h + 10_800).await.unwrap(), 1);
+    assert_eq!(s.distinct_users(&b.id, h + 1, h + 10_800).await.unwrap(), 0);
+
+    // Gauges before this check's tokens, grants and callbacks.
+    let active = |now| {
+        let s = s.clone();
+        async move {
+            let kinds = s.active_tokens(now).await.unwrap();
+            assert!(kinds.iter().all(|&(_, n)| n > 0), "{kinds:?}");
+            let of = |k| kinds.iter().find(|(x, _)| *x == k).map_or(0, |(_, n)| *n);
+            [
+                TokenKind::ShortLived,
+                TokenKind::LongLived,
+                TokenKind::App,
+                TokenKind::Refresh,
+            ]
+            .map(of)
+        }
+    };
+    let active_before = active(NOW).await;
+    let pending_before = s.pending_callbacks().await.unwrap();
+
+    // Token networks: first use from each network is new; the count is of the others.
+    let token = |n: u8, kind, user: Option<UserId>, expires_at| NewToken {
+        hash: hash(n),
+        kind,
+        flavour: Flavour::BasicDisplay,
+        app_id: a.id.clone(),
+        user_id: user,
+        scopes: a.scopes.clone(),
+        issued_at: NOW,
+        expires_at,
+    };
+    let t = s
+        .create_token(&token(120, TokenKind::App, None, NOW + 3600))
+        .await
+        .unwrap()
+        .id;
+    let seen = |new, known_before| NetworkSeen { new, known_before };
+    let net_a = "203.0.113.0/24";
+    let net_b = "2001:db8:1::/48";
+    assert_eq!(s.note_network(t, net_a, NOW).await.unwrap(), seen(true, 0));
+    assert_eq!(s.note_network(t, net_b, NOW).await.unwrap(), seen(true, 1));
+    assert_eq!(s.note_network(t, net_a, NOW).await.unwrap(), seen(false, 1));
+    assert_eq!(s.note_network(t, net_b, NOW).await.unwrap(), seen(false, 1));
+    assert_eq!(
+        s.note_network(t, "198.51.100.0/24", NOW).await.unwrap(),
+        seen(true, 2)
+    );
+    let t2 = s
+        .create_token(&token(121, TokenKind::ShortLived, Some(u), NOW + 3600))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        s.note_network(t2, net_a, NOW).await.unwrap(),
+        seen(true, 0),
+        "networks are per token"
+    );
+    assert_eq!(
+        s.note_network(-1, net_a, NOW).await.unwrap(),
+        seen(false, 0),
+        "an unknown token records nothing"
+    );
+    // Racing first uses from one network: exactly one is new.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.note_network(t2, net_b, NOW).await.unwrap() })
+        })
+        .collect();
+    let mut news = 0;
+    for r in racers {
+        let seen = r.await.unwrap();
+        assert_eq!(seen.known_before, 1);
+        news += usize::from(seen.new);
+    }
+    assert_eq!(news, 1, "exactly one racer sees the network as new");
+
+    // Active tokens: neither revoked nor expired (an expiry at `now` has expired).
+    s.create_token(&token(122, TokenKind::LongLived, Some(u), NOW + 100))
+        .await
+        .unwrap();
+    s.create_token(&token(123, TokenKind::LongLived, Some(u), NOW + 3600))
+        .await
+        .unwrap();
+    s.create_token(&token(124, TokenKind::ShortLived, Some(v), NOW))
+        .await
+        .unwrap();
+    s.create_token(&token(125, TokenKind::Refresh, Some(v), NOW - 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.revoke_tokens(Revoke::Token(hash(123)), RevokeReason::Revoked, NOW)
+            .await
+            .unwrap(),
+        1
+    );
+    let active_after = active(NOW).await;
+    let moved: Vec<u64> = (0..4).map(|i| active_after[i] - active_before[i]).collect();
+    assert_eq!(moved, vec![1, 1, 1, 0], "short, long, app, refresh");
+    let later = active(NOW + 200).await;
+    assert!(later[1] < active_after[1], "the long-lived one expired");
+
+    // Authorized users: grants on the app; pending callbacks: queued by removals.
+    assert_eq!(s.authorized_users(&a.id).await.unwrap(), 0);
+    for (user, scoped) in [(u, "17840000000000041"), (v, "17840000000000042")] {
+        let scoped = ScopedUserId::parse(scoped).unwrap();
+        s.save_grant(&a.id, user, &a.scopes, &scoped, NOW)
+            .await
+            .unwrap();
+    }
+    s.save_grant(
+        &b.id,
+        u,
+        &b.scopes,
+        &ScopedUserId::parse("17840000000000043").unwrap(),
+        NOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.authorized_users(&a.id).await.unwrap(), 2);
+    assert_eq!(s.authorized_users(&b.id).await.unwrap(), 1);
+    let both = [CallbackKind::Deauthorize, CallbackKind::DataDeletion];
+    s.remove_grant(&a.id, v, RevokeReason::AppRemoved, NOW, &both)
+        .await
+        .unwrap();
+    assert_eq!(s.authorized_users(&a.id).await.unwrap(), 1);
+    assert_eq!(s.pending_callbacks().await.unwrap(), pending_before + 2);
+    let claimed = s
+        .claim_callbacks(NOW + 1_000_000, NOW + 1_000_060, 100)
+        .await
+        .unwrap();
+    for c in claimed.iter().filter(|c| c.app_id == a.id) {
+        let done = Attempt::Delivered {
+            at: NOW,
+            url: "https://a.example/deauth".into(),
+            confirmation: Confirmation::default(),
+        };
+        assert!(s.finish_attempt(c.id, c.attempts, &done).await.unwrap());
+    }
+    assert_eq!(
+        s.pending_callbacks().await.unwrap(),
+        pending_before,
+        "delivered ones are no longer pending"
+    );
+
+    // Retention: old events and hours go, a batch at a time; newer ones stay. A purged token's
+    // networks go with it.
+    let old = s
+        .create_token(&token(126, TokenKind::ShortLived, Some(u), NOW - 1000))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        s.note_network(old, net_a, NOW).await.unwrap(),
+        seen(true, 0)
+    );
+    let cutoffs = |tokens_before| gramkey_domain::retention::Cutoffs {
+        codes_before: 0,
+        tokens_before,
+        callbacks_before: 0,
+        audit_before: NOW + 2,
+        usage_before: h + 3600,
+    };
+    let p = s.purge(cutoffs(0), 1).await.unwrap();
+    assert_eq!(
+        (p.codes, p.tokens, p.callbacks, p.audit, p.usage),
+        (0, 0, 0, 1, 1),
+        "bounded by the batch"
+    );
+    // Left past the cutoffs: 1 event; 1 hour (b's), 2 of a's error codes, 2 users.
+    let p = s.purge(cutoffs(NOW - 500), 100).await.unwrap();
+    assert_eq!((p.tokens, p.audit, p.usage), (1, 1, 2));
+    assert!(s.token(&hash(126)).await.unwrap().is_none());
+    let p = s.purge(cutoffs(NOW - 500), 100).await.unwrap();
+    assert_eq!((p.tokens, p.audit, p.usage), (0, 0, 0), "nothing left");
+    assert_eq!(read(q()).await, vec![4, 3, 2]);
+    assert_eq!(
+        s.usage(&a.id, 0, i64::MAX).await.unwrap(),
+        vec![second, third]
+    );
+    assert!(s.usage(&b.id, 0, i64::MAX).await.unwrap().is_empty());
+    assert_eq!(s.distinct_users(&a.id, 0, h + 3600).await.unwrap(), 0);
+    assert_eq!(s.distinct_users(&a.id, 0, i64::MAX).await.unwrap(), 2);
+    assert_eq!(
+        s.note_network(t, net_a, NOW).await.unwrap(),
+        seen(false, 2),
+        "a live token keeps its networks"
+    );
+
+    // Deleting an app keeps its events (they outlive it) and takes its tokens' networks.
+    s.delete_app(&a.id).await.unwrap();
+    assert_eq!(s.note_network(t, net_a, NOW).await.unwrap(), seen(false, 0));
+    assert_eq!(
+        read(AuditQuery {
+            app: Some(a.id.clone()),
+            ..q()
+        })
+        .await,
+        vec![4, 2]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod comment;
 pub mod fields;
+pub mod insights;
 pub mod legacy;
 pub mod paging;
 pub mod publish;

@@ -331,3 +331,81 @@ pub async fn not_found(uri: axum::http::Uri) -> AdminError {
         format!("no admin endpoint at {}", uri.path()),
     )
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    app: Option<String>,
+    user: Option<String>,
+    event: Option<String>,
+    since: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/audit?app=&user=&event=&since=&before=&limit=`: newest first; `before` (an
+/// event id) pages back. `since` is Unix time, `YYYY-MM-DD` or RFC 3339.
+pub async fn audit(
+    _: Admin,
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let since = match q.since.as_deref() {
+        Some(s) => Some(
+            gramkey_domain::graph::paging::parse_time("since", s)
+                .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.message))?,
+        ),
+        None => None,
+    };
+    let filter = crate::audit::AuditFilter {
+        app: q.app,
+        user: q.user,
+        event: q.event,
+        since,
+        before_id: q.before,
+        limit: q.limit,
+    };
+    let events = state.ops.audit_log(&filter).await?;
+    Ok(Json(json!({
+        "data": events.iter().map(crate::audit::audit_json).collect::<Vec<_>>(),
+        "paging": {"before": events.last().map(|e| e.id)},
+    })))
+}
+
+/// `POST /admin/users/{username}/unlock`: ends a sign-in lockout at once.
+pub async fn unlock_user(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    let user = state.ops.user(&username).await?;
+    state
+        .limiter
+        .clear(&crate::throttle::account_key(&user.username))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /metrics`: Prometheus text format, behind the admin key (or unguarded on the separate
+/// `--metrics-listen` listener).
+pub async fn metrics(_: Admin, State(state): State<AppState>) -> axum::response::Response {
+    render_metrics(&state).await
+}
+
+pub async fn render_metrics(state: &AppState) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = state
+        .metrics
+        .render(&*state.ops.store, state.ops.clock.now())
+        .await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

@@ -21,9 +21,12 @@ use gramkey_domain::user::Username;
 use gramkey_domain::{Password, ScopeSet, ScopedUserId, TokenHash};
 use gramkey_store::{App, NewCode, User};
 
+use crate::audit::Entry;
 use crate::pages;
 use crate::session::{self, Session};
 use crate::state::AppState;
+use crate::throttle;
+use gramkey_domain::audit::{AuditKind, Outcome};
 
 /// Form fields that belong to the form itself, not to the authorize request.
 const FORM_FIELDS: [&str; 4] = ["csrf", "username", "password", "decision"];
@@ -275,6 +278,20 @@ pub async fn login(
             Some("Enter your username and password."),
         );
     }
+    if let Err(wait) = throttle::login_allowed(&state, username, &app.id).await {
+        let minutes = (wait + 59) / 60;
+        let mut resp = login_page(
+            &app,
+            &req,
+            &session,
+            Some(&format!(
+                "Too many failed sign-ins. Try again in {minutes} minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            )),
+        );
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return resp;
+    }
     let user = match Username::parse(username) {
         Ok(name) => match state.ops.store.user_by_name(name.as_str()).await {
             Ok(u) => u,
@@ -290,8 +307,10 @@ pub async fn login(
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
         .await
         .unwrap_or(false);
+    let known = user.as_ref().map(|u| u.id);
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(app_id = %app.id, "failed login");
+        throttle::login_failed(&state, username, known, &app.id).await;
         return login_page(
             &app,
             &req,
@@ -300,6 +319,7 @@ pub async fn login(
         );
     };
     tracing::info!(user_id = user.id.0, "user signed in");
+    throttle::login_succeeded(&state, username, user.id, &app.id).await;
     let jar = session::signed_in(&state, jar, &user);
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(req.to_params())
@@ -344,6 +364,17 @@ pub async fn consent(
                 Err(e) => return internal(e),
             };
             tracing::info!(app_id = %app.id, user_id = user.id.0, "consent granted");
+            state
+                .ops
+                .audit(
+                    AuditKind::ConsentGranted,
+                    Outcome::Success,
+                    Entry::default()
+                        .app(&app.id)
+                        .user(Some(user.id))
+                        .detail(format!("scopes {}", req.scopes.to_stored())),
+                )
+                .await;
             match issue_code(&state, &req, &user, &granted).await {
                 Ok(url) => redirect(StatusCode::SEE_OTHER, &url),
                 Err(resp) => resp,

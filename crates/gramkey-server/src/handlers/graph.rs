@@ -35,10 +35,11 @@ use gramkey_store::{
 use serde_json::{Map, Value, json};
 
 use super::form::FormFields;
-use super::me::{authenticate, bearer, is_graph_version};
+use super::me::{admit, authenticate, bearer, is_graph_version};
 use crate::state::AppState;
 use crate::wire::graph::{GraphResponse, unknown_path};
 use crate::wire::nodes;
+use gramkey_domain::ratelimit::CallClass;
 
 type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GraphError>> + Send + 'a>>;
 
@@ -118,6 +119,9 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     if segments[0] != "me" && !valid_id(&segments[0]) {
         return GraphResponse(GraphError::unknown_alias(&segments[0])).into_response();
     }
+    if let Some(ctx) = crate::observe::current() {
+        ctx.set_route(route_label(&segments));
+    }
     let method = req.method().clone();
     let headers = req.headers().clone();
     let query = super::query_pairs(req.uri().query().map(str::to_owned));
@@ -144,8 +148,19 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let result = async {
         let token = authenticate(&state, bearer(&headers, &params.0)?).await?;
         flavour = Some(token.flavour);
+        let class = if method == Method::GET {
+            CallClass::Read
+        } else {
+            CallClass::Write
+        };
+        admit(&state, &token, class).await?;
         if token.kind == TokenKind::App {
-            return Err(GraphError::missing_token());
+            return match (segments.get(1).map(String::as_str), &method) {
+                (Some("insights"), &Method::GET) => {
+                    super::insights::app_insights(&state, &token, &segments[0], &params.0).await
+                }
+                _ => Err(GraphError::missing_token()),
+            };
         }
         let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
             return Err(GraphError::invalid_token());
@@ -190,6 +205,25 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             None => e,
         })
         .into_response(),
+    }
+}
+
+/// The metrics label of a Graph path: its shape, never its ids.
+fn route_label(segments: &[String]) -> String {
+    const EDGES: [&str; 7] = [
+        "media",
+        "children",
+        "comments",
+        "replies",
+        "media_publish",
+        "content_publishing_limit",
+        "insights",
+    ];
+    let node = if segments[0] == "me" { "/me" } else { "/{id}" };
+    match segments.get(1) {
+        None => node.to_owned(),
+        Some(e) if EDGES.contains(&e.as_str()) => format!("{node}/{e}"),
+        Some(_) => format!("{node}/{{edge}}"),
     }
 }
 

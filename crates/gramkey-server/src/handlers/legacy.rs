@@ -16,8 +16,10 @@ use gramkey_domain::{Scope, ScopedUserId, TokenKind};
 use gramkey_store::{Media, StoreError, TokenRecord, User};
 use serde_json::{Value, json};
 
-use super::me::{authenticate, bearer};
+use super::me::{admit, authenticate, bearer};
+use crate::observe::ErrorCode;
 use crate::state::AppState;
+use gramkey_domain::ratelimit::CallClass;
 
 fn internal(e: StoreError) -> LegacyError {
     tracing::error!(error = %e, "legacy request failed in the store");
@@ -27,6 +29,15 @@ fn internal(e: StoreError) -> LegacyError {
 /// The envelope, as JSON or (with a valid `callback`) JSONP. JSONP answers are HTTP 200 with the
 /// real code in `meta.code`, as v1 did: a script tag cannot read a status.
 fn respond(query: &[(String, String)], result: Result<Value, LegacyError>) -> Response {
+    let code = result.as_ref().err().map(|e| ErrorCode(u32::from(e.code)));
+    let mut resp = envelope(query, result);
+    if let Some(code) = code {
+        resp.extensions_mut().insert(code);
+    }
+    resp
+}
+
+fn envelope(query: &[(String, String)], result: Result<Value, LegacyError>) -> Response {
     let (status, body) = match result {
         Ok(v) => (StatusCode::OK, v),
         Err(e) => (
@@ -75,6 +86,9 @@ async fn caller(
     )
     .await
     .map_err(|e| LegacyError::from(&e))?;
+    admit(state, &token, CallClass::Legacy)
+        .await
+        .map_err(|e| LegacyError::from(&e))?;
     let invalid = || LegacyError::from(&GraphError::invalid_token());
     if token.kind == TokenKind::App {
         return Err(invalid());

@@ -25,6 +25,7 @@ use super::me::bearer;
 use crate::state::AppState;
 use crate::wire::graph::GraphResponse;
 use crate::wire::no_store;
+use gramkey_domain::audit::AuditKind;
 
 fn internal(e: gramkey_store::StoreError) -> GraphError {
     tracing::error!(error = %e, "token lifecycle failed");
@@ -153,8 +154,20 @@ async fn exchange_inner(
         .await
         .map_err(internal)?
         .ok_or_else(GraphError::invalid_token)?;
+    if crate::throttle::client_allowed(state, app.id.as_str())
+        .await
+        .is_err()
+    {
+        return Err(GraphError::user_rate_limited());
+    }
     if !ops.client_secret_ok(&app, &secret) {
         tracing::info!(app_id = %app.id, "client authentication failed on ig_exchange_token");
+        crate::throttle::client_failed(
+            state,
+            app.id.as_str(),
+            "wrong client_secret on ig_exchange_token",
+        )
+        .await;
         return Err(GraphError::bad_client_secret());
     }
     let now = ops.clock.now();
@@ -173,6 +186,13 @@ async fn exchange_inner(
         // Another request exchanged (or revoked) it between our read and our write.
         .ok_or_else(GraphError::already_exchanged)?;
     tracing::info!(app_id = %app.id, token_id = issued.id, parent_id = parent.id, "long-lived token issued");
+    state
+        .token_issued(
+            AuditKind::TokenExchanged,
+            &issued,
+            format!("long-lived, from token {}", parent.id),
+        )
+        .await;
     Ok(
         json!({"access_token": token.expose(), "token_type": "bearer", "expires_in": issued.expires_at - now}),
     )
@@ -209,6 +229,13 @@ async fn refresh_inner(
         .and_then(|mut v| v.pop())
         .ok_or_else(GraphError::invalid_token)?;
     tracing::info!(app_id = %parent.app_id, token_id = issued.id, parent_id = parent.id, "token refreshed");
+    state
+        .token_issued(
+            AuditKind::TokenRefreshed,
+            &issued,
+            format!("ig_refresh_token, from token {}", parent.id),
+        )
+        .await;
     Ok(
         json!({"access_token": token.expose(), "token_type": "bearer", "expires_in": issued.expires_at - now}),
     )

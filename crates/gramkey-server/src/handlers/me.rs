@@ -15,8 +15,12 @@ use gramkey_domain::{AccessToken, TokenHash, TokenKind};
 use gramkey_store::TokenRecord;
 use serde_json::json;
 
+use crate::audit::Entry;
+use crate::limits::Refusal;
 use crate::state::AppState;
 use crate::wire::graph::GraphResponse;
+use gramkey_domain::audit::{AuditKind, Outcome};
+use gramkey_domain::ratelimit::{Budget, CallClass};
 
 /// The access token of a request: `Authorization: Bearer …` (or `OAuth …`, as Graph accepts), or
 /// the `access_token` query parameter. Both at once is refused (RFC 6750 §2).
@@ -84,6 +88,73 @@ pub async fn authenticate(
     Ok(record)
 }
 
+/// Charges a resource call to its budgets (wire protocol §6), and notes where the token was
+/// used from. On a refusal: Graph code 4 (the app's pool) or 17 (a user's calls or writes; a
+/// legacy token's calls), or code 2 while a shared limiter is down and set to fail closed.
+/// `Retry-After` and the usage headers are added on the way out ([`crate::observe`]).
+pub async fn admit(
+    state: &AppState,
+    token: &TokenRecord,
+    class: CallClass,
+) -> Result<(), GraphError> {
+    let app = state
+        .ops
+        .store
+        .app(&token.app_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(GraphError::invalid_token)?;
+    let users = state.app_users(&app.id).await.map_err(internal)?;
+    let user = token.user_id.map(|u| u.0);
+    let ctx = crate::observe::current();
+    state.alerts.call(&app.id);
+    if let Some(ip) = ctx.as_ref().and_then(|c| c.ip) {
+        state.alerts.token_used(token.id, &app.id, user, ip);
+    }
+    let (standing, refusal) = match state
+        .limiter
+        .admit(&app, users, user, token.id, class)
+        .await
+    {
+        Ok(standing) => (standing, None),
+        Err((standing, refusal)) => (standing, Some(refusal)),
+    };
+    if let Some(c) = &ctx {
+        c.set_standing(standing);
+    }
+    match refusal {
+        None => Ok(()),
+        Some(Refusal::Unavailable) => Err(GraphError::unavailable()),
+        Some(Refusal::Limited {
+            budget,
+            retry_after,
+        }) => {
+            if let Some(c) = &ctx {
+                c.throttled(retry_after);
+            }
+            state.metrics.rate_limited(budget);
+            if state.first_refusal_this_minute(&app.id, user, budget) {
+                state
+                    .ops
+                    .audit(
+                        AuditKind::RateLimited,
+                        Outcome::Refused,
+                        Entry::default()
+                            .app(&app.id)
+                            .user(token.user_id)
+                            .token(token.id)
+                            .detail(format!("{budget:?} budget; retry after {retry_after} s")),
+                    )
+                    .await;
+            }
+            Err(match budget {
+                Budget::App => GraphError::app_rate_limited(),
+                Budget::User | Budget::LegacyToken => GraphError::user_rate_limited(),
+            })
+        }
+    }
+}
+
 /// `APP_ID|APP_SECRET` used as an app token (wire protocol §7): an app token that was never
 /// stored, valid while the secret is.
 async fn app_credentials(state: &AppState, raw: &str) -> Result<Option<TokenRecord>, GraphError> {
@@ -93,7 +164,15 @@ async fn app_credentials(state: &AppState, raw: &str) -> Result<Option<TokenReco
     let Some(app) = state.ops.store.app(&app_id).await.map_err(internal)? else {
         return Ok(None);
     };
+    if crate::throttle::client_allowed(state, app.id.as_str())
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
     if !state.ops.client_secret_ok(&app, &secret) {
+        crate::throttle::client_failed(state, app.id.as_str(), "wrong secret in APP_ID|APP_SECRET")
+            .await;
         return Ok(None);
     }
     Ok(Some(TokenRecord {
@@ -122,6 +201,7 @@ pub async fn remove_app(
     let query: Vec<(String, String)> = super::query_pairs(q);
     let result = async {
         let record = authenticate(&state, bearer(&headers, &query)?).await?;
+        admit(&state, &record, CallClass::Write).await?;
         let uid = record.user_id.ok_or_else(GraphError::missing_token)?;
         let removal = state
             .ops

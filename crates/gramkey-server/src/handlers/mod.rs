@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod debug;
 pub mod form;
 pub mod graph;
+pub mod insights;
 pub mod legacy;
 pub mod lifecycle;
 pub mod me;

@@ -24,6 +24,7 @@ use crate::state::AppState;
 use crate::wire::no_store;
 use crate::wire::oauth::TokenErrorResponse;
 use crate::wire::rfc::RfcError;
+use gramkey_domain::error::TokenEndpointError;
 
 fn internal(e: gramkey_store::StoreError) -> RfcError {
     tracing::error!(error = %e, "standard OAuth endpoint failed");
@@ -47,16 +48,20 @@ async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result
         (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
         _ => return Err(RfcError::invalid_client()),
     };
-    let app_id = AppId::parse(&id).ok_or_else(RfcError::invalid_client)?;
-    let app = state
-        .ops
-        .store
-        .app(&app_id)
+    crate::throttle::client_allowed(state, &id)
         .await
-        .map_err(internal)?
-        .ok_or_else(RfcError::invalid_client)?;
+        .map_err(|retry_after| RfcError::from(TokenEndpointError::Throttled { retry_after }))?;
+    let app = match AppId::parse(&id) {
+        Some(app_id) => state.ops.store.app(&app_id).await.map_err(internal)?,
+        None => None,
+    };
+    let Some(app) = app else {
+        crate::throttle::client_failed(state, &id, "unknown client_id").await;
+        return Err(RfcError::invalid_client());
+    };
     if !state.ops.client_secret_ok(&app, &ClientSecret::new(secret)) {
         tracing::info!(app_id = %app.id, "client authentication failed");
+        crate::throttle::client_failed(state, &id, "wrong client_secret").await;
         return Err(RfcError::invalid_client());
     }
     Ok(app)
@@ -105,8 +110,19 @@ pub async fn revoke(
             }
             Some(t) => {
                 let now = state.ops.clock.now();
-                state.ops.store.revoke_tokens(Revoke::Token(hash), RevokeReason::Revoked, now).await.map_err(internal)?;
+                let n = state.ops.store.revoke_tokens(Revoke::Token(hash), RevokeReason::Revoked, now).await.map_err(internal)?;
                 tracing::info!(app_id = %app.id, token_id = t.id, reason = "revoked", "token revoked");
+                state
+                    .tokens_revoked(
+                        RevokeReason::Revoked,
+                        n,
+                        crate::audit::Entry::default()
+                            .app(&app.id)
+                            .user(t.user_id)
+                            .token(t.id)
+                            .detail("RFC 7009 revocation by the client: "),
+                    )
+                    .await;
             }
         }
         Ok::<_, RfcError>(no_store(StatusCode::OK.into_response()))

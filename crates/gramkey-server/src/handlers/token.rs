@@ -25,10 +25,13 @@ use gramkey_store::{App, Derivation, NewToken, Redemption, Revoke, TokenRecord};
 use serde_json::json;
 
 use super::form::{FormFields, basic_credentials};
+use crate::audit::Entry;
 use crate::state::AppState;
+use crate::throttle;
 use crate::wire::no_store;
 use crate::wire::oauth::TokenErrorResponse;
 use crate::wire::rfc::RfcError;
+use gramkey_domain::audit::{AuditKind, Outcome};
 
 type Refusal = TokenErrorResponse;
 
@@ -112,15 +115,20 @@ async fn token_request(
     let secret = ClientSecret::new(f.require("client_secret")?);
     let grant_type = f.require("grant_type")?;
     let ops = &state.ops;
-    let app_id = AppId::parse(client_id).ok_or(TokenEndpointError::InvalidClient)?;
-    let app = ops
-        .store
-        .app(&app_id)
+    throttle::client_allowed(state, client_id)
         .await
-        .map_err(internal)?
-        .ok_or(TokenEndpointError::InvalidClient)?;
+        .map_err(|retry_after| TokenEndpointError::Throttled { retry_after })?;
+    let app = match AppId::parse(client_id) {
+        Some(id) => ops.store.app(&id).await.map_err(internal)?,
+        None => None,
+    };
+    let Some(app) = app else {
+        throttle::client_failed(state, client_id, "unknown client_id").await;
+        return Err(TokenEndpointError::InvalidClient.into());
+    };
     let Some(secret_until) = ops.client_secret_valid_until(&app, &secret) else {
         tracing::info!(app_id = %app.id, "client authentication failed");
+        throttle::client_failed(state, client_id, "wrong client_secret").await;
         return Err(TokenEndpointError::BadClientSecret.into());
     };
     match grant_type {
@@ -159,6 +167,9 @@ async fn app_token(
     };
     let record = ops.store.create_token(&new).await.map_err(internal)?;
     tracing::info!(app_id = %app.id, token_id = record.id, kind = "app", "token issued");
+    state
+        .token_issued(AuditKind::TokenIssued, &record, "client_credentials")
+        .await;
     Ok(no_store(
         Json(json!({"access_token": token.expose(), "token_type": "bearer"})).into_response(),
     ))
@@ -239,9 +250,27 @@ async fn refresh_grant(state: &AppState, app: &App, f: &FormFields) -> Result<Re
             .await
             .map_err(internal)?;
         tracing::warn!(app_id = %app.id, token_id = old.id, revoked, "refresh token reused; revoked every token of the grant");
+        state
+            .tokens_revoked(
+                RevokeReason::Revoked,
+                revoked,
+                Entry::default()
+                    .app(&app.id)
+                    .user(old.user_id)
+                    .token(old.id)
+                    .detail("refresh token reused: "),
+            )
+            .await;
         return Err(TokenEndpointError::RefreshTokenReused.into());
     };
     tracing::info!(app_id = %app.id, token_id = issued[0].id, parent_id = old.id, "token refreshed (refresh_token grant)");
+    state
+        .token_issued(
+            AuditKind::TokenRefreshed,
+            &issued[0],
+            format!("refresh_token grant, from token {}", old.id),
+        )
+        .await;
     Ok(no_store(
         Json(json!({
             "access_token": access.expose(),
@@ -330,6 +359,23 @@ async fn code_grant(
         Redemption::Refused(e) => return Err(e.into()),
         Redemption::Replayed { revoked } => {
             tracing::warn!(app_id = %app.id, revoked, "authorization code replayed; revoked the tokens issued from it");
+            state
+                .ops
+                .audit(
+                    AuditKind::CodeReplay,
+                    Outcome::Refused,
+                    Entry::default()
+                        .app(&app.id)
+                        .detail(format!("{revoked} tokens revoked")),
+                )
+                .await;
+            state
+                .tokens_revoked(
+                    RevokeReason::CodeReplay,
+                    revoked,
+                    Entry::default().app(&app.id),
+                )
+                .await;
             return Err(TokenEndpointError::CodeUsed.into());
         }
     };
@@ -339,6 +385,9 @@ async fn code_grant(
         .and_then(|mut s| s.take())
         .ok_or_else(|| internal("minted token missing"))?;
     tracing::info!(app_id = %app.id, token_id = record.id, kind = record.kind.as_str(), "token issued");
+    state
+        .token_issued(AuditKind::TokenIssued, &record, "authorization_code")
+        .await;
     let mut body = match style {
         Style::Instagram => response_body(state, &record, &token).await?,
         Style::Rfc => json!({

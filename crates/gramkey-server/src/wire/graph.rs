@@ -31,7 +31,11 @@ impl IntoResponse for GraphResponse {
             error["error_subcode"] = json!(sub);
         }
         let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::BAD_REQUEST);
-        (status, Json(json!({ "error": error }))).into_response()
+        let mut resp = (status, Json(json!({ "error": error }))).into_response();
+        // For app insights' errors by code.
+        resp.extensions_mut()
+            .insert(crate::observe::ErrorCode(e.code));
+        resp
     }
 }
 

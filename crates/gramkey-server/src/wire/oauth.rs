@@ -24,10 +24,17 @@ impl From<TokenEndpointError> for TokenErrorResponse {
 
 impl IntoResponse for TokenErrorResponse {
     fn into_response(self) -> Response {
-        let (status, message) = match self {
-            Self::Refused(e) => (StatusCode::BAD_REQUEST, e.to_string()),
+        let (status, kind, message) = match self {
+            // Throttling speaks legacy v1's rate-limit shape (wire protocol §6).
+            Self::Refused(e @ TokenEndpointError::Throttled { .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "OAuthRateLimitException",
+                e.to_string(),
+            ),
+            Self::Refused(e) => (StatusCode::BAD_REQUEST, "OAuthException", e.to_string()),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
+                "OAuthException",
                 "An unexpected error has occurred. Please retry your request later.".to_owned(),
             ),
         };
@@ -35,9 +42,7 @@ impl IntoResponse for TokenErrorResponse {
         no_store(
             (
                 status,
-                Json(
-                    json!({"error_type": "OAuthException", "code": code, "error_message": message}),
-                ),
+                Json(json!({"error_type": kind, "code": code, "error_message": message})),
             )
                 .into_response(),
         )

@@ -59,6 +59,7 @@ impl From<gramkey_domain::error::TokenEndpointError> for RfcError {
             | E::PkceUnexpected
             | E::InvalidRefreshToken
             | E::RefreshTokenReused => (StatusCode::BAD_REQUEST, "invalid_grant"),
+            E::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
         };
         Self {
             status,

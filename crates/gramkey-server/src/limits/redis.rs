@@ -1,0 +1,181 @@
+//! Budgets in Redis, shared by every node that points at the same Redis.
+//!
+//! Each budget is a hash: field = bucket number, value = amount, expiring a bucket after its
+//! window. A check of all of a request's budgets is one Lua script, which Redis runs
+//! atomically: two nodes can never both take the last call of a budget. The bucket arithmetic
+//! is the domain's ([`gramkey_domain::ratelimit`]); on a refusal the script returns the refusing
+//! budget's buckets and the wait is computed here, by the same function as in memory.
+//!
+//! One Redis (or a primary with replicas) is assumed, not Redis Cluster: a request's keys
+//! would hash to different slots.
+
+use async_trait::async_trait;
+use gramkey_domain::UnixTime;
+use gramkey_domain::ratelimit::{WindowSpec, retry_after};
+use redis::aio::ConnectionManager;
+
+use super::{BACKEND_TIMEOUT, Backend, BackendError, Check, Verdict};
+
+/// KEYS: the budgets. ARGV[1]: now; then per budget: bucket seconds, buckets, limit, cost.
+/// Returns `{1, used...}` when every budget had room and was charged, or
+/// `{0, index, used..., bucket, amount, bucket, amount...}`: what the budgets up to the refusing
+/// one hold (`index + 1` numbers), then the refusing budget's live buckets.
+const CHECK: &str = r"
+local now = tonumber(ARGV[1])
+local used = {}
+for i = 1, #KEYS do
+  local a = 1 + (i - 1) * 4
+  local bsecs, nb = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local limit, cost = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local oldest = math.floor(now / bsecs) - nb + 1
+  local flat = redis.call('HGETALL', KEYS[i])
+  local sum, live = 0, {}
+  for j = 1, #flat, 2 do
+    local b, n = tonumber(flat[j]), tonumber(flat[j + 1])
+    if b < oldest then
+      redis.call('HDEL', KEYS[i], flat[j])
+    else
+      sum = sum + n
+      live[#live + 1] = b
+      live[#live + 1] = n
+    end
+  end
+  used[i] = sum
+  if sum + math.max(cost, 1) > limit then
+    local out = {0, i - 1}
+    for k = 1, i do out[#out + 1] = used[k] end
+    for k = 1, #live do out[#out + 1] = live[k] end
+    return out
+  end
+end
+local out = {1}
+for i = 1, #KEYS do
+  local a = 1 + (i - 1) * 4
+  local bsecs, nb, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4])
+  if cost > 0 then
+    redis.call('HINCRBY', KEYS[i], tostring(math.floor(now / bsecs)), cost)
+    redis.call('EXPIRE', KEYS[i], bsecs * (nb + 1))
+  end
+  out[#out + 1] = used[i] + cost
+end
+return out
+";
+
+/// KEYS[1]: the budget. ARGV: now, bucket seconds, buckets, amount.
+const ADD: &str = r"
+local bsecs, nb = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('HINCRBY', KEYS[1], tostring(math.floor(tonumber(ARGV[1]) / bsecs)), ARGV[4])
+redis.call('EXPIRE', KEYS[1], bsecs * (nb + 1))
+return 1
+";
+
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    check: redis::Script,
+    add: redis::Script,
+}
+
+fn err(e: impl std::fmt::Display) -> BackendError {
+    BackendError(e.to_string())
+}
+
+impl RedisBackend {
+    /// Connects to `url` (`redis://host:port/db`). Fails if Redis cannot be reached now; later
+    /// outages are reconnected from, and meanwhile the limiter's `OnFailure` applies.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        let client = redis::Client::open(url).map_err(err)?;
+        let conn = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            ConnectionManager::new(client),
+        )
+        .await
+        .map_err(|_| BackendError(format!("no answer from Redis within 5 s")))?
+        .map_err(err)?;
+        Ok(Self {
+            conn,
+            check: redis::Script::new(CHECK),
+            add: redis::Script::new(ADD),
+        })
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        inv: redis::ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(BACKEND_TIMEOUT, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| BackendError("Redis did not answer in time".into()))?
+            .map_err(err)
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn check(&self, now: UnixTime, checks: &[Check]) -> Result<Verdict, BackendError> {
+        let mut inv = self.check.prepare_invoke();
+        inv.arg(now);
+        for c in checks {
+            inv.key(&c.key)
+                .arg(c.spec.bucket_secs())
+                .arg(c.spec.buckets)
+                .arg(c.limit.to_string())
+                .arg(c.cost);
+        }
+        let out: Vec<i64> = self.run(inv).await?;
+        let to_u64 = |n: &i64| u64::try_from(*n).unwrap_or(0);
+        match out.split_first() {
+            Some((1, used)) if used.len() == checks.len() => Ok(Verdict::Allowed {
+                used: used.iter().map(to_u64).collect(),
+            }),
+            Some((0, [index, rest @ ..]))
+                if usize::try_from(*index).is_ok_and(|i| i < checks.len() && i < rest.len()) =>
+            {
+                let index = usize::try_from(*index).unwrap_or(0);
+                let (used, live) = rest.split_at(index + 1);
+                let c = &checks[index];
+                let mut buckets: Vec<(i64, u64)> = live
+                    .chunks_exact(2)
+                    .map(|p| (p[0], to_u64(&p[1])))
+                    .collect();
+                buckets.sort_unstable();
+                Ok(Verdict::Limited {
+                    index,
+                    retry_after: retry_after(c.spec, &buckets, c.cost, c.limit, now),
+                    used: used.iter().map(to_u64).collect(),
+                })
+            }
+            _ => Err(BackendError(format!(
+                "unexpected answer from the script: {out:?}"
+            ))),
+        }
+    }
+
+    async fn add(
+        &self,
+        now: UnixTime,
+        key: &str,
+        spec: WindowSpec,
+        amount: u64,
+    ) -> Result<(), BackendError> {
+        let mut inv = self.add.prepare_invoke();
+        inv.key(key)
+            .arg(now)
+            .arg(spec.bucket_secs())
+            .arg(spec.buckets)
+            .arg(amount);
+        self.run::<i64>(inv).await.map(|_| ())
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(
+            BACKEND_TIMEOUT,
+            redis::cmd("DEL").arg(key).query_async::<i64>(&mut conn),
+        )
+        .await
+        .map_err(|_| BackendError("Redis did not answer in time".into()))?
+        .map(|_| ())
+        .map_err(err)
+    }
+}

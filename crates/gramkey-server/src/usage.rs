@@ -1,0 +1,98 @@
+//! Hourly usage per app, for app insights: counted in memory per request and added to the
+//! store every few seconds (and before insights are read), so a request costs no write.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use gramkey_domain::{AppId, UnixTime, UserId};
+use gramkey_store::{Store, UsageDelta};
+
+#[derive(Default)]
+struct Hour {
+    calls: u64,
+    throttled: u64,
+    peak: u64,
+    errors: HashMap<u32, u64>,
+    users: HashSet<i64>,
+}
+
+#[derive(Clone, Default)]
+pub struct UsageBook {
+    hours: Arc<Mutex<HashMap<(AppId, UnixTime), Hour>>>,
+}
+
+impl UsageBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AppId, UnixTime), Hour>> {
+        self.hours.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one call of `app` by `user` at `now`.
+    pub fn record(
+        &self,
+        app: &Option<AppId>,
+        user: Option<i64>,
+        now: UnixTime,
+        error: Option<u32>,
+        throttled: bool,
+        call_pct: u64,
+    ) {
+        let Some(app) = app else { return };
+        let mut hours = self.lock();
+        let h = hours
+            .entry((app.clone(), now - now.rem_euclid(3600)))
+            .or_default();
+        h.calls += 1;
+        h.throttled += u64::from(throttled);
+        h.peak = h.peak.max(call_pct);
+        if let Some(code) = error {
+            *h.errors.entry(code).or_default() += 1;
+        }
+        if let Some(u) = user {
+            h.users.insert(u);
+        }
+    }
+
+    /// Adds what was counted to the store. What could not be written is kept for the next try.
+    pub async fn flush(&self, store: &dyn Store) {
+        let taken = std::mem::take(&mut *self.lock());
+        if taken.is_empty() {
+            return;
+        }
+        let deltas: Vec<UsageDelta> = taken
+            .iter()
+            .map(|((app, hour), h)| UsageDelta {
+                app_id: Some(app.clone()),
+                hour: *hour,
+                calls: h.calls,
+                throttled: h.throttled,
+                peak_call_pct: h.peak,
+                errors: h.errors.iter().map(|(c, n)| (*c, *n)).collect(),
+                users: h.users.iter().map(|u| UserId(*u)).collect(),
+            })
+            .collect();
+        if let Err(e) = store.record_usage(&deltas).await {
+            tracing::warn!(error = %e, "recording app usage failed; kept for the next flush");
+            let mut hours = self.lock();
+            for (key, h) in taken {
+                let into = hours.entry(key).or_default();
+                into.calls += h.calls;
+                into.throttled += h.throttled;
+                into.peak = into.peak.max(h.peak);
+                for (c, n) in h.errors {
+                    *into.errors.entry(c).or_default() += n;
+                }
+                into.users.extend(h.users);
+            }
+        }
+    }
+
+    /// Flushes every `every`, for ever.
+    pub async fn run(self, store: Arc<dyn Store>, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.flush(&*store).await;
+        }
+    }
+}
