@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (seeds a sandbox on first start).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage apps.
     #[command(subcommand)]
     App(AppCommand),
@@ -480,7 +480,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     init_logging(log_format);
     match cli.command {
-        Command::Serve(args) => serve(&cli.global, args).await,
+        Command::Serve(args) => serve(&cli.global, *args).await,
         Command::Audit(args) => audit(&cli.global, args).await,
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,

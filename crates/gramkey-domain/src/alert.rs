@@ -159,7 +159,7 @@ mod tests {
             rate_min_calls: 20,
             ..Thresholds::default()
         };
-        let t0 = 1_800_000_000 - 1_800_000_000 % 60;
+        let t0 = 1_800_000_000; // a minute boundary
         let mut w = RateWatch::new(t0);
         // 2 calls a minute for an hour: steady, never a jump.
         for m in 0..62 {

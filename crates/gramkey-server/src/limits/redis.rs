@@ -89,7 +89,7 @@ impl RedisBackend {
             ConnectionManager::new(client),
         )
         .await
-        .map_err(|_| BackendError(format!("no answer from Redis within 5 s")))?
+        .map_err(|_| BackendError("no answer from Redis within 5 s".into()))?
         .map_err(err)?;
         Ok(Self {
             conn,
