@@ -2264,7 +2264,7 @@ async fn admin_api_manages_apps_and_users() {
 // Nothing secret in the logs.
 
 #[tokio::test]
-async fn no_secret_code_token_or_password_reaches_the_logs() {
+async fn no_secret_code_token_or_password_reaches_the_logs_audit_or_metrics() {
     let t = TestApp::sqlite().await;
     let app = t.app("user_profile,user_media", AppMode::Live).await;
     let password = "a-very-distinctive-password";
@@ -2307,11 +2307,26 @@ async fn no_secret_code_token_or_password_reaches_the_logs() {
         .await
         .unwrap();
 
-    let text = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
+    let mut text = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
     assert!(
         text.contains("token issued"),
         "the capture works and sees this flow"
     );
+    // The audit log and the metrics (labels included) are held to the same rule.
+    let audit = audit_events(&t, "limit=1000").await;
+    assert!(audit.len() >= 5, "{audit:?}");
+    text.push_str(&serde_json::to_string(&audit).unwrap());
+    let metrics = reqwest::Client::new()
+        .get(t.url("/metrics"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("gramkey_tokens_issued_total"));
+    text.push_str(&metrics);
     for (what, secret) in [
         ("client secret", app.secret.as_str()),
         ("wrong client secret", wrong),
@@ -4323,4 +4338,79 @@ async fn each_alert_kind_reaches_the_webhook_once_per_storm() {
     keys.dedup();
     assert_eq!(keys.len(), n, "duplicates in {all:?}");
     assert_eq!(all.iter().filter(|a| a["kind"] == "rate_jump").count(), 1);
+}
+
+/// A limiter backend that is always down.
+struct Down;
+
+#[async_trait::async_trait]
+impl gramkey_server::limits::Backend for Down {
+    async fn check(
+        &self,
+        _: i64,
+        _: &[gramkey_server::limits::Check],
+    ) -> Result<gramkey_server::limits::Verdict, gramkey_server::limits::BackendError> {
+        Err(gramkey_server::limits::BackendError("down".into()))
+    }
+    async fn add(
+        &self,
+        _: i64,
+        _: &str,
+        _: gramkey_domain::ratelimit::WindowSpec,
+        _: u64,
+    ) -> Result<(), gramkey_server::limits::BackendError> {
+        Err(gramkey_server::limits::BackendError("down".into()))
+    }
+    async fn reset(&self, _: &str) -> Result<(), gramkey_server::limits::BackendError> {
+        Err(gramkey_server::limits::BackendError("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_down_limiter_fails_open_or_closed_as_configured() {
+    use gramkey_server::limits::OnFailure;
+    for on_failure in [OnFailure::Open, OnFailure::Closed] {
+        let (store, dir) = fresh_sqlite().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = ServerConfig::new(base.clone());
+        config.on_limiter_failure = on_failure;
+        let clock = Arc::new(ManualClock::new(START));
+        let state = AppState::with_limiter(
+            store,
+            clock.clone(),
+            Arc::new(OsEntropy),
+            b"test master key",
+            config,
+            Arc::new(Down),
+        );
+        let t = TestApp {
+            base,
+            state: state.clone(),
+            clock,
+            _dir: Some(dir),
+        };
+        tokio::spawn(gramkey_server::serve(
+            listener,
+            state,
+            std::future::pending(),
+        ));
+        let app = t.app("user_profile", AppMode::Live).await;
+        if on_failure == OnFailure::Open {
+            // Everything works, unlimited.
+            t.user("gus", "gus-password").await;
+            let token = user_token(&t, &app, "user_profile", "gus").await;
+            let (s, b) = me(&t, &token, "id").await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        } else {
+            // Closed: even a right secret is refused, since failures cannot be counted.
+            let (s, b) = app_token_request(&t, &app, &app.secret).await;
+            assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+        }
+    }
+    let text = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("RATE LIMITER UNAVAILABLE"),
+        "an outage is logged loudly"
+    );
 }

@@ -338,3 +338,80 @@ impl Limiter {
 
 /// A backend call that takes longer than this counts as a failure.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gramkey_domain::time::ManualClock;
+
+    struct Down;
+
+    #[async_trait]
+    impl Backend for Down {
+        async fn check(&self, _: UnixTime, _: &[Check]) -> Result<Verdict, BackendError> {
+            Err(BackendError("down".into()))
+        }
+        async fn add(
+            &self,
+            _: UnixTime,
+            _: &str,
+            _: WindowSpec,
+            _: u64,
+        ) -> Result<(), BackendError> {
+            Err(BackendError("down".into()))
+        }
+        async fn reset(&self, _: &str) -> Result<(), BackendError> {
+            Err(BackendError("down".into()))
+        }
+    }
+
+    fn app() -> gramkey_store::App {
+        gramkey_store::App {
+            id: AppId::parse("1234567890123456").unwrap(),
+            name: "t".into(),
+            secret_hash: vec![],
+            redirect_uris: vec![],
+            scopes: Default::default(),
+            mode: gramkey_domain::AppMode::Live,
+            created_at: 0,
+            previous_secret: None,
+            refresh_tokens: false,
+            secret_seed: None,
+            deauthorize_url: None,
+            data_deletion_url: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_down_backend_fails_as_configured() {
+        for (on_failure, refused) in [(OnFailure::Open, false), (OnFailure::Closed, true)] {
+            let l = Limiter::new(
+                Arc::new(Down),
+                Limits::default(),
+                on_failure,
+                Arc::new(ManualClock::new(1_800_000_000)),
+                Metrics::default(),
+            );
+            let r = l.admit(&app(), 1, Some(1), 1, CallClass::Read).await;
+            assert_eq!(matches!(r, Err((_, Refusal::Unavailable))), refused);
+            assert_eq!(
+                l.attempts_allowed(&[("k".into(), 1)]).await.is_err(),
+                refused
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_headers_add_this_requests_time() {
+        let s = Standing {
+            calls: (57, 200),
+            time_us: (1_000_000, 20_000_000),
+            cpu_us: (0, 10_000_000),
+            ..Standing::default()
+        };
+        assert_eq!(
+            s.app_usage(1_000_000, 5_000_000),
+            r#"{"call_count":28,"total_time":10,"total_cputime":50}"#
+        );
+    }
+}
