@@ -294,3 +294,141 @@ fn serve_seeds_the_sandbox_and_prints_a_working_authorize_url() {
     .unwrap();
     assert_eq!(users.as_array().unwrap().len(), 3);
 }
+
+/// Starts `gramkey serve` on `dir` with `args`; returns the process and its address.
+fn start_node(
+    dir: &std::path::Path,
+    args: &[&str],
+    log: Option<&std::path::Path>,
+) -> (KillOnDrop, String) {
+    let mut cmd = gramkey(dir);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-sandbox"])
+        .args(args)
+        .stdout(Stdio::piped());
+    match log {
+        Some(path) => {
+            cmd.env("GRAMKEY_LOG", "info")
+                .stderr(std::fs::File::create(path).unwrap());
+        }
+        None => {
+            cmd.stderr(Stdio::null());
+        }
+    }
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(rest) = line.strip_prefix("gramkey listening on ") {
+            break rest.split(' ').next().unwrap().to_owned();
+        }
+    };
+    (child, addr)
+}
+
+#[test]
+fn two_nodes_share_one_budget_through_redis() {
+    let redis = match std::env::var("GRAMKEY_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "GRAMKEY_TEST_REDIS_URL is not set, and under CI Redis tests must run"
+            );
+            eprintln!(
+                "!!! SKIPPED two_nodes_share_one_budget_through_redis: set GRAMKEY_TEST_REDIS_URL"
+            );
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let created = run_json(gramkey(dir.path()).args([
+        "app",
+        "create",
+        "--name",
+        "Shared",
+        "--redirect-uri",
+        "https://shared.example/cb",
+        "--scopes",
+        "user_profile",
+        "--mode",
+        "live",
+        "--json",
+    ]));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    // Nobody authorized the app: its pool is one user's worth, 5 calls an hour here.
+    let log = dir.path().join("a.log");
+    let shared = [
+        "--redis-url",
+        redis.as_str(),
+        "--app-calls-per-user",
+        "5",
+        "--log-format",
+        "json",
+    ];
+    let (_a, a) = start_node(dir.path(), &shared, Some(&log));
+    let (_b, b) = start_node(dir.path(), &shared, None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses: Vec<(String, u16, Value)> = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let token: Value = c
+            .get(format!(
+                "http://{a}/oauth/access_token?client_id={id}&client_secret={secret}&grant_type=client_credentials"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["access_token"].as_str().unwrap().to_owned();
+        let mut out = Vec::new();
+        for node in [&a, &b, &a, &b, &a, &b, &a, &b] {
+            let r = c
+                .get(format!("http://{node}/{id}/insights?metric=calls"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            let usage = r
+                .headers()
+                .get("x-app-usage")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            out.push((usage, status, body));
+        }
+        out
+    });
+    let ok = statuses.iter().filter(|(_, s, _)| *s == 200).count();
+    assert_eq!(ok, 5, "one budget of 5 across both nodes: {statuses:?}");
+    assert!(statuses[..5].iter().all(|(_, s, _)| *s == 200));
+    for (i, (usage, _, _)) in statuses[..5].iter().enumerate() {
+        assert!(
+            usage.contains(&format!("\"call_count\":{}", (i + 1) * 20)),
+            "call {i}: {usage}"
+        );
+    }
+    for (_, s, body) in &statuses[5..] {
+        assert_eq!(*s, 429);
+        assert_eq!(body["error"]["code"], 4, "{body}");
+    }
+    // JSON logs: every line is JSON, and lines logged while serving carry the request id.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let issued = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "token issued")
+        .unwrap_or_else(|| panic!("no token-issued line in {text}"));
+    assert!(
+        issued["span"]["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{issued}"
+    );
+    assert!(!text.contains(&secret));
+}
