@@ -7,7 +7,10 @@
 #      client_credentials tokens from memory (bench/oidc-provider).
 #   3. GET /me/media?fields=…&limit=25 (a page of 25 of 200 media, with paging links) vs. the
 #      same bare axum handler.
-#   4. The refresh_token grant (rotation: one access and one refresh token per request, the old
+#   4. The cost of rate limiting and its watching (budgets, usage headers, insights, alerts) on
+#      GET /me: the same server with them on (limits too high to refuse) and off
+#      (--no-rate-limits), side by side. Token issuance (2 and 4) includes its audit events.
+#   5. The refresh_token grant (rotation: one access and one refresh token per request, the old
 #      one marked used, committed durably), against the same baseline.
 #
 # Each measurement runs ROUNDS times (default 3); the median is reported. Needs wrk and node.
@@ -44,18 +47,22 @@ export BENCH_DIR="$WORK/data"
 export REDIRECT_URI_ENC=$(python3 -c 'import os,urllib.parse;print(urllib.parse.quote(os.environ["REDIRECT_URI"],safe=""))')
 
 "$BIN/gramkey-bench" hello 127.0.0.1:18181 & PIDS+=($!)
-GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/data" "$BIN/gramkey" serve --no-sandbox --listen 127.0.0.1:18182 >/dev/null & PIDS+=($!)
+# Limits on, but too high to refuse: wrk must measure the checks, not the refusals.
+HIGH=(--app-calls-per-user 1000000000 --user-calls 1000000000)
+GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/data" "$BIN/gramkey" serve --no-sandbox --listen 127.0.0.1:18182 "${HIGH[@]}" >/dev/null & PIDS+=($!)
+GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/data" "$BIN/gramkey" serve --no-sandbox --listen 127.0.0.1:18184 --no-rate-limits >/dev/null & PIDS+=($!)
 PORT=18183 node bench/oidc-provider/server.mjs >/dev/null 2>&1 & PIDS+=($!)
-wait_port 18181; wait_port 18182; wait_port 18183
+wait_port 18181; wait_port 18182; wait_port 18183; wait_port 18184
 
 # The code files are split per round so no round replays another's codes.
 split -n l/"$ROUNDS" -d "$WORK/data/codes.txt" "$WORK/data/round."
 split -n l/"$ROUNDS" -d "$WORK/data/refresh.txt" "$WORK/data/rround."
 MEDIA_PATH='/me/media?fields=id,caption,media_type,media_url,permalink,timestamp&limit=25'
-hello=(); me=(); media=(); exch=(); oidc=(); refr=()
+hello=(); me=(); meoff=(); media=(); exch=(); oidc=(); refr=()
 for r in $(seq 0 $((ROUNDS - 1))); do
   hello+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" http://127.0.0.1:18181/me | ok_rps)")
   me+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:18182/me?fields=id,username' | ok_rps)")
+  meoff+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:18184/me?fields=id,username' | ok_rps)")
   media+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18182$MEDIA_PATH" | ok_rps)")
   cp "$WORK/data/round.0$r" "$WORK/data/codes.txt"
   oidc+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/client_credentials.lua http://127.0.0.1:18183 | ok_rps)")
@@ -66,6 +73,7 @@ done
 
 H=$(printf '%s\n' "${hello[@]}" | median)
 M=$(printf '%s\n' "${me[@]}" | median)
+MO=$(printf '%s\n' "${meoff[@]}" | median)
 E=$(printf '%s\n' "${exch[@]}" | median)
 MM=$(printf '%s\n' "${media[@]}" | median)
 O=$(printf '%s\n' "${oidc[@]}" | median)
@@ -73,6 +81,7 @@ R=$(printf '%s\n' "${refr[@]}" | median)
 echo "rounds: $ROUNDS x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNS"
 echo "bare axum hello      : ${hello[*]}  median $H req/s"
 echo "GET /me (SQLite)     : ${me[*]}  median $M req/s  ratio $(awk -v a="$M" -v b="$H" 'BEGIN {printf "%.2f", a/b}')"
+echo "GET /me, limits off : ${meoff[*]}  median $MO req/s  limits on/off ratio $(awk -v a="$M" -v b="$MO" 'BEGIN {printf "%.2f", a/b}')"
 echo "GET /me/media x25    : ${media[*]}  median $MM req/s  ratio $(awk -v a="$MM" -v b="$H" 'BEGIN {printf "%.2f", a/b}')"
 echo "oidc-provider cc     : ${oidc[*]}  median $O ok/s"
 echo "code exchange SQLite : ${exch[*]}  median $E ok/s  ratio to oidc-provider $(awk -v a="$E" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"

@@ -242,6 +242,10 @@ struct LimitArgs {
         default_value = "open"
     )]
     redis_failure: OnFailure,
+    /// Do not limit or watch resource calls (no usage headers, insights, rate or network
+    /// alerts): for load tests. Sign-in and client-authentication throttling stay on.
+    #[arg(long, env = "GRAMKEY_NO_RATE_LIMITS")]
+    no_rate_limits: bool,
     /// The app pool: calls per rolling hour per user who authorized the app.
     #[arg(long, env = "GRAMKEY_APP_CALLS_PER_USER", default_value_t = 200)]
     app_calls_per_user: u64,
@@ -617,6 +621,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             .unwrap_or(i64::MAX),
         fetch_media: !args.no_fetch_media,
         limits: args.limits.limits(),
+        rate_limits: !args.limits.no_rate_limits,
         on_limiter_failure: match args.limits.redis_failure {
             OnFailure::Open => gramkey_server::limits::OnFailure::Open,
             OnFailure::Closed => gramkey_server::limits::OnFailure::Closed,

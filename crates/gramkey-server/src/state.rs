@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub fetch_media: bool,
     /// Rate limits (wire protocol §6 and ours).
     pub limits: gramkey_domain::ratelimit::Limits,
+    /// Off: resource calls are neither limited nor watched (no usage headers, insights or
+    /// rate and network alerts), for load tests. Sign-in and client-authentication throttling
+    /// stay on.
+    pub rate_limits: bool,
     /// What requests get while a shared limiter (Redis) cannot be asked.
     pub on_limiter_failure: crate::limits::OnFailure,
     /// Take the client's address from `X-Forwarded-For` (only behind a proxy that sets it).
@@ -51,6 +55,7 @@ impl ServerConfig {
             refresh_reuse_grace_secs: 60,
             fetch_media: true,
             limits: gramkey_domain::ratelimit::Limits::default(),
+            rate_limits: true,
             on_limiter_failure: crate::limits::OnFailure::Open,
             trust_forwarded_for: false,
             alert_thresholds: gramkey_domain::alert::Thresholds::default(),
