@@ -4414,3 +4414,50 @@ async fn a_down_limiter_fails_open_or_closed_as_configured() {
         "an outage is logged loudly"
     );
 }
+
+#[tokio::test]
+async fn writes_have_a_lower_budget_than_reads() {
+    let t = TestApp::sqlite_with(|c| c.limits.writes_live = 2).await;
+    let scopes = "instagram_business_basic,instagram_business_manage_comments";
+    let (app, _) = setup(&t, scopes).await;
+    let alice = user_id(&t, "alice").await;
+    t.state
+        .ops
+        .store
+        .add_media(&media_row(
+            "17900000000000009".into(),
+            alice,
+            START - 10,
+            "IMAGE",
+            None,
+            0,
+        ))
+        .await
+        .unwrap();
+    let token = user_token(&t, &app, scopes, "alice").await;
+    let comment = |n: &'static str| {
+        let (t, token) = (&t, token.clone());
+        async move {
+            call(
+                t,
+                reqwest::Method::POST,
+                "/17900000000000009/comments",
+                &token,
+                &[("message", n)],
+            )
+            .await
+        }
+    };
+    assert_eq!(comment("one").await.0, StatusCode::OK);
+    assert_eq!(comment("two").await.0, StatusCode::OK);
+    let (s, b) = comment("three").await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, 17.into()),
+        "{b}"
+    );
+    // Reads go on.
+    let (s, b) = get(&t, "/17900000000000009/comments", &token).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+}
