@@ -269,8 +269,8 @@ struct LimitArgs {
     /// failure is 15 minutes old).
     #[arg(long, env = "GRAMKEY_LOGIN_FAILURES", default_value_t = 5)]
     login_failures: u64,
-    /// Failed client authentications per 15 minutes per client before it is throttled.
-    #[arg(long, env = "GRAMKEY_CLIENT_AUTH_FAILURES", default_value_t = 10)]
+    /// Failed client authentications per 15 minutes from one address before it is throttled.
+    #[arg(long, env = "GRAMKEY_CLIENT_AUTH_FAILURES", default_value_t = 30)]
     client_auth_failures: u64,
     /// Take the client address from X-Forwarded-For (only behind a proxy that sets it).
     #[arg(long, env = "GRAMKEY_TRUST_FORWARDED_FOR")]
@@ -288,8 +288,7 @@ impl LimitArgs {
             writes_development: self.writes_per_hour / 2,
             legacy_token_live: self.legacy_calls_per_token,
             legacy_token_development: self.legacy_calls_per_token / 10,
-            client_auth_failures_per_client: self.client_auth_failures,
-            client_auth_failures_per_ip: self.client_auth_failures * 3,
+            client_auth_failures_per_ip: self.client_auth_failures,
             login_failures_per_account: self.login_failures,
             login_failures_per_ip: self.login_failures * 4,
         }

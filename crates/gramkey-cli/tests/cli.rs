@@ -431,4 +431,27 @@ fn two_nodes_share_one_budget_through_redis() {
         "{issued}"
     );
     assert!(!text.contains(&secret));
+
+    // The audit log, from the CLI: the app created here, the app token issued by node A.
+    let events = run_json(gramkey(dir.path()).args(["audit", "--app", &id, "--json"]));
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"app_created") && kinds.contains(&"token_issued"),
+        "{events}"
+    );
+    assert!(kinds.contains(&"rate_limited"), "{events}");
+    let issued = run_json(gramkey(dir.path()).args(["audit", "--event", "token_issued", "--json"]));
+    assert_eq!(issued[0]["ip"], "127.0.0.1");
+    assert!(!events.to_string().contains(&secret));
+    let bad = gramkey(dir.path())
+        .args(["audit", "--event", "nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown event"));
 }

@@ -121,6 +121,10 @@ impl Dedup {
     pub fn admit(&mut self, kind: AlertKind, subject: &str, now: UnixTime, cooldown: i64) -> bool {
         if self.last.len() > 10_000 {
             self.last.retain(|_, at| now - *at < cooldown);
+            // A flood of distinct subjects: forget them all rather than scan them per alert.
+            if self.last.len() > 10_000 {
+                self.last.clear();
+            }
         }
         match self.last.get(&(kind, subject.to_owned())) {
             Some(at) if now - *at < cooldown => false,

@@ -113,6 +113,20 @@ impl Window {
             _ => self.buckets.push_back((current, amount)),
         }
     }
+    /// Takes back `amount` from the newest buckets (an attempt charged before it was judged,
+    /// that turned out fine).
+    pub fn take_back(&mut self, spec: WindowSpec, now: UnixTime, mut amount: u64) {
+        self.expire(spec, now);
+        for (_, n) in self.buckets.iter_mut().rev() {
+            let taken = amount.min(*n);
+            *n -= taken;
+            amount -= taken;
+            if amount == 0 {
+                break;
+            }
+        }
+        self.buckets.retain(|(_, n)| *n > 0);
+    }
     pub fn retry_after(&mut self, spec: WindowSpec, cost: u64, limit: u64, now: UnixTime) -> i64 {
         self.expire(spec, now);
         let live: Vec<(i64, u64)> = self.buckets.iter().copied().collect();
@@ -164,8 +178,8 @@ pub struct Limits {
     /// Legacy v1 calls per rolling hour per token: 5,000 live, 500 in development mode.
     pub legacy_token_live: u64,
     pub legacy_token_development: u64,
-    /// Failed client authentications per 15 minutes, per client and per IP address (ours).
-    pub client_auth_failures_per_client: u64,
+    /// Failed client authentications per 15 minutes per address (ours). Not per client: client
+    /// ids are public, and a per-client limit would let anyone lock an app out.
     pub client_auth_failures_per_ip: u64,
     /// Failed sign-ins per 15 minutes, per account and per IP address (ours). An account over
     /// its limit is locked until its oldest failure is 15 minutes old.
@@ -184,7 +198,6 @@ impl Default for Limits {
             writes_development: 30,
             legacy_token_live: 5_000,
             legacy_token_development: 500,
-            client_auth_failures_per_client: 10,
             client_auth_failures_per_ip: 30,
             login_failures_per_account: 5,
             login_failures_per_ip: 20,
@@ -306,6 +319,17 @@ mod tests {
         assert_eq!(l.app_time_ms(7), (140_000, 70_000));
         assert_eq!(l.legacy_token(AppMode::Development), 500);
         assert_eq!(l.writes(AppMode::Live), 60);
+    }
+
+    #[test]
+    fn taking_back_empties_the_newest_buckets_first() {
+        let mut w = Window::default();
+        w.add(H, 0, 2);
+        w.add(H, 120, 1);
+        w.take_back(H, 130, 2);
+        assert_eq!(w.used(H, 130), 1);
+        w.take_back(H, 130, 5);
+        assert!(w.is_idle(H, 130));
     }
 
     #[test]

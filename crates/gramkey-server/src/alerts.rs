@@ -159,9 +159,11 @@ impl Alerter {
         });
     }
 
-    /// After a failure was counted: `count` failures in 15 minutes for `subject`.
-    pub fn failures(&self, kind: AlertKind, subject: &str, count: u64, details: Value) {
-        if count >= self.thresholds.failure_burst {
+    /// After a failure was counted: `count` failures in 15 minutes for `subject`, which is
+    /// locked at `limit`. A lockout below the burst threshold alerts too: a locked subject
+    /// stops counting.
+    pub fn failures(&self, kind: AlertKind, subject: &str, count: u64, limit: u64, details: Value) {
+        if count >= self.thresholds.failure_burst.min(limit) {
             self.raise(
                 kind,
                 subject,

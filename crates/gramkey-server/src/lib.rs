@@ -57,6 +57,7 @@ pub async fn serve(
     let usage = state.usage.clone();
     let store = state.ops.store.clone();
     tokio::spawn(usage.clone().run(store.clone(), USAGE_FLUSH));
+    tokio::spawn(state.limiter.clone().run());
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),

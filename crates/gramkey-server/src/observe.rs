@@ -77,15 +77,16 @@ pub async fn mark_route(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The client's address: the connection's peer, or with `--trust-forwarded-for` the first
-/// address of `X-Forwarded-For` (only behind a proxy that sets it).
+/// The client's address: the connection's peer, or with `--trust-forwarded-for` the last
+/// address of `X-Forwarded-For`: the one the proxy in front of us appended. Earlier ones were
+/// sent by the client and prove nothing.
 fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
     if state.config.trust_forwarded_for {
         let forwarded = req
             .headers()
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|v| v.trim().parse().ok());
         if forwarded.is_some() {
             return forwarded;
@@ -124,8 +125,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
             headers.insert("x-ratelimit-remaining", HeaderValue::from(left));
         }
         if let Some(app) = standing.app_id.clone() {
-            let limiter = state.limiter.clone();
-            tokio::spawn(async move { limiter.spent(&app, wall_us, cpu_us).await });
+            state.limiter.spent(&app, wall_us, cpu_us);
             let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
             state.usage.record(
                 &standing.app_id,
@@ -141,9 +141,14 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    // Methods are a fixed set in the labels: anything else is "other".
+    let method = match method.as_str() {
+        m @ ("GET" | "POST" | "DELETE" | "PUT" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    };
     state.metrics.request(
         marks.route.as_deref().unwrap_or("unmatched"),
-        method.as_str(),
+        method,
         resp.status().as_u16(),
         wall.as_secs_f64(),
     );

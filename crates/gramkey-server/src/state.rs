@@ -77,11 +77,12 @@ pub struct Inner {
     pub metrics: Metrics,
     pub usage: UsageBook,
     pub alerts: Arc<Alerter>,
-    /// How many users authorized each app (the app pool's multiplier), for a minute.
-    app_users: moka::sync::Cache<gramkey_domain::AppId, u64>,
-    /// Budgets whose refusal was audited in the last minute: a storm of refused calls makes
-    /// one audit event a minute per budget, not one per call.
-    refusals_audited: moka::sync::Cache<String, ()>,
+    /// Each app's mode and how many users authorized it (the app pool's multiplier), kept
+    /// for a minute: what admitting a call needs, without reading the app.
+    app_facts: moka::sync::Cache<gramkey_domain::AppId, (gramkey_domain::AppMode, u64)>,
+    /// The minute (by the injected clock) each budget's refusal was last audited: a storm of
+    /// refused calls makes one audit event a minute per budget, not one per call.
+    refusals_audited: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     cookie_key: Key,
     admin_key_hash: Option<[u8; 32]>,
 }
@@ -152,11 +153,8 @@ impl AppState {
             metrics,
             usage: UsageBook::default(),
             alerts,
-            refusals_audited: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(60))
-                .build(),
-            app_users: moka::sync::Cache::builder()
+            refusals_audited: std::sync::Mutex::default(),
+            app_facts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
@@ -179,32 +177,33 @@ impl AppState {
         Some(ct_eq(&got, expected))
     }
 
-    /// How many users authorized `app`, cached for a minute.
-    pub async fn app_users(
+    /// `app`'s mode and how many users authorized it, kept for a minute; `None` for no app.
+    pub async fn app_facts(
         &self,
         app: &gramkey_domain::AppId,
-    ) -> Result<u64, gramkey_store::StoreError> {
-        if let Some(n) = self.app_users.get(app) {
-            return Ok(n);
+    ) -> Result<Option<(gramkey_domain::AppMode, u64)>, gramkey_store::StoreError> {
+        if let Some(facts) = self.app_facts.get(app) {
+            return Ok(Some(facts));
         }
-        let n = self.ops.store.authorized_users(app).await?;
-        self.app_users.insert(app.clone(), n);
-        Ok(n)
+        let Some(record) = self.ops.store.app(app).await? else {
+            return Ok(None);
+        };
+        let facts = (record.mode, self.ops.store.authorized_users(app).await?);
+        self.app_facts.insert(app.clone(), facts);
+        Ok(Some(facts))
     }
 
-    /// Whether this is the first refusal by `budget` for this app and user this minute.
-    pub fn first_refusal_this_minute(
-        &self,
-        app: &gramkey_domain::AppId,
-        user: Option<i64>,
-        budget: gramkey_domain::ratelimit::Budget,
-    ) -> bool {
-        let key = format!("{app}:{user:?}:{budget:?}");
-        let first = !self.refusals_audited.contains_key(&key);
-        if first {
-            self.refusals_audited.insert(key, ());
+    /// Whether this is the first refusal for `subject` (a budget's key) this minute.
+    pub fn first_refusal_this_minute(&self, subject: &str) -> bool {
+        let minute = self.ops.clock.now().div_euclid(60);
+        let mut seen = self
+            .refusals_audited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 100_000 {
+            seen.retain(|_, m| *m == minute);
         }
-        first
+        seen.insert(subject.to_owned(), minute) != Some(minute)
     }
 
     pub fn secure_cookies(&self) -> bool {

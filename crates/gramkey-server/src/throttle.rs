@@ -1,10 +1,19 @@
-//! Throttling of failed sign-ins and failed client authentications, per account (or client)
-//! and per address, over 15 minutes (limits in [`gramkey_domain::ratelimit::Limits`]).
+//! Throttling of sign-ins and failed client authentications, over 15 minutes (limits in
+//! [`gramkey_domain::ratelimit::Limits`]).
 //!
-//! Only failures count. Over a limit, even a right password or secret is refused until the
-//! oldest failure is 15 minutes old: the lockout ends on its own, so a real user recovers by
-//! waiting (the page says how long), and an administrator can end it at once
-//! (`POST /admin/users/{username}/unlock`). A successful sign-in clears its account's count.
+//! - **Sign-ins** are limited per account and per address. Each attempt is counted *before* the
+//!   password is checked, atomically with the check of the limit, so parallel guesses cannot
+//!   all slip through; a right password takes its attempt back and clears the account's count.
+//!   Over a limit, even a right password is refused until the oldest attempt is 15 minutes old:
+//!   the lockout ends on its own (the page says how long), or at once through
+//!   `POST /admin/users/{username}/unlock`.
+//! - **Client authentications** are limited per address only: client ids are public, so a
+//!   per-client lockout would let anyone lock an app out of its token endpoint. Failures are
+//!   also counted per client, for alerts.
+//!
+//! Addresses are counted whole for IPv4 and by /64 for IPv6 (what one subscriber gets).
+
+use std::net::IpAddr;
 
 use gramkey_domain::alert::AlertKind;
 use gramkey_domain::audit::{AuditKind, Outcome};
@@ -14,18 +23,19 @@ use serde_json::json;
 use crate::audit::Entry;
 use crate::state::AppState;
 
-fn ip() -> Option<std::net::IpAddr> {
-    crate::observe::current().and_then(|c| c.ip)
-}
-
-/// The budgets of sign-ins to `username` from this request's address.
-fn login_keys(state: &AppState, username: &str) -> Vec<(String, u64)> {
-    let l = &state.limiter.limits;
-    let mut keys = vec![(account_key(username), l.login_failures_per_account)];
-    if let Some(ip) = ip() {
-        keys.push((format!("gk:login:ip:{ip}"), l.login_failures_per_ip));
-    }
-    keys
+/// The address a request's attempts are counted under.
+fn address() -> Option<String> {
+    let ip = crate::observe::current().and_then(|c| c.ip)?;
+    Some(match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    })
 }
 
 /// The account's key: the name as typed, lower-cased and cut to Instagram's 30 characters, so
@@ -35,45 +45,68 @@ pub fn account_key(username: &str) -> String {
     format!("gk:login:account:{name}")
 }
 
-fn client_keys(state: &AppState, client_id: &str) -> Vec<(String, u64)> {
+fn login_keys(state: &AppState, username: &str) -> Vec<(String, u64)> {
     let l = &state.limiter.limits;
-    let id: String = client_id.chars().take(32).collect();
-    let mut keys = vec![(format!("gk:client:{id}"), l.client_auth_failures_per_client)];
-    if let Some(ip) = ip() {
-        keys.push((format!("gk:client:ip:{ip}"), l.client_auth_failures_per_ip));
+    let mut keys = vec![(account_key(username), l.login_failures_per_account)];
+    if let Some(a) = address() {
+        keys.push((format!("gk:login:ip:{a}"), l.login_failures_per_ip));
     }
     keys
 }
 
-/// Whether a sign-in may be tried; if not, how many seconds until it may. A refusal is audited.
-pub async fn login_allowed(state: &AppState, username: &str, app: &AppId) -> Result<(), i64> {
-    let verdict = state
-        .limiter
-        .attempts_allowed(&login_keys(state, username))
-        .await;
-    if let Err(wait) = verdict {
-        state.metrics.throttled_attempt("login");
-        if let Some(ctx) = crate::observe::current() {
-            ctx.throttled(wait);
-        }
+fn client_ip_key(state: &AppState) -> Option<(String, u64)> {
+    address().map(|a| {
+        (
+            format!("gk:client:ip:{a}"),
+            state.limiter.limits.client_auth_failures_per_ip,
+        )
+    })
+}
+
+/// A refusal by a throttle: answered with `Retry-After`, counted, and audited at most once a
+/// minute per subject.
+async fn refused(state: &AppState, kind: AuditKind, subject: &str, entry: Entry, wait: i64) {
+    state.metrics.throttled_attempt(match kind {
+        AuditKind::LoginFailed => "login",
+        _ => "client_auth",
+    });
+    if let Some(ctx) = crate::observe::current() {
+        ctx.throttled(wait);
+    }
+    if state.first_refusal_this_minute(subject) {
         state
             .ops
             .audit(
-                AuditKind::LoginFailed,
+                kind,
                 Outcome::Refused,
-                Entry::default().app(app).detail(format!(
-                    "throttled: too many failures; retry after {wait} s"
+                entry.detail(format!(
+                    "throttled: too many attempts; retry after {wait} s"
                 )),
             )
             .await;
     }
+}
+
+/// Counts a sign-in attempt, or refuses it with the seconds to wait.
+pub async fn login_attempt(state: &AppState, username: &str, app: &AppId) -> Result<(), i64> {
+    let keys = login_keys(state, username);
+    let verdict = state.limiter.attempt(&keys, true).await;
+    if let Err(wait) = verdict {
+        refused(
+            state,
+            AuditKind::LoginFailed,
+            &keys[0].0,
+            Entry::default().app(app),
+            wait,
+        )
+        .await;
+    }
     verdict
 }
 
-/// Counts, audits and (past the burst threshold) alerts on a failed sign-in.
+/// Audits a failed sign-in and, past the burst threshold, alerts.
 pub async fn login_failed(state: &AppState, username: &str, user: Option<UserId>, app: &AppId) {
     let keys = login_keys(state, username);
-    let counts = state.limiter.attempt_failed(&keys).await;
     state
         .ops
         .audit(
@@ -89,19 +122,26 @@ pub async fn login_failed(state: &AppState, username: &str, user: Option<UserId>
                 }),
         )
         .await;
-    for ((key, _), count) in keys.iter().zip(counts) {
+    let counts = state.limiter.counts(&keys).await;
+    for ((key, limit), count) in keys.iter().zip(counts) {
         let subject = key.trim_start_matches("gk:login:");
         state.alerts.failures(
             AlertKind::LoginFailures,
             subject,
             count,
+            *limit,
             json!({"subject": subject, "failures": count, "app_id": app.as_str()}),
         );
     }
 }
 
+/// A right password: its attempt is taken back, and the account's count cleared.
 pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app: &AppId) {
-    state.limiter.clear(&account_key(username)).await;
+    let keys = login_keys(state, username);
+    state.limiter.clear(&keys[0].0).await;
+    for (key, _) in &keys[1..] {
+        state.limiter.refund(key).await;
+    }
     state
         .ops
         .audit(
@@ -112,41 +152,35 @@ pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app
         .await;
 }
 
-/// Whether `client_id` may try to authenticate; if not, the token-endpoint refusal.
+/// Whether this address may try to authenticate a client; if not, the seconds to wait.
 pub async fn client_allowed(state: &AppState, client_id: &str) -> Result<(), i64> {
+    let Some(key) = client_ip_key(state) else {
+        return Ok(());
+    };
     let verdict = state
         .limiter
-        .attempts_allowed(&client_keys(state, client_id))
+        .attempt(std::slice::from_ref(&key), false)
         .await;
     if let Err(wait) = verdict {
-        state.metrics.throttled_attempt("client_auth");
-        if let Some(ctx) = crate::observe::current() {
-            ctx.throttled(wait);
-        }
         let entry = match AppId::parse(client_id) {
             Some(app) => Entry::default().app(&app),
             None => Entry::default(),
         };
-        state
-            .ops
-            .audit(
-                AuditKind::ClientAuthFailed,
-                Outcome::Refused,
-                entry.detail(format!(
-                    "throttled: too many failures; retry after {wait} s"
-                )),
-            )
-            .await;
+        refused(state, AuditKind::ClientAuthFailed, &key.0, entry, wait).await;
     }
     verdict
 }
 
 /// Counts, audits and (past the burst threshold) alerts on a failed client authentication.
-pub async fn client_failed(state: &AppState, client_id: &str, why: &str) {
-    let keys = client_keys(state, client_id);
+/// `app` is the client when it exists: only real clients get a count of their own.
+pub async fn client_failed(state: &AppState, app: Option<&AppId>, why: &str) {
+    let mut keys: Vec<(String, u64)> = client_ip_key(state).into_iter().collect();
+    if let Some(app) = app {
+        keys.push((format!("gk:client:id:{app}"), u64::MAX));
+    }
     let counts = state.limiter.attempt_failed(&keys).await;
-    let entry = match AppId::parse(client_id) {
-        Some(app) => Entry::default().app(&app),
+    let entry = match app {
+        Some(app) => Entry::default().app(app),
         None => Entry::default(),
     };
     state
@@ -157,12 +191,13 @@ pub async fn client_failed(state: &AppState, client_id: &str, why: &str) {
             entry.detail(why),
         )
         .await;
-    for ((key, _), count) in keys.iter().zip(counts) {
+    for ((key, limit), count) in keys.iter().zip(counts) {
         let subject = key.trim_start_matches("gk:");
         state.alerts.failures(
             AlertKind::ClientAuthFailures,
             subject,
             count,
+            *limit,
             json!({"subject": subject, "failures": count}),
         );
     }

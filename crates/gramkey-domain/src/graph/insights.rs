@@ -90,7 +90,8 @@ impl InsightsRequest {
             Some(u) => parse_time("until", u)?,
             None => now,
         };
-        let until = until - until.rem_euclid(p) + p;
+        // Widened to the end of its period (a period boundary stays as it is).
+        let until = until + (p - until.rem_euclid(p)) % p;
         let since = match since {
             Some(s) => parse_time("since", s)?,
             None => {

@@ -278,7 +278,7 @@ pub async fn login(
             Some("Enter your username and password."),
         );
     }
-    if let Err(wait) = throttle::login_allowed(&state, username, &app.id).await {
+    if let Err(wait) = throttle::login_attempt(&state, username, &app.id).await {
         let minutes = (wait + 59) / 60;
         let mut resp = login_page(
             &app,

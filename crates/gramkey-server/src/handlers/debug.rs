@@ -12,9 +12,10 @@ use gramkey_domain::token::{NEVER, TokenState, check_usable, plausible_token};
 use gramkey_domain::{AccessToken, TokenHash, TokenKind};
 use serde_json::{Value, json};
 
-use super::me::{authenticate, bearer};
+use super::me::{admit, authenticate, bearer};
 use crate::state::AppState;
 use crate::wire::graph::GraphResponse;
+use gramkey_domain::ratelimit::CallClass;
 
 /// Meta lets apps read a user's data for 90 days after the user last authorized them.
 const DATA_ACCESS_SECS: i64 = 90 * 24 * 3600;
@@ -45,6 +46,7 @@ async fn inner(
 ) -> Result<Value, GraphError> {
     let query: Vec<(String, String)> = super::query_pairs(q);
     let caller = authenticate(state, bearer(headers, &query)?).await?;
+    admit(state, &caller, CallClass::Read).await?;
     if caller.kind != TokenKind::App {
         return Err(GraphError::invalid_parameter(
             "You must provide an app access token to debug tokens",

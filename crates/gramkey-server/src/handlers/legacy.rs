@@ -86,13 +86,13 @@ async fn caller(
     )
     .await
     .map_err(|e| LegacyError::from(&e))?;
-    admit(state, &token, CallClass::Legacy)
-        .await
-        .map_err(|e| LegacyError::from(&e))?;
     let invalid = || LegacyError::from(&GraphError::invalid_token());
     if token.kind == TokenKind::App {
         return Err(invalid());
     }
+    admit(state, &token, CallClass::Legacy)
+        .await
+        .map_err(|e| LegacyError::from(&e))?;
     let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
         return Err(invalid());
     };

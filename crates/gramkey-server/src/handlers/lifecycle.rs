@@ -164,7 +164,7 @@ async fn exchange_inner(
         tracing::info!(app_id = %app.id, "client authentication failed on ig_exchange_token");
         crate::throttle::client_failed(
             state,
-            app.id.as_str(),
+            Some(&app.id),
             "wrong client_secret on ig_exchange_token",
         )
         .await;

@@ -100,23 +100,21 @@ pub async fn admit(
     if !state.config.rate_limits {
         return Ok(());
     }
-    let app = state
-        .ops
-        .store
-        .app(&token.app_id)
+    let app = &token.app_id;
+    let (mode, users) = state
+        .app_facts(app)
         .await
         .map_err(internal)?
         .ok_or_else(GraphError::invalid_token)?;
-    let users = state.app_users(&app.id).await.map_err(internal)?;
     let user = token.user_id.map(|u| u.0);
     let ctx = crate::observe::current();
-    state.alerts.call(&app.id);
+    state.alerts.call(app);
     if let Some(ip) = ctx.as_ref().and_then(|c| c.ip) {
-        state.alerts.token_used(token.id, &app.id, user, ip);
+        state.alerts.token_used(token.id, app, user, ip);
     }
     let (standing, refusal) = match state
         .limiter
-        .admit(&app, users, user, token.id, class)
+        .admit(app, mode, users, user, token.id, class)
         .await
     {
         Ok(standing) => (standing, None),
@@ -136,14 +134,14 @@ pub async fn admit(
                 c.throttled(retry_after);
             }
             state.metrics.rate_limited(budget);
-            if state.first_refusal_this_minute(&app.id, user, budget) {
+            if state.first_refusal_this_minute(&format!("{app}:{user:?}:{budget:?}")) {
                 state
                     .ops
                     .audit(
                         AuditKind::RateLimited,
                         Outcome::Refused,
                         Entry::default()
-                            .app(&app.id)
+                            .app(app)
                             .user(token.user_id)
                             .token(token.id)
                             .detail(format!("{budget:?} budget; retry after {retry_after} s")),
@@ -174,7 +172,7 @@ async fn app_credentials(state: &AppState, raw: &str) -> Result<Option<TokenReco
         return Ok(None);
     }
     if !state.ops.client_secret_ok(&app, &secret) {
-        crate::throttle::client_failed(state, app.id.as_str(), "wrong secret in APP_ID|APP_SECRET")
+        crate::throttle::client_failed(state, Some(&app.id), "wrong secret in APP_ID|APP_SECRET")
             .await;
         return Ok(None);
     }

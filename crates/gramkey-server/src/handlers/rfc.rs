@@ -56,12 +56,12 @@ async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result
         None => None,
     };
     let Some(app) = app else {
-        crate::throttle::client_failed(state, &id, "unknown client_id").await;
+        crate::throttle::client_failed(state, None, "unknown client_id").await;
         return Err(RfcError::invalid_client());
     };
     if !state.ops.client_secret_ok(&app, &ClientSecret::new(secret)) {
         tracing::info!(app_id = %app.id, "client authentication failed");
-        crate::throttle::client_failed(state, &id, "wrong client_secret").await;
+        crate::throttle::client_failed(state, Some(&app.id), "wrong client_secret").await;
         return Err(RfcError::invalid_client());
     }
     Ok(app)

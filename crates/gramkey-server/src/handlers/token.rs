@@ -123,12 +123,12 @@ async fn token_request(
         None => None,
     };
     let Some(app) = app else {
-        throttle::client_failed(state, client_id, "unknown client_id").await;
+        throttle::client_failed(state, None, "unknown client_id").await;
         return Err(TokenEndpointError::InvalidClient.into());
     };
     let Some(secret_until) = ops.client_secret_valid_until(&app, &secret) else {
         tracing::info!(app_id = %app.id, "client authentication failed");
-        throttle::client_failed(state, client_id, "wrong client_secret").await;
+        throttle::client_failed(state, Some(&app.id), "wrong client_secret").await;
         return Err(TokenEndpointError::BadClientSecret.into());
     };
     match grant_type {

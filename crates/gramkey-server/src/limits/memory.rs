@@ -104,6 +104,19 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn refund(
+        &self,
+        now: UnixTime,
+        key: &str,
+        spec: WindowSpec,
+        amount: u64,
+    ) -> Result<(), BackendError> {
+        if let Some((_, w)) = self.lock().get_mut(key) {
+            w.take_back(spec, now, amount);
+        }
+        Ok(())
+    }
+
     async fn reset(&self, key: &str) -> Result<(), BackendError> {
         self.lock().remove(key);
         Ok(())

@@ -59,7 +59,15 @@ pub trait Backend: Send + Sync {
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError>;
-    /// Forgets a budget (a successful sign-in clears the account's failures).
+    /// Takes back what [`Backend::check`] charged (a sign-in that turned out right).
+    async fn refund(
+        &self,
+        now: UnixTime,
+        key: &str,
+        spec: WindowSpec,
+        amount: u64,
+    ) -> Result<(), BackendError>;
+    /// Forgets a budget (an administrator ends a lockout).
     async fn reset(&self, key: &str) -> Result<(), BackendError>;
 }
 
@@ -117,6 +125,8 @@ pub struct Limiter {
     on_failure: OnFailure,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    /// Time spent per app, not yet charged.
+    spent: std::sync::Mutex<std::collections::HashMap<AppId, (u64, u64)>>,
     /// When a backend failure was last logged, so an outage logs once a minute, not per request.
     last_failure_log: AtomicI64,
 }
@@ -139,6 +149,7 @@ impl Limiter {
             on_failure,
             clock,
             metrics,
+            spent: std::sync::Mutex::default(),
             last_failure_log: AtomicI64::new(i64::MIN),
         }
     }
@@ -168,7 +179,8 @@ impl Limiter {
     /// request's standing, for the usage headers.
     pub async fn admit(
         &self,
-        app: &gramkey_store::App,
+        app: &AppId,
+        mode: gramkey_domain::AppMode,
         users: u64,
         user: Option<i64>,
         token_id: i64,
@@ -179,19 +191,19 @@ impl Limiter {
         let (time_ms, cpu_ms) = l.app_time_ms(users);
         let mut checks = vec![
             Check {
-                key: app_key(&app.id, "calls"),
+                key: app_key(app, "calls"),
                 spec: hour,
                 limit: l.app_calls(users),
                 cost: 1,
             },
             Check {
-                key: app_key(&app.id, "time_us"),
+                key: app_key(app, "time_us"),
                 spec: hour,
                 limit: time_ms.saturating_mul(1000),
                 cost: 0,
             },
             Check {
-                key: app_key(&app.id, "cpu_us"),
+                key: app_key(app, "cpu_us"),
                 spec: hour,
                 limit: cpu_ms.saturating_mul(1000),
                 cost: 0,
@@ -200,7 +212,7 @@ impl Limiter {
         let mut budgets = vec![Budget::App, Budget::App, Budget::App];
         if let Some(uid) = user {
             checks.push(Check {
-                key: app_key(&app.id, &format!("user:{uid}")),
+                key: app_key(app, &format!("user:{uid}")),
                 spec: hour,
                 limit: l.user_calls,
                 cost: 1,
@@ -208,39 +220,43 @@ impl Limiter {
             budgets.push(Budget::User);
             if class == CallClass::Write {
                 checks.push(Check {
-                    key: app_key(&app.id, &format!("writes:{uid}")),
+                    key: app_key(app, &format!("writes:{uid}")),
                     spec: hour,
-                    limit: l.writes(app.mode),
+                    limit: l.writes(mode),
                     cost: 1,
                 });
                 budgets.push(Budget::User);
             }
         }
-        if class == CallClass::Legacy {
+        // Token row 0 is an `APP_ID|APP_SECRET` pseudo-token: no token of its own to limit.
+        if class == CallClass::Legacy && token_id != 0 {
             checks.push(Check {
                 key: format!("gk:token:{token_id}"),
                 spec: hour,
-                limit: l.legacy_token(app.mode),
+                limit: l.legacy_token(mode),
                 cost: 1,
             });
             budgets.push(Budget::LegacyToken);
         }
         let mut standing = Standing {
-            app_id: Some(app.id.clone()),
+            app_id: Some(app.clone()),
             user_id: user,
             calls: (0, checks[0].limit),
             time_us: (0, checks[1].limit),
             cpu_us: (0, checks[2].limit),
-            legacy: (class == CallClass::Legacy).then(|| (checks[checks.len() - 1].limit, 0)),
+            legacy: (class == CallClass::Legacy && token_id != 0)
+                .then(|| (checks[checks.len() - 1].limit, 0)),
         };
         let fill = |standing: &mut Standing, used: &[u64]| {
             let at = |i: usize| used.get(i).copied();
             standing.calls.0 = at(0).unwrap_or(0);
             standing.time_us.0 = at(1).unwrap_or(0);
             standing.cpu_us.0 = at(2).unwrap_or(0);
-            if let Some((limit, left)) = standing.legacy.as_mut() {
-                *left = limit.saturating_sub(at(checks.len() - 1).unwrap_or(*limit));
-            }
+            // A legacy budget that was not reached (an earlier one refused) is not reported.
+            standing.legacy = match (standing.legacy, at(checks.len() - 1)) {
+                (Some((limit, _)), Some(used)) => Some((limit, limit.saturating_sub(used))),
+                _ => None,
+            };
         };
         match self.backend.check(self.clock.now(), &checks).await {
             Ok(Verdict::Allowed { used }) => {
@@ -261,46 +277,99 @@ impl Limiter {
                     },
                 ))
             }
+            // Nothing is known of the budgets: no usage headers rather than made-up ones.
             Err(e) => match self.failed(&e) {
-                None => Ok(standing),
-                Some(r) => Err((standing, r)),
+                None => Ok(Standing::default()),
+                Some(r) => Err((Standing::default(), r)),
             },
         }
     }
 
-    /// Charges the app pool with the time a request took.
-    pub async fn spent(&self, app: &AppId, wall_us: u64, cpu_us: u64) {
+    /// Notes the time a request of `app` took. It is charged to the app pool by
+    /// [`Limiter::charge_spent`], once a second, so a request costs no round trip for it.
+    pub fn spent(&self, app: &AppId, wall_us: u64, cpu_us: u64) {
+        let mut pending = self.spent.lock().unwrap_or_else(|p| p.into_inner());
+        let (w, c) = pending.entry(app.clone()).or_default();
+        *w = w.saturating_add(wall_us);
+        *c = c.saturating_add(cpu_us);
+    }
+
+    /// Charges the time noted since the last call.
+    pub async fn charge_spent(&self) {
+        let pending = std::mem::take(&mut *self.spent.lock().unwrap_or_else(|p| p.into_inner()));
         let now = self.clock.now();
-        for (what, amount) in [("time_us", wall_us), ("cpu_us", cpu_us)] {
-            if let Err(e) = self
-                .backend
-                .add(now, &app_key(app, what), WindowSpec::HOUR, amount)
-                .await
-            {
-                self.failed(&e);
+        for (app, (wall_us, cpu_us)) in pending {
+            for (what, amount) in [("time_us", wall_us), ("cpu_us", cpu_us)] {
+                if let Err(e) = self
+                    .backend
+                    .add(now, &app_key(&app, what), WindowSpec::HOUR, amount)
+                    .await
+                {
+                    self.failed(&e);
+                }
             }
         }
     }
 
-    /// Whether attempts counted under each `(key, limit)` may go on (failed sign-ins, failed
-    /// client authentications); if not, the longest wait.
-    pub async fn attempts_allowed(&self, keys: &[(String, u64)]) -> Result<(), i64> {
+    /// Runs [`Limiter::charge_spent`] every second, for ever.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.charge_spent().await;
+        }
+    }
+
+    /// Whether attempts counted under each `(key, limit)` may go on; if not, the longest wait.
+    /// With `charge`, an allowed attempt is counted at once, atomically with the check, so
+    /// parallel attempts cannot all pass before any is counted; take it back with
+    /// [`Limiter::refund`] if it succeeds.
+    pub async fn attempt(&self, keys: &[(String, u64)], charge: bool) -> Result<(), i64> {
+        let now = self.clock.now();
         let checks: Vec<Check> = keys
             .iter()
             .map(|(key, limit)| Check {
                 key: key.clone(),
                 spec: WindowSpec::FIFTEEN_MINUTES,
                 limit: *limit,
-                cost: 0,
+                cost: u64::from(charge),
             })
             .collect();
-        match self.backend.check(self.clock.now(), &checks).await {
+        match self.backend.check(now, &checks).await {
             Ok(Verdict::Allowed { .. }) => Ok(()),
-            Ok(Verdict::Limited { retry_after, .. }) => Err(retry_after),
+            Ok(Verdict::Limited { .. }) => {
+                // The longest wait of all the full budgets, not just the first one found.
+                let mut wait = 1;
+                for c in &checks {
+                    let one = Check {
+                        cost: 0,
+                        ..c.clone()
+                    };
+                    if let Ok(Verdict::Limited { retry_after, .. }) =
+                        self.backend.check(now, std::slice::from_ref(&one)).await
+                    {
+                        wait = wait.max(retry_after);
+                    }
+                }
+                Err(wait)
+            }
             Err(e) => match self.failed(&e) {
                 None => Ok(()),
                 Some(_) => Err(5),
             },
+        }
+    }
+
+    /// Takes back an attempt charged by [`Limiter::attempt`].
+    pub async fn refund(&self, key: &str) {
+        let now = self.clock.now();
+        if let Err(e) = self
+            .backend
+            .refund(now, key, WindowSpec::FIFTEEN_MINUTES, 1)
+            .await
+        {
+            self.failed(&e);
         }
     }
 
@@ -326,6 +395,27 @@ impl Limiter {
             }
         }
         counts
+    }
+
+    /// What each key's window holds now.
+    pub async fn counts(&self, keys: &[(String, u64)]) -> Vec<u64> {
+        let checks: Vec<Check> = keys
+            .iter()
+            .map(|(key, _)| Check {
+                key: key.clone(),
+                spec: WindowSpec::FIFTEEN_MINUTES,
+                limit: u64::MAX,
+                cost: 0,
+            })
+            .collect();
+        match self.backend.check(self.clock.now(), &checks).await {
+            Ok(Verdict::Allowed { used }) => used,
+            Ok(Verdict::Limited { .. }) => vec![u64::MAX; keys.len()],
+            Err(e) => {
+                self.failed(&e);
+                vec![0; keys.len()]
+            }
+        }
     }
 
     /// Clears the failures counted under `key`.
@@ -360,25 +450,17 @@ mod tests {
         ) -> Result<(), BackendError> {
             Err(BackendError("down".into()))
         }
-        async fn reset(&self, _: &str) -> Result<(), BackendError> {
+        async fn refund(
+            &self,
+            _: UnixTime,
+            _: &str,
+            _: WindowSpec,
+            _: u64,
+        ) -> Result<(), BackendError> {
             Err(BackendError("down".into()))
         }
-    }
-
-    fn app() -> gramkey_store::App {
-        gramkey_store::App {
-            id: AppId::parse("1234567890123456").unwrap(),
-            name: "t".into(),
-            secret_hash: vec![],
-            redirect_uris: vec![],
-            scopes: Default::default(),
-            mode: gramkey_domain::AppMode::Live,
-            created_at: 0,
-            previous_secret: None,
-            refresh_tokens: false,
-            secret_seed: None,
-            deauthorize_url: None,
-            data_deletion_url: None,
+        async fn reset(&self, _: &str) -> Result<(), BackendError> {
+            Err(BackendError("down".into()))
         }
     }
 
@@ -392,12 +474,19 @@ mod tests {
                 Arc::new(ManualClock::new(1_800_000_000)),
                 Metrics::default(),
             );
-            let r = l.admit(&app(), 1, Some(1), 1, CallClass::Read).await;
+            let app = AppId::parse("1234567890123456").unwrap();
+            let r = l
+                .admit(
+                    &app,
+                    gramkey_domain::AppMode::Live,
+                    1,
+                    Some(1),
+                    1,
+                    CallClass::Read,
+                )
+                .await;
             assert_eq!(matches!(r, Err((_, Refusal::Unavailable))), refused);
-            assert_eq!(
-                l.attempts_allowed(&[("k".into(), 1)]).await.is_err(),
-                refused
-            );
+            assert_eq!(l.attempt(&[("k".into(), 1)], true).await.is_err(), refused);
         }
     }
 

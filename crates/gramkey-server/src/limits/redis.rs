@@ -69,10 +69,20 @@ redis.call('EXPIRE', KEYS[1], bsecs * (nb + 1))
 return 1
 ";
 
+/// KEYS[1]: the budget. ARGV: now, bucket seconds, amount. Takes back from the current bucket,
+/// never below zero there (an attempt judged across a bucket boundary is not taken back).
+const REFUND: &str = r"
+local field = tostring(math.floor(tonumber(ARGV[1]) / tonumber(ARGV[2])))
+local left = redis.call('HINCRBY', KEYS[1], field, -tonumber(ARGV[3]))
+if left <= 0 then redis.call('HDEL', KEYS[1], field) end
+return 1
+";
+
 pub struct RedisBackend {
     conn: ConnectionManager,
     check: redis::Script,
     add: redis::Script,
+    refund: redis::Script,
 }
 
 fn err(e: impl std::fmt::Display) -> BackendError {
@@ -95,6 +105,7 @@ impl RedisBackend {
             conn,
             check: redis::Script::new(CHECK),
             add: redis::Script::new(ADD),
+            refund: redis::Script::new(REFUND),
         })
     }
 
@@ -164,6 +175,18 @@ impl Backend for RedisBackend {
             .arg(spec.bucket_secs())
             .arg(spec.buckets)
             .arg(amount);
+        self.run::<i64>(inv).await.map(|_| ())
+    }
+
+    async fn refund(
+        &self,
+        now: UnixTime,
+        key: &str,
+        spec: WindowSpec,
+        amount: u64,
+    ) -> Result<(), BackendError> {
+        let mut inv = self.refund.prepare_invoke();
+        inv.key(key).arg(now).arg(spec.bucket_secs()).arg(amount);
         self.run::<i64>(inv).await.map(|_| ())
     }
 
