@@ -127,39 +127,6 @@ impl Backend for MemoryBackend {
 mod tests {
     use super::*;
 
-    fn check(key: &str, limit: u64, cost: u64) -> Check {
-        Check {
-            key: key.into(),
-            spec: WindowSpec::HOUR,
-            limit,
-            cost,
-        }
-    }
-
-    #[tokio::test]
-    async fn all_or_nothing_over_several_budgets() {
-        let b = MemoryBackend::default();
-        let t = 1_800_000_000;
-        let both = [check("a", 3, 1), check("b", 2, 1)];
-        assert_eq!(
-            b.check(t, &both).await.unwrap(),
-            Verdict::Allowed { used: vec![1, 1] }
-        );
-        assert_eq!(
-            b.check(t, &both).await.unwrap(),
-            Verdict::Allowed { used: vec![2, 2] }
-        );
-        // "b" is full: "a" is not charged.
-        assert!(matches!(
-            b.check(t, &both).await.unwrap(),
-            Verdict::Limited { index: 1, .. }
-        ));
-        assert_eq!(
-            b.check(t, &[check("a", 3, 0)]).await.unwrap(),
-            Verdict::Allowed { used: vec![2] }
-        );
-    }
-
     #[tokio::test]
     async fn idle_windows_are_swept() {
         let b = MemoryBackend::default();

@@ -490,6 +490,100 @@ mod tests {
         }
     }
 
+    /// What every backend must do, run against memory and (with `GRAMKEY_TEST_REDIS_URL`)
+    /// Redis: the Lua script is held to the in-memory arithmetic.
+    async fn contract(b: &dyn Backend, prefix: &str) {
+        let key = |k: &str| format!("{prefix}:{k}");
+        let hour = WindowSpec::HOUR;
+        let check = |k: &str, limit: u64, cost: u64| Check {
+            key: key(k),
+            spec: hour,
+            limit,
+            cost,
+        };
+        let t0 = 1_800_000_000; // a minute boundary
+        // All or nothing over several budgets.
+        let both = [check("a", 3, 1), check("b", 2, 1)];
+        assert_eq!(
+            b.check(t0, &both).await.unwrap(),
+            Verdict::Allowed { used: vec![1, 1] }
+        );
+        assert_eq!(
+            b.check(t0 + 600, &both).await.unwrap(),
+            Verdict::Allowed { used: vec![2, 2] }
+        );
+        assert_eq!(
+            b.check(t0 + 900, &both).await.unwrap(),
+            Verdict::Limited {
+                index: 1,
+                // "b"'s first call leaves the window at t0 + 3600.
+                retry_after: 2700,
+                used: vec![2, 2],
+            }
+        );
+        assert_eq!(
+            b.check(t0 + 900, &[check("a", 3, 0)]).await.unwrap(),
+            Verdict::Allowed { used: vec![2] },
+            "a refused check charges nothing"
+        );
+        // The window slides: at t0 + 3600 the first minute's calls are gone.
+        assert_eq!(
+            b.check(t0 + 3600, &both).await.unwrap(),
+            Verdict::Allowed { used: vec![2, 2] }
+        );
+        // Adding without a check, a refund, a reset.
+        b.add(t0, &key("t"), hour, 500).await.unwrap();
+        b.add(t0 + 60, &key("t"), hour, 250).await.unwrap();
+        assert_eq!(
+            b.check(t0 + 60, &[check("t", 1000, 0)]).await.unwrap(),
+            Verdict::Allowed { used: vec![750] }
+        );
+        b.refund(t0 + 60, &key("t"), hour, 50).await.unwrap();
+        assert_eq!(
+            b.check(t0 + 60, &[check("t", 1000, 0)]).await.unwrap(),
+            Verdict::Allowed { used: vec![700] }
+        );
+        b.reset(&key("t")).await.unwrap();
+        assert_eq!(
+            b.check(t0 + 60, &[check("t", 1000, 0)]).await.unwrap(),
+            Verdict::Allowed { used: vec![0] }
+        );
+        // A read-only check refuses a spent budget, with the wait until it has room.
+        b.add(t0, &key("full"), hour, 10).await.unwrap();
+        assert_eq!(
+            b.check(t0 + 30, &[check("full", 10, 0)]).await.unwrap(),
+            Verdict::Limited {
+                index: 0,
+                retry_after: 3570,
+                used: vec![10],
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_memory_backend_keeps_the_contract() {
+        contract(&memory::MemoryBackend::default(), "gk:test").await;
+    }
+
+    #[tokio::test]
+    async fn the_redis_backend_keeps_the_contract() {
+        let Some(url) =
+            gramkey_store::test_support::redis_url("the_redis_backend_keeps_the_contract")
+        else {
+            return;
+        };
+        let b = redis::RedisBackend::connect(&url).await.unwrap();
+        // A fresh prefix per run: keys of earlier runs expire on their own.
+        let prefix = format!(
+            "gk:test:{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        contract(&b, &prefix).await;
+    }
+
     #[tokio::test]
     async fn usage_headers_add_this_requests_time() {
         let s = Standing {
