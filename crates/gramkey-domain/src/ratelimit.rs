@@ -17,8 +17,8 @@
 
 use std::collections::VecDeque;
 
-use crate::UnixTime;
 use crate::app::AppMode;
+use crate::{AppId, UnixTime};
 
 /// The shape of a rolling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +227,89 @@ pub enum Budget {
     LegacyToken,
 }
 
+/// One budget a call draws on: `cost` more must fit under `limit` in the window `key` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draw {
+    pub key: String,
+    pub limit: u64,
+    pub cost: u64,
+    pub budget: Budget,
+}
+
+/// The index, in [`Limits::draws`], of the app pool's calls, wall-clock time and CPU time.
+pub const APP_CALLS: usize = 0;
+pub const APP_TIME: usize = 1;
+pub const APP_CPU: usize = 2;
+
+/// The key of one of an app's budgets.
+pub fn app_key(app: &AppId, what: &str) -> String {
+    format!("gk:app:{app}:{what}")
+}
+
 impl Limits {
+    /// The rolling-hour budgets a resource call draws on, all checked and charged together:
+    /// the app pool's calls, time and CPU time (always, in that order; time is charged after
+    /// the call, so the check only asks that it is not yet spent), then one user's calls and,
+    /// for a write, writes, then a legacy token's calls. `user` is none for an app token;
+    /// `token` 0 is an `APP_ID|APP_SECRET` pseudo-token, with no budget of its own.
+    pub fn draws(
+        &self,
+        app: &AppId,
+        mode: AppMode,
+        users: u64,
+        user: Option<i64>,
+        token: i64,
+        class: CallClass,
+    ) -> Vec<Draw> {
+        let draw = |key: String, limit: u64, cost: u64, budget: Budget| Draw {
+            key,
+            limit,
+            cost,
+            budget,
+        };
+        let (time_ms, cpu_ms) = self.app_time_ms(users);
+        let mut draws = vec![
+            draw(app_key(app, "calls"), self.app_calls(users), 1, Budget::App),
+            draw(
+                app_key(app, "time_us"),
+                time_ms.saturating_mul(1000),
+                0,
+                Budget::App,
+            ),
+            draw(
+                app_key(app, "cpu_us"),
+                cpu_ms.saturating_mul(1000),
+                0,
+                Budget::App,
+            ),
+        ];
+        if let Some(uid) = user {
+            draws.push(draw(
+                app_key(app, &format!("user:{uid}")),
+                self.user_calls,
+                1,
+                Budget::User,
+            ));
+            if class == CallClass::Write {
+                draws.push(draw(
+                    app_key(app, &format!("writes:{uid}")),
+                    self.writes(mode),
+                    1,
+                    Budget::User,
+                ));
+            }
+        }
+        if class == CallClass::Legacy && token != 0 {
+            draws.push(draw(
+                format!("gk:token:{token}"),
+                self.legacy_token(mode),
+                1,
+                Budget::LegacyToken,
+            ));
+        }
+        draws
+    }
+
     /// The app pool's calls per rolling hour for an app `users` people authorized. An app
     /// nobody has authorized yet still gets one user's worth, for its app token.
     pub fn app_calls(&self, users: u64) -> u64 {
@@ -330,6 +412,57 @@ mod tests {
         assert_eq!(w.used(H, 130), 1);
         w.take_back(H, 130, 5);
         assert!(w.is_idle(H, 130));
+    }
+
+    #[test]
+    fn each_kind_of_call_draws_on_its_budgets() {
+        let l = Limits::default();
+        let app = AppId::parse("1234567890123456").unwrap();
+        let budgets = |user, token, class| -> Vec<(String, u64, u64, Budget)> {
+            l.draws(&app, AppMode::Development, 3, user, token, class)
+                .into_iter()
+                .map(|d| (d.key, d.limit, d.cost, d.budget))
+                .collect()
+        };
+        let pool = vec![
+            ("gk:app:1234567890123456:calls".into(), 600, 1, Budget::App),
+            (
+                "gk:app:1234567890123456:time_us".into(),
+                60_000_000,
+                0,
+                Budget::App,
+            ),
+            (
+                "gk:app:1234567890123456:cpu_us".into(),
+                30_000_000,
+                0,
+                Budget::App,
+            ),
+        ];
+        // An app token: the pool only.
+        assert_eq!(budgets(None, 9, CallClass::Read), pool);
+        let user = (
+            "gk:app:1234567890123456:user:7".to_owned(),
+            1000,
+            1,
+            Budget::User,
+        );
+        let mut read = pool.clone();
+        read.push(user.clone());
+        assert_eq!(budgets(Some(7), 9, CallClass::Read), read);
+        let mut write = read.clone();
+        write.push((
+            "gk:app:1234567890123456:writes:7".into(),
+            30,
+            1,
+            Budget::User,
+        ));
+        assert_eq!(budgets(Some(7), 9, CallClass::Write), write);
+        let mut legacy = read.clone();
+        legacy.push(("gk:token:9".into(), 500, 1, Budget::LegacyToken));
+        assert_eq!(budgets(Some(7), 9, CallClass::Legacy), legacy);
+        // The pseudo-token APP_ID|APP_SECRET has no budget of its own.
+        assert_eq!(budgets(Some(7), 0, CallClass::Legacy), read);
     }
 
     #[test]

@@ -2316,15 +2316,7 @@ async fn no_secret_code_token_or_password_reaches_the_logs_audit_or_metrics() {
     let audit = audit_events(&t, "limit=1000").await;
     assert!(audit.len() >= 5, "{audit:?}");
     text.push_str(&serde_json::to_string(&audit).unwrap());
-    let metrics = reqwest::Client::new()
-        .get(t.url("/metrics"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&t).await;
     assert!(metrics.contains("gramkey_tokens_issued_total"));
     text.push_str(&metrics);
     for (what, secret) in [
@@ -3747,6 +3739,17 @@ fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
+async fn metrics_text(t: &TestApp) -> String {
+    let r = reqwest::Client::new()
+        .get(t.url("/metrics"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.text().await.unwrap()
+}
+
 async fn audit_events(t: &TestApp, query: &str) -> Vec<Value> {
     let r = reqwest::Client::new()
         .get(t.url(&format!("/admin/audit?{query}")))
@@ -3832,15 +3835,7 @@ async fn app_and_user_budgets_with_exact_headers_and_recovery() {
             .iter()
             .all(|e| e["outcome"] == "refused" && e["app_id"] == app.client_id.as_str())
     );
-    let metrics = reqwest::Client::new()
-        .get(t.url("/metrics"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&t).await;
     for line in [
         r#"gramkey_rate_limited_total{kind="user"} 1"#,
         r#"gramkey_rate_limited_total{kind="app"} 2"#,

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gramkey_domain::ratelimit::{Budget, CallClass, Limits, WindowSpec, percent};
+use gramkey_domain::ratelimit::{
+    APP_CALLS, APP_CPU, APP_TIME, Budget, CallClass, Limits, WindowSpec, app_key, percent,
+};
 use gramkey_domain::{AppId, Clock, UnixTime};
 
 use crate::metrics::Metrics;
@@ -131,10 +133,6 @@ pub struct Limiter {
     last_failure_log: AtomicI64,
 }
 
-pub fn app_key(app: &AppId, what: &str) -> String {
-    format!("gk:app:{app}:{what}")
-}
-
 impl Limiter {
     pub fn new(
         backend: Arc<dyn Backend>,
@@ -186,74 +184,32 @@ impl Limiter {
         token_id: i64,
         class: CallClass,
     ) -> Result<Standing, (Standing, Refusal)> {
-        let l = &self.limits;
-        let hour = WindowSpec::HOUR;
-        let (time_ms, cpu_ms) = l.app_time_ms(users);
-        let mut checks = vec![
-            Check {
-                key: app_key(app, "calls"),
-                spec: hour,
-                limit: l.app_calls(users),
-                cost: 1,
-            },
-            Check {
-                key: app_key(app, "time_us"),
-                spec: hour,
-                limit: time_ms.saturating_mul(1000),
-                cost: 0,
-            },
-            Check {
-                key: app_key(app, "cpu_us"),
-                spec: hour,
-                limit: cpu_ms.saturating_mul(1000),
-                cost: 0,
-            },
-        ];
-        let mut budgets = vec![Budget::App, Budget::App, Budget::App];
-        if let Some(uid) = user {
-            checks.push(Check {
-                key: app_key(app, &format!("user:{uid}")),
-                spec: hour,
-                limit: l.user_calls,
-                cost: 1,
-            });
-            budgets.push(Budget::User);
-            if class == CallClass::Write {
-                checks.push(Check {
-                    key: app_key(app, &format!("writes:{uid}")),
-                    spec: hour,
-                    limit: l.writes(mode),
-                    cost: 1,
-                });
-                budgets.push(Budget::User);
-            }
-        }
-        // Token row 0 is an `APP_ID|APP_SECRET` pseudo-token: no token of its own to limit.
-        if class == CallClass::Legacy && token_id != 0 {
-            checks.push(Check {
-                key: format!("gk:token:{token_id}"),
-                spec: hour,
-                limit: l.legacy_token(mode),
-                cost: 1,
-            });
-            budgets.push(Budget::LegacyToken);
-        }
+        let draws = self.limits.draws(app, mode, users, user, token_id, class);
+        let checks: Vec<Check> = draws
+            .iter()
+            .map(|d| Check {
+                key: d.key.clone(),
+                spec: WindowSpec::HOUR,
+                limit: d.limit,
+                cost: d.cost,
+            })
+            .collect();
+        let last = draws.len() - 1;
         let mut standing = Standing {
             app_id: Some(app.clone()),
             user_id: user,
-            calls: (0, checks[0].limit),
-            time_us: (0, checks[1].limit),
-            cpu_us: (0, checks[2].limit),
-            legacy: (class == CallClass::Legacy && token_id != 0)
-                .then(|| (checks[checks.len() - 1].limit, 0)),
+            calls: (0, draws[APP_CALLS].limit),
+            time_us: (0, draws[APP_TIME].limit),
+            cpu_us: (0, draws[APP_CPU].limit),
+            legacy: (draws[last].budget == Budget::LegacyToken).then(|| (draws[last].limit, 0)),
         };
         let fill = |standing: &mut Standing, used: &[u64]| {
             let at = |i: usize| used.get(i).copied();
-            standing.calls.0 = at(0).unwrap_or(0);
-            standing.time_us.0 = at(1).unwrap_or(0);
-            standing.cpu_us.0 = at(2).unwrap_or(0);
+            standing.calls.0 = at(APP_CALLS).unwrap_or(0);
+            standing.time_us.0 = at(APP_TIME).unwrap_or(0);
+            standing.cpu_us.0 = at(APP_CPU).unwrap_or(0);
             // A legacy budget that was not reached (an earlier one refused) is not reported.
-            standing.legacy = match (standing.legacy, at(checks.len() - 1)) {
+            standing.legacy = match (standing.legacy, at(last)) {
                 (Some((limit, _)), Some(used)) => Some((limit, limit.saturating_sub(used))),
                 _ => None,
             };
@@ -272,7 +228,7 @@ impl Limiter {
                 Err((
                     standing,
                     Refusal::Limited {
-                        budget: budgets[index],
+                        budget: draws[index].budget,
                         retry_after,
                     },
                 ))
