@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
@@ -128,17 +128,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-                status,
-            })
-            .inc();
+    /// `method` is one of a fixed set (the caller maps the rest to "other").
+    pub fn request(&self, route: String, method: &'static str, status: u16, seconds: f64) {
+        let labels = RequestLabels {
+            route,
+            method,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
         self.latency
             .get_or_create(&RouteLabels {
-                route: route.to_owned(),
+                route: labels.route,
             })
             .observe(seconds);
     }

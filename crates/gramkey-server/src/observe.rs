@@ -143,11 +143,17 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     }
     // Methods are a fixed set in the labels: anything else is "other".
     let method = match method.as_str() {
-        m @ ("GET" | "POST" | "DELETE" | "PUT" | "PATCH" | "HEAD" | "OPTIONS") => m,
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
         _ => "other",
     };
     state.metrics.request(
-        marks.route.as_deref().unwrap_or("unmatched"),
+        marks.route.unwrap_or_else(|| "unmatched".to_owned()),
         method,
         resp.status().as_u16(),
         wall.as_secs_f64(),
