@@ -1,10 +1,13 @@
 //! Budgets in this process: one mutex over a map of windows. Every operation is a handful of
-//! integer additions under the lock, so one lock serves a node's request rate; idle windows are
-//! swept out every few thousand operations so the map does not grow without bound.
+//! integer additions under the lock, so one lock serves a node's request rate.
+//!
+//! Idle windows are swept out a few at a time: each operation looks at the next
+//! [`SWEEP_PER_OP`] windows in a queue of all of them, drops the idle ones and requeues the
+//! rest. The map cannot grow without bound, and no operation ever scans it whole (a flood of
+//! distinct keys makes no request wait for a sweep).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use gramkey_domain::UnixTime;
@@ -12,30 +15,84 @@ use gramkey_domain::ratelimit::{Window, WindowSpec, fits};
 
 use super::{Backend, BackendError, Check, Verdict};
 
-/// How many operations between sweeps of idle windows.
-const SWEEP_EVERY: u64 = 4096;
+/// How many queued windows each operation looks at.
+const SWEEP_PER_OP: usize = 4;
+
+struct Slot {
+    spec: WindowSpec,
+    window: Window,
+    /// Which queue entry is this slot's: a key reset and created again is queued again, and
+    /// its old entry must not keep it alive twice.
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Windows {
+    map: HashMap<String, Slot>,
+    queue: VecDeque<(String, u64)>,
+    next_generation: u64,
+}
+
+impl Windows {
+    fn slot(&mut self, key: &str, spec: WindowSpec) -> &mut Window {
+        if !self.map.contains_key(key) {
+            self.next_generation += 1;
+            self.queue.push_back((key.to_owned(), self.next_generation));
+            self.map.insert(
+                key.to_owned(),
+                Slot {
+                    spec,
+                    window: Window::default(),
+                    generation: self.next_generation,
+                },
+            );
+        }
+        match self.map.get_mut(key) {
+            Some(slot) => &mut slot.window,
+            None => unreachable!("inserted above"),
+        }
+    }
+
+    fn sweep_some(&mut self, now: UnixTime) {
+        for _ in 0..SWEEP_PER_OP {
+            let Some((key, generation)) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(slot) = self.map.get_mut(&key) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
+            }
+            if slot.window.is_idle(slot.spec, now) {
+                self.map.remove(&key);
+            } else {
+                self.queue.push_back((key, generation));
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct MemoryBackend {
-    windows: Mutex<HashMap<String, (WindowSpec, Window)>>,
-    ops: AtomicU64,
+    windows: Mutex<Windows>,
 }
 
 impl MemoryBackend {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (WindowSpec, Window)>> {
+    fn lock(&self, now: UnixTime) -> std::sync::MutexGuard<'_, Windows> {
         // A panic while holding the lock leaves plain counters behind: still usable.
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn maybe_sweep(&self, map: &mut HashMap<String, (WindowSpec, Window)>, now: UnixTime) {
-        if self.ops.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            map.retain(|_, (spec, w)| !w.is_idle(*spec, now));
-        }
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        w.sweep_some(now);
+        w
     }
 
     /// How many windows are held (for tests of the sweep).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -45,39 +102,29 @@ impl MemoryBackend {
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn check(&self, now: UnixTime, checks: &[Check]) -> Result<Verdict, BackendError> {
-        let mut map = self.lock();
-        self.maybe_sweep(&mut map, now);
+        let mut w = self.lock(now);
         let mut used = Vec::with_capacity(checks.len());
         for (index, c) in checks.iter().enumerate() {
-            let Some((_, w)) = map.get_mut(&c.key) else {
-                if !fits(0, c.cost, c.limit) {
-                    used.push(0);
-                    return Ok(Verdict::Limited {
-                        index,
-                        retry_after: c.spec.window_secs,
-                        used,
-                    });
-                }
-                used.push(0);
-                continue;
+            let u = match w.map.get_mut(&c.key) {
+                None => 0,
+                Some(slot) => slot.window.used(c.spec, now),
             };
-            let u = w.used(c.spec, now);
+            used.push(u);
             if !fits(u, c.cost, c.limit) {
-                used.push(u);
+                let retry_after = match w.map.get_mut(&c.key) {
+                    None => c.spec.window_secs,
+                    Some(slot) => slot.window.retry_after(c.spec, c.cost, c.limit, now),
+                };
                 return Ok(Verdict::Limited {
                     index,
-                    retry_after: w.retry_after(c.spec, c.cost, c.limit, now),
+                    retry_after,
                     used,
                 });
             }
-            used.push(u);
         }
         for (c, u) in checks.iter().zip(used.iter_mut()) {
             if c.cost > 0 {
-                let (_, w) = map
-                    .entry(c.key.clone())
-                    .or_insert_with(|| (c.spec, Window::default()));
-                w.add(c.spec, now, c.cost);
+                w.slot(&c.key, c.spec).add(c.spec, now, c.cost);
                 *u += c.cost;
             }
         }
@@ -91,16 +138,7 @@ impl Backend for MemoryBackend {
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError> {
-        let mut map = self.lock();
-        self.maybe_sweep(&mut map, now);
-        match map.get_mut(key) {
-            Some((_, w)) => w.add(spec, now, amount),
-            None => {
-                let mut w = Window::default();
-                w.add(spec, now, amount);
-                map.insert(key.to_owned(), (spec, w));
-            }
-        }
+        self.lock(now).slot(key, spec).add(spec, now, amount);
         Ok(())
     }
 
@@ -111,14 +149,18 @@ impl Backend for MemoryBackend {
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError> {
-        if let Some((_, w)) = self.lock().get_mut(key) {
-            w.take_back(spec, now, amount);
+        if let Some(slot) = self.lock(now).map.get_mut(key) {
+            slot.window.take_back(spec, now, amount);
         }
         Ok(())
     }
 
     async fn reset(&self, key: &str) -> Result<(), BackendError> {
-        self.lock().remove(key);
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .remove(key);
         Ok(())
     }
 }
@@ -127,19 +169,44 @@ impl Backend for MemoryBackend {
 mod tests {
     use super::*;
 
+    fn queued(b: &MemoryBackend) -> usize {
+        b.windows.lock().unwrap().queue.len()
+    }
+
     #[tokio::test]
-    async fn idle_windows_are_swept() {
+    async fn idle_windows_are_swept_a_few_at_a_time() {
         let b = MemoryBackend::default();
-        for i in 0..SWEEP_EVERY {
+        for i in 0..1000 {
             b.add(1_000, &format!("k{i}"), WindowSpec::HOUR, 1)
                 .await
                 .unwrap();
         }
-        assert!(b.len() > 4000);
-        // An hour later every window is idle; the next sweep drops them.
-        for _ in 0..SWEEP_EVERY {
+        assert_eq!(b.len(), 1000, "live windows stay");
+        // An hour later every window is idle: each operation drops a few.
+        b.add(10_000, "live", WindowSpec::HOUR, 1).await.unwrap();
+        assert!(b.len() > 990);
+        for _ in 0..260 {
             b.add(10_000, "live", WindowSpec::HOUR, 1).await.unwrap();
         }
         assert_eq!(b.len(), 1);
+        assert_eq!(queued(&b), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_reset_and_created_again_is_queued_once() {
+        let b = MemoryBackend::default();
+        for _ in 0..100 {
+            b.add(1_000, "k", WindowSpec::HOUR, 1).await.unwrap();
+            b.reset("k").await.unwrap();
+        }
+        b.add(1_000, "k", WindowSpec::HOUR, 1).await.unwrap();
+        for _ in 0..30 {
+            b.add(1_000, "other", WindowSpec::HOUR, 1).await.unwrap();
+        }
+        assert_eq!(
+            queued(&b),
+            2,
+            "stale entries are dropped as the sweep meets them"
+        );
     }
 }
