@@ -523,8 +523,9 @@ async fn audit(global: &Global, args: AuditArgs) -> Result<()> {
     let ops = global.open().await?;
     let since = match &args.since {
         Some(s) => Some(
-            gramkey_domain::graph::paging::parse_time("since", s)
-                .map_err(|e| anyhow::anyhow!("--since: {}", e.message))?,
+            gramkey_domain::graph::paging::parse_time("since", s).map_err(|e| {
+                anyhow::anyhow!("--since: {}", e.message.trim_start_matches("(#100) "))
+            })?,
         ),
         None => None,
     };
@@ -545,9 +546,12 @@ async fn audit(global: &Global, args: AuditArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     for e in &events {
         let ev = &e.event;
-        println!(
+        let line = writeln!(
+            out,
             "{:>6}  {}  {:<18} {:<8} app={} user={} token={} ip={}  {}",
             e.id,
             gramkey_domain::time::graph_timestamp(ev.at),
@@ -559,6 +563,11 @@ async fn audit(global: &Global, args: AuditArgs) -> Result<()> {
             ev.ip.as_deref().unwrap_or("-"),
             ev.detail.as_deref().unwrap_or(""),
         );
+        // `gramkey audit | head` closes the pipe early: that is not an error.
+        match line {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
     }
     if events.is_empty() {
         println!("no audit events match");
@@ -589,6 +598,31 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         .to_owned();
     url::Url::parse(&public_url)
         .with_context(|| format!("--public-url {public_url:?} is not a URL"))?;
+
+    // The rate limiter before anything is seeded or printed: a bad Redis URL stops here.
+    let backend: Arc<dyn gramkey_server::limits::Backend> = match &args.limits.redis_url {
+        Some(url) => {
+            let backend = gramkey_server::limits::redis::RedisBackend::connect(url)
+                .await
+                .with_context(|| "cannot use the Redis given by --redis-url".to_owned())?;
+            let at = url::Url::parse(url)
+                .ok()
+                .map(|u| {
+                    format!(
+                        "{}:{}",
+                        u.host_str().unwrap_or("?"),
+                        u.port().unwrap_or(6379)
+                    )
+                })
+                .unwrap_or_default();
+            println!("rate limits: shared through Redis at {at}");
+            Arc::new(backend)
+        }
+        None => {
+            println!("rate limits: kept in this process (--redis-url shares them between nodes)");
+            Arc::new(gramkey_server::limits::memory::MemoryBackend::default())
+        }
+    };
 
     if !args.no_sandbox {
         if let Some(info) = seed_if_empty(&ops, &public_url).await? {
@@ -629,14 +663,6 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         alert_thresholds: args.watch.thresholds(),
         alert_webhook: args.watch.alert_webhook.clone(),
         ..ServerConfig::new(public_url.clone())
-    };
-    let backend: Arc<dyn gramkey_server::limits::Backend> = match &args.limits.redis_url {
-        Some(url) => Arc::new(
-            gramkey_server::limits::redis::RedisBackend::connect(url)
-                .await
-                .with_context(|| "cannot reach the Redis given by --redis-url".to_owned())?,
-        ),
-        None => Arc::new(gramkey_server::limits::memory::MemoryBackend::default()),
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));

@@ -385,7 +385,7 @@ fn two_nodes_share_one_budget_through_redis() {
         let mut out = Vec::new();
         for node in [&a, &b, &a, &b, &a, &b, &a, &b] {
             let r = c
-                .get(format!("http://{node}/{id}/insights?metric=calls"))
+                .get(format!("http://{node}/debug_token?input_token={token}"))
                 .bearer_auth(&token)
                 .send()
                 .await
@@ -402,7 +402,8 @@ fn two_nodes_share_one_budget_through_redis() {
         out
     });
     let ok = statuses.iter().filter(|(_, s, _)| *s == 200).count();
-    assert_eq!(ok, 5, "one budget of 5 across both nodes: {statuses:?}");
+    let summary: Vec<(&str, u16)> = statuses.iter().map(|(u, s, _)| (u.as_str(), *s)).collect();
+    assert_eq!(ok, 5, "one budget of 5 across both nodes: {summary:?}");
     assert!(statuses[..5].iter().all(|(_, s, _)| *s == 200));
     for (i, (usage, _, _)) in statuses[..5].iter().enumerate() {
         assert!(

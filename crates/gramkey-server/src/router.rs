@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/callbacks", get(admin::list_callbacks))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/users/{username}/unlock", post(admin::unlock_user))
+        .route("/admin/addresses/{ip}/unlock", post(admin::unlock_address))
         .route("/metrics", get(admin::metrics))
         .route("/admin/callbacks/{id}/retry", post(admin::retry_callback))
         .route("/admin/{*rest}", axum::routing::any(admin::not_found))

@@ -193,6 +193,12 @@ impl AppState {
         Ok(Some(facts))
     }
 
+    /// Forgets `app`'s cached facts, after a grant was made or removed here (other nodes see
+    /// the change within the minute).
+    pub fn forget_app_facts(&self, app: &gramkey_domain::AppId) {
+        self.app_facts.invalidate(app);
+    }
+
     /// Whether this is the first refusal for `subject` (a budget's key) this minute.
     pub fn first_refusal_this_minute(&self, subject: &str) -> bool {
         let minute = self.ops.clock.now().div_euclid(60);

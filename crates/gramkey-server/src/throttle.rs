@@ -25,8 +25,12 @@ use crate::state::AppState;
 
 /// The address a request's attempts are counted under.
 fn address() -> Option<String> {
-    let ip = crate::observe::current().and_then(|c| c.ip)?;
-    Some(match ip {
+    crate::observe::current().and_then(|c| c.ip).map(address_of)
+}
+
+/// How an address is counted: whole for IPv4, by /64 for IPv6.
+pub fn address_of(ip: IpAddr) -> String {
+    match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
@@ -35,7 +39,22 @@ fn address() -> Option<String> {
                 format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
         },
-    })
+    }
+}
+
+/// The keys of an address's sign-in and client-authentication counts.
+pub fn address_keys(address: &str) -> [String; 2] {
+    [
+        format!("gk:login:ip:{address}"),
+        format!("gk:client:ip:{address}"),
+    ]
+}
+
+/// Which limit refused a sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locked {
+    Account,
+    Address,
 }
 
 /// The account's key: the name as typed, lower-cased and cut to Instagram's 30 characters, so
@@ -49,17 +68,16 @@ fn login_keys(state: &AppState, username: &str) -> Vec<(String, u64)> {
     let l = &state.limiter.limits;
     let mut keys = vec![(account_key(username), l.login_failures_per_account)];
     if let Some(a) = address() {
-        keys.push((format!("gk:login:ip:{a}"), l.login_failures_per_ip));
+        let [login, _] = address_keys(&a);
+        keys.push((login, l.login_failures_per_ip));
     }
     keys
 }
 
 fn client_ip_key(state: &AppState) -> Option<(String, u64)> {
     address().map(|a| {
-        (
-            format!("gk:client:ip:{a}"),
-            state.limiter.limits.client_auth_failures_per_ip,
-        )
+        let [_, client] = address_keys(&a);
+        (client, state.limiter.limits.client_auth_failures_per_ip)
     })
 }
 
@@ -87,21 +105,34 @@ async fn refused(state: &AppState, kind: AuditKind, subject: &str, entry: Entry,
     }
 }
 
-/// Counts a sign-in attempt, or refuses it with the seconds to wait.
-pub async fn login_attempt(state: &AppState, username: &str, app: &AppId) -> Result<(), i64> {
+/// Counts a sign-in attempt, or refuses it with the seconds to wait and which limit is full.
+pub async fn login_attempt(
+    state: &AppState,
+    username: &str,
+    app: &AppId,
+) -> Result<(), (i64, Locked)> {
     let keys = login_keys(state, username);
-    let verdict = state.limiter.attempt(&keys, true).await;
-    if let Err(wait) = verdict {
-        refused(
-            state,
-            AuditKind::LoginFailed,
-            &keys[0].0,
-            Entry::default().app(app),
-            wait,
-        )
-        .await;
-    }
-    verdict
+    let Err((wait, which)) = state.limiter.attempt(&keys, true).await else {
+        return Ok(());
+    };
+    let locked = if which == 0 {
+        Locked::Account
+    } else {
+        Locked::Address
+    };
+    let detail = match locked {
+        Locked::Account => "this account",
+        Locked::Address => "this address",
+    };
+    refused(
+        state,
+        AuditKind::LoginFailed,
+        &keys[which].0,
+        Entry::default().app(app).detail(format!("{detail}: ")),
+        wait,
+    )
+    .await;
+    Err((wait, locked))
 }
 
 /// Audits a failed sign-in and, past the burst threshold, alerts.
@@ -160,7 +191,8 @@ pub async fn client_allowed(state: &AppState, client_id: &str) -> Result<(), i64
     let verdict = state
         .limiter
         .attempt(std::slice::from_ref(&key), false)
-        .await;
+        .await
+        .map_err(|(wait, _)| wait);
     if let Err(wait) = verdict {
         let entry = match AppId::parse(client_id) {
             Some(app) => Entry::default().app(&app),

@@ -4016,7 +4016,11 @@ async fn app_token_request(t: &TestApp, app: &Registered, secret: &str) -> (Stat
 
 #[tokio::test]
 async fn failed_client_authentications_and_sign_ins_are_throttled_then_recover() {
-    let t = TestApp::sqlite_with(|c| c.limits.client_auth_failures_per_ip = 10).await;
+    let t = TestApp::sqlite_with(|c| {
+        c.limits.client_auth_failures_per_ip = 10;
+        c.limits.login_failures_per_ip = 8;
+    })
+    .await;
     let app = t.app("user_profile", AppMode::Live).await;
     for _ in 0..10 {
         let (s, b) = app_token_request(&t, &app, "00000000000000000000000000000000").await;
@@ -4084,7 +4088,7 @@ async fn failed_client_authentications_and_sign_ins_are_throttled_then_recover()
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert!(page.starts_with("retry-after 900"), "{page}");
     assert!(
-        page.contains("Too many failed sign-ins. Try again in 15 minutes."),
+        page.contains("Too many failed sign-ins for this account. Try again in 15 minutes."),
         "{page}"
     );
     t.clock.advance(600);
@@ -4121,6 +4125,29 @@ async fn failed_client_authentications_and_sign_ins_are_throttled_then_recover()
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         try_login(&t, &c, &app, "dora", "dora-password").await.0,
+        StatusCode::SEE_OTHER
+    );
+    // An address has its own limit (8 here): three more failures on another account reach it,
+    // and only the address unlock ends that lockout.
+    t.user("eve", "eve-password").await;
+    for _ in 0..3 {
+        try_login(&t, &c, &app, "eve", "wrong").await;
+    }
+    let (s, page) = try_login(&t, &c, &app, "eve", "eve-password").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        page.contains("Too many failed sign-ins from your network."),
+        "{page}"
+    );
+    let r = reqwest::Client::new()
+        .post(t.url("/admin/addresses/127.0.0.1/unlock"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        try_login(&t, &c, &app, "eve", "eve-password").await.0,
         StatusCode::SEE_OTHER
     );
 }

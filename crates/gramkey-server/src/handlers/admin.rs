@@ -287,6 +287,9 @@ pub async fn remove_user_app(
         .ops
         .remove_app_by_name(&username, &id, q.delete_data)
         .await?;
+    if let Some(app) = gramkey_domain::AppId::parse(&id) {
+        state.forget_app_facts(&app);
+    }
     Ok(Json(json!({"revoked_tokens": removal.tokens})))
 }
 
@@ -354,11 +357,21 @@ pub async fn audit(
         query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let since = match q.since.as_deref() {
         Some(s) => Some(
-            gramkey_domain::graph::paging::parse_time("since", s)
-                .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.message))?,
+            gramkey_domain::graph::paging::parse_time("since", s).map_err(|e| {
+                AdminError(
+                    StatusCode::BAD_REQUEST,
+                    e.message.trim_start_matches("(#100) ").to_owned(),
+                )
+            })?,
         ),
         None => None,
     };
+    if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
     let filter = crate::audit::AuditFilter {
         app: q.app,
         user: q.user,
@@ -367,14 +380,38 @@ pub async fn audit(
         before_id: q.before,
         limit: q.limit,
     };
+    let limit = filter.limit.unwrap_or(100);
     let events = state.ops.audit_log(&filter).await?;
+    // A full page may have more behind it; a short one is the last.
+    let before = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
     Ok(Json(json!({
         "data": events.iter().map(crate::audit::audit_json).collect::<Vec<_>>(),
-        "paging": {"before": events.last().map(|e| e.id)},
+        "paging": {"before": before},
     })))
 }
 
-/// `POST /admin/users/{username}/unlock`: ends a sign-in lockout at once.
+/// `POST /admin/addresses/{ip}/unlock`: ends an address's sign-in and client-authentication
+/// lockouts at once (an IPv6 address ends its /64's).
+pub async fn unlock_address(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(ip): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| {
+        AdminError(
+            StatusCode::BAD_REQUEST,
+            format!("{ip:?} is not an IP address"),
+        )
+    })?;
+    for key in crate::throttle::address_keys(&crate::throttle::address_of(ip)) {
+        state.limiter.clear(&key).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /admin/users/{username}/unlock`: ends an account's sign-in lockout at once.
 pub async fn unlock_user(
     _: Admin,
     State(state): State<AppState>,

@@ -225,6 +225,7 @@ async fn issue_code(
         )
         .await
         .map_err(internal)?;
+    state.forget_app_facts(&req.app_id);
     let code = generate_code(&*ops.entropy);
     let record = NewCode {
         hash: TokenHash::of_code(&code),
@@ -278,14 +279,18 @@ pub async fn login(
             Some("Enter your username and password."),
         );
     }
-    if let Err(wait) = throttle::login_attempt(&state, username, &app.id).await {
+    if let Err((wait, locked)) = throttle::login_attempt(&state, username, &app.id).await {
         let minutes = (wait + 59) / 60;
+        let whose = match locked {
+            throttle::Locked::Account => "for this account",
+            throttle::Locked::Address => "from your network",
+        };
         let mut resp = login_page(
             &app,
             &req,
             &session,
             Some(&format!(
-                "Too many failed sign-ins. Try again in {minutes} minute{}.",
+                "Too many failed sign-ins {whose}. Try again in {minutes} minute{}.",
                 if minutes == 1 { "" } else { "s" }
             )),
         );

@@ -153,8 +153,8 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         } else {
             CallClass::Write
         };
-        admit(&state, &token, class).await?;
         if token.kind == TokenKind::App {
+            // Insights are not charged, so an app can read them while it is throttled.
             return match (segments.get(1).map(String::as_str), &method) {
                 (Some("insights"), &Method::GET) => {
                     super::insights::app_insights(&state, &token, &segments[0], &params.0).await
@@ -162,6 +162,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 _ => Err(GraphError::missing_token()),
             };
         }
+        admit(&state, &token, class).await?;
         let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
             return Err(GraphError::invalid_token());
         };

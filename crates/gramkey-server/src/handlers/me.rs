@@ -213,6 +213,7 @@ pub async fn remove_app(
                 GraphError::internal()
             })?;
         tracing::info!(app_id = %record.app_id, user_id = uid.0, revoked = removal.tokens, "user removed the app");
+        state.forget_app_facts(&record.app_id);
         Ok::<_, GraphError>(Json(json!({"success": true})).into_response())
     }
     .await;

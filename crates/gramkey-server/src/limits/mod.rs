@@ -277,11 +277,12 @@ impl Limiter {
         }
     }
 
-    /// Whether attempts counted under each `(key, limit)` may go on; if not, the longest wait.
+    /// Whether attempts counted under each `(key, limit)` may go on; if not, the longest wait
+    /// and which key imposes it.
     /// With `charge`, an allowed attempt is counted at once, atomically with the check, so
     /// parallel attempts cannot all pass before any is counted; take it back with
     /// [`Limiter::refund`] if it succeeds.
-    pub async fn attempt(&self, keys: &[(String, u64)], charge: bool) -> Result<(), i64> {
+    pub async fn attempt(&self, keys: &[(String, u64)], charge: bool) -> Result<(), (i64, usize)> {
         let now = self.clock.now();
         let checks: Vec<Check> = keys
             .iter()
@@ -296,23 +297,24 @@ impl Limiter {
             Ok(Verdict::Allowed { .. }) => Ok(()),
             Ok(Verdict::Limited { .. }) => {
                 // The longest wait of all the full budgets, not just the first one found.
-                let mut wait = 1;
-                for c in &checks {
+                let mut longest = (1, 0);
+                for (i, c) in checks.iter().enumerate() {
                     let one = Check {
                         cost: 0,
                         ..c.clone()
                     };
-                    if let Ok(Verdict::Limited { retry_after, .. }) =
-                        self.backend.check(now, std::slice::from_ref(&one)).await
-                    {
-                        wait = wait.max(retry_after);
+                    match self.backend.check(now, std::slice::from_ref(&one)).await {
+                        Ok(Verdict::Limited { retry_after, .. }) if retry_after > longest.0 => {
+                            longest = (retry_after, i);
+                        }
+                        _ => {}
                     }
                 }
-                Err(wait)
+                Err(longest)
             }
             Err(e) => match self.failed(&e) {
                 None => Ok(()),
-                Some(_) => Err(5),
+                Some(_) => Err((5, 0)),
             },
         }
     }

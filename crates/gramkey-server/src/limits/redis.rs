@@ -93,13 +93,26 @@ impl RedisBackend {
     /// Connects to `url` (`redis://host:port/db`). Fails if Redis cannot be reached now; later
     /// outages are reconnected from, and meanwhile the limiter's `OnFailure` applies.
     pub async fn connect(url: &str) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url).map_err(err)?;
+        let client = redis::Client::open(url).map_err(|e| {
+            BackendError(format!(
+                "not a Redis URL (redis://[:password@]host:port[/db]): {e}"
+            ))
+        })?;
+        let within_5s = |what: &str| BackendError(format!("{what}: no answer within 5 s"));
+        // One plain connection first, so a refusal or a bad database number says so.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| within_5s("connecting"))?
+        .map_err(err)?;
         let conn = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             ConnectionManager::new(client),
         )
         .await
-        .map_err(|_| BackendError("no answer from Redis within 5 s".into()))?
+        .map_err(|_| within_5s("connecting"))?
         .map_err(err)?;
         Ok(Self {
             conn,
