@@ -1,9 +1,46 @@
 //! Client SDK for Instagram's token API, against the real Instagram hosts or any gramkey server.
 //!
-//! So far: where to send requests ([`Hosts`]), the first step of the flow, the authorize URL
-//! with `state` and PKCE ([`AuthorizeRequest`]), and checking the signed requests sent to an
-//! app's deauthorize and data-deletion callbacks ([`signed_request`]). Code exchange, refresh,
-//! the token vault and the resource API follow.
+//! - where to send requests ([`Hosts`]): the real Instagram hosts, or one gramkey server;
+//! - the authorize URL with `state` and PKCE ([`AuthorizeRequest`]);
+//! - the token lifecycle and the resource API ([`Client`]): code exchange, long-lived exchange,
+//!   refresh, `/me`, media and comments with paging ([`Pager`]), publishing, removal and
+//!   revocation; typed, leniently parsed models ([`model`]); bounded retries with backoff that
+//!   honour `Retry-After` and slow down as `X-App-Usage` nears 100 ([`RetryPolicy`]); errors
+//!   classified into retry and re-authorize ([`Failure`]);
+//! - checking the signed requests sent to an app's deauthorize and data-deletion callbacks
+//!   ([`signed_request`]).
+//!
+//! The token vault, automatic refresh and the `gramkey login` CLI are not here yet.
+//!
+//! The whole flow (compiled, not run: it needs a server and a browser):
+//!
+//! ```no_run
+//! use gramkey_client::{AuthorizeRequest, Client, Failure, Hosts};
+//!
+//! # async fn run(code_from_redirect: &str, secret: &str) -> Result<(), gramkey_client::Error> {
+//! let client = Client::new(Hosts::gramkey("http://127.0.0.1:8080").unwrap());
+//! let redirect = "http://127.0.0.1:53682/callback";
+//! let req = AuthorizeRequest::new("1955185181361652", redirect, &["user_profile", "user_media"]);
+//! println!("open {}", req.url(client.hosts()));
+//! // … the browser comes back to `redirect` with `code` and `state` (check it) …
+//! let short = client
+//!     .exchange_code("1955185181361652", secret, redirect, code_from_redirect, Some(req.verifier()))
+//!     .await?;
+//! let long = client.long_lived(secret, &short.access_token).await?;
+//! let me = client.me(&long.access_token, &["id", "username"]).await?;
+//! println!("signed in as {:?}", me.username);
+//! let mut pages = client.media(&long.access_token, &["id", "caption"], 25);
+//! while let Some(page) = pages.next_page().await? {
+//!     println!("{} media", page.len());
+//! }
+//! match client.refresh(&long.access_token).await {
+//!     Ok(fresh) => println!("good for {:?} more seconds", fresh.expires_in),
+//!     Err(e) if e.needs_reauthorization() => println!("the user must sign in again"),
+//!     Err(e) if e.failure() == Failure::RateLimited => println!("later"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
 //!
 //! ```
 //! use gramkey_client::{AuthorizeRequest, Hosts};
@@ -16,7 +53,13 @@
 //! assert_eq!(req.verifier().len(), 64);
 //! ```
 
+mod client;
+pub mod error;
+pub mod model;
 pub mod signed_request;
+
+pub use client::{Client, Pager, RetryPolicy, pacing};
+pub use error::{ApiError, Error, Failure};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,0 +1,471 @@
+//! The HTTP client: the token lifecycle and the resource API, with bounded retries.
+//!
+//! Tokens travel in the `Authorization` header, never in URLs (which end up in logs and in
+//! the `paging.next` links servers build).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use url::Url;
+
+use crate::Hosts;
+use crate::error::{ApiError, Error, Failure};
+use crate::model::{AccessToken, CodeToken, Comment, Created, LongLivedToken, Media, User};
+
+/// When and how often to retry. Rate limits and transient failures are retried with
+/// exponential backoff and full jitter, honouring `Retry-After`; a wait longer than `max_wait`
+/// is not slept through but returned to the caller as the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+    pub cap: Duration,
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `attempt` (1-based), given the server's `Retry-After` and a
+    /// random `jitter` in `[0, 1)`; `None` when there should be no retry.
+    pub fn wait(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
+        if attempt > self.max_retries {
+            return None;
+        }
+        let wait = match retry_after {
+            Some(ra) => ra,
+            None => {
+                let exp = self
+                    .base
+                    .saturating_mul(1u32 << (attempt - 1).min(20))
+                    .min(self.cap);
+                exp.mul_f64(jitter.clamp(0.0, 1.0))
+            }
+        };
+        (wait <= self.max_wait).then_some(wait)
+    }
+}
+
+/// How long to pause before a request when the app's `X-App-Usage` reached `percent`: nothing
+/// below 80, then up to 2 seconds at 100, so a busy app slows down before it is refused.
+pub fn pacing(percent: u64) -> Duration {
+    if percent < 80 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis((percent.min(100) - 80) * 100)
+}
+
+fn jitter() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The highest of `X-App-Usage`'s three percentages.
+fn usage(headers: &HeaderMap) -> Option<u64> {
+    let v: Value = serde_json::from_str(headers.get("x-app-usage")?.to_str().ok()?).ok()?;
+    ["call_count", "total_time", "total_cputime"]
+        .iter()
+        .filter_map(|k| v[*k].as_u64())
+        .max()
+}
+
+/// A client for one set of hosts. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    hosts: Hosts,
+    retry: RetryPolicy,
+    /// The last `X-App-Usage` seen (its highest percentage), for pacing.
+    last_usage: std::sync::Arc<AtomicU64>,
+}
+
+impl Client {
+    /// A client for `hosts` ([`Hosts::instagram`] or [`Hosts::gramkey`]).
+    pub fn new(hosts: Hosts) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("gramkey-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            hosts,
+            retry: RetryPolicy::default(),
+            last_usage: std::sync::Arc::default(),
+        }
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+
+    /// Sends what `build` makes (again on each retry) and decodes the answer.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<T, Error> {
+        let value = self.send_json(build).await?;
+        serde_json::from_value(value).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    async fn send_json(&self, build: impl Fn() -> RequestBuilder) -> Result<Value, Error> {
+        let mut attempt = 0;
+        loop {
+            let pause = pacing(self.last_usage.load(Ordering::Relaxed));
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            let err = match build().send().await {
+                Err(e) => Error::Http(e),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    if let Some(u) = usage(&headers) {
+                        self.last_usage.store(u, Ordering::Relaxed);
+                    }
+                    let body: Value = match resp.json().await {
+                        Ok(v) => v,
+                        Err(e) if status < 400 => return Err(Error::Decode(e.to_string())),
+                        Err(_) => Value::Null,
+                    };
+                    if status < 400 {
+                        return Ok(body);
+                    }
+                    let retry_after = headers
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok())
+                        .map(Duration::from_secs);
+                    Error::Api(
+                        ApiError::parse(status, retry_after, &body).unwrap_or(ApiError {
+                            status,
+                            code: None,
+                            subcode: None,
+                            kind: "http".into(),
+                            message: format!("HTTP {status}"),
+                            retry_after,
+                        }),
+                    )
+                }
+            };
+            let retryable = matches!(err.failure(), Failure::RateLimited | Failure::Transient);
+            let retry_after = match &err {
+                Error::Api(e) => e.retry_after,
+                _ => None,
+            };
+            attempt += 1;
+            match self.retry.wait(attempt, retry_after, jitter()) {
+                Some(wait) if retryable => tokio::time::sleep(wait).await,
+                _ => return Err(err),
+            }
+        }
+    }
+
+    fn url(base: &Url, path: &str) -> Url {
+        base.join(path).unwrap_or_else(|_| base.clone())
+    }
+
+    fn authed(&self, method: Method, url: Url, token: &AccessToken) -> RequestBuilder {
+        self.http
+            .request(method, url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+    }
+
+    /// The code exchange (`POST /oauth/access_token`), with the PKCE verifier if the
+    /// authorization request had one.
+    pub async fn exchange_code(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        redirect_uri: &str,
+        code: &str,
+        verifier: Option<&str>,
+    ) -> Result<CodeToken, Error> {
+        let url = Self::url(&self.hosts.api, "oauth/access_token");
+        let mut form = vec![
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", redirect_uri),
+            ("code", code),
+        ];
+        if let Some(v) = verifier {
+            form.push(("code_verifier", v));
+        }
+        // A code is good once: never resend it.
+        let no_retry = Self {
+            retry: RetryPolicy {
+                max_retries: 0,
+                ..self.retry
+            },
+            ..self.clone()
+        };
+        let value = no_retry
+            .send_json(|| self.http.post(url.clone()).form(&form))
+            .await?;
+        CodeToken::from_json(value).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// A short-lived token for a long-lived one (`GET /access_token`, `ig_exchange_token`).
+    pub async fn long_lived(
+        &self,
+        client_secret: &str,
+        short: &AccessToken,
+    ) -> Result<LongLivedToken, Error> {
+        let mut url = Self::url(&self.hosts.graph, "access_token");
+        url.query_pairs_mut()
+            .append_pair("grant_type", "ig_exchange_token")
+            .append_pair("client_secret", client_secret);
+        self.send(|| self.authed(Method::GET, url.clone(), short))
+            .await
+    }
+
+    /// A new long-lived token for one at least 24 hours old (`GET /refresh_access_token`).
+    pub async fn refresh(&self, token: &AccessToken) -> Result<LongLivedToken, Error> {
+        let mut url = Self::url(&self.hosts.graph, "refresh_access_token");
+        url.query_pairs_mut()
+            .append_pair("grant_type", "ig_refresh_token");
+        self.send(|| self.authed(Method::GET, url.clone(), token))
+            .await
+    }
+
+    /// `GET /me` with `fields` (the token's validity check, too).
+    pub async fn me(&self, token: &AccessToken, fields: &[&str]) -> Result<User, Error> {
+        let mut url = Self::url(&self.hosts.graph, "me");
+        url.query_pairs_mut()
+            .append_pair("fields", &fields.join(","));
+        self.send(|| self.authed(Method::GET, url.clone(), token))
+            .await
+    }
+
+    /// The user's media, a page at a time (`/me/media`).
+    pub fn media(&self, token: &AccessToken, fields: &[&str], limit: u32) -> Pager<Media> {
+        let mut url = Self::url(&self.hosts.graph, "me/media");
+        url.query_pairs_mut()
+            .append_pair("fields", &fields.join(","))
+            .append_pair("limit", &limit.to_string());
+        Pager::new(self.clone(), token.clone(), url)
+    }
+
+    /// A media object's comments, a page at a time.
+    pub fn comments(&self, token: &AccessToken, media_id: &str, fields: &[&str]) -> Pager<Comment> {
+        let mut url = Self::url(&self.hosts.graph, &format!("{media_id}/comments"));
+        url.query_pairs_mut()
+            .append_pair("fields", &fields.join(","));
+        Pager::new(self.clone(), token.clone(), url)
+    }
+
+    /// Comments on a media object (`POST /{media-id}/comments`).
+    pub async fn comment(
+        &self,
+        token: &AccessToken,
+        media_id: &str,
+        message: &str,
+    ) -> Result<Created, Error> {
+        let url = Self::url(&self.hosts.graph, &format!("{media_id}/comments"));
+        self.send(|| {
+            self.authed(Method::POST, url.clone(), token)
+                .form(&[("message", message)])
+        })
+        .await
+    }
+
+    /// Creates a publishing container for an image (`POST /{ig-user-id}/media`).
+    pub async fn create_image_container(
+        &self,
+        token: &AccessToken,
+        user_id: &str,
+        image_url: &str,
+        caption: &str,
+    ) -> Result<Created, Error> {
+        let url = Self::url(&self.hosts.graph, &format!("{user_id}/media"));
+        self.send(|| {
+            self.authed(Method::POST, url.clone(), token)
+                .form(&[("image_url", image_url), ("caption", caption)])
+        })
+        .await
+    }
+
+    /// Publishes a finished container (`POST /{ig-user-id}/media_publish`).
+    pub async fn publish(
+        &self,
+        token: &AccessToken,
+        user_id: &str,
+        container_id: &str,
+    ) -> Result<Created, Error> {
+        let url = Self::url(&self.hosts.graph, &format!("{user_id}/media_publish"));
+        self.send(|| {
+            self.authed(Method::POST, url.clone(), token)
+                .form(&[("creation_id", container_id)])
+        })
+        .await
+    }
+
+    /// The user removes the app (`DELETE /me/permissions`): every token of the app for the
+    /// user stops working, on Instagram and on gramkey.
+    pub async fn remove_app(&self, token: &AccessToken) -> Result<(), Error> {
+        let url = Self::url(&self.hosts.graph, "me/permissions");
+        self.send_json(|| self.authed(Method::DELETE, url.clone(), token))
+            .await
+            .map(|_| ())
+    }
+
+    /// Revokes one token (RFC 7009, `POST /oauth/revoke`). gramkey serves it; Instagram does
+    /// not (use [`Client::remove_app`] there).
+    pub async fn revoke(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        token: &AccessToken,
+    ) -> Result<(), Error> {
+        let url = Self::url(&self.hosts.api, "oauth/revoke");
+        let resp = self
+            .http
+            .post(url)
+            .basic_auth(client_id, Some(client_secret))
+            .form(&[("token", token.expose())])
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        if status < 400 {
+            return Ok(());
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(Error::Api(ApiError::parse(status, None, &body).unwrap_or(
+            ApiError {
+                status,
+                code: None,
+                subcode: None,
+                kind: "http".into(),
+                message: format!("HTTP {status}"),
+                retry_after: None,
+            },
+        )))
+    }
+}
+
+/// Pages of a Graph edge, following `paging.next`.
+///
+/// ```no_run
+/// # async fn f(client: gramkey_client::Client, token: gramkey_client::model::AccessToken) -> Result<(), gramkey_client::Error> {
+/// let mut pages = client.media(&token, &["id", "caption"], 25);
+/// while let Some(page) = pages.next_page().await? {
+///     for media in page {
+///         println!("{} {:?}", media.id, media.caption);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Pager<T> {
+    client: Client,
+    token: AccessToken,
+    next: Option<Url>,
+    _item: std::marker::PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> Pager<T> {
+    fn new(client: Client, token: AccessToken, first: Url) -> Self {
+        Self {
+            client,
+            token,
+            next: Some(first),
+            _item: std::marker::PhantomData,
+        }
+    }
+
+    /// The next page, or `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<T>>, Error> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        let value = self
+            .client
+            .send_json(|| self.client.authed(Method::GET, url.clone(), &self.token))
+            .await?;
+        self.next = value["paging"]["next"]
+            .as_str()
+            .and_then(|n| Url::parse(n).ok());
+        let items = serde_json::from_value(value["data"].clone())
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        Ok(Some(items))
+    }
+
+    /// Every remaining item, page after page.
+    pub async fn all(mut self) -> Result<Vec<T>, Error> {
+        let mut out = Vec::new();
+        while let Some(page) = self.next_page().await? {
+            out.extend(page);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.wait(1, None, 0.999_999),
+            Some(Duration::from_millis(500).mul_f64(0.999_999))
+        );
+        assert_eq!(p.wait(3, None, 0.5), Some(Duration::from_secs(1)));
+        assert_eq!(p.wait(3, None, 0.0), Some(Duration::ZERO));
+        let long = RetryPolicy {
+            max_retries: 30,
+            ..p
+        };
+        assert_eq!(long.wait(20, None, 0.5), Some(Duration::from_secs(15)));
+        assert_eq!(
+            p.wait(1, Some(Duration::from_secs(7)), 0.3),
+            Some(Duration::from_secs(7))
+        );
+        // A wait beyond max_wait is the caller's to decide: no retry.
+        assert_eq!(p.wait(1, Some(Duration::from_secs(3600)), 0.3), None);
+        assert_eq!(p.wait(4, None, 0.5), None);
+    }
+
+    #[test]
+    fn pacing_slows_down_near_the_limit() {
+        assert_eq!(pacing(79), Duration::ZERO);
+        assert_eq!(pacing(90), Duration::from_secs(1));
+        assert_eq!(pacing(100), Duration::from_secs(2));
+        assert_eq!(pacing(250), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn jitter_is_in_range() {
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j));
+        }
+    }
+}

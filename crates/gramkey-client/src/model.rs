@@ -1,0 +1,210 @@
+//! Typed responses, parsed leniently where Instagram is inconsistent: ids as numbers or
+//! strings, token responses flat or wrapped in `data`, permissions as a list or a
+//! comma-separated string, `expires_in` as a number or a string.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// An access token. `Debug` never shows it; [`AccessToken::expose`] does, on purpose.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessToken([redacted])")
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(AccessToken)
+    }
+}
+
+/// A number or a string, as a string (`"17841400000000000"` either way).
+pub fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!("an id, not {other}"))),
+    }
+}
+
+fn lenient_opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        other => Err(serde::de::Error::custom(format!("an id, not {other}"))),
+    }
+}
+
+fn lenient_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Number(n) => Ok(n.as_i64()),
+        Value::String(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("seconds, not {s:?}"))),
+        other => Err(serde::de::Error::custom(format!("seconds, not {other}"))),
+    }
+}
+
+fn lenient_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => Vec::new(),
+        Value::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        other => return Err(serde::de::Error::custom(format!("a list, not {other}"))),
+    })
+}
+
+/// What the code exchange answers: `{"access_token","user_id",…}`, or the same inside
+/// `{"data":[…]}` as Instagram Login documents it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CodeToken {
+    pub access_token: AccessToken,
+    #[serde(default, deserialize_with = "lenient_opt_id")]
+    pub user_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_list")]
+    pub permissions: Vec<String>,
+    /// Seconds, when the server says (short-lived tokens last an hour).
+    #[serde(default, deserialize_with = "lenient_secs")]
+    pub expires_in: Option<i64>,
+    /// Only from servers that issue RFC 6749 refresh tokens (gramkey apps that opt in).
+    #[serde(default)]
+    pub refresh_token: Option<AccessToken>,
+}
+
+impl CodeToken {
+    pub fn from_json(v: Value) -> Result<Self, serde_json::Error> {
+        let v = match v
+            .get("data")
+            .and_then(|d| d.as_array())
+            .and_then(|a| a.first())
+        {
+            Some(inner) if v.get("access_token").is_none() => inner.clone(),
+            _ => v,
+        };
+        serde_json::from_value(v)
+    }
+}
+
+/// A long-lived token, from the exchange or a refresh.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LongLivedToken {
+    pub access_token: AccessToken,
+    #[serde(default, deserialize_with = "lenient_secs")]
+    pub expires_in: Option<i64>,
+}
+
+/// A user, with the fields asked for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct User {
+    #[serde(deserialize_with = "lenient_id")]
+    pub id: String,
+    pub username: Option<String>,
+    pub account_type: Option<String>,
+    pub media_count: Option<u64>,
+    pub name: Option<String>,
+    pub biography: Option<String>,
+    pub followers_count: Option<u64>,
+    pub follows_count: Option<u64>,
+    pub profile_picture_url: Option<String>,
+}
+
+/// A media object, with the fields asked for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Media {
+    #[serde(deserialize_with = "lenient_id")]
+    pub id: String,
+    pub caption: Option<String>,
+    pub media_type: Option<String>,
+    pub media_url: Option<String>,
+    pub permalink: Option<String>,
+    pub thumbnail_url: Option<String>,
+    pub timestamp: Option<String>,
+    pub username: Option<String>,
+    pub like_count: Option<u64>,
+    pub comments_count: Option<u64>,
+}
+
+/// A comment, with the fields asked for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Comment {
+    #[serde(deserialize_with = "lenient_id")]
+    pub id: String,
+    pub text: Option<String>,
+    pub username: Option<String>,
+    pub timestamp: Option<String>,
+    pub like_count: Option<u64>,
+}
+
+/// The id Graph answers for a write (`{"id": …}`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Created {
+    #[serde(deserialize_with = "lenient_id")]
+    pub id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn code_tokens_parse_flat_or_wrapped_with_either_id_type() {
+        let flat =
+            CodeToken::from_json(json!({"access_token":"IGQVabc","user_id":17841400000000001_u64}))
+                .unwrap();
+        assert_eq!(flat.user_id.as_deref(), Some("17841400000000001"));
+        let wrapped = CodeToken::from_json(json!({"data":[{"access_token":"IGAA","user_id":"1784","permissions":"instagram_business_basic,instagram_business_content_publish"}]})).unwrap();
+        assert_eq!(wrapped.access_token.expose(), "IGAA");
+        assert_eq!(
+            wrapped.permissions,
+            [
+                "instagram_business_basic",
+                "instagram_business_content_publish"
+            ]
+        );
+        let listed = CodeToken::from_json(
+            json!({"access_token":"x","permissions":["a","b"],"expires_in":"3600"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (listed.permissions.len(), listed.expires_in),
+            (2, Some(3600))
+        );
+        assert!(!format!("{flat:?}").contains("IGQVabc"));
+    }
+
+    #[test]
+    fn users_and_media_take_what_is_there() {
+        let u: User = serde_json::from_value(json!({"id":1784,"username":"alice"})).unwrap();
+        assert_eq!((u.id.as_str(), u.media_count), ("1784", None));
+        let m: Media =
+            serde_json::from_value(json!({"id":"1790","media_type":"IMAGE","extra":1})).unwrap();
+        assert_eq!(m.media_type.as_deref(), Some("IMAGE"));
+    }
+}

@@ -1,0 +1,283 @@
+//! The SDK against a real gramkey server over HTTP: the loopback authorization flow with PKCE
+//! (the test plays the browser), the code exchange, the long-lived exchange, a refresh on an
+//! injected clock, paging, writes, rate limits and revocation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use gramkey_client::model::AccessToken;
+use gramkey_client::{AuthorizeRequest, Client, Failure, Hosts, RetryPolicy};
+use gramkey_domain::time::ManualClock;
+use gramkey_domain::{AppMode, OsEntropy, Password};
+use gramkey_server::ops::NewAppInput;
+use gramkey_server::{AppState, ServerConfig};
+use gramkey_store::Profile;
+use gramkey_store::test_support::fresh_sqlite;
+
+const START: i64 = 1_800_000_000;
+/// A loopback redirect registered without a port: any port is accepted (RFC 8252 §7.3).
+const REDIRECT: &str = "http://127.0.0.1/callback";
+
+struct Server {
+    base: String,
+    state: AppState,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn server(tune: impl FnOnce(&mut ServerConfig)) -> Server {
+    let (store, dir) = fresh_sqlite().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let clock = Arc::new(ManualClock::new(START));
+    let mut config = ServerConfig::new(base.clone());
+    config.fetch_media = false;
+    tune(&mut config);
+    let state = AppState::new(
+        store,
+        clock.clone(),
+        Arc::new(OsEntropy),
+        b"sdk test key",
+        config,
+    );
+    tokio::spawn(gramkey_server::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    Server {
+        base,
+        state,
+        clock,
+        _dir: dir,
+    }
+}
+
+/// Registers an app and a user with some media; returns (client id, secret).
+async fn app_and_user(s: &Server, scopes: &str, media: usize) -> (String, String) {
+    let (app, secret) = s
+        .state
+        .ops
+        .create_app(NewAppInput {
+            name: "SDK test".into(),
+            redirect_uris: vec![REDIRECT.into()],
+            scopes: scopes.into(),
+            mode: AppMode::Live,
+            refresh_tokens: false,
+            deauthorize_url: None,
+            data_deletion_url: None,
+        })
+        .await
+        .unwrap();
+    let user = s
+        .state
+        .ops
+        .create_user("alice", Password::new("alice-password"), Profile::default())
+        .await
+        .unwrap();
+    gramkey_server::sandbox::add_generated_media(
+        &s.state.ops,
+        &OsEntropy,
+        &user,
+        media,
+        &s.base,
+        START - 10_000,
+    )
+    .await
+    .unwrap();
+    (app.id.to_string(), secret.expose().to_owned())
+}
+
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    html.split("<input")
+        .skip(1)
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| {
+            let attr = |name: &str| {
+                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = tag[start..].find('"')? + start;
+                Some(
+                    tag[start..end]
+                        .replace("&amp;", "&")
+                        .replace("&quot;", "\""),
+                )
+            };
+            Some((attr("name")?, attr("value")?))
+        })
+        .collect()
+}
+
+/// Plays the browser: opens the authorize URL, signs in, consents, and returns the URL the
+/// server redirected to (the loopback listener's, with the code).
+async fn browser_flow(url: &str, user: &str, password: &str) -> url::Url {
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = c.get(url).send().await.unwrap().text().await.unwrap();
+    let base = url::Url::parse(url).unwrap();
+    let mut form = hidden_inputs(&page);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let r = c
+        .post(base.join("/oauth/authorize/login").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let next = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c.get(base.join(&next).unwrap()).send().await.unwrap();
+    if r.status().is_redirection() {
+        // Consent given before is remembered: straight back to the app.
+        return url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    }
+    let consent = r.text().await.unwrap();
+    let mut form = hidden_inputs(&consent);
+    form.push(("decision".into(), "allow".into()));
+    let r = c
+        .post(base.join("/oauth/authorize/consent").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_whole_token_lifecycle_and_the_resource_api() {
+    let s = server(|_| {}).await;
+    let (client_id, secret) = app_and_user(&s, "user_profile,user_media", 30).await;
+    let client = Client::new(Hosts::gramkey(&s.base).unwrap());
+
+    // The loopback flow: a redirect to 127.0.0.1 on an ephemeral port, with state and PKCE.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redirect = format!(
+        "http://127.0.0.1:{}/callback",
+        listener.local_addr().unwrap().port()
+    );
+    let req = AuthorizeRequest::new(&client_id, &redirect, &["user_profile", "user_media"]);
+    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
+    assert_eq!(landed.port(), listener.local_addr().ok().map(|a| a.port()));
+    let q: std::collections::HashMap<_, _> = landed.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], req.state(), "the state comes back");
+    let code = &q["code"];
+
+    // Without the verifier the code is refused (and burned); a fresh flow with it works.
+    let refused = client
+        .exchange_code(&client_id, &secret, &redirect, code, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.failure(), Failure::Refused);
+    let req = AuthorizeRequest::new(&client_id, &redirect, &["user_profile", "user_media"]);
+    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
+    let code = landed
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let short = client
+        .exchange_code(&client_id, &secret, &redirect, &code, Some(req.verifier()))
+        .await
+        .unwrap();
+    assert!(short.user_id.is_some());
+    assert!(short.access_token.expose().starts_with("IGQV"));
+
+    // Long-lived, then /me.
+    let long = client
+        .long_lived(&secret, &short.access_token)
+        .await
+        .unwrap();
+    assert_eq!(long.expires_in, Some(60 * 24 * 3600));
+    let me = client
+        .me(&long.access_token, &["id", "username", "media_count"])
+        .await
+        .unwrap();
+    assert_eq!(me.username.as_deref(), Some("alice"));
+    assert_eq!(me.media_count, Some(30));
+
+    // Paging: 30 media in pages of 7, each once, newest first.
+    let mut pager = client.media(&long.access_token, &["id", "timestamp", "media_type"], 7);
+    let mut pages = 0;
+    let mut seen = Vec::new();
+    while let Some(page) = pager.next_page().await.unwrap() {
+        pages += 1;
+        seen.extend(page.into_iter().map(|m| (m.timestamp.unwrap(), m.id)));
+    }
+    assert_eq!((pages, seen.len()), (5, 30));
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(seen, sorted);
+    let all = client
+        .media(&long.access_token, &["id"], 100)
+        .all()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 30);
+
+    // A refresh is refused before the token is 24 hours old, then works on the moved clock.
+    let early = client.refresh(&long.access_token).await.unwrap_err();
+    assert_eq!(early.failure(), Failure::Refused, "{early}");
+    s.clock.advance(2 * 24 * 3600);
+    let fresh = client.refresh(&long.access_token).await.unwrap();
+    assert_ne!(fresh.access_token, long.access_token);
+    assert!(client.me(&fresh.access_token, &["id"]).await.is_ok());
+
+    // Past its 60 days, a token needs the user again.
+    s.clock.advance(61 * 24 * 3600);
+    let expired = client.me(&fresh.access_token, &["id"]).await.unwrap_err();
+    assert_eq!(expired.failure(), Failure::Expired, "{expired}");
+    assert!(expired.needs_reauthorization());
+}
+
+#[tokio::test]
+async fn rate_limits_are_reported_not_slept_through_and_revocation_ends_a_token() {
+    let s = server(|c| c.limits.app_calls_per_user = 3).await;
+    let (client_id, secret) = app_and_user(&s, "user_profile,user_media", 1).await;
+    let client = Client::new(Hosts::gramkey(&s.base).unwrap()).with_retry(RetryPolicy {
+        max_wait: std::time::Duration::from_secs(5),
+        ..RetryPolicy::default()
+    });
+    let req = AuthorizeRequest::new(&client_id, REDIRECT, &["user_profile"]);
+    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
+    let code = landed
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let token = client
+        .exchange_code(&client_id, &secret, REDIRECT, &code, Some(req.verifier()))
+        .await
+        .unwrap()
+        .access_token;
+    for _ in 0..3 {
+        client.me(&token, &["id"]).await.unwrap();
+    }
+    // The pool is spent for most of an hour: longer than max_wait, so the error comes back at
+    // once, with the server's wait.
+    let started = std::time::Instant::now();
+    let limited = client.me(&token, &["id"]).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(limited.failure(), Failure::RateLimited);
+    let gramkey_client::Error::Api(e) = &limited else {
+        panic!("{limited}")
+    };
+    assert_eq!(
+        (e.code, e.retry_after.map(|d| d.as_secs())),
+        (Some(4), Some(3600))
+    );
+
+    // Revocation (RFC 7009 on gramkey), then the token is dead.
+    s.clock.advance(3600);
+    client.revoke(&client_id, &secret, &token).await.unwrap();
+    let dead = client.me(&token, &["id"]).await.unwrap_err();
+    assert!(dead.needs_reauthorization(), "{dead}");
+    let bad = client
+        .revoke(&client_id, "wrong-secret", &AccessToken::new("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.failure(), Failure::Refused);
+}
