@@ -56,7 +56,9 @@
 mod client;
 pub mod error;
 pub mod model;
+pub mod refresh;
 pub mod signed_request;
+pub mod vault;
 
 pub use client::{Client, Pager, RetryPolicy, pacing};
 pub use error::{ApiError, Error, Failure};

@@ -1,0 +1,215 @@
+//! Automatic refresh: when a long-lived token is due, and refreshing it once however many
+//! callers ask at the same time, in this process or in others.
+//!
+//! - **Due** when less than `threshold` is left (less a clock-skew margin), with a per-account
+//!   jitter so many accounts do not all refresh at the same moment.
+//! - **Single flight.** Callers in one process queue on a per-account mutex; processes queue on
+//!   an exclusive lock of `<vault>.refresh.lock`. Whoever gets through re-reads the vault: if
+//!   the token was refreshed meanwhile (or is no longer due), nothing is sent.
+//! - **Never worse.** A failed refresh keeps the token, records why, and says whether the user
+//!   must authorize again ([`crate::Error::needs_reauthorization`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::Client;
+use crate::error::Error;
+use crate::vault::{Account, Vault, VaultError, lock_beside};
+
+/// When to refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    /// Refresh when less than this many seconds are left (default 14 days of the 60).
+    pub threshold_secs: i64,
+    /// Clocks disagree: count the token as this much shorter (default 5 minutes).
+    pub skew_secs: i64,
+    /// Spread: each account refreshes up to this much earlier, by a fixed amount of its own
+    /// (default 1 hour).
+    pub jitter_secs: i64,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            threshold_secs: 14 * 24 * 3600,
+            skew_secs: 300,
+            jitter_secs: 3600,
+        }
+    }
+}
+
+impl RefreshPolicy {
+    /// The account's own jitter: stable, so "due" does not flicker between runs.
+    fn jitter(&self, account: &Account) -> i64 {
+        if self.jitter_secs <= 0 {
+            return 0;
+        }
+        let h = account
+            .user_id
+            .bytes()
+            .chain(account.app_id.bytes())
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        i64::try_from(h % u64::try_from(self.jitter_secs).unwrap_or(1)).unwrap_or(0)
+    }
+
+    pub fn is_due(&self, account: &Account, now: i64) -> bool {
+        let left = account.expires_at - self.skew_secs - now;
+        left < self.threshold_secs + self.jitter(account)
+    }
+}
+
+/// What a refresh call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// This call refreshed the token; it now expires then.
+    Now { expires_at: i64 },
+    /// Another caller refreshed it while this one waited.
+    Elsewhere,
+    /// Not due (and not forced).
+    NotDue,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("no account {0:?} in the vault")]
+    NoAccount(String),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The server refused or could not be reached; the token was kept.
+    #[error("refreshing {alias} failed, the token was kept: {error}")]
+    Failed { alias: String, error: Error },
+}
+
+impl RefreshError {
+    pub fn needs_reauthorization(&self) -> bool {
+        matches!(self, RefreshError::Failed { error, .. } if error.needs_reauthorization())
+    }
+}
+
+/// One mutex per (vault, account) in this process.
+type Flights = Mutex<HashMap<(PathBuf, String), Arc<tokio::sync::Mutex<()>>>>;
+
+fn flight(path: &std::path::Path, alias: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static FLIGHTS: OnceLock<Flights> = OnceLock::new();
+    let mut map = FLIGHTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry((path.to_owned(), alias.to_owned()))
+        .or_default()
+        .clone()
+}
+
+/// Refreshes `alias` if it is due (or `force`), once across all concurrent callers. `now` is the
+/// caller's clock, injected.
+pub async fn refresh(
+    client: &Client,
+    vault: &Vault,
+    alias: &str,
+    policy: &RefreshPolicy,
+    now: i64,
+    force: bool,
+) -> Result<Refreshed, RefreshError> {
+    let flight = flight(vault.path(), alias);
+    let _in_process = flight.lock().await;
+    let lock_path = vault.path().to_owned();
+    let _across_processes = {
+        tokio::task::spawn_blocking(move || lock_beside(&lock_path, ".refresh.lock"))
+            .await
+            .map_err(|e| {
+                RefreshError::Vault(VaultError::Corrupt {
+                    path: vault.path().to_owned(),
+                    why: e.to_string(),
+                })
+            })??
+    };
+    let accounts = vault.load()?;
+    let account = accounts
+        .list
+        .iter()
+        .find(|a| a.alias == alias)
+        .ok_or_else(|| RefreshError::NoAccount(alias.to_owned()))?;
+    if account.last_refreshed_at.is_some_and(|t| t >= now) {
+        return Ok(Refreshed::Elsewhere);
+    }
+    if !force && !policy.is_due(account, now) {
+        return Ok(Refreshed::NotDue);
+    }
+    let Some(token) = account.token().cloned() else {
+        return Err(RefreshError::NoAccount(alias.to_owned()));
+    };
+    match client.refresh(&token).await {
+        Ok(fresh) => {
+            let expires_at = now + fresh.expires_in.unwrap_or(60 * 24 * 3600);
+            vault.update(|a| {
+                if let Some(acc) = a.find_mut(alias) {
+                    acc.token = Some(fresh.access_token);
+                    acc.issued_at = now;
+                    acc.expires_at = expires_at;
+                    acc.last_refreshed_at = Some(now);
+                    acc.last_refresh_error = None;
+                    acc.needs_reauthorization = false;
+                }
+            })?;
+            Ok(Refreshed::Now { expires_at })
+        }
+        Err(error) => {
+            let why = error.to_string();
+            let reauth = error.needs_reauthorization();
+            vault.update(|a| {
+                if let Some(acc) = a.find_mut(alias) {
+                    acc.last_refresh_error = Some(why);
+                    acc.needs_reauthorization = reauth;
+                }
+            })?;
+            Err(RefreshError::Failed {
+                alias: alias.to_owned(),
+                error,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(expires_at: i64) -> Account {
+        Account {
+            host: "h".into(),
+            app_id: "1".into(),
+            user_id: "2".into(),
+            username: None,
+            alias: "a".into(),
+            scopes: vec![],
+            issued_at: 0,
+            expires_at,
+            last_refreshed_at: None,
+            last_refresh_error: None,
+            needs_reauthorization: false,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn due_under_the_threshold_with_skew_and_a_stable_jitter() {
+        let p = RefreshPolicy {
+            threshold_secs: 1000,
+            skew_secs: 100,
+            jitter_secs: 0,
+        };
+        assert!(!p.is_due(&account(2000), 899));
+        assert!(p.is_due(&account(2000), 901));
+        let j = RefreshPolicy {
+            jitter_secs: 500,
+            ..p
+        };
+        let extra = j.jitter(&account(0));
+        assert!((0..500).contains(&extra));
+        assert_eq!(extra, j.jitter(&account(0)), "stable");
+        assert!(j.is_due(&account(2000), 901 - extra));
+    }
+}
