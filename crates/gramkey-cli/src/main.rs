@@ -3,6 +3,7 @@
 //! variables, then flags.
 
 mod config;
+mod devcli;
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -56,6 +57,14 @@ enum Command {
     Sandbox(SandboxCommand),
     /// Read the audit log, newest first.
     Audit(AuditArgs),
+    /// Sign in to Instagram or a gramkey server and keep the tokens: login, status, token,
+    /// refresh, logout.
+    Auth {
+        #[command(flatten)]
+        vault: devcli::VaultArgs,
+        #[command(subcommand)]
+        command: devcli::AuthCommand,
+    },
 }
 
 #[derive(Args)]
@@ -468,12 +477,24 @@ enum UserCommand {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(run(cli))
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            if e.downcast_ref::<devcli::NeedsReauth>().is_some() {
+                std::process::ExitCode::from(devcli::EXIT_REAUTH as u8)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -485,6 +506,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(&cli.global, *args).await,
         Command::Audit(args) => audit(&cli.global, args).await,
+        Command::Auth { vault, command } => devcli::run(&vault, command).await,
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
         Command::Callbacks(cmd) => callbacks(&cli.global.open().await?, cmd).await,

@@ -456,3 +456,311 @@ fn two_nodes_share_one_budget_through_redis() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown event"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The developer side: `gramkey auth …` against a real server.
+
+const VAULT_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn auth(vault: &std::path::Path, key: Option<&str>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gramkey"));
+    c.env_remove("GRAMKEY_VAULT_KEY")
+        .env_remove("GRAMKEY_VAULT_KEY_FILE")
+        .env("GRAMKEY_LOG", "warn")
+        .args(["auth", "--vault"])
+        .arg(vault);
+    if let Some(k) = key {
+        c.env("GRAMKEY_VAULT_KEY", k);
+    }
+    c
+}
+
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    html.split("<input")
+        .skip(1)
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| {
+            let attr = |name: &str| {
+                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = tag[start..].find('"')? + start;
+                Some(tag[start..end].replace("&amp;", "&"))
+            };
+            Some((attr("name")?, attr("value")?))
+        })
+        .collect()
+}
+
+/// Plays the browser on the authorize URL; returns where the server sent it.
+async fn play_browser(url: &str, user: &str, password: &str) -> String {
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = url::Url::parse(url).unwrap();
+    let page = c.get(url).send().await.unwrap().text().await.unwrap();
+    let mut form = hidden_inputs(&page);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let r = c
+        .post(base.join("/oauth/authorize/login").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let next = r.headers()["location"].to_str().unwrap().to_owned();
+    let consent = c
+        .get(base.join(&next).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut form = hidden_inputs(&consent);
+    form.push(("decision".into(), "allow".into()));
+    let r = c
+        .post(base.join("/oauth/authorize/consent").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[test]
+fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
+    use std::sync::Arc;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault.json");
+    // The server's clock starts two days back, so the token is old enough to refresh once the
+    // clock is moved to now.
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let clock = Arc::new(gramkey_domain::time::ManualClock::new(
+        real_now - 2 * 86_400,
+    ));
+    let (base, state, client_id, secret) = rt.block_on(async {
+        let (store, _) = (gramkey_store::test_support::fresh_sqlite().unwrap(), ());
+        let (store, db_dir) = store;
+        std::mem::forget(db_dir);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = gramkey_server::AppState::new(
+            store,
+            clock.clone(),
+            Arc::new(gramkey_domain::OsEntropy),
+            b"cli auth test key",
+            gramkey_server::ServerConfig::new(base.clone()),
+        );
+        tokio::spawn(gramkey_server::serve(
+            listener,
+            state.clone(),
+            std::future::pending(),
+        ));
+        let (app, secret) = state
+            .ops
+            .create_app(gramkey_server::ops::NewAppInput {
+                name: "CLI sign-in".into(),
+                redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                scopes: "user_profile,user_media".into(),
+                mode: gramkey_domain::AppMode::Live,
+                refresh_tokens: false,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            })
+            .await
+            .unwrap();
+        state
+            .ops
+            .create_user(
+                "alice",
+                gramkey_domain::Password::new("alice-password"),
+                gramkey_store::Profile::default(),
+            )
+            .await
+            .unwrap();
+        (base, state, app.id.to_string(), secret.expose().to_owned())
+    });
+
+    // No key and no --insecure-storage: refused, before anything else.
+    let out = auth(&vault, None).args(["status"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no vault key"));
+
+    // Login: the test reads the URL the CLI prints and plays the browser, which lands on the
+    // CLI's loopback listener.
+    let mut child = KillOnDrop(
+        auth(&vault, Some(VAULT_KEY))
+            .args([
+                "login",
+                "--host",
+                &base,
+                "--client-id",
+                &client_id,
+                "--no-browser",
+            ])
+            .env("GRAMKEY_CLIENT_SECRET", &secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("login exited early").unwrap();
+        if line.trim_start().starts_with("http") {
+            break line.trim().to_owned();
+        }
+    };
+    let landed = rt.block_on(play_browser(&url, "alice", "alice-password"));
+    assert!(landed.starts_with("http://127.0.0.1:"), "{landed}");
+    let page = rt.block_on(async { reqwest::get(&landed).await.unwrap().text().await.unwrap() });
+    assert!(page.contains("Signed in"), "{page}");
+    let status = child.0.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{rest:?} {err}");
+    assert!(
+        rest.iter().any(|l| l.contains("Signed in as alice")),
+        "{rest:?}"
+    );
+
+    // The token works, and the vault holds it only encrypted.
+    let token = String::from_utf8(
+        auth(&vault, Some(VAULT_KEY))
+            .arg("token")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    assert!(token.starts_with("IGQV"), "{token}");
+    let raw = std::fs::read_to_string(&vault).unwrap();
+    assert!(
+        !raw.contains(&token),
+        "the vault file holds the token in clear"
+    );
+    let status = String::from_utf8(
+        auth(&vault, Some(VAULT_KEY))
+            .arg("status")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        status.contains("alice") && status.contains("AES-256-GCM"),
+        "{status}"
+    );
+
+    // A wrong key: a clear error, and the vault is untouched.
+    let before = std::fs::read(&vault).unwrap();
+    let wrong = "ff".repeat(32);
+    for args in [vec!["token"], vec!["refresh", "--all"], vec!["logout"]] {
+        let out = auth(&vault, Some(&wrong)).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("does not open"),
+            "{args:?}"
+        );
+    }
+    let out = auth(&vault, None)
+        .args(["--insecure-storage", "token"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is encrypted"));
+    assert_eq!(
+        std::fs::read(&vault).unwrap(),
+        before,
+        "no token lost or overwritten"
+    );
+
+    // Single flight: 3 processes and 20 tasks refresh the one token at once; the server sees
+    // one refresh.
+    clock.advance(2 * 86_400);
+    let procs: Vec<_> = (0..3)
+        .map(|_| {
+            auth(&vault, Some(VAULT_KEY))
+                .args(["refresh", "--all", "--if-due", "--threshold", "61d"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    rt.block_on(async {
+        let client = gramkey_client::Client::new(gramkey_client::Hosts::gramkey(&base).unwrap());
+        let key = gramkey_client::vault::VaultKey::from_hex(VAULT_KEY).unwrap();
+        let v = Arc::new(gramkey_client::vault::Vault::new(
+            &vault,
+            gramkey_client::vault::Protection::Encrypted(key),
+        ));
+        let policy = gramkey_client::refresh::RefreshPolicy {
+            threshold_secs: 61 * 86_400,
+            ..Default::default()
+        };
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (client, v) = (client.clone(), v.clone());
+                tokio::spawn(async move {
+                    gramkey_client::refresh::refresh(&client, &v, "alice", &policy, real_now, false)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    for p in procs {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success());
+    }
+    let refreshed = rt
+        .block_on(state.ops.audit_log(&gramkey_server::audit::AuditFilter {
+            event: Some("token_refreshed".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(refreshed.len(), 1, "one refresh reached the server");
+    let new_token = String::from_utf8(
+        auth(&vault, Some(VAULT_KEY))
+            .arg("token")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    assert_ne!(new_token, token, "the vault holds the refreshed token");
+
+    // Logout with --revoke removes the app's access on the server, then forgets the account;
+    // a token for no account exits 4.
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args(["logout", "--revoke"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let removed = rt
+        .block_on(state.ops.audit_log(&gramkey_server::audit::AuditFilter {
+            event: Some("consent_removed".into()),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(removed.len(), 1);
+    let out = auth(&vault, Some(VAULT_KEY)).arg("token").output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+}

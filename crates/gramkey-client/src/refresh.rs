@@ -55,7 +55,15 @@ impl RefreshPolicy {
         i64::try_from(h % u64::try_from(self.jitter_secs).unwrap_or(1)).unwrap_or(0)
     }
 
+    /// Whether `account` should be refreshed at `now`. Never within 24 hours of its last
+    /// refresh: Instagram refuses to refresh a token younger than that.
     pub fn is_due(&self, account: &Account, now: i64) -> bool {
+        if account
+            .last_refreshed_at
+            .is_some_and(|t| now - t < 24 * 3600)
+        {
+            return false;
+        }
         let left = account.expires_at - self.skew_secs - now;
         left < self.threshold_secs + self.jitter(account)
     }
@@ -211,5 +219,8 @@ mod tests {
         assert!((0..500).contains(&extra));
         assert_eq!(extra, j.jitter(&account(0)), "stable");
         assert!(j.is_due(&account(2000), 901 - extra));
+        let mut fresh = account(2000);
+        fresh.last_refreshed_at = Some(900);
+        assert!(!p.is_due(&fresh, 901), "refreshed less than 24 h ago");
     }
 }

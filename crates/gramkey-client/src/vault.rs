@@ -143,9 +143,9 @@ impl Accounts {
     /// By alias, username or user id; the default one for `None`.
     pub fn find(&self, name: Option<&str>) -> Option<&Account> {
         let name = name.or(self.default.as_deref())?;
-        self.list.iter().find(|a| {
-            a.alias == name || a.username.as_deref() == Some(name) || a.user_id == name
-        })
+        self.list
+            .iter()
+            .find(|a| a.alias == name || a.username.as_deref() == Some(name) || a.user_id == name)
     }
     pub fn find_mut(&mut self, alias: &str) -> Option<&mut Account> {
         self.list.iter_mut().find(|a| a.alias == alias)
@@ -232,7 +232,9 @@ impl Vault {
     pub fn backend(&self) -> String {
         match self.protection {
             Protection::Encrypted(_) => format!("{} (AES-256-GCM)", self.path.display()),
-            Protection::Plaintext => format!("{} (PLAINTEXT, --insecure-storage)", self.path.display()),
+            Protection::Plaintext => {
+                format!("{} (PLAINTEXT, --insecure-storage)", self.path.display())
+            }
         }
     }
 
@@ -279,7 +281,10 @@ impl Vault {
         let file: File = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
         match (&self.protection, file.protection.as_str()) {
             (Protection::Encrypted(key), "aes-256-gcm") => {
-                let check = file.check.as_deref().ok_or_else(|| corrupt("no key check".into()))?;
+                let check = file
+                    .check
+                    .as_deref()
+                    .ok_or_else(|| corrupt("no key check".into()))?;
                 if Self::open_sealed(key, check, b"check").as_deref() != Some(CHECK) {
                     return Err(VaultError::WrongKey(self.path.clone()));
                 }
@@ -298,8 +303,10 @@ impl Vault {
             let mut account = stored.account;
             let token = match &self.protection {
                 Protection::Encrypted(key) => {
-                    let plain = Self::open_sealed(key, &stored.token, &account.aad())
-                        .ok_or_else(|| corrupt(format!("the token of {} does not open", account.alias)))?;
+                    let plain =
+                        Self::open_sealed(key, &stored.token, &account.aad()).ok_or_else(|| {
+                            corrupt(format!("the token of {} does not open", account.alias))
+                        })?;
                     String::from_utf8(plain).map_err(|e| corrupt(e.to_string()))?
                 }
                 Protection::Plaintext => stored.token,
@@ -316,7 +323,11 @@ impl Vault {
     fn write(&self, accounts: &Accounts) -> Result<(), VaultError> {
         let mut stored = Vec::with_capacity(accounts.list.len());
         for a in &accounts.list {
-            let token = a.token.as_ref().map(AccessToken::expose).unwrap_or_default();
+            let token = a
+                .token
+                .as_ref()
+                .map(AccessToken::expose)
+                .unwrap_or_default();
             let token = match &self.protection {
                 Protection::Encrypted(key) => Self::seal(key, token.as_bytes(), &a.aad()),
                 Protection::Plaintext => token.to_owned(),
@@ -398,14 +409,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vault.json");
         let v = Vault::new(&path, Protection::Encrypted(key("ab")));
-        v.update(|a| a.upsert(account("alice", "IGQV-secret-token-alice"))).unwrap();
-        v.update(|a| a.upsert(account("bob", "IGQV-secret-token-bob"))).unwrap();
+        v.update(|a| a.upsert(account("alice", "IGQV-secret-token-alice")))
+            .unwrap();
+        v.update(|a| a.upsert(account("bob", "IGQV-secret-token-bob")))
+            .unwrap();
         let raw = fs::read_to_string(&path).unwrap();
         assert!(!raw.contains("IGQV-secret-token"), "{raw}");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let loaded = v.load().unwrap();
         assert_eq!(loaded.default.as_deref(), Some("alice"));
@@ -425,16 +441,24 @@ mod tests {
         let before = fs::read(&path).unwrap();
         let wrong = Vault::new(&path, Protection::Encrypted(key("cd")));
         assert!(matches!(wrong.load(), Err(VaultError::WrongKey(_))));
-        assert!(matches!(wrong.update(|a| a.list.clear()), Err(VaultError::WrongKey(_))));
+        assert!(matches!(
+            wrong.update(|a| a.list.clear()),
+            Err(VaultError::WrongKey(_))
+        ));
         let plain = Vault::new(&path, Protection::Plaintext);
         assert!(matches!(plain.load(), Err(VaultError::EncryptedVault(_))));
         assert_eq!(fs::read(&path).unwrap(), before, "nothing was written");
         // A token moved to another account does not open.
-        let text = String::from_utf8(before).unwrap().replace("1784alice", "1784mallory");
+        let text = String::from_utf8(before)
+            .unwrap()
+            .replace("1784alice", "1784mallory");
         fs::write(&path, text).unwrap();
         let right = Vault::new(&path, Protection::Encrypted(key("ab")));
         assert!(matches!(right.load(), Err(VaultError::Corrupt { .. })));
-        assert!(matches!(VaultKey::from_hex("abc"), Err(VaultError::BadKey(_))));
+        assert!(matches!(
+            VaultKey::from_hex("abc"),
+            Err(VaultError::BadKey(_))
+        ));
         assert!(!format!("{:?}", key("ab")).contains("ab"));
     }
 

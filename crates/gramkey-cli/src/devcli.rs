@@ -1,0 +1,490 @@
+//! The developer side of `gramkey`: sign in through the browser, keep tokens in the encrypted
+//! vault, print them, keep them refreshed, sign out. In the manner of `gh auth`.
+//!
+//! Exit codes: 0 success; 1 failure; 2 bad usage; 4 the account needs the user to sign in
+//! again (or there is no such account).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use gramkey_client::refresh::{RefreshPolicy, Refreshed, refresh};
+use gramkey_client::vault::{Account, Protection, Vault, VaultKey};
+use gramkey_client::{AuthorizeRequest, Client, Hosts};
+use serde_json::json;
+
+/// Exit code: the user must sign in again.
+pub const EXIT_REAUTH: i32 = 4;
+
+/// An error that asks for [`EXIT_REAUTH`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NeedsReauth(pub String);
+
+#[derive(Args, Clone)]
+pub struct VaultArgs {
+    /// The vault file (default: $XDG_CONFIG_HOME/gramkey/vault.json, or ~/.config/…).
+    #[arg(long, env = "GRAMKEY_VAULT", global = true)]
+    vault: Option<PathBuf>,
+    /// Keep tokens in plaintext when no vault key is set (GRAMKEY_VAULT_KEY). Not recommended.
+    #[arg(long, global = true)]
+    insecure_storage: bool,
+}
+
+impl VaultArgs {
+    fn open(&self) -> Result<Vault> {
+        let path = match &self.vault {
+            Some(p) => p.clone(),
+            None => {
+                let base = std::env::var_os("XDG_CONFIG_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+                    .ok_or_else(|| anyhow!("no HOME: give --vault"))?;
+                base.join("gramkey").join("vault.json")
+            }
+        };
+        let protection = match (VaultKey::from_env()?, self.insecure_storage) {
+            (Some(key), _) => Protection::Encrypted(key),
+            (None, true) => Protection::Plaintext,
+            (None, false) => return Err(gramkey_client::vault::VaultError::NoKey.into()),
+        };
+        Ok(Vault::new(path, protection))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum AuthCommand {
+    /// Sign in through the browser (a loopback redirect to 127.0.0.1 with PKCE) and store the
+    /// long-lived token.
+    Login(LoginArgs),
+    /// Every account: who, where, how long its token has left, the last refresh.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an account's token (the default account without --account).
+    Token {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh tokens: idempotent, for cron or a systemd timer.
+    Refresh(RefreshArgs),
+    /// Forget an account; with --revoke, remove the app's access on the server first.
+    Logout {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        revoke: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// A gramkey server's base URL (default: the real Instagram hosts).
+    #[arg(long, env = "GRAMKEY_HOST")]
+    host: Option<String>,
+    #[arg(long, env = "GRAMKEY_CLIENT_ID")]
+    client_id: String,
+    /// The app secret, from the environment (so it is not in `ps`).
+    #[arg(long, env = "GRAMKEY_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: String,
+    /// Scopes, comma-separated.
+    #[arg(long, default_value = "user_profile,user_media")]
+    scopes: String,
+    /// The loopback port (0: any free one). The app must have registered
+    /// http://127.0.0.1/callback (any port is accepted for loopback addresses).
+    #[arg(long, default_value_t = 0)]
+    redirect_port: u16,
+    /// Do not open a browser: print the URL and wait (you may also paste the URL the browser
+    /// ended on).
+    #[arg(long)]
+    no_browser: bool,
+    /// A name for the account (default: the username).
+    #[arg(long)]
+    alias: Option<String>,
+    /// Give up after this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct RefreshArgs {
+    /// Every account (default: the default account, or --account).
+    #[arg(long)]
+    all: bool,
+    #[arg(long)]
+    account: Option<String>,
+    /// Only accounts whose tokens are due; without it, refresh regardless.
+    #[arg(long)]
+    if_due: bool,
+    /// Due when less than this is left.
+    #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+    threshold: Duration,
+    /// Each account refreshes up to this much earlier, by an amount of its own.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    jitter: Duration,
+    /// A command to run (with GRAMKEY_ACCOUNT set) when an account needs the user again.
+    #[arg(long)]
+    on_reauth: Option<String>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn client_for(host: &str) -> Result<Client> {
+    let hosts = if host == Hosts::instagram().graph.as_str() {
+        Hosts::instagram()
+    } else {
+        Hosts::gramkey(host).with_context(|| format!("{host:?} is not a URL"))?
+    };
+    Ok(Client::new(hosts))
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
+    match cmd {
+        AuthCommand::Login(args) => login(&vault.open()?, args).await,
+        AuthCommand::Status { json } => status(&vault.open()?, json),
+        AuthCommand::Token { account, json } => token(&vault.open()?, account.as_deref(), json),
+        AuthCommand::Refresh(args) => refresh_cmd(&vault.open()?, args).await,
+        AuthCommand::Logout { account, revoke } => logout(&vault.open()?, account, revoke).await,
+    }
+}
+
+/// Waits for the browser's redirect on `listener`; returns its query.
+async fn callback(listener: tokio::net::TcpListener) -> Result<Vec<(String, String)>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(String, String)>>(1);
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
+            let tx = tx.clone();
+            async move {
+                let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                    .into_owned()
+                    .collect();
+                let _ = tx.send(pairs).await;
+                axum::response::Html(
+                    "<!doctype html><title>gramkey</title><p>Signed in. You can close this window and go back to the terminal.</p>",
+                )
+            }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let got = rx
+        .recv()
+        .await
+        .ok_or_else(|| anyhow!("the callback listener stopped"));
+    // Let the page reach the browser before the listener goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.abort();
+    got
+}
+
+/// A redirect URL pasted on standard input (for `--no-browser` on another machine). Blank
+/// lines are skipped; at the end of input it waits for the loopback callback alone.
+async fn pasted() -> Result<Vec<(String, String)>> {
+    loop {
+        let line = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s).map(|n| (n, s))
+        })
+        .await??;
+        match line {
+            (0, _) => std::future::pending::<()>().await,
+            (_, s) if s.trim().is_empty() => continue,
+            (_, s) => {
+                let url = url::Url::parse(s.trim())
+                    .context("that is not the URL the browser ended on")?;
+                return Ok(url.query_pairs().into_owned().collect());
+            }
+        }
+    }
+}
+
+async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
+    // Refuse early if the vault cannot be opened.
+    vault.load()?;
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(|| Hosts::instagram().graph.to_string());
+    let client = client_for(&host)?;
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.redirect_port)))
+            .await
+            .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.redirect_port))?;
+    let port = listener.local_addr()?.port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let scopes: Vec<&str> = args.scopes.split(',').map(str::trim).collect();
+    let req = AuthorizeRequest::new(&args.client_id, &redirect, &scopes);
+    let url = req.url(client.hosts());
+    println!("Open this URL in a browser to sign in:\n  {url}");
+    if !args.no_browser {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        let _ = std::process::Command::new(opener)
+            .arg(url.as_str())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    } else {
+        println!("(or paste here the URL the browser ended on)");
+    }
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let query = tokio::time::timeout(args.timeout, async {
+        tokio::select! {
+            q = callback(listener) => q,
+            q = pasted(), if args.no_browser => q,
+        }
+    })
+    .await
+    .map_err(|_| {
+        anyhow!(
+            "no sign-in within {}",
+            humantime::format_duration(args.timeout)
+        )
+    })??;
+    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if let Some(e) = get("error") {
+        bail!(
+            "sign-in refused: {e} ({})",
+            get("error_description").unwrap_or_default()
+        );
+    }
+    if get("state").as_deref() != Some(req.state()) {
+        bail!("the redirect's state does not match this sign-in: refusing it");
+    }
+    let code = get("code").ok_or_else(|| anyhow!("the redirect has no code"))?;
+    let short = client
+        .exchange_code(
+            &args.client_id,
+            &args.client_secret,
+            &redirect,
+            &code,
+            Some(req.verifier()),
+        )
+        .await?;
+    let long = client
+        .long_lived(&args.client_secret, &short.access_token)
+        .await?;
+    let me = client.me(&long.access_token, &["id", "username"]).await?;
+    let at = now();
+    let alias = args
+        .alias
+        .or_else(|| me.username.clone())
+        .unwrap_or_else(|| me.id.clone());
+    let account = Account {
+        host: client.hosts().graph.to_string(),
+        app_id: args.client_id.clone(),
+        user_id: me.id.clone(),
+        username: me.username.clone(),
+        alias: alias.clone(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        issued_at: at,
+        expires_at: at + long.expires_in.unwrap_or(60 * 24 * 3600),
+        last_refreshed_at: None,
+        last_refresh_error: None,
+        needs_reauthorization: false,
+        token: Some(long.access_token),
+    };
+    vault.update(|a| a.upsert(account))?;
+    println!(
+        "Signed in as {} ({alias}). Token stored in {}.",
+        me.username.as_deref().unwrap_or(&me.id),
+        vault.backend()
+    );
+    Ok(())
+}
+
+fn left(expires_at: i64, now: i64) -> String {
+    let left = expires_at - now;
+    if left <= 0 {
+        return "expired".into();
+    }
+    let (d, h) = (left / 86_400, left % 86_400 / 3600);
+    format!("{d}d {h}h left")
+}
+
+fn status(vault: &Vault, json: bool) -> Result<()> {
+    let accounts = vault.load()?;
+    let t = now();
+    if json {
+        let list: Vec<_> = accounts
+            .list
+            .iter()
+            .map(|a| {
+                json!({
+                    "alias": a.alias, "username": a.username, "user_id": a.user_id,
+                    "app_id": a.app_id, "host": a.host, "expires_at": a.expires_at,
+                    "expires_in": a.expires_at - t, "last_refreshed_at": a.last_refreshed_at,
+                    "last_refresh_error": a.last_refresh_error,
+                    "needs_reauthorization": a.needs_reauthorization,
+                    "default": accounts.default.as_deref() == Some(a.alias.as_str()),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"vault": vault.backend(), "accounts": list}))?
+        );
+        return Ok(());
+    }
+    println!("vault: {}", vault.backend());
+    if accounts.list.is_empty() {
+        println!("no accounts: `gramkey auth login` signs one in");
+    }
+    for a in &accounts.list {
+        let mark = if accounts.default.as_deref() == Some(a.alias.as_str()) {
+            "*"
+        } else {
+            " "
+        };
+        let state = if a.needs_reauthorization {
+            "NEEDS SIGN-IN AGAIN".to_owned()
+        } else {
+            left(a.expires_at, t)
+        };
+        let refreshed = a
+            .last_refreshed_at
+            .map(|r| format!("refreshed {}s ago", t - r))
+            .unwrap_or_else(|| "never refreshed".into());
+        println!(
+            "{mark} {:<16} {:<20} app {}  {state}, {refreshed}{}  {}",
+            a.alias,
+            a.username.as_deref().unwrap_or("-"),
+            a.app_id,
+            a.last_refresh_error
+                .as_deref()
+                .map(|e| format!(" (last refresh failed: {e})"))
+                .unwrap_or_default(),
+            a.host,
+        );
+    }
+    Ok(())
+}
+
+fn token(vault: &Vault, account: Option<&str>, json: bool) -> Result<()> {
+    let accounts = vault.load()?;
+    let a = accounts
+        .find(account)
+        .ok_or_else(|| NeedsReauth(format!("no account {}", account.unwrap_or("(default)"))))?;
+    if a.needs_reauthorization {
+        return Err(NeedsReauth(format!(
+            "{} must sign in again: `gramkey auth login`",
+            a.alias
+        ))
+        .into());
+    }
+    let token = a
+        .token()
+        .ok_or_else(|| anyhow!("{} has no token", a.alias))?;
+    if json {
+        println!(
+            "{}",
+            json!({"access_token": token.expose(), "expires_at": a.expires_at, "user_id": a.user_id, "app_id": a.app_id})
+        );
+    } else {
+        println!("{}", token.expose());
+    }
+    Ok(())
+}
+
+async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
+    let accounts = vault.load()?;
+    let targets: Vec<Account> = if args.all {
+        accounts.list.clone()
+    } else {
+        vec![
+            accounts
+                .find(args.account.as_deref())
+                .cloned()
+                .ok_or_else(|| NeedsReauth("no such account".into()))?,
+        ]
+    };
+    let policy = RefreshPolicy {
+        threshold_secs: secs(args.threshold),
+        jitter_secs: secs(args.jitter),
+        ..RefreshPolicy::default()
+    };
+    let mut reauth = Vec::new();
+    let mut failed = 0;
+    for a in targets {
+        let client = client_for(&a.host)?;
+        match refresh(&client, vault, &a.alias, &policy, now(), !args.if_due).await {
+            Ok(Refreshed::Now { expires_at }) => {
+                println!("{}: refreshed, {}", a.alias, left(expires_at, now()));
+            }
+            Ok(Refreshed::Elsewhere) => println!("{}: refreshed by another process", a.alias),
+            Ok(Refreshed::NotDue) => {
+                println!("{}: not due ({})", a.alias, left(a.expires_at, now()))
+            }
+            Err(e) if e.needs_reauthorization() => {
+                eprintln!("{}: {e}", a.alias);
+                reauth.push(a.alias.clone());
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", a.alias);
+                failed += 1;
+            }
+        }
+    }
+    if let Some(cmd) = &args.on_reauth {
+        for alias in &reauth {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("GRAMKEY_ACCOUNT", alias)
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                eprintln!("--on-reauth command failed for {alias}");
+            }
+        }
+    }
+    if !reauth.is_empty() {
+        return Err(NeedsReauth(format!("{} must sign in again", reauth.join(", "))).into());
+    }
+    if failed > 0 {
+        bail!("{failed} refresh(es) failed; the tokens were kept");
+    }
+    Ok(())
+}
+
+async fn logout(vault: &Vault, account: Option<String>, revoke: bool) -> Result<()> {
+    let accounts = vault.load()?;
+    let a = accounts
+        .find(account.as_deref())
+        .cloned()
+        .ok_or_else(|| NeedsReauth("no such account".into()))?;
+    if let (true, Some(token)) = (revoke, a.token()) {
+        let client = client_for(&a.host)?;
+        match client.remove_app(token).await {
+            Ok(()) => println!("{}: the app's access was removed on the server", a.alias),
+            // A token that no longer works is as good as revoked.
+            Err(e) if e.needs_reauthorization() => {}
+            Err(e) => bail!("revoking failed, nothing was forgotten: {e}"),
+        }
+    }
+    vault.update(|all| {
+        all.list.retain(|x| x.alias != a.alias);
+        if all.default.as_deref() == Some(a.alias.as_str()) {
+            all.default = all.list.first().map(|x| x.alias.clone());
+        }
+    })?;
+    println!("{}: signed out", a.alias);
+    Ok(())
+}
