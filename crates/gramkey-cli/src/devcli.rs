@@ -80,6 +80,30 @@ pub enum AuthCommand {
         #[arg(long)]
         revoke: bool,
     },
+    /// Make an account the default.
+    Use { account: String },
+    /// The signed-in user's profile, from the server.
+    Me {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// The signed-in user's media, newest first, as JSON lines (with --json, one document).
+    Media {
+        #[arg(long)]
+        account: Option<String>,
+        /// Every page (default: the first).
+        #[arg(long)]
+        all: bool,
+        /// Per page (at most 100).
+        #[arg(long, default_value_t = 25)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every account to FILE, encrypted with the key in GRAMKEY_EXPORT_KEY (64 hex).
+    Export { file: PathBuf },
+    /// Add the accounts of FILE (from `export`, with its GRAMKEY_EXPORT_KEY).
+    Import { file: PathBuf },
 }
 
 #[derive(Args)]
@@ -159,7 +183,151 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
         AuthCommand::Token { account, json } => token(&vault.open()?, account.as_deref(), json),
         AuthCommand::Refresh(args) => refresh_cmd(&vault.open()?, args).await,
         AuthCommand::Logout { account, revoke } => logout(&vault.open()?, account, revoke).await,
+        AuthCommand::Use { account } => {
+            let v = vault.open()?;
+            let alias = v.update(|a| {
+                let alias = a.find(Some(&account)).map(|x| x.alias.clone());
+                if alias.is_some() {
+                    a.default.clone_from(&alias);
+                }
+                alias
+            })?;
+            let alias = alias.ok_or_else(|| NeedsReauth(format!("no account {account:?}")))?;
+            println!("{alias} is the default account");
+            Ok(())
+        }
+        AuthCommand::Me { account } => {
+            let (client, token) = signed_in(&vault.open()?, account.as_deref())?;
+            let me = client
+                .me(&token, &["id", "username", "account_type", "media_count"])
+                .await
+                .map_err(reauth_or)?;
+            println!(
+                "{}",
+                json!({"id": me.id, "username": me.username, "account_type": me.account_type, "media_count": me.media_count})
+            );
+            Ok(())
+        }
+        AuthCommand::Media {
+            account,
+            all,
+            limit,
+            json,
+        } => media(&vault.open()?, account.as_deref(), all, limit, json).await,
+        AuthCommand::Export { file } => {
+            let from = vault.open()?.load()?;
+            let to = Vault::new(&file, Protection::Encrypted(export_key()?));
+            let n = from.list.len();
+            to.update(|a| {
+                for account in from.list {
+                    a.upsert(account);
+                }
+            })?;
+            println!("exported {n} account(s) to {}", file.display());
+            Ok(())
+        }
+        AuthCommand::Import { file } => {
+            let from = Vault::new(&file, Protection::Encrypted(export_key()?)).load()?;
+            let n = from.list.len();
+            vault.open()?.update(|a| {
+                for account in from.list {
+                    a.upsert(account);
+                }
+            })?;
+            println!("imported {n} account(s)");
+            Ok(())
+        }
     }
+}
+
+fn export_key() -> Result<VaultKey> {
+    let hex = std::env::var("GRAMKEY_EXPORT_KEY").map_err(|_| {
+        anyhow!("set GRAMKEY_EXPORT_KEY (64 hex characters) to encrypt or open an export")
+    })?;
+    Ok(VaultKey::from_hex(&hex)?)
+}
+
+/// A client and token for an account; exit code 4 when there is none to use.
+fn signed_in(
+    vault: &Vault,
+    account: Option<&str>,
+) -> Result<(Client, gramkey_client::model::AccessToken)> {
+    let accounts = vault.load()?;
+    let a = accounts
+        .find(account)
+        .ok_or_else(|| NeedsReauth(format!("no account {}", account.unwrap_or("(default)"))))?;
+    if a.needs_reauthorization {
+        return Err(NeedsReauth(format!(
+            "{} must sign in again: `gramkey auth login`",
+            a.alias
+        ))
+        .into());
+    }
+    let token = a
+        .token()
+        .cloned()
+        .ok_or_else(|| anyhow!("{} has no token", a.alias))?;
+    Ok((client_for(&a.host)?, token))
+}
+
+/// A server refusal, as exit code 4 when it means signing in again.
+fn reauth_or(e: gramkey_client::Error) -> anyhow::Error {
+    if e.needs_reauthorization() {
+        NeedsReauth(format!("{e}; sign in again: `gramkey auth login`")).into()
+    } else {
+        e.into()
+    }
+}
+
+async fn media(
+    vault: &Vault,
+    account: Option<&str>,
+    all: bool,
+    limit: u32,
+    json: bool,
+) -> Result<()> {
+    let (client, token) = signed_in(vault, account)?;
+    let fields = [
+        "id",
+        "caption",
+        "media_type",
+        "media_url",
+        "permalink",
+        "timestamp",
+    ];
+    let mut pages = client.media(&token, &fields, limit.clamp(1, 100));
+    // A spinner on a terminal only: redirected output stays clean.
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && all {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut items = Vec::new();
+    let mut count = 0;
+    while let Some(page) = pages.next_page().await.map_err(reauth_or)? {
+        count += page.len();
+        for m in page {
+            let line = json!({
+                "id": m.id, "caption": m.caption, "media_type": m.media_type,
+                "media_url": m.media_url, "permalink": m.permalink, "timestamp": m.timestamp,
+            });
+            if json {
+                items.push(line);
+            } else {
+                println!("{line}");
+            }
+        }
+        progress.set_message(format!("{count} media"));
+        progress.tick();
+        if !all {
+            break;
+        }
+    }
+    progress.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    }
+    Ok(())
 }
 
 /// Waits for the browser's redirect on `listener`; returns its query.

@@ -57,6 +57,8 @@ enum Command {
     Sandbox(SandboxCommand),
     /// Read the audit log, newest first.
     Audit(AuditArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Sign in to Instagram or a gramkey server and keep the tokens: login, status, token,
     /// refresh, logout.
     Auth {
@@ -507,6 +509,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(&cli.global, *args).await,
         Command::Audit(args) => audit(&cli.global, args).await,
         Command::Auth { vault, command } => devcli::run(&vault, command).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "gramkey",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
         Command::Callbacks(cmd) => callbacks(&cli.global.open().await?, cmd).await,

@@ -574,7 +574,7 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
             })
             .await
             .unwrap();
-        state
+        let alice = state
             .ops
             .create_user(
                 "alice",
@@ -583,6 +583,16 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
             )
             .await
             .unwrap();
+        gramkey_server::sandbox::add_generated_media(
+            &state.ops,
+            &gramkey_domain::OsEntropy,
+            &alice,
+            30,
+            &base,
+            real_now - 3 * 86_400,
+        )
+        .await
+        .unwrap();
         (base, state, app.id.to_string(), secret.expose().to_owned())
     });
 
@@ -743,6 +753,92 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
     .to_owned();
     assert_ne!(new_token, token, "the vault holds the refreshed token");
 
+    // The API through the stored token: /me, and every media page.
+    let me: Value = serde_json::from_slice(
+        &auth(&vault, Some(VAULT_KEY))
+            .arg("me")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(me["username"], "alice");
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args(["media", "--all", "--limit", "7", "--json"])
+        .output()
+        .unwrap();
+    let media: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(media.as_array().unwrap().len(), 30);
+    let first_page = auth(&vault, Some(VAULT_KEY))
+        .args(["media", "--limit", "7"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(first_page.stdout)
+            .unwrap()
+            .lines()
+            .count(),
+        7
+    );
+
+    // Export and import, encrypted with their own key; `use` picks the default.
+    let export = dir.path().join("export.json");
+    let export_key = "ab".repeat(32);
+    let out = auth(&vault, Some(VAULT_KEY))
+        .arg("export")
+        .arg(&export)
+        .env("GRAMKEY_EXPORT_KEY", &export_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !std::fs::read_to_string(&export)
+            .unwrap()
+            .contains(&new_token)
+    );
+    let other = dir.path().join("other.json");
+    let out = auth(&other, Some(VAULT_KEY))
+        .arg("import")
+        .arg(&export)
+        .env("GRAMKEY_EXPORT_KEY", &export_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imported = String::from_utf8(
+        auth(&other, Some(VAULT_KEY))
+            .arg("token")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(imported.trim(), new_token);
+    assert!(
+        auth(&other, Some(VAULT_KEY))
+            .args(["use", "alice"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert_eq!(
+        auth(&other, Some(VAULT_KEY))
+            .args(["use", "nobody"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(4)
+    );
+
     // Logout with --revoke removes the app's access on the server, then forgets the account;
     // a token for no account exits 4.
     let out = auth(&vault, Some(VAULT_KEY))
@@ -763,4 +859,23 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
     assert_eq!(removed.len(), 1);
     let out = auth(&vault, Some(VAULT_KEY)).arg("token").output().unwrap();
     assert_eq!(out.status.code(), Some(4));
+    // The token of the imported copy is dead now: the user must sign in again (exit 4).
+    let out = auth(&other, Some(VAULT_KEY)).arg("me").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn shell_completions_are_printed() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gramkey"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("_gramkey") && script.contains("login"));
 }
