@@ -123,6 +123,9 @@ pub struct LoginArgs {
     /// http://127.0.0.1/callback (any port is accepted for loopback addresses).
     #[arg(long, default_value_t = 0)]
     redirect_port: u16,
+    /// The loopback redirect's path, as the app registered it.
+    #[arg(long, default_value = "/callback")]
+    redirect_path: String,
     /// Do not open a browser: print the URL and wait (you may also paste the URL the browser
     /// ended on).
     #[arg(long)]
@@ -192,7 +195,7 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
                 }
                 alias
             })?;
-            let alias = alias.ok_or_else(|| NeedsReauth(format!("no account {account:?}")))?;
+            let alias = alias.ok_or_else(|| no_account(Some(&account)))?;
             println!("{alias} is the default account");
             Ok(())
         }
@@ -240,6 +243,14 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
     }
 }
 
+/// Exit code 4: nothing to use.
+fn no_account(name: Option<&str>) -> NeedsReauth {
+    NeedsReauth(match name {
+        Some(n) => format!("no account {n:?} in the vault (`gramkey auth status` lists them)"),
+        None => "no account signed in: `gramkey auth login` signs one in".into(),
+    })
+}
+
 fn export_key() -> Result<VaultKey> {
     let hex = std::env::var("GRAMKEY_EXPORT_KEY").map_err(|_| {
         anyhow!("set GRAMKEY_EXPORT_KEY (64 hex characters) to encrypt or open an export")
@@ -253,9 +264,7 @@ fn signed_in(
     account: Option<&str>,
 ) -> Result<(Client, gramkey_client::model::AccessToken)> {
     let accounts = vault.load()?;
-    let a = accounts
-        .find(account)
-        .ok_or_else(|| NeedsReauth(format!("no account {}", account.unwrap_or("(default)"))))?;
+    let a = accounts.find(account).ok_or_else(|| no_account(account))?;
     if a.needs_reauthorization {
         return Err(NeedsReauth(format!(
             "{} must sign in again: `gramkey auth login`",
@@ -331,10 +340,10 @@ async fn media(
 }
 
 /// Waits for the browser's redirect on `listener`; returns its query.
-async fn callback(listener: tokio::net::TcpListener) -> Result<Vec<(String, String)>> {
+async fn callback(listener: tokio::net::TcpListener, path: &str) -> Result<Vec<(String, String)>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(String, String)>>(1);
     let app = axum::Router::new().route(
-        "/callback",
+        path,
         axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
             let tx = tx.clone();
             async move {
@@ -359,23 +368,39 @@ async fn callback(listener: tokio::net::TcpListener) -> Result<Vec<(String, Stri
     got
 }
 
-/// A redirect URL pasted on standard input (for `--no-browser` on another machine). Blank
-/// lines are skipped; at the end of input it waits for the loopback callback alone.
-async fn pasted() -> Result<Vec<(String, String)>> {
-    loop {
-        let line = tokio::task::spawn_blocking(|| {
-            let mut s = String::new();
-            std::io::stdin().read_line(&mut s).map(|n| (n, s))
-        })
-        .await??;
-        match line {
-            (0, _) => std::future::pending::<()>().await,
-            (_, s) if s.trim().is_empty() => continue,
-            (_, s) => {
-                let url = url::Url::parse(s.trim())
-                    .context("that is not the URL the browser ended on")?;
-                return Ok(url.query_pairs().into_owned().collect());
+/// A redirect URL pasted on standard input (for `--no-browser` on another machine). Anything
+/// else is answered with a hint, and it waits on; at the end of input it waits for the
+/// loopback callback alone.
+async fn pasted(redirect: String) -> Result<Vec<(String, String)>> {
+    // A plain thread, not the runtime's blocking pool: the runtime waits for its blocking
+    // tasks when it shuts down, and this read may never end (nobody pastes anything).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
             }
+        }
+    });
+    loop {
+        let Some(line) = rx.recv().await else {
+            // End of input: only the loopback callback can finish the sign-in.
+            return std::future::pending().await;
+        };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let pairs: Option<Vec<(String, String)>> = url::Url::parse(text)
+            .ok()
+            .filter(|u| u.as_str().starts_with(&redirect))
+            .map(|u| u.query_pairs().into_owned().collect());
+        match pairs {
+            Some(p) if p.iter().any(|(k, _)| k == "code" || k == "error") => return Ok(p),
+            _ => eprintln!(
+                "That is not where the browser ended up. Paste the whole URL, starting {redirect}?code=…, or finish signing in in the browser."
+            ),
         }
     }
 }
@@ -393,7 +418,8 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.redirect_port))?;
     let port = listener.local_addr()?.port();
-    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let path = format!("/{}", args.redirect_path.trim_start_matches('/'));
+    let redirect = format!("http://127.0.0.1:{port}{path}");
     let scopes: Vec<&str> = args.scopes.split(',').map(str::trim).collect();
     let req = AuthorizeRequest::new(&args.client_id, &redirect, &scopes);
     let url = req.url(client.hosts());
@@ -416,8 +442,8 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
     std::io::stdout().flush()?;
     let query = tokio::time::timeout(args.timeout, async {
         tokio::select! {
-            q = callback(listener) => q,
-            q = pasted(), if args.no_browser => q,
+            q = callback(listener, &path) => q,
+            q = pasted(redirect.clone()), if args.no_browser => q,
         }
     })
     .await
@@ -548,9 +574,7 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
 
 fn token(vault: &Vault, account: Option<&str>, json: bool) -> Result<()> {
     let accounts = vault.load()?;
-    let a = accounts
-        .find(account)
-        .ok_or_else(|| NeedsReauth(format!("no account {}", account.unwrap_or("(default)"))))?;
+    let a = accounts.find(account).ok_or_else(|| no_account(account))?;
     if a.needs_reauthorization {
         return Err(NeedsReauth(format!(
             "{} must sign in again: `gramkey auth login`",
@@ -581,7 +605,7 @@ async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
             accounts
                 .find(args.account.as_deref())
                 .cloned()
-                .ok_or_else(|| NeedsReauth("no such account".into()))?,
+                .ok_or_else(|| no_account(args.account.as_deref()))?,
         ]
     };
     let policy = RefreshPolicy {
@@ -637,7 +661,7 @@ async fn logout(vault: &Vault, account: Option<String>, revoke: bool) -> Result<
     let a = accounts
         .find(account.as_deref())
         .cloned()
-        .ok_or_else(|| NeedsReauth("no such account".into()))?;
+        .ok_or_else(|| no_account(account.as_deref()))?;
     if let (true, Some(token)) = (revoke, a.token()) {
         let client = client_for(&a.host)?;
         match client.remove_app(token).await {

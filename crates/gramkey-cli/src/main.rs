@@ -671,6 +671,11 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
                 };
                 println!("    {name:<6} password {}  ({note})", password.expose());
             }
+            println!("  sign in from a terminal (the secret above in GRAMKEY_CLIENT_SECRET):");
+            println!(
+                "    gramkey auth login --host {public_url} --client-id {}",
+                info.app.id
+            );
         }
         if let Some(app) = sandbox_app(&ops).await? {
             println!("Open this URL in a browser to authorize the sandbox app:");

@@ -69,6 +69,8 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
             redirect_uris: vec![
                 redirect.clone(),
                 format!("http://127.0.0.1{SANDBOX_CALLBACK_PATH}"),
+                // `gramkey auth login`'s loopback redirect, on any port.
+                "http://127.0.0.1/callback".into(),
             ],
             scopes: gramkey_domain::Scope::ALL
                 .iter()
