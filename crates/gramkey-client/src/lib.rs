@@ -10,7 +10,8 @@
 //! - checking the signed requests sent to an app's deauthorize and data-deletion callbacks
 //!   ([`signed_request`]).
 //!
-//! The token vault, automatic refresh and the `gramkey login` CLI are not here yet.
+//! - an encrypted token vault ([`vault`]) and single-flight automatic refresh ([`refresh`]),
+//!   which `gramkey auth` builds on.
 //!
 //! The whole flow (compiled, not run: it needs a server and a browser):
 //!
