@@ -181,6 +181,80 @@ pub async fn refresh(
     }
 }
 
+/// Called with an account's alias and the error when the user must authorize it again.
+pub type ReauthHook = Arc<dyn Fn(&str, &Error) + Send + Sync>;
+
+/// Keeps every account of a vault fresh: [`Refresher::refresh_due`] once, or
+/// [`Refresher::run`] in the background. Accounts that need the user again go to the hook.
+pub struct Refresher {
+    client: Client,
+    vault: Arc<Vault>,
+    policy: RefreshPolicy,
+    on_reauth: Option<ReauthHook>,
+}
+
+impl Refresher {
+    /// `client` must be for the hosts the vault's accounts were signed in on.
+    pub fn new(client: Client, vault: Arc<Vault>, policy: RefreshPolicy) -> Self {
+        Self {
+            client,
+            vault,
+            policy,
+            on_reauth: None,
+        }
+    }
+
+    pub fn on_reauth(mut self, hook: ReauthHook) -> Self {
+        self.on_reauth = Some(hook);
+        self
+    }
+
+    /// Refreshes every due account at `now`; returns what happened to each.
+    pub async fn refresh_due(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(String, Result<Refreshed, RefreshError>)>, VaultError> {
+        let accounts = self.vault.load()?;
+        let mut out = Vec::new();
+        for a in accounts.list.iter().filter(|a| !a.needs_reauthorization) {
+            let result = refresh(
+                &self.client,
+                &self.vault,
+                &a.alias,
+                &self.policy,
+                now,
+                false,
+            )
+            .await;
+            match (&result, &self.on_reauth) {
+                (Err(RefreshError::Failed { error, .. }), Some(hook))
+                    if error.needs_reauthorization() =>
+                {
+                    hook(&a.alias, error);
+                }
+                _ => {}
+            }
+            out.push((a.alias.clone(), result));
+        }
+        Ok(out)
+    }
+
+    /// [`Refresher::refresh_due`] every `every`, for ever, on the system clock.
+    pub async fn run(self, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            // A vault that does not open stays untouched; the next tick tries again.
+            let _ = self.refresh_due(now).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

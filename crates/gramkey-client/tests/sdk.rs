@@ -9,7 +9,7 @@ use std::sync::Arc;
 use gramkey_client::model::AccessToken;
 use gramkey_client::{AuthorizeRequest, Client, Failure, Hosts, RetryPolicy};
 use gramkey_domain::time::ManualClock;
-use gramkey_domain::{AppMode, OsEntropy, Password};
+use gramkey_domain::{AppMode, Clock, OsEntropy, Password};
 use gramkey_server::ops::NewAppInput;
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::Profile;
@@ -280,4 +280,104 @@ async fn rate_limits_are_reported_not_slept_through_and_revocation_ends_a_token(
         .await
         .unwrap_err();
     assert_eq!(bad.failure(), Failure::Refused);
+}
+
+#[tokio::test]
+async fn the_refresher_renews_due_tokens_and_calls_the_hook_when_the_user_is_needed() {
+    use gramkey_client::refresh::{RefreshPolicy, Refreshed, Refresher};
+    use gramkey_client::vault::{Account, Protection, Vault, VaultKey};
+    use std::sync::Mutex;
+
+    let s = server(|_| {}).await;
+    let (client_id, secret) = app_and_user(&s, "user_profile", 0).await;
+    let client = Client::new(Hosts::gramkey(&s.base).unwrap());
+    let req = AuthorizeRequest::new(&client_id, REDIRECT, &["user_profile"]);
+    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
+    let code = landed
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let short = client
+        .exchange_code(&client_id, &secret, REDIRECT, &code, Some(req.verifier()))
+        .await
+        .unwrap();
+    let long = client
+        .long_lived(&secret, &short.access_token)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(Vault::new(
+        dir.path().join("vault.json"),
+        Protection::Encrypted(VaultKey::from_hex(&"7a".repeat(32)).unwrap()),
+    ));
+    let now = s.clock.now();
+    vault
+        .update(|a| {
+            a.upsert(Account {
+                host: client.hosts().graph.to_string(),
+                app_id: client_id.clone(),
+                user_id: short.user_id.clone().unwrap(),
+                username: Some("alice".into()),
+                alias: "alice".into(),
+                scopes: vec!["user_profile".into()],
+                issued_at: now,
+                expires_at: now + long.expires_in.unwrap(),
+                last_refreshed_at: None,
+                last_refresh_error: None,
+                needs_reauthorization: false,
+                token: Some(long.access_token.clone()),
+            })
+        })
+        .unwrap();
+    let called: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = called.clone();
+    let refresher = Refresher::new(client.clone(), vault.clone(), RefreshPolicy::default())
+        .on_reauth(Arc::new(move |alias, _| {
+            seen.lock().unwrap().push(alias.to_owned())
+        }));
+
+    // 50 days on, 10 are left: under the 14-day threshold, so it is renewed.
+    s.clock.advance(50 * 86_400);
+    let out = refresher.refresh_due(s.clock.now()).await.unwrap();
+    assert!(matches!(out[0].1, Ok(Refreshed::Now { .. })), "{out:?}");
+    let renewed = vault.load().unwrap().list[0].token().unwrap().clone();
+    assert_ne!(renewed, long.access_token);
+    // In the same second: someone else did it; a minute later: not due (refreshed less than
+    // 24 hours ago). Either way nothing is sent.
+    let out = refresher.refresh_due(s.clock.now()).await.unwrap();
+    assert!(matches!(out[0].1, Ok(Refreshed::Elsewhere)), "{out:?}");
+    let out = refresher.refresh_due(s.clock.now() + 60).await.unwrap();
+    assert!(matches!(out[0].1, Ok(Refreshed::NotDue)), "{out:?}");
+
+    // The user removes the app: the next refresh needs them, the hook is called once, and the
+    // token is kept (not overwritten by the failure).
+    client.remove_app(&renewed).await.unwrap();
+    s.clock.advance(50 * 86_400);
+    let out = refresher.refresh_due(s.clock.now()).await.unwrap();
+    assert!(
+        out[0].1.as_ref().is_err_and(|e| e.needs_reauthorization()),
+        "{out:?}"
+    );
+    assert_eq!(*called.lock().unwrap(), vec!["alice".to_owned()]);
+    let kept = vault.load().unwrap();
+    assert_eq!(kept.list[0].token(), Some(&renewed));
+    assert!(kept.list[0].needs_reauthorization);
+    assert!(
+        kept.list[0]
+            .last_refresh_error
+            .as_deref()
+            .unwrap()
+            .contains("190")
+    );
+    // Accounts that need the user are not tried again.
+    assert!(
+        refresher
+            .refresh_due(s.clock.now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
