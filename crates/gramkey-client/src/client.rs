@@ -81,6 +81,16 @@ fn jitter() -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Which failures a request may be retried after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Rate limits and transient failures: the request can be repeated safely.
+    All,
+    /// Rate limits only: a refused request was not carried out, but after a transient failure
+    /// it may have been (a comment posted, a token exchanged), and must not be sent twice.
+    RateLimitsOnly,
+}
+
 /// The highest of `X-App-Usage`'s three percentages.
 fn usage(headers: &HeaderMap) -> Option<u64> {
     let v: Value = serde_json::from_str(headers.get("x-app-usage")?.to_str().ok()?).ok()?;
@@ -128,13 +138,18 @@ impl Client {
     /// Sends what `build` makes (again on each retry) and decodes the answer.
     async fn send<T: DeserializeOwned>(
         &self,
+        retry: Retry,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<T, Error> {
-        let value = self.send_json(build).await?;
+        let value = self.send_json(retry, build).await?;
         serde_json::from_value(value).map_err(|e| Error::Decode(e.to_string()))
     }
 
-    async fn send_json(&self, build: impl Fn() -> RequestBuilder) -> Result<Value, Error> {
+    async fn send_json(
+        &self,
+        retry: Retry,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Value, Error> {
         let mut attempt = 0;
         loop {
             let pause = pacing(self.last_usage.load(Ordering::Relaxed));
@@ -174,7 +189,11 @@ impl Client {
                     )
                 }
             };
-            let retryable = matches!(err.failure(), Failure::RateLimited | Failure::Transient);
+            let retryable = match err.failure() {
+                Failure::RateLimited => true,
+                Failure::Transient => retry == Retry::All,
+                _ => false,
+            };
             let retry_after = match &err {
                 Error::Api(e) => e.retry_after,
                 _ => None,
@@ -218,16 +237,11 @@ impl Client {
         if let Some(v) = verifier {
             form.push(("code_verifier", v));
         }
-        // A code is good once: never resend it.
-        let no_retry = Self {
-            retry: RetryPolicy {
-                max_retries: 0,
-                ..self.retry
-            },
-            ..self.clone()
-        };
-        let value = no_retry
-            .send_json(|| self.http.post(url.clone()).form(&form))
+        // A code is good once: never resent after a failure that may have used it.
+        let value = self
+            .send_json(Retry::RateLimitsOnly, || {
+                self.http.post(url.clone()).form(&form)
+            })
             .await?;
         CodeToken::from_json(value).map_err(|e| Error::Decode(e.to_string()))
     }
@@ -242,8 +256,11 @@ impl Client {
         url.query_pairs_mut()
             .append_pair("grant_type", "ig_exchange_token")
             .append_pair("client_secret", client_secret);
-        self.send(|| self.authed(Method::GET, url.clone(), short))
-            .await
+        // A short-lived token is exchanged once: not resent after a transient failure.
+        self.send(Retry::RateLimitsOnly, || {
+            self.authed(Method::GET, url.clone(), short)
+        })
+        .await
     }
 
     /// A new long-lived token for one at least 24 hours old (`GET /refresh_access_token`).
@@ -251,7 +268,7 @@ impl Client {
         let mut url = Self::url(&self.hosts.graph, "refresh_access_token");
         url.query_pairs_mut()
             .append_pair("grant_type", "ig_refresh_token");
-        self.send(|| self.authed(Method::GET, url.clone(), token))
+        self.send(Retry::All, || self.authed(Method::GET, url.clone(), token))
             .await
     }
 
@@ -260,7 +277,7 @@ impl Client {
         let mut url = Self::url(&self.hosts.graph, "me");
         url.query_pairs_mut()
             .append_pair("fields", &fields.join(","));
-        self.send(|| self.authed(Method::GET, url.clone(), token))
+        self.send(Retry::All, || self.authed(Method::GET, url.clone(), token))
             .await
     }
 
@@ -289,7 +306,7 @@ impl Client {
         message: &str,
     ) -> Result<Created, Error> {
         let url = Self::url(&self.hosts.graph, &format!("{media_id}/comments"));
-        self.send(|| {
+        self.send(Retry::RateLimitsOnly, || {
             self.authed(Method::POST, url.clone(), token)
                 .form(&[("message", message)])
         })
@@ -305,7 +322,7 @@ impl Client {
         caption: &str,
     ) -> Result<Created, Error> {
         let url = Self::url(&self.hosts.graph, &format!("{user_id}/media"));
-        self.send(|| {
+        self.send(Retry::RateLimitsOnly, || {
             self.authed(Method::POST, url.clone(), token)
                 .form(&[("image_url", image_url), ("caption", caption)])
         })
@@ -320,7 +337,7 @@ impl Client {
         container_id: &str,
     ) -> Result<Created, Error> {
         let url = Self::url(&self.hosts.graph, &format!("{user_id}/media_publish"));
-        self.send(|| {
+        self.send(Retry::RateLimitsOnly, || {
             self.authed(Method::POST, url.clone(), token)
                 .form(&[("creation_id", container_id)])
         })
@@ -331,9 +348,11 @@ impl Client {
     /// user stops working, on Instagram and on gramkey.
     pub async fn remove_app(&self, token: &AccessToken) -> Result<(), Error> {
         let url = Self::url(&self.hosts.graph, "me/permissions");
-        self.send_json(|| self.authed(Method::DELETE, url.clone(), token))
-            .await
-            .map(|_| ())
+        self.send_json(Retry::All, || {
+            self.authed(Method::DELETE, url.clone(), token)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Revokes one token (RFC 7009, `POST /oauth/revoke`). gramkey serves it; Instagram does
@@ -406,7 +425,9 @@ impl<T: DeserializeOwned> Pager<T> {
         };
         let value = self
             .client
-            .send_json(|| self.client.authed(Method::GET, url.clone(), &self.token))
+            .send_json(Retry::All, || {
+                self.client.authed(Method::GET, url.clone(), &self.token)
+            })
             .await?;
         self.next = value["paging"]["next"]
             .as_str()
