@@ -265,7 +265,7 @@ fn signed_in(
 ) -> Result<(Client, gramkey_client::model::AccessToken)> {
     let accounts = vault.load()?;
     let a = accounts.find(account).ok_or_else(|| no_account(account))?;
-    if a.needs_reauthorization {
+    if a.needs_reauthorization || a.expires_at <= now() {
         return Err(NeedsReauth(format!(
             "{} must sign in again: `gramkey auth login`",
             a.alias
@@ -340,20 +340,35 @@ async fn media(
 }
 
 /// Waits for the browser's redirect on `listener`; returns its query.
-async fn callback(listener: tokio::net::TcpListener, path: &str) -> Result<Vec<(String, String)>> {
+async fn callback(
+    listener: tokio::net::TcpListener,
+    path: &str,
+    state: String,
+) -> Result<Vec<(String, String)>> {
+    use axum::http::StatusCode;
+    use axum::response::{Html, IntoResponse};
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(String, String)>>(1);
     let app = axum::Router::new().route(
         path,
         axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
-            let tx = tx.clone();
+            let (tx, state) = (tx.clone(), state.clone());
             async move {
-                let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-                    .into_owned()
-                    .collect();
+                let pairs: Vec<(String, String)> =
+                    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                        .into_owned()
+                        .collect();
+                // Only the redirect of this sign-in counts: anything else (another tab, a
+                // page probing local ports) is turned away and the terminal keeps waiting.
+                if !pairs.iter().any(|(k, v)| k == "state" && *v == state) {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        Html("<!doctype html><title>gramkey</title><p>This is not the sign-in the terminal is waiting for.</p>"),
+                    )
+                        .into_response();
+                }
                 let _ = tx.send(pairs).await;
-                axum::response::Html(
-                    "<!doctype html><title>gramkey</title><p>Signed in. You can close this window and go back to the terminal.</p>",
-                )
+                Html("<!doctype html><title>gramkey</title><p>Received. The terminal finishes signing in; you can close this window.</p>")
+                    .into_response()
             }
         }),
     );
@@ -442,7 +457,7 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
     std::io::stdout().flush()?;
     let query = tokio::time::timeout(args.timeout, async {
         tokio::select! {
-            q = callback(listener, &path) => q,
+            q = callback(listener, &path, req.state().to_owned()) => q,
             q = pasted(redirect.clone()), if args.no_browser => q,
         }
     })
@@ -575,7 +590,7 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
 fn token(vault: &Vault, account: Option<&str>, json: bool) -> Result<()> {
     let accounts = vault.load()?;
     let a = accounts.find(account).ok_or_else(|| no_account(account))?;
-    if a.needs_reauthorization {
+    if a.needs_reauthorization || a.expires_at <= now() {
         return Err(NeedsReauth(format!(
             "{} must sign in again: `gramkey auth login`",
             a.alias
@@ -616,6 +631,11 @@ async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
     let mut reauth = Vec::new();
     let mut failed = 0;
     for a in targets {
+        if a.needs_reauthorization || a.expires_at <= now() {
+            eprintln!("{}: must sign in again (`gramkey auth login`)", a.alias);
+            reauth.push(a.alias.clone());
+            continue;
+        }
         let client = client_for(&a.host)?;
         match refresh(&client, vault, &a.alias, &policy, now(), !args.if_due).await {
             Ok(Refreshed::Now { expires_at }) => {

@@ -627,10 +627,26 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
             break line.trim().to_owned();
         }
     };
+    // A request on the loopback port that is not this sign-in's redirect is turned away, and
+    // the CLI keeps waiting.
+    let redirect = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    let probe = rt.block_on(async {
+        reqwest::get(format!("{redirect}?code=AQforged&state=not-this-one"))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(probe, reqwest::StatusCode::BAD_REQUEST);
     let landed = rt.block_on(play_browser(&url, "alice", "alice-password"));
     assert!(landed.starts_with("http://127.0.0.1:"), "{landed}");
     let page = rt.block_on(async { reqwest::get(&landed).await.unwrap().text().await.unwrap() });
-    assert!(page.contains("Signed in"), "{page}");
+    assert!(page.contains("Received"), "{page}");
     let status = child.0.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let mut err = String::new();

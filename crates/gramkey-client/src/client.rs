@@ -157,16 +157,17 @@ impl Client {
                 tokio::time::sleep(pause).await;
             }
             let err = match build().send().await {
-                Err(e) => Error::Http(e),
+                Err(e) => Error::from(e),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    if let Some(u) = usage(&headers) {
-                        self.last_usage.store(u, Ordering::Relaxed);
-                    }
+                    self.last_usage
+                        .store(usage(&headers).unwrap_or(0), Ordering::Relaxed);
                     let body: Value = match resp.json().await {
                         Ok(v) => v,
-                        Err(e) if status < 400 => return Err(Error::Decode(e.to_string())),
+                        Err(e) if status < 400 => {
+                            return Err(Error::Decode(e.without_url().to_string()));
+                        }
                         Err(_) => Value::Null,
                     };
                     if status < 400 {
@@ -429,9 +430,12 @@ impl<T: DeserializeOwned> Pager<T> {
                 self.client.authed(Method::GET, url.clone(), &self.token)
             })
             .await?;
+        // Only links back to the same server (the token goes with them), and never the same
+        // page twice.
         self.next = value["paging"]["next"]
             .as_str()
-            .and_then(|n| Url::parse(n).ok());
+            .and_then(|n| Url::parse(n).ok())
+            .filter(|n| n.origin() == url.origin() && *n != url);
         let items = serde_json::from_value(value["data"].clone())
             .map_err(|e| Error::Decode(e.to_string()))?;
         Ok(Some(items))

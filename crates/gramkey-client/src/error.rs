@@ -116,12 +116,19 @@ pub enum Error {
     /// The server answered with a refusal.
     #[error("{0}")]
     Api(ApiError),
-    /// No answer: connection, TLS or timeout. Transient.
+    /// No answer: connection, TLS or timeout. Transient. Kept without its URL, which can hold
+    /// a client secret (`ig_exchange_token` sends it in the query).
     #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
     /// An answer that is neither the expected shape nor an error shape.
     #[error("unexpected response: {0}")]
     Decode(String),
+}
+
+impl From<reqwest::Error> for Error {
+    fn from(e: reqwest::Error) -> Self {
+        Error::Http(e.without_url())
+    }
 }
 
 impl Error {

@@ -58,15 +58,22 @@ impl RefreshPolicy {
     /// Whether `account` should be refreshed at `now`. Never within 24 hours of its last
     /// refresh: Instagram refuses to refresh a token younger than that.
     pub fn is_due(&self, account: &Account, now: i64) -> bool {
-        if account
-            .last_refreshed_at
-            .is_some_and(|t| now - t < 24 * 3600)
-        {
+        if refreshed_recently(account, now) {
             return false;
         }
-        let left = account.expires_at - self.skew_secs - now;
-        left < self.threshold_secs + self.jitter(account)
+        let left = account
+            .expires_at
+            .saturating_sub(self.skew_secs)
+            .saturating_sub(now);
+        left < self.threshold_secs.saturating_add(self.jitter(account))
     }
+}
+
+/// Refreshed less than 24 hours ago: Instagram refuses to refresh a token that young.
+fn refreshed_recently(account: &Account, now: i64) -> bool {
+    account
+        .last_refreshed_at
+        .is_some_and(|t| now.saturating_sub(t) < 24 * 3600)
 }
 
 /// What a refresh call did.
@@ -84,6 +91,9 @@ pub enum Refreshed {
 pub enum RefreshError {
     #[error("no account {0:?} in the vault")]
     NoAccount(String),
+    /// The account was signed in on another server than the client talks to.
+    #[error("{alias} belongs to {host}, not to this client's server")]
+    OtherHost { alias: String, host: String },
     #[error(transparent)]
     Vault(#[from] VaultError),
     /// The server refused or could not be reached; the token was kept.
@@ -112,7 +122,8 @@ fn flight(path: &std::path::Path, alias: &str) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// Refreshes `alias` if it is due (or `force`), once across all concurrent callers. `now` is the
-/// caller's clock, injected.
+/// caller's clock, injected. Even forced, a token refreshed less than 24 hours ago is left alone
+/// (Instagram would refuse).
 pub async fn refresh(
     client: &Client,
     vault: &Vault,
@@ -121,6 +132,10 @@ pub async fn refresh(
     now: i64,
     force: bool,
 ) -> Result<Refreshed, RefreshError> {
+    let find = |list: &[Account]| list.iter().find(|a| a.alias == alias).cloned();
+    // The token as this caller saw it before waiting its turn: if another caller changed it
+    // meanwhile, that caller did the refresh.
+    let seen = find(&vault.load()?.list).and_then(|a| a.token);
     let flight = flight(vault.path(), alias);
     let _in_process = flight.lock().await;
     let lock_path = vault.path().to_owned();
@@ -134,41 +149,52 @@ pub async fn refresh(
                 })
             })??
     };
-    let accounts = vault.load()?;
-    let account = accounts
-        .list
-        .iter()
-        .find(|a| a.alias == alias)
-        .ok_or_else(|| RefreshError::NoAccount(alias.to_owned()))?;
-    if account.last_refreshed_at.is_some_and(|t| t >= now) {
-        return Ok(Refreshed::Elsewhere);
+    let account =
+        find(&vault.load()?.list).ok_or_else(|| RefreshError::NoAccount(alias.to_owned()))?;
+    if account.host != client.hosts().graph.as_str() {
+        return Err(RefreshError::OtherHost {
+            alias: alias.to_owned(),
+            host: account.host,
+        });
     }
-    if !force && !policy.is_due(account, now) {
-        return Ok(Refreshed::NotDue);
-    }
-    let Some(token) = account.token().cloned() else {
+    let Some(token) = account.token.clone() else {
         return Err(RefreshError::NoAccount(alias.to_owned()));
     };
+    if seen.as_ref() != Some(&token) {
+        return Ok(Refreshed::Elsewhere);
+    }
+    if refreshed_recently(&account, now) || (!force && !policy.is_due(&account, now)) {
+        return Ok(Refreshed::NotDue);
+    }
+    // Changes apply only while the vault still holds the token that was sent: a sign-in that
+    // replaced it meanwhile wins.
+    let still = |acc: &Account| acc.token.as_ref() == Some(&token);
     match client.refresh(&token).await {
         Ok(fresh) => {
-            let expires_at = now + fresh.expires_in.unwrap_or(60 * 24 * 3600);
-            vault.update(|a| {
-                if let Some(acc) = a.find_mut(alias) {
+            let expires_at = now.saturating_add(fresh.expires_in.unwrap_or(60 * 24 * 3600));
+            let applied = vault.update(|a| match a.find_mut(alias) {
+                Some(acc) if still(acc) => {
                     acc.token = Some(fresh.access_token);
                     acc.issued_at = now;
                     acc.expires_at = expires_at;
                     acc.last_refreshed_at = Some(now);
                     acc.last_refresh_error = None;
                     acc.needs_reauthorization = false;
+                    true
                 }
+                _ => false,
             })?;
-            Ok(Refreshed::Now { expires_at })
+            Ok(if applied {
+                Refreshed::Now { expires_at }
+            } else {
+                Refreshed::Elsewhere
+            })
         }
         Err(error) => {
             let why = error.to_string();
             let reauth = error.needs_reauthorization();
             vault.update(|a| {
-                if let Some(acc) = a.find_mut(alias) {
+                if let Some(acc) = a.find_mut(alias).filter(|acc| still(acc)) {
                     acc.last_refresh_error = Some(why);
                     acc.needs_reauthorization = reauth;
                 }
@@ -216,7 +242,13 @@ impl Refresher {
     ) -> Result<Vec<(String, Result<Refreshed, RefreshError>)>, VaultError> {
         let accounts = self.vault.load()?;
         let mut out = Vec::new();
-        for a in accounts.list.iter().filter(|a| !a.needs_reauthorization) {
+        // Only this client's server's accounts, and not those that need the user already.
+        let graph = self.client.hosts().graph.as_str();
+        for a in accounts
+            .list
+            .iter()
+            .filter(|a| !a.needs_reauthorization && a.host == graph)
+        {
             let result = refresh(
                 &self.client,
                 &self.vault,

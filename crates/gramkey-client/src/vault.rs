@@ -67,6 +67,9 @@ impl VaultKey {
         if hex_key.len() != 64 {
             return Err(VaultError::BadKey("wrong length"));
         }
+        if !hex_key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(VaultError::BadKey("not hexadecimal"));
+        }
         let mut key = [0u8; 32];
         for (i, byte) in key.iter_mut().enumerate() {
             *byte = u8::from_str_radix(&hex_key[2 * i..2 * i + 2], 16)
@@ -160,6 +163,13 @@ impl Accounts {
                 *existing = account;
             }
             None => {
+                // Aliases stay unique: the same user on two apps or servers gets `alice-2`.
+                let base = account.alias.clone();
+                let mut n = 1;
+                while self.list.iter().any(|a| a.alias == account.alias) {
+                    n += 1;
+                    account.alias = format!("{base}-{n}");
+                }
                 if self.default.is_none() {
                     self.default = Some(account.alias.clone());
                 }
@@ -356,15 +366,40 @@ impl Vault {
         })?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = self.path.with_extension("tmp");
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).map_err(|e| VaultError::Corrupt {
+            path: self.path.clone(),
+            why: format!("no randomness for a temporary name: {e}"),
+        })?;
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.unwrap_or_default(),
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
         let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut f = options.open(&tmp).map_err(io(&tmp))?;
-        f.write_all(&json).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        let written = f
+            .write_all(&json)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(&self.path)(e));
+        }
+        // The rename itself must survive a crash.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
         Ok(())
     }
 
@@ -460,6 +495,17 @@ mod tests {
             Err(VaultError::BadKey(_))
         ));
         assert!(!format!("{:?}", key("ab")).contains("ab"));
+        let non_ascii = format!("{}é", "a".repeat(62));
+        assert_eq!(non_ascii.len(), 64);
+        assert!(matches!(
+            VaultKey::from_hex(&non_ascii),
+            Err(VaultError::BadKey(_))
+        ));
+        let plus = format!("+a{}", "0".repeat(62));
+        assert!(matches!(
+            VaultKey::from_hex(&plus),
+            Err(VaultError::BadKey(_))
+        ));
     }
 
     #[test]
@@ -472,5 +518,11 @@ mod tests {
         assert_eq!(a.list.len(), 1);
         assert_eq!(a.list[0].alias, "alice");
         assert_eq!(a.list[0].token().unwrap().expose(), "two");
+        // The same user on another server is another account, with an alias of its own.
+        let mut elsewhere = account("alice", "three");
+        elsewhere.host = "https://graph.instagram.com/".into();
+        a.upsert(elsewhere);
+        let aliases: Vec<&str> = a.list.iter().map(|x| x.alias.as_str()).collect();
+        assert_eq!(aliases, ["alice", "alice-2"]);
     }
 }
