@@ -80,6 +80,8 @@ pub enum AuthCommand {
         #[arg(long)]
         revoke: bool,
     },
+    /// The accounts' aliases, one per line (the default marked `*`).
+    Accounts,
     /// Make an account the default.
     Use { account: String },
     /// The signed-in user's profile, from the server.
@@ -186,6 +188,24 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
         AuthCommand::Token { account, json } => token(&vault.open()?, account.as_deref(), json),
         AuthCommand::Refresh(args) => refresh_cmd(&vault.open()?, args).await,
         AuthCommand::Logout { account, revoke } => logout(&vault.open()?, account, revoke).await,
+        AuthCommand::Accounts => {
+            let accounts = vault.open()?.load()?;
+            for a in &accounts.list {
+                let mark = if accounts.default.as_deref() == Some(a.alias.as_str()) {
+                    "*"
+                } else {
+                    " "
+                };
+                println!(
+                    "{mark} {}\t{}\t{}\t{}",
+                    a.alias,
+                    a.username.as_deref().unwrap_or("-"),
+                    a.app_id,
+                    a.host
+                );
+            }
+            Ok(())
+        }
         AuthCommand::Use { account } => {
             let v = vault.open()?;
             let alias = v.update(|a| {

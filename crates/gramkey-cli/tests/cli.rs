@@ -845,6 +845,12 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
             .status
             .success()
     );
+    let listed = auth(&other, Some(VAULT_KEY))
+        .arg("accounts")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.starts_with("* alice\talice\t"), "{listed}");
     assert_eq!(
         auth(&other, Some(VAULT_KEY))
             .args(["use", "nobody"])
