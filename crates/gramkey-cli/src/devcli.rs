@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use gramkey_client::refresh::{RefreshPolicy, Refreshed, refresh};
-use gramkey_client::vault::{Account, Protection, Vault, VaultKey};
+use gramkey_client::vault::{Account, Accounts, Protection, Vault, VaultKey};
 use gramkey_client::{AuthorizeRequest, Client, Hosts};
 use serde_json::json;
 
@@ -278,13 +278,9 @@ fn export_key() -> Result<VaultKey> {
     Ok(VaultKey::from_hex(&hex)?)
 }
 
-/// A client and token for an account; exit code 4 when there is none to use.
-fn signed_in(
-    vault: &Vault,
-    account: Option<&str>,
-) -> Result<(Client, gramkey_client::model::AccessToken)> {
-    let accounts = vault.load()?;
-    let a = accounts.find(account).ok_or_else(|| no_account(account))?;
+/// The account to use; exit code 4 when there is none, or it needs the user again.
+fn usable<'a>(accounts: &'a Accounts, name: Option<&str>) -> Result<&'a Account> {
+    let a = accounts.find(name).ok_or_else(|| no_account(name))?;
     if a.needs_reauthorization || a.expires_at <= now() {
         return Err(NeedsReauth(format!(
             "{} must sign in again: `gramkey auth login`",
@@ -292,6 +288,16 @@ fn signed_in(
         ))
         .into());
     }
+    Ok(a)
+}
+
+/// A client and token for an account.
+fn signed_in(
+    vault: &Vault,
+    account: Option<&str>,
+) -> Result<(Client, gramkey_client::model::AccessToken)> {
+    let accounts = vault.load()?;
+    let a = usable(&accounts, account)?;
     let token = a
         .token()
         .cloned()
@@ -609,14 +615,7 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
 
 fn token(vault: &Vault, account: Option<&str>, json: bool) -> Result<()> {
     let accounts = vault.load()?;
-    let a = accounts.find(account).ok_or_else(|| no_account(account))?;
-    if a.needs_reauthorization || a.expires_at <= now() {
-        return Err(NeedsReauth(format!(
-            "{} must sign in again: `gramkey auth login`",
-            a.alias
-        ))
-        .into());
-    }
+    let a = usable(&accounts, account)?;
     let token = a
         .token()
         .ok_or_else(|| anyhow!("{} has no token", a.alias))?;

@@ -145,6 +145,28 @@ async fn browser_flow(url: &str, user: &str, password: &str) -> url::Url {
     url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap()
 }
 
+/// The whole authorization flow as alice, with PKCE: the code-exchange answer.
+async fn sign_in(
+    client: &Client,
+    client_id: &str,
+    secret: &str,
+    redirect: &str,
+    scopes: &[&str],
+) -> gramkey_client::model::CodeToken {
+    let req = AuthorizeRequest::new(client_id, redirect, scopes);
+    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
+    let code = landed
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    client
+        .exchange_code(client_id, secret, redirect, &code, Some(req.verifier()))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_whole_token_lifecycle_and_the_resource_api() {
     let s = server(|_| {}).await;
@@ -170,18 +192,14 @@ async fn the_whole_token_lifecycle_and_the_resource_api() {
         .await
         .unwrap_err();
     assert_eq!(refused.failure(), Failure::Refused);
-    let req = AuthorizeRequest::new(&client_id, &redirect, &["user_profile", "user_media"]);
-    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
-    let code = landed
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let short = client
-        .exchange_code(&client_id, &secret, &redirect, &code, Some(req.verifier()))
-        .await
-        .unwrap();
+    let short = sign_in(
+        &client,
+        &client_id,
+        &secret,
+        &redirect,
+        &["user_profile", "user_media"],
+    )
+    .await;
     assert!(short.user_id.is_some());
     assert!(short.access_token.expose().starts_with("IGQV"));
 
@@ -240,18 +258,8 @@ async fn rate_limits_are_reported_not_slept_through_and_revocation_ends_a_token(
         max_wait: std::time::Duration::from_secs(5),
         ..RetryPolicy::default()
     });
-    let req = AuthorizeRequest::new(&client_id, REDIRECT, &["user_profile"]);
-    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
-    let code = landed
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let token = client
-        .exchange_code(&client_id, &secret, REDIRECT, &code, Some(req.verifier()))
+    let token = sign_in(&client, &client_id, &secret, REDIRECT, &["user_profile"])
         .await
-        .unwrap()
         .access_token;
     for _ in 0..3 {
         client.me(&token, &["id"]).await.unwrap();
@@ -291,18 +299,7 @@ async fn the_refresher_renews_due_tokens_and_calls_the_hook_when_the_user_is_nee
     let s = server(|_| {}).await;
     let (client_id, secret) = app_and_user(&s, "user_profile", 0).await;
     let client = Client::new(Hosts::gramkey(&s.base).unwrap());
-    let req = AuthorizeRequest::new(&client_id, REDIRECT, &["user_profile"]);
-    let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
-    let code = landed
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let short = client
-        .exchange_code(&client_id, &secret, REDIRECT, &code, Some(req.verifier()))
-        .await
-        .unwrap();
+    let short = sign_in(&client, &client_id, &secret, REDIRECT, &["user_profile"]).await;
     let long = client
         .long_lived(&secret, &short.access_token)
         .await
