@@ -153,7 +153,7 @@ pub async fn login_failed(state: &AppState, username: &str, user: Option<UserId>
                 }),
         )
         .await;
-    let counts = state.limiter.counts(&keys).await;
+    let counts = state.limiter.tally(&keys, false).await;
     for ((key, limit), count) in keys.iter().zip(counts) {
         let subject = key.trim_start_matches("gk:login:");
         state.alerts.failures(
@@ -210,7 +210,7 @@ pub async fn client_failed(state: &AppState, app: Option<&AppId>, why: &str) {
     if let Some(app) = app {
         keys.push((format!("gk:client:id:{app}"), u64::MAX));
     }
-    let counts = state.limiter.attempt_failed(&keys).await;
+    let counts = state.limiter.tally(&keys, true).await;
     let entry = match app {
         Some(app) => Entry::default().app(app),
         None => Entry::default(),

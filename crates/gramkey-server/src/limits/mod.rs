@@ -284,15 +284,7 @@ impl Limiter {
     /// [`Limiter::refund`] if it succeeds.
     pub async fn attempt(&self, keys: &[(String, u64)], charge: bool) -> Result<(), (i64, usize)> {
         let now = self.clock.now();
-        let checks: Vec<Check> = keys
-            .iter()
-            .map(|(key, limit)| Check {
-                key: key.clone(),
-                spec: WindowSpec::FIFTEEN_MINUTES,
-                limit: *limit,
-                cost: u64::from(charge),
-            })
-            .collect();
+        let checks = attempt_checks(keys, u64::from(charge), false);
         match self.backend.check(now, &checks).await {
             Ok(Verdict::Allowed { .. }) => Ok(()),
             Ok(Verdict::Limited { .. }) => {
@@ -331,41 +323,10 @@ impl Limiter {
         }
     }
 
-    /// Counts a failed attempt under each key; returns, per key, the failures now counted.
-    pub async fn attempt_failed(&self, keys: &[(String, u64)]) -> Vec<u64> {
-        let now = self.clock.now();
-        let mut counts = Vec::with_capacity(keys.len());
-        for (key, _) in keys {
-            // Charging with a check of limit u64::MAX returns the count in one round trip.
-            let check = Check {
-                key: key.clone(),
-                spec: WindowSpec::FIFTEEN_MINUTES,
-                limit: u64::MAX,
-                cost: 1,
-            };
-            match self.backend.check(now, std::slice::from_ref(&check)).await {
-                Ok(Verdict::Allowed { used }) => counts.push(used[0]),
-                Ok(Verdict::Limited { .. }) => counts.push(u64::MAX),
-                Err(e) => {
-                    self.failed(&e);
-                    counts.push(0);
-                }
-            }
-        }
-        counts
-    }
-
-    /// What each key's window holds now.
-    pub async fn counts(&self, keys: &[(String, u64)]) -> Vec<u64> {
-        let checks: Vec<Check> = keys
-            .iter()
-            .map(|(key, _)| Check {
-                key: key.clone(),
-                spec: WindowSpec::FIFTEEN_MINUTES,
-                limit: u64::MAX,
-                cost: 0,
-            })
-            .collect();
+    /// What each key's 15-minute window holds, after adding one to each with `add` (a failed
+    /// attempt). One backend call, never refused.
+    pub async fn tally(&self, keys: &[(String, u64)], add: bool) -> Vec<u64> {
+        let checks = attempt_checks(keys, u64::from(add), true);
         match self.backend.check(self.clock.now(), &checks).await {
             Ok(Verdict::Allowed { used }) => used,
             Ok(Verdict::Limited { .. }) => vec![u64::MAX; keys.len()],
@@ -382,6 +343,18 @@ impl Limiter {
             self.failed(&e);
         }
     }
+}
+
+/// Checks of `(key, limit)` attempt budgets over 15 minutes; `unlimited` only counts.
+fn attempt_checks(keys: &[(String, u64)], cost: u64, unlimited: bool) -> Vec<Check> {
+    keys.iter()
+        .map(|(key, limit)| Check {
+            key: key.clone(),
+            spec: WindowSpec::FIFTEEN_MINUTES,
+            limit: if unlimited { u64::MAX } else { *limit },
+            cost,
+        })
+        .collect()
 }
 
 /// A backend call that takes longer than this counts as a failure.
