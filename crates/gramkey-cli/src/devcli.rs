@@ -281,7 +281,7 @@ fn export_key() -> Result<VaultKey> {
 /// The account to use; exit code 4 when there is none, or it needs the user again.
 fn usable<'a>(accounts: &'a Accounts, name: Option<&str>) -> Result<&'a Account> {
     let a = accounts.find(name).ok_or_else(|| no_account(name))?;
-    if a.needs_reauthorization || a.expires_at <= now() {
+    if a.needs_sign_in(now()) {
         return Err(NeedsReauth(format!(
             "{} must sign in again: `gramkey auth login`",
             a.alias
@@ -460,6 +460,15 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.redirect_port))?;
     let port = listener.local_addr()?.port();
     let path = format!("/{}", args.redirect_path.trim_start_matches('/'));
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+    {
+        bail!(
+            "--redirect-path {:?}: use letters, digits and / - _ . ~ only, as in the redirect URI the app registered",
+            args.redirect_path
+        );
+    }
     let redirect = format!("http://127.0.0.1:{port}{path}");
     let scopes: Vec<&str> = args.scopes.split(',').map(str::trim).collect();
     let req = AuthorizeRequest::new(&args.client_id, &redirect, &scopes);
@@ -650,7 +659,7 @@ async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
     let mut reauth = Vec::new();
     let mut failed = 0;
     for a in targets {
-        if a.needs_reauthorization || a.expires_at <= now() {
+        if a.needs_sign_in(now()) {
             eprintln!("{}: must sign in again (`gramkey auth login`)", a.alias);
             reauth.push(a.alias.clone());
             continue;

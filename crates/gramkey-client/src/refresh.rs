@@ -242,12 +242,13 @@ impl Refresher {
     ) -> Result<Vec<(String, Result<Refreshed, RefreshError>)>, VaultError> {
         let accounts = self.vault.load()?;
         let mut out = Vec::new();
-        // Only this client's server's accounts, and not those that need the user already.
+        // Only this client's server's accounts, and not those that need the user already (an
+        // expired token cannot be refreshed).
         let graph = self.client.hosts().graph.as_str();
         for a in accounts
             .list
             .iter()
-            .filter(|a| !a.needs_reauthorization && a.host == graph)
+            .filter(|a| !a.needs_sign_in(now) && a.host == graph)
         {
             let result = refresh(
                 &self.client,

@@ -132,6 +132,10 @@ impl Account {
     pub fn token(&self) -> Option<&AccessToken> {
         self.token.as_ref()
     }
+    /// The user must sign in again: a refresh said so, or the token ran out at `now`.
+    pub fn needs_sign_in(&self, now: i64) -> bool {
+        self.needs_reauthorization || self.expires_at <= now
+    }
 }
 
 /// The vault's contents.
