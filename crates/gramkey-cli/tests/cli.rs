@@ -475,59 +475,6 @@ fn auth(vault: &std::path::Path, key: Option<&str>) -> Command {
     c
 }
 
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    html.split("<input")
-        .skip(1)
-        .filter(|tag| tag.contains("type=\"hidden\""))
-        .filter_map(|tag| {
-            let attr = |name: &str| {
-                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
-                let end = tag[start..].find('"')? + start;
-                Some(tag[start..end].replace("&amp;", "&"))
-            };
-            Some((attr("name")?, attr("value")?))
-        })
-        .collect()
-}
-
-/// Plays the browser on the authorize URL; returns where the server sent it.
-async fn play_browser(url: &str, user: &str, password: &str) -> String {
-    let c = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let base = url::Url::parse(url).unwrap();
-    let page = c.get(url).send().await.unwrap().text().await.unwrap();
-    let mut form = hidden_inputs(&page);
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let r = c
-        .post(base.join("/oauth/authorize/login").unwrap())
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let next = r.headers()["location"].to_str().unwrap().to_owned();
-    let consent = c
-        .get(base.join(&next).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut form = hidden_inputs(&consent);
-    form.push(("decision".into(), "allow".into()));
-    let r = c
-        .post(base.join("/oauth/authorize/consent").unwrap())
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    r.headers()["location"].to_str().unwrap().to_owned()
-}
-
 #[test]
 fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
     use std::sync::Arc;
@@ -643,7 +590,11 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
             .status()
     });
     assert_eq!(probe, reqwest::StatusCode::BAD_REQUEST);
-    let landed = rt.block_on(play_browser(&url, "alice", "alice-password"));
+    let landed = rt.block_on(gramkey_server::test_support::sign_in_and_consent(
+        &url,
+        "alice",
+        "alice-password",
+    ));
     assert!(landed.starts_with("http://127.0.0.1:"), "{landed}");
     let page = rt.block_on(async { reqwest::get(&landed).await.unwrap().text().await.unwrap() });
     assert!(page.contains("Received"), "{page}");

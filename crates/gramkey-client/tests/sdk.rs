@@ -11,6 +11,7 @@ use gramkey_client::{AuthorizeRequest, Client, Failure, Hosts, RetryPolicy};
 use gramkey_domain::time::ManualClock;
 use gramkey_domain::{AppMode, Clock, OsEntropy, Password};
 use gramkey_server::ops::NewAppInput;
+use gramkey_server::test_support::sign_in_and_consent;
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::Profile;
 use gramkey_store::test_support::fresh_sqlite;
@@ -89,60 +90,9 @@ async fn app_and_user(s: &Server, scopes: &str, media: usize) -> (String, String
     (app.id.to_string(), secret.expose().to_owned())
 }
 
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    html.split("<input")
-        .skip(1)
-        .filter(|tag| tag.contains("type=\"hidden\""))
-        .filter_map(|tag| {
-            let attr = |name: &str| {
-                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
-                let end = tag[start..].find('"')? + start;
-                Some(
-                    tag[start..end]
-                        .replace("&amp;", "&")
-                        .replace("&quot;", "\""),
-                )
-            };
-            Some((attr("name")?, attr("value")?))
-        })
-        .collect()
-}
-
-/// Plays the browser: opens the authorize URL, signs in, consents, and returns the URL the
-/// server redirected to (the loopback listener's, with the code).
+/// Plays the browser: signs in, consents, and returns where the server sent it.
 async fn browser_flow(url: &str, user: &str, password: &str) -> url::Url {
-    let c = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let page = c.get(url).send().await.unwrap().text().await.unwrap();
-    let base = url::Url::parse(url).unwrap();
-    let mut form = hidden_inputs(&page);
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let r = c
-        .post(base.join("/oauth/authorize/login").unwrap())
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let next = r.headers()["location"].to_str().unwrap().to_owned();
-    let r = c.get(base.join(&next).unwrap()).send().await.unwrap();
-    if r.status().is_redirection() {
-        // Consent given before is remembered: straight back to the app.
-        return url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
-    }
-    let consent = r.text().await.unwrap();
-    let mut form = hidden_inputs(&consent);
-    form.push(("decision".into(), "allow".into()));
-    let r = c
-        .post(base.join("/oauth/authorize/consent").unwrap())
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap()
+    url::Url::parse(&sign_in_and_consent(url, user, password).await).unwrap()
 }
 
 /// The whole authorization flow as alice, with PKCE: the code-exchange answer.

@@ -19,6 +19,7 @@ pub mod router;
 pub mod sandbox;
 pub mod session;
 pub mod state;
+pub mod test_support;
 pub mod throttle;
 pub mod usage;
 pub mod wire;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use gramkey_domain::time::ManualClock;
 use gramkey_domain::{AppMode, OsEntropy, Password, Role};
 use gramkey_server::ops::NewAppInput;
+use gramkey_server::test_support::hidden_inputs;
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::cached::CachedStore;
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
@@ -195,33 +196,6 @@ fn authorize_query(app: &Registered, scope: &str, extra: &[(&str, &str)]) -> Str
         s.append_pair(k, v);
     }
     s.finish()
-}
-
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for part in html.split("<input type=\"hidden\" ").skip(1) {
-        let name = part
-            .split("name=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        let value = part
-            .split("value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        let value = value
-            .replace("&amp;", "&")
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">");
-        out.push((name.to_owned(), value));
-    }
-    out
 }
 
 fn location(resp: &reqwest::Response) -> String {

@@ -1,0 +1,73 @@
+//! Helpers for tests that drive the server's pages as a browser would (this crate's tests, the
+//! SDK's, the CLI's). Not used by the server itself.
+
+/// The hidden `<input>`s of a page (CSRF token, authorize parameters), unescaped.
+pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    html.split("<input")
+        .skip(1)
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| {
+            let attr = |name: &str| {
+                let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = tag[start..].find('"')? + start;
+                Some(
+                    tag[start..end]
+                        .replace("&quot;", "\"")
+                        .replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&amp;", "&"),
+                )
+            };
+            Some((attr("name")?, attr("value")?))
+        })
+        .collect()
+}
+
+/// Opens an authorize URL with a fresh cookie jar, signs in as `user`, consents if asked, and
+/// returns where the server sent the browser in the end (the app's redirect URI, with the code).
+///
+/// # Panics
+/// When a step does not answer as the flow expects: it is for tests.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub async fn sign_in_and_consent(url: &str, user: &str, password: &str) -> String {
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = url::Url::parse(url).expect("an authorize URL");
+    let location = |r: &reqwest::Response| {
+        r.headers()["location"]
+            .to_str()
+            .expect("an ASCII Location")
+            .to_owned()
+    };
+    let page = c.get(url).send().await.unwrap().text().await.unwrap();
+    let mut form = hidden_inputs(&page);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let r = c
+        .post(base.join("/oauth/authorize/login").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let r = c
+        .get(base.join(&location(&r)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    if r.status().is_redirection() {
+        // Consent given before is remembered: straight back to the app.
+        return location(&r);
+    }
+    let mut form = hidden_inputs(&r.text().await.unwrap());
+    form.push(("decision".into(), "allow".into()));
+    let r = c
+        .post(base.join("/oauth/authorize/consent").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    location(&r)
+}
