@@ -4,11 +4,13 @@
 //! [`entropy::Entropy`], and nothing touches the network or the disk. The store and the HTTP
 //! server build on these types; the rules that decide who gets a token live here, under unit tests.
 
+pub mod account;
 pub mod alert;
 pub mod app;
 pub mod audit;
 pub mod authorize;
 pub mod callback;
+pub mod chart;
 pub mod code;
 pub mod entropy;
 pub mod error;

@@ -165,15 +165,7 @@ impl Ops {
         if let Some(u) = data_deletion_url {
             app.data_deletion_url = callback_url(Some(u))?;
         }
-        let (deauth, deletion) = (
-            app.deauthorize_url.as_deref(),
-            app.data_deletion_url.as_deref(),
-        );
-        if !self
-            .store
-            .set_app_callbacks(&app.id, deauth, deletion)
-            .await?
-        {
+        if !self.store.update_app(&app).await? {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
         self.audit(
@@ -472,7 +464,8 @@ impl Ops {
             total.callbacks += p.callbacks;
             total.audit += p.audit;
             total.usage += p.usage;
-            if [p.codes, p.tokens, p.callbacks, p.audit, p.usage]
+            total.removals += p.removals;
+            if [p.codes, p.tokens, p.callbacks, p.audit, p.usage, p.removals]
                 .iter()
                 .all(|&n| n < u64::from(JANITOR_BATCH))
             {

@@ -22,6 +22,7 @@ use crate::{
     App, AppStore, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
     Redemption, Result, Store, TokenRecord, User, UserStore,
 };
+use crate::{AccessStore, AppAccess, Invitation, InvitationsOf};
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use crate::{
     AuditEvent, AuditQuery, MonitorStore, NetworkSeen, NewAuditEvent, UsageDelta, UsageHour,
@@ -123,18 +124,10 @@ impl AppStore for CachedStore {
         self.tokens.invalidate_all();
         r
     }
-    async fn set_app_callbacks(
-        &self,
-        id: &AppId,
-        deauthorize_url: Option<&str>,
-        data_deletion_url: Option<&str>,
-    ) -> Result<bool> {
-        let r = self
-            .inner
-            .set_app_callbacks(id, deauthorize_url, data_deletion_url)
-            .await;
+    async fn update_app(&self, app: &App) -> Result<bool> {
+        let r = self.inner.update_app(app).await;
         self.bump();
-        self.apps.invalidate(id);
+        self.apps.invalidate(&app.id);
         r
     }
     async fn delete_app(&self, id: &AppId) -> Result<bool> {
@@ -153,6 +146,42 @@ impl AppStore for CachedStore {
     }
     async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>> {
         self.inner.roles(app).await
+    }
+    async fn apps_of(&self, user: UserId) -> Result<Vec<(App, Role)>> {
+        self.inner.apps_of(user).await
+    }
+}
+
+#[async_trait]
+impl AccessStore for CachedStore {
+    async fn invite(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
+        self.inner.invite(app, user, role, now).await
+    }
+    async fn invitations(&self, of: InvitationsOf<'_>) -> Result<Vec<Invitation>> {
+        self.inner.invitations(of).await
+    }
+    async fn answer_invitation(
+        &self,
+        app: &AppId,
+        user: UserId,
+        accept: bool,
+        now: UnixTime,
+    ) -> Result<bool> {
+        self.inner.answer_invitation(app, user, accept, now).await
+    }
+    async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>> {
+        self.inner.user_grants(user).await
+    }
+    async fn removed_grants(&self, user: UserId) -> Result<Vec<AppAccess>> {
+        self.inner.removed_grants(user).await
+    }
+    async fn request_data_deletion(
+        &self,
+        app: &AppId,
+        user: UserId,
+        now: UnixTime,
+    ) -> Result<bool> {
+        self.inner.request_data_deletion(app, user, now).await
     }
 }
 

@@ -58,13 +58,10 @@ pub trait AppStore: Send + Sync {
         keep_old_until: Option<UnixTime>,
         now: UnixTime,
     ) -> Result<bool>;
-    /// Sets (or, with `None`, clears) both callback URLs; false when there is no such app.
-    async fn set_app_callbacks(
-        &self,
-        id: &AppId,
-        deauthorize_url: Option<&str>,
-        data_deletion_url: Option<&str>,
-    ) -> Result<bool>;
+    /// Writes an app's editable settings: name, redirect URIs, scopes, mode, refresh-token
+    /// opt-in and callback URLs (not its id, secrets or creation time). False when there is no
+    /// such app.
+    async fn update_app(&self, app: &App) -> Result<bool>;
     /// Deletes the app with its roles, grants, codes and tokens; false when there is none.
     async fn delete_app(&self, id: &AppId) -> Result<bool>;
     /// Gives a user a role on an app, replacing any role they had.
@@ -72,6 +69,8 @@ pub trait AppStore: Send + Sync {
     async fn role(&self, app: &AppId, user: UserId) -> Result<Option<Role>>;
     /// Everyone with a role on the app.
     async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>>;
+    /// The apps a user holds a role on, with the role, oldest app first.
+    async fn apps_of(&self, user: UserId) -> Result<Vec<(App, Role)>>;
 }
 
 /// User accounts and profiles.
@@ -170,10 +169,11 @@ pub trait GrantStore: Send + Sync {
         reason: RevokeReason,
         now: UnixTime,
     ) -> Result<u64>;
-    /// The user removes the app, in one transaction: the grant is forgotten, every token the app
-    /// holds for the user is revoked for `reason` and their unredeemed codes burned, and, only
-    /// if there was a grant to forget, a callback of each of `callbacks` is queued, naming the
-    /// user by the grant's app-scoped id.
+    /// The user removes the app, in one transaction: the grant is forgotten (and remembered as
+    /// removed, for [`AccessStore::removed_grants`]), every token the app holds for the user is
+    /// revoked for `reason` and their unredeemed codes burned, and, only if there was a grant to
+    /// forget, a callback of each of `callbacks` is queued, naming the user by the grant's
+    /// app-scoped id.
     async fn remove_grant(
         &self,
         app: &AppId,
@@ -183,9 +183,9 @@ pub trait GrantStore: Send + Sync {
         callbacks: &[CallbackKind],
     ) -> Result<Removal>;
     /// Deletes at most `batch` codes, `batch` tokens (with the networks they were used from),
-    /// `batch` finished callbacks, `batch` audit events and `batch` usage hours that are past
-    /// `cutoffs`, in one short transaction; returns how many of each. Call again while it
-    /// returns full batches.
+    /// `batch` finished callbacks, `batch` audit events, `batch` usage hours and `batch` removal
+    /// records (kept as long as tokens) that are past `cutoffs`, in one short transaction;
+    /// returns how many of each. Call again while it returns full batches.
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged>;
     /// Stores a token issued outside a code redemption (an app token).
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
@@ -259,12 +259,43 @@ pub trait MonitorStore: Send + Sync {
     async fn pending_callbacks(&self) -> Result<u64>;
 }
 
+/// What the web pages add: invitations to roles, and a person's view of the apps they
+/// authorized.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Invites a user to a role on an app: a new pending invitation, replacing any earlier one
+    /// (answered or not) for the same app and user.
+    async fn invite(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()>;
+    /// Invitations of an app or to a user, newest first.
+    async fn invitations(&self, of: InvitationsOf<'_>) -> Result<Vec<Invitation>>;
+    /// Answers a pending invitation, in one transaction: accepting gives the user the role
+    /// (replacing any they held). False, with nothing written, when there is no pending one.
+    async fn answer_invitation(
+        &self,
+        app: &AppId,
+        user: UserId,
+        accept: bool,
+        now: UnixTime,
+    ) -> Result<bool>;
+    /// The apps a user has granted access to, newest grant first, each with the latest expiry of
+    /// its unrevoked tokens.
+    async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>>;
+    /// The apps a user removed (and has not authorized again since), newest removal first.
+    async fn removed_grants(&self, user: UserId) -> Result<Vec<AppAccess>>;
+    /// Queues a data-deletion callback naming the user by their id in the app, whether the app
+    /// is still granted or was removed. False when the user never authorized the app (or its
+    /// removal is forgotten).
+    async fn request_data_deletion(&self, app: &AppId, user: UserId, now: UnixTime)
+    -> Result<bool>;
+}
+
 /// The whole store.
 pub trait Store:
-    AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore
+    AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore + AccessStore
 {
 }
-impl<T: AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore> Store
-    for T
+impl<
+    T: AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore + AccessStore,
+> Store for T
 {
 }

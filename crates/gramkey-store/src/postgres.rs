@@ -11,6 +11,7 @@ use gramkey_domain::{AppId, AppMode, Role, ScopeSet, ScopedUserId, TokenHash, Un
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, query};
 
+mod access;
 mod content;
 mod monitor;
 
@@ -204,18 +205,22 @@ impl AppStore for PgStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn set_app_callbacks(
-        &self,
-        id: &AppId,
-        deauthorize_url: Option<&str>,
-        data_deletion_url: Option<&str>,
-    ) -> Result<bool> {
-        let r = query("UPDATE apps SET deauthorize_url = $2, data_deletion_url = $3 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(deauthorize_url)
-            .bind(data_deletion_url)
-            .execute(&self.pool)
-            .await?;
+    async fn update_app(&self, app: &App) -> Result<bool> {
+        let r = query(
+            "UPDATE apps SET name = $2, redirect_uris = $3, scopes = $4, mode = $5, refresh_tokens = $6,
+                 deauthorize_url = $7, data_deletion_url = $8
+             WHERE id = $1",
+        )
+        .bind(app.id.as_str())
+        .bind(&app.name)
+        .bind(join_uris(&app.redirect_uris))
+        .bind(app.scopes.to_stored())
+        .bind(app.mode.as_str())
+        .bind(app.refresh_tokens)
+        .bind(&app.deauthorize_url)
+        .bind(&app.data_deletion_url)
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -267,6 +272,26 @@ impl AppStore for PgStore {
                 ))
             })
             .collect()
+    }
+
+    async fn apps_of(&self, user: UserId) -> Result<Vec<(App, Role)>> {
+        query(&format!(
+            "SELECT {APP_COLUMNS}, (SELECT role FROM app_roles r WHERE r.app_id = apps.id AND r.user_id = $1)
+             FROM apps WHERE id IN (SELECT app_id FROM app_roles WHERE user_id = $1)
+             ORDER BY created_at, id"
+        ))
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let role: String = r.try_get(13)?;
+            Ok((
+                app_from_row(r)?,
+                Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+            ))
+        })
+        .collect()
     }
 }
 
@@ -629,13 +654,30 @@ impl GrantStore for PgStore {
         callbacks: &[CallbackKind],
     ) -> Result<Removal> {
         let mut tx = self.pool.begin().await?;
-        let scoped: Option<String> = sqlx::query_scalar(
-            "DELETE FROM grants WHERE app_id = $1 AND user_id = $2 RETURNING scoped_id",
+        let removed: Option<(String, String, i64)> = sqlx::query_as(
+            "DELETE FROM grants WHERE app_id = $1 AND user_id = $2 RETURNING scoped_id, scopes, granted_at",
         )
         .bind(app.as_str())
         .bind(user.0)
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some((scoped, scopes, granted_at)) = &removed {
+            query(
+                "INSERT INTO grant_removals (app_id, user_id, scoped_id, scopes, granted_at, removed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (app_id, user_id) DO UPDATE SET scoped_id = excluded.scoped_id,
+                     scopes = excluded.scopes, granted_at = excluded.granted_at, removed_at = excluded.removed_at",
+            )
+            .bind(app.as_str())
+            .bind(user.0)
+            .bind(scoped)
+            .bind(scopes)
+            .bind(granted_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let scoped = removed.map(|(scoped, _, _)| scoped);
         for kind in callbacks.iter().filter(|_| scoped.is_some()) {
             query(
                 "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
@@ -697,6 +739,16 @@ impl GrantStore for PgStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        let removals = query(
+            "DELETE FROM grant_removals WHERE (app_id, user_id) IN
+                 (SELECT app_id, user_id FROM grant_removals WHERE removed_at < $1 LIMIT $2
+                  FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(cutoffs.tokens_before)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         // An hour's errors and users go in batches of their own, so each delete is bounded.
         let mut usage = 0;
         for (table, key) in [
@@ -722,6 +774,7 @@ impl GrantStore for PgStore {
             callbacks,
             audit,
             usage,
+            removals,
         })
     }
 

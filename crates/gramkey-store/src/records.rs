@@ -1,5 +1,6 @@
 //! The rows the store reads and writes, in domain types.
 
+use gramkey_domain::account::InvitationState;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
@@ -7,7 +8,7 @@ use gramkey_domain::error::{RevokeReason, TokenEndpointError};
 use gramkey_domain::graph::paging::Position;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::{
-    AppId, AppMode, Flavour, RedirectUri, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime,
+    AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime,
     UserId,
 };
 
@@ -317,6 +318,8 @@ pub struct Purged {
     /// hours, their error counts, their users), each bounded by the batch on its own, so that a
     /// full batch means any of them may have more left.
     pub usage: u64,
+    /// Records of apps people removed (see [`crate::AccessStore::removed_grants`]).
+    pub removals: u64,
 }
 
 /// What [`crate::GrantStore::remove_grant`] did.
@@ -498,4 +501,39 @@ pub struct NetworkSeen {
     pub new: bool,
     /// How many other networks the token had been used from before this call.
     pub known_before: u64,
+}
+
+/// An invitation to take a role on an app, with the names the pages show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub app_id: AppId,
+    pub app_name: String,
+    pub user_id: UserId,
+    pub username: String,
+    pub role: Role,
+    pub state: InvitationState,
+    pub invited_at: UnixTime,
+    pub answered_at: Option<UnixTime>,
+}
+
+/// Whose invitations to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitationsOf<'a> {
+    App(&'a AppId),
+    User(UserId),
+}
+
+/// An app a person authorized (or removed), as their "Apps and Websites" page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppAccess {
+    pub app_id: AppId,
+    pub app_name: String,
+    pub scopes: ScopeSet,
+    pub granted_at: UnixTime,
+    /// The latest expiry among the app's unrevoked tokens for this person (none yet: `None`).
+    pub latest_expiry: Option<UnixTime>,
+    /// For a removed app: when.
+    pub removed_at: Option<UnixTime>,
+    /// The app has somewhere to send a data-deletion request.
+    pub accepts_data_deletion: bool,
 }

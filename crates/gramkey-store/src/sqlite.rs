@@ -22,6 +22,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) mod access;
 pub(crate) mod content;
 pub(crate) mod monitor;
 
@@ -45,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_callbacks.sql"),
     include_str!("../migrations/sqlite/0006_content.sql"),
     include_str!("../migrations/sqlite/0007_monitoring.sql"),
+    include_str!("../migrations/sqlite/0008_access.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -379,22 +381,24 @@ impl AppStore for SqliteStore {
         .await
     }
 
-    async fn set_app_callbacks(
-        &self,
-        id: &AppId,
-        deauthorize_url: Option<&str>,
-        data_deletion_url: Option<&str>,
-    ) -> Result<bool> {
-        let (id, deauth, deletion) = (
-            id.clone(),
-            deauthorize_url.map(str::to_owned),
-            data_deletion_url.map(str::to_owned),
-        );
+    async fn update_app(&self, app: &App) -> Result<bool> {
+        let app = app.clone();
         self.write(move |c| {
             Ok(c.prepare_cached(
-                "UPDATE apps SET deauthorize_url = ?2, data_deletion_url = ?3 WHERE id = ?1",
+                "UPDATE apps SET name = ?2, redirect_uris = ?3, scopes = ?4, mode = ?5, refresh_tokens = ?6,
+                     deauthorize_url = ?7, data_deletion_url = ?8
+                 WHERE id = ?1",
             )?
-            .execute(params![id.as_str(), deauth, deletion])?
+            .execute(params![
+                app.id.as_str(),
+                app.name,
+                join_uris(&app.redirect_uris),
+                app.scopes.to_stored(),
+                app.mode.as_str(),
+                app.refresh_tokens,
+                app.deauthorize_url,
+                app.data_deletion_url
+            ])?
                 == 1)
         })
         .await
@@ -446,6 +450,21 @@ impl AppStore for SqliteStore {
                     Role::parse(&r).ok_or_else(|| corrupt("role", &r))?,
                 ))
             })
+            .collect()
+    }
+
+    async fn apps_of(&self, user: UserId) -> Result<Vec<(App, Role)>> {
+        let rows = self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {APP_COLUMNS}, (SELECT role FROM app_roles r WHERE r.app_id = apps.id AND r.user_id = ?1)
+                 FROM apps WHERE id IN (SELECT app_id FROM app_roles WHERE user_id = ?1)
+                 ORDER BY created_at, id"
+            ))?
+            .query_map([user.0], |r| Ok((app_from_row(r)?, r.get::<_, String>(13)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(app, role)| Ok((app?, Role::parse(&role).ok_or_else(|| corrupt("role", &role))?)))
             .collect()
     }
 }
@@ -874,12 +893,24 @@ impl GrantStore for SqliteStore {
     ) -> Result<Removal> {
         let (app, callbacks) = (app.clone(), callbacks.to_vec());
         self.write(move |c| {
-            let scoped: Option<String> = c
+            let removed = c
                 .prepare_cached(
-                    "DELETE FROM grants WHERE app_id = ?1 AND user_id = ?2 RETURNING scoped_id",
+                    "DELETE FROM grants WHERE app_id = ?1 AND user_id = ?2 RETURNING scoped_id, scopes, granted_at",
                 )?
-                .query_row(params![app.as_str(), user.0], |r| r.get(0))
+                .query_row(params![app.as_str(), user.0], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })
                 .optional()?;
+            if let Some((scoped, scopes, granted_at)) = &removed {
+                c.prepare_cached(
+                    "INSERT INTO grant_removals (app_id, user_id, scoped_id, scopes, granted_at, removed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (app_id, user_id) DO UPDATE SET scoped_id = excluded.scoped_id,
+                         scopes = excluded.scopes, granted_at = excluded.granted_at, removed_at = excluded.removed_at",
+                )?
+                .execute(params![app.as_str(), user.0, scoped, scopes, granted_at, now])?;
+            }
+            let scoped = removed.map(|(scoped, _, _)| scoped);
             for kind in callbacks.iter().filter(|_| scoped.is_some()) {
                 c.prepare_cached(
                     "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
@@ -923,6 +954,12 @@ impl GrantStore for SqliteStore {
                          (SELECT id FROM audit_log WHERE at < ?1 LIMIT ?2)",
                 )?
                 .execute(params![cutoffs.audit_before, batch])?;
+            let removals = c
+                .prepare_cached(
+                    "DELETE FROM grant_removals WHERE rowid IN
+                         (SELECT rowid FROM grant_removals WHERE removed_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![cutoffs.tokens_before, batch])?;
             // An hour's errors and users go in batches of their own, so each delete is bounded.
             let mut usage = 0;
             for table in ["app_usage", "app_usage_errors", "app_usage_users"] {
@@ -940,6 +977,7 @@ impl GrantStore for SqliteStore {
                 callbacks: callbacks as u64,
                 audit: audit as u64,
                 usage: usage as u64,
+                removals: removals as u64,
             })
         })
         .await

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use gramkey_domain::account::InvitationState;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::CodeChallenge;
@@ -20,6 +21,7 @@ use gramkey_store::{
     App, Attempt, CommentsOf, Container, Derivation, Media, NewCode, NewComment, NewToken, NewUser,
     Profile, Publication, PublishOutcome, Redemption, Revoke, Store, StoreError,
 };
+use gramkey_store::InvitationsOf;
 use gramkey_store::{AuditEvent, AuditQuery, NetworkSeen, NewAuditEvent, UsageDelta, UsageHour};
 
 const NOW: i64 = 1_700_000_000;
@@ -114,21 +116,31 @@ async fn apps_and_roles(s: &dyn Store) {
             .await
             .unwrap()
     );
-    assert!(
-        s.set_app_callbacks(&a.id, None, Some("https://a.example/delete"))
-            .await
-            .unwrap()
-    );
-    let stored = s.app(&a.id).await.unwrap().unwrap();
-    assert_eq!(stored.deauthorize_url, None);
+    let edited = App {
+        name: "Renamed".into(),
+        redirect_uris: vec![RedirectUri::parse("https://b.example/cb").unwrap()],
+        scopes: ScopeSet::parse("user_profile").unwrap(),
+        mode: AppMode::Live,
+        refresh_tokens: false,
+        deauthorize_url: None,
+        data_deletion_url: Some("https://a.example/delete".into()),
+        // Neither the secret nor the creation time is an editable setting.
+        secret_hash: vec![1; 32],
+        created_at: NOW + 99,
+        ..stored.clone()
+    };
+    assert!(s.update_app(&edited).await.unwrap());
     assert_eq!(
-        stored.data_deletion_url.as_deref(),
-        Some("https://a.example/delete")
+        s.app(&a.id).await.unwrap().unwrap(),
+        App {
+            secret_hash: stored.secret_hash.clone(),
+            created_at: stored.created_at,
+            ..edited.clone()
+        }
     );
     assert!(
-        !s.set_app_callbacks(&AppId::parse("9").unwrap(), None, None)
-            .await
-            .unwrap()
+        !s.update_app(&app("9000000000000009")).await.unwrap(),
+        "no such app"
     );
 
     let u = s.create_user(&new_user("roleholder"), NOW).await.unwrap();
@@ -137,6 +149,9 @@ async fn apps_and_roles(s: &dyn Store) {
     s.set_role(&a.id, u.id, Role::Developer, NOW).await.unwrap();
     assert_eq!(s.role(&a.id, u.id).await.unwrap(), Some(Role::Developer));
     assert_eq!(s.roles(&a.id).await.unwrap(), vec![(u.id, Role::Developer)]);
+    let listed = s.apps_of(u.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].0.id.clone(), listed[0].1), (a.id.clone(), Role::Developer));
 
     assert!(s.delete_app(&a.id).await.unwrap());
     assert!(!s.delete_app(&a.id).await.unwrap());
@@ -768,6 +783,147 @@ async fn suite(s: Arc<dyn Store>) {
     callback_outbox(s.clone()).await;
     content(s.clone()).await;
     monitoring(s.clone()).await;
+    access(&*s).await;
+}
+
+/// Invitations, a person's apps (granted and removed) and data-deletion requests.
+async fn access(s: &dyn Store) {
+    let a = app("5000000000000001");
+    s.create_app(&a).await.unwrap();
+    let b = App {
+        data_deletion_url: Some("https://b.example/delete".into()),
+        ..app("5000000000000002")
+    };
+    s.create_app(&b).await.unwrap();
+    let u = s.create_user(&new_user("petra"), NOW).await.unwrap().id;
+    let v = s.create_user(&new_user("quinn"), NOW).await.unwrap().id;
+
+    // Invitations: pending until answered; accepting gives the role, declining does not.
+    s.invite(&a.id, u, Role::Tester, NOW).await.unwrap();
+    s.invite(&a.id, v, Role::Developer, NOW + 1).await.unwrap();
+    s.invite(&b.id, u, Role::Tester, NOW + 2).await.unwrap();
+    let of_a = s.invitations(InvitationsOf::App(&a.id)).await.unwrap();
+    assert_eq!(
+        of_a.iter()
+            .map(|i| (i.username.as_str(), i.role, i.state))
+            .collect::<Vec<_>>(),
+        vec![
+            ("quinn", Role::Developer, InvitationState::Pending),
+            ("petra", Role::Tester, InvitationState::Pending),
+        ],
+        "newest first, with usernames"
+    );
+    let of_u = s.invitations(InvitationsOf::User(u)).await.unwrap();
+    assert_eq!(of_u.len(), 2);
+    assert_eq!(of_u[0].app_name, b.name);
+    assert_eq!(s.role(&a.id, u).await.unwrap(), None, "not before accepting");
+    assert!(s.answer_invitation(&a.id, u, true, NOW + 5).await.unwrap());
+    assert!(
+        !s.answer_invitation(&a.id, u, false, NOW + 6).await.unwrap(),
+        "answered already"
+    );
+    assert_eq!(s.role(&a.id, u).await.unwrap(), Some(Role::Tester));
+    assert!(s.answer_invitation(&a.id, v, false, NOW + 5).await.unwrap());
+    assert_eq!(s.role(&a.id, v).await.unwrap(), None);
+    let answered = s.invitations(InvitationsOf::App(&a.id)).await.unwrap();
+    assert_eq!(
+        answered
+            .iter()
+            .map(|i| (i.state, i.answered_at))
+            .collect::<Vec<_>>(),
+        vec![
+            (InvitationState::Declined, Some(NOW + 5)),
+            (InvitationState::Accepted, Some(NOW + 5)),
+        ]
+    );
+    // Inviting again makes a fresh pending invitation.
+    s.invite(&a.id, v, Role::Tester, NOW + 7).await.unwrap();
+    let again = s.invitations(InvitationsOf::User(v)).await.unwrap();
+    assert_eq!(
+        (again[0].role, again[0].state, again[0].answered_at),
+        (Role::Tester, InvitationState::Pending, None)
+    );
+    assert!(
+        !s.answer_invitation(&b.id, v, true, NOW).await.unwrap(),
+        "never invited"
+    );
+
+    // Grants, with the latest expiry of their live tokens.
+    let scoped_a = ScopedUserId::parse("17841400000000501").unwrap();
+    let scoped_b = ScopedUserId::parse("17841400000000502").unwrap();
+    s.save_grant(&a.id, u, &a.scopes, &scoped_a, NOW).await.unwrap();
+    s.save_grant(&b.id, u, &b.scopes, &scoped_b, NOW + 10).await.unwrap();
+    let mut t = token_for(&code(201, &a, u, &scoped_a), hash(201));
+    t.expires_at = NOW + 500;
+    s.create_token(&t).await.unwrap();
+    let mut later = token_for(&code(202, &a, u, &scoped_a), hash(202));
+    later.expires_at = NOW + 900;
+    s.create_token(&later).await.unwrap();
+    s.revoke_tokens(Revoke::Token(hash(202)), RevokeReason::Revoked, NOW)
+        .await
+        .unwrap();
+    let grants = s.user_grants(u).await.unwrap();
+    assert_eq!(
+        grants
+            .iter()
+            .map(|g| (g.app_id.clone(), g.latest_expiry, g.accepts_data_deletion))
+            .collect::<Vec<_>>(),
+        vec![
+            (b.id.clone(), None, true),
+            (a.id.clone(), Some(NOW + 500), false),
+        ],
+        "newest grant first; a revoked token does not count"
+    );
+    assert_eq!(grants[1].granted_at, NOW);
+    assert_eq!(grants[1].scopes, a.scopes);
+    assert!(s.user_grants(v).await.unwrap().is_empty());
+
+    // Removing remembers the removal; granting again forgets it from the Removed list.
+    assert!(s.removed_grants(u).await.unwrap().is_empty());
+    s.remove_grant(&b.id, u, RevokeReason::AppRemoved, NOW + 20, &[])
+        .await
+        .unwrap();
+    let removed = s.removed_grants(u).await.unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(
+        (removed[0].app_id.clone(), removed[0].removed_at, removed[0].granted_at),
+        (b.id.clone(), Some(NOW + 20), NOW + 10)
+    );
+    assert_eq!(s.user_grants(u).await.unwrap().len(), 1);
+
+    // Data deletion: for a removed app and a granted one, naming the app-scoped id; not for
+    // an app never authorized.
+    assert!(s.request_data_deletion(&b.id, u, NOW + 30).await.unwrap());
+    assert!(s.request_data_deletion(&a.id, u, NOW + 31).await.unwrap());
+    assert!(!s.request_data_deletion(&a.id, v, NOW + 31).await.unwrap());
+    let queued = s.callbacks(Some(&b.id), 10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (queued[0].kind, queued[0].scoped_id.clone()),
+        (CallbackKind::DataDeletion, scoped_b.clone())
+    );
+    assert_eq!(
+        s.callbacks(Some(&a.id), 10).await.unwrap()[0].scoped_id,
+        scoped_a
+    );
+
+    s.save_grant(&b.id, u, &b.scopes, &scoped_b, NOW + 40).await.unwrap();
+    assert!(s.removed_grants(u).await.unwrap().is_empty());
+
+    // Removals are purged with the tokens' cutoff.
+    s.remove_grant(&b.id, u, RevokeReason::AppRemoved, NOW + 50, &[])
+        .await
+        .unwrap();
+    let cutoffs = gramkey_domain::retention::Cutoffs {
+        codes_before: 0,
+        tokens_before: NOW + 51,
+        callbacks_before: 0,
+        audit_before: 0,
+        usage_before: 0,
+    };
+    let purged = s.purge(cutoffs, 100).await.unwrap();
+    assert_eq!(purged.removals, 1);
+    assert!(s.removed_grants(u).await.unwrap().is_empty());
 }
 
 fn media(id: u32, user: UserId, at: i64, parent: Option<&str>) -> Media {
