@@ -226,6 +226,10 @@ struct ServeArgs {
     /// Log format. `json` puts the request id on every line logged while serving a request.
     #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// A user who may open the admin console (/console) when signed in; repeat for more, or
+    /// separate with commas. Anyone with the admin key may open it too.
+    #[arg(long = "admin-user", env = "GRAMKEY_ADMIN_USERS", value_delimiter = ',')]
+    admin_users: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -700,6 +704,12 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         trust_forwarded_for: args.limits.trust_forwarded_for,
         alert_thresholds: args.watch.thresholds(),
         alert_webhook: args.watch.alert_webhook.clone(),
+        admin_users: args
+            .admin_users
+            .iter()
+            .map(|u| u.trim().to_lowercase())
+            .filter(|u| !u.is_empty())
+            .collect(),
         ..ServerConfig::new(public_url.clone())
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };

@@ -29,10 +29,14 @@ pub enum AuditKind {
     AppDeleted,
     /// A request was refused by a rate limit (at most one event per budget per minute).
     RateLimited,
+    /// A person changed their password (their tokens were revoked with it).
+    PasswordChanged,
+    /// A person asked an app to delete their data.
+    DataDeletionRequested,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 15] = [
+    pub const ALL: [AuditKind; 17] = [
         Self::TokenIssued,
         Self::TokenExchanged,
         Self::TokenRefreshed,
@@ -48,6 +52,8 @@ impl AuditKind {
         Self::AppChanged,
         Self::AppDeleted,
         Self::RateLimited,
+        Self::PasswordChanged,
+        Self::DataDeletionRequested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +73,8 @@ impl AuditKind {
             Self::AppChanged => "app_changed",
             Self::AppDeleted => "app_deleted",
             Self::RateLimited => "rate_limited",
+            Self::PasswordChanged => "password_changed",
+            Self::DataDeletionRequested => "data_deletion_requested",
         }
     }
 

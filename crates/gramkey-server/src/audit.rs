@@ -21,6 +21,11 @@ impl Entry {
         self.app = Some(app.clone());
         self
     }
+    /// The app, when there is one (a sign-in on the site itself has none).
+    pub fn app_opt(mut self, app: Option<&AppId>) -> Self {
+        self.app = app.cloned();
+        self
+    }
     pub fn user(mut self, user: Option<UserId>) -> Self {
         self.user = user;
         self

@@ -15,13 +15,16 @@ pub mod metrics;
 pub mod observe;
 pub mod ops;
 pub mod pages;
+pub mod portal;
 pub mod router;
 pub mod sandbox;
 pub mod session;
+pub mod signin;
 pub mod state;
 pub mod test_support;
 pub mod throttle;
 pub mod usage;
+pub mod web;
 pub mod wire;
 
 use std::future::Future;

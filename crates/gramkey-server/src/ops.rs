@@ -84,6 +84,42 @@ fn callback_url(raw: Option<&str>) -> Result<Option<String>, OpError> {
     }
 }
 
+/// An app's editable settings, checked.
+pub struct AppSettings {
+    pub name: String,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub scopes: gramkey_domain::ScopeSet,
+    pub deauthorize_url: Option<String>,
+    pub data_deletion_url: Option<String>,
+}
+
+impl AppSettings {
+    /// Checks each setting as given (URIs trimmed; an empty callback URL means none).
+    pub fn validate(
+        name: &str,
+        redirect_uris: &[String],
+        scopes: &str,
+        deauthorize_url: Option<&str>,
+        data_deletion_url: Option<&str>,
+    ) -> Result<Self, OpError> {
+        let name = validate_app_name(name)?;
+        if redirect_uris.is_empty() {
+            return Err(AppError::NoRedirectUri.into());
+        }
+        let redirect_uris = redirect_uris
+            .iter()
+            .map(|u| RedirectUri::parse(u.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            name,
+            redirect_uris,
+            scopes: validate_app_scopes(scopes)?,
+            deauthorize_url: callback_url(deauthorize_url)?,
+            data_deletion_url: callback_url(data_deletion_url)?,
+        })
+    }
+}
+
 /// Rows deleted per statement by the janitor: small enough that a purge never holds the
 /// database for more than a moment.
 pub const JANITOR_BATCH: u32 = 1000;
@@ -94,31 +130,28 @@ pub const CALLBACK_LIST_LIMIT: u32 = 100;
 impl Ops {
     /// Registers an app. The secret is returned once and stored only as a keyed hash.
     pub async fn create_app(&self, input: NewAppInput) -> Result<(App, ClientSecret), OpError> {
-        let name = validate_app_name(&input.name)?;
-        if input.redirect_uris.is_empty() {
-            return Err(AppError::NoRedirectUri.into());
-        }
-        let redirect_uris = input
-            .redirect_uris
-            .iter()
-            .map(|u| RedirectUri::parse(u.trim()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let scopes = validate_app_scopes(&input.scopes)?;
+        let settings = AppSettings::validate(
+            &input.name,
+            &input.redirect_uris,
+            &input.scopes,
+            input.deauthorize_url.as_deref(),
+            input.data_deletion_url.as_deref(),
+        )?;
         let id = AppId::generate(&*self.entropy);
         let (secret, seed) = self.new_secret(&id);
         let app = App {
             secret_hash: self.hasher.hash_client_secret(&secret).to_vec(),
             id,
-            name,
-            redirect_uris,
-            scopes,
+            name: settings.name,
+            redirect_uris: settings.redirect_uris,
+            scopes: settings.scopes,
             mode: input.mode,
             created_at: self.clock.now(),
             previous_secret: None,
             refresh_tokens: input.refresh_tokens,
             secret_seed: Some(seed.to_vec()),
-            deauthorize_url: callback_url(input.deauthorize_url.as_deref())?,
-            data_deletion_url: callback_url(input.data_deletion_url.as_deref())?,
+            deauthorize_url: settings.deauthorize_url,
+            data_deletion_url: settings.data_deletion_url,
         };
         self.store.create_app(&app).await?;
         self.audit(

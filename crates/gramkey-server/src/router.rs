@@ -21,7 +21,10 @@ use tracing::Level;
 use std::collections::HashMap;
 
 use crate::handlers::me::is_graph_version;
-use crate::handlers::{admin, authorize, debug, graph, legacy, lifecycle, me, rfc, sandbox, token};
+use crate::handlers::{
+    account, admin, authorize, console, dashboard, debug, graph, legacy, lifecycle, me, rfc, sandbox,
+    token,
+};
 use crate::observe;
 use crate::state::AppState;
 use crate::wire::graph::{GraphResponse, unknown_path};
@@ -47,6 +50,24 @@ pub fn router(state: AppState) -> Router {
         // Pages.
         .route("/", get(sandbox::home))
         .route("/static/gramkey.css", get(sandbox::stylesheet))
+        // The site: sign-in, a person's settings, the developer dashboard, the admin console.
+        .route("/accounts/login/", get(account::login_form).post(account::login))
+        .route("/accounts/logout/", post(account::logout))
+        .route("/accounts/manage_access/", get(account::manage_access))
+        .route("/accounts/manage_access/{app}/remove", post(account::remove))
+        .route("/accounts/manage_access/{app}/delete_data", post(account::delete_data))
+        .route("/accounts/invitations/", get(account::invitations))
+        .route("/accounts/invitations/{app}", post(account::answer))
+        .route("/accounts/password/change/", get(account::password_form).post(account::change_password))
+        .route("/developers/apps/", get(dashboard::apps).post(dashboard::create))
+        .route("/developers/apps/{id}/", get(dashboard::show))
+        .route("/developers/apps/{id}/settings", post(dashboard::save))
+        .route("/developers/apps/{id}/secret", post(dashboard::rotate))
+        .route("/developers/apps/{id}/invitations", post(dashboard::invite))
+        .route("/console/login", get(console::login_form).post(console::login))
+        .route("/console/audit", get(console::audit))
+        .route("/console/apps", get(console::apps))
+        .route("/console/users", get(console::users))
         // OAuth (wire protocol §1, §2).
         .route("/oauth/authorize", get(authorize::get))
         .route("/oauth/authorize/login", post(authorize::login))

@@ -31,6 +31,9 @@ pub struct Session {
     /// Fingerprint of the password hash at sign-in.
     #[serde(default)]
     pub pw: String,
+    /// Signed in to the admin console with the admin key.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Session {
@@ -50,6 +53,7 @@ fn new_session(state: &AppState) -> Session {
         auth_at: None,
         exp: state.ops.clock.now() + SESSION_SECS,
         pw: String::new(),
+        admin: false,
     }
 }
 
@@ -96,6 +100,22 @@ pub fn signed_in(state: &AppState, jar: PrivateCookieJar, user: &User) -> Privat
     s.pw = password_fingerprint(user);
     s.auth_at = Some(state.ops.clock.now());
     store(state, jar, &s)
+}
+
+/// A session for the console, signed in with the admin key (keeping a signed-in user, if
+/// any). A new CSRF token too.
+pub fn admin_signed_in(state: &AppState, jar: PrivateCookieJar, previous: Option<Session>) -> PrivateCookieJar {
+    let mut s = new_session(state);
+    if let Some(p) = previous {
+        (s.uid, s.pw, s.auth_at) = (p.uid, p.pw, p.auth_at);
+    }
+    s.admin = true;
+    store(state, jar, &s)
+}
+
+/// Signs out: the cookie is removed.
+pub fn signed_out(jar: PrivateCookieJar) -> PrivateCookieJar {
+    jar.remove(Cookie::build(COOKIE).path("/"))
 }
 
 fn store(state: &AppState, jar: PrivateCookieJar, s: &Session) -> PrivateCookieJar {

@@ -44,6 +44,8 @@ pub struct ServerConfig {
     /// Anomaly-alert thresholds, and where to POST alerts.
     pub alert_thresholds: gramkey_domain::alert::Thresholds,
     pub alert_webhook: Option<String>,
+    /// Users who may open the admin console when signed in (besides anyone with the admin key).
+    pub admin_users: Vec<String>,
 }
 
 impl ServerConfig {
@@ -60,6 +62,7 @@ impl ServerConfig {
             trust_forwarded_for: false,
             alert_thresholds: gramkey_domain::alert::Thresholds::default(),
             alert_webhook: None,
+            admin_users: Vec::new(),
         }
     }
 }

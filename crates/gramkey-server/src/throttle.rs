@@ -109,7 +109,7 @@ async fn refused(state: &AppState, kind: AuditKind, subject: &str, entry: Entry,
 pub async fn login_attempt(
     state: &AppState,
     username: &str,
-    app: &AppId,
+    app: Option<&AppId>,
 ) -> Result<(), (i64, Locked)> {
     let keys = login_keys(state, username);
     let Err((wait, which)) = state.limiter.attempt(&keys, true).await else {
@@ -128,7 +128,7 @@ pub async fn login_attempt(
         state,
         AuditKind::LoginFailed,
         &keys[which].0,
-        Entry::default().app(app).detail(format!("{detail}: ")),
+        Entry::default().app_opt(app).detail(format!("{detail}: ")),
         wait,
     )
     .await;
@@ -136,7 +136,12 @@ pub async fn login_attempt(
 }
 
 /// Audits a failed sign-in and, past the burst threshold, alerts.
-pub async fn login_failed(state: &AppState, username: &str, user: Option<UserId>, app: &AppId) {
+pub async fn login_failed(
+    state: &AppState,
+    username: &str,
+    user: Option<UserId>,
+    app: Option<&AppId>,
+) {
     let keys = login_keys(state, username);
     state
         .ops
@@ -144,7 +149,7 @@ pub async fn login_failed(state: &AppState, username: &str, user: Option<UserId>
             AuditKind::LoginFailed,
             Outcome::Failure,
             Entry::default()
-                .app(app)
+                .app_opt(app)
                 .user(user)
                 .detail(if user.is_some() {
                     "wrong password"
@@ -161,13 +166,18 @@ pub async fn login_failed(state: &AppState, username: &str, user: Option<UserId>
             subject,
             count,
             *limit,
-            json!({"subject": subject, "failures": count, "app_id": app.as_str()}),
+            json!({"subject": subject, "failures": count, "app_id": app.map(AppId::as_str)}),
         );
     }
 }
 
 /// A right password: its attempt is taken back, and the account's count cleared.
-pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app: &AppId) {
+pub async fn login_succeeded(
+    state: &AppState,
+    username: &str,
+    user: UserId,
+    app: Option<&AppId>,
+) {
     let keys = login_keys(state, username);
     state.limiter.clear(&keys[0].0).await;
     for (key, _) in &keys[1..] {
@@ -178,7 +188,7 @@ pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app
         .audit(
             AuditKind::LoginSucceeded,
             Outcome::Success,
-            Entry::default().app(app).user(Some(user)),
+            Entry::default().app_opt(app).user(Some(user)),
         )
         .await;
 }

@@ -16,16 +16,14 @@ use axum_extra::extract::PrivateCookieJar;
 use gramkey_domain::app::may_authorize;
 use gramkey_domain::authorize::{AppView, AuthorizeParams, AuthorizeRequest, Fatal, RedirectError};
 use gramkey_domain::code::{CODE_LIFETIME_SECS, generate_code};
-use gramkey_domain::password::{dummy_hash, verify_password};
-use gramkey_domain::user::Username;
-use gramkey_domain::{Password, ScopeSet, ScopedUserId, TokenHash};
+use gramkey_domain::{ScopeSet, ScopedUserId, TokenHash};
 use gramkey_store::{App, NewCode, User};
 
 use crate::audit::Entry;
 use crate::pages;
 use crate::session::{self, Session};
 use crate::state::AppState;
-use crate::throttle;
+use crate::signin::{self, SignInError};
 use gramkey_domain::audit::{AuditKind, Outcome};
 
 /// Form fields that belong to the form itself, not to the authorize request.
@@ -267,64 +265,19 @@ pub async fn login(
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    let (username, password) = (
-        field(&form, "username").unwrap_or(""),
-        field(&form, "password").unwrap_or(""),
-    );
-    if username.is_empty() || password.is_empty() {
-        return login_page(
-            &app,
-            &req,
-            &session,
-            Some("Enter your username and password."),
-        );
-    }
-    if let Err((wait, locked)) = throttle::login_attempt(&state, username, &app.id).await {
-        let minutes = (wait + 59) / 60;
-        let whose = match locked {
-            throttle::Locked::Account => "for this account",
-            throttle::Locked::Address => "from your network",
-        };
-        let mut resp = login_page(
-            &app,
-            &req,
-            &session,
-            Some(&format!(
-                "Too many failed sign-ins {whose}. Try again in {minutes} minute{}.",
-                if minutes == 1 { "" } else { "s" }
-            )),
-        );
-        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        return resp;
-    }
-    let user = match Username::parse(username) {
-        Ok(name) => match state.ops.store.user_by_name(name.as_str()).await {
-            Ok(u) => u,
-            Err(e) => return internal(e),
-        },
-        Err(_) => None,
+    let username = field(&form, "username").unwrap_or("");
+    let password = field(&form, "password").unwrap_or("");
+    let user = match signin::verify(&state, username, password, Some(&app.id)).await {
+        Ok(user) => user,
+        Err(SignInError::Store(e)) => return internal(e),
+        Err(e) => {
+            let mut resp = login_page(&app, &req, &session, Some(&e.message()));
+            if matches!(e, SignInError::Locked(..)) {
+                *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            }
+            return resp;
+        }
     };
-    // Verify against a dummy hash when there is no such user, so both failures take as long.
-    let phc = user
-        .as_ref()
-        .map_or_else(|| dummy_hash().to_owned(), |u| u.password_hash.clone());
-    let password = Password::new(password);
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .unwrap_or(false);
-    let known = user.as_ref().map(|u| u.id);
-    let Some(user) = user.filter(|_| ok) else {
-        tracing::info!(app_id = %app.id, "failed login");
-        throttle::login_failed(&state, username, known, &app.id).await;
-        return login_page(
-            &app,
-            &req,
-            &session,
-            Some("The username or password is incorrect."),
-        );
-    };
-    tracing::info!(user_id = user.id.0, "user signed in");
-    throttle::login_succeeded(&state, username, user.id, &app.id).await;
     let jar = session::signed_in(&state, jar, &user);
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(req.to_params())

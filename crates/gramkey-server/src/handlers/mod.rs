@@ -1,7 +1,10 @@
 //! One module per endpoint group. Each handler parses, calls the domain and the store, renders.
 
+pub mod account;
 pub mod admin;
 pub mod authorize;
+pub mod console;
+pub mod dashboard;
 pub mod debug;
 pub mod form;
 pub mod graph;

@@ -1,0 +1,194 @@
+//! The admin console: `/console/…`, for anyone signed in with the admin key or as a user the
+//! server names with `--admin-user`.
+
+use axum::Form;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::PrivateCookieJar;
+
+use crate::audit::AuditFilter;
+use crate::ops::OpError;
+use crate::pages::console::{self, AuditForm};
+use crate::pages::{self, Section};
+use crate::session;
+use crate::signin::SignInError;
+use crate::state::AppState;
+use crate::throttle;
+use crate::web::{self, Viewer, check_csrf, field, see_other};
+
+/// Events per page of the audit log.
+const PAGE: u32 = 50;
+/// The name the admin key's sign-in attempts are throttled under: not a possible username.
+const ADMIN_KEY_ACCOUNT: &str = "(admin key)";
+
+async fn admin(state: &AppState, jar: &PrivateCookieJar) -> Result<Viewer, Response> {
+    match web::viewer(state, jar).await? {
+        Some(v) if v.admin => Ok(v),
+        Some(v) => Err(pages::site_error(
+            StatusCode::FORBIDDEN,
+            &v.nav(Section::Console),
+            "Administrators only",
+            "Your account may not open the admin console. Sign in with the admin key instead.",
+        )),
+        None => Err(see_other("/console/login")),
+    }
+}
+
+pub async fn login_form(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
+    let (jar, session) = session::ensure(&state, jar);
+    let page = pages::page(
+        StatusCode::OK,
+        pages::admin_key_login(&session.csrf, None),
+    );
+    (jar, page).into_response()
+}
+
+/// `POST /console/login` with `key`: throttled like a password.
+pub async fn login(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(session) = session::current(&state, &jar) else {
+        return web::csrf_refused();
+    };
+    if let Err(resp) = check_csrf(&session, &form) {
+        return resp;
+    }
+    let refuse = |status: StatusCode, message: &str| {
+        pages::page(
+            status,
+            pages::admin_key_login(&session.csrf, Some(message)),
+        )
+    };
+    if let Err((wait, locked)) = throttle::login_attempt(&state, ADMIN_KEY_ACCOUNT, None).await {
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &SignInError::Locked(wait, locked).message(),
+        );
+    }
+    match state.is_admin_key(field(&form, "key").unwrap_or("")) {
+        None => refuse(
+            StatusCode::FORBIDDEN,
+            "This server has no admin key: start it with GRAMKEY_ADMIN_KEY set, or with --admin-user.",
+        ),
+        Some(false) => {
+            throttle::login_failed(&state, ADMIN_KEY_ACCOUNT, None, None).await;
+            refuse(StatusCode::UNAUTHORIZED, "That is not the admin key.")
+        }
+        Some(true) => {
+            let jar = session::admin_signed_in(&state, jar, Some(session.clone()));
+            (jar, see_other("/console/audit")).into_response()
+        }
+    }
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let viewer = match admin(&state, &jar).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let mut form = AuditForm::default();
+    let mut before = None;
+    let mut bad = None;
+    for (k, v) in super::query_pairs(query) {
+        let v = v.trim().to_owned();
+        match k.as_str() {
+            "app" => form.app = v,
+            "user" => form.user = v,
+            "event" => form.event = v,
+            "since" => form.since = v,
+            "before" if !v.is_empty() => match v.parse::<i64>() {
+                Ok(b) => before = Some(b),
+                Err(_) => bad = Some(format!("{v:?} is not an event id")),
+            },
+            _ => {}
+        }
+    }
+    let since = match form.since.as_str() {
+        "" => None,
+        s => match gramkey_domain::graph::paging::parse_time("since", s) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                bad = Some("Since must be a date (YYYY-MM-DD), Unix time or RFC 3339.".into());
+                None
+            }
+        },
+    };
+    let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let result = match bad {
+        Some(message) => Err(OpError::Invalid(message)),
+        None => {
+            state
+                .ops
+                .audit_log(&AuditFilter {
+                    app: nonempty(&form.app),
+                    user: nonempty(&form.user),
+                    event: nonempty(&form.event),
+                    since,
+                    before_id: before,
+                    limit: Some(PAGE),
+                })
+                .await
+        }
+    };
+    let nav = viewer.nav(Section::Console);
+    match result {
+        Ok(events) => {
+            let older = (events.len() == PAGE as usize)
+                .then(|| events.last().map(|e| e.id))
+                .flatten();
+            pages::page(
+                StatusCode::OK,
+                console::audit(&nav, &form, &events, older, None),
+            )
+        }
+        Err(OpError::Store(e)) => viewer.op_error(Section::Console, &OpError::Store(e)),
+        Err(e) => {
+            let (status, _) = web::op_status(&e);
+            // An unknown user or app matches nothing: say so next to the filters.
+            let status = if status == StatusCode::NOT_FOUND {
+                StatusCode::OK
+            } else {
+                status
+            };
+            pages::page(
+                status,
+                console::audit(&nav, &form, &[], None, Some(&web::op_message(&e))),
+            )
+        }
+    }
+}
+
+pub async fn apps(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
+    let viewer = match admin(&state, &jar).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    match state.ops.store.apps().await {
+        Ok(apps) => pages::page(
+            StatusCode::OK,
+            console::apps(&viewer.nav(Section::Console), &apps),
+        ),
+        Err(e) => viewer.op_error(Section::Console, &OpError::Store(e)),
+    }
+}
+
+pub async fn users(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
+    let viewer = match admin(&state, &jar).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    match state.ops.store.users().await {
+        Ok(users) => pages::page(
+            StatusCode::OK,
+            console::users(&viewer.nav(Section::Console), &users),
+        ),
+        Err(e) => viewer.op_error(Section::Console, &OpError::Store(e)),
+    }
+}

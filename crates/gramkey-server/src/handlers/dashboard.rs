@@ -1,0 +1,352 @@
+//! The developer dashboard: `/developers/apps/…`. A signed-in person registers apps (becoming
+//! their admin) and manages the apps they are an admin or developer of.
+
+use axum::Form;
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum_extra::extract::PrivateCookieJar;
+use gramkey_domain::chart::last_24_hours;
+use gramkey_domain::{AppMode, Role};
+use gramkey_store::{App, AuditQuery, InvitationsOf, StoreError, User};
+
+use crate::ops::{NewAppInput, OpError};
+use crate::pages::dashboard::{self, AppForm, AppPage};
+use crate::pages::{self, Section};
+use crate::portal::AppEdit;
+use crate::state::AppState;
+use crate::web::{self, Viewer, check_csrf, done_message, field, see_other};
+
+type Pairs = Form<Vec<(String, String)>>;
+
+/// Newest audit events and callbacks shown on an app's page.
+const RECENT: u32 = 20;
+
+fn mode_of(form: &AppForm) -> Result<AppMode, OpError> {
+    AppMode::parse(&form.mode)
+        .ok_or_else(|| OpError::Invalid("Choose development or live mode.".into()))
+}
+
+pub async fn apps(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let (viewer, user) = match web::person(&state, &jar, &uri).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    list(&state, &viewer, &user, &AppForm::blank(), None, StatusCode::OK).await
+}
+
+async fn list(
+    state: &AppState,
+    viewer: &Viewer,
+    user: &User,
+    form: &AppForm,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    match state.ops.store.apps_of(user.id).await {
+        Ok(apps) => pages::page(
+            status,
+            dashboard::apps(&viewer.nav(Section::Developers), &apps, form, error),
+        ),
+        Err(e) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+    }
+}
+
+/// `POST /developers/apps/`: registers the app and shows its secret, once.
+pub async fn create(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    OriginalUri(uri): OriginalUri,
+    Form(form): Pairs,
+) -> Response {
+    let (viewer, user) = match web::person(&state, &jar, &uri).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_csrf(&viewer.session, &form) {
+        return resp;
+    }
+    let posted = AppForm::posted(&form);
+    let created = async {
+        let input = NewAppInput {
+            name: posted.name.clone(),
+            redirect_uris: posted.uris(),
+            scopes: posted.scopes.join(","),
+            mode: mode_of(&posted)?,
+            refresh_tokens: false,
+            deauthorize_url: Some(posted.deauthorize_url.clone()),
+            data_deletion_url: Some(posted.data_deletion_url.clone()),
+        };
+        state.ops.create_app_as(&user, input).await
+    };
+    match created.await {
+        Ok((app, secret)) => {
+            tracing::info!(app_id = %app.id, user_id = user.id.0, "app created on the dashboard");
+            let view = View {
+                form: AppForm::of(&app),
+                new_secret: Some(secret.expose()),
+                error: None,
+                done: None,
+            };
+            app_page(&state, &viewer, &app, Role::Admin, view, StatusCode::CREATED).await
+        }
+        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e) => {
+            let message = web::op_message(&e);
+            list(
+                &state,
+                &viewer,
+                &user,
+                &posted,
+                Some(&message),
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+    }
+}
+
+/// What an app's page shows besides what it reads from the store.
+struct View<'a> {
+    form: AppForm,
+    new_secret: Option<&'a str>,
+    error: Option<&'a str>,
+    done: Option<&'a str>,
+}
+
+async fn app_page(
+    state: &AppState,
+    viewer: &Viewer,
+    app: &App,
+    role: Role,
+    view: View<'_>,
+    status: StatusCode,
+) -> Response {
+    let ops = &state.ops;
+    let store = &ops.store;
+    let now = ops.clock.now();
+    // What was counted in memory, so the chart is current.
+    state.usage.flush(&**store).await;
+    let read = async {
+        let hour = now - now.rem_euclid(3600);
+        let hours = store.usage(&app.id, hour - 23 * 3600, hour + 3600).await?;
+        let users = store.authorized_users(&app.id).await?;
+        let mut roles = Vec::new();
+        for (uid, role) in store.roles(&app.id).await? {
+            let name = store.user(uid).await?.map_or_else(|| format!("#{}", uid.0), |u| u.username);
+            roles.push((name, role));
+        }
+        let invitations = store.invitations(InvitationsOf::App(&app.id)).await?;
+        let events = store
+            .audit(&AuditQuery {
+                app: Some(app.id.clone()),
+                user: None,
+                kind: None,
+                since: None,
+                before_id: None,
+                limit: RECENT,
+            })
+            .await?;
+        let callbacks = store.callbacks(Some(&app.id), RECENT).await?;
+        Ok::<_, StoreError>((hours, users, roles, invitations, events, callbacks))
+    };
+    let (hours, users, roles, invitations, events, callbacks) = match read.await {
+        Ok(v) => v,
+        Err(e) => return viewer.op_error(Section::Developers, &OpError::Store(e)),
+    };
+    let points: Vec<(i64, u64)> = hours.iter().map(|h| (h.hour, h.calls)).collect();
+    let limited = state.config.rate_limits;
+    let ceiling = if limited {
+        state.limiter.limits.app_calls(users)
+    } else {
+        0
+    };
+    let page = AppPage {
+        app,
+        role,
+        form: view.form,
+        new_secret: view.new_secret,
+        error: view.error,
+        done: view.done,
+        roles,
+        invitations: &invitations,
+        chart: last_24_hours(now, &points, ceiling),
+        limited,
+        events: &events,
+        callbacks: &callbacks,
+        now,
+    };
+    pages::page(
+        status,
+        dashboard::app(&viewer.nav(Section::Developers), &page),
+    )
+}
+
+/// The signed-in person and the app they manage, or the response that refuses them.
+async fn managed(
+    state: &AppState,
+    jar: &PrivateCookieJar,
+    uri: &axum::http::Uri,
+    id: &str,
+) -> Result<(Viewer, User, App, Role), Response> {
+    let (viewer, user) = web::person(state, jar, uri).await?;
+    match state.ops.managed_app(&user, id).await {
+        Ok((app, role)) => Ok((viewer, user, app, role)),
+        Err(e) => Err(viewer.op_error(Section::Developers, &e)),
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let done = super::query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "done")
+        .and_then(|(_, v)| done_message(Some(&v)));
+    let view = View {
+        form: AppForm::of(&app),
+        new_secret: None,
+        error: None,
+        done,
+    };
+    app_page(&state, &viewer, &app, role, view, StatusCode::OK).await
+}
+
+/// `POST /developers/apps/{id}/settings`.
+pub async fn save(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    Form(form): Pairs,
+) -> Response {
+    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_csrf(&viewer.session, &form) {
+        return resp;
+    }
+    let posted = AppForm::posted(&form);
+    let edited = async {
+        let edit = AppEdit {
+            name: posted.name.clone(),
+            redirect_uris: posted.uris(),
+            scopes: posted.scopes.join(","),
+            mode: mode_of(&posted)?,
+            deauthorize_url: posted.deauthorize_url.clone(),
+            data_deletion_url: posted.data_deletion_url.clone(),
+        };
+        state.ops.edit_app(&app, edit).await
+    };
+    match edited.await {
+        Ok(_) => {
+            state.forget_app_facts(&app.id);
+            see_other(&format!("/developers/apps/{}/?done=saved", app.id))
+        }
+        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e) => {
+            let message = web::op_message(&e);
+            let view = View {
+                form: posted,
+                new_secret: None,
+                error: Some(&message),
+                done: None,
+            };
+            app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await
+        }
+    }
+}
+
+/// `POST /developers/apps/{id}/secret` with `grace` in seconds (0: the old secret stops now).
+pub async fn rotate(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    Form(form): Pairs,
+) -> Response {
+    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_csrf(&viewer.session, &form) {
+        return resp;
+    }
+    let grace = match field(&form, "grace").unwrap_or("0").parse::<i64>() {
+        Ok(0) => None,
+        Ok(g) => Some(g),
+        Err(_) => {
+            return viewer.op_error(
+                Section::Developers,
+                &OpError::Invalid("Choose how long the old secret keeps working.".into()),
+            );
+        }
+    };
+    let secret = match state.ops.rotate_secret(app.id.as_str(), grace).await {
+        Ok(s) => s,
+        Err(e) => return viewer.op_error(Section::Developers, &e),
+    };
+    let app = match state.ops.app(app.id.as_str()).await {
+        Ok(a) => a,
+        Err(e) => return viewer.op_error(Section::Developers, &e),
+    };
+    let view = View {
+        form: AppForm::of(&app),
+        new_secret: Some(secret.expose()),
+        error: None,
+        done: None,
+    };
+    app_page(&state, &viewer, &app, role, view, StatusCode::OK).await
+}
+
+/// `POST /developers/apps/{id}/invitations` with `username` and `role`.
+pub async fn invite(
+    State(state): State<AppState>,
+    jar: PrivateCookieJar,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    Form(form): Pairs,
+) -> Response {
+    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    if let Err(resp) = check_csrf(&viewer.session, &form) {
+        return resp;
+    }
+    let invited = async {
+        let as_role = Role::parse(field(&form, "role").unwrap_or(""))
+            .ok_or_else(|| OpError::Invalid("Choose tester or developer.".into()))?;
+        state
+            .ops
+            .invite(&app, field(&form, "username").unwrap_or("").trim(), as_role)
+            .await
+    };
+    match invited.await {
+        Ok(_) => see_other(&format!("/developers/apps/{}/?done=invited", app.id)),
+        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e) => {
+            let message = web::op_message(&e);
+            let view = View {
+                form: AppForm::of(&app),
+                new_secret: None,
+                error: Some(&message),
+                done: None,
+            };
+            app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The developer dashboard: a person's apps, registering one, and each app's page (settings,
+//! client secret, roles and invitations, usage, audit events, callback deliveries).
+
+use gramkey_domain::account::InvitationState;
+use gramkey_domain::callback::CallbackState;
+use gramkey_domain::chart::HourlyChart;
+use gramkey_domain::{AppMode, Family, RedirectUri, Role, Scope, UnixTime};
+use gramkey_store::{App, AuditEvent, Callback, Invitation};
+use maud::{Markup, html};
+
+use super::{Nav, csrf, notice, site, when};
+
+/// The settings form's fields as typed, so a form sent back with an error keeps every value.
+#[derive(Debug, Clone, Default)]
+pub struct AppForm {
+    pub name: String,
+    /// One URI per line.
+    pub redirect_uris: String,
+    pub scopes: Vec<String>,
+    pub mode: String,
+    pub deauthorize_url: String,
+    pub data_deletion_url: String,
+}
+
+impl AppForm {
+    pub fn of(app: &App) -> Self {
+        Self {
+            name: app.name.clone(),
+            redirect_uris: app
+                .redirect_uris
+                .iter()
+                .map(RedirectUri::as_str)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            scopes: app.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            mode: app.mode.as_str().to_owned(),
+            deauthorize_url: app.deauthorize_url.clone().unwrap_or_default(),
+            data_deletion_url: app.data_deletion_url.clone().unwrap_or_default(),
+        }
+    }
+
+    /// A new app's form: development mode, Basic Display's two scopes.
+    pub fn blank() -> Self {
+        Self {
+            scopes: vec!["user_profile".into(), "user_media".into()],
+            mode: AppMode::Development.as_str().into(),
+            ..Self::default()
+        }
+    }
+
+    /// The form from posted fields.
+    pub fn posted(form: &[(String, String)]) -> Self {
+        let one = |name: &str| {
+            form.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        Self {
+            name: one("name"),
+            redirect_uris: one("redirect_uris"),
+            scopes: form
+                .iter()
+                .filter(|(k, _)| k == "scopes")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            mode: one("mode"),
+            deauthorize_url: one("deauthorize_url"),
+            data_deletion_url: one("data_deletion_url"),
+        }
+    }
+
+    /// The redirect URIs, one per non-empty line.
+    pub fn uris(&self) -> Vec<String> {
+        self.redirect_uris
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::BasicDisplay => "Basic Display",
+        Family::InstagramLogin => "Instagram API with Instagram Login",
+        Family::Legacy => "Legacy API (v1)",
+    }
+}
+
+/// The fields shared by the create form and the settings form.
+fn settings_fields(f: &AppForm) -> Markup {
+    html! {
+        label for="name" { "App name" }
+        input type="text" id="name" name="name" value=(f.name) maxlength="100" required;
+        label for="redirect_uris" { "Valid OAuth redirect URIs" }
+        textarea id="redirect_uris" name="redirect_uris" rows="3" required aria-describedby="uris-hint" { (f.redirect_uris) }
+        p id="uris-hint" class="muted" { "One per line. https, or http for localhost and loopback addresses (a loopback IP matches on any port)." }
+        fieldset {
+            legend { "Mode" }
+            @for (value, label, hint) in [
+                ("development", "Development", "only people with a role on the app can authorize it"),
+                ("live", "Live", "anyone can authorize it"),
+            ] {
+                label class="check" {
+                    input type="radio" name="mode" value=(value) checked[f.mode == value];
+                    " " strong { (label) } ": " (hint)
+                }
+            }
+        }
+        fieldset {
+            legend { "Allowed scopes" }
+            p class="muted" { "Each authorization request uses scopes of one family." }
+            @for family in [Family::BasicDisplay, Family::InstagramLogin, Family::Legacy] {
+                div class="scope-family" {
+                    p class="family" { (family_name(family)) }
+                    @for s in Scope::ALL.iter().filter(|s| s.family() == family) {
+                        label class="check" {
+                            input type="checkbox" name="scopes" value=(s.as_str()) checked[f.scopes.iter().any(|x| x == s.as_str())];
+                            " " code { (s.as_str()) } span class="muted" { " — " (s.plain_words()) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The apps the person manages, and the form to register one.
+pub fn apps(
+    nav: &Nav<'_>,
+    apps: &[(App, Role)],
+    form: &AppForm,
+    error: Option<&str>,
+) -> Markup {
+    site(
+        "Developer dashboard",
+        nav,
+        html! {
+            h1 { "Your apps" }
+            @if apps.is_empty() {
+                p class="empty" { "You have no apps yet. Register one below." }
+            } @else {
+                div class="scroll" {
+                    table id="apps" {
+                        thead { tr { th scope="col" { "Name" } th scope="col" { "App ID" } th scope="col" { "Mode" } th scope="col" { "Your role" } } }
+                        tbody {
+                            @for (app, role) in apps {
+                                tr {
+                                    td { a href=(format!("/developers/apps/{}/", app.id)) { (app.name) } }
+                                    td { code { (app.id.as_str()) } }
+                                    td { (app.mode.as_str()) }
+                                    td { (role.as_str()) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section class="card" aria-labelledby="create-heading" {
+                h2 id="create-heading" { "Create an app" }
+                (notice(error, None))
+                form method="post" action="/developers/apps/" {
+                    (csrf(nav.csrf))
+                    (settings_fields(form))
+                    label for="deauthorize_url" { "Deauthorize callback URL (optional)" }
+                    input type="url" id="deauthorize_url" name="deauthorize_url" value=(form.deauthorize_url);
+                    label for="data_deletion_url" { "Data deletion request URL (optional)" }
+                    input type="url" id="data_deletion_url" name="data_deletion_url" value=(form.data_deletion_url);
+                    button class="primary" type="submit" { "Create app" }
+                }
+            }
+        },
+    )
+}
+
+/// Everything an app's page shows.
+pub struct AppPage<'a> {
+    pub app: &'a App,
+    pub role: Role,
+    pub form: AppForm,
+    /// A secret just created or rotated: shown this once.
+    pub new_secret: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub done: Option<&'a str>,
+    pub roles: Vec<(String, Role)>,
+    pub invitations: &'a [Invitation],
+    pub chart: HourlyChart,
+    /// Rate limits are on: the ceiling is drawn.
+    pub limited: bool,
+    pub events: &'a [AuditEvent],
+    pub callbacks: &'a [Callback],
+    pub now: UnixTime,
+}
+
+pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
+    let app = p.app;
+    let base = format!("/developers/apps/{}", app.id);
+    site(
+        &app.name,
+        nav,
+        html! {
+            p class="crumbs" { a href="/developers/apps/" { "Your apps" } " / " }
+            h1 { (app.name) }
+            (notice(p.error, p.done))
+            @if let Some(secret) = p.new_secret {
+                section class="card secret" aria-labelledby="secret-heading" {
+                    h2 id="secret-heading" { "Your client secret" }
+                    p { "Copy it now and keep it safe: " strong { "it will not be shown again." } " gramkey stores only a keyed hash of it." }
+                    p { code id="client-secret" { (secret) } }
+                }
+            }
+            section class="card" aria-labelledby="basic-heading" {
+                h2 id="basic-heading" { "Settings › Basic" }
+                dl class="facts" {
+                    dt { "App ID (client_id)" } dd { code id="client-id" { (app.id.as_str()) } }
+                    dt { "Mode" } dd { (app.mode.as_str()) }
+                    dt { "Your role" } dd { (p.role.as_str()) }
+                    dt { "Created" } dd { (when(app.created_at)) }
+                }
+                form method="post" action=(format!("{base}/settings")) {
+                    (csrf(nav.csrf))
+                    (settings_fields(&p.form))
+                    label for="deauthorize_url" { "Deauthorize callback URL" }
+                    input type="url" id="deauthorize_url" name="deauthorize_url" value=(p.form.deauthorize_url) aria-describedby="deauth-hint";
+                    p id="deauth-hint" class="muted" { "Receives a signed_request when someone removes the app. Leave empty for none." }
+                    label for="data_deletion_url" { "Data deletion request URL" }
+                    input type="url" id="data_deletion_url" name="data_deletion_url" value=(p.form.data_deletion_url);
+                    button class="primary" type="submit" { "Save changes" }
+                }
+            }
+            section class="card" aria-labelledby="secret-rotate-heading" {
+                h2 id="secret-rotate-heading" { "Client secret" }
+                p { "The secret is shown only when it is created. Rotate it to get a new one." }
+                @if let Some((_, until)) = &app.previous_secret {
+                    @if *until > p.now { p class="muted" { "The previous secret keeps working until " (when(*until)) "." } }
+                }
+                form method="post" action=(format!("{base}/secret")) {
+                    (csrf(nav.csrf))
+                    label for="grace" { "Keep the old secret working for" }
+                    select id="grace" name="grace" {
+                        option value="0" { "no time: stop it now" }
+                        option value="3600" { "1 hour" }
+                        option value="86400" selected { "24 hours" }
+                        option value="604800" { "7 days" }
+                    }
+                    button class="secondary" type="submit" { "Rotate secret" }
+                }
+            }
+            section class="card" aria-labelledby="roles-heading" {
+                h2 id="roles-heading" { "App roles" }
+                div class="scroll" {
+                    table id="roles" {
+                        thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } } }
+                        tbody { @for (name, role) in &p.roles { tr { td { (name) } td { (role.as_str()) } } } }
+                    }
+                }
+                h3 { "Invitations" }
+                @if p.invitations.is_empty() { p class="empty" { "No invitations yet." } } @else {
+                    div class="scroll" {
+                        table id="invitations" {
+                            thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } th scope="col" { "State" } th scope="col" { "Invited" } } }
+                            tbody {
+                                @for i in p.invitations {
+                                    tr {
+                                        td { (i.username) }
+                                        td { (i.role.as_str()) }
+                                        td { span class=(format!("state {}", i.state.as_str())) { (match i.state {
+                                            InvitationState::Pending => "pending",
+                                            InvitationState::Accepted => "accepted",
+                                            InvitationState::Declined => "declined",
+                                        }) } }
+                                        td { (when(i.invited_at)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                form method="post" action=(format!("{base}/invitations")) class="row" {
+                    (csrf(nav.csrf))
+                    div {
+                        label for="invite-username" { "Username" }
+                        input type="text" id="invite-username" name="username" autocapitalize="none" required;
+                    }
+                    div {
+                        label for="invite-role" { "Role" }
+                        select id="invite-role" name="role" {
+                            option value="tester" selected { "Tester" }
+                            option value="developer" { "Developer" }
+                        }
+                    }
+                    button class="secondary" type="submit" { "Invite" }
+                }
+            }
+            section class="card" aria-labelledby="usage-heading" {
+                h2 id="usage-heading" { "Usage" }
+                @if !p.limited { p class="muted" { "Rate limits are off on this server: no ceiling applies." } }
+                (super::chart::usage(&p.chart, p.limited))
+            }
+            section class="card" aria-labelledby="events-heading" {
+                h2 id="events-heading" { "Recent events" }
+                @if p.events.is_empty() { p class="empty" { "Nothing has happened yet." } } @else {
+                    (super::console::events_table(p.events))
+                }
+            }
+            section class="card" aria-labelledby="callbacks-heading" {
+                h2 id="callbacks-heading" { "Callback deliveries" }
+                (callback_health(p.callbacks))
+            }
+        },
+    )
+}
+
+fn callback_health(list: &[Callback]) -> Markup {
+    let count = |s: CallbackState| list.iter().filter(|c| c.state == s).count();
+    let (delivered, pending, failed) = (
+        count(CallbackState::Delivered),
+        count(CallbackState::Pending),
+        count(CallbackState::Failed),
+    );
+    html! {
+        @if list.is_empty() {
+            p class="empty" { "No deauthorize or data-deletion callbacks yet." }
+        } @else {
+            p id="callback-health" {
+                span class="state delivered" { (delivered) " delivered" } " · "
+                span class="state pending" { (pending) " pending" } " · "
+                span class=(if failed > 0 { "state failed" } else { "state" }) { (failed) " failed" }
+                " (of the latest " (list.len()) ")"
+            }
+            div class="scroll" {
+                table id="callbacks" {
+                    thead { tr { th scope="col" { "Queued" } th scope="col" { "Kind" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Last error" } } }
+                    tbody {
+                        @for c in list {
+                            tr {
+                                td { (when(c.created_at)) }
+                                td { (c.kind.as_str()) }
+                                td { span class=(format!("state {}", c.state.as_str())) { (c.state.as_str()) } }
+                                td { (c.attempts) }
+                                td { (c.last_error.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The operations behind the web pages: a developer's apps and their settings, invitations to
+//! roles, and what a person does with the apps they authorized. Like [`crate::ops`], they
+//! validate with the domain, store, and audit; the page handlers only parse and render.
+
+use gramkey_domain::account::{invitable, may_manage};
+use gramkey_domain::audit::{AuditKind, Outcome};
+use gramkey_domain::password::{check_policy, verify_password};
+use gramkey_domain::{AppMode, ClientSecret, Password, Role};
+use gramkey_store::{App, User};
+
+use crate::audit::Entry;
+use crate::ops::{AppSettings, NewAppInput, OpError, Ops};
+
+/// What the dashboard's settings form changes.
+#[derive(Debug, Clone)]
+pub struct AppEdit {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub scopes: String,
+    pub mode: AppMode,
+    pub deauthorize_url: String,
+    pub data_deletion_url: String,
+}
+
+impl Ops {
+    /// Registers an app from the dashboard; its creator becomes its admin.
+    pub async fn create_app_as(
+        &self,
+        owner: &User,
+        input: NewAppInput,
+    ) -> Result<(App, ClientSecret), OpError> {
+        let (app, secret) = self.create_app(input).await?;
+        self.store
+            .set_role(&app.id, owner.id, Role::Admin, self.clock.now())
+            .await?;
+        Ok((app, secret))
+    }
+
+    /// The app `id`, if `user` may manage it (as its admin or a developer), with their role.
+    /// An app they may not manage is "not found", as if it did not exist.
+    pub async fn managed_app(&self, user: &User, id: &str) -> Result<(App, Role), OpError> {
+        let not_found = || OpError::NotFound(format!("you manage no app with id {id:?}"));
+        let app = self.app(id).await.map_err(|_| not_found())?;
+        let role = self.store.role(&app.id, user.id).await?;
+        match role {
+            Some(role) if may_manage(Some(role)) => Ok((app, role)),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Changes an app's settings; returns it as stored. Every setting is checked first, so a
+    /// bad one changes nothing.
+    pub async fn edit_app(&self, app: &App, edit: AppEdit) -> Result<App, OpError> {
+        let s = AppSettings::validate(
+            &edit.name,
+            &edit.redirect_uris,
+            &edit.scopes,
+            Some(&edit.deauthorize_url),
+            Some(&edit.data_deletion_url),
+        )?;
+        let edited = App {
+            name: s.name,
+            redirect_uris: s.redirect_uris,
+            scopes: s.scopes,
+            mode: edit.mode,
+            deauthorize_url: s.deauthorize_url,
+            data_deletion_url: s.data_deletion_url,
+            ..app.clone()
+        };
+        if !self.store.update_app(&edited).await? {
+            return Err(OpError::NotFound(format!("no app with id {}", app.id)));
+        }
+        let mut changed = Vec::new();
+        if edited.name != app.name {
+            changed.push("name".to_owned());
+        }
+        if edited.redirect_uris != app.redirect_uris {
+            changed.push("redirect URIs".into());
+        }
+        if edited.scopes != app.scopes {
+            changed.push(format!("scopes {}", edited.scopes.to_stored()));
+        }
+        if edited.mode != app.mode {
+            changed.push(format!("mode {}", edited.mode.as_str()));
+        }
+        if (&edited.deauthorize_url, &edited.data_deletion_url)
+            != (&app.deauthorize_url, &app.data_deletion_url)
+        {
+            changed.push("callback URLs".into());
+        }
+        if !changed.is_empty() {
+            self.audit(
+                AuditKind::AppChanged,
+                Outcome::Success,
+                Entry::default().app(&app.id).detail(changed.join(", ")),
+            )
+            .await;
+        }
+        Ok(edited)
+    }
+
+    /// Invites `username` to `role` on the app. The role is theirs once they accept.
+    pub async fn invite(&self, app: &App, username: &str, role: Role) -> Result<User, OpError> {
+        if !invitable(role) {
+            return Err(OpError::Invalid(
+                "people can be invited as developers or testers".into(),
+            ));
+        }
+        let user = self.user(username).await?;
+        if let Some(held) = self.store.role(&app.id, user.id).await? {
+            return Err(OpError::Conflict(format!(
+                "{} is already {} {} of this app",
+                user.username,
+                if held == Role::Admin { "an" } else { "a" },
+                held.as_str()
+            )));
+        }
+        self.store
+            .invite(&app.id, user.id, role, self.clock.now())
+            .await?;
+        self.audit(
+            AuditKind::AppChanged,
+            Outcome::Success,
+            Entry::default()
+                .app(&app.id)
+                .user(Some(user.id))
+                .detail(format!("invited as {}", role.as_str())),
+        )
+        .await;
+        Ok(user)
+    }
+
+    /// Accepts or declines the user's pending invitation to the app.
+    pub async fn answer_invitation(
+        &self,
+        user: &User,
+        app_id: &str,
+        accept: bool,
+    ) -> Result<(), OpError> {
+        let app = self.app(app_id).await?;
+        if !self
+            .store
+            .answer_invitation(&app.id, user.id, accept, self.clock.now())
+            .await?
+        {
+            return Err(OpError::NotFound(format!(
+                "no pending invitation to {}",
+                app.name
+            )));
+        }
+        self.audit(
+            AuditKind::AppChanged,
+            Outcome::Success,
+            Entry::default()
+                .app(&app.id)
+                .user(Some(user.id))
+                .detail(if accept {
+                    "invitation accepted"
+                } else {
+                    "invitation declined"
+                }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Asks the app to delete the user's data: its data-deletion callback is queued.
+    pub async fn request_data_deletion(&self, user: &User, app_id: &str) -> Result<App, OpError> {
+        let app = self.app(app_id).await?;
+        if app.data_deletion_url.is_none() {
+            return Err(OpError::Invalid(format!(
+                "{} has not set up data-deletion requests; contact its developer",
+                app.name
+            )));
+        }
+        if !self
+            .store
+            .request_data_deletion(&app.id, user.id, self.clock.now())
+            .await?
+        {
+            return Err(OpError::NotFound(format!(
+                "you have not authorized {}",
+                app.name
+            )));
+        }
+        self.audit(
+            AuditKind::DataDeletionRequested,
+            Outcome::Success,
+            Entry::default().app(&app.id).user(Some(user.id)),
+        )
+        .await;
+        Ok(app)
+    }
+
+    /// A person changes their own password: the current one must be right. Every token they
+    /// hold is revoked (see [`Ops::change_password`]); returns the user as now stored.
+    pub async fn change_own_password(
+        &self,
+        user: &User,
+        current: Password,
+        new: Password,
+    ) -> Result<User, OpError> {
+        let phc = user.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&current, &phc))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            self.audit(
+                AuditKind::PasswordChanged,
+                Outcome::Failure,
+                Entry::default()
+                    .user(Some(user.id))
+                    .detail("wrong current password"),
+            )
+            .await;
+            return Err(OpError::Invalid("Your current password is incorrect.".into()));
+        }
+        check_policy(&new)?;
+        let revoked = self.change_password(&user.username, new).await?;
+        self.audit(
+            AuditKind::PasswordChanged,
+            Outcome::Success,
+            Entry::default()
+                .user(Some(user.id))
+                .detail(format!("{revoked} tokens revoked")),
+        )
+        .await;
+        self.user(&user.username).await
+    }
+}
