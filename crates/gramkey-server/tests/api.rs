@@ -19,6 +19,9 @@ use reqwest::redirect::Policy;
 use serde_json::Value;
 
 const START: i64 = 1_800_000_000;
+
+#[path = "browser/harness.rs"]
+mod browser;
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 // ---------------------------------------------------------------------------------------------
@@ -2373,9 +2376,23 @@ impl Receiver {
             };
             (axum::http::StatusCode::OK, body)
         }
+        // For the browser test: where the app's redirect lands, and how the script tells the
+        // receiver the secret it read off the dashboard and asks what has arrived.
+        async fn landing() -> &'static str {
+            "signed in"
+        }
+        async fn set_secret(State(r): State<Receiver>, secret: String) {
+            r.set_secret(&secret);
+        }
+        async fn arrived(State(r): State<Receiver>) -> axum::Json<Vec<(String, String)>> {
+            axum::Json(r.got.lock().unwrap().clone())
+        }
         let app = axum::Router::new()
             .route("/deauth", axum::routing::post(handle))
             .route("/delete", axum::routing::post(handle))
+            .route("/cb", axum::routing::get(landing))
+            .route("/test/secret", axum::routing::post(set_secret))
+            .route("/test/arrived", axum::routing::get(arrived))
             .with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         r
