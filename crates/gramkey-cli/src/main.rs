@@ -228,7 +228,11 @@ struct ServeArgs {
     log_format: LogFormat,
     /// A user who may open the admin console (/console) when signed in; repeat for more, or
     /// separate with commas. Anyone with the admin key may open it too.
-    #[arg(long = "admin-user", env = "GRAMKEY_ADMIN_USERS", value_delimiter = ',')]
+    #[arg(
+        long = "admin-user",
+        env = "GRAMKEY_ADMIN_USERS",
+        value_delimiter = ','
+    )]
     admin_users: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,

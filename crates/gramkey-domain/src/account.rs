@@ -135,9 +135,7 @@ mod tests {
         );
         assert_eq!(
             AccessStatus::of(5_000, granted, Some(5_000)),
-            AccessStatus::Expired {
-                since: Some(5_000)
-            }
+            AccessStatus::Expired { since: Some(5_000) }
         );
     }
 

@@ -96,7 +96,13 @@ mod tests {
         );
         assert_eq!(c.bars.len(), HOURS);
         assert_eq!(c.bars[0].hour, 77 * 3600);
-        assert_eq!(c.bars[23], Bar { hour: 100 * 3600, calls: 7 });
+        assert_eq!(
+            c.bars[23],
+            Bar {
+                hour: 100 * 3600,
+                calls: 7
+            }
+        );
         assert_eq!(c.bars[13].calls, 3);
         assert_eq!(c.total(), 10, "an hour outside the window is left out");
     }
@@ -105,7 +111,10 @@ mod tests {
     fn the_axis_is_round_and_covers_both_the_bars_and_the_ceiling() {
         let now = 10 * 3600;
         let c = last_24_hours(now, &[(now, 30)], 200);
-        assert_eq!((c.y_max, c.ticks.clone()), (200, vec![0, 50, 100, 150, 200]));
+        assert_eq!(
+            (c.y_max, c.ticks.clone()),
+            (200, vec![0, 50, 100, 150, 200])
+        );
         let c = last_24_hours(now, &[(now, 730)], 200);
         assert_eq!(c.y_max, 800);
         assert!(c.y_max >= 730);

@@ -213,7 +213,9 @@ impl Ops {
                     .detail("wrong current password"),
             )
             .await;
-            return Err(OpError::Invalid("Your current password is incorrect.".into()));
+            return Err(OpError::Invalid(
+                "Your current password is incorrect.".into(),
+            ));
         }
         check_policy(&new)?;
         let revoked = self.change_password(&user.username, new).await?;

@@ -22,8 +22,8 @@ use std::collections::HashMap;
 
 use crate::handlers::me::is_graph_version;
 use crate::handlers::{
-    account, admin, authorize, console, dashboard, debug, graph, legacy, lifecycle, me, rfc, sandbox,
-    token,
+    account, admin, authorize, console, dashboard, debug, graph, legacy, lifecycle, me, rfc,
+    sandbox, token,
 };
 use crate::observe;
 use crate::state::AppState;

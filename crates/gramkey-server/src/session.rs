@@ -104,7 +104,11 @@ pub fn signed_in(state: &AppState, jar: PrivateCookieJar, user: &User) -> Privat
 
 /// A session for the console, signed in with the admin key (keeping a signed-in user, if
 /// any). A new CSRF token too.
-pub fn admin_signed_in(state: &AppState, jar: PrivateCookieJar, previous: Option<Session>) -> PrivateCookieJar {
+pub fn admin_signed_in(
+    state: &AppState,
+    jar: PrivateCookieJar,
+    previous: Option<Session>,
+) -> PrivateCookieJar {
     let mut s = new_session(state);
     if let Some(p) = previous {
         (s.uid, s.pw, s.auth_at) = (p.uid, p.pw, p.auth_at);

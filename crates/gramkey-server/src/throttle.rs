@@ -172,12 +172,7 @@ pub async fn login_failed(
 }
 
 /// A right password: its attempt is taken back, and the account's count cleared.
-pub async fn login_succeeded(
-    state: &AppState,
-    username: &str,
-    user: UserId,
-    app: Option<&AppId>,
-) {
+pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app: Option<&AppId>) {
     let keys = login_keys(state, username);
     state.limiter.clear(&keys[0].0).await;
     for (key, _) in &keys[1..] {

@@ -22,6 +22,8 @@ const START: i64 = 1_800_000_000;
 
 #[path = "browser/harness.rs"]
 mod browser;
+#[path = "browser/site.rs"]
+mod site;
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 // ---------------------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ use gramkey_domain::error::RevokeReason;
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
 use moka::sync::Cache;
 
+use crate::{AccessStore, AppAccess, Invitation, InvitationsOf};
 use crate::{
     App, AppStore, Decide, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
     Redemption, Result, Store, TokenRecord, User, UserStore,
 };
-use crate::{AccessStore, AppAccess, Invitation, InvitationsOf};
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use crate::{
     AuditEvent, AuditQuery, MonitorStore, NetworkSeen, NewAuditEvent, UsageDelta, UsageHour,

@@ -8,8 +8,8 @@ use gramkey_domain::error::{RevokeReason, TokenEndpointError};
 use gramkey_domain::graph::paging::Position;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::{
-    AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime,
-    UserId,
+    AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
+    UnixTime, UserId,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -464,7 +464,12 @@ impl AppStore for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(|(app, role)| Ok((app?, Role::parse(&role).ok_or_else(|| corrupt("role", &role))?)))
+            .map(|(app, role)| {
+                Ok((
+                    app?,
+                    Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+                ))
+            })
             .collect()
     }
 }

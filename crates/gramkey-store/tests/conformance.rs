@@ -16,12 +16,12 @@ use gramkey_domain::{
     AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
     UserId,
 };
+use gramkey_store::InvitationsOf;
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
 use gramkey_store::{
     App, Attempt, CommentsOf, Container, Derivation, Media, NewCode, NewComment, NewToken, NewUser,
     Profile, Publication, PublishOutcome, Redemption, Revoke, Store, StoreError,
 };
-use gramkey_store::InvitationsOf;
 use gramkey_store::{AuditEvent, AuditQuery, NetworkSeen, NewAuditEvent, UsageDelta, UsageHour};
 
 const NOW: i64 = 1_700_000_000;
@@ -151,7 +151,10 @@ async fn apps_and_roles(s: &dyn Store) {
     assert_eq!(s.roles(&a.id).await.unwrap(), vec![(u.id, Role::Developer)]);
     let listed = s.apps_of(u.id).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].0.id.clone(), listed[0].1), (a.id.clone(), Role::Developer));
+    assert_eq!(
+        (listed[0].0.id.clone(), listed[0].1),
+        (a.id.clone(), Role::Developer)
+    );
 
     assert!(s.delete_app(&a.id).await.unwrap());
     assert!(!s.delete_app(&a.id).await.unwrap());
@@ -816,7 +819,11 @@ async fn access(s: &dyn Store) {
     let of_u = s.invitations(InvitationsOf::User(u)).await.unwrap();
     assert_eq!(of_u.len(), 2);
     assert_eq!(of_u[0].app_name, b.name);
-    assert_eq!(s.role(&a.id, u).await.unwrap(), None, "not before accepting");
+    assert_eq!(
+        s.role(&a.id, u).await.unwrap(),
+        None,
+        "not before accepting"
+    );
     assert!(s.answer_invitation(&a.id, u, true, NOW + 5).await.unwrap());
     assert!(
         !s.answer_invitation(&a.id, u, false, NOW + 6).await.unwrap(),
@@ -851,8 +858,12 @@ async fn access(s: &dyn Store) {
     // Grants, with the latest expiry of their live tokens.
     let scoped_a = ScopedUserId::parse("17841400000000501").unwrap();
     let scoped_b = ScopedUserId::parse("17841400000000502").unwrap();
-    s.save_grant(&a.id, u, &a.scopes, &scoped_a, NOW).await.unwrap();
-    s.save_grant(&b.id, u, &b.scopes, &scoped_b, NOW + 10).await.unwrap();
+    s.save_grant(&a.id, u, &a.scopes, &scoped_a, NOW)
+        .await
+        .unwrap();
+    s.save_grant(&b.id, u, &b.scopes, &scoped_b, NOW + 10)
+        .await
+        .unwrap();
     let mut t = token_for(&code(201, &a, u, &scoped_a), hash(201));
     t.expires_at = NOW + 500;
     s.create_token(&t).await.unwrap();
@@ -886,7 +897,11 @@ async fn access(s: &dyn Store) {
     let removed = s.removed_grants(u).await.unwrap();
     assert_eq!(removed.len(), 1);
     assert_eq!(
-        (removed[0].app_id.clone(), removed[0].removed_at, removed[0].granted_at),
+        (
+            removed[0].app_id.clone(),
+            removed[0].removed_at,
+            removed[0].granted_at
+        ),
         (b.id.clone(), Some(NOW + 20), NOW + 10)
     );
     assert_eq!(s.user_grants(u).await.unwrap().len(), 1);
@@ -907,7 +922,9 @@ async fn access(s: &dyn Store) {
         scoped_a
     );
 
-    s.save_grant(&b.id, u, &b.scopes, &scoped_b, NOW + 40).await.unwrap();
+    s.save_grant(&b.id, u, &b.scopes, &scoped_b, NOW + 40)
+        .await
+        .unwrap();
     assert!(s.removed_grants(u).await.unwrap().is_empty());
 
     // Removals are purged with the tokens' cutoff.

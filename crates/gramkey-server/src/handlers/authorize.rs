@@ -22,8 +22,8 @@ use gramkey_store::{App, NewCode, User};
 use crate::audit::Entry;
 use crate::pages;
 use crate::session::{self, Session};
-use crate::state::AppState;
 use crate::signin::{self, SignInError};
+use crate::state::AppState;
 use gramkey_domain::audit::{AuditKind, Outcome};
 
 /// Form fields that belong to the form itself, not to the authorize request.

@@ -37,10 +37,7 @@ async fn admin(state: &AppState, jar: &PrivateCookieJar) -> Result<Viewer, Respo
 
 pub async fn login_form(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
     let (jar, session) = session::ensure(&state, jar);
-    let page = pages::page(
-        StatusCode::OK,
-        pages::admin_key_login(&session.csrf, None),
-    );
+    let page = pages::page(StatusCode::OK, pages::admin_key_login(&session.csrf, None));
     (jar, page).into_response()
 }
 
@@ -57,10 +54,7 @@ pub async fn login(
         return resp;
     }
     let refuse = |status: StatusCode, message: &str| {
-        pages::page(
-            status,
-            pages::admin_key_login(&session.csrf, Some(message)),
-        )
+        pages::page(status, pages::admin_key_login(&session.csrf, Some(message)))
     };
     if let Err((wait, locked)) = throttle::login_attempt(&state, ADMIN_KEY_ACCOUNT, None).await {
         return refuse(

@@ -36,7 +36,15 @@ pub async fn apps(
         Ok(v) => v,
         Err(resp) => return resp,
     };
-    list(&state, &viewer, &user, &AppForm::blank(), None, StatusCode::OK).await
+    list(
+        &state,
+        &viewer,
+        &user,
+        &AppForm::blank(),
+        None,
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn list(
@@ -92,7 +100,15 @@ pub async fn create(
                 error: None,
                 done: None,
             };
-            app_page(&state, &viewer, &app, Role::Admin, view, StatusCode::CREATED).await
+            app_page(
+                &state,
+                &viewer,
+                &app,
+                Role::Admin,
+                view,
+                StatusCode::CREATED,
+            )
+            .await
         }
         Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
         Err(e) => {
@@ -137,7 +153,10 @@ async fn app_page(
         let users = store.authorized_users(&app.id).await?;
         let mut roles = Vec::new();
         for (uid, role) in store.roles(&app.id).await? {
-            let name = store.user(uid).await?.map_or_else(|| format!("#{}", uid.0), |u| u.username);
+            let name = store
+                .user(uid)
+                .await?
+                .map_or_else(|| format!("#{}", uid.0), |u| u.username);
             roles.push((name, role));
         }
         let invitations = store.invitations(InvitationsOf::App(&app.id)).await?;

@@ -1,7 +1,8 @@
 //! The usage chart, drawn on the server as inline SVG: no script, no remote asset, styled by
 //! the site's stylesheet. Each bar carries its hour and count (`data-hour`, `data-calls`, and
 //! a `<title>` tooltip), and a table of the same numbers follows for screen readers and for
-//! anyone who wants the figures.
+//! anyone who wants the figures. SVG elements are always closed (`{}`): in HTML, a foreign
+//! element written `<line>` without a closing tag would swallow what follows.
 
 use gramkey_domain::chart::HourlyChart;
 use maud::{Markup, html};
@@ -11,7 +12,7 @@ const H: f64 = 240.0;
 /// Room for the y labels on the left and the hour labels below.
 const LEFT: f64 = 48.0;
 const BOTTOM: f64 = 24.0;
-const TOP: f64 = 12.0;
+const TOP: f64 = 22.0;
 
 fn hour_label(hour: i64) -> String {
     format!("{:02}:00", hour.rem_euclid(86_400) / 3600)
@@ -39,7 +40,7 @@ pub fn usage(chart: &HourlyChart, ceiling_shown: bool) -> Markup {
                 title id="chart-title" { "Calls per hour, last 24 hours" }
                 desc id="chart-desc" { (summary) }
                 @for t in &chart.ticks {
-                    line class="grid" x1=(LEFT) x2=(W - 8.0) y1=(y(*t)) y2=(y(*t));
+                    line class="grid" x1=(LEFT) x2=(W - 8.0) y1=(y(*t)) y2=(y(*t)) {}
                     text class="axis" x=(LEFT - 6.0) y=(y(*t) + 4.0) text-anchor="end" { (t) }
                 }
                 @for (i, bar) in chart.bars.iter().enumerate() {
@@ -53,7 +54,7 @@ pub fn usage(chart: &HourlyChart, ceiling_shown: bool) -> Markup {
                     }
                 }
                 @if ceiling_shown {
-                    line class="ceiling" x1=(LEFT) x2=(W - 8.0) y1=(y(chart.ceiling)) y2=(y(chart.ceiling));
+                    line class="ceiling" x1=(LEFT) x2=(W - 8.0) y1=(y(chart.ceiling)) y2=(y(chart.ceiling)) {}
                     text class="ceiling-label" x=(W - 10.0) y=(y(chart.ceiling) - 4.0) text-anchor="end" { "limit " (chart.ceiling) "/h" }
                 }
             }
@@ -72,5 +73,22 @@ pub fn usage(chart: &HourlyChart, ceiling_shown: bool) -> Markup {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_svg_element_is_closed() {
+        let c = gramkey_domain::chart::last_24_hours(36_000, &[(36_000, 5)], 200);
+        let svg = super::usage(&c, true).into_string();
+        for tag in ["line", "rect", "text", "title", "desc"] {
+            assert_eq!(
+                svg.matches(&format!("<{tag} ")).count() + svg.matches(&format!("<{tag}>")).count(),
+                svg.matches(&format!("</{tag}>")).count(),
+                "<{tag}> opened and closed alike"
+            );
+        }
+        assert_eq!(svg.matches("class=\"bar\"").count(), 24);
     }
 }

@@ -128,12 +128,7 @@ fn settings_fields(f: &AppForm) -> Markup {
 }
 
 /// The apps the person manages, and the form to register one.
-pub fn apps(
-    nav: &Nav<'_>,
-    apps: &[(App, Role)],
-    form: &AppForm,
-    error: Option<&str>,
-) -> Markup {
+pub fn apps(nav: &Nav<'_>, apps: &[(App, Role)], form: &AppForm, error: Option<&str>) -> Markup {
     site(
         "Developer dashboard",
         nav,

@@ -56,7 +56,8 @@ pub(crate) fn to_access(
 }
 
 /// The invitation columns, `{}` being the filter column (`i.app_id` or `i.user_id`).
-pub(crate) const INVITATIONS: &str = "SELECT i.app_id, a.name, i.user_id, u.username, i.role, i.state, i.invited_at, i.answered_at
+pub(crate) const INVITATIONS: &str =
+    "SELECT i.app_id, a.name, i.user_id, u.username, i.role, i.state, i.invited_at, i.answered_at
      FROM app_invitations i JOIN apps a ON a.id = i.app_id JOIN users u ON u.id = i.user_id
      WHERE {} ORDER BY i.invited_at DESC, u.username";
 

@@ -1,0 +1,775 @@
+//! The site's pages over plain HTTP, for what a browser run does not show: every form refused
+//! without its CSRF token, sign-in required, bad input kept and explained, who may see what,
+//! the Active / Expired / Removed sorting, password changes and the console's own sign-in.
+
+use gramkey_domain::{AppMode, ClientSecret, Role};
+use gramkey_server::ops::NewAppInput;
+use gramkey_server::test_support::hidden_inputs;
+use reqwest::StatusCode;
+
+use super::{TestApp, browser, code_of, exchange, graph_code, location, logs, me};
+
+/// Signs `c` in on the site's own login page.
+async fn sign_in(t: &TestApp, c: &reqwest::Client, user: &str, password: &str) {
+    let page = c
+        .get(t.url("/accounts/login/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut form = hidden_inputs(&page);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let r = c
+        .post(t.url("/accounts/login/"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{user} signs in");
+}
+
+/// The CSRF token of the page at `path`.
+async fn csrf(t: &TestApp, c: &reqwest::Client, path: &str) -> String {
+    let html = c
+        .get(t.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    hidden_inputs(&html)
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v)
+        .expect("a form with a CSRF token")
+}
+
+async fn post(
+    t: &TestApp,
+    c: &reqwest::Client,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, String, String) {
+    let r = c.post(t.url(path)).form(form).send().await.unwrap();
+    let status = r.status();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, loc, r.text().await.unwrap())
+}
+
+async fn get(t: &TestApp, c: &reqwest::Client, path: &str) -> (StatusCode, String) {
+    let r = c.get(t.url(path)).send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// An app `owner` registered on the dashboard: its id and secret.
+async fn dashboard_app(t: &TestApp, c: &reqwest::Client, name: &str) -> (String, String) {
+    let token = csrf(t, c, "/developers/apps/").await;
+    let r = c
+        .post(t.url("/developers/apps/"))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("name", name),
+            (
+                "redirect_uris",
+                "https://app.example/cb\nhttp://127.0.0.1/cb",
+            ),
+            ("scopes", "user_profile"),
+            ("scopes", "user_media"),
+            ("mode", "live"),
+            ("deauthorize_url", "https://app.example/deauth"),
+            ("data_deletion_url", "https://app.example/delete"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.unwrap();
+    let between = |start: &str| {
+        let from = html.find(start).unwrap() + start.len();
+        html[from..from + html[from..].find('<').unwrap()].to_owned()
+    };
+    (
+        between("<code id=\"client-id\">"),
+        between("<code id=\"client-secret\">"),
+    )
+}
+
+#[tokio::test]
+async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
+    let t = TestApp::sqlite().await;
+    t.user("dana", "dana-password").await;
+    let anonymous = browser();
+    for path in [
+        "/accounts/manage_access/",
+        "/accounts/invitations/",
+        "/accounts/password/change/",
+        "/developers/apps/",
+        "/developers/apps/1234567890/?x=1",
+    ] {
+        let r = anonymous.get(t.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
+        let expected = format!(
+            "/accounts/login/?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", path)
+                .finish()
+        );
+        assert_eq!(location(&r), expected, "{path} comes back after sign-in");
+    }
+    let r = anonymous.get(t.url("/console/audit")).send().await.unwrap();
+    assert_eq!(location(&r), "/console/login");
+
+    // A wrong password: the form again, with the reason, and a 401.
+    let c = browser();
+    let token = csrf(&t, &c, "/accounts/login/").await;
+    let (s, _, html) = post(
+        &t,
+        &c,
+        "/accounts/login/",
+        &[
+            ("csrf", &token),
+            ("username", "dana"),
+            ("password", "nope-nope"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("The username or password is incorrect."));
+
+    // After sign-in, `next` is followed only to a path on this site.
+    let token = csrf(&t, &c, "/accounts/login/").await;
+    let (s, loc, _) = post(
+        &t,
+        &c,
+        "/accounts/login/",
+        &[
+            ("csrf", &token),
+            ("username", "dana"),
+            ("password", "dana-password"),
+            ("next", "https://evil.example/"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (StatusCode::SEE_OTHER, "/accounts/manage_access/")
+    );
+
+    // Every form refuses a missing or wrong token, and changes nothing.
+    let posts: [(&str, &[(&str, &str)]); 9] = [
+        (
+            "/developers/apps/",
+            &[
+                ("name", "x"),
+                ("redirect_uris", "https://a.example/"),
+                ("scopes", "user_profile"),
+                ("mode", "live"),
+            ],
+        ),
+        ("/developers/apps/1234567890/settings", &[("name", "x")]),
+        ("/developers/apps/1234567890/secret", &[("grace", "0")]),
+        (
+            "/developers/apps/1234567890/invitations",
+            &[("username", "dana"), ("role", "tester")],
+        ),
+        ("/accounts/manage_access/1234567890/remove", &[]),
+        ("/accounts/manage_access/1234567890/delete_data", &[]),
+        (
+            "/accounts/invitations/1234567890",
+            &[("decision", "accept")],
+        ),
+        (
+            "/accounts/password/change/",
+            &[
+                ("current", "dana-password"),
+                ("new", "longer-password"),
+                ("confirm", "longer-password"),
+            ],
+        ),
+        ("/accounts/logout/", &[]),
+    ];
+    for (path, fields) in posts {
+        for token in [None, Some("wrong-token")] {
+            let mut form: Vec<(&str, &str)> = fields.to_vec();
+            if let Some(tk) = token {
+                form.push(("csrf", tk));
+            }
+            let (s, _, html) = post(&t, &c, path, &form).await;
+            // The dashboard's app routes check the app before the form: an unknown app is
+            // "not found" whatever the token.
+            assert!(
+                s == StatusCode::FORBIDDEN
+                    || (s == StatusCode::NOT_FOUND && path.starts_with("/developers/apps/1")),
+                "{path} with {token:?}: {s}"
+            );
+            if s == StatusCode::FORBIDDEN {
+                assert!(html.contains("This form has expired"), "{path}");
+            }
+        }
+    }
+    let dana = t.state.ops.user("dana").await.unwrap();
+    assert!(t.state.ops.store.apps_of(dana.id).await.unwrap().is_empty());
+    assert_eq!(
+        get(&t, &c, "/accounts/manage_access/").await.0,
+        StatusCode::OK,
+        "still signed in"
+    );
+
+    // Logging out with the token ends the session.
+    let token = csrf(&t, &c, "/accounts/manage_access/").await;
+    let (s, loc, _) = post(&t, &c, "/accounts/logout/", &[("csrf", &token)]).await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (StatusCode::SEE_OTHER, "/accounts/login/")
+    );
+    assert_eq!(
+        get(&t, &c, "/accounts/manage_access/").await.0,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
+    let t = TestApp::sqlite().await;
+    for name in ["dana", "tom", "nina"] {
+        t.user(name, &format!("{name}-password")).await;
+    }
+    let dana = browser();
+    sign_in(&t, &dana, "dana", "dana-password").await;
+
+    // A bad redirect URI: 400, the reason, and every field as typed (escaped).
+    let token = csrf(&t, &dana, "/developers/apps/").await;
+    let (s, _, html) = post(
+        &t,
+        &dana,
+        "/developers/apps/",
+        &[
+            ("csrf", &token),
+            ("name", "Keep <me>"),
+            ("redirect_uris", "ftp://nope.example/cb"),
+            ("scopes", "user_media"),
+            ("mode", "live"),
+            ("deauthorize_url", "https://keep.example/d"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("invalid redirect URI"), "{html}");
+    assert!(html.contains("value=\"Keep &lt;me&gt;\""));
+    assert!(html.contains(">ftp://nope.example/cb</textarea>"));
+    assert!(html.contains("value=\"https://keep.example/d\""));
+    assert!(html.contains("value=\"user_media\" checked"));
+    assert!(html.contains("value=\"live\" checked"));
+    let (s, _, html) = post(
+        &t,
+        &dana,
+        "/developers/apps/",
+        &[
+            ("csrf", &token),
+            ("name", "No scopes"),
+            ("redirect_uris", "https://a.example/cb"),
+            ("mode", "live"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("at least one scope"), "{html}");
+
+    // A good one: created, its secret shown (never logged), its creator its admin.
+    let (id, secret) = dashboard_app(&t, &dana, "Dana's app").await;
+    let logged = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
+    assert!(!logged.contains(&secret), "the client secret was logged");
+    let app_path = format!("/developers/apps/{id}/");
+    let (s, html) = get(&t, &dana, &app_path).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!html.contains(&secret), "the secret is shown only once");
+
+    // Someone without a role, and a tester, see no such app; a developer does.
+    let tom = browser();
+    sign_in(&t, &tom, "tom", "tom-password").await;
+    assert_eq!(get(&t, &tom, &app_path).await.0, StatusCode::NOT_FOUND);
+    t.state
+        .ops
+        .set_role(&id, "tom", Role::Tester)
+        .await
+        .unwrap();
+    assert_eq!(get(&t, &tom, &app_path).await.0, StatusCode::NOT_FOUND);
+    let token = csrf(&t, &tom, "/developers/apps/").await;
+    let (s, _, _) = post(
+        &t,
+        &tom,
+        &format!("/developers/apps/{id}/secret"),
+        &[("csrf", &token), ("grace", "0")],
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a tester cannot rotate the secret"
+    );
+    t.state
+        .ops
+        .set_role(&id, "tom", Role::Developer)
+        .await
+        .unwrap();
+    assert_eq!(get(&t, &tom, &app_path).await.0, StatusCode::OK);
+
+    // Invitations: an unknown user, someone who already has a role, then a real one.
+    let token = csrf(&t, &dana, &app_path).await;
+    let invite = format!("/developers/apps/{id}/invitations");
+    let (s, _, html) = post(
+        &t,
+        &dana,
+        &invite,
+        &[("csrf", &token), ("username", "nobody"), ("role", "tester")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("no user named nobody"), "{html}");
+    let (s, _, html) = post(
+        &t,
+        &dana,
+        &invite,
+        &[("csrf", &token), ("username", "tom"), ("role", "tester")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("tom is already a developer of this app"),
+        "{html}"
+    );
+    let (s, _, html) = post(
+        &t,
+        &dana,
+        &invite,
+        &[("csrf", &token), ("username", "nina"), ("role", "admin")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("as developers or testers"), "{html}");
+    let (s, loc, _) = post(
+        &t,
+        &dana,
+        &invite,
+        &[("csrf", &token), ("username", "Nina"), ("role", "tester")],
+    )
+    .await;
+    assert_eq!(
+        (s, loc),
+        (StatusCode::SEE_OTHER, format!("{app_path}?done=invited"))
+    );
+
+    // Nina declines; the dashboard says so.
+    let nina = browser();
+    sign_in(&t, &nina, "nina", "nina-password").await;
+    let token = csrf(&t, &nina, "/accounts/invitations/").await;
+    let (s, loc, _) = post(
+        &t,
+        &nina,
+        &format!("/accounts/invitations/{id}"),
+        &[("csrf", &token), ("decision", "decline")],
+    )
+    .await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            "/accounts/invitations/?done=declined"
+        )
+    );
+    let (s, _, _) = post(
+        &t,
+        &nina,
+        &format!("/accounts/invitations/{id}"),
+        &[("csrf", &token), ("decision", "accept")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "answered already");
+    let (_, html) = get(&t, &dana, &app_path).await;
+    assert!(
+        html.contains(
+            "<td>nina</td><td>tester</td><td><span class=\"state declined\">declined</span>"
+        ),
+        "{html}"
+    );
+
+    // Settings: a bad edit changes nothing and keeps the input; a good one is saved and audited.
+    let settings = format!("/developers/apps/{id}/settings");
+    let base: Vec<(&str, &str)> = vec![
+        ("csrf", &token),
+        ("redirect_uris", "https://app.example/cb"),
+        ("scopes", "user_profile"),
+        ("mode", "development"),
+        ("deauthorize_url", ""),
+        ("data_deletion_url", ""),
+    ];
+    let token = csrf(&t, &dana, &app_path).await;
+    let mut bad = base.clone();
+    bad[0] = ("csrf", &token);
+    bad.push(("name", ""));
+    let (s, _, html) = post(&t, &dana, &settings, &bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        html.contains("app names must be 1 to 100 characters"),
+        "{html}"
+    );
+    assert_eq!(t.state.ops.app(&id).await.unwrap().name, "Dana's app");
+    let mut good = base.clone();
+    good[0] = ("csrf", &token);
+    good.push(("name", "Renamed"));
+    let (s, loc, _) = post(&t, &dana, &settings, &good).await;
+    assert_eq!(
+        (s, loc),
+        (StatusCode::SEE_OTHER, format!("{app_path}?done=saved"))
+    );
+    let app = t.state.ops.app(&id).await.unwrap();
+    assert_eq!(
+        (app.name.as_str(), app.mode),
+        ("Renamed", AppMode::Development)
+    );
+    assert_eq!(app.deauthorize_url, None);
+    let (_, html) = get(&t, &dana, &format!("{app_path}?done=saved")).await;
+    assert!(html.contains("Your changes were saved."));
+    assert!(
+        html.contains("name, redirect URIs, scopes user_profile, mode development, callback URLs"),
+        "{html}"
+    );
+
+    // Rotation with a grace period: a new secret shown once, the old one still good for now.
+    let (s, _, html) = post(
+        &t,
+        &dana,
+        &format!("/developers/apps/{id}/secret"),
+        &[("csrf", &token), ("grace", "3600")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let from = html.find("<code id=\"client-secret\">").unwrap() + 25;
+    let new_secret = &html[from..from + 32];
+    assert_ne!(new_secret, secret);
+    assert!(html.contains("The previous secret keeps working until"));
+    let app = t.state.ops.app(&id).await.unwrap();
+    assert!(
+        t.state
+            .ops
+            .client_secret_ok(&app, &ClientSecret::new(secret.as_str()))
+    );
+    assert!(
+        t.state
+            .ops
+            .client_secret_ok(&app, &ClientSecret::new(new_secret))
+    );
+    t.clock.advance(3601);
+    assert!(
+        !t.state
+            .ops
+            .client_secret_ok(&app, &ClientSecret::new(secret.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn apps_and_websites_sorts_active_expired_and_removed() {
+    let t = TestApp::sqlite().await;
+    t.user("alice", "alice-password").await;
+    let mk = |name: &str| NewAppInput {
+        name: name.into(),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        scopes: "user_profile".into(),
+        mode: AppMode::Live,
+        refresh_tokens: false,
+        deauthorize_url: Some("https://app.example/deauth".into()),
+        data_deletion_url: Some("https://app.example/delete".into()),
+    };
+    let (old, old_secret) = t.state.ops.create_app(mk("Old app")).await.unwrap();
+    let (new, new_secret) = t.state.ops.create_app(mk("New app")).await.unwrap();
+    let reg = |app: &gramkey_store::App, secret: &ClientSecret| super::Registered {
+        client_id: app.id.to_string(),
+        secret: secret.expose().to_owned(),
+        redirect_uri: "https://app.example/cb".into(),
+    };
+    let (old_reg, new_reg) = (reg(&old, &old_secret), reg(&new, &new_secret));
+    let c = browser();
+    let redirect = super::authorize(
+        &t,
+        &c,
+        &super::authorize_query(&old_reg, "user_profile", &[]),
+        "alice",
+        "alice-password",
+        "allow",
+    )
+    .await;
+    let (s, _) = exchange(&t, &old_reg, &code_of(&redirect), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    t.clock.advance(2 * 3600); // the short-lived token has expired
+    let r = c
+        .get(t.url(&format!(
+            "/oauth/authorize?{}",
+            super::authorize_query(&new_reg, "user_profile", &[])
+        )))
+        .send()
+        .await
+        .unwrap();
+    let html = r.text().await.unwrap();
+    let mut form = hidden_inputs(&html);
+    form.push(("decision".into(), "allow".into()));
+    let r = c
+        .post(t.url("/oauth/authorize/consent"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = exchange(&t, &new_reg, &code_of(&location(&r)), &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    let token = b["access_token"].as_str().unwrap().to_owned();
+
+    let tab = |name: &str| format!("/accounts/manage_access/?tab={name}");
+    let (_, active) = get(&t, &c, &tab("active")).await;
+    assert!(
+        active.contains("New app") && !active.contains("Old app"),
+        "{active}"
+    );
+    assert!(
+        active.contains("Active (1)")
+            && active.contains("Expired (1)")
+            && active.contains("Removed (0)")
+    );
+    let (_, expired) = get(&t, &c, &tab("expired")).await;
+    assert!(
+        expired.contains("Old app") && !expired.contains("New app"),
+        "{expired}"
+    );
+
+    // Remove without asking for deletion: only the deauthorize callback; the token is refused.
+    let token_csrf = csrf(&t, &c, &tab("active")).await;
+    let (s, loc, _) = post(
+        &t,
+        &c,
+        &format!("/accounts/manage_access/{}/remove", new.id),
+        &[("csrf", &token_csrf)],
+    )
+    .await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            "/accounts/manage_access/?tab=removed&done=removed"
+        )
+    );
+    assert_eq!(
+        graph_code(&me(&t, &token, "id").await.1),
+        (Some(190), Some(458))
+    );
+    let kinds = |app: &gramkey_store::App| {
+        let store = t.state.ops.store.clone();
+        let id = app.id.clone();
+        async move {
+            store
+                .callbacks(Some(&id), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.kind.as_str())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(kinds(&new).await, vec!["deauthorize"]);
+    let (s, _, _) = post(
+        &t,
+        &c,
+        &format!("/accounts/manage_access/{}/remove", new.id),
+        &[("csrf", &token_csrf)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "removed already");
+
+    // From the Removed tab, a data-deletion request later on.
+    let (_, removed) = get(&t, &c, &tab("removed")).await;
+    assert!(removed.contains("New app") && removed.contains("Request deletion of my data"));
+    let (s, loc, _) = post(
+        &t,
+        &c,
+        &format!("/accounts/manage_access/{}/delete_data", new.id),
+        &[("csrf", &token_csrf)],
+    )
+    .await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            "/accounts/manage_access/?tab=removed&done=deletion"
+        )
+    );
+    assert_eq!(kinds(&new).await, vec!["data_deletion", "deauthorize"]);
+    let events = t
+        .state
+        .ops
+        .store
+        .audit(&gramkey_store::AuditQuery {
+            app: Some(new.id.clone()),
+            user: None,
+            kind: Some(gramkey_domain::audit::AuditKind::DataDeletionRequested),
+            since: None,
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn changing_the_password_on_the_settings_page() {
+    let t = TestApp::sqlite().await;
+    let app = t.app("user_profile", AppMode::Live).await;
+    t.user("alice", "alice-password").await;
+    let token = super::user_token(&t, &app, "user_profile", "alice").await;
+    let here = browser();
+    let elsewhere = browser();
+    sign_in(&t, &here, "alice", "alice-password").await;
+    sign_in(&t, &elsewhere, "alice", "alice-password").await;
+    let path = "/accounts/password/change/";
+    let csrf_token = csrf(&t, &here, path).await;
+    for (current, new, confirm, says) in [
+        (
+            "alice-password",
+            "brand-new-password",
+            "brand-new-passw0rd",
+            "do not match",
+        ),
+        (
+            "wrong-password",
+            "brand-new-password",
+            "brand-new-password",
+            "current password is incorrect",
+        ),
+        ("alice-password", "short", "short", "at least 8 characters"),
+    ] {
+        let (s, _, html) = post(
+            &t,
+            &here,
+            path,
+            &[
+                ("csrf", &csrf_token),
+                ("current", current),
+                ("new", new),
+                ("confirm", confirm),
+            ],
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{says}");
+        assert!(html.contains(says), "{says}: {html}");
+    }
+    assert_eq!(
+        me(&t, &token, "id").await.0,
+        StatusCode::OK,
+        "nothing changed yet"
+    );
+    let (s, loc, _) = post(
+        &t,
+        &here,
+        path,
+        &[
+            ("csrf", &csrf_token),
+            ("current", "alice-password"),
+            ("new", "brand-new-password"),
+            ("confirm", "brand-new-password"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            "/accounts/password/change/?done=password"
+        )
+    );
+    assert_eq!(
+        graph_code(&me(&t, &token, "id").await.1),
+        (Some(190), Some(460))
+    );
+    assert_eq!(
+        get(&t, &here, "/accounts/manage_access/").await.0,
+        StatusCode::OK,
+        "this browser stays signed in"
+    );
+    assert_eq!(
+        get(&t, &elsewhere, "/accounts/manage_access/").await.0,
+        StatusCode::SEE_OTHER,
+        "others are signed out"
+    );
+    sign_in(&t, &elsewhere, "alice", "brand-new-password").await;
+}
+
+#[tokio::test]
+async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
+    let t = TestApp::sqlite().await;
+    let c = browser();
+    let token = csrf(&t, &c, "/console/login").await;
+    let (s, _, html) = post(
+        &t,
+        &c,
+        "/console/login",
+        &[("csrf", &token), ("key", "not-the-key")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("That is not the admin key."));
+    let (s, loc, _) = post(
+        &t,
+        &c,
+        "/console/login",
+        &[("csrf", &token), ("key", super::ADMIN_KEY)],
+    )
+    .await;
+    assert_eq!((s, loc.as_str()), (StatusCode::SEE_OTHER, "/console/audit"));
+
+    // 60 events: a page of 50, then the other 10 behind "Older events".
+    t.user("alice", "alice-password").await;
+    for _ in 0..59 {
+        t.state
+            .ops
+            .audit(
+                gramkey_domain::audit::AuditKind::LoginSucceeded,
+                gramkey_domain::audit::Outcome::Success,
+                gramkey_server::audit::Entry::default(),
+            )
+            .await;
+    }
+    let (s, html) = get(&t, &c, "/console/audit?event=login_succeeded").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(html.matches("<code>login_succeeded</code>").count(), 50);
+    let from = html
+        .find("href=\"/console/audit?event=login_succeeded&amp;before=")
+        .expect("an older page")
+        + 6;
+    let older = html[from..from + html[from..].find('"').unwrap()].replace("&amp;", "&");
+    let (_, html) = get(&t, &c, &older).await;
+    assert_eq!(html.matches("<code>login_succeeded</code>").count(), 9);
+    assert!(!html.contains("Older events"));
+
+    // Bad filters are explained next to the form.
+    let (s, html) = get(&t, &c, "/console/audit?since=yesterday").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("Since must be a date"));
+    let (s, html) = get(&t, &c, "/console/audit?user=nobody").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("no user named nobody"));
+    assert_eq!(get(&t, &c, "/console/users").await.0, StatusCode::OK);
+    assert_eq!(get(&t, &c, "/console/apps").await.0, StatusCode::OK);
+
+    // A signed-in user who is not an admin is refused.
+    let alice = browser();
+    sign_in(&t, &alice, "alice", "alice-password").await;
+    assert_eq!(
+        get(&t, &alice, "/console/audit").await.0,
+        StatusCode::FORBIDDEN
+    );
+}
