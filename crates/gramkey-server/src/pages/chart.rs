@@ -62,7 +62,7 @@ pub fn usage(chart: &HourlyChart, ceiling_shown: bool) -> Markup {
         }
         details {
             summary { "The numbers" }
-            div class="scroll" {
+            div class="scroll" tabindex="0" role="region" aria-label="Calls per hour" {
                 table id="usage-table" {
                     thead { tr { th scope="col" { "Hour (UTC)" } th scope="col" { "Calls" } } }
                     tbody {

@@ -56,7 +56,7 @@ fn console(nav: &Nav<'_>, title: &str, body: Markup) -> Markup {
 /// Audit events, newest first.
 pub fn events_table(events: &[AuditEvent]) -> Markup {
     html! {
-        div class="scroll" {
+        div class="scroll" tabindex="0" role="region" aria-label="Audit events" {
             table class="events" {
                 thead { tr {
                     th scope="col" { "Time" } th scope="col" { "Event" } th scope="col" { "Outcome" }
@@ -123,7 +123,7 @@ pub fn apps(nav: &Nav<'_>, apps: &[App]) -> Markup {
         "Apps",
         html! {
             h1 { "Apps" }
-            div class="scroll" {
+            div class="scroll" tabindex="0" role="region" aria-label="Apps" {
                 table id="all-apps" {
                     thead { tr { th scope="col" { "Name" } th scope="col" { "App ID" } th scope="col" { "Mode" } th scope="col" { "Created" } th scope="col" { "Events" } } }
                     tbody {
@@ -149,7 +149,7 @@ pub fn users(nav: &Nav<'_>, users: &[User]) -> Markup {
         "Users",
         html! {
             h1 { "Users" }
-            div class="scroll" {
+            div class="scroll" tabindex="0" role="region" aria-label="Users" {
                 table id="all-users" {
                     thead { tr { th scope="col" { "Username" } th scope="col" { "ID" } th scope="col" { "Account type" } th scope="col" { "Created" } th scope="col" { "Events" } } }
                     tbody {

@@ -137,7 +137,7 @@ pub fn apps(nav: &Nav<'_>, apps: &[(App, Role)], form: &AppForm, error: Option<&
             @if apps.is_empty() {
                 p class="empty" { "You have no apps yet. Register one below." }
             } @else {
-                div class="scroll" {
+                div class="scroll" tabindex="0" role="region" aria-label="Your apps" {
                     table id="apps" {
                         thead { tr { th scope="col" { "Name" } th scope="col" { "App ID" } th scope="col" { "Mode" } th scope="col" { "Your role" } } }
                         tbody {
@@ -245,7 +245,7 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
             }
             section class="card" aria-labelledby="roles-heading" {
                 h2 id="roles-heading" { "App roles" }
-                div class="scroll" {
+                div class="scroll" tabindex="0" role="region" aria-label="App roles" {
                     table id="roles" {
                         thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } } }
                         tbody { @for (name, role) in &p.roles { tr { td { (name) } td { (role.as_str()) } } } }
@@ -253,7 +253,7 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
                 }
                 h3 { "Invitations" }
                 @if p.invitations.is_empty() { p class="empty" { "No invitations yet." } } @else {
-                    div class="scroll" {
+                    div class="scroll" tabindex="0" role="region" aria-label="Invitations" {
                         table id="invitations" {
                             thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } th scope="col" { "State" } th scope="col" { "Invited" } } }
                             tbody {
@@ -325,7 +325,7 @@ fn callback_health(list: &[Callback]) -> Markup {
                 span class=(if failed > 0 { "state failed" } else { "state" }) { (failed) " failed" }
                 " (of the latest " (list.len()) ")"
             }
-            div class="scroll" {
+            div class="scroll" tabindex="0" role="region" aria-label="Callback deliveries" {
                 table id="callbacks" {
                     thead { tr { th scope="col" { "Queued" } th scope="col" { "Kind" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Last error" } } }
                     tbody {

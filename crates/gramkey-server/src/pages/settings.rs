@@ -154,7 +154,7 @@ pub fn invitations(nav: &Nav<'_>, list: &[Invitation], done: Option<&str>) -> Ma
             }
             @if !answered.is_empty() {
                 h2 { "Answered" }
-                div class="scroll" {
+                div class="scroll" tabindex="0" role="region" aria-label="Answered invitations" {
                     table {
                         thead { tr { th scope="col" { "App" } th scope="col" { "Role" } th scope="col" { "Answer" } th scope="col" { "When" } } }
                         tbody {

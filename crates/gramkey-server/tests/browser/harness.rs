@@ -63,15 +63,18 @@ async fn the_pages_work_in_a_real_browser() {
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let out = tokio::process::Command::new("node")
+    let run = tokio::process::Command::new("node")
         .arg(browser_dir().join("pages.mjs"))
         .env("GRAMKEY_URL", &t.base)
         .env("RECEIVER_URL", &rx.base)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOTS", &shots)
         .kill_on_drop(true)
-        .output()
+        .output();
+    // A hung browser must not hang CI: the whole script gets five minutes.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(300), run)
         .await
+        .expect("the browser script finished within five minutes")
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -5,7 +5,13 @@
 // landing), CHROMIUM (the browser), SCREENSHOTS (where to save a PNG of each page).
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+// axe-core, evaluated into each page by the test (the pages themselves have no script), checks
+// WCAG 2.1 A and AA: labels, names, contrast, landmarks, lists, tables.
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const BASE = process.env.GRAMKEY_URL;
 const RX = process.env.RECEIVER_URL;
@@ -29,6 +35,25 @@ async function open(options = {}) {
   return { context, page: await context.newPage() };
 }
 
+// axe needs timers, which a page without JavaScript does not run: the page's HTML is served
+// again, at a same-origin URL (so the stylesheet loads), to a context with JavaScript on.
+let auditor;
+async function accessibility(page) {
+  auditor ??= await (await browser.newContext()).newPage();
+  await auditor.setViewportSize(page.viewportSize());
+  const html = await page.content();
+  const url = `${BASE}/__accessibility_check`;
+  await auditor.route(url, (route) => route.fulfill({ contentType: 'text/html', body: html }));
+  await auditor.goto(url);
+  await auditor.unroute(url);
+  await auditor.evaluate(AXE);
+  return auditor.evaluate(async () => {
+    const tags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+    const result = await window.axe.run(document, { runOnly: { type: 'tag', values: tags } });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  });
+}
+
 // Checks every page must pass, then a screenshot.
 async function check(page, name) {
   assert.equal(await page.locator('script').count(), 0, `${name}: a <script> element is on the page`);
@@ -41,6 +66,8 @@ async function check(page, name) {
   assert.deepEqual(unlabeled, [], `${name}: form fields without a label`);
   const lang = await page.getAttribute('html', 'lang');
   assert.equal(lang, 'en', `${name}: no page language`);
+  const violations = await accessibility(page);
+  assert.deepEqual(violations, [], `${name}: accessibility violations`);
   await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
 }
 
@@ -235,8 +262,8 @@ try {
   await signIn(admin.page, 'olivia', 'olivia-password');
   assert.equal(new URL(admin.page.url()).pathname, '/console/audit');
   await check(admin.page, 'console-audit');
-  await admin.page.getByLabel('App ID').fill(clientId);
-  await admin.page.getByLabel('Event').selectOption('consent_removed');
+  await admin.page.getByLabel('App ID', { exact: true }).fill(clientId);
+  await admin.page.getByLabel('Event', { exact: true }).selectOption('consent_removed');
   await submit(admin.page, admin.page.getByRole('button', { name: 'Filter' }));
   assert.equal(await admin.page.locator('table.events tbody tr').count(), 1);
   assert.match(await text(admin.page, 'table.events tbody'), /consent_removed/);
