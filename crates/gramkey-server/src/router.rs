@@ -68,6 +68,14 @@ pub fn router(state: AppState) -> Router {
         .route("/console/audit", get(console::audit))
         .route("/console/apps", get(console::apps))
         .route("/console/users", get(console::users))
+        // The same pages without their trailing slash, as people type them.
+        .route("/accounts/login", get(sandbox::with_slash))
+        .route("/accounts/manage_access", get(sandbox::with_slash))
+        .route("/accounts/invitations", get(sandbox::with_slash))
+        .route("/accounts/password/change", get(sandbox::with_slash))
+        .route("/developers/apps", get(sandbox::with_slash))
+        .route("/developers/apps/{id}", get(sandbox::with_slash))
+        .route("/console", get(|| async { crate::web::see_other("/console/audit") }))
         // OAuth (wire protocol §1, §2).
         .route("/oauth/authorize", get(authorize::get))
         .route("/oauth/authorize/login", post(authorize::login))

@@ -1,8 +1,10 @@
-//! What every page handler of the site (settings, dashboard, console) shares: who is looking,
-//! sending them to sign in first, checking a form's CSRF token, and turning an operation's
-//! error into a page.
+//! What every page handler of the site (settings, dashboard, console) shares: who is looking
+//! ([`Person`], [`Administrator`]), sending them to sign in first, forms checked for their CSRF
+//! token ([`CsrfForm`]), and an operation's error as a page.
 
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::PrivateCookieJar;
 use gramkey_store::User;
@@ -57,6 +59,86 @@ pub fn op_message(e: &OpError) -> String {
     }
 }
 
+async fn jar(parts: &mut Parts, state: &AppState) -> PrivateCookieJar {
+    match PrivateCookieJar::from_request_parts(parts, state).await {
+        Ok(jar) => jar,
+        Err(never) => match never {},
+    }
+}
+
+/// A signed-in person, for the settings and dashboard pages. Anyone else is sent to sign in,
+/// and back to this page after.
+pub struct Person {
+    pub viewer: Viewer,
+    pub user: User,
+}
+
+impl FromRequestParts<AppState> for Person {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let jar = jar(parts, state).await;
+        let signed_in = viewer(state, &jar).await?;
+        if let Some((viewer, user)) = signed_in.and_then(|v| v.user.clone().map(|u| (v, u))) {
+            return Ok(Person { viewer, user });
+        }
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&parts.uri, |o| &o.0);
+        let next = uri.path_and_query().map_or("/", |p| p.as_str());
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        Err(see_other(&format!("/accounts/login/?{query}")))
+    }
+}
+
+/// Someone who may open the admin console. Nobody signed in is sent to the console's sign-in;
+/// a signed-in person who is not an administrator is refused.
+pub struct Administrator(pub Viewer);
+
+impl FromRequestParts<AppState> for Administrator {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let jar = jar(parts, state).await;
+        match viewer(state, &jar).await? {
+            Some(v) if v.admin => Ok(Administrator(v)),
+            Some(v) => Err(pages::site_error(
+                StatusCode::FORBIDDEN,
+                &v.nav(Section::Console),
+                "Administrators only",
+                "Your account may not open the admin console. Sign in with the admin key instead.",
+            )),
+            None => Err(see_other("/console/login")),
+        }
+    }
+}
+
+/// A posted form whose CSRF token matches the session's; anything else is refused with a page
+/// before the handler runs. The fields are kept in order, duplicates too (`scopes`).
+pub struct CsrfForm(pub Vec<(String, String)>);
+
+impl FromRequest<AppState> for CsrfForm {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let session = session::current(state, &jar(&mut parts, state).await);
+        let axum::Form(form) = axum::Form::<Vec<(String, String)>>::from_request(
+            Request::from_parts(parts, body),
+            state,
+        )
+        .await
+        .map_err(|e| pages::error(StatusCode::BAD_REQUEST, "Invalid request", &e.body_text()))?;
+        match session {
+            Some(s) if s.csrf_ok(field(&form, "csrf")) => Ok(CsrfForm(form)),
+            _ => Err(csrf_refused()),
+        }
+    }
+}
+
 /// Who is looking, if anyone is signed in (with a password or the admin key).
 pub async fn viewer(state: &AppState, jar: &PrivateCookieJar) -> Result<Option<Viewer>, Response> {
     let Some(session) = session::current(state, jar) else {
@@ -84,35 +166,6 @@ pub async fn viewer(state: &AppState, jar: &PrivateCookieJar) -> Result<Option<V
     }))
 }
 
-/// The signed-in person, or a redirect to the sign-in page that comes back to `uri`.
-pub async fn person(
-    state: &AppState,
-    jar: &PrivateCookieJar,
-    uri: &Uri,
-) -> Result<(Viewer, User), Response> {
-    match viewer(state, jar).await? {
-        Some(Viewer {
-            session,
-            user: Some(user),
-            admin,
-        }) => Ok((
-            Viewer {
-                session,
-                user: Some(user.clone()),
-                admin,
-            },
-            user,
-        )),
-        _ => {
-            let next = uri.path_and_query().map_or("/", |p| p.as_str());
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("next", next)
-                .finish();
-            Err(see_other(&format!("/accounts/login/?{query}")))
-        }
-    }
-}
-
 /// A 303 to a path on this site.
 pub fn see_other(path: &str) -> Response {
     match HeaderValue::from_str(path) {
@@ -126,17 +179,6 @@ pub fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
     form.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// Refuses a form without this session's CSRF token. (The refusal is the handler's whole
-/// answer, returned at once: boxing it would buy nothing.)
-#[allow(clippy::result_large_err)]
-pub fn check_csrf(session: &Session, form: &[(String, String)]) -> Result<(), Response> {
-    if session.csrf_ok(field(form, "csrf")) {
-        Ok(())
-    } else {
-        Err(csrf_refused())
-    }
 }
 
 pub fn csrf_refused() -> Response {

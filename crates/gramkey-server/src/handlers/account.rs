@@ -1,7 +1,6 @@
 //! The site's own sign-in and a person's settings: "Apps and Websites", invitations, password.
 
-use axum::Form;
-use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::PrivateCookieJar;
@@ -15,9 +14,7 @@ use crate::pages::{self, Section};
 use crate::session;
 use crate::signin::{self, SignInError};
 use crate::state::AppState;
-use crate::web::{self, check_csrf, done_message, field, see_other};
-
-type Pairs = Form<Vec<(String, String)>>;
+use crate::web::{self, CsrfForm, Person, done_message, field, see_other};
 
 fn param(query: &Option<String>, name: &str) -> Option<String> {
     super::query_pairs(query.clone())
@@ -50,14 +47,11 @@ pub async fn login_form(
 pub async fn login(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    Form(form): Pairs,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
     let Some(session) = session::current(&state, &jar) else {
         return web::csrf_refused();
     };
-    if let Err(resp) = check_csrf(&session, &form) {
-        return resp;
-    }
     let next = next_of(field(&form, "next"));
     let username = field(&form, "username").unwrap_or("");
     let password = field(&form, "password").unwrap_or("");
@@ -83,17 +77,7 @@ pub async fn login(
     }
 }
 
-pub async fn logout(
-    State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    Form(form): Pairs,
-) -> Response {
-    let Some(session) = session::current(&state, &jar) else {
-        return see_other("/accounts/login/");
-    };
-    if let Err(resp) = check_csrf(&session, &form) {
-        return resp;
-    }
+pub async fn logout(jar: PrivateCookieJar, _: CsrfForm) -> Response {
     (session::signed_out(jar), see_other("/accounts/login/")).into_response()
 }
 
@@ -103,14 +87,9 @@ fn store_failed(e: StoreError) -> OpError {
 
 pub async fn manage_access(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
+    Person { viewer, user }: Person,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
     let tab = AccessTab::parse(param(&query, "tab").as_deref());
     let store = &state.ops.store;
     let lists = async {
@@ -158,18 +137,10 @@ pub async fn manage_access(
 /// and queues its deauthorize callback (and, when asked, its data-deletion callback).
 pub async fn remove(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
+    Person { viewer, user }: Person,
     Path(app_id): Path<String>,
-    Form(form): Pairs,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     let delete_data = field(&form, "delete_data").is_some();
     let Some(app) = AppId::parse(&app_id) else {
         return viewer.op_error(
@@ -198,18 +169,10 @@ pub async fn remove(
 /// has about the person.
 pub async fn delete_data(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
+    Person { viewer, user }: Person,
     Path(app_id): Path<String>,
-    Form(form): Pairs,
+    _: CsrfForm,
 ) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     match state.ops.request_data_deletion(&user, &app_id).await {
         Ok(_) => see_other("/accounts/manage_access/?tab=removed&done=deletion"),
         Err(e) => viewer.op_error(Section::Settings, &e),
@@ -218,14 +181,9 @@ pub async fn delete_data(
 
 pub async fn invitations(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
+    Person { viewer, user }: Person,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
     let list = match state
         .ops
         .store
@@ -245,18 +203,10 @@ pub async fn invitations(
 /// `POST /accounts/invitations/{app}` with `decision=accept|decline`.
 pub async fn answer(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
+    Person { viewer, user }: Person,
     Path(app_id): Path<String>,
-    Form(form): Pairs,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     let accept = match field(&form, "decision") {
         Some("accept") => true,
         Some("decline") => false,
@@ -277,16 +227,7 @@ pub async fn answer(
     }
 }
 
-pub async fn password_form(
-    State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let (viewer, _) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
+pub async fn password_form(Person { viewer, .. }: Person, RawQuery(query): RawQuery) -> Response {
     let done = done_message(param(&query, "done").as_deref());
     pages::page(
         StatusCode::OK,
@@ -299,16 +240,9 @@ pub async fn password_form(
 pub async fn change_password(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-    Form(form): Pairs,
+    Person { viewer, user }: Person,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     let (current, new, confirm) = (
         field(&form, "current").unwrap_or(""),
         field(&form, "new").unwrap_or(""),

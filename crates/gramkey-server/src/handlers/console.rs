@@ -1,7 +1,6 @@
 //! The admin console: `/console/…`, for anyone signed in with the admin key or as a user the
 //! server names with `--admin-user`.
 
-use axum::Form;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,25 +14,12 @@ use crate::session;
 use crate::signin::SignInError;
 use crate::state::AppState;
 use crate::throttle;
-use crate::web::{self, Viewer, check_csrf, field, see_other};
+use crate::web::{self, Administrator, CsrfForm, field, see_other};
 
 /// Events per page of the audit log.
 const PAGE: u32 = 50;
 /// The name the admin key's sign-in attempts are throttled under: not a possible username.
 const ADMIN_KEY_ACCOUNT: &str = "(admin key)";
-
-async fn admin(state: &AppState, jar: &PrivateCookieJar) -> Result<Viewer, Response> {
-    match web::viewer(state, jar).await? {
-        Some(v) if v.admin => Ok(v),
-        Some(v) => Err(pages::site_error(
-            StatusCode::FORBIDDEN,
-            &v.nav(Section::Console),
-            "Administrators only",
-            "Your account may not open the admin console. Sign in with the admin key instead.",
-        )),
-        None => Err(see_other("/console/login")),
-    }
-}
 
 pub async fn login_form(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
     let (jar, session) = session::ensure(&state, jar);
@@ -45,14 +31,11 @@ pub async fn login_form(State(state): State<AppState>, jar: PrivateCookieJar) ->
 pub async fn login(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    Form(form): Form<Vec<(String, String)>>,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
     let Some(session) = session::current(&state, &jar) else {
         return web::csrf_refused();
     };
-    if let Err(resp) = check_csrf(&session, &form) {
-        return resp;
-    }
     let refuse = |status: StatusCode, message: &str| {
         pages::page(status, pages::admin_key_login(&session.csrf, Some(message)))
     };
@@ -80,13 +63,9 @@ pub async fn login(
 
 pub async fn audit(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
+    Administrator(viewer): Administrator,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let viewer = match admin(&state, &jar).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
     let mut form = AuditForm::default();
     let mut before = None;
     let mut bad = None;
@@ -159,11 +138,7 @@ pub async fn audit(
     }
 }
 
-pub async fn apps(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
-    let viewer = match admin(&state, &jar).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
+pub async fn apps(State(state): State<AppState>, Administrator(viewer): Administrator) -> Response {
     match state.ops.store.apps().await {
         Ok(apps) => pages::page(
             StatusCode::OK,
@@ -173,11 +148,10 @@ pub async fn apps(State(state): State<AppState>, jar: PrivateCookieJar) -> Respo
     }
 }
 
-pub async fn users(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
-    let viewer = match admin(&state, &jar).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
+pub async fn users(
+    State(state): State<AppState>,
+    Administrator(viewer): Administrator,
+) -> Response {
     match state.ops.store.users().await {
         Ok(users) => pages::page(
             StatusCode::OK,

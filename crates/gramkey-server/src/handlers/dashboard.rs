@@ -1,11 +1,11 @@
 //! The developer dashboard: `/developers/apps/…`. A signed-in person registers apps (becoming
 //! their admin) and manages the apps they are an admin or developer of.
 
-use axum::Form;
-use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::Response;
-use axum_extra::extract::PrivateCookieJar;
+use gramkey_domain::account::may_manage;
 use gramkey_domain::chart::last_24_hours;
 use gramkey_domain::{AppMode, Role};
 use gramkey_store::{App, AuditQuery, InvitationsOf, StoreError, User};
@@ -15,9 +15,7 @@ use crate::pages::dashboard::{self, AppForm, AppPage};
 use crate::pages::{self, Section};
 use crate::portal::AppEdit;
 use crate::state::AppState;
-use crate::web::{self, Viewer, check_csrf, done_message, field, see_other};
-
-type Pairs = Form<Vec<(String, String)>>;
+use crate::web::{self, CsrfForm, Person, Viewer, done_message, field, see_other};
 
 /// Newest audit events and callbacks shown on an app's page.
 const RECENT: u32 = 20;
@@ -27,15 +25,7 @@ fn mode_of(form: &AppForm) -> Result<AppMode, OpError> {
         .ok_or_else(|| OpError::Invalid("Choose development or live mode.".into()))
 }
 
-pub async fn apps(
-    State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
+pub async fn apps(State(state): State<AppState>, Person { viewer, user }: Person) -> Response {
     list(
         &state,
         &viewer,
@@ -56,10 +46,14 @@ async fn list(
     status: StatusCode,
 ) -> Response {
     match state.ops.store.apps_of(user.id).await {
-        Ok(apps) => pages::page(
-            status,
-            dashboard::apps(&viewer.nav(Section::Developers), &apps, form, error),
-        ),
+        Ok(mut apps) => {
+            // A tester's apps are for using, not managing: they are not listed here.
+            apps.retain(|(_, role)| may_manage(Some(*role)));
+            pages::page(
+                status,
+                dashboard::apps(&viewer.nav(Section::Developers), &apps, form, error),
+            )
+        }
         Err(e) => viewer.op_error(Section::Developers, &OpError::Store(e)),
     }
 }
@@ -67,17 +61,9 @@ async fn list(
 /// `POST /developers/apps/`: registers the app and shows its secret, once.
 pub async fn create(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-    Form(form): Pairs,
+    Person { viewer, user }: Person,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
-    let (viewer, user) = match web::person(&state, &jar, &uri).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     let posted = AppForm::posted(&form);
     let created = async {
         let input = NewAppInput {
@@ -205,31 +191,35 @@ async fn app_page(
     )
 }
 
-/// The signed-in person and the app they manage, or the response that refuses them.
-async fn managed(
-    state: &AppState,
-    jar: &PrivateCookieJar,
-    uri: &axum::http::Uri,
-    id: &str,
-) -> Result<(Viewer, User, App, Role), Response> {
-    let (viewer, user) = web::person(state, jar, uri).await?;
-    match state.ops.managed_app(&user, id).await {
-        Ok((app, role)) => Ok((viewer, user, app, role)),
-        Err(e) => Err(viewer.op_error(Section::Developers, &e)),
+/// The signed-in person and the app of the path, which they manage; anyone else gets the page
+/// that refuses them (the app is "not found").
+pub struct Managed {
+    viewer: Viewer,
+    app: App,
+    role: Role,
+}
+
+impl FromRequestParts<AppState> for Managed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Person { viewer, user } = Person::from_request_parts(parts, state).await?;
+        let id = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| id)
+            .unwrap_or_default();
+        match state.ops.managed_app(&user, &id).await {
+            Ok((app, role)) => Ok(Managed { viewer, app, role }),
+            Err(e) => Err(viewer.op_error(Section::Developers, &e)),
+        }
     }
 }
 
 pub async fn show(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
+    Managed { viewer, app, role }: Managed,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
     let done = super::query_pairs(query)
         .into_iter()
         .find(|(k, _)| k == "done")
@@ -246,18 +236,9 @@ pub async fn show(
 /// `POST /developers/apps/{id}/settings`.
 pub async fn save(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Form(form): Pairs,
+    Managed { viewer, app, role }: Managed,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
-    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     let posted = AppForm::posted(&form);
     let edited = async {
         let edit = AppEdit {
@@ -292,18 +273,9 @@ pub async fn save(
 /// `POST /developers/apps/{id}/secret` with `grace` in seconds (0: the old secret stops now).
 pub async fn rotate(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Form(form): Pairs,
+    Managed { viewer, app, role }: Managed,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
-    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     let grace = match field(&form, "grace").unwrap_or("0").parse::<i64>() {
         Ok(0) => None,
         Ok(g) => Some(g),
@@ -334,18 +306,9 @@ pub async fn rotate(
 /// `POST /developers/apps/{id}/invitations` with `username` and `role`.
 pub async fn invite(
     State(state): State<AppState>,
-    jar: PrivateCookieJar,
-    OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
-    Form(form): Pairs,
+    Managed { viewer, app, role }: Managed,
+    CsrfForm(form): CsrfForm,
 ) -> Response {
-    let (viewer, _, app, role) = match managed(&state, &jar, &uri, &id).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Err(resp) = check_csrf(&viewer.session, &form) {
-        return resp;
-    }
     let invited = async {
         let as_role = Role::parse(field(&form, "role").unwrap_or(""))
             .ok_or_else(|| OpError::Invalid("Choose tester or developer.".into()))?;

@@ -14,6 +14,17 @@ pub async fn home(State(state): State<AppState>) -> Response {
     pages::page(StatusCode::OK, pages::home(&state.config.public_url))
 }
 
+/// A page's path typed without its trailing slash: a permanent redirect to the page, with the
+/// query kept.
+pub async fn with_slash(uri: axum::http::Uri) -> Response {
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let to = format!("{}/{query}", uri.path());
+    match HeaderValue::from_str(&to) {
+        Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 pub async fn stylesheet() -> Response {
     let mut resp = pages::STYLESHEET.into_response();
     let h = resp.headers_mut();

@@ -126,6 +126,18 @@ async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
     }
     let r = anonymous.get(t.url("/console/audit")).send().await.unwrap();
     assert_eq!(location(&r), "/console/login");
+    for (typed, page) in [
+        ("/developers/apps", "/developers/apps/"),
+        (
+            "/accounts/manage_access?tab=removed",
+            "/accounts/manage_access/?tab=removed",
+        ),
+        ("/console", "/console/audit"),
+    ] {
+        let r = anonymous.get(t.url(typed)).send().await.unwrap();
+        assert!(r.status().is_redirection(), "{typed}");
+        assert_eq!(location(&r), page);
+    }
 
     // A wrong password: the form again, with the reason, and a 401.
     let c = browser();
@@ -706,6 +718,11 @@ async fn changing_the_password_on_the_settings_page() {
         "others are signed out"
     );
     sign_in(&t, &elsewhere, "alice", "brand-new-password").await;
+    let logged = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !logged.contains("brand-new-password"),
+        "a password was logged"
+    );
 }
 
 #[tokio::test]
