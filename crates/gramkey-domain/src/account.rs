@@ -109,6 +109,11 @@ pub fn may_manage(role: Option<Role>) -> bool {
     matches!(role, Some(Role::Admin | Role::Developer))
 }
 
+/// Only an app's admins may delete it; developers may change everything else.
+pub fn may_delete(role: Role) -> bool {
+    role == Role::Admin
+}
+
 /// The page to go back to after signing in: only a path on this site, so a crafted link cannot
 /// send someone elsewhere (an open redirect). Anything else means the default page.
 pub fn local_path(next: &str) -> Option<&str> {
@@ -178,6 +183,8 @@ mod tests {
         assert!(!may_manage(None));
         assert!(invitable(Role::Tester) && invitable(Role::Developer));
         assert!(!invitable(Role::Admin));
+        assert!(may_delete(Role::Admin));
+        assert!(!may_delete(Role::Developer) && !may_delete(Role::Tester));
     }
 
     #[test]

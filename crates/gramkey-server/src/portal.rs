@@ -130,6 +130,34 @@ impl Ops {
         Ok(user)
     }
 
+    /// Takes `username` off the app's team: their developer or tester role, or their
+    /// invitation. Admins stay (an app always keeps its admin).
+    pub async fn remove_member(&self, app: &App, username: &str) -> Result<(), OpError> {
+        let user = self.user(username).await?;
+        if self.store.role(&app.id, user.id).await? == Some(Role::Admin) {
+            return Err(OpError::Invalid(format!(
+                "{} is an admin of this app; admins cannot be removed here",
+                user.username
+            )));
+        }
+        if !self.store.remove_member(&app.id, user.id).await? {
+            return Err(OpError::NotFound(format!(
+                "{} has no role or invitation on this app",
+                user.username
+            )));
+        }
+        self.audit(
+            AuditKind::AppChanged,
+            Outcome::Success,
+            Entry::default()
+                .app(&app.id)
+                .user(Some(user.id))
+                .detail("removed from the app's roles"),
+        )
+        .await;
+        Ok(())
+    }
+
     /// Accepts or declines the user's pending invitation to the app.
     pub async fn answer_invitation(
         &self,

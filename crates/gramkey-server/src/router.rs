@@ -64,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/developers/apps/{id}/settings", post(dashboard::save))
         .route("/developers/apps/{id}/secret", post(dashboard::rotate))
         .route("/developers/apps/{id}/invitations", post(dashboard::invite))
+        .route("/developers/apps/{id}/members/remove", post(dashboard::remove_member))
+        .route("/developers/apps/{id}/delete", post(dashboard::delete))
         .route("/console/login", get(console::login_form).post(console::login))
         .route("/console/audit", get(console::audit))
         .route("/console/apps", get(console::apps))

@@ -195,6 +195,8 @@ pub fn done_message(code: Option<&str>) -> Option<&'static str> {
     Some(match code? {
         "saved" => "Your changes were saved.",
         "invited" => "Invitation sent.",
+        "member-removed" => "They were removed from the app's roles.",
+        "deleted" => "The app was deleted, with every token issued to it.",
         "removed" => "The app was removed. It can no longer use your account.",
         "deletion" => "Your data-deletion request was sent to the app.",
         "accepted" => "Invitation accepted.",

@@ -169,6 +169,9 @@ impl AccessStore for CachedStore {
     ) -> Result<bool> {
         self.inner.answer_invitation(app, user, accept, now).await
     }
+    async fn remove_member(&self, app: &AppId, user: UserId) -> Result<bool> {
+        self.inner.remove_member(app, user).await
+    }
     async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>> {
         self.inner.user_grants(user).await
     }

@@ -277,6 +277,9 @@ pub trait AccessStore: Send + Sync {
         accept: bool,
         now: UnixTime,
     ) -> Result<bool>;
+    /// Takes a person off an app's team, in one transaction: their role, unless it is admin,
+    /// and any invitation. False when there was neither.
+    async fn remove_member(&self, app: &AppId, user: UserId) -> Result<bool>;
     /// The apps a user has granted access to, newest grant first, each with the latest expiry of
     /// its unrevoked tokens.
     async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>>;

@@ -854,6 +854,26 @@ async fn access(s: &dyn Store) {
         !s.answer_invitation(&b.id, v, true, NOW).await.unwrap(),
         "never invited"
     );
+    // Off the team: a role and an invitation go; an admin's role stays.
+    assert!(
+        s.remove_member(&a.id, v).await.unwrap(),
+        "a pending invitation"
+    );
+    assert!(
+        s.invitations(InvitationsOf::User(v))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.remove_member(&a.id, u).await.unwrap(),
+        "an accepted tester"
+    );
+    assert_eq!(s.role(&a.id, u).await.unwrap(), None);
+    assert!(!s.remove_member(&a.id, u).await.unwrap(), "nothing left");
+    s.set_role(&a.id, v, Role::Admin, NOW).await.unwrap();
+    assert!(!s.remove_member(&a.id, v).await.unwrap());
+    assert_eq!(s.role(&a.id, v).await.unwrap(), Some(Role::Admin));
 
     // Grants, with the latest expiry of their live tokens.
     let scoped_a = ScopedUserId::parse("17841400000000501").unwrap();

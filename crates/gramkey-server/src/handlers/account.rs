@@ -37,6 +37,10 @@ pub async fn login_form(
 ) -> Response {
     let next = next_of(param(&query, "next").as_deref());
     let (jar, session) = session::ensure(&state, jar);
+    if let Ok(Some(_)) = session::user(&state, &session).await {
+        // Signed in already: on to where the link was going.
+        return (jar, see_other(&next)).into_response();
+    }
     let page = pages::page(
         StatusCode::OK,
         pages::site_login(&next, &session.csrf, None),

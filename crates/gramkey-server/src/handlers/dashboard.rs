@@ -5,7 +5,7 @@ use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
-use gramkey_domain::account::may_manage;
+use gramkey_domain::account::{may_delete, may_manage};
 use gramkey_domain::chart::last_24_hours;
 use gramkey_domain::{AppMode, Role};
 use gramkey_store::{App, AuditQuery, InvitationsOf, StoreError, User};
@@ -25,16 +25,22 @@ fn mode_of(form: &AppForm) -> Result<AppMode, OpError> {
         .ok_or_else(|| OpError::Invalid("Choose development or live mode.".into()))
 }
 
-pub async fn apps(State(state): State<AppState>, Person { viewer, user }: Person) -> Response {
-    list(
-        &state,
-        &viewer,
-        &user,
-        &AppForm::blank(),
-        None,
-        StatusCode::OK,
-    )
-    .await
+pub async fn apps(
+    State(state): State<AppState>,
+    Person { viewer, user }: Person,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let blank = AppForm::blank();
+    let done = done_of(query);
+    list(&state, &viewer, &user, &blank, (None, done), StatusCode::OK).await
+}
+
+/// The notice a redirect asked for (`?done=`).
+fn done_of(query: Option<String>) -> Option<&'static str> {
+    super::query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "done")
+        .and_then(|(_, v)| done_message(Some(&v)))
 }
 
 async fn list(
@@ -42,7 +48,7 @@ async fn list(
     viewer: &Viewer,
     user: &User,
     form: &AppForm,
-    error: Option<&str>,
+    (error, done): (Option<&str>, Option<&str>),
     status: StatusCode,
 ) -> Response {
     match state.ops.store.apps_of(user.id).await {
@@ -51,7 +57,7 @@ async fn list(
             apps.retain(|(_, role)| may_manage(Some(*role)));
             pages::page(
                 status,
-                dashboard::apps(&viewer.nav(Section::Developers), &apps, form, error),
+                dashboard::apps(&viewer.nav(Section::Developers), &apps, form, error, done),
             )
         }
         Err(e) => viewer.op_error(Section::Developers, &OpError::Store(e)),
@@ -104,7 +110,7 @@ pub async fn create(
                 &viewer,
                 &user,
                 &posted,
-                Some(&message),
+                (Some(&message), None),
                 StatusCode::BAD_REQUEST,
             )
             .await
@@ -220,10 +226,7 @@ pub async fn show(
     Managed { viewer, app, role }: Managed,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let done = super::query_pairs(query)
-        .into_iter()
-        .find(|(k, _)| k == "done")
-        .and_then(|(_, v)| done_message(Some(&v)));
+    let done = done_of(query);
     let view = View {
         form: AppForm::of(&app),
         new_secret: None,
@@ -330,5 +333,61 @@ pub async fn invite(
             };
             app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await
         }
+    }
+}
+
+/// `POST /developers/apps/{id}/members/remove` with `username`: a developer or tester loses
+/// their role, or a pending invitation is withdrawn.
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Managed { viewer, app, role }: Managed,
+    CsrfForm(form): CsrfForm,
+) -> Response {
+    let username = field(&form, "username").unwrap_or("");
+    match state.ops.remove_member(&app, username).await {
+        Ok(()) => see_other(&format!("/developers/apps/{}/?done=member-removed", app.id)),
+        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e) => {
+            let message = web::op_message(&e);
+            let view = View {
+                form: AppForm::of(&app),
+                new_secret: None,
+                error: Some(&message),
+                done: None,
+            };
+            app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await
+        }
+    }
+}
+
+/// `POST /developers/apps/{id}/delete` with `confirm`: the app goes, with its roles, grants,
+/// codes and tokens. Admins only.
+pub async fn delete(
+    State(state): State<AppState>,
+    Managed { viewer, app, role }: Managed,
+    CsrfForm(form): CsrfForm,
+) -> Response {
+    let refused = if !may_delete(role) {
+        Some("Only the app's admins can delete it.")
+    } else if field(&form, "confirm") != Some("yes") {
+        Some("Tick the box to confirm that the app and everything issued to it should go.")
+    } else {
+        None
+    };
+    if let Some(message) = refused {
+        let view = View {
+            form: AppForm::of(&app),
+            new_secret: None,
+            error: Some(message),
+            done: None,
+        };
+        return app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await;
+    }
+    match state.ops.delete_app(app.id.as_str()).await {
+        Ok(()) => {
+            state.forget_app_facts(&app.id);
+            see_other("/developers/apps/?done=deleted")
+        }
+        Err(e) => viewer.op_error(Section::Developers, &e),
     }
 }

@@ -128,12 +128,19 @@ fn settings_fields(f: &AppForm) -> Markup {
 }
 
 /// The apps the person manages, and the form to register one.
-pub fn apps(nav: &Nav<'_>, apps: &[(App, Role)], form: &AppForm, error: Option<&str>) -> Markup {
+pub fn apps(
+    nav: &Nav<'_>,
+    apps: &[(App, Role)],
+    form: &AppForm,
+    error: Option<&str>,
+    done: Option<&str>,
+) -> Markup {
     site(
         "Developer dashboard",
         nav,
         html! {
             h1 { "Your apps" }
+            (notice(None, done))
             @if apps.is_empty() {
                 p class="empty" { "You have no apps yet. Register one below." }
             } @else {
@@ -247,15 +254,23 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
                 h2 id="roles-heading" { "App roles" }
                 div class="scroll" tabindex="0" role="region" aria-label="App roles" {
                     table id="roles" {
-                        thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } } }
-                        tbody { @for (name, role) in &p.roles { tr { td { (name) } td { (role.as_str()) } } } }
+                        thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } th scope="col" { span class="visually-hidden" { "Actions" } } } }
+                        tbody {
+                            @for (name, role) in &p.roles {
+                                tr {
+                                    td { (name) }
+                                    td { (role.as_str()) }
+                                    td { @if *role != Role::Admin { (remove_member(&base, nav.csrf, name, "Remove")) } }
+                                }
+                            }
+                        }
                     }
                 }
                 h3 { "Invitations" }
                 @if p.invitations.is_empty() { p class="empty" { "No invitations yet." } } @else {
                     div class="scroll" tabindex="0" role="region" aria-label="Invitations" {
                         table id="invitations" {
-                            thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } th scope="col" { "State" } th scope="col" { "Invited" } } }
+                            thead { tr { th scope="col" { "Person" } th scope="col" { "Role" } th scope="col" { "State" } th scope="col" { "Invited" } th scope="col" { span class="visually-hidden" { "Actions" } } } }
                             tbody {
                                 @for i in p.invitations {
                                     tr {
@@ -267,6 +282,7 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
                                             InvitationState::Declined => "declined",
                                         }) } }
                                         td { (when(i.invited_at)) }
+                                        td { @if i.state == InvitationState::Pending { (remove_member(&base, nav.csrf, &i.username, "Withdraw")) } }
                                     }
                                 }
                             }
@@ -304,8 +320,33 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
                 h2 id="callbacks-heading" { "Callback deliveries" }
                 (callback_health(p.callbacks))
             }
+            @if p.role == Role::Admin {
+                section class="card danger-zone" aria-labelledby="delete-heading" {
+                    h2 id="delete-heading" { "Delete app" }
+                    p { "Deleting the app revokes every token issued to it and forgets its roles and grants. It cannot be undone." }
+                    form method="post" action=(format!("{base}/delete")) {
+                        (csrf(nav.csrf))
+                        label class="check" {
+                            input type="checkbox" name="confirm" value="yes" required;
+                            " Delete " (app.name) " and everything issued to it"
+                        }
+                        button class="danger" type="submit" { "Delete app" }
+                    }
+                }
+            }
         },
     )
+}
+
+/// A one-button form that takes `username` off the app's team.
+fn remove_member(base: &str, token: &str, username: &str, label: &str) -> Markup {
+    html! {
+        form method="post" action=(format!("{base}/members/remove")) class="inline" {
+            (csrf(token))
+            input type="hidden" name="username" value=(username);
+            button class="link" type="submit" aria-label=(format!("{label} {username}")) { (label) }
+        }
+    }
 }
 
 fn callback_health(list: &[Callback]) -> Markup {

@@ -485,6 +485,62 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
             .ops
             .client_secret_ok(&app, &ClientSecret::new(secret.as_str()))
     );
+
+    // Off the team: a developer loses the app; an admin cannot be removed here.
+    let token = csrf(&t, &dana, &app_path).await;
+    let remove = format!("/developers/apps/{id}/members/remove");
+    let (s, loc, _) = post(&t, &dana, &remove, &[("csrf", &token), ("username", "tom")]).await;
+    assert_eq!(
+        (s, loc),
+        (
+            StatusCode::SEE_OTHER,
+            format!("{app_path}?done=member-removed")
+        )
+    );
+    assert_eq!(get(&t, &tom, &app_path).await.0, StatusCode::NOT_FOUND);
+    let (s, _, html) = post(
+        &t,
+        &dana,
+        &remove,
+        &[("csrf", &token), ("username", "dana")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("dana is an admin of this app"), "{html}");
+    let (s, _, _) = post(&t, &dana, &remove, &[("csrf", &token), ("username", "tom")]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "nothing left to remove");
+
+    // Deleting: admins only, and only with the box ticked.
+    t.state
+        .ops
+        .set_role(&id, "tom", Role::Developer)
+        .await
+        .unwrap();
+    let delete = format!("/developers/apps/{id}/delete");
+    let tom_token = csrf(&t, &tom, &app_path).await;
+    let (s, _, html) = post(
+        &t,
+        &tom,
+        &delete,
+        &[("csrf", &tom_token), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(html.contains("admins can delete it."), "{html}");
+    assert!(
+        !html.contains("delete-heading"),
+        "no delete form for a developer"
+    );
+    let (s, _, _) = post(&t, &dana, &delete, &[("csrf", &token)]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "not confirmed");
+    let (s, loc, _) = post(&t, &dana, &delete, &[("csrf", &token), ("confirm", "yes")]).await;
+    assert_eq!(
+        (s, loc.as_str()),
+        (StatusCode::SEE_OTHER, "/developers/apps/?done=deleted")
+    );
+    assert!(t.state.ops.app(&id).await.is_err());
+    let (_, html) = get(&t, &dana, "/developers/apps/?done=deleted").await;
+    assert!(html.contains("The app was deleted"));
 }
 
 #[tokio::test]

@@ -70,6 +70,25 @@ impl AccessStore for PgStore {
         Ok(role.is_some())
     }
 
+    async fn remove_member(&self, app: &AppId, user: UserId) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let roles =
+            query("DELETE FROM app_roles WHERE app_id = $1 AND user_id = $2 AND role <> 'admin'")
+                .bind(app.as_str())
+                .bind(user.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let invitations = query("DELETE FROM app_invitations WHERE app_id = $1 AND user_id = $2")
+            .bind(app.as_str())
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(roles + invitations > 0)
+    }
+
     async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>> {
         let rows: Vec<AccessRow> = sqlx::query_as(
             "SELECT g.app_id, a.name, g.scopes, g.granted_at,

@@ -153,6 +153,22 @@ impl AccessStore for SqliteStore {
         .await
     }
 
+    async fn remove_member(&self, app: &AppId, user: UserId) -> Result<bool> {
+        let app = app.clone();
+        self.write(move |c| {
+            let roles = c
+                .prepare_cached(
+                    "DELETE FROM app_roles WHERE app_id = ?1 AND user_id = ?2 AND role <> 'admin'",
+                )?
+                .execute(params![app.as_str(), user.0])?;
+            let invitations = c
+                .prepare_cached("DELETE FROM app_invitations WHERE app_id = ?1 AND user_id = ?2")?
+                .execute(params![app.as_str(), user.0])?;
+            Ok(roles + invitations > 0)
+        })
+        .await
+    }
+
     async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>> {
         let rows: Vec<AccessRow> = self.read(|c| {
             c.prepare_cached(
