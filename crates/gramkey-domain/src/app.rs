@@ -59,7 +59,9 @@ pub fn may_authorize(mode: AppMode, role: Option<Role>) -> bool {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppError {
-    #[error("app names must be 1 to 100 characters without control characters")]
+    #[error(
+        "app names must be 1 to 100 characters, not all spaces, without control characters or invisible direction and formatting marks"
+    )]
     Name,
     #[error("an app needs at least one redirect URI")]
     NoRedirectUri,
@@ -74,13 +76,33 @@ pub enum AppError {
 }
 
 /// Checks an app's display name. The name is shown on consent pages and must be escaped there
-/// like any untrusted text; here we only refuse what cannot be displayed at all.
+/// like any untrusted text; here we refuse what cannot be displayed, and the invisible marks
+/// that would let a name disguise itself: direction overrides and isolates (U+202E turns
+/// "ppa yticilop" into "policity app" and the consent sentence after it backwards),
+/// zero-width characters and other format marks.
 pub fn validate_app_name(name: &str) -> Result<String, AppError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > 100
+        || name
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
+    {
         return Err(AppError::Name);
     }
     Ok(name.to_owned())
+}
+
+/// Unicode format characters (category Cf) that change how text around them reads without
+/// showing themselves. The zero-width joiner stays allowed: emoji sequences need it.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200C}' | '\u{200E}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// Parses the scopes an app may request (any mix of families; each request uses one).
@@ -220,6 +242,19 @@ mod tests {
         assert!(validate_app_name("  My App ").is_ok());
         assert!(validate_app_name("").is_err());
         assert!(validate_app_name("a\nb").is_err());
+        assert!(validate_app_name("   ").is_err());
+        for disguise in [
+            "Official \u{202E}ppa",
+            "a\u{2067}b",
+            "zero\u{200B}width",
+            "\u{FEFF}bom",
+        ] {
+            assert!(validate_app_name(disguise).is_err(), "{disguise:?}");
+        }
+        assert!(
+            validate_app_name("Café 日本 👩\u{200D}💻").is_ok(),
+            "letters, emoji and ZWJ"
+        );
         assert_eq!(AppMode::parse("live"), Some(AppMode::Live));
         assert_eq!(Role::parse("tester").map(Role::as_str), Some("tester"));
         assert!(may_authorize(AppMode::Live, None));

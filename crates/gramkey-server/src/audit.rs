@@ -48,9 +48,18 @@ impl Entry {
 
 impl Ops {
     /// Appends an event. The action it records has already happened, so a failure to append
-    /// is logged as an error, not returned.
-    pub async fn audit(&self, kind: AuditKind, outcome: Outcome, entry: Entry) {
+    /// is logged as an error, not returned. An action taken on a page by a signed-in person is
+    /// theirs: the event names them as its user, or, when it is about someone else (an
+    /// invitation), says who did it in its detail.
+    pub async fn audit(&self, kind: AuditKind, outcome: Outcome, mut entry: Entry) {
         let ctx = crate::observe::current();
+        if let Some((actor, name)) = ctx.as_ref().and_then(|c| c.actor()) {
+            match entry.user {
+                None => entry.user = Some(actor),
+                Some(subject) if subject != actor => entry = entry.more(&format!(" (by {name})")),
+                Some(_) => {}
+            }
+        }
         let event = NewAuditEvent {
             at: self.clock.now(),
             kind,

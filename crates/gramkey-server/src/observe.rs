@@ -48,11 +48,19 @@ struct Marks {
     retry_after: Option<i64>,
     route: Option<String>,
     throttled: bool,
+    actor: Option<(gramkey_domain::UserId, String)>,
 }
 
 impl RequestCtx {
     fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
         self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The signed-in person acting through a page, for the audit log.
+    pub fn set_actor(&self, user: gramkey_domain::UserId, username: &str) {
+        self.marks().actor = Some((user, username.to_owned()));
+    }
+    pub fn actor(&self) -> Option<(gramkey_domain::UserId, String)> {
+        self.marks().actor.clone()
     }
     pub fn set_standing(&self, standing: Standing) {
         self.marks().standing = Some(standing);

@@ -78,6 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/developers/apps", get(sandbox::with_slash))
         .route("/developers/apps/{id}", get(sandbox::with_slash))
         .route("/console", get(|| async { crate::web::see_other("/console/audit") }))
+        // Anything else under the site's sections is a page that does not exist, as a page.
+        .route("/accounts/{*rest}", axum::routing::any(page_not_found))
+        .route("/developers/{*rest}", axum::routing::any(page_not_found))
+        .route("/console/{*rest}", axum::routing::any(page_not_found))
         // OAuth (wire protocol §1, §2).
         .route("/oauth/authorize", get(authorize::get))
         .route("/oauth/authorize/login", post(authorize::login))
@@ -174,8 +178,36 @@ async fn graph_version(
     }
 }
 
-/// A known path with a method it does not take, answered as Graph does.
+/// The site's sections, whose errors are pages, not Graph JSON.
+fn is_page_path(path: &str) -> bool {
+    [
+        "/accounts/",
+        "/developers/",
+        "/console/",
+        "/oauth/authorize",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
+}
+
+async fn page_not_found() -> Response {
+    crate::pages::error(
+        axum::http::StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no page at this address. Check the link, or start from the home page.",
+    )
+}
+
+/// A known path with a method it does not take: a page for the site's pages, otherwise as
+/// Graph answers.
 async fn unsupported_method(method: Method, uri: Uri) -> Response {
+    if is_page_path(uri.path()) {
+        return crate::pages::error(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "This address is for a form",
+            "It is used by a button on another page; open the page and use its button instead.",
+        );
+    }
     GraphResponse(GraphError::not_found(
         uri.path(),
         &method.as_str().to_ascii_lowercase(),

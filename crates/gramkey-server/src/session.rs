@@ -34,7 +34,28 @@ pub struct Session {
     /// Signed in to the admin console with the admin key.
     #[serde(default)]
     pub admin: bool,
+    /// A client secret just created or rotated, shown once on the next view of its app's page:
+    /// the form that made it redirects there, so reloading the page cannot make another.
+    #[serde(default)]
+    pub secret: Option<ShownOnce>,
 }
+
+/// A secret waiting to be shown once. Its `Debug` is redacted.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ShownOnce {
+    app: String,
+    secret: String,
+    at: UnixTime,
+}
+
+impl std::fmt::Debug for ShownOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ShownOnce({}, [redacted])", self.app)
+    }
+}
+
+/// How long a secret waits to be shown: long enough for the redirect, no longer.
+const SHOWN_ONCE_SECS: i64 = 600;
 
 impl Session {
     pub fn user(&self) -> Option<UserId> {
@@ -54,6 +75,7 @@ fn new_session(state: &AppState) -> Session {
         exp: state.ops.clock.now() + SESSION_SECS,
         pw: String::new(),
         admin: false,
+        secret: None,
     }
 }
 
@@ -115,6 +137,41 @@ pub fn admin_signed_in(
     }
     s.admin = true;
     store(state, jar, &s)
+}
+
+/// Keeps `secret` in the session, to be shown once on `app`'s page.
+pub fn show_secret_once(
+    state: &AppState,
+    jar: PrivateCookieJar,
+    session: &Session,
+    app: &gramkey_domain::AppId,
+    secret: &gramkey_domain::ClientSecret,
+) -> PrivateCookieJar {
+    let mut s = session.clone();
+    s.secret = Some(ShownOnce {
+        app: app.to_string(),
+        secret: secret.expose().to_owned(),
+        at: state.ops.clock.now(),
+    });
+    store(state, jar, &s)
+}
+
+/// The secret waiting to be shown on `app`'s page, if any: it leaves the session now.
+pub fn take_secret(
+    state: &AppState,
+    jar: PrivateCookieJar,
+    session: &Session,
+    app: &gramkey_domain::AppId,
+) -> (PrivateCookieJar, Option<String>) {
+    let Some(once) = &session.secret else {
+        return (jar, None);
+    };
+    let mut s = session.clone();
+    s.secret = None;
+    let jar = store(state, jar, &s);
+    let fresh = once.at + SHOWN_ONCE_SECS > state.ops.clock.now();
+    let shown = (once.app == app.as_str() && fresh).then(|| once.secret.clone());
+    (jar, shown)
 }
 
 /// Signs out: the cookie is removed.

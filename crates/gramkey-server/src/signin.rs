@@ -76,7 +76,12 @@ pub async fn verify(
     let known = user.as_ref().map(|u| u.id);
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(app_id = ?app.map(AppId::as_str), "failed login");
-        throttle::login_failed(state, username, known, app).await;
+        let why = if known.is_some() {
+            "wrong password"
+        } else {
+            "no such user"
+        };
+        throttle::login_failed(state, username, known, app, why).await;
         return Err(SignInError::Wrong);
     };
     tracing::info!(user_id = user.id.0, "user signed in");

@@ -141,6 +141,7 @@ pub async fn login_failed(
     username: &str,
     user: Option<UserId>,
     app: Option<&AppId>,
+    detail: &str,
 ) {
     let keys = login_keys(state, username);
     state
@@ -148,14 +149,7 @@ pub async fn login_failed(
         .audit(
             AuditKind::LoginFailed,
             Outcome::Failure,
-            Entry::default()
-                .app_opt(app)
-                .user(user)
-                .detail(if user.is_some() {
-                    "wrong password"
-                } else {
-                    "no such user"
-                }),
+            Entry::default().app_opt(app).user(user).detail(detail),
         )
         .await;
     let counts = state.limiter.tally(&keys, false).await;
@@ -173,11 +167,7 @@ pub async fn login_failed(
 
 /// A right password: its attempt is taken back, and the account's count cleared.
 pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app: Option<&AppId>) {
-    let keys = login_keys(state, username);
-    state.limiter.clear(&keys[0].0).await;
-    for (key, _) in &keys[1..] {
-        state.limiter.refund(key).await;
-    }
+    right_secret(state, username).await;
     state
         .ops
         .audit(
@@ -186,6 +176,16 @@ pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app
             Entry::default().app_opt(app).user(Some(user)),
         )
         .await;
+}
+
+/// A right password (or admin key) for `username`: its attempt is taken back from the address,
+/// and the account's count cleared.
+pub async fn right_secret(state: &AppState, username: &str) {
+    let keys = login_keys(state, username);
+    state.limiter.clear(&keys[0].0).await;
+    for (key, _) in &keys[1..] {
+        state.limiter.refund(key).await;
+    }
 }
 
 /// Whether this address may try to authenticate a client; if not, the seconds to wait.

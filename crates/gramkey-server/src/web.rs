@@ -80,6 +80,9 @@ impl FromRequestParts<AppState> for Person {
         let jar = jar(parts, state).await;
         let signed_in = viewer(state, &jar).await?;
         if let Some((viewer, user)) = signed_in.and_then(|v| v.user.clone().map(|u| (v, u))) {
+            if let Some(ctx) = crate::observe::current() {
+                ctx.set_actor(user.id, &user.username);
+            }
             return Ok(Person { viewer, user });
         }
         let uri = parts
@@ -196,6 +199,7 @@ pub fn done_message(code: Option<&str>) -> Option<&'static str> {
         "saved" => "Your changes were saved.",
         "invited" => "Invitation sent.",
         "member-removed" => "They were removed from the app's roles.",
+        "left" => "You left the app's team.",
         "deleted" => "The app was deleted, with every token issued to it.",
         "removed" => "The app was removed. It can no longer use your account.",
         "deletion" => "Your data-deletion request was sent to the app.",

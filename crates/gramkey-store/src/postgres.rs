@@ -663,10 +663,12 @@ impl GrantStore for PgStore {
         .await?;
         if let Some((scoped, scopes, granted_at)) = &removed {
             query(
-                "INSERT INTO grant_removals (app_id, user_id, scoped_id, scopes, granted_at, removed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO grant_removals (app_id, user_id, scoped_id, scopes, granted_at, removed_at,
+                     deletion_requested_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (app_id, user_id) DO UPDATE SET scoped_id = excluded.scoped_id,
-                     scopes = excluded.scopes, granted_at = excluded.granted_at, removed_at = excluded.removed_at",
+                     scopes = excluded.scopes, granted_at = excluded.granted_at, removed_at = excluded.removed_at,
+                     deletion_requested_at = excluded.deletion_requested_at",
             )
             .bind(app.as_str())
             .bind(user.0)
@@ -674,6 +676,7 @@ impl GrantStore for PgStore {
             .bind(scopes)
             .bind(granted_at)
             .bind(now)
+            .bind(callbacks.contains(&CallbackKind::DataDeletion).then_some(now))
             .execute(&mut *tx)
             .await?;
         }

@@ -536,4 +536,8 @@ pub struct AppAccess {
     pub removed_at: Option<UnixTime>,
     /// The app has somewhere to send a data-deletion request.
     pub accepts_data_deletion: bool,
+    /// For a removed app: when the person last asked it to delete their data.
+    pub deletion_requested_at: Option<UnixTime>,
+    /// The confirmation code the app answered the latest data-deletion request with.
+    pub deletion_confirmation: Option<String>,
 }

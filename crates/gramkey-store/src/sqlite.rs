@@ -906,14 +906,19 @@ impl GrantStore for SqliteStore {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
                 })
                 .optional()?;
+            let deletion_at = callbacks
+                .contains(&CallbackKind::DataDeletion)
+                .then_some(now);
             if let Some((scoped, scopes, granted_at)) = &removed {
                 c.prepare_cached(
-                    "INSERT INTO grant_removals (app_id, user_id, scoped_id, scopes, granted_at, removed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO grant_removals (app_id, user_id, scoped_id, scopes, granted_at, removed_at,
+                         deletion_requested_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (app_id, user_id) DO UPDATE SET scoped_id = excluded.scoped_id,
-                         scopes = excluded.scopes, granted_at = excluded.granted_at, removed_at = excluded.removed_at",
+                         scopes = excluded.scopes, granted_at = excluded.granted_at, removed_at = excluded.removed_at,
+                         deletion_requested_at = excluded.deletion_requested_at",
                 )?
-                .execute(params![app.as_str(), user.0, scoped, scopes, granted_at, now])?;
+                .execute(params![app.as_str(), user.0, scoped, scopes, granted_at, now, deletion_at])?;
             }
             let scoped = removed.map(|(scoped, _, _)| scoped);
             for kind in callbacks.iter().filter(|_| scoped.is_some()) {

@@ -924,6 +924,10 @@ async fn access(s: &dyn Store) {
         ),
         (b.id.clone(), Some(NOW + 20), NOW + 10)
     );
+    assert_eq!(
+        removed[0].deletion_requested_at, None,
+        "removed without asking"
+    );
     assert_eq!(s.user_grants(u).await.unwrap().len(), 1);
 
     // Data deletion: for a removed app and a granted one, naming the app-scoped id; not for
@@ -931,6 +935,11 @@ async fn access(s: &dyn Store) {
     assert!(s.request_data_deletion(&b.id, u, NOW + 30).await.unwrap());
     assert!(s.request_data_deletion(&a.id, u, NOW + 31).await.unwrap());
     assert!(!s.request_data_deletion(&a.id, v, NOW + 31).await.unwrap());
+    assert_eq!(
+        s.removed_grants(u).await.unwrap()[0].deletion_requested_at,
+        Some(NOW + 30),
+        "the removal remembers the request"
+    );
     let queued = s.callbacks(Some(&b.id), 10).await.unwrap();
     assert_eq!(queued.len(), 1);
     assert_eq!(

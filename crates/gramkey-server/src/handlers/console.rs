@@ -13,7 +13,7 @@ use crate::pages::{self, Section};
 use crate::session;
 use crate::signin::SignInError;
 use crate::state::AppState;
-use crate::throttle;
+use crate::throttle::{self, Locked};
 use crate::web::{self, Administrator, CsrfForm, field, see_other};
 
 /// Events per page of the audit log.
@@ -40,10 +40,14 @@ pub async fn login(
         pages::page(status, pages::admin_key_login(&session.csrf, Some(message)))
     };
     if let Err((wait, locked)) = throttle::login_attempt(&state, ADMIN_KEY_ACCOUNT, None).await {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            &SignInError::Locked(wait, locked).message(),
-        );
+        let message = match locked {
+            Locked::Account => format!(
+                "Too many wrong admin keys. Try again in {} minute(s).",
+                (wait + 59) / 60
+            ),
+            Locked::Address => SignInError::Locked(wait, locked).message(),
+        };
+        return refuse(StatusCode::TOO_MANY_REQUESTS, &message);
     }
     match state.is_admin_key(field(&form, "key").unwrap_or("")) {
         None => refuse(
@@ -51,10 +55,11 @@ pub async fn login(
             "This server has no admin key: start it with GRAMKEY_ADMIN_KEY set, or with --admin-user.",
         ),
         Some(false) => {
-            throttle::login_failed(&state, ADMIN_KEY_ACCOUNT, None, None).await;
+            throttle::login_failed(&state, ADMIN_KEY_ACCOUNT, None, None, "wrong admin key").await;
             refuse(StatusCode::UNAUTHORIZED, "That is not the admin key.")
         }
         Some(true) => {
+            throttle::right_secret(&state, ADMIN_KEY_ACCOUNT).await;
             let jar = session::admin_signed_in(&state, jar, Some(session.clone()));
             (jar, see_other("/console/audit")).into_response()
         }

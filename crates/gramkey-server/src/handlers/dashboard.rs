@@ -4,7 +4,8 @@
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::PrivateCookieJar;
 use gramkey_domain::account::{may_delete, may_manage};
 use gramkey_domain::chart::last_24_hours;
 use gramkey_domain::{AppMode, Role};
@@ -14,6 +15,7 @@ use crate::ops::{NewAppInput, OpError};
 use crate::pages::dashboard::{self, AppForm, AppPage};
 use crate::pages::{self, Section};
 use crate::portal::AppEdit;
+use crate::session;
 use crate::state::AppState;
 use crate::web::{self, CsrfForm, Person, Viewer, done_message, field, see_other};
 
@@ -67,6 +69,7 @@ async fn list(
 /// `POST /developers/apps/`: registers the app and shows its secret, once.
 pub async fn create(
     State(state): State<AppState>,
+    jar: PrivateCookieJar,
     Person { viewer, user }: Person,
     CsrfForm(form): CsrfForm,
 ) -> Response {
@@ -86,21 +89,8 @@ pub async fn create(
     match created.await {
         Ok((app, secret)) => {
             tracing::info!(app_id = %app.id, user_id = user.id.0, "app created on the dashboard");
-            let view = View {
-                form: AppForm::of(&app),
-                new_secret: Some(secret.expose()),
-                error: None,
-                done: None,
-            };
-            app_page(
-                &state,
-                &viewer,
-                &app,
-                Role::Admin,
-                view,
-                StatusCode::CREATED,
-            )
-            .await
+            let jar = session::show_secret_once(&state, jar, &viewer.session, &app.id, &secret);
+            (jar, see_other(&format!("/developers/apps/{}/", app.id))).into_response()
         }
         Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
         Err(e) => {
@@ -223,17 +213,19 @@ impl FromRequestParts<AppState> for Managed {
 
 pub async fn show(
     State(state): State<AppState>,
+    jar: PrivateCookieJar,
     Managed { viewer, app, role }: Managed,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let done = done_of(query);
+    let (jar, secret) = session::take_secret(&state, jar, &viewer.session, &app.id);
     let view = View {
         form: AppForm::of(&app),
-        new_secret: None,
+        new_secret: secret.as_deref(),
         error: None,
-        done,
+        done: done_of(query),
     };
-    app_page(&state, &viewer, &app, role, view, StatusCode::OK).await
+    let page = app_page(&state, &viewer, &app, role, view, StatusCode::OK).await;
+    (jar, page).into_response()
 }
 
 /// `POST /developers/apps/{id}/settings`.
@@ -276,7 +268,8 @@ pub async fn save(
 /// `POST /developers/apps/{id}/secret` with `grace` in seconds (0: the old secret stops now).
 pub async fn rotate(
     State(state): State<AppState>,
-    Managed { viewer, app, role }: Managed,
+    jar: PrivateCookieJar,
+    Managed { viewer, app, .. }: Managed,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let grace = match field(&form, "grace").unwrap_or("0").parse::<i64>() {
@@ -289,21 +282,13 @@ pub async fn rotate(
             );
         }
     };
-    let secret = match state.ops.rotate_secret(app.id.as_str(), grace).await {
-        Ok(s) => s,
-        Err(e) => return viewer.op_error(Section::Developers, &e),
-    };
-    let app = match state.ops.app(app.id.as_str()).await {
-        Ok(a) => a,
-        Err(e) => return viewer.op_error(Section::Developers, &e),
-    };
-    let view = View {
-        form: AppForm::of(&app),
-        new_secret: Some(secret.expose()),
-        error: None,
-        done: None,
-    };
-    app_page(&state, &viewer, &app, role, view, StatusCode::OK).await
+    match state.ops.rotate_secret(app.id.as_str(), grace).await {
+        Ok(secret) => {
+            let jar = session::show_secret_once(&state, jar, &viewer.session, &app.id, &secret);
+            (jar, see_other(&format!("/developers/apps/{}/", app.id))).into_response()
+        }
+        Err(e) => viewer.op_error(Section::Developers, &e),
+    }
 }
 
 /// `POST /developers/apps/{id}/invitations` with `username` and `role`.
@@ -343,8 +328,14 @@ pub async fn remove_member(
     Managed { viewer, app, role }: Managed,
     CsrfForm(form): CsrfForm,
 ) -> Response {
-    let username = field(&form, "username").unwrap_or("");
+    let username = field(&form, "username").unwrap_or("").trim();
+    let myself = viewer
+        .user
+        .as_ref()
+        .is_some_and(|u| u.username.eq_ignore_ascii_case(username));
     match state.ops.remove_member(&app, username).await {
+        // Off the team, the app's page is no longer theirs to see.
+        Ok(()) if myself => see_other("/developers/apps/?done=left"),
         Ok(()) => see_other(&format!("/developers/apps/{}/?done=member-removed", app.id)),
         Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
         Err(e) => {

@@ -156,8 +156,9 @@ pub fn login(
     csrf: &str,
     error: Option<&str>,
 ) -> Markup {
+    // The name in <bdi>: whatever direction its script runs, the words around it stay put.
     sign_in_form(
-        &format!("Log in to continue to {app_name}"),
+        html! { "Log in to continue to " bdi { (app_name) } },
         "/oauth/authorize/login",
         params,
         csrf,
@@ -168,7 +169,7 @@ pub fn login(
 /// The site's own sign-in form; `next` is where to go after.
 pub fn site_login(next: &str, csrf: &str, error: Option<&str>) -> Markup {
     sign_in_form(
-        "Log in to gramkey",
+        html! { "Log in to gramkey" },
         "/accounts/login/",
         &[("next", next.to_owned())],
         csrf,
@@ -177,7 +178,7 @@ pub fn site_login(next: &str, csrf: &str, error: Option<&str>) -> Markup {
 }
 
 fn sign_in_form(
-    heading: &str,
+    heading: Markup,
     action: &str,
     params: &[(&'static str, String)],
     token: &str,
@@ -230,9 +231,9 @@ pub fn consent(
     layout(
         "Authorize",
         html! {
-            h1 { (app_name) " would like to access your account" }
+            h1 { bdi { (app_name) } " would like to access your account" }
             p class="muted" { "Logged in as " strong { (username) } "." }
-            p { "If you allow it, " (app_name) " will be able to:" }
+            p { "If you allow it, " bdi { (app_name) } " will be able to:" }
             ul class="perms" { @for s in scopes { li { (s.plain_words()) } } }
             p class="muted" { "You can remove this app's access at any time." }
             form method="post" action="/oauth/authorize/consent" {

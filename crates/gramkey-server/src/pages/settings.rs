@@ -95,12 +95,19 @@ fn listed(token: &str, l: &Listed<'_>) -> Markup {
                 dd { (when(a.granted_at)) }
                 @match l.status {
                     Some(AccessStatus::Active { expires: Some(at) }) => { dt { "Expires" } dd { (when(at)) } }
-                    Some(AccessStatus::Active { expires: None }) => { dt { "Expires" } dd { "when the app finishes signing you in" } }
+                    Some(AccessStatus::Active { expires: None }) => { dt { "Expires" } dd { "not set yet: the app has not finished signing you in" } }
                     Some(AccessStatus::Expired { since: Some(at) }) => { dt { "Expired" } dd { (when(at)) } }
                     Some(AccessStatus::Expired { since: None }) => { dt { "Expired" } dd { "the app never finished signing you in" } }
                     None => {}
                 }
                 @if let Some(at) = a.removed_at { dt { "Removed" } dd { (when(at)) } }
+                @if let Some(at) = a.deletion_requested_at {
+                    dt { "Data deletion" }
+                    dd {
+                        "requested " (when(at))
+                        @if let Some(code) = &a.deletion_confirmation { "; confirmation code " code { (code) } }
+                    }
+                }
             }
             @if l.status.is_some() {
                 form method="post" action=(format!("/accounts/manage_access/{id}/remove")) {
@@ -113,7 +120,7 @@ fn listed(token: &str, l: &Listed<'_>) -> Markup {
                     }
                     button class="danger" type="submit" aria-label=(format!("Remove {}", a.app_name)) { "Remove" }
                 }
-            } @else if a.accepts_data_deletion {
+            } @else if a.accepts_data_deletion && a.deletion_requested_at.is_none() {
                 form method="post" action=(format!("/accounts/manage_access/{id}/delete_data")) {
                     (csrf(token))
                     button class="secondary" type="submit" aria-label=(format!("Request deletion of my data from {}", a.app_name)) { "Request deletion of my data" }

@@ -232,6 +232,11 @@ try {
     health = await text(dev.page, '#callback-health');
   }
   assert.match(health, /2 delivered · 0 pending · 0 failed/);
+  // The app's answer to the deletion request reaches the person's Removed tab.
+  await visit(tester.page, '/accounts/manage_access/?tab=removed');
+  const removedApp = tester.page.getByRole('article', { name: XSS });
+  assert.match(await removedApp.innerText(), /Data deletion\s+requested .*; confirmation code del-\d+/);
+  assert.equal(await removedApp.getByRole('button').count(), 0, 'asked once already');
   assert.match(await text(dev.page, 'table.events'), /consent_removed/);
   await check(dev.page, 'app-callbacks');
 

@@ -90,8 +90,9 @@ async fn dashboard_app(t: &TestApp, c: &reqwest::Client, name: &str) -> (String,
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let html = r.text().await.unwrap();
+    // The secret is shown once, on the app's page the form redirects to.
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = get(t, c, &location(&r)).await.1;
     let between = |start: &str| {
         let from = html.find(start).unwrap() + start.len();
         html[from..from + html[from..].find('<').unwrap()].to_owned()
@@ -126,6 +127,30 @@ async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
     }
     let r = anonymous.get(t.url("/console/audit")).send().await.unwrap();
     assert_eq!(location(&r), "/console/login");
+    // Unknown pages and form addresses opened directly are pages, not Graph JSON.
+    for (path, status, says) in [
+        ("/accounts/nope/", StatusCode::NOT_FOUND, "Page not found"),
+        (
+            "/developers/apps/1/nope",
+            StatusCode::NOT_FOUND,
+            "Page not found",
+        ),
+        (
+            "/accounts/logout/",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This address is for a form",
+        ),
+    ] {
+        let r = anonymous.get(t.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), status, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(r.text().await.unwrap().contains(says), "{path}");
+    }
     for (typed, page) in [
         ("/developers/apps", "/developers/apps/"),
         (
@@ -297,6 +322,23 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
 
     // A good one: created, its secret shown (never logged), its creator its admin.
     let (id, secret) = dashboard_app(&t, &dana, "Dana's app").await;
+    // What a person does on a page is audited as theirs.
+    let dana_id = t.state.ops.user("dana").await.unwrap().id;
+    let created = t
+        .state
+        .ops
+        .store
+        .audit(&gramkey_store::AuditQuery {
+            app: Some(gramkey_domain::AppId::parse(&id).unwrap()),
+            user: None,
+            kind: Some(gramkey_domain::audit::AuditKind::AppCreated),
+            since: None,
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(created[0].event.user_id, Some(dana_id));
     let logged = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
     assert!(!logged.contains(&secret), "the client secret was logged");
     let app_path = format!("/developers/apps/{id}/");
@@ -455,15 +497,27 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
         "{html}"
     );
 
-    // Rotation with a grace period: a new secret shown once, the old one still good for now.
-    let (s, _, html) = post(
+    // Rotation with a grace period: a new secret shown once (after a redirect, so a reload
+    // cannot rotate again), the old one still good for now.
+    let (s, loc, _) = post(
         &t,
         &dana,
         &format!("/developers/apps/{id}/secret"),
         &[("csrf", &token), ("grace", "3600")],
     )
     .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (s, loc.as_str()),
+        (StatusCode::SEE_OTHER, app_path.as_str())
+    );
+    let html = get(&t, &dana, &app_path).await.1;
+    assert!(
+        !get(&t, &dana, &app_path)
+            .await
+            .1
+            .contains("client-secret\""),
+        "shown once"
+    );
     let from = html.find("<code id=\"client-secret\">").unwrap() + 25;
     let new_secret = &html[from..from + 32];
     assert_ne!(new_secret, secret);
@@ -844,5 +898,65 @@ async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
     assert_eq!(
         get(&t, &alice, "/console/audit").await.0,
         StatusCode::FORBIDDEN
+    );
+
+    // Right keys cost nothing; five wrong ones in 15 minutes lock the form, the right key too.
+    // (Each sign-in makes a new session, with a new CSRF token.)
+    let k = browser();
+    for _ in 0..6 {
+        let token = csrf(&t, &k, "/console/login").await;
+        let (s, _, _) = post(
+            &t,
+            &k,
+            "/console/login",
+            &[("csrf", &token), ("key", super::ADMIN_KEY)],
+        )
+        .await;
+        assert_eq!(s, StatusCode::SEE_OTHER);
+    }
+    let k = browser();
+    let token = csrf(&t, &k, "/console/login").await;
+    for i in 0..5 {
+        let (s, _, _) = post(
+            &t,
+            &k,
+            "/console/login",
+            &[("csrf", &token), ("key", "wrong")],
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "wrong key {}", i + 1);
+    }
+    let (s, _, html) = post(
+        &t,
+        &k,
+        "/console/login",
+        &[("csrf", &token), ("key", super::ADMIN_KEY)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(html.contains("Too many wrong admin keys."), "{html}");
+    let failures = t
+        .state
+        .ops
+        .store
+        .audit(&gramkey_store::AuditQuery {
+            app: None,
+            user: None,
+            kind: Some(gramkey_domain::audit::AuditKind::LoginFailed),
+            since: None,
+            before_id: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|e| e.event.detail.as_deref() == Some("wrong admin key"))
+    );
+    let logged = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !logged.contains(super::ADMIN_KEY),
+        "the admin key was logged"
     );
 }

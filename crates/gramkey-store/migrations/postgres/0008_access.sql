@@ -21,6 +21,8 @@ CREATE TABLE grant_removals (
     scopes     TEXT NOT NULL,
     granted_at BIGINT NOT NULL,
     removed_at BIGINT NOT NULL,
+    -- When the person last asked the app to delete their data (at removal or later).
+    deletion_requested_at BIGINT,
     PRIMARY KEY (app_id, user_id)
 );
 CREATE INDEX grant_removals_by_time ON grant_removals (removed_at);

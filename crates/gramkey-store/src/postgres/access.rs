@@ -94,7 +94,7 @@ impl AccessStore for PgStore {
             "SELECT g.app_id, a.name, g.scopes, g.granted_at,
                  (SELECT MAX(t.expires_at) FROM tokens t
                   WHERE t.app_id = g.app_id AND t.user_id = g.user_id AND t.revoked_at IS NULL),
-                 NULL::BIGINT, a.data_deletion_url IS NOT NULL
+                 NULL::BIGINT, a.data_deletion_url IS NOT NULL, NULL::BIGINT, NULL::TEXT
              FROM grants g JOIN apps a ON a.id = g.app_id
              WHERE g.user_id = $1 ORDER BY g.granted_at DESC, g.app_id",
         )
@@ -107,7 +107,11 @@ impl AccessStore for PgStore {
     async fn removed_grants(&self, user: UserId) -> Result<Vec<AppAccess>> {
         let rows: Vec<AccessRow> = sqlx::query_as(
             "SELECT r.app_id, a.name, r.scopes, r.granted_at, NULL::BIGINT, r.removed_at,
-                 a.data_deletion_url IS NOT NULL
+                 a.data_deletion_url IS NOT NULL, r.deletion_requested_at,
+                 (SELECT c.confirmation_code FROM callbacks c
+                  WHERE c.app_id = r.app_id AND c.user_id = r.user_id AND c.kind = 'data_deletion'
+                    AND c.confirmation_code IS NOT NULL
+                  ORDER BY c.id DESC LIMIT 1)
              FROM grant_removals r JOIN apps a ON a.id = r.app_id
              WHERE r.user_id = $1 AND NOT EXISTS
                  (SELECT 1 FROM grants g WHERE g.app_id = r.app_id AND g.user_id = r.user_id)
@@ -125,6 +129,7 @@ impl AccessStore for PgStore {
         user: UserId,
         now: UnixTime,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let r = query(
             "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
              SELECT $1, 'data_deletion', $2, scoped_id, $3, $3 FROM
@@ -136,8 +141,17 @@ impl AccessStore for PgStore {
         .bind(app.as_str())
         .bind(user.0)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        query(
+            "UPDATE grant_removals SET deletion_requested_at = $3 WHERE app_id = $1 AND user_id = $2",
+        )
+        .bind(app.as_str())
+        .bind(user.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 }

@@ -38,11 +38,32 @@ pub(crate) fn to_invitation(
 }
 
 /// A grant or removal row as both backends read it: app, app name, scopes, granted, latest
-/// token expiry, removed, whether the app takes data-deletion requests.
-pub(crate) type AccessRow = (String, String, String, i64, Option<i64>, Option<i64>, bool);
+/// token expiry, removed, whether the app takes data-deletion requests, when deletion was last
+/// requested, and the app's confirmation code.
+pub(crate) type AccessRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    bool,
+    Option<i64>,
+    Option<String>,
+);
 
 pub(crate) fn to_access(
-    (app, app_name, scopes, granted_at, latest_expiry, removed_at, deletion): AccessRow,
+    (
+        app,
+        app_name,
+        scopes,
+        granted_at,
+        latest_expiry,
+        removed_at,
+        deletion,
+        deletion_requested_at,
+        deletion_confirmation,
+    ): AccessRow,
 ) -> Result<AppAccess> {
     Ok(AppAccess {
         app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
@@ -52,6 +73,8 @@ pub(crate) fn to_access(
         latest_expiry,
         removed_at,
         accepts_data_deletion: deletion,
+        deletion_requested_at,
+        deletion_confirmation,
     })
 }
 
@@ -91,6 +114,8 @@ fn access_row(r: &Row<'_>) -> rusqlite::Result<AccessRow> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
     ))
 }
 
@@ -175,7 +200,7 @@ impl AccessStore for SqliteStore {
                 "SELECT g.app_id, a.name, g.scopes, g.granted_at,
                      (SELECT MAX(t.expires_at) FROM tokens t
                       WHERE t.app_id = g.app_id AND t.user_id = g.user_id AND t.revoked_at IS NULL),
-                     NULL, a.data_deletion_url IS NOT NULL
+                     NULL, a.data_deletion_url IS NOT NULL, NULL, NULL
                  FROM grants g JOIN apps a ON a.id = g.app_id
                  WHERE g.user_id = ?1 ORDER BY g.granted_at DESC, g.app_id",
             )?
@@ -189,7 +214,11 @@ impl AccessStore for SqliteStore {
         let rows: Vec<AccessRow> = self.read(|c| {
             c.prepare_cached(
                 "SELECT r.app_id, a.name, r.scopes, r.granted_at, NULL, r.removed_at,
-                     a.data_deletion_url IS NOT NULL
+                     a.data_deletion_url IS NOT NULL, r.deletion_requested_at,
+                     (SELECT c.confirmation_code FROM callbacks c
+                      WHERE c.app_id = r.app_id AND c.user_id = r.user_id AND c.kind = 'data_deletion'
+                        AND c.confirmation_code IS NOT NULL
+                      ORDER BY c.id DESC LIMIT 1)
                  FROM grant_removals r JOIN apps a ON a.id = r.app_id
                  WHERE r.user_id = ?1 AND NOT EXISTS
                      (SELECT 1 FROM grants g WHERE g.app_id = r.app_id AND g.user_id = r.user_id)
@@ -209,16 +238,21 @@ impl AccessStore for SqliteStore {
     ) -> Result<bool> {
         let app = app.clone();
         self.write(move |c| {
-            Ok(c.prepare_cached(
-                "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
-                 SELECT ?1, 'data_deletion', ?2, scoped_id, ?3, ?3 FROM
-                     (SELECT scoped_id FROM grants WHERE app_id = ?1 AND user_id = ?2
-                      UNION ALL
-                      SELECT scoped_id FROM grant_removals WHERE app_id = ?1 AND user_id = ?2)
-                 LIMIT 1",
+            let queued = c
+                .prepare_cached(
+                    "INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
+                     SELECT ?1, 'data_deletion', ?2, scoped_id, ?3, ?3 FROM
+                         (SELECT scoped_id FROM grants WHERE app_id = ?1 AND user_id = ?2
+                          UNION ALL
+                          SELECT scoped_id FROM grant_removals WHERE app_id = ?1 AND user_id = ?2)
+                     LIMIT 1",
+                )?
+                .execute(params![app.as_str(), user.0, now])?;
+            c.prepare_cached(
+                "UPDATE grant_removals SET deletion_requested_at = ?3 WHERE app_id = ?1 AND user_id = ?2",
             )?
-            .execute(params![app.as_str(), user.0, now])?
-                == 1)
+            .execute(params![app.as_str(), user.0, now])?;
+            Ok(queued == 1)
         })
         .await
     }
