@@ -106,10 +106,20 @@ impl AppSettings {
         if redirect_uris.is_empty() {
             return Err(AppError::NoRedirectUri.into());
         }
-        let redirect_uris = redirect_uris
-            .iter()
-            .map(|u| RedirectUri::parse(u.trim()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut parsed: Vec<RedirectUri> = Vec::new();
+        for u in redirect_uris {
+            let uri = RedirectUri::parse(u.trim())?;
+            // The same URI twice is one URI.
+            if !parsed.contains(&uri) {
+                parsed.push(uri);
+            }
+        }
+        if parsed.len() > MAX_REDIRECT_URIS {
+            return Err(OpError::Invalid(format!(
+                "an app has at most {MAX_REDIRECT_URIS} redirect URIs"
+            )));
+        }
+        let redirect_uris = parsed;
         Ok(Self {
             name,
             redirect_uris,
@@ -119,6 +129,9 @@ impl AppSettings {
         })
     }
 }
+
+/// Redirect URIs one app may register.
+pub const MAX_REDIRECT_URIS: usize = 100;
 
 /// Rows deleted per statement by the janitor: small enough that a purge never holds the
 /// database for more than a moment.

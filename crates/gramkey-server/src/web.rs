@@ -169,6 +169,23 @@ pub async fn viewer(state: &AppState, jar: &PrivateCookieJar) -> Result<Option<V
     }))
 }
 
+/// The usernames of the people `events` name (a missing one is left out: shown by id).
+pub async fn usernames(
+    state: &AppState,
+    events: &[gramkey_store::AuditEvent],
+) -> Result<crate::pages::console::Names, gramkey_store::StoreError> {
+    let mut ids: Vec<_> = events.iter().filter_map(|e| e.event.user_id).collect();
+    ids.sort_by_key(|u| u.0);
+    ids.dedup();
+    let mut names = crate::pages::console::Names::new();
+    for uid in ids {
+        if let Some(u) = state.ops.store.user(uid).await? {
+            names.insert(uid.0, u.username);
+        }
+    }
+    Ok(names)
+}
+
 /// A 303 to a path on this site.
 pub fn see_other(path: &str) -> Response {
     match HeaderValue::from_str(path) {
@@ -200,6 +217,7 @@ pub fn done_message(code: Option<&str>) -> Option<&'static str> {
         "invited" => "Invitation sent.",
         "member-removed" => "They were removed from the app's roles.",
         "left" => "You left the app's team.",
+        "logged-out" => "You are logged out.",
         "deleted" => "The app was deleted, with every token issued to it.",
         "removed" => "The app was removed. It can no longer use your account.",
         "deletion" => "Your data-deletion request was sent to the app.",

@@ -43,7 +43,14 @@ pub async fn login_form(
     }
     let page = pages::page(
         StatusCode::OK,
-        pages::site_login(&next, &session.csrf, None),
+        pages::site_login(
+            &next,
+            &session.csrf,
+            pages::SignInAttempt {
+                ok: done_message(param(&query, "done").as_deref()),
+                ..Default::default()
+            },
+        ),
     );
     (jar, page).into_response()
 }
@@ -75,14 +82,23 @@ pub async fn login(
             }
             pages::page(
                 status,
-                pages::site_login(&next, &session.csrf, Some(&e.message())),
+                pages::site_login(
+                    &next,
+                    &session.csrf,
+                    pages::SignInAttempt {
+                        username,
+                        error: Some(&e.message()),
+                        ok: None,
+                    },
+                ),
             )
         }
     }
 }
 
 pub async fn logout(jar: PrivateCookieJar, _: CsrfForm) -> Response {
-    (session::signed_out(jar), see_other("/accounts/login/")).into_response()
+    let to = see_other("/accounts/login/?done=logged-out");
+    (session::signed_out(jar), to).into_response()
 }
 
 fn store_failed(e: StoreError) -> OpError {

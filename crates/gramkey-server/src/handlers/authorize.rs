@@ -99,16 +99,16 @@ fn login_page(
     app: &App,
     req: &AuthorizeRequest,
     session: &Session,
-    error: Option<&str>,
+    attempt: pages::SignInAttempt<'_>,
 ) -> Response {
-    let status = if error.is_some() {
+    let status = if attempt.error.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::OK
     };
     pages::page(
         status,
-        pages::login(&app.name, &req.to_params(), &session.csrf, error),
+        pages::login(&app.name, &req.to_params(), &session.csrf, attempt),
     )
 }
 
@@ -135,7 +135,7 @@ pub async fn get(
         Err(e) => return internal(e),
     };
     let resp = match user {
-        None => login_page(&app, &req, &session, None),
+        None => login_page(&app, &req, &session, Default::default()),
         Some(user) => continue_as(&state, &session, &app, &req, &user, StatusCode::FOUND).await,
     };
     (jar, resp).into_response()
@@ -271,7 +271,12 @@ pub async fn login(
         Ok(user) => user,
         Err(SignInError::Store(e)) => return internal(e),
         Err(e) => {
-            let mut resp = login_page(&app, &req, &session, Some(&e.message()));
+            let attempt = pages::SignInAttempt {
+                username,
+                error: Some(&e.message()),
+                ok: None,
+            };
+            let mut resp = login_page(&app, &req, &session, attempt);
             if matches!(e, SignInError::Locked(..)) {
                 *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             }
@@ -303,7 +308,7 @@ pub async fn consent(
         Err(e) => return internal(e),
     };
     let Some(user) = user else {
-        return login_page(&app, &req, &session, None);
+        return login_page(&app, &req, &session, Default::default());
     };
     match field(&form, "decision") {
         Some("deny") => {

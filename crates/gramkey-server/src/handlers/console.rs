@@ -118,12 +118,22 @@ pub async fn audit(
     let nav = viewer.nav(Section::Console);
     match result {
         Ok(events) => {
+            let names = match web::usernames(&state, &events).await {
+                Ok(n) => n,
+                Err(e) => return viewer.op_error(Section::Console, &OpError::Store(e)),
+            };
             let older = (events.len() == PAGE as usize)
                 .then(|| events.last().map(|e| e.id))
                 .flatten();
             pages::page(
                 StatusCode::OK,
-                console::audit(&nav, &form, &events, older, None),
+                console::audit(
+                    &nav,
+                    &form,
+                    (&events, &names),
+                    (before.is_some(), older),
+                    None,
+                ),
             )
         }
         Err(OpError::Store(e)) => viewer.op_error(Section::Console, &OpError::Store(e)),
@@ -137,7 +147,13 @@ pub async fn audit(
             };
             pages::page(
                 status,
-                console::audit(&nav, &form, &[], None, Some(&web::op_message(&e))),
+                console::audit(
+                    &nav,
+                    &form,
+                    (&[], &Default::default()),
+                    (false, None),
+                    Some(&web::op_message(&e)),
+                ),
             )
         }
     }

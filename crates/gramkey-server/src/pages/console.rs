@@ -53,14 +53,20 @@ fn console(nav: &Nav<'_>, title: &str, body: Markup) -> Markup {
     )
 }
 
-/// Audit events, newest first.
-pub fn events_table(events: &[AuditEvent]) -> Markup {
+/// The usernames of the people audit events name, by user id.
+pub type Names = std::collections::HashMap<i64, String>;
+
+/// Audit events, newest first. With `names` (the console), who and from where, people by name
+/// where it knows them; without (an app's dashboard, seen by its developers), only what
+/// happened: the people who use an app are not its developers' to identify by address.
+pub fn events_table(events: &[AuditEvent], names: Option<&Names>) -> Markup {
     html! {
         div class="scroll" tabindex="0" role="region" aria-label="Audit events" {
             table class="events" {
                 thead { tr {
                     th scope="col" { "Time" } th scope="col" { "Event" } th scope="col" { "Outcome" }
-                    th scope="col" { "App" } th scope="col" { "User" } th scope="col" { "Address" } th scope="col" { "Detail" }
+                    @if names.is_some() { th scope="col" { "App" } th scope="col" { "User" } th scope="col" { "Address" } }
+                    th scope="col" { "Detail" }
                 } }
                 tbody {
                     @for e in events {
@@ -69,9 +75,11 @@ pub fn events_table(events: &[AuditEvent]) -> Markup {
                             td { (when(ev.at)) }
                             td { code { (ev.kind.as_str()) } }
                             td { span class=(format!("state {}", ev.outcome.as_str())) { (ev.outcome.as_str()) } }
-                            td { @if let Some(a) = &ev.app_id { code { (a.as_str()) } } }
-                            td { @if let Some(u) = ev.user_id { "#" (u.0) } }
-                            td { (ev.ip.as_deref().unwrap_or("")) }
+                            @if let Some(names) = names {
+                                td { @if let Some(a) = &ev.app_id { code { (a.as_str()) } } }
+                                td { @if let Some(u) = ev.user_id { @match names.get(&u.0) { Some(n) => { (n) }, None => { "#" (u.0) } } } }
+                                td { (ev.ip.as_deref().unwrap_or("")) }
+                            }
                             td { (ev.detail.as_deref().unwrap_or("")) }
                         }
                     }
@@ -84,8 +92,8 @@ pub fn events_table(events: &[AuditEvent]) -> Markup {
 pub fn audit(
     nav: &Nav<'_>,
     form: &AuditForm,
-    events: &[AuditEvent],
-    older: Option<i64>,
+    (events, names): (&[AuditEvent], &Names),
+    (newer, older): (bool, Option<i64>),
     error: Option<&str>,
 ) -> Markup {
     console(
@@ -108,9 +116,10 @@ pub fn audit(
             }
             (notice(error, None))
             @if events.is_empty() && error.is_none() { p class="empty" { "No events match." } }
-            @if !events.is_empty() { (events_table(events)) }
+            @if !events.is_empty() { (events_table(events, Some(names))) }
             nav class="pager" aria-label="Pages" {
-                @if form.query(None).is_empty() { } @else { a href="/console/audit" { "Clear filters" } }
+                @if newer { a href=(format!("/console/audit?{}", form.query(None))) { "← Newest events" } }
+                @if !form.query(None).is_empty() { a href="/console/audit" { "Clear filters" } }
                 @if let Some(before) = older { a href=(format!("/console/audit?{}", form.query(Some(before)))) rel="next" { "Older events →" } }
             }
         },

@@ -236,7 +236,7 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
                 h2 id="secret-rotate-heading" { "Client secret" }
                 p { "The secret is shown only when it is created. Rotate it to get a new one." }
                 @if let Some((_, until)) = &app.previous_secret {
-                    @if *until > p.now { p class="muted" { "The previous secret keeps working until " (when(*until)) "." } }
+                    @if *until > p.now { p class="muted" { "The previous secret keeps working until " (when(*until)) ". Rotating again now ends it at once: only one previous secret is kept." } }
                 }
                 form method="post" action=(format!("{base}/secret")) {
                     (csrf(nav.csrf))
@@ -313,7 +313,7 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
             section class="card" aria-labelledby="events-heading" {
                 h2 id="events-heading" { "Recent events" }
                 @if p.events.is_empty() { p class="empty" { "Nothing has happened yet." } } @else {
-                    (super::console::events_table(p.events))
+                    (super::console::events_table(p.events, None))
                 }
             }
             section class="card" aria-labelledby="callbacks-heading" {

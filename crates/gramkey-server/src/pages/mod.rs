@@ -154,7 +154,7 @@ pub fn login(
     app_name: &str,
     params: &[(&'static str, String)],
     csrf: &str,
-    error: Option<&str>,
+    attempt: SignInAttempt<'_>,
 ) -> Markup {
     // The name in <bdi>: whatever direction its script runs, the words around it stay put.
     sign_in_form(
@@ -162,18 +162,27 @@ pub fn login(
         "/oauth/authorize/login",
         params,
         csrf,
-        error,
+        attempt,
     )
 }
 
+/// What a sign-in form shows besides its fields: why the last try failed (with the username
+/// typed, kept), or a confirmation such as "logged out".
+#[derive(Default, Clone, Copy)]
+pub struct SignInAttempt<'a> {
+    pub username: &'a str,
+    pub error: Option<&'a str>,
+    pub ok: Option<&'a str>,
+}
+
 /// The site's own sign-in form; `next` is where to go after.
-pub fn site_login(next: &str, csrf: &str, error: Option<&str>) -> Markup {
+pub fn site_login(next: &str, csrf: &str, attempt: SignInAttempt<'_>) -> Markup {
     sign_in_form(
         html! { "Log in to gramkey" },
         "/accounts/login/",
         &[("next", next.to_owned())],
         csrf,
-        error,
+        attempt,
     )
 }
 
@@ -182,18 +191,18 @@ fn sign_in_form(
     action: &str,
     params: &[(&'static str, String)],
     token: &str,
-    error: Option<&str>,
+    attempt: SignInAttempt<'_>,
 ) -> Markup {
     layout(
         "Log in",
         html! {
             h1 { (heading) }
-            @if let Some(e) = error { p class="error" role="alert" { (e) } }
+            (notice(attempt.error, attempt.ok))
             form method="post" action=(action) {
                 (hidden(params))
                 (csrf(token))
                 label for="username" { "Username" }
-                input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" required autofocus;
+                input type="text" id="username" name="username" value=(attempt.username) autocomplete="username" autocapitalize="none" required autofocus;
                 label for="password" { "Password" }
                 input type="password" id="password" name="password" autocomplete="current-password" required;
                 button class="primary" type="submit" { "Log in" }

@@ -180,6 +180,10 @@ async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(html.contains("The username or password is incorrect."));
+    assert!(
+        html.contains("value=\"dana\""),
+        "the username typed is kept"
+    );
 
     // After sign-in, `next` is followed only to a path on this site.
     let token = csrf(&t, &c, "/accounts/login/").await;
@@ -265,7 +269,7 @@ async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
     let (s, loc, _) = post(&t, &c, "/accounts/logout/", &[("csrf", &token)]).await;
     assert_eq!(
         (s, loc.as_str()),
-        (StatusCode::SEE_OTHER, "/accounts/login/")
+        (StatusCode::SEE_OTHER, "/accounts/login/?done=logged-out")
     );
     assert_eq!(
         get(&t, &c, "/accounts/manage_access/").await.0,
@@ -319,6 +323,30 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(html.contains("at least one scope"), "{html}");
+    let (s, loc, _) = post(
+        &t,
+        &dana,
+        "/developers/apps/",
+        &[
+            ("csrf", &token),
+            ("name", "Twice"),
+            (
+                "redirect_uris",
+                "https://a.example/cb\n https://a.example/cb \n\n",
+            ),
+            ("scopes", "user_profile"),
+            ("mode", "live"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let twice = t
+        .state
+        .ops
+        .app(loc.split('/').nth(3).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(twice.redirect_uris.len(), 1, "the same URI twice is one");
 
     // A good one: created, its secret shown (never logged), its creator its admin.
     let (id, secret) = dashboard_app(&t, &dana, "Dana's app").await;
