@@ -268,7 +268,7 @@ fn serve_seeds_the_sandbox_and_prints_a_working_authorize_url() {
     });
     drop(child);
     assert!(
-        page.contains("Log in to continue to gramkey Sandbox App"),
+        page.contains("Log in to continue to <bdi>gramkey Sandbox App</bdi>"),
         "{page}"
     );
     assert!(text.contains("client_secret: "), "{text}");

@@ -9,11 +9,11 @@ use crate::time::UnixTime;
 /// Where an app the user authorized stands, as "Apps and Websites" sorts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessStatus {
-    /// The app holds a live token, until `expires` (the latest of its tokens' expiries; `None`
+    /// The app holds a live token, until `expires` (when the last of its tokens ends; `None`
     /// while the code has just been issued and no token exists yet).
     Active { expires: Option<UnixTime> },
-    /// Still granted, but every token the app held has expired or been revoked: the app must
-    /// send the person through authorization again.
+    /// Still granted, but every token the app held has expired or been revoked (`since` then),
+    /// or is long gone: the app must send the person through authorization again.
     Expired { since: Option<UnixTime> },
 }
 
@@ -109,6 +109,19 @@ pub fn may_manage(role: Option<Role>) -> bool {
     matches!(role, Some(Role::Admin | Role::Developer))
 }
 
+/// How often a person may ask one app to delete their data: each request is a callback the
+/// server must deliver, so a button pressed again and again must not become a flood.
+pub const DELETION_REQUEST_EVERY_SECS: i64 = 24 * 3600;
+
+/// May a person ask an app to delete their data now, given when they last did? When not, the
+/// time they may ask again.
+pub fn deletion_request_allowed(last: Option<UnixTime>, now: UnixTime) -> Result<(), UnixTime> {
+    match last {
+        Some(at) if now < at + DELETION_REQUEST_EVERY_SECS => Err(at + DELETION_REQUEST_EVERY_SECS),
+        _ => Ok(()),
+    }
+}
+
 /// Only an app's admins may delete it; developers may change everything else.
 pub fn may_delete(role: Role) -> bool {
     role == Role::Admin
@@ -152,6 +165,17 @@ mod tests {
             AccessStatus::of(granted + CODE_LIFETIME_SECS, granted, None),
             AccessStatus::Expired { since: None }
         );
+    }
+
+    #[test]
+    fn data_deletion_may_be_asked_once_a_day() {
+        assert_eq!(deletion_request_allowed(None, 5), Ok(()));
+        let day = DELETION_REQUEST_EVERY_SECS;
+        assert_eq!(
+            deletion_request_allowed(Some(100), 100 + day - 1),
+            Err(100 + day)
+        );
+        assert_eq!(deletion_request_allowed(Some(100), 100 + day), Ok(()));
     }
 
     #[test]

@@ -49,8 +49,8 @@ pub fn last_24_hours(now: UnixTime, hours: &[(UnixTime, u64)], ceiling: u64) -> 
     HourlyChart {
         bars,
         ceiling,
-        y_max: step * TICKS,
-        ticks: (0..=TICKS).map(|i| i * step).collect(),
+        y_max: step.saturating_mul(TICKS),
+        ticks: (0..=TICKS).map(|i| i.saturating_mul(step)).collect(),
     }
 }
 

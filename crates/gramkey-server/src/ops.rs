@@ -424,7 +424,7 @@ impl Ops {
             .await?;
         let entry = Entry::default().app(app).user(Some(user));
         if removal.grant {
-            let detail = if delete_data {
+            let detail = if callbacks.contains(&CallbackKind::DataDeletion) {
                 "with a data-deletion request"
             } else {
                 "deauthorized"

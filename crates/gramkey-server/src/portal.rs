@@ -2,7 +2,7 @@
 //! roles, and what a person does with the apps they authorized. Like [`crate::ops`], they
 //! validate with the domain, store, and audit; the page handlers only parse and render.
 
-use gramkey_domain::account::{invitable, may_manage};
+use gramkey_domain::account::{deletion_request_allowed, invitable, may_manage};
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::password::{check_policy, verify_password};
 use gramkey_domain::{AppMode, ClientSecret, Password, Role};
@@ -30,9 +30,15 @@ impl Ops {
         input: NewAppInput,
     ) -> Result<(App, ClientSecret), OpError> {
         let (app, secret) = self.create_app(input).await?;
-        self.store
+        if let Err(e) = self
+            .store
             .set_role(&app.id, owner.id, Role::Admin, self.clock.now())
-            .await?;
+            .await
+        {
+            // An app nobody can manage, whose secret nobody saw, must not stay behind.
+            let _ = self.store.delete_app(&app.id).await;
+            return Err(e.into());
+        }
         Ok((app, secret))
     }
 
@@ -192,9 +198,25 @@ impl Ops {
         Ok(())
     }
 
-    /// Asks the app to delete the user's data: its data-deletion callback is queued.
+    /// Asks an app the user removed to delete their data: its data-deletion callback is queued.
+    /// (An app still authorized is asked when it is removed.) Once a day at most per app.
     pub async fn request_data_deletion(&self, user: &User, app_id: &str) -> Result<App, OpError> {
         let app = self.app(app_id).await?;
+        let removed = self.store.removed_grants(user.id).await?;
+        let Some(removal) = removed.iter().find(|r| r.app_id == app.id) else {
+            return Err(OpError::NotFound(format!(
+                "you have not removed {}; remove it first, asking it to delete your data",
+                app.name
+            )));
+        };
+        if let Err(next) = deletion_request_allowed(removal.deletion_requested_at, self.clock.now())
+        {
+            return Err(OpError::Conflict(format!(
+                "you asked {} to delete your data less than a day ago; you can ask again after {}",
+                app.name,
+                gramkey_domain::time::graph_timestamp(next)
+            )));
+        }
         if app.data_deletion_url.is_none() {
             return Err(OpError::Invalid(format!(
                 "{} has not set up data-deletion requests; contact its developer",
@@ -220,31 +242,18 @@ impl Ops {
         Ok(app)
     }
 
-    /// A person changes their own password: the current one must be right. Every token they
-    /// hold is revoked (see [`Ops::change_password`]); returns the user as now stored.
-    pub async fn change_own_password(
-        &self,
-        user: &User,
-        current: Password,
-        new: Password,
-    ) -> Result<User, OpError> {
+    /// Whether `presented` is the user's password (Argon2id, on a blocking thread). The caller
+    /// throttles: see `handlers::account::change_password`.
+    pub async fn password_is(&self, user: &User, presented: Password) -> bool {
         let phc = user.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&current, &phc))
+        tokio::task::spawn_blocking(move || verify_password(&presented, &phc))
             .await
-            .unwrap_or(false);
-        if !ok {
-            self.audit(
-                AuditKind::PasswordChanged,
-                Outcome::Failure,
-                Entry::default()
-                    .user(Some(user.id))
-                    .detail("wrong current password"),
-            )
-            .await;
-            return Err(OpError::Invalid(
-                "Your current password is incorrect.".into(),
-            ));
-        }
+            .unwrap_or(false)
+    }
+
+    /// A person changes their own password, the current one checked already. Every token they
+    /// hold is revoked (see [`Ops::change_password`]); returns the user as now stored.
+    pub async fn change_own_password(&self, user: &User, new: Password) -> Result<User, OpError> {
         check_policy(&new)?;
         let revoked = self.change_password(&user.username, new).await?;
         self.audit(

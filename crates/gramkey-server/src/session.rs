@@ -31,9 +31,10 @@ pub struct Session {
     /// Fingerprint of the password hash at sign-in.
     #[serde(default)]
     pub pw: String,
-    /// Signed in to the admin console with the admin key.
+    /// Signed in to the admin console with the admin key: the key's fingerprint then
+    /// ([`AppState::admin_key_fingerprint`]); it counts only while the key is the same.
     #[serde(default)]
-    pub admin: bool,
+    pub admin_key: Option<String>,
     /// A client secret just created or rotated, shown once on the next view of its app's page:
     /// the form that made it redirects there, so reloading the page cannot make another.
     #[serde(default)]
@@ -58,6 +59,13 @@ impl std::fmt::Debug for ShownOnce {
 const SHOWN_ONCE_SECS: i64 = 600;
 
 impl Session {
+    /// Signed in with the server's current admin key.
+    pub fn admin_key_ok(&self, state: &AppState) -> bool {
+        match (&self.admin_key, state.admin_key_fingerprint()) {
+            (Some(had), Some(now)) => ct_eq(had.as_bytes(), now.as_bytes()),
+            _ => false,
+        }
+    }
     pub fn user(&self) -> Option<UserId> {
         self.uid.map(UserId)
     }
@@ -74,7 +82,7 @@ fn new_session(state: &AppState) -> Session {
         auth_at: None,
         exp: state.ops.clock.now() + SESSION_SECS,
         pw: String::new(),
-        admin: false,
+        admin_key: None,
         secret: None,
     }
 }
@@ -135,7 +143,7 @@ pub fn admin_signed_in(
     if let Some(p) = previous {
         (s.uid, s.pw, s.auth_at) = (p.uid, p.pw, p.auth_at);
     }
-    s.admin = true;
+    s.admin_key = state.admin_key_fingerprint();
     store(state, jar, &s)
 }
 

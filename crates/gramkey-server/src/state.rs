@@ -174,6 +174,13 @@ impl AppState {
     }
 
     /// Whether `presented` is the admin key. Compared as hashes, in constant time.
+    /// A short digest of the admin key, kept in a console session: when the key changes (or is
+    /// unset), sessions opened with the old one stop being admin sessions.
+    pub fn admin_key_fingerprint(&self) -> Option<String> {
+        self.admin_key_hash
+            .map(|h| hex::encode(&Sha256::digest(h)[..8]))
+    }
+
     pub fn is_admin_key(&self, presented: &str) -> Option<bool> {
         let expected = self.admin_key_hash.as_ref()?;
         let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();

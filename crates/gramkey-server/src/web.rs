@@ -134,7 +134,10 @@ impl FromRequest<AppState> for CsrfForm {
             state,
         )
         .await
-        .map_err(|e| pages::error(StatusCode::BAD_REQUEST, "Invalid request", &e.body_text()))?;
+        .map_err(|_| {
+            let why = "The form could not be read. Go back, reload the page and try again.";
+            pages::error(StatusCode::BAD_REQUEST, "Invalid request", why)
+        })?;
         match session {
             Some(s) if s.csrf_ok(field(&form, "csrf")) => Ok(CsrfForm(form)),
             _ => Err(csrf_refused()),
@@ -155,11 +158,12 @@ pub async fn viewer(state: &AppState, jar: &PrivateCookieJar) -> Result<Option<V
             "Please try again in a moment.",
         )
     })?;
-    let admin = session.admin
+    let by_key = session.admin_key_ok(state);
+    let admin = by_key
         || user
             .as_ref()
             .is_some_and(|u| state.config.admin_users.iter().any(|a| a == &u.username));
-    if user.is_none() && !session.admin {
+    if user.is_none() && !by_key {
         return Ok(None);
     }
     Ok(Some(Viewer {

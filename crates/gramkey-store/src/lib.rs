@@ -269,7 +269,7 @@ pub trait AccessStore: Send + Sync {
     /// Invitations of an app or to a user, newest first.
     async fn invitations(&self, of: InvitationsOf<'_>) -> Result<Vec<Invitation>>;
     /// Answers a pending invitation, in one transaction: accepting gives the user the role
-    /// (replacing any they held). False, with nothing written, when there is no pending one.
+    /// (replacing any they held, but never an admin's). False, with nothing written, when there is no pending one.
     async fn answer_invitation(
         &self,
         app: &AppId,
@@ -280,8 +280,8 @@ pub trait AccessStore: Send + Sync {
     /// Takes a person off an app's team, in one transaction: their role, unless it is admin,
     /// and any invitation. False when there was neither.
     async fn remove_member(&self, app: &AppId, user: UserId) -> Result<bool>;
-    /// The apps a user has granted access to, newest grant first, each with the latest expiry of
-    /// its unrevoked tokens.
+    /// The apps a user has granted access to, newest grant first, each with when the last of its
+    /// tokens ends (expiry, or revocation if earlier).
     async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>>;
     /// The apps a user removed (and has not authorized again since), newest removal first.
     async fn removed_grants(&self, user: UserId) -> Result<Vec<AppAccess>>;

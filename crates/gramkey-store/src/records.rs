@@ -530,7 +530,8 @@ pub struct AppAccess {
     pub app_name: String,
     pub scopes: ScopeSet,
     pub granted_at: UnixTime,
-    /// The latest expiry among the app's unrevoked tokens for this person (none yet: `None`).
+    /// When the last of the app's tokens for this person ends: its expiry, or its revocation
+    /// if that came first. `None` when it holds no token (none issued yet, or all purged).
     pub latest_expiry: Option<UnixTime>,
     /// For a removed app: when.
     pub removed_at: Option<UnixTime>,

@@ -874,6 +874,10 @@ async fn access(s: &dyn Store) {
     s.set_role(&a.id, v, Role::Admin, NOW).await.unwrap();
     assert!(!s.remove_member(&a.id, v).await.unwrap());
     assert_eq!(s.role(&a.id, v).await.unwrap(), Some(Role::Admin));
+    // An invitation accepted after becoming admin does not demote.
+    s.invite(&a.id, v, Role::Tester, NOW).await.unwrap();
+    assert!(s.answer_invitation(&a.id, v, true, NOW).await.unwrap());
+    assert_eq!(s.role(&a.id, v).await.unwrap(), Some(Role::Admin));
 
     // Grants, with the latest expiry of their live tokens.
     let scoped_a = ScopedUserId::parse("17841400000000501").unwrap();

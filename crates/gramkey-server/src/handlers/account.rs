@@ -14,14 +14,8 @@ use crate::pages::{self, Section};
 use crate::session;
 use crate::signin::{self, SignInError};
 use crate::state::AppState;
+use crate::throttle;
 use crate::web::{self, CsrfForm, Person, done_message, field, see_other};
-
-fn param(query: &Option<String>, name: &str) -> Option<String> {
-    super::query_pairs(query.clone())
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
 
 /// Where to go after signing in: a local path, or the settings page.
 fn next_of(raw: Option<&str>) -> String {
@@ -35,7 +29,7 @@ pub async fn login_form(
     jar: PrivateCookieJar,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let next = next_of(param(&query, "next").as_deref());
+    let next = next_of(super::query_param(&query, "next").as_deref());
     let (jar, session) = session::ensure(&state, jar);
     if let Ok(Some(_)) = session::user(&state, &session).await {
         // Signed in already: on to where the link was going.
@@ -47,7 +41,7 @@ pub async fn login_form(
             &next,
             &session.csrf,
             pages::SignInAttempt {
-                ok: done_message(param(&query, "done").as_deref()),
+                ok: done_message(super::query_param(&query, "done").as_deref()),
                 ..Default::default()
             },
         ),
@@ -101,16 +95,12 @@ pub async fn logout(jar: PrivateCookieJar, _: CsrfForm) -> Response {
     (session::signed_out(jar), to).into_response()
 }
 
-fn store_failed(e: StoreError) -> OpError {
-    OpError::Store(e)
-}
-
 pub async fn manage_access(
     State(state): State<AppState>,
     Person { viewer, user }: Person,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let tab = AccessTab::parse(param(&query, "tab").as_deref());
+    let tab = AccessTab::parse(super::query_param(&query, "tab").as_deref());
     let store = &state.ops.store;
     let lists = async {
         Ok::<_, StoreError>((
@@ -120,7 +110,7 @@ pub async fn manage_access(
     };
     let (granted, removed) = match lists.await {
         Ok(v) => v,
-        Err(e) => return viewer.op_error(Section::Settings, &store_failed(e)),
+        Err(e) => return viewer.op_error(Section::Settings, &OpError::Store(e)),
     };
     let now = state.ops.clock.now();
     let classified: Vec<Listed<'_>> = granted
@@ -146,7 +136,7 @@ pub async fn manage_access(
         AccessTab::Expired => &expired,
         AccessTab::Removed => &removed,
     };
-    let done = done_message(param(&query, "done").as_deref());
+    let done = done_message(super::query_param(&query, "done").as_deref());
     pages::page(
         StatusCode::OK,
         settings::apps_and_websites(&viewer.nav(Section::Settings), tab, counts, shown, done),
@@ -211,9 +201,9 @@ pub async fn invitations(
         .await
     {
         Ok(l) => l,
-        Err(e) => return viewer.op_error(Section::Settings, &store_failed(e)),
+        Err(e) => return viewer.op_error(Section::Settings, &OpError::Store(e)),
     };
-    let done = done_message(param(&query, "done").as_deref());
+    let done = done_message(super::query_param(&query, "done").as_deref());
     pages::page(
         StatusCode::OK,
         settings::invitations(&viewer.nav(Section::Settings), &list, done),
@@ -248,7 +238,7 @@ pub async fn answer(
 }
 
 pub async fn password_form(Person { viewer, .. }: Person, RawQuery(query): RawQuery) -> Response {
-    let done = done_message(param(&query, "done").as_deref());
+    let done = done_message(super::query_param(&query, "done").as_deref());
     pages::page(
         StatusCode::OK,
         settings::password(&viewer.nav(Section::Settings), None, done),
@@ -277,16 +267,28 @@ pub async fn change_password(
     if new != confirm {
         return refuse("The new passwords do not match.");
     }
+    // The current password is a password: guessing it is throttled like signing in.
+    if let Err((wait, locked)) = throttle::login_attempt(&state, &user.username, None).await {
+        let mut resp = refuse(&SignInError::Locked(wait, locked).message());
+        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        return resp;
+    }
+    if !state.ops.password_is(&user, Password::new(current)).await {
+        let why = "wrong current password";
+        throttle::login_failed(&state, &user.username, Some(user.id), None, why).await;
+        return refuse("Your current password is incorrect.");
+    }
+    throttle::right_secret(&state, &user.username).await;
     match state
         .ops
-        .change_own_password(&user, Password::new(current), Password::new(new))
+        .change_own_password(&user, Password::new(new))
         .await
     {
         Ok(updated) => {
             let jar = session::signed_in(&state, jar, &updated);
             (jar, see_other("/accounts/password/change/?done=password")).into_response()
         }
-        Err(OpError::Store(e)) => viewer.op_error(Section::Settings, &OpError::Store(e)),
+        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Settings, &e),
         Err(e) => refuse(&web::op_message(&e)),
     }
 }

@@ -52,7 +52,7 @@ pub async fn login(
     match state.is_admin_key(field(&form, "key").unwrap_or("")) {
         None => refuse(
             StatusCode::FORBIDDEN,
-            "This server has no admin key: start it with GRAMKEY_ADMIN_KEY set, or with --admin-user.",
+            "Signing in with the admin key is not enabled on this server.",
         ),
         Some(false) => {
             throttle::login_failed(&state, ADMIN_KEY_ACCOUNT, None, None, "wrong admin key").await;
@@ -136,7 +136,7 @@ pub async fn audit(
                 ),
             )
         }
-        Err(OpError::Store(e)) => viewer.op_error(Section::Console, &OpError::Store(e)),
+        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Console, &e),
         Err(e) => {
             let (status, _) = web::op_status(&e);
             // An unknown user or app matches nothing: say so next to the filters.

@@ -33,16 +33,8 @@ pub async fn apps(
     RawQuery(query): RawQuery,
 ) -> Response {
     let blank = AppForm::blank();
-    let done = done_of(query);
+    let done = done_message(super::query_param(&query, "done").as_deref());
     list(&state, &viewer, &user, &blank, (None, done), StatusCode::OK).await
-}
-
-/// The notice a redirect asked for (`?done=`).
-fn done_of(query: Option<String>) -> Option<&'static str> {
-    super::query_pairs(query)
-        .into_iter()
-        .find(|(k, _)| k == "done")
-        .and_then(|(_, v)| done_message(Some(&v)))
 }
 
 async fn list(
@@ -92,7 +84,7 @@ pub async fn create(
             let jar = session::show_secret_once(&state, jar, &viewer.session, &app.id, &secret);
             (jar, see_other(&format!("/developers/apps/{}/", app.id))).into_response()
         }
-        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Developers, &e),
         Err(e) => {
             let message = web::op_message(&e);
             list(
@@ -222,7 +214,7 @@ pub async fn show(
         form: AppForm::of(&app),
         new_secret: secret.as_deref(),
         error: None,
-        done: done_of(query),
+        done: done_message(super::query_param(&query, "done").as_deref()),
     };
     let page = app_page(&state, &viewer, &app, role, view, StatusCode::OK).await;
     (jar, page).into_response()
@@ -251,7 +243,7 @@ pub async fn save(
             state.forget_app_facts(&app.id);
             see_other(&format!("/developers/apps/{}/?done=saved", app.id))
         }
-        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Developers, &e),
         Err(e) => {
             let message = web::op_message(&e);
             let view = View {
@@ -307,7 +299,7 @@ pub async fn invite(
     };
     match invited.await {
         Ok(_) => see_other(&format!("/developers/apps/{}/?done=invited", app.id)),
-        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Developers, &e),
         Err(e) => {
             let message = web::op_message(&e);
             let view = View {
@@ -337,7 +329,7 @@ pub async fn remove_member(
         // Off the team, the app's page is no longer theirs to see.
         Ok(()) if myself => see_other("/developers/apps/?done=left"),
         Ok(()) => see_other(&format!("/developers/apps/{}/?done=member-removed", app.id)),
-        Err(OpError::Store(e)) => viewer.op_error(Section::Developers, &OpError::Store(e)),
+        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Developers, &e),
         Err(e) => {
             let message = web::op_message(&e);
             let view = View {
@@ -359,20 +351,24 @@ pub async fn delete(
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let refused = if !may_delete(role) {
-        Some("Only the app's admins can delete it.")
+        Some((
+            StatusCode::FORBIDDEN,
+            "Only the app's admins can delete it.",
+        ))
     } else if field(&form, "confirm") != Some("yes") {
-        Some("Tick the box to confirm that the app and everything issued to it should go.")
+        let tick = "Tick the box to confirm that the app and everything issued to it should go.";
+        Some((StatusCode::BAD_REQUEST, tick))
     } else {
         None
     };
-    if let Some(message) = refused {
+    if let Some((status, message)) = refused {
         let view = View {
             form: AppForm::of(&app),
             new_secret: None,
             error: Some(message),
             done: None,
         };
-        return app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await;
+        return app_page(&state, &viewer, &app, role, view, status).await;
     }
     match state.ops.delete_app(app.id.as_str()).await {
         Ok(()) => {

@@ -16,6 +16,14 @@ pub mod rfc;
 pub mod sandbox;
 pub mod token;
 
+/// The first value of `name` in a raw query string.
+pub fn query_param(raw: &Option<String>, name: &str) -> Option<String> {
+    query_pairs(raw.clone())
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
 /// The pairs of a raw query string, decoded, in order (duplicates kept: each endpoint decides).
 pub fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())

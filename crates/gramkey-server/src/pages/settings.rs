@@ -97,7 +97,7 @@ fn listed(token: &str, l: &Listed<'_>) -> Markup {
                     Some(AccessStatus::Active { expires: Some(at) }) => { dt { "Expires" } dd { (when(at)) } }
                     Some(AccessStatus::Active { expires: None }) => { dt { "Expires" } dd { "not set yet: the app has not finished signing you in" } }
                     Some(AccessStatus::Expired { since: Some(at) }) => { dt { "Expired" } dd { (when(at)) } }
-                    Some(AccessStatus::Expired { since: None }) => { dt { "Expired" } dd { "the app never finished signing you in" } }
+                    Some(AccessStatus::Expired { since: None }) => { dt { "Expired" } dd { "the app no longer has access" } }
                     None => {}
                 }
                 @if let Some(at) = a.removed_at { dt { "Removed" } dd { (when(at)) } }

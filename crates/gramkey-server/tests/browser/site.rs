@@ -205,7 +205,11 @@ async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
     );
 
     // Every form refuses a missing or wrong token, and changes nothing.
-    let posts: [(&str, &[(&str, &str)]); 9] = [
+    let posts: [(&str, &[(&str, &str)]); 10] = [
+        (
+            "/accounts/login/",
+            &[("username", "dana"), ("password", "dana-password")],
+        ),
         (
             "/developers/apps/",
             &[
@@ -374,6 +378,24 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     assert_eq!(s, StatusCode::OK);
     assert!(!html.contains(&secret), "the secret is shown only once");
 
+    // The app's own forms refuse a missing token too (the app exists and dana manages it).
+    for path in [
+        "settings",
+        "secret",
+        "invitations",
+        "members/remove",
+        "delete",
+    ] {
+        let (s, _, _) = post(
+            &t,
+            &dana,
+            &format!("/developers/apps/{id}/{path}"),
+            &[("confirm", "yes"), ("username", "tom"), ("grace", "0")],
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert!(t.state.ops.app(&id).await.is_ok(), "still there");
     // Someone without a role, and a tester, see no such app; a developer does.
     let tom = browser();
     sign_in(&t, &tom, "tom", "tom-password").await;
@@ -607,7 +629,7 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
         &[("csrf", &tom_token), ("confirm", "yes")],
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(html.contains("admins can delete it."), "{html}");
     assert!(
         !html.contains("delete-heading"),
@@ -758,6 +780,28 @@ async fn apps_and_websites_sorts_active_expired_and_removed() {
         )
     );
     assert_eq!(kinds(&new).await, vec!["data_deletion", "deauthorize"]);
+    let (s, _, html) = post(
+        &t,
+        &c,
+        &format!("/accounts/manage_access/{}/delete_data", new.id),
+        &[("csrf", &token_csrf)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "once a day");
+    assert!(html.contains("less than a day ago"), "{html}");
+    assert_eq!(kinds(&new).await.len(), 2, "nothing more queued");
+    let (s, _, _) = post(
+        &t,
+        &c,
+        &format!("/accounts/manage_access/{}/delete_data", old.id),
+        &[("csrf", &token_csrf)],
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "an app still authorized is asked when removed"
+    );
     let events = t
         .state
         .ops
@@ -868,6 +912,12 @@ async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
     let t = TestApp::sqlite().await;
     let c = browser();
     let token = csrf(&t, &c, "/console/login").await;
+    let (s, _, _) = post(&t, &c, "/console/login", &[("key", super::ADMIN_KEY)]).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the key form needs its CSRF token too"
+    );
     let (s, _, html) = post(
         &t,
         &c,

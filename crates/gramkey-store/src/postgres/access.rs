@@ -57,7 +57,8 @@ impl AccessStore for PgStore {
         if let (true, Some(role)) = (accept, &role) {
             query(
                 "INSERT INTO app_roles (app_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role",
+                 ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role
+                 WHERE app_roles.role <> 'admin'",
             )
             .bind(app.as_str())
             .bind(user.0)
@@ -92,8 +93,8 @@ impl AccessStore for PgStore {
     async fn user_grants(&self, user: UserId) -> Result<Vec<AppAccess>> {
         let rows: Vec<AccessRow> = sqlx::query_as(
             "SELECT g.app_id, a.name, g.scopes, g.granted_at,
-                 (SELECT MAX(t.expires_at) FROM tokens t
-                  WHERE t.app_id = g.app_id AND t.user_id = g.user_id AND t.revoked_at IS NULL),
+                 (SELECT MAX(CASE WHEN t.revoked_at < t.expires_at THEN t.revoked_at ELSE t.expires_at END)
+                  FROM tokens t WHERE t.app_id = g.app_id AND t.user_id = g.user_id),
                  NULL::BIGINT, a.data_deletion_url IS NOT NULL, NULL::BIGINT, NULL::TEXT
              FROM grants g JOIN apps a ON a.id = g.app_id
              WHERE g.user_id = $1 ORDER BY g.granted_at DESC, g.app_id",

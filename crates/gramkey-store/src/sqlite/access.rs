@@ -169,7 +169,8 @@ impl AccessStore for SqliteStore {
             if let (true, Some(role)) = (accept, &role) {
                 c.prepare_cached(
                     "INSERT INTO app_roles (app_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role",
+                     ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role
+                     WHERE app_roles.role <> 'admin'",
                 )?
                 .execute(params![app.as_str(), user.0, role, now])?;
             }
@@ -198,8 +199,8 @@ impl AccessStore for SqliteStore {
         let rows: Vec<AccessRow> = self.read(|c| {
             c.prepare_cached(
                 "SELECT g.app_id, a.name, g.scopes, g.granted_at,
-                     (SELECT MAX(t.expires_at) FROM tokens t
-                      WHERE t.app_id = g.app_id AND t.user_id = g.user_id AND t.revoked_at IS NULL),
+                     (SELECT MAX(CASE WHEN t.revoked_at < t.expires_at THEN t.revoked_at ELSE t.expires_at END)
+                      FROM tokens t WHERE t.app_id = g.app_id AND t.user_id = g.user_id),
                      NULL, a.data_deletion_url IS NOT NULL, NULL, NULL
                  FROM grants g JOIN apps a ON a.id = g.app_id
                  WHERE g.user_id = ?1 ORDER BY g.granted_at DESC, g.app_id",
