@@ -100,12 +100,40 @@ pub async fn create(
     }
 }
 
+/// An operation on the app failed: a store failure is an error page; anything else is the
+/// app's page again, the form as it was sent and the reason above it.
+async fn failed(
+    state: &AppState,
+    viewer: &Viewer,
+    (app, role): (&App, Role),
+    form: AppForm,
+    e: OpError,
+) -> Response {
+    if let OpError::Store(_) = e {
+        return viewer.op_error(Section::Developers, &e);
+    }
+    let message = web::op_message(&e);
+    let view = View::problem(form, &message);
+    app_page(state, viewer, app, role, view, StatusCode::BAD_REQUEST).await
+}
+
 /// What an app's page shows besides what it reads from the store.
 struct View<'a> {
     form: AppForm,
     new_secret: Option<&'a str>,
     error: Option<&'a str>,
     done: Option<&'a str>,
+}
+
+impl<'a> View<'a> {
+    fn problem(form: AppForm, message: &'a str) -> Self {
+        Self {
+            form,
+            new_secret: None,
+            error: Some(message),
+            done: None,
+        }
+    }
 }
 
 async fn app_page(
@@ -243,17 +271,7 @@ pub async fn save(
             state.forget_app_facts(&app.id);
             see_other(&format!("/developers/apps/{}/?done=saved", app.id))
         }
-        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Developers, &e),
-        Err(e) => {
-            let message = web::op_message(&e);
-            let view = View {
-                form: posted,
-                new_secret: None,
-                error: Some(&message),
-                done: None,
-            };
-            app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await
-        }
+        Err(e) => failed(&state, &viewer, (&app, role), posted, e).await,
     }
 }
 
@@ -299,17 +317,7 @@ pub async fn invite(
     };
     match invited.await {
         Ok(_) => see_other(&format!("/developers/apps/{}/?done=invited", app.id)),
-        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Developers, &e),
-        Err(e) => {
-            let message = web::op_message(&e);
-            let view = View {
-                form: AppForm::of(&app),
-                new_secret: None,
-                error: Some(&message),
-                done: None,
-            };
-            app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await
-        }
+        Err(e) => failed(&state, &viewer, (&app, role), AppForm::of(&app), e).await,
     }
 }
 
@@ -329,17 +337,7 @@ pub async fn remove_member(
         // Off the team, the app's page is no longer theirs to see.
         Ok(()) if myself => see_other("/developers/apps/?done=left"),
         Ok(()) => see_other(&format!("/developers/apps/{}/?done=member-removed", app.id)),
-        Err(e @ OpError::Store(_)) => viewer.op_error(Section::Developers, &e),
-        Err(e) => {
-            let message = web::op_message(&e);
-            let view = View {
-                form: AppForm::of(&app),
-                new_secret: None,
-                error: Some(&message),
-                done: None,
-            };
-            app_page(&state, &viewer, &app, role, view, StatusCode::BAD_REQUEST).await
-        }
+        Err(e) => failed(&state, &viewer, (&app, role), AppForm::of(&app), e).await,
     }
 }
 
@@ -362,12 +360,7 @@ pub async fn delete(
         None
     };
     if let Some((status, message)) = refused {
-        let view = View {
-            form: AppForm::of(&app),
-            new_secret: None,
-            error: Some(message),
-            done: None,
-        };
+        let view = View::problem(AppForm::of(&app), message);
         return app_page(&state, &viewer, &app, role, view, status).await;
     }
     match state.ops.delete_app(app.id.as_str()).await {

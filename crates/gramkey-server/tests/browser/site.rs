@@ -936,6 +936,22 @@ async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
     .await;
     assert_eq!((s, loc.as_str()), (StatusCode::SEE_OTHER, "/console/audit"));
 
+    // The same cookie on a server with another admin key (same store, same master key, so the
+    // cookie itself is valid there): not an admin session.
+    let rekeyed = TestApp::start_with(t.state.ops.store.clone(), None, |cfg| {
+        cfg.admin_key = Some(gramkey_domain::AdminKey::new(
+            "another-admin-key-0123456789",
+        ));
+    })
+    .await;
+    let r = c.get(rekeyed.url("/console/audit")).send().await.unwrap();
+    assert_eq!(
+        location(&r),
+        "/console/login",
+        "a changed key ends console sessions"
+    );
+    assert_eq!(get(&t, &c, "/console/audit").await.0, StatusCode::OK);
+
     // 60 events: a page of 50, then the other 10 behind "Older events".
     t.user("alice", "alice-password").await;
     for _ in 0..59 {
