@@ -105,8 +105,15 @@ impl Ops {
         Ok(edited)
     }
 
-    /// Invites `username` to `role` on the app. The role is theirs once they accept.
-    pub async fn invite(&self, app: &App, username: &str, role: Role) -> Result<User, OpError> {
+    /// Invites `username` to `role` on the app, on behalf of `by`. The role is theirs once they
+    /// accept.
+    pub async fn invite(
+        &self,
+        app: &App,
+        username: &str,
+        role: Role,
+        by: Option<&User>,
+    ) -> Result<User, OpError> {
         if !invitable(role) {
             return Err(OpError::Invalid(
                 "people can be invited as developers or testers".into(),
@@ -122,7 +129,7 @@ impl Ops {
             )));
         }
         self.store
-            .invite(&app.id, user.id, role, self.clock.now())
+            .invite(&app.id, user.id, role, by.map(|b| b.id), self.clock.now())
             .await?;
         self.audit(
             AuditKind::AppChanged,

@@ -50,38 +50,7 @@ pub fn router(state: AppState) -> Router {
         // Pages.
         .route("/", get(sandbox::home))
         .route("/static/gramkey.css", get(sandbox::stylesheet))
-        // The site: sign-in, a person's settings, the developer dashboard, the admin console.
-        .route("/accounts/login/", get(account::login_form).post(account::login))
-        .route("/accounts/logout/", post(account::logout))
-        .route("/accounts/manage_access/", get(account::manage_access))
-        .route("/accounts/manage_access/{app}/remove", post(account::remove))
-        .route("/accounts/manage_access/{app}/delete_data", post(account::delete_data))
-        .route("/accounts/invitations/", get(account::invitations))
-        .route("/accounts/invitations/{app}", post(account::answer))
-        .route("/accounts/password/change/", get(account::password_form).post(account::change_password))
-        .route("/developers/apps/", get(dashboard::apps).post(dashboard::create))
-        .route("/developers/apps/{id}/", get(dashboard::show))
-        .route("/developers/apps/{id}/settings", post(dashboard::save))
-        .route("/developers/apps/{id}/secret", post(dashboard::rotate))
-        .route("/developers/apps/{id}/invitations", post(dashboard::invite))
-        .route("/developers/apps/{id}/members/remove", post(dashboard::remove_member))
-        .route("/developers/apps/{id}/delete", post(dashboard::delete))
-        .route("/console/login", get(console::login_form).post(console::login))
-        .route("/console/audit", get(console::audit))
-        .route("/console/apps", get(console::apps))
-        .route("/console/users", get(console::users))
-        // The same pages without their trailing slash, as people type them.
-        .route("/accounts/login", get(sandbox::with_slash))
-        .route("/accounts/manage_access", get(sandbox::with_slash))
-        .route("/accounts/invitations", get(sandbox::with_slash))
-        .route("/accounts/password/change", get(sandbox::with_slash))
-        .route("/developers/apps", get(sandbox::with_slash))
-        .route("/developers/apps/{id}", get(sandbox::with_slash))
-        .route("/console", get(|| async { crate::web::see_other("/console/audit") }))
-        // Anything else under the site's sections is a page that does not exist, as a page.
-        .route("/accounts/{*rest}", axum::routing::any(page_not_found))
-        .route("/developers/{*rest}", axum::routing::any(page_not_found))
-        .route("/console/{*rest}", axum::routing::any(page_not_found))
+        .merge(site())
         // OAuth (wire protocol §1, §2).
         .route("/oauth/authorize", get(authorize::get))
         .route("/oauth/authorize/login", post(authorize::login))
@@ -136,6 +105,83 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::x_request_id(request_ids))
         .with_state(state)
+}
+
+/// The site's own pages: sign-in, a person's settings, the developer dashboard, the admin
+/// console. Their forms post only to this site, and their CSP says so (`form-action 'self'`);
+/// the authorize flow's forms cannot, since consent ends in a redirect to the app.
+fn site() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/accounts/login/",
+            get(account::login_form).post(account::login),
+        )
+        .route("/accounts/logout/", post(account::logout))
+        .route("/accounts/manage_access/", get(account::manage_access))
+        .route(
+            "/accounts/manage_access/{app}/remove",
+            post(account::remove),
+        )
+        .route(
+            "/accounts/manage_access/{app}/delete_data",
+            post(account::delete_data),
+        )
+        .route("/accounts/invitations/", get(account::invitations))
+        .route("/accounts/invitations/{app}", post(account::answer))
+        .route(
+            "/accounts/password/change/",
+            get(account::password_form).post(account::change_password),
+        )
+        .route(
+            "/developers/apps/",
+            get(dashboard::apps).post(dashboard::create),
+        )
+        .route("/developers/apps/{id}/", get(dashboard::show))
+        .route("/developers/apps/{id}/settings", post(dashboard::save))
+        .route("/developers/apps/{id}/secret", post(dashboard::rotate))
+        .route("/developers/apps/{id}/invitations", post(dashboard::invite))
+        .route(
+            "/developers/apps/{id}/members/remove",
+            post(dashboard::remove_member),
+        )
+        .route("/developers/apps/{id}/delete", post(dashboard::delete))
+        .route(
+            "/console/login",
+            get(console::login_form).post(console::login),
+        )
+        .route("/console/audit", get(console::audit))
+        .route("/console/apps", get(console::apps))
+        .route("/console/users", get(console::users))
+        // The same pages without their trailing slash, as people type them.
+        .route("/accounts/login", get(sandbox::with_slash))
+        .route("/accounts/manage_access", get(sandbox::with_slash))
+        .route("/accounts/invitations", get(sandbox::with_slash))
+        .route("/accounts/password/change", get(sandbox::with_slash))
+        .route("/developers/apps", get(sandbox::with_slash))
+        .route("/developers/apps/{id}", get(sandbox::with_slash))
+        .route(
+            "/console",
+            get(|| async { crate::web::see_other("/console/audit") }),
+        )
+        // Anything else under the site's sections is a page that does not exist, as a page.
+        .route("/accounts/{*rest}", axum::routing::any(page_not_found))
+        .route("/developers/{*rest}", axum::routing::any(page_not_found))
+        .route("/console/{*rest}", axum::routing::any(page_not_found))
+        .layer(middleware::map_response(form_action_self))
+}
+
+async fn form_action_self(mut resp: Response) -> Response {
+    let csp = axum::http::header::CONTENT_SECURITY_POLICY;
+    let tightened = resp
+        .headers()
+        .get(&csp)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("{v}; form-action 'self'"))
+        .and_then(|v| HeaderValue::from_str(&v).ok());
+    if let Some(v) = tightened {
+        resp.headers_mut().insert(csp, v);
+    }
+    resp
 }
 
 /// Request ids: a random per-process prefix and a counter (`3fa9c1d2-42`). Unique across nodes

@@ -154,8 +154,15 @@ impl AppStore for CachedStore {
 
 #[async_trait]
 impl AccessStore for CachedStore {
-    async fn invite(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
-        self.inner.invite(app, user, role, now).await
+    async fn invite(
+        &self,
+        app: &AppId,
+        user: UserId,
+        role: Role,
+        by: Option<UserId>,
+        now: UnixTime,
+    ) -> Result<()> {
+        self.inner.invite(app, user, role, by, now).await
     }
     async fn invitations(&self, of: InvitationsOf<'_>) -> Result<Vec<Invitation>> {
         self.inner.invitations(of).await

@@ -263,9 +263,16 @@ pub trait MonitorStore: Send + Sync {
 /// authorized.
 #[async_trait]
 pub trait AccessStore: Send + Sync {
-    /// Invites a user to a role on an app: a new pending invitation, replacing any earlier one
-    /// (answered or not) for the same app and user.
-    async fn invite(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()>;
+    /// Invites a user to a role on an app, on behalf of `by`: a new pending invitation,
+    /// replacing any earlier one (answered or not) for the same app and user.
+    async fn invite(
+        &self,
+        app: &AppId,
+        user: UserId,
+        role: Role,
+        by: Option<UserId>,
+        now: UnixTime,
+    ) -> Result<()>;
     /// Invitations of an app or to a user, newest first.
     async fn invitations(&self, of: InvitationsOf<'_>) -> Result<Vec<Invitation>>;
     /// Answers a pending invitation, in one transaction: accepting gives the user the role

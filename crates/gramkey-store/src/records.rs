@@ -514,6 +514,8 @@ pub struct Invitation {
     pub state: InvitationState,
     pub invited_at: UnixTime,
     pub answered_at: Option<UnixTime>,
+    /// Who sent it, by username (`None` when sent outside the pages, or their account is gone).
+    pub invited_by: Option<String>,
 }
 
 /// Whose invitations to list.

@@ -802,9 +802,15 @@ async fn access(s: &dyn Store) {
     let v = s.create_user(&new_user("quinn"), NOW).await.unwrap().id;
 
     // Invitations: pending until answered; accepting gives the role, declining does not.
-    s.invite(&a.id, u, Role::Tester, NOW).await.unwrap();
-    s.invite(&a.id, v, Role::Developer, NOW + 1).await.unwrap();
-    s.invite(&b.id, u, Role::Tester, NOW + 2).await.unwrap();
+    s.invite(&a.id, u, Role::Tester, Some(v), NOW)
+        .await
+        .unwrap();
+    s.invite(&a.id, v, Role::Developer, None, NOW + 1)
+        .await
+        .unwrap();
+    s.invite(&b.id, u, Role::Tester, None, NOW + 2)
+        .await
+        .unwrap();
     let of_a = s.invitations(InvitationsOf::App(&a.id)).await.unwrap();
     assert_eq!(
         of_a.iter()
@@ -816,6 +822,8 @@ async fn access(s: &dyn Store) {
         ],
         "newest first, with usernames"
     );
+    assert_eq!(of_a[1].invited_by.as_deref(), Some("quinn"), "who sent it");
+    assert_eq!(of_a[0].invited_by, None);
     let of_u = s.invitations(InvitationsOf::User(u)).await.unwrap();
     assert_eq!(of_u.len(), 2);
     assert_eq!(of_u[0].app_name, b.name);
@@ -844,11 +852,18 @@ async fn access(s: &dyn Store) {
         ]
     );
     // Inviting again makes a fresh pending invitation.
-    s.invite(&a.id, v, Role::Tester, NOW + 7).await.unwrap();
+    s.invite(&a.id, v, Role::Tester, Some(u), NOW + 7)
+        .await
+        .unwrap();
     let again = s.invitations(InvitationsOf::User(v)).await.unwrap();
     assert_eq!(
         (again[0].role, again[0].state, again[0].answered_at),
         (Role::Tester, InvitationState::Pending, None)
+    );
+    assert_eq!(
+        again[0].invited_by.as_deref(),
+        Some("petra"),
+        "the new inviter"
     );
     assert!(
         !s.answer_invitation(&b.id, v, true, NOW).await.unwrap(),
@@ -875,7 +890,7 @@ async fn access(s: &dyn Store) {
     assert!(!s.remove_member(&a.id, v).await.unwrap());
     assert_eq!(s.role(&a.id, v).await.unwrap(), Some(Role::Admin));
     // An invitation accepted after becoming admin does not demote.
-    s.invite(&a.id, v, Role::Tester, NOW).await.unwrap();
+    s.invite(&a.id, v, Role::Tester, None, NOW).await.unwrap();
     assert!(s.answer_invitation(&a.id, v, true, NOW).await.unwrap());
     assert_eq!(s.role(&a.id, v).await.unwrap(), Some(Role::Admin));
 

@@ -312,7 +312,12 @@ pub async fn invite(
             .ok_or_else(|| OpError::Invalid("Choose tester or developer.".into()))?;
         state
             .ops
-            .invite(&app, field(&form, "username").unwrap_or("").trim(), as_role)
+            .invite(
+                &app,
+                field(&form, "username").unwrap_or("").trim(),
+                as_role,
+                viewer.user.as_ref(),
+            )
             .await
     };
     match invited.await {

@@ -149,7 +149,10 @@ pub fn invitations(nav: &Nav<'_>, list: &[Invitation], done: Option<&str>) -> Ma
                     li {
                         article aria-label=(i.app_name) {
                             h2 { (i.app_name) }
-                            p { "Invited as " strong { (i.role.as_str()) } " on " (when(i.invited_at)) "." }
+                            p {
+                                @if let Some(by) = &i.invited_by { strong { (by) } " invited you" } @else { "Invited" }
+                                " as " strong { (i.role.as_str()) } " on " (when(i.invited_at)) "."
+                            }
                             form method="post" action=(format!("/accounts/invitations/{}", i.app_id)) class="actions" {
                                 (csrf(nav.csrf))
                                 button class="secondary" type="submit" name="decision" value="decline" aria-label=(format!("Decline the invitation to {}", i.app_name)) { "Decline" }

@@ -144,6 +144,7 @@ try {
   await signIn(tester.page, 'tess', 'tess-password', { keyboard: true });
   assert.equal(new URL(tester.page.url()).pathname, '/accounts/invitations/');
   assert.equal(await text(tester.page, 'article h2'), XSS);
+  assert.match(await text(tester.page, 'article p'), /^devon invited you as tester/);
   await check(tester.page, 'invitations');
   await submit(tester.page, tester.page.getByRole('button', { name: /^Accept the invitation/ }));
   assert.match(await text(tester.page, '[role=status]'), /Invitation accepted/);

@@ -164,6 +164,19 @@ async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
         assert_eq!(location(&r), page);
     }
 
+    // The site's own forms post only here; the authorize flow's cannot say so (consent ends in
+    // a redirect to the app).
+    let r = anonymous
+        .get(t.url("/accounts/login/"))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.ends_with("; form-action 'self'"),
+        "{csp}"
+    );
+
     // A wrong password: the form again, with the reason, and a 401.
     let c = browser();
     let token = csrf(&t, &c, "/accounts/login/").await;

@@ -7,6 +7,7 @@ CREATE TABLE app_invitations (
     role        TEXT NOT NULL CHECK (role IN ('developer', 'tester')),
     state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'accepted', 'declined')),
     invited_at  BIGINT NOT NULL,
+    invited_by  BIGINT REFERENCES users (id) ON DELETE SET NULL,
     answered_at BIGINT,
     PRIMARY KEY (app_id, user_id)
 );

@@ -10,17 +10,25 @@ use crate::{AccessStore, AppAccess, Invitation, InvitationsOf, Result};
 
 #[async_trait]
 impl AccessStore for PgStore {
-    async fn invite(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
+    async fn invite(
+        &self,
+        app: &AppId,
+        user: UserId,
+        role: Role,
+        by: Option<UserId>,
+        now: UnixTime,
+    ) -> Result<()> {
         query(
-            "INSERT INTO app_invitations (app_id, user_id, role, state, invited_at, answered_at)
-             VALUES ($1, $2, $3, 'pending', $4, NULL)
+            "INSERT INTO app_invitations (app_id, user_id, role, state, invited_at, answered_at, invited_by)
+             VALUES ($1, $2, $3, 'pending', $4, NULL, $5)
              ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role, state = 'pending',
-                 invited_at = excluded.invited_at, answered_at = NULL",
+                 invited_at = excluded.invited_at, answered_at = NULL, invited_by = excluded.invited_by",
         )
         .bind(app.as_str())
         .bind(user.0)
         .bind(role.as_str())
         .bind(now)
+        .bind(by.map(|u| u.0))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -10,7 +10,7 @@ use crate::records::corrupt;
 use crate::{AccessStore, AppAccess, Invitation, InvitationsOf, Result};
 
 /// An invitation row as both backends read it: app, app name, user, username, role, state,
-/// invited, answered.
+/// invited, answered, inviter's username.
 pub(crate) type InvitationRow = (
     String,
     String,
@@ -20,10 +20,11 @@ pub(crate) type InvitationRow = (
     String,
     i64,
     Option<i64>,
+    Option<String>,
 );
 
 pub(crate) fn to_invitation(
-    (app, app_name, user, username, role, state, invited_at, answered_at): InvitationRow,
+    (app, app_name, user, username, role, state, invited_at, answered_at, invited_by): InvitationRow,
 ) -> Result<Invitation> {
     Ok(Invitation {
         app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
@@ -34,6 +35,7 @@ pub(crate) fn to_invitation(
         state: InvitationState::parse(&state).ok_or_else(|| corrupt("invitation state", &state))?,
         invited_at,
         answered_at,
+        invited_by,
     })
 }
 
@@ -80,8 +82,10 @@ pub(crate) fn to_access(
 
 /// The invitation columns, `{}` being the filter column (`i.app_id` or `i.user_id`).
 pub(crate) const INVITATIONS: &str =
-    "SELECT i.app_id, a.name, i.user_id, u.username, i.role, i.state, i.invited_at, i.answered_at
+    "SELECT i.app_id, a.name, i.user_id, u.username, i.role, i.state, i.invited_at, i.answered_at,
+         b.username
      FROM app_invitations i JOIN apps a ON a.id = i.app_id JOIN users u ON u.id = i.user_id
+         LEFT JOIN users b ON b.id = i.invited_by
      WHERE {} ORDER BY i.invited_at DESC, u.username";
 
 pub(crate) fn invitations_sql(of: InvitationsOf<'_>, placeholder: &str) -> String {
@@ -102,6 +106,7 @@ fn invitation_row(r: &Row<'_>) -> rusqlite::Result<InvitationRow> {
         r.get(5)?,
         r.get(6)?,
         r.get(7)?,
+        r.get(8)?,
     ))
 }
 
@@ -121,16 +126,23 @@ fn access_row(r: &Row<'_>) -> rusqlite::Result<AccessRow> {
 
 #[async_trait]
 impl AccessStore for SqliteStore {
-    async fn invite(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
+    async fn invite(
+        &self,
+        app: &AppId,
+        user: UserId,
+        role: Role,
+        by: Option<UserId>,
+        now: UnixTime,
+    ) -> Result<()> {
         let app = app.clone();
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT INTO app_invitations (app_id, user_id, role, state, invited_at, answered_at)
-                 VALUES (?1, ?2, ?3, 'pending', ?4, NULL)
+                "INSERT INTO app_invitations (app_id, user_id, role, state, invited_at, answered_at, invited_by)
+                 VALUES (?1, ?2, ?3, 'pending', ?4, NULL, ?5)
                  ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role, state = 'pending',
-                     invited_at = excluded.invited_at, answered_at = NULL",
+                     invited_at = excluded.invited_at, answered_at = NULL, invited_by = excluded.invited_by",
             )?
-            .execute(params![app.as_str(), user.0, role.as_str(), now])?;
+            .execute(params![app.as_str(), user.0, role.as_str(), now, by.map(|u| u.0)])?;
             Ok(())
         })
         .await
