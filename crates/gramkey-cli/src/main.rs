@@ -16,6 +16,7 @@ use gramkey_domain::{AppMode, Password, Role};
 use gramkey_server::callbacks::Deliverer;
 use gramkey_server::ops::{NewAppInput, Ops, app_json, callback_json, user_json};
 use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
+use gramkey_server::transport::Transport;
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::Profile;
 use gramkey_store::cached::CachedStore;
@@ -196,9 +197,25 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "GRAMKEY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The URL clients use to reach this server (default: http://LISTEN).
+    /// The URL clients use to reach this server (default: http://LISTEN, or https://LISTEN
+    /// with TLS).
     #[arg(long, env = "GRAMKEY_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(
+        long,
+        env = "GRAMKEY_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "GRAMKEY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve HTTPS with a certificate for localhost, 127.0.0.1 and ::1, made once and kept in
+    /// the data directory (`tls-self-signed.crt`); point clients at it to trust it.
+    #[arg(long, env = "GRAMKEY_TLS_SELF_SIGNED")]
+    tls_self_signed: bool,
     /// Do not seed the sandbox app and users into an empty database.
     #[arg(long, env = "GRAMKEY_NO_SANDBOX")]
     no_sandbox: bool,
@@ -625,6 +642,8 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let bound = listener.local_addr()?;
+    let transport = tls_transport(global, &args)?;
+    let scheme = if transport.is_tls() { "https" } else { "http" };
     let public_url = args
         .public_url
         .unwrap_or_else(|| {
@@ -633,7 +652,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             } else {
                 bound.ip()
             };
-            format!("http://{}", SocketAddr::new(ip, bound.port()))
+            format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
         })
         .trim_end_matches('/')
         .to_owned();
@@ -743,12 +762,33 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     tokio::spawn(deliverer.run(args.callback_interval));
     println!("gramkey listening on {bound} ({public_url})");
     tracing::info!(address = %bound, "listening");
-    gramkey_server::serve(listener, state, async {
+    gramkey_server::serve_with(listener, transport, state, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })
     .await?;
     Ok(())
+}
+
+/// `--tls-cert`/`--tls-key`, `--tls-self-signed`, or plain HTTP.
+fn tls_transport(global: &Global, args: &ServeArgs) -> Result<Transport> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Ok(Transport::tls_from_pem(cert, key)?);
+    }
+    if !args.tls_self_signed {
+        return Ok(Transport::Plain);
+    }
+    let (cert, key, made) = gramkey_server::transport::self_signed(&global.data_dir)?;
+    let path = std::fs::canonicalize(&cert).unwrap_or(cert.clone());
+    println!(
+        "TLS: self-signed certificate for localhost, 127.0.0.1 and ::1 {} {}",
+        if made { "made at" } else { "kept at" },
+        path.display()
+    );
+    println!(
+        "  trust it with NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE or SSL_CERT_FILE set to that path"
+    );
+    Ok(Transport::tls_from_pem(&cert, &key)?)
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {

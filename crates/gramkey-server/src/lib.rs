@@ -23,6 +23,7 @@ pub mod signin;
 pub mod state;
 pub mod test_support;
 pub mod throttle;
+pub mod transport;
 pub mod usage;
 pub mod web;
 pub mod wire;
@@ -58,16 +59,21 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, transport::Transport::Plain, state, shutdown).await
+}
+
+/// [`serve`] over the given transport (plain TCP or TLS).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    transport: transport::Transport,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let usage = state.usage.clone();
     let store = state.ops.store.clone();
     tokio::spawn(usage.clone().run(store.clone(), USAGE_FLUSH));
     tokio::spawn(state.limiter.clone().run());
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    transport::run(listener, transport, router(state), shutdown).await?;
     // What was counted since the last flush.
     usage.flush(&*store).await;
     Ok(())
