@@ -67,6 +67,7 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             scopes: "user_profile,user_media".into(),
             mode: AppMode::Live,
             refresh_tokens: false,
+            signed_requests: false,
             deauthorize_url: None,
             data_deletion_url: None,
         })
@@ -164,6 +165,7 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             scopes: "user_profile,user_media".into(),
             mode: AppMode::Live,
             refresh_tokens: true,
+            signed_requests: false,
             deauthorize_url: None,
             data_deletion_url: None,
         })

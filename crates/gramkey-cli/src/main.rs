@@ -384,6 +384,9 @@ enum AppCommand {
         /// Issue RFC 6749 refresh tokens (rotated on every use) with the code exchange.
         #[arg(long)]
         refresh_tokens: bool,
+        /// Legacy v1's "Enforce signed requests": every v1 call must carry a valid `sig`.
+        #[arg(long)]
+        signed_requests: bool,
         #[arg(long, value_parser = ["development", "live"], default_value = "development")]
         mode: String,
         /// Where to POST a signed request when a user removes the app.
@@ -394,6 +397,12 @@ enum AppCommand {
         data_deletion_url: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Turn legacy v1's "Enforce signed requests" on or off for an app.
+    SignedRequests {
+        id: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
     /// Set an app's callback URLs. A URL left out keeps its value; an empty one clears it.
     SetCallbacks {
@@ -823,6 +832,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             scopes,
             mode,
             refresh_tokens,
+            signed_requests,
             deauthorize_url,
             data_deletion_url,
             json,
@@ -835,6 +845,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                     scopes,
                     mode,
                     refresh_tokens,
+                    signed_requests,
                     deauthorize_url,
                     data_deletion_url,
                 })
@@ -899,6 +910,11 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             } else {
                 println!("client_secret: {}", secret.expose());
             }
+        }
+        AppCommand::SignedRequests { id, state } => {
+            let app = ops.set_signed_requests(&id, state == "on").await?;
+            print_app(&app);
+            println!("signed requests: {state}");
         }
         AppCommand::SetCallbacks {
             id,

@@ -516,6 +516,7 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
                 scopes: "user_profile,user_media".into(),
                 mode: gramkey_domain::AppMode::Live,
                 refresh_tokens: false,
+                signed_requests: false,
                 deauthorize_url: None,
                 data_deletion_url: None,
             })

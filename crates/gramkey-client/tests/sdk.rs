@@ -66,6 +66,7 @@ async fn app_and_user(s: &Server, scopes: &str, media: usize) -> (String, String
             scopes: scopes.into(),
             mode: AppMode::Live,
             refresh_tokens: false,
+            signed_requests: false,
             deauthorize_url: None,
             data_deletion_url: None,
         })

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::app::{RedirectUri, find_redirect};
 use crate::code::CodeChallenge;
 use crate::ids::AppId;
-use crate::scope::{Family, ScopeError, ScopeSet};
+use crate::scope::{Family, Scope, ScopeError, ScopeSet};
 
 /// The query parameters, each at most once.
 #[derive(Debug, Default, Clone)]
@@ -65,7 +65,9 @@ impl RedirectError {
     }
 
     /// The full redirect URL: the registered URI plus the error parameters.
-    pub fn to_url(&self) -> String {
+    /// The error redirect, naming the issuer (RFC 9207 `iss`) as every authorization
+    /// response does.
+    pub fn to_url(&self, issuer: &str) -> String {
         let mut pairs: Vec<(&str, &str)> = vec![
             ("error", self.error),
             ("error_reason", self.reason),
@@ -74,6 +76,7 @@ impl RedirectError {
         if let Some(s) = &self.state {
             pairs.push(("state", s));
         }
+        pairs.push(("iss", issuer));
         append_query(&self.redirect_uri, &pairs)
     }
 }
@@ -106,11 +109,14 @@ pub struct AuthorizeRequest {
 impl AuthorizeRequest {
     /// The success redirect: `REDIRECT_URI?code=...&state=...#_` (wire protocol §1; the `#_`
     /// is Instagram's, and not part of the code).
-    pub fn success_url(&self, code: &str) -> String {
+    /// `REDIRECT_URI?code=…&state=…&iss=…#_`: Instagram's shape (the `#_` is Instagram's), with
+    /// RFC 9207's `iss` so a client can tell which server answered (mix-up attacks).
+    pub fn success_url(&self, code: &str, issuer: &str) -> String {
         let mut pairs = vec![("code", code)];
         if let Some(s) = &self.state {
             pairs.push(("state", s));
         }
+        pairs.push(("iss", issuer));
         append_query(&self.redirect_uri, &pairs) + "#_"
     }
 
@@ -223,7 +229,14 @@ impl AuthorizeParams {
                 ));
             }
         }
-        let scopes = ScopeSet::parse(self.get("scope").unwrap_or_default()).map_err(|e| {
+        let requested = match self.get("scope") {
+            // Legacy v1: "all approved apps have basic access by default" (wire protocol §11).
+            // Basic Display and Instagram Login documented `scope` as required, so for them an
+            // absent scope stays an error.
+            None | Some("") if app.allowed_scopes.contains(Scope::Basic) => "basic",
+            other => other.unwrap_or_default(),
+        };
+        let scopes = ScopeSet::parse(requested).map_err(|e| {
             let reason = if e == ScopeError::Empty {
                 "missing_scope"
             } else {
@@ -281,6 +294,8 @@ impl AuthorizeParams {
 mod tests {
     use super::*;
 
+    const ISS: &str = "https://gk.example";
+
     fn params(pairs: &[(&str, &str)]) -> AuthorizeParams {
         AuthorizeParams::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .unwrap()
@@ -320,8 +335,8 @@ mod tests {
         let r = with_app(|a| params(OK).validate(a)).unwrap();
         assert_eq!(r.family, Family::BasicDisplay);
         assert_eq!(
-            r.success_url("AQabc"),
-            "https://app.example/cb?code=AQabc&state=xyz#_"
+            r.success_url("AQabc", ISS),
+            "https://app.example/cb?code=AQabc&state=xyz&iss=https%3A%2F%2Fgk.example#_"
         );
         assert!(!r.force_authentication);
     }
@@ -350,16 +365,38 @@ mod tests {
     }
 
     #[test]
+    fn an_absent_scope_is_basic_for_legacy_apps_only() {
+        let id = AppId::parse("1234").unwrap();
+        let uris = vec![RedirectUri::parse("https://app.example/cb").unwrap()];
+        let legacy = ScopeSet::parse("basic,public_content").unwrap();
+        let without_scope: Vec<(&str, &str)> =
+            OK.iter().copied().filter(|(k, _)| *k != "scope").collect();
+        let view = AppView {
+            id: &id,
+            redirect_uris: &uris,
+            allowed_scopes: &legacy,
+        };
+        let ok = params(&without_scope).validate(view).unwrap();
+        assert_eq!(ok.scopes.to_stored(), "basic");
+        let mut empty = without_scope.clone();
+        empty.push(("scope", ""));
+        assert_eq!(params(&empty).validate(view).unwrap().scopes.to_stored(), "basic");
+        // Basic Display and Instagram Login documented scope as required.
+        let e = redirect_error(&[("scope", "")]);
+        assert_eq!((e.error, e.reason), ("invalid_request", "missing_scope"));
+    }
+
+    #[test]
     fn other_errors_redirect_with_state() {
         let e = redirect_error(&[("response_type", "token")]);
         assert_eq!(e.error, "unsupported_response_type");
         assert_eq!(e.state.as_deref(), Some("xyz"));
         assert!(
-            e.to_url().starts_with(
+            e.to_url(ISS).starts_with(
                 "https://app.example/cb?error=unsupported_response_type&error_reason="
             )
         );
-        assert!(e.to_url().ends_with("&state=xyz"));
+        assert!(e.to_url(ISS).ends_with("&state=xyz&iss=https%3A%2F%2Fgk.example"));
         assert_eq!(
             redirect_error(&[("response_type", "")]).error,
             "invalid_request"
@@ -417,10 +454,10 @@ mod tests {
                 .iter()
                 .any(|(k, _)| *k == "code_challenge_method")
         );
-        let d = RedirectError::user_denied(&r).to_url();
+        let d = RedirectError::user_denied(&r).to_url(ISS);
         assert_eq!(
             d,
-            "https://app.example/cb?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request&state=xyz"
+            "https://app.example/cb?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request&state=xyz&iss=https%3A%2F%2Fgk.example"
         );
     }
 }

@@ -72,8 +72,21 @@ pub struct NewAppInput {
     pub mode: AppMode,
     /// Opt in to RFC 6749 refresh tokens.
     pub refresh_tokens: bool,
+    /// Legacy v1's "Enforce signed requests".
+    pub signed_requests: bool,
     pub deauthorize_url: Option<String>,
     pub data_deletion_url: Option<String>,
+}
+
+/// Signed requests can be enforced only for an app whose secret the server can derive.
+pub fn check_signed_requests(app: &App, on: bool) -> Result<(), OpError> {
+    if on && app.secret_seed.is_none() {
+        return Err(OpError::Invalid(format!(
+            "this app's secret predates derived secrets; rotate it (gramkey app rotate-secret {}) before enforcing signed requests",
+            app.id
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an optional callback URL; empty means none.
@@ -162,6 +175,7 @@ impl Ops {
             created_at: self.clock.now(),
             previous_secret: None,
             refresh_tokens: input.refresh_tokens,
+            signed_requests: input.signed_requests,
             secret_seed: Some(seed.to_vec()),
             deauthorize_url: settings.deauthorize_url,
             data_deletion_url: settings.data_deletion_url,
@@ -218,6 +232,26 @@ impl Ops {
             AuditKind::AppChanged,
             Outcome::Success,
             Entry::default().app(&app.id).detail("callback URLs"),
+        )
+        .await;
+        Ok(app)
+    }
+
+    /// Turns legacy v1's "Enforce signed requests" on or off. Checking a `sig` needs the
+    /// client secret, which only apps whose secret is derived from a seed can give.
+    pub async fn set_signed_requests(&self, id: &str, on: bool) -> Result<App, OpError> {
+        let mut app = self.app(id).await?;
+        check_signed_requests(&app, on)?;
+        app.signed_requests = on;
+        if !self.store.update_app(&app).await? {
+            return Err(OpError::NotFound(format!("no app with id {id}")));
+        }
+        self.audit(
+            AuditKind::AppChanged,
+            Outcome::Success,
+            Entry::default()
+                .app(&app.id)
+                .detail(format!("signed requests {}", if on { "on" } else { "off" })),
         )
         .await;
         Ok(app)
@@ -557,6 +591,7 @@ pub fn app_json(app: &App) -> Value {
         "scopes": app.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "mode": app.mode.as_str(),
         "refresh_tokens": app.refresh_tokens,
+        "signed_requests": app.signed_requests,
         "deauthorize_url": app.deauthorize_url,
         "data_deletion_url": app.data_deletion_url,
         "created_at": app.created_at,

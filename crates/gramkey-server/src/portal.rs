@@ -20,6 +20,7 @@ pub struct AppEdit {
     pub mode: AppMode,
     pub deauthorize_url: String,
     pub data_deletion_url: String,
+    pub signed_requests: bool,
 }
 
 impl Ops {
@@ -64,6 +65,7 @@ impl Ops {
             Some(&edit.deauthorize_url),
             Some(&edit.data_deletion_url),
         )?;
+        crate::ops::check_signed_requests(app, edit.signed_requests)?;
         let edited = App {
             name: s.name,
             redirect_uris: s.redirect_uris,
@@ -71,6 +73,7 @@ impl Ops {
             mode: edit.mode,
             deauthorize_url: s.deauthorize_url,
             data_deletion_url: s.data_deletion_url,
+            signed_requests: edit.signed_requests,
             ..app.clone()
         };
         if !self.store.update_app(&edited).await? {
@@ -93,6 +96,10 @@ impl Ops {
             != (&app.deauthorize_url, &app.data_deletion_url)
         {
             changed.push("callback URLs".into());
+        }
+        if edited.signed_requests != app.signed_requests {
+            let on = if edited.signed_requests { "on" } else { "off" };
+            changed.push(format!("signed requests {on}"));
         }
         if !changed.is_empty() {
             self.audit(

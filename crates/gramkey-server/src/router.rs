@@ -12,6 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::HeaderValue;
+use axum::handler::Handler;
+use axum::http::{HeaderName, header};
+use tower::ServiceExt;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -37,6 +41,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let request_ids = RequestIds::new(&state);
+    let cors = graph_cors();
     let graph = Router::new()
         // User, media, comments and publishing (wire protocol §4) are read by the fallback,
         // `graph::dispatch`; this one is a fixed route.
@@ -45,14 +50,26 @@ pub fn router(state: AppState) -> Router {
         .route("/access_token", get(lifecycle::exchange))
         .route("/refresh_access_token", get(lifecycle::refresh))
         // Token debugging (§7).
-        .route("/debug_token", get(debug::debug_token));
-    Router::new()
+        .route("/debug_token", get(debug::debug_token))
+        .layer(cors.clone());
+    // Legacy v1 (wire protocol §4). Its official clients add `.json` to every path; `v1_json`
+    // strips it before routing.
+    let legacy = Router::new()
+        .route("/v1/users/{id}", get(legacy::user))
+        .route("/v1/users/{id}/media/recent", get(legacy::recent_media))
+        .route("/v1/media/{id}", get(legacy::media))
+        .route("/v1/media/{id}/comments", get(legacy::comments))
+        .route("/v1/{*rest}", axum::routing::any(legacy::unknown))
+        .layer(cors.clone());
+    let routes = Router::new()
         // Pages.
         .route("/", get(sandbox::home))
         .route("/static/gramkey.css", get(sandbox::stylesheet))
         .merge(site())
         // OAuth (wire protocol §1, §2).
         .route("/oauth/authorize", get(authorize::get))
+        // The form the v1 documentation wrote, and its official clients built (§11).
+        .route("/oauth/authorize/", get(authorize::get))
         .route("/oauth/authorize/login", post(authorize::login))
         .route("/oauth/authorize/consent", post(authorize::consent))
         .route("/oauth/access_token", post(token::post).get(token::get))
@@ -80,16 +97,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/admin/callbacks/{id}/retry", post(admin::retry_callback))
         .route("/admin/{*rest}", axum::routing::any(admin::not_found))
-        // Legacy v1 (wire protocol §4).
-        .route("/v1/users/{id}", get(legacy::user))
-        .route("/v1/users/{id}/media/recent", get(legacy::recent_media))
-        .route("/v1/media/{id}", get(legacy::media))
-        .route("/v1/{*rest}", axum::routing::any(legacy::unknown))
+        .merge(legacy)
         // Sandbox.
         .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))
         .route("/sandbox/media/{file}", get(sandbox::media_image))
         .route_layer(middleware::from_fn(observe::mark_route))
-        .fallback(graph::dispatch)
+        .fallback(graph::dispatch.layer(cors))
         .method_not_allowed_fallback(unsupported_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
@@ -104,7 +117,43 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::x_request_id(request_ids))
-        .with_state(state)
+        .with_state(state);
+    Router::new().fallback_service(routes.map_request(v1_json))
+}
+
+/// Browser widgets call the Graph host from pages on other origins, and Instagram answered
+/// them with `Access-Control-Allow-Origin: *` (wire protocol §11). Only the Graph host's
+/// resources and legacy v1 get this; the OAuth endpoints, the admin API and the site's pages
+/// do not. No credentials: tokens travel in the query or the `Authorization` header.
+fn graph_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([
+            HeaderName::from_static("x-app-usage"),
+            HeaderName::from_static("x-business-use-case-usage"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(3600))
+}
+
+/// `/v1/users/self.json` is `/v1/users/self`: the legacy API's official clients append `.json`
+/// to every path (wire protocol §11). Done before routing, so every v1 route takes both.
+fn v1_json(mut req: Request<Body>) -> Request<Body> {
+    let path = req.uri().path();
+    if let Some(bare) = path.strip_prefix("/v1/").and_then(|p| p.strip_suffix(".json")) {
+        let rewritten = match req.uri().query() {
+            Some(q) => format!("/v1/{bare}?{q}"),
+            None => format!("/v1/{bare}"),
+        };
+        if let Ok(uri) = rewritten.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 /// The site's own pages: sign-in, a person's settings, the developer dashboard, the admin

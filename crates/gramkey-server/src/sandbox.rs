@@ -79,6 +79,7 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
                 .join(","),
             mode: AppMode::Development,
             refresh_tokens: true,
+            signed_requests: false,
             deauthorize_url: None,
             data_deletion_url: None,
         })

@@ -146,6 +146,7 @@ impl TestApp {
                 scopes: scopes.into(),
                 mode,
                 refresh_tokens: false,
+                signed_requests: false,
                 deauthorize_url: None,
                 data_deletion_url: None,
             })
@@ -1925,6 +1926,7 @@ async fn refresh_app(t: &TestApp) -> Registered {
             scopes: "user_profile,user_media".into(),
             mode: AppMode::Live,
             refresh_tokens: true,
+            signed_requests: false,
             deauthorize_url: None,
             data_deletion_url: None,
         })
@@ -2425,6 +2427,7 @@ async fn callback_app(t: &TestApp, rx: &Receiver) -> Registered {
             scopes: "user_profile,user_media".into(),
             mode: AppMode::Live,
             refresh_tokens: false,
+            signed_requests: false,
             deauthorize_url: Some(format!("{}/deauth", rx.base)),
             data_deletion_url: Some(format!("{}/delete", rx.base)),
         })

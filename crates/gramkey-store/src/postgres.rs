@@ -70,7 +70,8 @@ impl PgStore {
 }
 
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
-     previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url";
+     previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url, \
+     signed_requests";
 
 fn app_from_row(row: &PgRow) -> Result<App> {
     let id: String = row.try_get(0)?;
@@ -94,6 +95,7 @@ fn app_from_row(row: &PgRow) -> Result<App> {
         secret_seed: row.try_get(10)?,
         deauthorize_url: row.try_get(11)?,
         data_deletion_url: row.try_get(12)?,
+        signed_requests: row.try_get(13)?,
     })
 }
 
@@ -134,7 +136,7 @@ fn grant_from_row(row: &PgRow) -> Result<Grant> {
 impl AppStore for PgStore {
     async fn create_app(&self, app: &App) -> Result<()> {
         query(&format!(
-            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11)"
+            "INSERT INTO apps ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11, $12)"
         ))
         .bind(app.id.as_str())
         .bind(&app.name)
@@ -147,6 +149,7 @@ impl AppStore for PgStore {
         .bind(&app.secret_seed)
         .bind(&app.deauthorize_url)
         .bind(&app.data_deletion_url)
+        .bind(app.signed_requests)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -208,7 +211,7 @@ impl AppStore for PgStore {
     async fn update_app(&self, app: &App) -> Result<bool> {
         let r = query(
             "UPDATE apps SET name = $2, redirect_uris = $3, scopes = $4, mode = $5, refresh_tokens = $6,
-                 deauthorize_url = $7, data_deletion_url = $8
+                 deauthorize_url = $7, data_deletion_url = $8, signed_requests = $9
              WHERE id = $1",
         )
         .bind(app.id.as_str())
@@ -219,6 +222,7 @@ impl AppStore for PgStore {
         .bind(app.refresh_tokens)
         .bind(&app.deauthorize_url)
         .bind(&app.data_deletion_url)
+        .bind(app.signed_requests)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)

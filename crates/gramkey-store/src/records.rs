@@ -35,6 +35,8 @@ pub struct App {
     pub deauthorize_url: Option<String>,
     /// Where to POST when a user asks for their data to be deleted.
     pub data_deletion_url: Option<String>,
+    /// Legacy v1's "Enforce signed requests": every v1 call must carry a valid `sig`.
+    pub signed_requests: bool,
 }
 
 /// What Instagram shows of a person.

@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_content.sql"),
     include_str!("../migrations/sqlite/0007_monitoring.sql"),
     include_str!("../migrations/sqlite/0008_access.sql"),
+    include_str!("../migrations/sqlite/0009_signed_requests.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -175,22 +176,28 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// Applies the migrations this database lacks, each in an `IMMEDIATE` transaction that reads
+/// the schema version after taking the write lock. Two processes opening a fresh database at
+/// once (`gramkey serve` and a CLI command) apply each migration once: the second waits for
+/// the first (busy timeout), then finds the version moved on.
 fn migrate(conn: &mut Connection) -> Result<()> {
-    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current > MIGRATIONS.len() {
-        return Err(StoreError::Backend(format!(
-            "the database has schema version {current}, newer than this gramkey ({}); upgrade gramkey",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "the database has schema version {current}, newer than this gramkey ({}); upgrade gramkey",
+                MIGRATIONS.len()
+            )));
+        }
+        let Some(sql) = MIGRATIONS.get(current) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.pragma_update(None, "user_version", current + 1)?;
         tx.commit()?;
-        tracing::info!(version = i + 1, "applied SQLite migration");
+        tracing::info!(version = current + 1, "applied SQLite migration");
     }
-    Ok(())
 }
 
 impl SqliteStore {
@@ -198,10 +205,10 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA busy_timeout = 5000;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
+             PRAGMA foreign_keys = ON;",
         )?;
         conn.execute_batch(TUNING)?;
         migrate(&mut conn)?;
@@ -253,7 +260,8 @@ impl SqliteStore {
 }
 
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
-     previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url";
+     previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url, \
+     signed_requests";
 
 fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, StoreError>> {
     let id: String = row.get(0)?;
@@ -280,6 +288,7 @@ fn app_from_row(row: &Row<'_>) -> rusqlite::Result<std::result::Result<App, Stor
             secret_seed: row.get(10).map_err(StoreError::from)?,
             deauthorize_url: row.get(11).map_err(StoreError::from)?,
             data_deletion_url: row.get(12).map_err(StoreError::from)?,
+            signed_requests: row.get(13).map_err(StoreError::from)?,
         })
     })())
 }
@@ -311,7 +320,7 @@ impl AppStore for SqliteStore {
         let app = app.clone();
         self.write(move |c| {
             c.prepare_cached(&format!(
-                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?10, ?11)"
+                "INSERT INTO apps ({APP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?10, ?11, ?12)"
             ))?
             .execute(params![
                 app.id.as_str(),
@@ -324,7 +333,8 @@ impl AppStore for SqliteStore {
                 app.refresh_tokens,
                 app.secret_seed,
                 app.deauthorize_url,
-                app.data_deletion_url
+                app.data_deletion_url,
+                app.signed_requests
             ])?;
             Ok(())
         })
@@ -386,7 +396,7 @@ impl AppStore for SqliteStore {
         self.write(move |c| {
             Ok(c.prepare_cached(
                 "UPDATE apps SET name = ?2, redirect_uris = ?3, scopes = ?4, mode = ?5, refresh_tokens = ?6,
-                     deauthorize_url = ?7, data_deletion_url = ?8
+                     deauthorize_url = ?7, data_deletion_url = ?8, signed_requests = ?9
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -397,7 +407,8 @@ impl AppStore for SqliteStore {
                 app.mode.as_str(),
                 app.refresh_tokens,
                 app.deauthorize_url,
-                app.data_deletion_url
+                app.data_deletion_url,
+                app.signed_requests
             ])?
                 == 1)
         })

@@ -43,6 +43,7 @@ fn app(id: &str) -> App {
         secret_seed: Some(vec![1; 32]),
         deauthorize_url: Some("https://a.example/deauth".into()),
         data_deletion_url: None,
+        signed_requests: false,
     }
 }
 
@@ -122,6 +123,7 @@ async fn apps_and_roles(s: &dyn Store) {
         scopes: ScopeSet::parse("user_profile").unwrap(),
         mode: AppMode::Live,
         refresh_tokens: false,
+        signed_requests: true,
         deauthorize_url: None,
         data_deletion_url: Some("https://a.example/delete".into()),
         // Neither the secret nor the creation time is an editable setting.
@@ -1773,6 +1775,29 @@ async fn postgres_purges() {
         return;
     };
     purging(&*fresh_postgres(&url).await.unwrap()).await;
+}
+
+/// `gramkey serve` and a CLI command started at once on a fresh data directory: every opener
+/// succeeds and each migration is applied once.
+#[test]
+fn sqlite_opens_a_fresh_database_from_many_processes_at_once() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let start = Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    gramkey_store::sqlite::SqliteStore::open(&path).map(drop)
+                })
+            })
+            .collect();
+        for o in openers {
+            o.join().unwrap().expect("every opener succeeds");
+        }
+    }
 }
 
 #[tokio::test]

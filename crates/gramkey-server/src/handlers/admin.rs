@@ -72,6 +72,8 @@ pub struct CreateApp {
     #[serde(default)]
     refresh_tokens: bool,
     #[serde(default)]
+    signed_requests: bool,
+    #[serde(default)]
     deauthorize_url: Option<String>,
     #[serde(default)]
     data_deletion_url: Option<String>,
@@ -100,6 +102,7 @@ pub async fn create_app(
         scopes: body.scopes.join(","),
         mode: parse_mode(body.mode.as_deref())?,
         refresh_tokens: body.refresh_tokens,
+        signed_requests: body.signed_requests,
         deauthorize_url: body.deauthorize_url,
         data_deletion_url: body.data_deletion_url,
     };
@@ -247,6 +250,7 @@ pub async fn list_users(
 pub struct UpdateApp {
     deauthorize_url: Option<String>,
     data_deletion_url: Option<String>,
+    signed_requests: Option<bool>,
 }
 
 pub async fn update_app(
@@ -255,14 +259,21 @@ pub async fn update_app(
     Path(id): Path<String>,
     Body(body): Body<UpdateApp>,
 ) -> Result<Json<Value>, AdminError> {
-    let app = state
-        .ops
-        .set_app_callbacks(
-            &id,
-            body.deauthorize_url.as_deref(),
-            body.data_deletion_url.as_deref(),
-        )
-        .await?;
+    let mut app = state.ops.app(&id).await?;
+    if body.deauthorize_url.is_some() || body.data_deletion_url.is_some() {
+        app = state
+            .ops
+            .set_app_callbacks(
+                &id,
+                body.deauthorize_url.as_deref(),
+                body.data_deletion_url.as_deref(),
+            )
+            .await?;
+    }
+    if let Some(on) = body.signed_requests {
+        app = state.ops.set_signed_requests(&id, on).await?;
+        state.forget_app_facts(&app.id);
+    }
     Ok(Json(app_json(&app)))
 }
 

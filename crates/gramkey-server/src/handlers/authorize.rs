@@ -77,7 +77,7 @@ async fn validate(
         Ok(req) => Ok((app, req)),
         Err(gramkey_domain::authorize::AuthorizeError::Fatal(f)) => Err(fatal_page(f)),
         Err(gramkey_domain::authorize::AuthorizeError::Redirect(r)) => {
-            Err(redirect(redirect_status, &r.to_url()))
+            Err(redirect(redirect_status, &r.to_url(&state.config.public_url)))
         }
     }
 }
@@ -197,7 +197,7 @@ async fn check_role(
     } else {
         Err(redirect(
             status,
-            &RedirectError::insufficient_role(req).to_url(),
+            &RedirectError::insufficient_role(req).to_url(&state.config.public_url),
         ))
     }
 }
@@ -238,7 +238,7 @@ async fn issue_code(
     };
     ops.store.create_code(&record).await.map_err(internal)?;
     tracing::info!(app_id = %req.app_id, user_id = user.id.0, "authorization code issued");
-    Ok(req.success_url(code.expose()))
+    Ok(req.success_url(code.expose(), &state.config.public_url))
 }
 
 /// The common start of both forms: a session whose CSRF token the form echoes, and authorize
@@ -315,7 +315,7 @@ pub async fn consent(
             tracing::info!(app_id = %app.id, user_id = user.id.0, "user denied consent");
             redirect(
                 StatusCode::SEE_OTHER,
-                &RedirectError::user_denied(&req).to_url(),
+                &RedirectError::user_denied(&req).to_url(&state.config.public_url),
             )
         }
         Some("allow") => {

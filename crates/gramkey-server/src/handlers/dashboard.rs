@@ -73,6 +73,7 @@ pub async fn create(
             scopes: posted.scopes.join(","),
             mode: mode_of(&posted)?,
             refresh_tokens: false,
+            signed_requests: posted.signed_requests,
             deauthorize_url: Some(posted.deauthorize_url.clone()),
             data_deletion_url: Some(posted.data_deletion_url.clone()),
         };
@@ -263,6 +264,7 @@ pub async fn save(
             mode: mode_of(&posted)?,
             deauthorize_url: posted.deauthorize_url.clone(),
             data_deletion_url: posted.data_deletion_url.clone(),
+            signed_requests: posted.signed_requests,
         };
         state.ops.edit_app(&app, edit).await
     };

@@ -3,17 +3,19 @@
 //! `{"meta":{"code":200},"data":…,"pagination":{…}}` envelope, with JSONP through `callback=`.
 //!
 //! Another user is visible only through this app's id for them (they granted the app too), and
-//! only with `public_content`, as on v1.
+//! only with `public_content`, as on v1. Objects have the whole v1 shape its official clients
+//! index (docs/legacy-v1.md). For apps that enforce signed requests, every call must carry a
+//! valid `sig` ([`check_signature`]).
 
 use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::access::Need;
-use gramkey_domain::graph::legacy::{LegacyError, parse_count, valid_callback};
+use gramkey_domain::graph::legacy::{LegacyError, check_signature, parse_count, valid_callback};
 use gramkey_domain::graph::paging::{Page, PageRequest, valid_id};
 use gramkey_domain::{Scope, ScopedUserId, TokenKind};
-use gramkey_store::{Media, StoreError, TokenRecord, User};
+use gramkey_store::{Comment, CommentsOf, Media, StoreError, TokenRecord, User};
 use serde_json::{Value, json};
 
 use super::me::{admit, authenticate, bearer};
@@ -75,8 +77,11 @@ struct Caller {
     scoped: ScopedUserId,
 }
 
+/// The caller of `path` (as requested, `.json` and all): its token, checked and admitted, and
+/// the request's signature when its app enforces signed requests.
 async fn caller(
     state: &AppState,
+    path: &str,
     headers: &HeaderMap,
     query: &[(String, String)],
 ) -> Result<Caller, LegacyError> {
@@ -93,6 +98,7 @@ async fn caller(
     admit(state, &token, CallClass::Legacy)
         .await
         .map_err(|e| LegacyError::from(&e))?;
+    check_signed(state, &token, path, query).await?;
     let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
         return Err(invalid());
     };
@@ -111,6 +117,31 @@ async fn caller(
         user,
         scoped,
     })
+}
+
+/// Legacy v1's "Enforce signed requests", for the apps that turned it on.
+async fn check_signed(
+    state: &AppState,
+    token: &TokenRecord,
+    path: &str,
+    query: &[(String, String)],
+) -> Result<(), LegacyError> {
+    let app = state
+        .ops
+        .store
+        .app(&token.app_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| LegacyError::from(&GraphError::invalid_token()))?;
+    if !app.signed_requests {
+        return Ok(());
+    }
+    let secret = state.ops.app_secret(&app).ok_or_else(|| {
+        tracing::error!(app_id = %app.id, "signed requests enforced, but the app's secret cannot be derived");
+        LegacyError::from(&GraphError::internal())
+    })?;
+    let endpoint = path.strip_prefix("/v1").unwrap_or(path);
+    check_signature(&secret, endpoint, query)
 }
 
 /// `self`, the caller's own id, or another user's id in this app (with `public_content`).
@@ -168,8 +199,83 @@ async fn user_json(
     }))
 }
 
+/// A person as v1 names them inside other objects. `id` is this app's id for them, or empty
+/// for someone who has not authorized the app (v1's ids were global; ours are per app, and a
+/// stranger's must not leak).
+fn user_brief(u: &User, scoped: Option<&ScopedUserId>) -> Value {
+    json!({
+        "id": scoped.map_or("", ScopedUserId::as_str),
+        "username": u.username,
+        "full_name": u.profile.full_name,
+        "profile_picture": u.profile.profile_picture_url,
+    })
+}
+
+/// v1's three video renditions (480, 480 and 640 px square).
+fn videos(url: &str) -> Value {
+    json!({
+        "low_bandwidth": {"url": url, "width": 480, "height": 480},
+        "low_resolution": {"url": url, "width": 480, "height": 480},
+        "standard_resolution": {"url": url, "width": 640, "height": 640},
+    })
+}
+
+/// How many of a media's comments its v1 object carries in `comments.data`.
+const EMBEDDED_COMMENTS: u32 = 8;
+
+async fn recent_comments(
+    state: &AppState,
+    m: &Media,
+    app: &gramkey_domain::AppId,
+) -> Result<Vec<Value>, LegacyError> {
+    if m.comments_count == 0 {
+        return Ok(Vec::new());
+    }
+    let req = PageRequest::first(EMBEDDED_COMMENTS);
+    let rows = state
+        .ops
+        .store
+        .comments_page(CommentsOf::Media(&m.id), &req)
+        .await
+        .map_err(internal)?;
+    let page = Page::cut(rows, &req);
+    let mut out = Vec::with_capacity(page.items.len());
+    for c in page.items.iter().filter(|c| !c.hidden) {
+        out.push(comment_json(state, c, app).await?);
+    }
+    Ok(out)
+}
+
+/// A v1 comment: `id`, `text`, `created_time` (epoch seconds as a string) and `from`.
+async fn comment_json(
+    state: &AppState,
+    c: &Comment,
+    app: &gramkey_domain::AppId,
+) -> Result<Value, LegacyError> {
+    let author = state.ops.store.user(c.user_id).await.map_err(internal)?;
+    let scoped = state
+        .ops
+        .store
+        .grant(app, c.user_id)
+        .await
+        .map_err(internal)?
+        .map(|g| g.scoped_id);
+    let from = match &author {
+        Some(u) => user_brief(u, scoped.as_ref()),
+        None => json!({"id": "", "username": c.username, "full_name": "", "profile_picture": ""}),
+    };
+    Ok(json!({
+        "id": c.id,
+        "text": c.text,
+        "created_time": c.created_at.to_string(),
+        "from": from,
+    }))
+}
+
+/// A v1 media object, as the app `app` sees it.
 async fn media_json(
     state: &AppState,
+    app: &gramkey_domain::AppId,
     m: &Media,
     owner: &User,
     scoped: &ScopedUserId,
@@ -186,12 +292,7 @@ async fn media_json(
             "standard_resolution": {"url": url, "width": 640, "height": 640},
         })
     };
-    let user = json!({
-        "id": scoped.as_str(),
-        "username": owner.username,
-        "full_name": owner.profile.full_name,
-        "profile_picture": owner.profile.profile_picture_url,
-    });
+    let user = user_brief(owner, Some(scoped));
     let tags: Vec<&str> = m
         .caption
         .split_whitespace()
@@ -207,8 +308,9 @@ async fn media_json(
         },
         "created_time": m.created_at.to_string(),
         "link": m.permalink,
-        "likes": {"count": m.like_count},
-        "comments": {"count": m.comments_count},
+        // Who liked is not kept: `data` is empty, as v1 showed it to apps without `likes`.
+        "likes": {"count": m.like_count, "data": []},
+        "comments": {"count": m.comments_count, "data": recent_comments(state, m, app).await?},
         "tags": tags,
         "filter": "Normal",
         "location": null,
@@ -218,15 +320,14 @@ async fn media_json(
         "user": user,
     });
     if kind == "video" {
-        v["videos"] =
-            json!({"standard_resolution": {"url": m.media_url, "width": 640, "height": 640}});
+        v["videos"] = videos(&m.media_url);
     }
     if kind == "carousel" {
         let children = state.ops.store.children(&m.id).await.map_err(internal)?;
         v["carousel_media"] = children
             .iter()
             .map(|c| if c.media_type == "VIDEO" {
-                json!({"type": "video", "videos": {"standard_resolution": {"url": c.media_url, "width": 640, "height": 640}}, "users_in_photo": []})
+                json!({"type": "video", "videos": videos(&c.media_url), "users_in_photo": []})
             } else {
                 json!({"type": "image", "images": images(&c.media_url), "users_in_photo": []})
             })
@@ -238,12 +339,13 @@ async fn media_json(
 pub async fn user(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query = super::query_pairs(q);
     let result = async {
-        let c = caller(&state, &headers, &query).await?;
+        let c = caller(&state, uri.path(), &headers, &query).await?;
         let (user, scoped) = resolve_user(&state, &c, &id).await?;
         Ok(json!({"meta": {"code": 200}, "data": user_json(&state, &user, &scoped).await?}))
     }
@@ -260,7 +362,7 @@ pub async fn recent_media(
 ) -> Response {
     let query = super::query_pairs(q);
     let result = async {
-        let c = caller(&state, &headers, &query).await?;
+        let c = caller(&state, uri.path(), &headers, &query).await?;
         let (user, scoped) = resolve_user(&state, &c, &id).await?;
         let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let mut req = PageRequest::first(parse_count(get("count"))?);
@@ -289,7 +391,7 @@ pub async fn recent_media(
         let page = Page::cut(rows, &req);
         let mut data = Vec::with_capacity(page.items.len());
         for m in &page.items {
-            data.push(media_json(&state, m, &user, &scoped).await?);
+            data.push(media_json(&state, &c.token.app_id, m, &user, &scoped).await?);
         }
         let mut pagination = json!({});
         if let (true, Some(last)) = (page.has_next, page.items.last()) {
@@ -307,32 +409,82 @@ pub async fn recent_media(
 pub async fn media(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query = super::query_pairs(q);
     let result = async {
-        let c = caller(&state, &headers, &query).await?;
-        let missing = || LegacyError::not_found("invalid media id");
-        if !valid_id(&id) {
-            return Err(missing());
-        }
-        let m = state.ops.store.media(&id).await.map_err(internal)?.filter(|m| m.parent_id.is_none()).ok_or_else(missing)?;
-        if m.user_id != c.user.id {
-            // Another user's media: visible only if they use this app too, with public_content.
-            let Some(owner_scoped) = owner_scoped_id(&state, &c, &m).await? else {
-                return Err(missing());
-            };
-            if !c.token.scopes.contains(Scope::PublicContent) {
-                return Err(LegacyError::permission("public_content"));
-            }
-            let owner = state.ops.store.user(m.user_id).await.map_err(internal)?.ok_or_else(missing)?;
-            return Ok(json!({"meta": {"code": 200}, "data": media_json(&state, &m, &owner, &owner_scoped).await?}));
-        }
-        Ok(json!({"meta": {"code": 200}, "data": media_json(&state, &m, &c.user, &c.scoped).await?}))
+        let c = caller(&state, uri.path(), &headers, &query).await?;
+        let (m, owner, owner_scoped) = visible_media(&state, &c, &id).await?;
+        Ok(json!({"meta": {"code": 200}, "data": media_json(&state, &c.token.app_id, &m, &owner, &owner_scoped).await?}))
     }
     .await;
     respond(&query, result)
+}
+
+/// `GET /v1/media/{id}/comments`: the media's comments, oldest first, as v1 listed them.
+pub async fn comments(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query = super::query_pairs(q);
+    let result = async {
+        let c = caller(&state, uri.path(), &headers, &query).await?;
+        let (m, _, _) = visible_media(&state, &c, &id).await?;
+        // v1 answered a media's comments in one list, without paging.
+        let req = PageRequest::first(gramkey_domain::graph::legacy::MAX_COUNT);
+        let rows = state.ops.store.comments_page(CommentsOf::Media(&m.id), &req).await.map_err(internal)?;
+        let page = Page::cut(rows, &req);
+        let mut data = Vec::with_capacity(page.items.len());
+        for comment in page.items.iter().filter(|c| !c.hidden) {
+            data.push(comment_json(&state, comment, &c.token.app_id).await?);
+        }
+        Ok(json!({"meta": {"code": 200}, "data": data}))
+    }
+    .await;
+    respond(&query, result)
+}
+
+/// A media the caller may see: their own, or (with `public_content`) that of someone who uses
+/// this app too. With its owner and this app's id for them.
+async fn visible_media(
+    state: &AppState,
+    c: &Caller,
+    id: &str,
+) -> Result<(Media, User, ScopedUserId), LegacyError> {
+    let missing = || LegacyError::not_found("invalid media id");
+    if !valid_id(id) {
+        return Err(missing());
+    }
+    let m = state
+        .ops
+        .store
+        .media(id)
+        .await
+        .map_err(internal)?
+        .filter(|m| m.parent_id.is_none())
+        .ok_or_else(missing)?;
+    if m.user_id == c.user.id {
+        return Ok((m, c.user.clone(), c.scoped.clone()));
+    }
+    let Some(owner_scoped) = owner_scoped_id(state, c, &m).await? else {
+        return Err(missing());
+    };
+    if !c.token.scopes.contains(Scope::PublicContent) {
+        return Err(LegacyError::permission("public_content"));
+    }
+    let owner = state
+        .ops
+        .store
+        .user(m.user_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(missing)?;
+    Ok((m, owner, owner_scoped))
 }
 
 async fn owner_scoped_id(

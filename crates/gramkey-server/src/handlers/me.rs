@@ -23,7 +23,9 @@ use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::ratelimit::{Budget, CallClass};
 
 /// The access token of a request: `Authorization: Bearer …` (or `OAuth …`, as Graph accepts), or
-/// the `access_token` query parameter. Both at once is refused (RFC 6750 §2).
+/// the `access_token` query parameter. The same token in both is one token: OAuth compliance
+/// shims send the v1 token in the query as well as the header (wire protocol §11). Two
+/// different tokens are refused (RFC 6750 §2: one method per request).
 pub fn bearer(
     headers: &HeaderMap,
     query: &[(String, String)],
@@ -50,8 +52,9 @@ pub fn bearer(
         ));
     }
     match (from_header, q) {
+        (Some(h), Some(q)) if h == q => Ok(Some(AccessToken::new(h))),
         (Some(_), Some(_)) => Err(GraphError::invalid_parameter(
-            "Send the access token in the Authorization header or the access_token parameter, not both",
+            "The Authorization header and the access_token parameter hold different tokens; send one",
         )),
         (Some(t), None) | (None, Some(t)) => Ok(Some(AccessToken::new(t))),
         (None, None) => Ok(None),

@@ -189,11 +189,14 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "response_types_supported": ["code"],
-        "grant_types_supported": ["authorization_code", "client_credentials"],
+        // refresh_token: for apps that opted in (RFC 6749 §6).
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        // Every authorization response names the issuer (RFC 9207).
+        "authorization_response_iss_parameter_supported": true,
         "scopes_supported": Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
     }))
 }

@@ -41,9 +41,11 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
 }
 
 /// The response style. Instagram's clients send the secret in the form and get Instagram's
-/// exact shapes. Generic OAuth clients that authenticate with HTTP Basic (RFC 6749 §2.3.1,
-/// the default of most OAuth libraries) get RFC 6749 §5.1 bodies (`token_type`,
-/// `expires_in`, `scope`) and §5.2 errors.
+/// exact shapes (errors also carry RFC 6749 §5.2's `error`, see [`TokenErrorResponse`]).
+/// Generic OAuth clients get RFC 6749 §5.1 bodies (`token_type`, `expires_in`, `scope`, and
+/// the refresh token of an app that opted in) and §5.2 errors. A client is generic when it
+/// authenticates with HTTP Basic (RFC 6749 §2.3.1) or sends a PKCE `code_verifier`:
+/// Instagram had no PKCE, so no Instagram client sends one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Style {
     Instagram,
@@ -56,10 +58,16 @@ pub async fn post(
     fields: Result<FormFields, Refusal>,
 ) -> Response {
     let (style, result) = match basic_credentials(&headers) {
-        None => (
-            Style::Instagram,
-            async { token_request(&state, fields?, false, Style::Instagram).await }.await,
-        ),
+        None => {
+            let style = match &fields {
+                Ok(f) if f.get("code_verifier").is_some() => Style::Rfc,
+                _ => Style::Instagram,
+            };
+            (
+                style,
+                async { token_request(&state, fields?, false, style).await }.await,
+            )
+        }
         Some(creds) => (
             Style::Rfc,
             async {
@@ -304,7 +312,8 @@ async fn code_grant(
     // (with a refresh token, for apps that opted in); this slot carries them back out.
     type Minted = (AccessToken, Option<AccessToken>);
     let minted: Arc<Mutex<Option<Minted>>> = Arc::default();
-    let with_refresh = app.refresh_tokens;
+    // Instagram never sent a refresh token: only generic OAuth clients are given one.
+    let with_refresh = app.refresh_tokens && style == Style::Rfc;
     let slot = minted.clone();
     let entropy = ops.entropy.clone();
     let client = app.id.clone();

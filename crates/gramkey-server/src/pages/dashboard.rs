@@ -20,6 +20,8 @@ pub struct AppForm {
     pub mode: String,
     pub deauthorize_url: String,
     pub data_deletion_url: String,
+    /// Legacy v1's "Enforce signed requests".
+    pub signed_requests: bool,
 }
 
 impl AppForm {
@@ -36,6 +38,7 @@ impl AppForm {
             mode: app.mode.as_str().to_owned(),
             deauthorize_url: app.deauthorize_url.clone().unwrap_or_default(),
             data_deletion_url: app.data_deletion_url.clone().unwrap_or_default(),
+            signed_requests: app.signed_requests,
         }
     }
 
@@ -67,6 +70,7 @@ impl AppForm {
             mode: one("mode"),
             deauthorize_url: one("deauthorize_url"),
             data_deletion_url: one("data_deletion_url"),
+            signed_requests: one("signed_requests") == "on",
         }
     }
 
@@ -122,6 +126,14 @@ fn settings_fields(f: &AppForm) -> Markup {
                         }
                     }
                 }
+            }
+        }
+        fieldset {
+            legend { "Legacy API (v1)" }
+            label class="check" {
+                input type="checkbox" name="signed_requests" value="on" checked[f.signed_requests];
+                " " strong { "Enforce signed requests" } ": every v1 call must carry a "
+                code { "sig" } ", an HMAC-SHA256 of its endpoint and parameters under the client secret"
             }
         }
     }

@@ -1,5 +1,11 @@
 //! The token endpoint's flat error shape (wire protocol §2): HTTP 400,
-//! `{"error_type":"OAuthException","code":400,"error_message":"..."}`.
+//! `{"error_type":"OAuthException","code":400,"error_message":"..."}`, with RFC 6749 §5.2's
+//! `error` and `error_description` beside them.
+//!
+//! Instagram's clients read `error_type`, `code` and `error_message` and ignore the rest;
+//! generic OAuth libraries that send the secret in the form (`client_secret_post`) tell an
+//! error from a token only by `error` (Authlib, oauth4webapi). Both are in every refusal, so
+//! neither kind of client stores an error as if it were a token.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -24,6 +30,10 @@ impl From<TokenEndpointError> for TokenErrorResponse {
 
 impl IntoResponse for TokenErrorResponse {
     fn into_response(self) -> Response {
+        let rfc = match &self {
+            Self::Refused(e) => super::rfc::token_error_code(e).1,
+            Self::Internal => "server_error",
+        };
         let (status, kind, message) = match self {
             // Throttling speaks legacy v1's rate-limit shape (wire protocol §6).
             Self::Refused(e @ TokenEndpointError::Throttled { .. }) => (
@@ -42,7 +52,13 @@ impl IntoResponse for TokenErrorResponse {
         no_store(
             (
                 status,
-                Json(json!({"error_type": kind, "code": code, "error_message": message})),
+                Json(json!({
+                    "error_type": kind,
+                    "code": code,
+                    "error_message": message,
+                    "error": rfc,
+                    "error_description": message,
+                })),
             )
                 .into_response(),
         )

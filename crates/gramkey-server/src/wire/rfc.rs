@@ -40,27 +40,31 @@ impl RfcError {
     }
 }
 
-/// The RFC 6749 §5.2 code for each token-endpoint refusal.
+/// The RFC 6749 §5.2 status and code of a token-endpoint refusal.
+pub fn token_error_code(e: &gramkey_domain::error::TokenEndpointError) -> (StatusCode, &'static str) {
+    use gramkey_domain::error::TokenEndpointError as E;
+    match e {
+        E::Missing(_) | E::Duplicate(_) | E::Invalid(_) | E::Body(_) => {
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        }
+        E::InvalidClient | E::BadClientSecret => (StatusCode::UNAUTHORIZED, "invalid_client"),
+        E::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        E::RedirectNotRegistered
+        | E::RedirectDiffers
+        | E::CodeNotFound
+        | E::CodeUsed
+        | E::PkceMismatch
+        | E::PkceMissing
+        | E::PkceUnexpected
+        | E::InvalidRefreshToken
+        | E::RefreshTokenReused => (StatusCode::BAD_REQUEST, "invalid_grant"),
+        E::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
+    }
+}
+
 impl From<gramkey_domain::error::TokenEndpointError> for RfcError {
     fn from(e: gramkey_domain::error::TokenEndpointError) -> Self {
-        use gramkey_domain::error::TokenEndpointError as E;
-        let (status, error) = match &e {
-            E::Missing(_) | E::Duplicate(_) | E::Invalid(_) | E::Body(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_request")
-            }
-            E::InvalidClient | E::BadClientSecret => (StatusCode::UNAUTHORIZED, "invalid_client"),
-            E::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
-            E::RedirectNotRegistered
-            | E::RedirectDiffers
-            | E::CodeNotFound
-            | E::CodeUsed
-            | E::PkceMismatch
-            | E::PkceMissing
-            | E::PkceUnexpected
-            | E::InvalidRefreshToken
-            | E::RefreshTokenReused => (StatusCode::BAD_REQUEST, "invalid_grant"),
-            E::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
-        };
+        let (status, error) = token_error_code(&e);
         Self {
             status,
             error,

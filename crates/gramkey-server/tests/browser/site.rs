@@ -670,6 +670,7 @@ async fn apps_and_websites_sorts_active_expired_and_removed() {
         scopes: "user_profile".into(),
         mode: AppMode::Live,
         refresh_tokens: false,
+        signed_requests: false,
         deauthorize_url: Some("https://app.example/deauth".into()),
         data_deletion_url: Some("https://app.example/delete".into()),
     };
