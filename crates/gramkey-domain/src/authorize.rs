@@ -380,7 +380,10 @@ mod tests {
         assert_eq!(ok.scopes.to_stored(), "basic");
         let mut empty = without_scope.clone();
         empty.push(("scope", ""));
-        assert_eq!(params(&empty).validate(view).unwrap().scopes.to_stored(), "basic");
+        assert_eq!(
+            params(&empty).validate(view).unwrap().scopes.to_stored(),
+            "basic"
+        );
         // Basic Display and Instagram Login documented scope as required.
         let e = redirect_error(&[("scope", "")]);
         assert_eq!((e.error, e.reason), ("invalid_request", "missing_scope"));
@@ -396,7 +399,10 @@ mod tests {
                 "https://app.example/cb?error=unsupported_response_type&error_reason="
             )
         );
-        assert!(e.to_url(ISS).ends_with("&state=xyz&iss=https%3A%2F%2Fgk.example"));
+        assert!(
+            e.to_url(ISS)
+                .ends_with("&state=xyz&iss=https%3A%2F%2Fgk.example")
+        );
         assert_eq!(
             redirect_error(&[("response_type", "")]).error,
             "invalid_request"

@@ -11,8 +11,8 @@ use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::http::HeaderValue;
 use axum::handler::Handler;
+use axum::http::HeaderValue;
 use axum::http::{HeaderName, header};
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -144,7 +144,10 @@ fn graph_cors() -> CorsLayer {
 /// to every path (wire protocol §11). Done before routing, so every v1 route takes both.
 fn v1_json(mut req: Request<Body>) -> Request<Body> {
     let path = req.uri().path();
-    if let Some(bare) = path.strip_prefix("/v1/").and_then(|p| p.strip_suffix(".json")) {
+    if let Some(bare) = path
+        .strip_prefix("/v1/")
+        .and_then(|p| p.strip_suffix(".json"))
+    {
         let rewritten = match req.uri().query() {
             Some(q) => format!("/v1/{bare}?{q}"),
             None => format!("/v1/{bare}"),

@@ -78,7 +78,8 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
                 .collect::<Vec<_>>()
                 .join(","),
             mode: AppMode::Development,
-            refresh_tokens: true,
+            // Instagram never sent refresh tokens; the sandbox answers as Instagram does.
+            refresh_tokens: false,
             signed_requests: false,
             deauthorize_url: None,
             data_deletion_url: None,

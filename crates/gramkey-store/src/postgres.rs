@@ -69,6 +69,7 @@ impl PgStore {
     }
 }
 
+/// `apps_of` reads the role after these, at index 14.
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
      previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url, \
      signed_requests";
@@ -289,7 +290,7 @@ impl AppStore for PgStore {
         .await?
         .iter()
         .map(|r| {
-            let role: String = r.try_get(13)?;
+            let role: String = r.try_get(14)?;
             Ok((
                 app_from_row(r)?,
                 Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,

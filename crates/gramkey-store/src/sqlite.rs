@@ -259,6 +259,7 @@ impl SqliteStore {
     }
 }
 
+/// `apps_of` reads the role after these, at index 14.
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
      previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url, \
      signed_requests";
@@ -471,7 +472,7 @@ impl AppStore for SqliteStore {
                  FROM apps WHERE id IN (SELECT app_id FROM app_roles WHERE user_id = ?1)
                  ORDER BY created_at, id"
             ))?
-            .query_map([user.0], |r| Ok((app_from_row(r)?, r.get::<_, String>(13)?)))?
+            .query_map([user.0], |r| Ok((app_from_row(r)?, r.get::<_, String>(14)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()

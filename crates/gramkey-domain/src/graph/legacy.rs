@@ -181,7 +181,9 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// The example of Instagram's v1 "Secure requests" documentation.
@@ -195,7 +197,12 @@ mod tests {
         let ok = pairs(&[("count", "10"), ("sig", good), ("access_token", token)]);
         assert_eq!(check_signature(&secret, endpoint, &ok), Ok(()));
         // A second, wrong sig beside the right one (python-instagram sends two).
-        let two = pairs(&[("access_token", token), ("sig", "00"), ("count", "10"), ("sig", good)]);
+        let two = pairs(&[
+            ("access_token", token),
+            ("sig", "00"),
+            ("count", "10"),
+            ("sig", good),
+        ]);
         assert_eq!(check_signature(&secret, endpoint, &two), Ok(()));
         let missing = check_signature(&secret, endpoint, &pairs(&[("access_token", token)]));
         assert_eq!(missing.unwrap_err().code, 403);
@@ -203,7 +210,10 @@ mod tests {
         let changed = pairs(&[("access_token", token), ("count", "11"), ("sig", good)]);
         let e = check_signature(&secret, endpoint, &changed).unwrap_err();
         assert_eq!(e.error_type, "OAuthForbiddenException");
-        assert_eq!(e.message, "Invalid signed-request: Signature does not match");
+        assert_eq!(
+            e.message,
+            "Invalid signed-request: Signature does not match"
+        );
         assert!(check_signature(&secret, "/media/1", &ok).is_err());
         assert!(check_signature(&ClientSecret::new("other"), endpoint, &ok).is_err());
         let not_hex = pairs(&[("access_token", token), ("count", "10"), ("sig", "zz")]);

@@ -76,9 +76,10 @@ async fn validate(
     match params.validate(view) {
         Ok(req) => Ok((app, req)),
         Err(gramkey_domain::authorize::AuthorizeError::Fatal(f)) => Err(fatal_page(f)),
-        Err(gramkey_domain::authorize::AuthorizeError::Redirect(r)) => {
-            Err(redirect(redirect_status, &r.to_url(&state.config.public_url)))
-        }
+        Err(gramkey_domain::authorize::AuthorizeError::Redirect(r)) => Err(redirect(
+            redirect_status,
+            &r.to_url(&state.config.public_url),
+        )),
     }
 }
 

@@ -326,10 +326,12 @@ async fn media_json(
         let children = state.ops.store.children(&m.id).await.map_err(internal)?;
         v["carousel_media"] = children
             .iter()
-            .map(|c| if c.media_type == "VIDEO" {
-                json!({"type": "video", "videos": videos(&c.media_url), "users_in_photo": []})
-            } else {
-                json!({"type": "image", "images": images(&c.media_url), "users_in_photo": []})
+            .map(|c| {
+                if c.media_type == "VIDEO" {
+                    json!({"type": "video", "videos": videos(&c.media_url), "users_in_photo": []})
+                } else {
+                    json!({"type": "image", "images": images(&c.media_url), "users_in_photo": []})
+                }
             })
             .collect();
     }
@@ -437,7 +439,12 @@ pub async fn comments(
         let (m, _, _) = visible_media(&state, &c, &id).await?;
         // v1 answered a media's comments in one list, without paging.
         let req = PageRequest::first(gramkey_domain::graph::legacy::MAX_COUNT);
-        let rows = state.ops.store.comments_page(CommentsOf::Media(&m.id), &req).await.map_err(internal)?;
+        let rows = state
+            .ops
+            .store
+            .comments_page(CommentsOf::Media(&m.id), &req)
+            .await
+            .map_err(internal)?;
         let page = Page::cut(rows, &req);
         let mut data = Vec::with_capacity(page.items.len());
         for comment in page.items.iter().filter(|c| !c.hidden) {

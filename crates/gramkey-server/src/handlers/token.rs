@@ -41,11 +41,12 @@ fn internal(e: impl std::fmt::Display) -> Refusal {
 }
 
 /// The response style. Instagram's clients send the secret in the form and get Instagram's
-/// exact shapes (errors also carry RFC 6749 §5.2's `error`, see [`TokenErrorResponse`]).
-/// Generic OAuth clients get RFC 6749 §5.1 bodies (`token_type`, `expires_in`, `scope`, and
-/// the refresh token of an app that opted in) and §5.2 errors. A client is generic when it
-/// authenticates with HTTP Basic (RFC 6749 §2.3.1) or sends a PKCE `code_verifier`:
-/// Instagram had no PKCE, so no Instagram client sends one.
+/// exact shapes; their errors also carry RFC 6749 §5.2's `error` (see [`TokenErrorResponse`]),
+/// so a generic library that sends the secret in the form (`client_secret_post`) can tell an
+/// error from a token. Clients that authenticate with HTTP Basic (RFC 6749 §2.3.1) get RFC
+/// 6749 §5.1 bodies (`token_type`, `expires_in`, `scope`) and pure §5.2 errors. A code
+/// exchange with a PKCE `code_verifier` also gets the §5.1 body: Instagram had no PKCE, so
+/// only generic clients send one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Style {
     Instagram,
@@ -58,16 +59,10 @@ pub async fn post(
     fields: Result<FormFields, Refusal>,
 ) -> Response {
     let (style, result) = match basic_credentials(&headers) {
-        None => {
-            let style = match &fields {
-                Ok(f) if f.get("code_verifier").is_some() => Style::Rfc,
-                _ => Style::Instagram,
-            };
-            (
-                style,
-                async { token_request(&state, fields?, false, style).await }.await,
-            )
-        }
+        None => (
+            Style::Instagram,
+            async { token_request(&state, fields?, false, Style::Instagram).await }.await,
+        ),
         Some(creds) => (
             Style::Rfc,
             async {
@@ -312,8 +307,8 @@ async fn code_grant(
     // (with a refresh token, for apps that opted in); this slot carries them back out.
     type Minted = (AccessToken, Option<AccessToken>);
     let minted: Arc<Mutex<Option<Minted>>> = Arc::default();
-    // Instagram never sent a refresh token: only generic OAuth clients are given one.
-    let with_refresh = app.refresh_tokens && style == Style::Rfc;
+    let with_refresh = app.refresh_tokens;
+    let rfc_body = style == Style::Rfc || verifier.is_some();
     let slot = minted.clone();
     let entropy = ops.entropy.clone();
     let client = app.id.clone();
@@ -397,9 +392,9 @@ async fn code_grant(
     state
         .token_issued(AuditKind::TokenIssued, &record, "authorization_code")
         .await;
-    let mut body = match style {
-        Style::Instagram => response_body(state, &record, &token).await?,
-        Style::Rfc => json!({
+    let mut body = match rfc_body {
+        false => response_body(state, &record, &token).await?,
+        true => json!({
             "access_token": token.expose(),
             "token_type": "bearer",
             "expires_in": record.expires_at - now,

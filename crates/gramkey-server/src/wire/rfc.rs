@@ -41,7 +41,9 @@ impl RfcError {
 }
 
 /// The RFC 6749 §5.2 status and code of a token-endpoint refusal.
-pub fn token_error_code(e: &gramkey_domain::error::TokenEndpointError) -> (StatusCode, &'static str) {
+pub fn token_error_code(
+    e: &gramkey_domain::error::TokenEndpointError,
+) -> (StatusCode, &'static str) {
     use gramkey_domain::error::TokenEndpointError as E;
     match e {
         E::Missing(_) | E::Duplicate(_) | E::Invalid(_) | E::Body(_) => {

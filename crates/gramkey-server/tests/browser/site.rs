@@ -657,7 +657,7 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     );
     assert!(t.state.ops.app(&id).await.is_err());
     let (_, html) = get(&t, &dana, "/developers/apps/?done=deleted").await;
-    assert!(html.contains("The app was deleted"));
+    assert!(html.contains("The app was deleted"), "{html}");
 }
 
 #[tokio::test]
