@@ -1033,7 +1033,8 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                     bail!("--url must be http or https");
                 }
             }
-            let id = gramkey_domain::ids::generate_media_id(&*ops.entropy);
+            let now = ops.clock.now();
+            let id = gramkey_domain::ids::generate_media_id(&*ops.entropy, now);
             let placeholder = |id: &str| format!("{public_url}/sandbox/media/{id}.svg");
             let source = url.clone().unwrap_or_else(|| placeholder(&id));
             let media = gramkey_store::Media {
@@ -1047,7 +1048,7 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                 media_url: source.clone(),
                 permalink: format!("{public_url}/p/{id}"),
                 thumbnail_url: matches!(kind, MediaKind::Video).then(|| placeholder(&id)),
-                created_at: ops.clock.now(),
+                created_at: now,
                 like_count: 0,
                 comments_count: 0,
                 user_id: user.id,
@@ -1058,7 +1059,7 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
             ops.store.add_media(&media).await?;
             if matches!(kind, MediaKind::Album) {
                 for position in 0..children {
-                    let child = gramkey_domain::ids::generate_media_id(&*ops.entropy);
+                    let child = gramkey_domain::ids::generate_media_id(&*ops.entropy, now);
                     ops.store
                         .add_media(&gramkey_store::Media {
                             media_type: "IMAGE".into(),

@@ -2,7 +2,10 @@
 //! 17. gramkey keeps its internal user key ([`UserId`]) apart from the id an app sees
 //! ([`ScopedUserId`]): each app gets its own id for the same person, as on Instagram.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::entropy::{Entropy, random_digits};
+use crate::time::UnixTime;
 
 /// An app's client id: 16 decimal digits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,9 +64,20 @@ impl std::fmt::Display for ScopedUserId {
     }
 }
 
-/// A media object's id: 17 digits.
-pub fn generate_media_id(entropy: &dyn Entropy) -> String {
-    format!("1790{}", random_digits(entropy, 13))
+/// A media object's id: 17 digits that grow with time, like Instagram's: `17`, the creation
+/// time in Unix seconds (10 digits), then 5 digits of a sequence this process keeps. Lists are
+/// ordered by `(created_at, id)`, so media made within the same second come back newest first
+/// too. The sequence starts at a random place in each process, so two nodes creating media in
+/// the same second rarely draw the same id (the store refuses a duplicate).
+pub fn generate_media_id(entropy: &dyn Entropy, created_at: UnixTime) -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    const SPAN: u64 = 100_000;
+    if SEQUENCE.load(Ordering::Relaxed) == 0 {
+        let start: u64 = random_digits(entropy, 5).parse().unwrap_or(1);
+        let _ = SEQUENCE.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed) % SPAN;
+    format!("17{:010}{n:05}", created_at.clamp(0, 9_999_999_999))
 }
 
 /// A comment's id: 17 digits.
@@ -78,6 +92,19 @@ pub fn generate_container_id(entropy: &dyn Entropy) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn media_ids_grow_with_time_and_within_a_second() {
+        let e = crate::entropy::SeededEntropy::new(1);
+        let a = super::generate_media_id(&e, 1_700_000_000);
+        let b = super::generate_media_id(&e, 1_700_000_000);
+        let c = super::generate_media_id(&e, 1_700_000_001);
+        assert_eq!(a.len(), 17);
+        assert!(a.starts_with("171700000000"));
+        // Sorted as lists are: by time, then id. The sequence may wrap once in 100,000.
+        assert!(b > a || b.ends_with("00000"), "{a} {b}");
+        assert!(c > b, "{b} {c}");
+    }
+
     use super::*;
     use crate::entropy::SeededEntropy;
 

@@ -177,7 +177,8 @@ pub async fn add_generated_media(
 ) -> Result<Vec<Media>, OpError> {
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
-        let id = generate_media_id(e);
+        let created_at = now - 86_400 * (count - i) as i64 - pick(e, 3600) as i64;
+        let id = generate_media_id(e, created_at);
         let album = i % 5 == 4;
         let video = !album && i % 3 == 2;
         let url = |id: &str| format!("{public_url}/sandbox/media/{id}.svg");
@@ -194,7 +195,7 @@ pub async fn add_generated_media(
             media_url: url(&id),
             permalink: format!("{public_url}/p/{id}"),
             thumbnail_url: video.then(|| url(&id)),
-            created_at: now - 86_400 * (count - i) as i64 - pick(e, 3600) as i64,
+            created_at,
             like_count: pick(e, 500) as i64,
             comments_count: 0,
             user_id: user.id,
@@ -205,7 +206,7 @@ pub async fn add_generated_media(
         ops.store.add_media(&m).await?;
         if album {
             for position in 0..2 + pick(e, 3) {
-                let child = generate_media_id(e);
+                let child = generate_media_id(e, m.created_at);
                 ops.store
                     .add_media(&Media {
                         media_type: "IMAGE".into(),

@@ -728,7 +728,7 @@ async fn publish(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
     let entropy = &*ctx.state.ops.entropy;
     let public = &ctx.state.config.public_url;
     let new_media = |source: &Container, parent: Option<&str>, position: i64| {
-        let id = generate_media_id(entropy);
+        let id = generate_media_id(entropy, now);
         let is_video = published_type(source) == "VIDEO";
         Media {
             media_type: published_type(source).into(),
