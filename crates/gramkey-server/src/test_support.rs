@@ -30,11 +30,27 @@ pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
 /// When a step does not answer as the flow expects: it is for tests.
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub async fn sign_in_and_consent(url: &str, user: &str, password: &str) -> String {
-    let c = reqwest::Client::builder()
+    sign_in_and_consent_trusting(url, user, password, None).await
+}
+
+/// [`sign_in_and_consent`] against a server whose TLS certificate is `ca_pem` (self-signed).
+///
+/// # Panics
+/// When a step does not answer as the flow expects: it is for tests.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub async fn sign_in_and_consent_trusting(
+    url: &str,
+    user: &str,
+    password: &str,
+    ca_pem: Option<&[u8]>,
+) -> String {
+    let mut builder = reqwest::Client::builder()
         .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = ca_pem {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap());
+    }
+    let c = builder.build().unwrap();
     let base = url::Url::parse(url).expect("an authorize URL");
     let location = |r: &reqwest::Response| {
         r.headers()["location"]

@@ -10,6 +10,7 @@ use gramkey_domain::time::ManualClock;
 use gramkey_domain::{AppMode, OsEntropy, Password, Role};
 use gramkey_server::ops::NewAppInput;
 use gramkey_server::test_support::hidden_inputs;
+use gramkey_server::transport::Transport;
 use gramkey_server::{AppState, ServerConfig};
 use gramkey_store::cached::CachedStore;
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
@@ -98,11 +99,34 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         tune: impl FnOnce(&mut ServerConfig),
     ) -> Self {
+        Self::start_on(store, dir, tune, Transport::Plain).await
+    }
+
+    /// A fresh SQLite server speaking HTTPS with a self-signed certificate, made as
+    /// `--tls-self-signed` makes it; with the certificate's path.
+    async fn sqlite_tls() -> (Self, std::path::PathBuf) {
+        let (store, dir) = fresh_sqlite().unwrap();
+        let (cert, key, made) = gramkey_server::transport::self_signed(dir.path()).unwrap();
+        assert!(made);
+        let transport = Transport::tls_from_pem(&cert, &key).unwrap();
+        (
+            Self::start_on(store, Some(dir), |_| {}, transport).await,
+            cert,
+        )
+    }
+
+    async fn start_on(
+        store: Arc<dyn Store>,
+        dir: Option<tempfile::TempDir>,
+        tune: impl FnOnce(&mut ServerConfig),
+        transport: Transport,
+    ) -> Self {
         logs();
         // The cache on, as in production on SQLite: the revocation tests prove it is cleared.
         let store = CachedStore::wrap(store, std::time::Duration::from_secs(60));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if transport.is_tls() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", listener.local_addr().unwrap());
         let clock = Arc::new(ManualClock::new(START));
         let mut config = ServerConfig {
             admin_key: Some(gramkey_domain::AdminKey::new(ADMIN_KEY)),
@@ -119,7 +143,7 @@ impl TestApp {
         );
         let server_state = state.clone();
         tokio::spawn(async move {
-            gramkey_server::serve(listener, server_state, std::future::pending())
+            gramkey_server::serve_with(listener, transport, server_state, std::future::pending())
                 .await
                 .unwrap();
         });
@@ -3715,6 +3739,263 @@ async fn a_third_party_python_client_works_unmodified() {
             "refresh"
         ])
     );
+}
+
+/// Runs one third-party client script: answers each `AUTHORIZE <url>` it prints by signing in
+/// and consenting as `alice` (as a browser would), and returns its `RESULT` JSON.
+async fn drive_client(program: &str, script: &str, env: &[(&str, String)], ca_pem: &[u8]) -> Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/thirdparty");
+    let mut child = tokio::process::Command::new(program)
+        .arg(format!("{dir}/{script}"))
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut result = None;
+    let mut seen = Vec::new();
+    let run = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("AUTHORIZE ") {
+                let landed = gramkey_server::test_support::sign_in_and_consent_trusting(
+                    url,
+                    "alice",
+                    "alice-password",
+                    Some(ca_pem),
+                )
+                .await;
+                stdin
+                    .write_all(format!("{landed}\n").as_bytes())
+                    .await
+                    .unwrap();
+                stdin.flush().await.unwrap();
+            } else if let Some(json) = line.strip_prefix("RESULT ") {
+                result = Some(serde_json::from_str::<Value>(json).unwrap());
+            }
+            seen.push(line);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish in 120 s: {seen:?}"));
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{stderr}",
+        seen.join("\n")
+    );
+    result.unwrap_or_else(|| panic!("{script} printed no RESULT: {seen:?}\n{stderr}"))
+}
+
+/// What the third-party client test needs, or why it is skipped.
+fn thirdparty_tools() -> Option<String> {
+    let missing = match (
+        std::env::var("GRAMKEY_TEST_PYTHON"),
+        std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/thirdparty/node_modules"
+        ))
+        .exists(),
+        std::path::Path::new("/usr/bin/chromium").exists(),
+    ) {
+        (Ok(python), true, true) => return Some(python),
+        (Err(_), _, _) => "GRAMKEY_TEST_PYTHON",
+        (_, false, _) => "tests/thirdparty/node_modules (npm ci)",
+        (_, _, false) => "/usr/bin/chromium",
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{missing} must be there under CI (see .ci/run)"
+    );
+    eprintln!("!!! SKIPPED real_client_libraries_work_unmodified: no {missing} (see .ci/run)");
+    None
+}
+
+/// Four real client libraries, unmodified but for their base URL, against the real server
+/// over HTTPS (a self-signed certificate, as `--tls-self-signed` makes): python-instagram (a
+/// legacy v1 client: `.json` paths, `sig` on every call, then an app that enforces signed
+/// requests), instagram-node (a v1 client that only speaks HTTPS; no scope asked, so `basic`),
+/// oauth4webapi (a strict generic OAuth 2.0 client: discovery, PKCE, `iss`, refresh,
+/// introspection, revocation) and instafeed.js (a feed widget in headless Chromium, on a page
+/// of another origin, reading `/me/media` across origins). Each walks every media page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_client_libraries_work_unmodified() {
+    let Some(python) = thirdparty_tools() else {
+        return;
+    };
+    let (t, cert) = TestApp::sqlite_tls().await;
+    let ca = std::fs::read(&cert).unwrap();
+    t.user("alice", "alice-password").await;
+    let alice = t
+        .state
+        .ops
+        .store
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let entropy = gramkey_domain::entropy::SeededEntropy::new(9);
+    let media = gramkey_server::sandbox::add_generated_media(
+        &t.state.ops,
+        &entropy,
+        &alice,
+        7,
+        &t.base,
+        START,
+    )
+    .await
+    .unwrap();
+    for (i, text) in ["first!", "lovely"].iter().enumerate() {
+        t.state
+            .ops
+            .store
+            .add_comment(&gramkey_store::NewComment {
+                id: format!("1800000000000000{i}"),
+                media_id: media[0].id.clone(),
+                user_id: alice.id,
+                parent_id: None,
+                text: (*text).into(),
+                created_at: START - 60 + i as i64,
+            })
+            .await
+            .unwrap();
+    }
+    let app = |scopes: &str, refresh_tokens: bool| {
+        let ops = t.state.ops.clone();
+        let scopes = scopes.to_owned();
+        async move {
+            let (app, secret) = ops
+                .create_app(NewAppInput {
+                    name: "Client under test".into(),
+                    redirect_uris: vec!["https://app.example/cb".into()],
+                    scopes,
+                    mode: AppMode::Live,
+                    refresh_tokens,
+                    signed_requests: false,
+                    deauthorize_url: None,
+                    data_deletion_url: None,
+                })
+                .await
+                .unwrap();
+            vec![
+                ("GRAMKEY_CLIENT_ID", app.id.to_string()),
+                ("GRAMKEY_CLIENT_SECRET", secret.expose().to_owned()),
+                ("GRAMKEY_REDIRECT_URI", "https://app.example/cb".to_owned()),
+            ]
+        }
+    };
+    let common = |mut v: Vec<(&'static str, String)>| {
+        v.push(("GRAMKEY_URL", t.base.clone()));
+        v.push(("GRAMKEY_EXPECT_MEDIA", "7".into()));
+        v.push(("GRAMKEY_CERT", cert.display().to_string()));
+        v.push(("NODE_EXTRA_CA_CERTS", cert.display().to_string()));
+        v.push(("HTTPLIB2_CA_CERTS", cert.display().to_string()));
+        v
+    };
+
+    // Legacy v1: python-instagram.
+    let legacy = common(app("basic,public_content,comments", false).await);
+    let r = drive_client(&python, "legacy_v1.py", &legacy, &ca).await;
+    assert_eq!(
+        r["checks"],
+        serde_json::json!(["exchange", "profile", "media_walk", "media_and_comments"])
+    );
+    assert_eq!(r["media"]["pages"], 4, "7 media, 2 a page");
+    // The app now enforces signed requests: the library's signatures pass, a wrong one not.
+    let client_id = &legacy[0].1;
+    t.state
+        .ops
+        .set_signed_requests(client_id, true)
+        .await
+        .unwrap();
+    let mut signed = legacy.clone();
+    signed.push(("GRAMKEY_PHASE", "signed".into()));
+    signed.push(("GRAMKEY_TOKEN", r["token"].as_str().unwrap().to_owned()));
+    signed.push((
+        "GRAMKEY_MEDIA_ID",
+        r["media_id"].as_str().unwrap().to_owned(),
+    ));
+    let r = drive_client(&python, "legacy_v1.py", &signed, &ca).await;
+    assert_eq!(
+        r["checks"],
+        serde_json::json!(["signed", "bad_signature_refused"])
+    );
+
+    // Legacy v1 over HTTPS only: instagram-node.
+    let env = common(app("basic", false).await);
+    let r = drive_client("node", "instagram_node.cjs", &env, &ca).await;
+    assert_eq!(
+        r["checks"],
+        serde_json::json!(["exchange", "profile", "media_walk", "media", "error_shape"])
+    );
+
+    // A generic OAuth 2.0 library: oauth4webapi.
+    let env = common(app("user_profile,user_media", true).await);
+    let r = drive_client("node", "oauth_generic.mjs", &env, &ca).await;
+    assert_eq!(
+        r["checks"],
+        serde_json::json!([
+            "discovery",
+            "exchange",
+            "replay_is_an_error",
+            "profile",
+            "media_walk",
+            "refresh",
+            "introspect",
+            "revoke"
+        ])
+    );
+
+    // A browser feed widget: instafeed.js, with a Basic Display token.
+    let env = app("user_profile,user_media", false).await;
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("client_id", env[0].1.as_str()),
+            ("redirect_uri", "https://app.example/cb"),
+            ("scope", "user_profile,user_media"),
+            ("response_type", "code"),
+        ])
+        .finish();
+    let landed = gramkey_server::test_support::sign_in_and_consent_trusting(
+        &t.url(&format!("/oauth/authorize?{query}")),
+        "alice",
+        "alice-password",
+        Some(&ca),
+    )
+    .await;
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let token: Value = https
+        .post(t.url("/oauth/access_token"))
+        .form(&[
+            ("client_id", env[0].1.as_str()),
+            ("client_secret", env[1].1.as_str()),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("code", code_of(&landed).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut env = common(Vec::new());
+    env.push((
+        "GRAMKEY_TOKEN",
+        token["access_token"].as_str().unwrap().to_owned(),
+    ));
+    let r = drive_client("node", "feed_widget.mjs", &env, &ca).await;
+    assert_eq!(r["checks"], serde_json::json!(["feed", "error_readable"]));
 }
 
 // ---------------------------------------------------------------------------------------------
