@@ -91,9 +91,21 @@ enum Retry {
     RateLimitsOnly,
 }
 
-/// The highest of `X-App-Usage`'s three percentages.
+/// The highest of the usage percentages: `X-App-Usage` (Basic Display, Graph), or
+/// `X-Business-Use-Case-Usage` (Instagram Login: `{"<ig-user-id>":[{…}]}`).
 fn usage(headers: &HeaderMap) -> Option<u64> {
-    let v: Value = serde_json::from_str(headers.get("x-app-usage")?.to_str().ok()?).ok()?;
+    let parse = |name: &str| -> Option<Value> {
+        serde_json::from_str(headers.get(name)?.to_str().ok()?).ok()
+    };
+    let v = match parse("x-app-usage") {
+        Some(v) => v,
+        None => parse("x-business-use-case-usage")?
+            .as_object()?
+            .values()
+            .next()?
+            .get(0)?
+            .clone(),
+    };
     ["call_count", "total_time", "total_cputime"]
         .iter()
         .filter_map(|k| v[*k].as_u64())
@@ -454,6 +466,27 @@ impl<T: DeserializeOwned> Pager<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_is_read_from_either_header() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-app-usage",
+            r#"{"call_count":28,"total_time":81,"total_cputime":5}"#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(usage(&h), Some(81));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-business-use-case-usage",
+            r#"{"1784":[{"type":"instagram","call_count":90,"total_cputime":1,"total_time":2,"estimated_time_to_regain_access":0}]}"#
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(usage(&h), Some(90));
+        assert_eq!(usage(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {

@@ -125,8 +125,9 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let cpu_us = u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX);
     let headers = resp.headers_mut();
     if let Some(standing) = &marks.standing {
-        if let Ok(v) = HeaderValue::from_str(&standing.app_usage(wall_us, cpu_us)) {
-            headers.insert("x-app-usage", v);
+        let (name, value) = standing.usage_header(wall_us, cpu_us, marks.retry_after);
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
         }
         if let Some((limit, left)) = standing.legacy {
             headers.insert("x-ratelimit-limit", HeaderValue::from(limit));

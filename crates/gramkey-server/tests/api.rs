@@ -3741,6 +3741,117 @@ async fn a_third_party_python_client_works_unmodified() {
     );
 }
 
+/// What real clients rely on beyond their libraries' happy paths: CORS on the Graph host and
+/// v1 only, `.json` v1 paths, `/oauth/authorize/`, truthful metadata, and token errors that
+/// both kinds of client can read.
+#[tokio::test]
+async fn the_wire_details_real_clients_rely_on() {
+    let t = TestApp::sqlite().await;
+    let (app, _) = setup(&t, "user_profile,user_media,basic").await;
+    let c = reqwest::Client::new();
+    let origin = "https://widget.example";
+    // A preflight for the Authorization header, and an error readable across origins.
+    let r = c
+        .request(reqwest::Method::OPTIONS, t.url("/v21.0/me/media"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(header(r.headers(), "access-control-allow-origin"), "*");
+    assert!(header(r.headers(), "access-control-allow-headers").contains("authorization"));
+    for path in ["/me?access_token=nope", "/v1/users/self?access_token=nope"] {
+        let r = c
+            .get(t.url(path))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(
+            header(r.headers(), "access-control-allow-origin"),
+            "*",
+            "{path}"
+        );
+    }
+    // Never on OAuth, the admin API or the site's pages.
+    for path in [
+        "/oauth/authorize",
+        "/admin/apps",
+        "/accounts/login/",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let r = c
+            .get(t.url(path))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !r.headers().contains_key("access-control-allow-origin"),
+            "{path}"
+        );
+    }
+
+    // v1 as its official clients called it: `.json`, and the authorize URL with a slash.
+    let legacy = user_token(&t, &app, "basic", "alice").await;
+    for path in [
+        "/v1/users/self",
+        "/v1/users/self.json",
+        "/v1/users/self/media/recent.json",
+    ] {
+        let (s, b) = get_json(&t, &format!("{path}?access_token={legacy}")).await;
+        assert_eq!(
+            (s, b["meta"]["code"].as_u64()),
+            (StatusCode::OK, Some(200)),
+            "{path}: {b}"
+        );
+    }
+    let q = authorize_query(&app, "basic", &[]);
+    let page = c
+        .get(t.url(&format!("/oauth/authorize/?{q}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("/oauth/authorize/login")
+    );
+
+    // Metadata says only what is true.
+    let (_, m) = get_json(&t, "/.well-known/oauth-authorization-server").await;
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert!(
+        m["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"refresh_token".into())
+    );
+
+    // A token error carries Instagram's fields and RFC 6749's, whoever asks.
+    let r = c
+        .post(t.url("/oauth/access_token"))
+        .form(&[
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", app.secret.as_str()),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", app.redirect_uri.as_str()),
+            ("code", "AQnope"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error_type"], "OAuthException");
+    assert_eq!(b["error"], "invalid_grant");
+    assert_eq!(b["error_description"], b["error_message"]);
+}
+
 /// Runs one third-party client script: answers each `AUTHORIZE <url>` it prints by signing in
 /// and consenting as `alice` (as a browser would), and returns its `RESULT` JSON.
 async fn drive_client(program: &str, script: &str, env: &[(&str, String)], ca_pem: &[u8]) -> Value {
@@ -4015,6 +4126,27 @@ async fn get_full(
     let r = r.send().await.unwrap();
     let (status, headers) = (r.status(), r.headers().clone());
     (status, headers, r.json().await.unwrap())
+}
+
+/// Instagram Login calls report `X-Business-Use-Case-Usage` under the caller's Instagram user
+/// id, Basic Display calls `X-App-Usage` (wire protocol §15).
+#[tokio::test]
+async fn usage_headers_follow_the_token_flavour() {
+    let t = TestApp::sqlite().await;
+    let (app, _) = setup(&t, "instagram_business_basic,user_profile").await;
+    let business = user_token(&t, &app, "instagram_business_basic", "alice").await;
+    let (s, h, b) = get_full(&t, "/me?fields=user_id", &business, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(!h.contains_key("x-app-usage"));
+    let usage: Value = serde_json::from_str(&header(&h, "x-business-use-case-usage")).unwrap();
+    let entry = &usage[b["user_id"].as_str().unwrap()][0];
+    assert_eq!(entry["type"], "instagram");
+    assert_eq!(entry["estimated_time_to_regain_access"], 0);
+    assert!(entry["call_count"].is_u64() && entry["total_time"].is_u64());
+    let basic = user_token(&t, &app, "user_profile", "alice").await;
+    let (_, h, _) = get_full(&t, "/me", &basic, &[]).await;
+    assert!(h.contains_key("x-app-usage"));
+    assert!(!h.contains_key("x-business-use-case-usage"));
 }
 
 fn app_usage(h: &reqwest::header::HeaderMap) -> Value {

@@ -11,12 +11,12 @@ use gramkey_domain::error::GraphError;
 use gramkey_domain::token::{
     NEVER, TokenState, check_usable, plausible_token, split_app_credentials,
 };
-use gramkey_domain::{AccessToken, TokenHash, TokenKind};
+use gramkey_domain::{AccessToken, Flavour, TokenHash, TokenKind};
 use gramkey_store::TokenRecord;
 use serde_json::json;
 
 use crate::audit::Entry;
-use crate::limits::Refusal;
+use crate::limits::{Refusal, Standing};
 use crate::state::AppState;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::audit::{AuditKind, Outcome};
@@ -122,6 +122,12 @@ pub async fn admit(
     {
         Ok(standing) => (standing, None),
         Err((standing, refusal)) => (standing, Some(refusal)),
+    };
+    let standing = Standing {
+        business_user: (token.flavour == Flavour::InstagramLogin)
+            .then(|| token.scoped_id.as_ref().map(|s| s.as_str().to_owned()))
+            .flatten(),
+        ..standing
     };
     if let Some(c) = &ctx {
         c.set_standing(standing);

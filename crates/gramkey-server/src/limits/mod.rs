@@ -95,9 +95,36 @@ pub struct Standing {
     pub cpu_us: (u64, u64),
     /// Legacy v1: the token's limit and what is left of it.
     pub legacy: Option<(u64, u64)>,
+    /// Instagram Login (the Instagram Platform): the caller's Instagram user id. Its calls
+    /// count against Business Use Case limits and report `X-Business-Use-Case-Usage` under
+    /// that id instead of `X-App-Usage` (wire protocol §15).
+    pub business_user: Option<String>,
 }
 
 impl Standing {
+    /// The usage header of this request's flavour and its value, with this request's own time
+    /// added: `X-Business-Use-Case-Usage` for Instagram Login, `X-App-Usage` otherwise.
+    /// `retry_after` (seconds) is the wait of a refused call.
+    pub fn usage_header(
+        &self,
+        wall_us: u64,
+        cpu_us: u64,
+        retry_after: Option<i64>,
+    ) -> (&'static str, String) {
+        let Some(user) = &self.business_user else {
+            return ("x-app-usage", self.app_usage(wall_us, cpu_us));
+        };
+        let minutes = retry_after.map_or(0, |s| (s.max(0) + 59) / 60);
+        let usage = serde_json::json!({ user.as_str(): [{
+            "type": "instagram",
+            "call_count": percent(self.calls.0, self.calls.1),
+            "total_cputime": percent(self.cpu_us.0 + cpu_us, self.cpu_us.1),
+            "total_time": percent(self.time_us.0 + wall_us, self.time_us.1),
+            "estimated_time_to_regain_access": minutes,
+        }]});
+        ("x-business-use-case-usage", usage.to_string())
+    }
+
     /// `X-App-Usage`, with this request's own time added.
     pub fn app_usage(&self, wall_us: u64, cpu_us: u64) -> String {
         format!(
@@ -202,6 +229,7 @@ impl Limiter {
             time_us: (0, draws[APP_TIME].limit),
             cpu_us: (0, draws[APP_CPU].limit),
             legacy: (draws[last].budget == Budget::LegacyToken).then(|| (draws[last].limit, 0)),
+            business_user: None,
         };
         let fill = |standing: &mut Standing, used: &[u64]| {
             let at = |i: usize| used.get(i).copied();
@@ -526,6 +554,17 @@ mod tests {
         assert_eq!(
             s.app_usage(1_000_000, 5_000_000),
             r#"{"call_count":28,"total_time":10,"total_cputime":50}"#
+        );
+        assert_eq!(s.usage_header(1_000_000, 5_000_000, None).0, "x-app-usage");
+        let business = Standing {
+            business_user: Some("17841400000000001".into()),
+            ..s
+        };
+        let (name, value) = business.usage_header(1_000_000, 5_000_000, Some(61));
+        assert_eq!(name, "x-business-use-case-usage");
+        assert_eq!(
+            value,
+            r#"{"17841400000000001":[{"type":"instagram","call_count":28,"total_cputime":50,"total_time":10,"estimated_time_to_regain_access":2}]}"#
         );
     }
 }
