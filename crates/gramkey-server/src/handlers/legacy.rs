@@ -12,7 +12,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::access::Need;
-use gramkey_domain::graph::legacy::{LegacyError, check_signature, parse_count, valid_callback};
+use gramkey_domain::graph::legacy::{
+    LegacyError, MAX_COUNT, check_signature, parse_count, valid_callback,
+};
 use gramkey_domain::graph::paging::{Page, PageRequest, valid_id};
 use gramkey_domain::{Scope, ScopedUserId, TokenKind};
 use gramkey_store::{Comment, CommentsOf, Media, StoreError, TokenRecord, User};
@@ -223,15 +225,17 @@ fn videos(url: &str) -> Value {
 /// How many of a media's comments its v1 object carries in `comments.data`.
 const EMBEDDED_COMMENTS: u32 = 8;
 
-async fn recent_comments(
+/// Up to `limit` of a media's newest visible comments, as v1 objects.
+async fn media_comments(
     state: &AppState,
     m: &Media,
     app: &gramkey_domain::AppId,
+    limit: u32,
 ) -> Result<Vec<Value>, LegacyError> {
     if m.comments_count == 0 {
         return Ok(Vec::new());
     }
-    let req = PageRequest::first(EMBEDDED_COMMENTS);
+    let req = PageRequest::first(limit);
     let rows = state
         .ops
         .store
@@ -310,7 +314,7 @@ async fn media_json(
         "link": m.permalink,
         // Who liked is not kept: `data` is empty, as v1 showed it to apps without `likes`.
         "likes": {"count": m.like_count, "data": []},
-        "comments": {"count": m.comments_count, "data": recent_comments(state, m, app).await?},
+        "comments": {"count": m.comments_count, "data": media_comments(state, m, app, EMBEDDED_COMMENTS).await?},
         "tags": tags,
         "filter": "Normal",
         "location": null,
@@ -425,7 +429,8 @@ pub async fn media(
     respond(&query, result)
 }
 
-/// `GET /v1/media/{id}/comments`: the media's comments, oldest first, as v1 listed them.
+/// `GET /v1/media/{id}/comments`: the media's comments, newest first, in one list (v1 did not
+/// page them; at most 100).
 pub async fn comments(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -437,19 +442,7 @@ pub async fn comments(
     let result = async {
         let c = caller(&state, uri.path(), &headers, &query).await?;
         let (m, _, _) = visible_media(&state, &c, &id).await?;
-        // v1 answered a media's comments in one list, without paging.
-        let req = PageRequest::first(gramkey_domain::graph::legacy::MAX_COUNT);
-        let rows = state
-            .ops
-            .store
-            .comments_page(CommentsOf::Media(&m.id), &req)
-            .await
-            .map_err(internal)?;
-        let page = Page::cut(rows, &req);
-        let mut data = Vec::with_capacity(page.items.len());
-        for comment in page.items.iter().filter(|c| !c.hidden) {
-            data.push(comment_json(&state, comment, &c.token.app_id).await?);
-        }
+        let data = media_comments(&state, &m, &c.token.app_id, MAX_COUNT).await?;
         Ok(json!({"meta": {"code": 200}, "data": data}))
     }
     .await;
