@@ -284,6 +284,9 @@ fn serve_seeds_the_sandbox_and_prints_a_working_authorize_url() {
         .unwrap();
     let apps: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(apps.as_array().unwrap().len(), 1);
+    // Instagram never sent refresh tokens: the sandbox app does not opt in to them.
+    assert_eq!(apps[0]["refresh_tokens"], false);
+    assert_eq!(apps[0]["signed_requests"], false);
     let users: Value = serde_json::from_slice(
         &gramkey(dir.path())
             .args(["user", "list", "--json"])

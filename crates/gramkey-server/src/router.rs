@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::handler::Handler;
 use axum::http::HeaderValue;
 use axum::http::{HeaderName, header};
-use tower::ServiceExt;
+use tower::Layer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -52,16 +52,21 @@ pub fn router(state: AppState) -> Router {
         // Token debugging (§7).
         .route("/debug_token", get(debug::debug_token))
         .layer(cors.clone());
-    // Legacy v1 (wire protocol §4). Its official clients add `.json` to every path; `v1_json`
-    // strips it before routing.
+    // Legacy v1 (wire protocol §4). Its official clients add `.json` to every path (§11): the
+    // routes ending in an id take it there (`legacy::bare`), the others have a twin.
     let legacy = Router::new()
         .route("/v1/users/{id}", get(legacy::user))
         .route("/v1/users/{id}/media/recent", get(legacy::recent_media))
+        .route(
+            "/v1/users/{id}/media/recent.json",
+            get(legacy::recent_media),
+        )
         .route("/v1/media/{id}", get(legacy::media))
         .route("/v1/media/{id}/comments", get(legacy::comments))
+        .route("/v1/media/{id}/comments.json", get(legacy::comments))
         .route("/v1/{*rest}", axum::routing::any(legacy::unknown))
         .layer(cors.clone());
-    let routes = Router::new()
+    Router::new()
         // Pages.
         .route("/", get(sandbox::home))
         .route("/static/gramkey.css", get(sandbox::stylesheet))
@@ -102,7 +107,8 @@ pub fn router(state: AppState) -> Router {
         .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))
         .route("/sandbox/media/{file}", get(sandbox::media_image))
         .route_layer(middleware::from_fn(observe::mark_route))
-        .fallback(graph::dispatch.layer(cors))
+        // Layered once here: `Handler::layer` would build the CORS service on every call.
+        .fallback_service(cors.layer(graph::dispatch.with_state(state.clone())))
         .method_not_allowed_fallback(unsupported_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
@@ -117,8 +123,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::x_request_id(request_ids))
-        .with_state(state);
-    Router::new().fallback_service(routes.map_request(v1_json))
+        .with_state(state)
 }
 
 /// Browser widgets call the Graph host from pages on other origins, and Instagram answered
@@ -138,25 +143,10 @@ fn graph_cors() -> CorsLayer {
             header::RETRY_AFTER,
         ])
         .max_age(std::time::Duration::from_secs(3600))
-}
-
-/// `/v1/users/self.json` is `/v1/users/self`: the legacy API's official clients append `.json`
-/// to every path (wire protocol §11). Done before routing, so every v1 route takes both.
-fn v1_json(mut req: Request<Body>) -> Request<Body> {
-    let path = req.uri().path();
-    if let Some(bare) = path
-        .strip_prefix("/v1/")
-        .and_then(|p| p.strip_suffix(".json"))
-    {
-        let rewritten = match req.uri().query() {
-            Some(q) => format!("/v1/{bare}?{q}"),
-            None => format!("/v1/{bare}"),
-        };
-        if let Ok(uri) = rewritten.parse::<Uri>() {
-            *req.uri_mut() = uri;
-        }
-    }
-    req
+        // Nothing in these answers depends on the request's origin or its preflight headers
+        // (any origin, fixed lists), so no `Vary`: it would only cost every answer three
+        // header values.
+        .vary([])
 }
 
 /// The site's own pages: sign-in, a person's settings, the developer dashboard, the admin

@@ -3852,6 +3852,61 @@ async fn the_wire_details_real_clients_rely_on() {
     assert_eq!(b["error_description"], b["error_message"]);
 }
 
+/// Media published within the same second list newest first: their ids grow with time and
+/// within a second, and lists are ordered by time, then id.
+#[tokio::test]
+async fn media_of_the_same_second_list_newest_first() {
+    let t = TestApp::sqlite().await;
+    let (app, _) = setup(&t, "user_profile,user_media").await;
+    let alice = t
+        .state
+        .ops
+        .store
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut made = Vec::new();
+    for n in 0..5 {
+        let id = gramkey_domain::ids::generate_media_id(&OsEntropy, START);
+        t.state
+            .ops
+            .store
+            .add_media(&gramkey_store::Media {
+                id: id.clone(),
+                user_id: alice.id,
+                media_type: "IMAGE".into(),
+                caption: format!("post {n}"),
+                media_url: format!("{}/sandbox/media/{id}.svg", t.base),
+                permalink: format!("{}/p/{id}", t.base),
+                thumbnail_url: None,
+                created_at: START,
+                like_count: 0,
+                comments_count: 0,
+                parent_id: None,
+                position: 0,
+            })
+            .await
+            .unwrap();
+        made.push(format!("post {n}"));
+    }
+    let token = user_token(&t, &app, "user_profile,user_media", "alice").await;
+    let (s, b) = get_json(
+        &t,
+        &format!("/me/media?fields=caption&access_token={token}"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let listed: Vec<&str> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["caption"].as_str().unwrap())
+        .collect();
+    made.reverse();
+    assert_eq!(listed, made);
+}
+
 /// Runs one third-party client script: answers each `AUTHORIZE <url>` it prints by signing in
 /// and consenting as `alice` (as a browser would), and returns its `RESULT` JSON.
 async fn drive_client(program: &str, script: &str, env: &[(&str, String)], ca_pem: &[u8]) -> Value {

@@ -272,7 +272,6 @@ pub async fn update_app(
     }
     if let Some(on) = body.signed_requests {
         app = state.ops.set_signed_requests(&id, on).await?;
-        state.forget_app_facts(&app.id);
     }
     Ok(Json(app_json(&app)))
 }

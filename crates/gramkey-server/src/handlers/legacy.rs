@@ -146,12 +146,19 @@ async fn check_signed(
     check_signature(&secret, endpoint, query)
 }
 
+/// An id as the last path segment, without the `.json` v1's official clients append
+/// (`/v1/users/self.json`, `/v1/media/{id}.json`; wire protocol §11).
+fn bare(id: &str) -> &str {
+    id.strip_suffix(".json").unwrap_or(id)
+}
+
 /// `self`, the caller's own id, or another user's id in this app (with `public_content`).
 async fn resolve_user(
     state: &AppState,
     c: &Caller,
     id: &str,
 ) -> Result<(User, ScopedUserId), LegacyError> {
+    let id = bare(id);
     if id == "self" || id == c.scoped.as_str() {
         return Ok((c.user.clone(), c.scoped.clone()));
     }
@@ -456,6 +463,7 @@ async fn visible_media(
     c: &Caller,
     id: &str,
 ) -> Result<(Media, User, ScopedUserId), LegacyError> {
+    let id = bare(id);
     let missing = || LegacyError::not_found("invalid media id");
     if !valid_id(id) {
         return Err(missing());

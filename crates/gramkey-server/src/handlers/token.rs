@@ -392,15 +392,16 @@ async fn code_grant(
     state
         .token_issued(AuditKind::TokenIssued, &record, "authorization_code")
         .await;
-    let mut body = match rfc_body {
-        false => response_body(state, &record, &token).await?,
-        true => json!({
+    let mut body = if rfc_body {
+        json!({
             "access_token": token.expose(),
             "token_type": "bearer",
             "expires_in": record.expires_at - now,
             "scope": record.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
             "user_id": record.scoped_id.as_ref().map(|s| s.as_str()),
-        }),
+        })
+    } else {
+        response_body(state, &record, &token).await?
     };
     if let Some(refresh) = refresh {
         body["refresh_token"] = json!(refresh.expose());

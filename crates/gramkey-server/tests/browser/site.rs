@@ -294,6 +294,90 @@ async fn pages_need_a_sign_in_and_forms_their_csrf_token() {
     );
 }
 
+/// Legacy v1's "Enforce signed requests": a box on the dashboard's settings form and a field
+/// of the admin API; while it is on, v1 calls need a valid `sig` (HTTP 403
+/// `OAuthForbiddenException` otherwise), and `sig` is ignored while it is off.
+#[tokio::test]
+async fn signed_requests_are_set_on_the_dashboard_and_the_admin_api_and_enforced() {
+    use hmac::{Hmac, Mac};
+    let t = TestApp::sqlite().await;
+    t.user("dana", "dana-password").await;
+    let dana = browser();
+    sign_in(&t, &dana, "dana", "dana-password").await;
+    let (id, secret) = dashboard_app(&t, &dana, "A v1 app").await;
+    let app_path = format!("/developers/apps/{id}/");
+    let token = csrf(&t, &dana, &app_path).await;
+    let form = [
+        ("csrf", token.as_str()),
+        ("name", "A v1 app"),
+        ("redirect_uris", "https://app.example/cb"),
+        ("scopes", "basic"),
+        ("mode", "live"),
+        ("signed_requests", "on"),
+    ];
+    let (s, _, html) = post(&t, &dana, &format!("/developers/apps/{id}/settings"), &form).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{html}");
+    assert!(t.state.ops.app(&id).await.unwrap().signed_requests);
+    let (_, html) = get(&t, &dana, &app_path).await;
+    assert!(
+        html.contains(r#"name="signed_requests" value="on" checked"#),
+        "{html}"
+    );
+
+    let reg = super::Registered {
+        client_id: id.clone(),
+        secret: secret.clone(),
+        redirect_uri: "https://app.example/cb".into(),
+    };
+    let legacy = super::user_token(&t, &reg, "basic", "dana").await;
+    let call = |query: String| {
+        let url = t.url(&format!("/v1/users/self.json?{query}"));
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (s, b) = call(format!("access_token={legacy}")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        b["meta"],
+        serde_json::json!({"error_type": "OAuthForbiddenException", "code": 403,
+            "error_message": "Invalid signed-request: Missing required parameter 'sig'"})
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("/users/self.json|access_token={legacy}").as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    let (s, b) = call(format!("access_token={legacy}&sig={sig}")).await;
+    assert_eq!(
+        (s, b["data"]["username"].as_str()),
+        (StatusCode::OK, Some("dana"))
+    );
+    let (s, b) = call(format!("access_token={legacy}&sig={sig}&count=1")).await;
+    assert_eq!(
+        (s, b["meta"]["error_message"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("Invalid signed-request: Signature does not match")
+        )
+    );
+
+    // Off through the admin API: `sig` is ignored again.
+    let r = reqwest::Client::new()
+        .patch(t.url(&format!("/admin/apps/{id}")))
+        .bearer_auth(super::ADMIN_KEY)
+        .json(&serde_json::json!({"signed_requests": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["signed_requests"],
+        false
+    );
+    let (s, _) = call(format!("access_token={legacy}&sig=00")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     let t = TestApp::sqlite().await;
