@@ -227,9 +227,9 @@ struct ServeArgs {
     #[command(flatten)]
     retention: RetentionArgs,
     /// How long after its first use a rotated refresh token may be used again (parallel
-    /// refreshes); later reuse revokes the whole grant.
-    #[arg(long, env = "GRAMKEY_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    refresh_reuse_grace: std::time::Duration,
+    /// refreshes); later reuse revokes the whole grant. Default: 10s.
+    #[arg(long, env = "GRAMKEY_REFRESH_REUSE_GRACE", value_parser = humantime::parse_duration)]
+    refresh_reuse_grace: Option<std::time::Duration>,
     /// How often the janitor runs.
     #[arg(long, env = "GRAMKEY_JANITOR_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     janitor_interval: std::time::Duration,
@@ -722,10 +722,14 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     if let Some(url) = &args.watch.alert_webhook {
         url::Url::parse(url).with_context(|| format!("--alert-webhook {url:?} is not a URL"))?;
     }
+    let defaults = ServerConfig::new(public_url.clone());
     let config = ServerConfig {
         admin_key,
-        refresh_reuse_grace_secs: i64::try_from(args.refresh_reuse_grace.as_secs())
-            .unwrap_or(i64::MAX),
+        refresh_reuse_grace_secs: args
+            .refresh_reuse_grace
+            .map_or(defaults.refresh_reuse_grace_secs, |g| {
+                i64::try_from(g.as_secs()).unwrap_or(i64::MAX)
+            }),
         fetch_media: !args.no_fetch_media,
         limits: args.limits.limits(),
         rate_limits: !args.limits.no_rate_limits,
@@ -742,7 +746,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             .map(|u| u.trim().to_lowercase())
             .filter(|u| !u.is_empty())
             .collect(),
-        ..ServerConfig::new(public_url.clone())
+        ..defaults
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));

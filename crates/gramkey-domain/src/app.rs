@@ -201,6 +201,19 @@ pub fn find_redirect<'a>(
     registered.iter().find(|r| r.matches(presented))
 }
 
+/// Why a client (an app) failed to authenticate with its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRefusal {
+    /// Too many failed client authentications from this address: even a right secret is
+    /// refused until `retry_after` seconds have passed.
+    Throttled {
+        retry_after: i64,
+    },
+    /// No app has this client id.
+    UnknownClient,
+    WrongSecret,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

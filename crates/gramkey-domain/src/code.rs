@@ -6,7 +6,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::entropy::{Entropy, random_alnum};
-use crate::error::TokenEndpointError;
 use crate::ids::AppId;
 use crate::secret::{AuthCode, ct_eq};
 use crate::time::UnixTime;
@@ -91,6 +90,19 @@ pub struct Presented<'a> {
     pub code_verifier: Option<&'a str>,
 }
 
+/// Why a code may not be redeemed. The token endpoint renders each in its wire format
+/// (`From<CodeRefusal> for TokenEndpointError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeRefusal {
+    /// Unknown, expired, or issued to another app: a client is not told which.
+    NotFound,
+    /// The `redirect_uri` differs from the authorization request's (RFC 6749 §4.1.3).
+    RedirectDiffers,
+    PkceMismatch,
+    PkceMissing,
+    PkceUnexpected,
+}
+
 /// May this unredeemed code be redeemed by this client now?
 ///
 /// A code issued to another app is reported like an unknown one, so a client learns nothing
@@ -100,18 +112,18 @@ pub fn check_redemption(
     code: &CodeFacts<'_>,
     got: &Presented<'_>,
     now: UnixTime,
-) -> Result<(), TokenEndpointError> {
+) -> Result<(), CodeRefusal> {
     if code.app_id != got.app_id || now >= code.expires_at {
-        return Err(TokenEndpointError::CodeNotFound);
+        return Err(CodeRefusal::NotFound);
     }
     if code.redirect_uri != got.redirect_uri {
-        return Err(TokenEndpointError::RedirectDiffers);
+        return Err(CodeRefusal::RedirectDiffers);
     }
     match (code.challenge, got.code_verifier) {
         (Some(c), Some(v)) if c.verify(v) => Ok(()),
-        (Some(_), Some(_)) => Err(TokenEndpointError::PkceMismatch),
-        (Some(_), None) => Err(TokenEndpointError::PkceMissing),
-        (None, Some(_)) => Err(TokenEndpointError::PkceUnexpected),
+        (Some(_), Some(_)) => Err(CodeRefusal::PkceMismatch),
+        (Some(_), None) => Err(CodeRefusal::PkceMissing),
+        (None, Some(_)) => Err(CodeRefusal::PkceUnexpected),
         (None, None) => Ok(()),
     }
 }
@@ -176,7 +188,7 @@ mod tests {
         assert_eq!(check_redemption(&facts, &ok, 99), Ok(()));
         assert_eq!(
             check_redemption(&facts, &ok, 100),
-            Err(TokenEndpointError::CodeNotFound)
+            Err(CodeRefusal::NotFound)
         );
         let wrong_app = Presented {
             app_id: &other,
@@ -184,7 +196,7 @@ mod tests {
         };
         assert_eq!(
             check_redemption(&facts, &wrong_app, 1),
-            Err(TokenEndpointError::CodeNotFound)
+            Err(CodeRefusal::NotFound)
         );
         let wrong_uri = Presented {
             redirect_uri: "https://a/other",
@@ -192,7 +204,7 @@ mod tests {
         };
         assert_eq!(
             check_redemption(&facts, &wrong_uri, 1),
-            Err(TokenEndpointError::RedirectDiffers)
+            Err(CodeRefusal::RedirectDiffers)
         );
         let no_verifier = Presented {
             code_verifier: None,
@@ -200,7 +212,7 @@ mod tests {
         };
         assert_eq!(
             check_redemption(&facts, &no_verifier, 1),
-            Err(TokenEndpointError::PkceMissing)
+            Err(CodeRefusal::PkceMissing)
         );
         let bad_verifier = Presented {
             code_verifier: Some(&"x".repeat(43)),
@@ -208,7 +220,7 @@ mod tests {
         };
         assert_eq!(
             check_redemption(&facts, &bad_verifier, 1),
-            Err(TokenEndpointError::PkceMismatch)
+            Err(CodeRefusal::PkceMismatch)
         );
         let plain = CodeFacts {
             challenge: None,
@@ -216,7 +228,7 @@ mod tests {
         };
         assert_eq!(
             check_redemption(&plain, &ok, 1),
-            Err(TokenEndpointError::PkceUnexpected)
+            Err(CodeRefusal::PkceUnexpected)
         );
         assert_eq!(check_redemption(&plain, &no_verifier, 1), Ok(()));
     }

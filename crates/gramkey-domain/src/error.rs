@@ -1,7 +1,10 @@
 //! The refusals the domain can give, with Instagram's codes and messages. Rendering them in a
 //! wire format (Graph JSON, legacy v1 envelope, flat OAuth) is the server's job.
 
+use crate::code::CodeRefusal;
 use crate::time::{UnixTime, human_time};
+pub use crate::token::RevokeReason;
+use crate::token::TokenRefusal;
 
 /// A refusal at `POST /oauth/access_token`. Instagram answers all of them with HTTP 400 and
 /// `{"error_type":"OAuthException","code":400,"error_message":...}` (wire protocol §2).
@@ -54,38 +57,6 @@ pub enum TokenEndpointError {
     /// secret is refused until `retry_after` seconds have passed.
     #[error("Too many failed client authentications. Retry after {retry_after} seconds.")]
     Throttled { retry_after: i64 },
-}
-
-/// Why a token was revoked, and the 190 subcode that tells a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevokeReason {
-    /// Its authorization code was redeemed a second time (RFC 6749 §4.1.2).
-    CodeReplay,
-    /// The user changed their password (subcode 460).
-    PasswordChanged,
-    /// The user removed the app (subcode 458).
-    AppRemoved,
-    /// Revoked by the app or an administrator.
-    Revoked,
-}
-
-impl RevokeReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevokeReason::CodeReplay => "code_replay",
-            RevokeReason::PasswordChanged => "password_changed",
-            RevokeReason::AppRemoved => "app_removed",
-            RevokeReason::Revoked => "revoked",
-        }
-    }
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "code_replay" => RevokeReason::CodeReplay,
-            "password_changed" => RevokeReason::PasswordChanged,
-            "app_removed" => RevokeReason::AppRemoved,
-            _ => RevokeReason::Revoked,
-        }
-    }
 }
 
 /// A Graph API error (wire protocol §5).
@@ -280,6 +251,54 @@ impl GraphError {
             subcode: None,
             kind: "OAuthException",
             message: "An unexpected error has occurred. Please retry your request later.".into(),
+        }
+    }
+}
+
+impl From<CodeRefusal> for TokenEndpointError {
+    fn from(r: CodeRefusal) -> Self {
+        match r {
+            CodeRefusal::NotFound => Self::CodeNotFound,
+            CodeRefusal::RedirectDiffers => Self::RedirectDiffers,
+            CodeRefusal::PkceMismatch => Self::PkceMismatch,
+            CodeRefusal::PkceMissing => Self::PkceMissing,
+            CodeRefusal::PkceUnexpected => Self::PkceUnexpected,
+        }
+    }
+}
+
+impl From<crate::app::ClientRefusal> for TokenEndpointError {
+    fn from(r: crate::app::ClientRefusal) -> Self {
+        match r {
+            crate::app::ClientRefusal::Throttled { retry_after } => Self::Throttled { retry_after },
+            crate::app::ClientRefusal::UnknownClient => Self::InvalidClient,
+            crate::app::ClientRefusal::WrongSecret => Self::BadClientSecret,
+        }
+    }
+}
+
+/// Graph's codes and messages for each token refusal (wire protocol §5).
+impl From<TokenRefusal> for GraphError {
+    fn from(r: TokenRefusal) -> Self {
+        match r {
+            TokenRefusal::Missing => Self::missing_token(),
+            TokenRefusal::Invalid => Self::invalid_token(),
+            TokenRefusal::Expired { expired_at, now } => Self::expired(expired_at, now),
+            TokenRefusal::Revoked(reason) => Self::revoked(reason),
+            TokenRefusal::AlreadyExchanged => Self::already_exchanged(),
+            TokenRefusal::NotShortLived => {
+                Self::invalid_parameter("ig_exchange_token needs a short-lived access token")
+            }
+            TokenRefusal::LegacyNotExchangeable => Self::invalid_parameter(
+                "Legacy API tokens cannot be exchanged for long-lived tokens",
+            ),
+            TokenRefusal::NotLongLived => {
+                Self::invalid_parameter("ig_refresh_token needs a long-lived access token")
+            }
+            TokenRefusal::TooYoungToRefresh => Self::invalid_parameter(
+                "The access token can be refreshed only once it is at least 24 hours old",
+            ),
+            TokenRefusal::NoBasicPermission => Self::permission("the basic profile permission"),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Access tokens: kinds, flavours, lifetimes, formats, and whether one may be used now.
 
 use crate::entropy::{Entropy, random_alnum, random_hex};
-use crate::error::{GraphError, RevokeReason};
 use crate::ids::ScopedUserId;
 use crate::scope::{Family, Scope, ScopeSet};
 use crate::secret::AccessToken;
@@ -97,6 +96,10 @@ impl Flavour {
 /// An RFC 6749 refresh token lives 90 days from its issue; each use rotates it.
 pub const REFRESH_TOKEN_SECS: i64 = 90 * 24 * 3600;
 
+/// By default, a rotated refresh token may be presented again this long after its first use
+/// (clients that refresh in parallel); later reuse revokes the whole grant (RFC 9700 §4.14.2).
+pub const REFRESH_REUSE_GRACE_SECS: i64 = 10;
+
 /// A new refresh token: `IGRT` and 140 letters and digits.
 pub fn generate_refresh_token(entropy: &dyn Entropy) -> AccessToken {
     AccessToken::new(format!("IGRT{}", random_alnum(entropy, 140)))
@@ -134,14 +137,44 @@ pub struct TokenState {
     pub revoked: Option<RevokeReason>,
 }
 
+/// Why a token may not be used, exchanged or refreshed. Each wire flavour renders these its own
+/// way (`From<TokenRefusal> for GraphError`); introspection only asks whether there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// No token on a call that needs one.
+    Missing,
+    /// Malformed or unknown.
+    Invalid,
+    Expired {
+        expired_at: UnixTime,
+        now: UnixTime,
+    },
+    Revoked(RevokeReason),
+    /// A short-lived token already exchanged for a long-lived one.
+    AlreadyExchanged,
+    /// `ig_exchange_token` was given something other than a short-lived token.
+    NotShortLived,
+    /// Legacy v1 tokens have no long-lived form.
+    LegacyNotExchangeable,
+    /// `ig_refresh_token` was given something other than a long-lived token.
+    NotLongLived,
+    /// A long-lived token younger than [`REFRESH_MIN_AGE_SECS`].
+    TooYoungToRefresh,
+    /// Refreshing needs the basic profile permission (wire protocol §3).
+    NoBasicPermission,
+}
+
 /// May this token be used at `now`? Revocation wins over expiry, so a client learns the
 /// reason it must re-authorize.
-pub fn check_usable(state: TokenState, now: UnixTime) -> Result<(), GraphError> {
+pub fn check_usable(state: TokenState, now: UnixTime) -> Result<(), TokenRefusal> {
     if let Some(reason) = state.revoked {
-        return Err(GraphError::revoked(reason));
+        return Err(TokenRefusal::Revoked(reason));
     }
     if now >= state.expires_at {
-        return Err(GraphError::expired(state.expires_at, now));
+        return Err(TokenRefusal::Expired {
+            expired_at: state.expires_at,
+            now,
+        });
     }
     Ok(())
 }
@@ -169,49 +202,74 @@ pub struct LifecycleFacts<'a> {
 
 /// May this token be exchanged for a long-lived one (`grant_type=ig_exchange_token`)? Only an
 /// unexpired, unrevoked short-lived Basic Display or Instagram Login token, and only once.
-pub fn check_exchange(t: &LifecycleFacts<'_>, now: UnixTime) -> Result<(), GraphError> {
+pub fn check_exchange(t: &LifecycleFacts<'_>, now: UnixTime) -> Result<(), TokenRefusal> {
     check_usable(t.state, now)?;
     if t.kind != TokenKind::ShortLived {
-        return Err(GraphError::invalid_parameter(
-            "ig_exchange_token needs a short-lived access token",
-        ));
+        return Err(TokenRefusal::NotShortLived);
     }
     if t.flavour == Flavour::Legacy {
-        return Err(GraphError::invalid_parameter(
-            "Legacy API tokens cannot be exchanged for long-lived tokens",
-        ));
+        return Err(TokenRefusal::LegacyNotExchangeable);
     }
     if t.exchanged {
-        return Err(GraphError::already_exchanged());
+        return Err(TokenRefusal::AlreadyExchanged);
     }
     Ok(())
 }
 
 /// May this token be refreshed (`grant_type=ig_refresh_token`)? A long-lived token, at least
 /// 24 hours old, unexpired, whose user granted the basic profile permission (wire protocol §3).
-pub fn check_refresh(t: &LifecycleFacts<'_>, now: UnixTime) -> Result<(), GraphError> {
+pub fn check_refresh(t: &LifecycleFacts<'_>, now: UnixTime) -> Result<(), TokenRefusal> {
     check_usable(t.state, now)?;
     if t.kind != TokenKind::LongLived {
-        return Err(GraphError::invalid_parameter(
-            "ig_refresh_token needs a long-lived access token",
-        ));
+        return Err(TokenRefusal::NotLongLived);
     }
     if now < t.issued_at + REFRESH_MIN_AGE_SECS {
-        return Err(GraphError::invalid_parameter(
-            "The access token can be refreshed only once it is at least 24 hours old",
-        ));
+        return Err(TokenRefusal::TooYoungToRefresh);
     }
     let basic = [Scope::UserProfile, Scope::BusinessBasic, Scope::Basic];
     if !basic.iter().any(|s| t.scopes.contains(*s)) {
-        return Err(GraphError::permission("the basic profile permission"));
+        return Err(TokenRefusal::NoBasicPermission);
     }
     Ok(())
+}
+
+/// Why a token was revoked, and the 190 subcode that tells a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// Its authorization code was redeemed a second time (RFC 6749 §4.1.2).
+    CodeReplay,
+    /// The user changed their password (subcode 460).
+    PasswordChanged,
+    /// The user removed the app (subcode 458).
+    AppRemoved,
+    /// Revoked by the app or an administrator.
+    Revoked,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::CodeReplay => "code_replay",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::AppRemoved => "app_removed",
+            RevokeReason::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "code_replay" => RevokeReason::CodeReplay,
+            "password_changed" => RevokeReason::PasswordChanged,
+            "app_removed" => RevokeReason::AppRemoved,
+            _ => RevokeReason::Revoked,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entropy::SeededEntropy;
+    use crate::error::GraphError;
 
     fn facts(kind: TokenKind, scopes: &ScopeSet, issued_at: UnixTime) -> LifecycleFacts<'_> {
         LifecycleFacts {
@@ -240,12 +298,14 @@ mod tests {
                 },
                 10
             )
+            .map_err(GraphError::from)
             .unwrap_err()
             .code,
             190
         );
         assert_eq!(
             check_exchange(&facts(TokenKind::LongLived, &scopes, 0), 10)
+                .map_err(GraphError::from)
                 .unwrap_err()
                 .code,
             100
@@ -254,7 +314,13 @@ mod tests {
             flavour: Flavour::Legacy,
             ..short
         };
-        assert_eq!(check_exchange(&legacy, 10).unwrap_err().code, 100);
+        assert_eq!(
+            check_exchange(&legacy, 10)
+                .map_err(GraphError::from)
+                .unwrap_err()
+                .code,
+            100
+        );
         let expired = LifecycleFacts {
             state: TokenState {
                 expires_at: 5,
@@ -262,7 +328,13 @@ mod tests {
             },
             ..short
         };
-        assert_eq!(check_exchange(&expired, 10).unwrap_err().subcode, Some(463));
+        assert_eq!(
+            check_exchange(&expired, 10)
+                .map_err(GraphError::from)
+                .unwrap_err()
+                .subcode,
+            Some(463)
+        );
     }
 
     #[test]
@@ -271,6 +343,7 @@ mod tests {
         let long = facts(TokenKind::LongLived, &scopes, 1000);
         assert_eq!(
             check_refresh(&long, 1000 + REFRESH_MIN_AGE_SECS - 1)
+                .map_err(GraphError::from)
                 .unwrap_err()
                 .code,
             100
@@ -278,6 +351,7 @@ mod tests {
         assert!(check_refresh(&long, 1000 + REFRESH_MIN_AGE_SECS).is_ok());
         assert_eq!(
             check_refresh(&long, 1000 + LONG_LIVED_SECS)
+                .map_err(GraphError::from)
                 .unwrap_err()
                 .subcode,
             Some(463)
@@ -287,6 +361,7 @@ mod tests {
                 &facts(TokenKind::ShortLived, &scopes, 0),
                 REFRESH_MIN_AGE_SECS
             )
+            .map_err(GraphError::from)
             .unwrap_err()
             .code,
             100
@@ -295,6 +370,7 @@ mod tests {
         let no_basic = facts(TokenKind::LongLived, &media_only, 0);
         assert_eq!(
             check_refresh(&no_basic, REFRESH_MIN_AGE_SECS)
+                .map_err(GraphError::from)
                 .unwrap_err()
                 .code,
             10
@@ -331,12 +407,30 @@ mod tests {
             revoked: None,
         };
         assert!(check_usable(live, 999).is_ok());
-        assert_eq!(check_usable(live, 1000).unwrap_err().subcode, Some(463));
+        assert_eq!(
+            check_usable(live, 1000)
+                .map_err(GraphError::from)
+                .unwrap_err()
+                .subcode,
+            Some(463)
+        );
         let revoked = TokenState {
             expires_at: 1000,
             revoked: Some(RevokeReason::PasswordChanged),
         };
-        assert_eq!(check_usable(revoked, 10).unwrap_err().subcode, Some(460));
-        assert_eq!(check_usable(revoked, 5000).unwrap_err().subcode, Some(460));
+        assert_eq!(
+            check_usable(revoked, 10)
+                .map_err(GraphError::from)
+                .unwrap_err()
+                .subcode,
+            Some(460)
+        );
+        assert_eq!(
+            check_usable(revoked, 5000)
+                .map_err(GraphError::from)
+                .unwrap_err()
+                .subcode,
+            Some(460)
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod signin;
 pub mod state;
 pub mod test_support;
 pub mod throttle;
+pub mod tokens;
 pub mod transport;
 pub mod usage;
 pub mod web;

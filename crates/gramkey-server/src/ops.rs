@@ -301,11 +301,6 @@ impl Ops {
         Ok(secret)
     }
 
-    /// Is this the app's client secret (or its previous one, within a rotation's grace)?
-    pub fn client_secret_ok(&self, app: &App, presented: &ClientSecret) -> bool {
-        self.client_secret_valid_until(app, presented).is_some()
-    }
-
     /// Until when `presented` authenticates the app: for ever if it is the current secret, to
     /// the grace's end if it is the previous one; `None` if it is neither.
     pub fn client_secret_valid_until(

@@ -26,8 +26,8 @@ use std::collections::HashMap;
 
 use crate::handlers::me::is_graph_version;
 use crate::handlers::{
-    account, admin, authorize, console, dashboard, debug, graph, legacy, lifecycle, me, rfc,
-    sandbox, token,
+    account, admin, authorize, console, dashboard, debug, graph, health, legacy, lifecycle, me,
+    rfc, sandbox, token,
 };
 use crate::observe;
 use crate::state::AppState;
@@ -82,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/revoke", post(rfc::revoke))
         .route("/oauth/introspect", post(rfc::introspect))
         .route("/.well-known/oauth-authorization-server", get(rfc::metadata))
+        .route("/healthz", get(health::live))
+        .route("/readyz", get(health::ready))
         // The Graph host's endpoints, bare and under a `/vNN.N` version prefix.
         .merge(graph.clone())
         .nest("/{version}", graph.route_layer(middleware::from_fn(graph_version)))

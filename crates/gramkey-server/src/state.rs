@@ -54,7 +54,7 @@ impl ServerConfig {
         Self {
             public_url: public_url.into(),
             admin_key: None,
-            refresh_reuse_grace_secs: 60,
+            refresh_reuse_grace_secs: gramkey_domain::token::REFRESH_REUSE_GRACE_SECS,
             fetch_media: true,
             limits: gramkey_domain::ratelimit::Limits::default(),
             rate_limits: true,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use gramkey_domain::time::ManualClock;
 use gramkey_domain::{AppMode, OsEntropy, Password, Role};
+use gramkey_server::limits::memory::MemoryBackend;
 use gramkey_server::ops::NewAppInput;
 use gramkey_server::test_support::hidden_inputs;
 use gramkey_server::transport::Transport;
@@ -99,7 +100,7 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         tune: impl FnOnce(&mut ServerConfig),
     ) -> Self {
-        Self::start_on(store, dir, tune, Transport::Plain).await
+        Self::start_on(store, dir, tune, Transport::Plain, None).await
     }
 
     /// A fresh SQLite server speaking HTTPS with a self-signed certificate, made as
@@ -110,16 +111,18 @@ impl TestApp {
         assert!(made);
         let transport = Transport::tls_from_pem(&cert, &key).unwrap();
         (
-            Self::start_on(store, Some(dir), |_| {}, transport).await,
+            Self::start_on(store, Some(dir), |_| {}, transport, None).await,
             cert,
         )
     }
 
+    /// The server, with budgets in `limiter` (in memory without one).
     async fn start_on(
         store: Arc<dyn Store>,
         dir: Option<tempfile::TempDir>,
         tune: impl FnOnce(&mut ServerConfig),
         transport: Transport,
+        limiter: Option<Arc<dyn gramkey_server::limits::Backend>>,
     ) -> Self {
         logs();
         // The cache on, as in production on SQLite: the revocation tests prove it is cleared.
@@ -134,12 +137,14 @@ impl TestApp {
             ..ServerConfig::new(base.clone())
         };
         tune(&mut config);
-        let state = AppState::new(
+        let limiter = limiter.unwrap_or_else(|| Arc::new(MemoryBackend::default()));
+        let state = AppState::with_limiter(
             store,
             clock.clone(),
             Arc::new(OsEntropy),
             b"test master key",
             config,
+            limiter,
         );
         let server_state = state.clone();
         tokio::spawn(async move {
@@ -4970,4 +4975,126 @@ async fn writes_have_a_lower_budget_than_reads() {
     let (s, b) = get(&t, "/17900000000000009/comments", &token).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["data"].as_array().unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health: liveness asks nothing; readiness asks the store and the limiter, and recovers.
+
+/// A Redis server of this test's own on a free port, so the shared one is never stopped.
+struct OwnRedis {
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "redis-server could not be started under CI: {e}"
+                );
+                eprintln!("!!! SKIPPED the Redis outage part of readiness: no redis-server ({e})");
+                return None;
+            }
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self { child });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server on port {port} never answered");
+    }
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn readiness(app: &TestApp) -> (StatusCode, Value) {
+    let resp = reqwest::get(app.url("/readyz")).await.unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn liveness_and_readiness_follow_the_store_and_the_limiter() {
+    let app = TestApp::sqlite().await;
+    let live = reqwest::get(app.url("/healthz")).await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(header(live.headers(), "cache-control"), "no-store");
+    let (status, body) = readiness(&app).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["limiter"]["kind"], "memory");
+
+    if let Some(pg) = TestApp::postgres("readiness").await {
+        let (status, body) = readiness(&pg).await;
+        assert_eq!(
+            (status, &body["store"]["ok"]),
+            (StatusCode::OK, &Value::Bool(true))
+        );
+    }
+
+    // Redis down: not ready, but alive; back up on the same port: ready again, no restart.
+    let port = free_port();
+    let Some(redis) = OwnRedis::start(port) else {
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    let backend = gramkey_server::limits::redis::RedisBackend::connect(&url)
+        .await
+        .unwrap();
+    let (store, dir) = fresh_sqlite().unwrap();
+    let app = TestApp::start_on(
+        store,
+        Some(dir),
+        |_| {},
+        Transport::Plain,
+        Some(Arc::new(backend)),
+    )
+    .await;
+    let (status, body) = readiness(&app).await;
+    assert_eq!(
+        (status, &body["limiter"]["kind"]),
+        (StatusCode::OK, &Value::from("redis"))
+    );
+    redis.stop();
+    let (status, body) = readiness(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["limiter"]["ok"], false);
+    assert_eq!(body["store"]["ok"], true);
+    let live = reqwest::get(app.url("/healthz")).await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK, "liveness does not ask Redis");
+    let redis = OwnRedis::start(port).unwrap();
+    let mut ready = false;
+    for _ in 0..50 {
+        if readiness(&app).await.0 == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    redis.stop();
+    assert!(ready, "ready again once Redis is back, without a restart");
 }

@@ -19,7 +19,7 @@ pub mod test_support;
 
 use async_trait::async_trait;
 use gramkey_domain::callback::CallbackKind;
-use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::retention::Cutoffs;
 use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
@@ -123,11 +123,6 @@ pub trait ContentStore: Send + Sync {
     async fn publish(&self, publication: &Publication) -> Result<PublishOutcome>;
 }
 
-/// How a code redemption is decided inside the store's transaction: given the unredeemed code,
-/// return the tokens to issue (the access token first; any others, such as a refresh token, are
-/// stored under it), or the refusal.
-pub type Decide = Box<dyn FnOnce(&CodeRecord) -> Result<Vec<NewToken>, TokenEndpointError> + Send>;
-
 /// Consent, authorization codes and tokens.
 #[async_trait]
 pub trait GrantStore: Send + Sync {
@@ -146,20 +141,25 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Grant>;
     async fn create_code(&self, code: &NewCode) -> Result<()>;
+    /// A code by its hash, redeemed or not: what the caller mints tokens for before
+    /// [`GrantStore::redeem_code`].
+    async fn code(&self, hash: &TokenHash) -> Result<Option<CodeRecord>>;
     /// Redeems a code atomically, in one transaction:
     /// - unknown: [`Redemption::NotFound`];
     /// - already redeemed: the token issued from it, and every token exchanged or refreshed from
     ///   that one, is revoked ([`Redemption::Replayed`]);
-    /// - otherwise the code is marked redeemed whatever `decide` says, and the tokens it returns
-    ///   are stored, the first as the root and the rest under it ([`Redemption::Issued`], with
-    ///   the first), or its refusal passed on ([`Redemption::Refused`]).
+    /// - otherwise the code is marked redeemed whatever the domain's
+    ///   [`check_redemption`](gramkey_domain::code::check_redemption) says of `claim`; on a
+    ///   refusal nothing else is written ([`Redemption::Refused`]), else `tokens` (minted for
+    ///   this code: its app and user, the access token first) are stored, the first as the root
+    ///   and the rest under it ([`Redemption::Issued`], with the first).
     ///
     /// The answer comes only after the transaction has committed.
     async fn redeem_code(
         &self,
         hash: &TokenHash,
-        now: UnixTime,
-        decide: Decide,
+        claim: &CodeClaim,
+        tokens: &[NewToken],
     ) -> Result<Redemption>;
     /// Revokes every unrevoked token matching `which`; returns how many. For an app, a user, or
     /// both, their unredeemed codes are burned in the same transaction.
@@ -257,6 +257,8 @@ pub trait MonitorStore: Send + Sync {
     async fn active_tokens(&self, now: UnixTime) -> Result<Vec<(TokenKind, u64)>>;
     /// Callbacks still pending delivery.
     async fn pending_callbacks(&self) -> Result<u64>;
+    /// Answers when the database can be read and written (for `/readyz`); touches no table.
+    async fn ping(&self) -> Result<()>;
 }
 
 /// What the web pages add: invitations to roles, and a person's view of the apps they

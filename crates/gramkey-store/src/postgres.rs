@@ -15,12 +15,12 @@ mod access;
 mod content;
 mod monitor;
 
-use crate::records::{corrupt, join_uris, split_uris};
+use crate::records::{corrupt, join_uris, judge_claim, split_uris};
 use crate::sqlite::{CALLBACK_COLUMNS, CallbackRow, to_callback};
 use crate::sqlite::{issued, to_token};
 use crate::{
-    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, NewCode, NewToken, NewUser,
-    Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeClaim, CodeRecord, Derivation, Grant, GrantStore, NewCode, NewToken,
+    NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use gramkey_domain::callback::CallbackKind;
@@ -526,12 +526,24 @@ impl GrantStore for PgStore {
         Ok(())
     }
 
+    async fn code(&self, hash: &TokenHash) -> Result<Option<CodeRecord>> {
+        let row = query(
+            "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at
+             FROM auth_codes WHERE hash = $1",
+        )
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| code_from_row(&row, hash)).transpose()
+    }
+
     async fn redeem_code(
         &self,
         hash: &TokenHash,
-        now: UnixTime,
-        decide: Decide,
+        claim: &CodeClaim,
+        tokens: &[NewToken],
     ) -> Result<Redemption> {
+        let now = claim.now;
         let mut tx = self.pool.begin().await?;
         let row = query(
             "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at, redeemed_at,
@@ -562,40 +574,22 @@ impl GrantStore for PgStore {
                 revoked: r.rows_affected(),
             });
         }
-        let app: String = row.try_get(0)?;
-        let scoped: String = row.try_get(2)?;
-        let challenge: Option<String> = row.try_get(5)?;
-        let code = CodeRecord {
-            hash: *hash,
-            app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
-            user_id: UserId(row.try_get(1)?),
-            scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
-            redirect_uri: row.try_get(3)?,
-            scopes: ScopeSet::from_stored(row.try_get(4)?),
-            code_challenge: challenge.as_deref().map(CodeChallenge::from_stored),
-            created_at: row.try_get(6)?,
-            expires_at: row.try_get(7)?,
-        };
+        let code = code_from_row(&row, hash)?;
+        let verdict = judge_claim(&code, claim, tokens)?;
         query("UPDATE auth_codes SET redeemed_at = $1 WHERE hash = $2")
             .bind(now)
             .bind(&hash.0[..])
             .execute(&mut *tx)
             .await?;
-        let mut tokens = match decide(&code) {
-            Ok(t) if !t.is_empty() => t,
-            Ok(_) => {
-                return Err(StoreError::Backend(
-                    "a redemption must issue a token".into(),
-                ));
-            }
-            Err(refusal) => {
-                tx.commit().await?;
-                return Ok(Redemption::Refused(refusal));
-            }
+        if let Err(refusal) = verdict {
+            tx.commit().await?;
+            return Ok(Redemption::Refused(refusal));
+        }
+        let Some((token, children)) = tokens.split_first() else {
+            return Err(StoreError::Backend("no token to issue".into()));
         };
-        let token = tokens.remove(0);
-        let id = insert_token(&mut tx, &token, None).await?;
-        for child in &tokens {
+        let id = insert_token(&mut tx, token, None).await?;
+        for child in children {
             insert_token(&mut tx, child, Some(id)).await?;
         }
         query("UPDATE auth_codes SET token_id = $1 WHERE hash = $2")
@@ -604,7 +598,11 @@ impl GrantStore for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Redemption::Issued(issued(id, token, Some(code.scoped_id))))
+        Ok(Redemption::Issued(issued(
+            id,
+            token.clone(),
+            Some(code.scoped_id),
+        )))
     }
 
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
@@ -838,6 +836,25 @@ impl GrantStore for PgStore {
         tx.commit().await?;
         Ok(Some(out))
     }
+}
+
+/// A code from the first eight columns of an `auth_codes` row, in the order [`GrantStore::code`]
+/// reads them.
+fn code_from_row(row: &PgRow, hash: &TokenHash) -> Result<CodeRecord> {
+    let app: String = row.try_get(0)?;
+    let scoped: String = row.try_get(2)?;
+    let challenge: Option<String> = row.try_get(5)?;
+    Ok(CodeRecord {
+        hash: *hash,
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        user_id: UserId(row.try_get(1)?),
+        scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+        redirect_uri: row.try_get(3)?,
+        scopes: ScopeSet::from_stored(row.try_get(4)?),
+        code_challenge: challenge.as_deref().map(CodeChallenge::from_stored),
+        created_at: row.try_get(6)?,
+        expires_at: row.try_get(7)?,
+    })
 }
 
 async fn insert_token(

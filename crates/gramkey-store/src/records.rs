@@ -3,8 +3,8 @@
 use gramkey_domain::account::InvitationState;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
-use gramkey_domain::code::CodeChallenge;
-use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::code::{CodeChallenge, CodeFacts, CodeRefusal, Presented, check_redemption};
+use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::paging::Position;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::{
@@ -211,8 +211,44 @@ pub struct NewCode {
     pub expires_at: UnixTime,
 }
 
-/// An unredeemed code, as handed to [`crate::Decide`].
+/// A stored code, as [`crate::GrantStore::code`] reads it.
 pub type CodeRecord = NewCode;
+
+/// What a client presents to redeem a code, and when.
+#[derive(Debug, Clone)]
+pub struct CodeClaim {
+    pub app_id: AppId,
+    pub redirect_uri: String,
+    pub code_verifier: Option<String>,
+    pub now: UnixTime,
+}
+
+/// Whether `claim` may redeem `code` ([`gramkey_domain::code::check_redemption`]), and a check
+/// that `tokens` were minted for this code: the same app and user, the access token first.
+pub(crate) fn judge_claim(
+    code: &CodeRecord,
+    claim: &CodeClaim,
+    tokens: &[NewToken],
+) -> crate::Result<Result<(), CodeRefusal>> {
+    let fits = |t: &NewToken| t.app_id == code.app_id && t.user_id == Some(code.user_id);
+    if tokens.is_empty() || !tokens.iter().all(fits) {
+        return Err(crate::StoreError::Backend(
+            "the tokens offered for a code were not minted for it".into(),
+        ));
+    }
+    let facts = CodeFacts {
+        app_id: &code.app_id,
+        redirect_uri: &code.redirect_uri,
+        expires_at: code.expires_at,
+        challenge: code.code_challenge.as_ref(),
+    };
+    let presented = Presented {
+        app_id: &claim.app_id,
+        redirect_uri: &claim.redirect_uri,
+        code_verifier: claim.code_verifier.as_deref(),
+    };
+    Ok(check_redemption(&facts, &presented, claim.now))
+}
 
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -286,7 +322,7 @@ pub enum Redemption {
     Replayed {
         revoked: u64,
     },
-    Refused(TokenEndpointError),
+    Refused(CodeRefusal),
 }
 
 // Small conversions shared by both backends.

@@ -26,10 +26,10 @@ pub(crate) mod access;
 pub(crate) mod content;
 pub(crate) mod monitor;
 
-use crate::records::{corrupt, join_uris, split_uris};
+use crate::records::{corrupt, join_uris, judge_claim, split_uris};
 use crate::{
-    App, AppStore, CodeRecord, Decide, Derivation, Grant, GrantStore, NewCode, NewToken, NewUser,
-    Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
+    App, AppStore, CodeClaim, CodeRecord, Derivation, Grant, GrantStore, NewCode, NewToken,
+    NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
 };
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
@@ -805,13 +805,29 @@ impl GrantStore for SqliteStore {
         .await
     }
 
+    async fn code(&self, hash: &TokenHash) -> Result<Option<CodeRecord>> {
+        let hash = *hash;
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at,
+                     redeemed_at
+                 FROM auth_codes WHERE hash = ?1",
+            )?
+            .query_row([hash.0], |r| code_from_row(r, hash))
+            .optional()
+        })?
+        .map(|found| found.map(|(code, _)| code))
+        .transpose()
+    }
+
     async fn redeem_code(
         &self,
         hash: &TokenHash,
-        now: UnixTime,
-        decide: Decide,
+        claim: &CodeClaim,
+        tokens: &[NewToken],
     ) -> Result<Redemption> {
-        let hash = *hash;
+        let (hash, claim, mut tokens) = (*hash, claim.clone(), tokens.to_vec());
+        let now = claim.now;
         self.write(move |c| {
             let found = c
                 .prepare_cached(
@@ -840,15 +856,11 @@ impl GrantStore for SqliteStore {
                     .execute(params![now, token_id])?;
                 return Ok(Redemption::Replayed { revoked: revoked as u64 });
             }
-            let mut tokens = match decide(&code) {
-                Ok(t) if !t.is_empty() => t,
-                Ok(_) => return Err(StoreError::Backend("a redemption must issue a token".into())),
-                Err(refusal) => {
-                    c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE rowid = ?2")?
-                        .execute(params![now, rowid])?;
-                    return Ok(Redemption::Refused(refusal));
-                }
-            };
+            if let Err(refusal) = judge_claim(&code, &claim, &tokens)? {
+                c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE rowid = ?2")?
+                    .execute(params![now, rowid])?;
+                return Ok(Redemption::Refused(refusal));
+            }
             let token = tokens.remove(0);
             let id = insert_token(c, &token, None)?;
             for child in &tokens {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use gramkey_domain::account::InvitationState;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
-use gramkey_domain::code::CodeChallenge;
-use gramkey_domain::error::{RevokeReason, TokenEndpointError};
+use gramkey_domain::code::{CodeChallenge, CodeRefusal};
+use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::paging::{Page, PageRequest};
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::{
@@ -19,8 +19,8 @@ use gramkey_domain::{
 use gramkey_store::InvitationsOf;
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
 use gramkey_store::{
-    App, Attempt, CommentsOf, Container, Derivation, Media, NewCode, NewComment, NewToken, NewUser,
-    Profile, Publication, PublishOutcome, Redemption, Revoke, Store, StoreError,
+    App, Attempt, CodeClaim, CommentsOf, Container, Derivation, Media, NewCode, NewComment,
+    NewToken, NewUser, Profile, Publication, PublishOutcome, Redemption, Revoke, Store, StoreError,
 };
 use gramkey_store::{AuditEvent, AuditQuery, NetworkSeen, NewAuditEvent, UsageDelta, UsageHour};
 
@@ -77,6 +77,19 @@ fn code(n: u8, app: &App, user: UserId, scoped: &ScopedUserId) -> NewCode {
         )),
         created_at: NOW,
         expires_at: NOW + 3600,
+    }
+}
+
+/// The RFC 7636 Appendix B verifier of [`code`]'s challenge.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+/// What the client that asked for `code` presents at `now`.
+fn claim(code: &NewCode, now: i64) -> CodeClaim {
+    CodeClaim {
+        app_id: code.app_id.clone(),
+        redirect_uri: code.redirect_uri.clone(),
+        code_verifier: Some(VERIFIER.into()),
+        now,
     }
 }
 
@@ -234,26 +247,20 @@ async fn grants_codes_tokens(s: &dyn Store) {
     assert_eq!(s.grant(&a.id, u.id).await.unwrap(), Some(g2));
 
     // Unknown code.
-    let r = s
-        .redeem_code(&hash(1), NOW, Box::new(|_| unreachable!()))
-        .await
-        .unwrap();
+    let c = code(2, &a, u.id, &scoped);
+    assert!(s.code(&hash(1)).await.unwrap().is_none());
+    let r = s.redeem_code(&hash(1), &claim(&c, NOW), &[]).await.unwrap();
     assert!(matches!(r, Redemption::NotFound));
 
-    // First redemption issues; the decide closure sees the stored code.
-    let c = code(2, &a, u.id, &scoped);
+    // First redemption issues; the code reads back as stored.
     s.create_code(&c).await.unwrap();
+    let stored = s.code(&c.hash).await.unwrap().unwrap();
+    assert_eq!(stored.redirect_uri, "https://a.example/cb");
+    assert_eq!(stored.code_challenge, c.code_challenge);
+    assert_eq!((stored.user_id, &stored.scoped_id), (u.id, &scoped));
     let nt = token_for(&c, hash(100));
     let r = s
-        .redeem_code(
-            &c.hash,
-            NOW + 10,
-            Box::new(move |rec| {
-                assert_eq!(rec.redirect_uri, "https://a.example/cb");
-                assert!(rec.code_challenge.is_some());
-                Ok(vec![nt])
-            }),
-        )
+        .redeem_code(&c.hash, &claim(&c, NOW + 10), &[nt])
         .await
         .unwrap();
     let Redemption::Issued(t) = r else {
@@ -268,7 +275,7 @@ async fn grants_codes_tokens(s: &dyn Store) {
 
     // Replay revokes what the code issued.
     let r = s
-        .redeem_code(&c.hash, NOW + 20, Box::new(|_| unreachable!()))
+        .redeem_code(&c.hash, &claim(&c, NOW + 20), &[])
         .await
         .unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 1 }), "{r:?}");
@@ -277,7 +284,7 @@ async fn grants_codes_tokens(s: &dyn Store) {
         Some(RevokeReason::CodeReplay)
     );
     let r = s
-        .redeem_code(&c.hash, NOW + 30, Box::new(|_| unreachable!()))
+        .redeem_code(&c.hash, &claim(&c, NOW + 30), &[])
         .await
         .unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 0 }));
@@ -285,20 +292,17 @@ async fn grants_codes_tokens(s: &dyn Store) {
     // A refusal burns the code.
     let c3 = code(3, &a, u.id, &scoped);
     s.create_code(&c3).await.unwrap();
+    let wrong_verifier = CodeClaim {
+        code_verifier: Some("x".repeat(43)),
+        ..claim(&c3, NOW)
+    };
     let r = s
-        .redeem_code(
-            &c3.hash,
-            NOW,
-            Box::new(|_| Err(TokenEndpointError::PkceMismatch)),
-        )
+        .redeem_code(&c3.hash, &wrong_verifier, &[token_for(&c3, hash(200))])
         .await
         .unwrap();
-    assert!(matches!(
-        r,
-        Redemption::Refused(TokenEndpointError::PkceMismatch)
-    ));
+    assert!(matches!(r, Redemption::Refused(CodeRefusal::PkceMismatch)));
     let r = s
-        .redeem_code(&c3.hash, NOW, Box::new(|_| unreachable!()))
+        .redeem_code(&c3.hash, &claim(&c3, NOW), &[])
         .await
         .unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 0 }));
@@ -320,7 +324,7 @@ async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
         let (s, c) = (s.clone(), c.clone());
         tasks.push(tokio::spawn(async move {
             let nt = token_for(&c, hash(150 + i));
-            s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![nt])))
+            s.redeem_code(&c.hash, &claim(&c, NOW), &[nt])
                 .await
                 .unwrap()
         }));
@@ -345,7 +349,7 @@ async fn deleting_an_app_removes_its_tokens(s: &dyn Store) {
     let c = code(5, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let nt = token_for(&c, hash(250));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![nt])))
+    s.redeem_code(&c.hash, &claim(&c, NOW), &[nt])
         .await
         .unwrap();
     assert!(s.token(&hash(250)).await.unwrap().is_some());
@@ -365,7 +369,7 @@ async fn derived_tokens(s: &dyn Store) {
     let c = code(6, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let short = token_for(&c, hash(60));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![short])))
+    s.redeem_code(&c.hash, &claim(&c, NOW), &[short])
         .await
         .unwrap();
     assert!(!s.token(&hash(60)).await.unwrap().unwrap().exchanged);
@@ -553,9 +557,7 @@ async fn purging(s: &dyn Store) {
     }
     let c = code(70, &a, u.id, &scoped);
     let t = token_for(&c, hash(170));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![t])))
-        .await
-        .unwrap();
+    s.redeem_code(&c.hash, &claim(&c, NOW), &[t]).await.unwrap();
     let before = gramkey_domain::retention::Cutoffs {
         codes_before: NOW + 3600,
         tokens_before: NOW + 3600,
@@ -611,9 +613,7 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     let c = code(80, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let t = token_for(&c, hash(180));
-    s.redeem_code(&c.hash, NOW, Box::new(move |_| Ok(vec![t])))
-        .await
-        .unwrap();
+    s.redeem_code(&c.hash, &claim(&c, NOW), &[t]).await.unwrap();
     s.create_code(&code(81, &a, u.id, &scoped)).await.unwrap();
     let r = s
         .remove_grant(&a.id, u.id, RevokeReason::AppRemoved, NOW, &both)
@@ -627,7 +627,7 @@ async fn callback_outbox(s: Arc<dyn Store>) {
         Some(RevokeReason::AppRemoved)
     );
     let burned = s
-        .redeem_code(&hash(81), NOW, Box::new(|_| unreachable!()))
+        .redeem_code(&hash(81), &claim(&c, NOW), &[])
         .await
         .unwrap();
     assert!(matches!(burned, Redemption::Replayed { .. }), "{burned:?}");

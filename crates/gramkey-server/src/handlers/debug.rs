@@ -99,7 +99,8 @@ async fn inner(
             revoked: t.revoked,
         },
         now,
-    );
+    )
+    .map_err(GraphError::from);
     let mut data = json!({
         "app_id": t.app_id.as_str(),
         "type": if t.kind == TokenKind::App { "APP" } else { "USER" },

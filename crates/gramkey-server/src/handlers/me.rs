@@ -8,10 +8,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
-use gramkey_domain::token::{
-    NEVER, TokenState, check_usable, plausible_token, split_app_credentials,
-};
-use gramkey_domain::{AccessToken, Flavour, TokenHash, TokenKind};
+use gramkey_domain::{AccessToken, Flavour};
 use gramkey_store::TokenRecord;
 use serde_json::json;
 
@@ -66,29 +63,12 @@ fn internal(e: gramkey_store::StoreError) -> GraphError {
     GraphError::internal()
 }
 
-/// Looks up a token and checks that it may be used now. Expiry and revocation are checked on
-/// every call, whether the store answered from its cache or not.
+/// The token of a resource call, usable now ([`crate::tokens::Tokens::authenticate_token`]).
 pub async fn authenticate(
     state: &AppState,
     token: Option<AccessToken>,
 ) -> Result<TokenRecord, GraphError> {
-    let token = token.ok_or_else(GraphError::missing_token)?;
-    if !plausible_token(token.expose()) {
-        return Err(GraphError::invalid_token());
-    }
-    let hash = TokenHash::of_token(&token);
-    let record = match state.ops.store.token(&hash).await.map_err(internal)? {
-        Some(r) => r,
-        None => app_credentials(state, token.expose())
-            .await?
-            .ok_or_else(GraphError::invalid_token)?,
-    };
-    let usable = TokenState {
-        expires_at: record.expires_at,
-        revoked: record.revoked,
-    };
-    check_usable(usable, state.ops.clock.now())?;
-    Ok(record)
+    Ok(state.tokens().authenticate_token(token).await?)
 }
 
 /// Charges a resource call to its budgets (wire protocol §6), and notes where the token was
@@ -163,41 +143,6 @@ pub async fn admit(
             })
         }
     }
-}
-
-/// `APP_ID|APP_SECRET` used as an app token (wire protocol §7): an app token that was never
-/// stored, valid while the secret is.
-async fn app_credentials(state: &AppState, raw: &str) -> Result<Option<TokenRecord>, GraphError> {
-    let Some((app_id, secret)) = split_app_credentials(raw) else {
-        return Ok(None);
-    };
-    let Some(app) = state.ops.store.app(&app_id).await.map_err(internal)? else {
-        return Ok(None);
-    };
-    if crate::throttle::client_allowed(state, app.id.as_str())
-        .await
-        .is_err()
-    {
-        return Ok(None);
-    }
-    if !state.ops.client_secret_ok(&app, &secret) {
-        crate::throttle::client_failed(state, Some(&app.id), "wrong secret in APP_ID|APP_SECRET")
-            .await;
-        return Ok(None);
-    }
-    Ok(Some(TokenRecord {
-        id: 0,
-        kind: TokenKind::App,
-        flavour: gramkey_domain::Flavour::InstagramLogin,
-        app_id: app.id,
-        user_id: None,
-        scoped_id: None,
-        scopes: gramkey_domain::ScopeSet::default(),
-        issued_at: app.created_at,
-        expires_at: NEVER,
-        revoked: None,
-        exchanged: false,
-    }))
 }
 
 /// `DELETE /me/permissions`: the user (through the app) removes the app. Its grant is

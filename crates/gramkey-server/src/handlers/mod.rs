@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod debug;
 pub mod form;
 pub mod graph;
+pub mod health;
 pub mod insights;
 pub mod legacy;
 pub mod lifecycle;

@@ -13,23 +13,17 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use gramkey_domain::error::RevokeReason;
-use gramkey_domain::token::{NEVER, TokenState, check_usable, plausible_token};
-use gramkey_domain::{AccessToken, AppId, ClientSecret, Scope, TokenHash, TokenKind};
-use gramkey_store::{App, Revoke, TokenRecord};
+use gramkey_domain::token::NEVER;
+use gramkey_domain::{ClientSecret, Scope, TokenKind};
+use gramkey_store::App;
 use serde_json::{Value, json};
 
 use super::form::{FormFields, basic_credentials};
 use crate::state::AppState;
+use crate::tokens::Failure;
 use crate::wire::no_store;
 use crate::wire::oauth::TokenErrorResponse;
 use crate::wire::rfc::RfcError;
-use gramkey_domain::error::TokenEndpointError;
-
-fn internal(e: gramkey_store::StoreError) -> RfcError {
-    tracing::error!(error = %e, "standard OAuth endpoint failed");
-    RfcError::internal()
-}
 
 /// The authenticated client, from HTTP Basic or the form (not both).
 async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result<App, RfcError> {
@@ -48,23 +42,11 @@ async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result
         (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
         _ => return Err(RfcError::invalid_client()),
     };
-    crate::throttle::client_allowed(state, &id)
-        .await
-        .map_err(|retry_after| RfcError::from(TokenEndpointError::Throttled { retry_after }))?;
-    let app = match AppId::parse(&id) {
-        Some(app_id) => state.ops.store.app(&app_id).await.map_err(internal)?,
-        None => None,
-    };
-    let Some(app) = app else {
-        crate::throttle::client_failed(state, None, "unknown client_id").await;
-        return Err(RfcError::invalid_client());
-    };
-    if !state.ops.client_secret_ok(&app, &ClientSecret::new(secret)) {
-        tracing::info!(app_id = %app.id, "client authentication failed");
-        crate::throttle::client_failed(state, Some(&app.id), "wrong client_secret").await;
-        return Err(RfcError::invalid_client());
-    }
-    Ok(app)
+    let client = state
+        .tokens()
+        .authenticate_client(&id, &ClientSecret::new(secret))
+        .await?;
+    Ok(client.app)
 }
 
 /// The form, with form-shaped errors turned into RFC ones.
@@ -75,18 +57,9 @@ fn form(fields: Result<FormFields, TokenErrorResponse>) -> Result<FormFields, Rf
     })
 }
 
-async fn lookup(
-    state: &AppState,
-    f: &FormFields,
-) -> Result<(TokenHash, Option<TokenRecord>), RfcError> {
-    let token = f
-        .get("token")
-        .ok_or_else(|| RfcError::invalid_request("Missing parameter: token"))?;
-    let hash = TokenHash::of_token(&AccessToken::new(token));
-    if !plausible_token(token) {
-        return Ok((hash, None));
-    }
-    Ok((hash, state.ops.store.token(&hash).await.map_err(internal)?))
+fn token_param(f: &FormFields) -> Result<&str, RfcError> {
+    f.get("token")
+        .ok_or_else(|| RfcError::invalid_request("Missing parameter: token"))
 }
 
 pub async fn revoke(
@@ -97,34 +70,7 @@ pub async fn revoke(
     let result = async {
         let f = form(fields)?;
         let app = client(&state, &headers, &f).await?;
-        let (hash, record) = lookup(&state, &f).await?;
-        match record {
-            // RFC 7009 §2.2: an unknown or invalid token is not an error.
-            None => {}
-            Some(t) if t.app_id != app.id => {
-                return Err(RfcError {
-                    status: StatusCode::BAD_REQUEST,
-                    error: "unauthorized_client",
-                    description: "The token was not issued to this client".into(),
-                });
-            }
-            Some(t) => {
-                let now = state.ops.clock.now();
-                let n = state.ops.store.revoke_tokens(Revoke::Token(hash), RevokeReason::Revoked, now).await.map_err(internal)?;
-                tracing::info!(app_id = %app.id, token_id = t.id, reason = "revoked", "token revoked");
-                state
-                    .tokens_revoked(
-                        RevokeReason::Revoked,
-                        n,
-                        crate::audit::Entry::default()
-                            .app(&app.id)
-                            .user(t.user_id)
-                            .token(t.id)
-                            .detail("RFC 7009 revocation by the client: "),
-                    )
-                    .await;
-            }
-        }
+        state.tokens().revoke(&app, token_param(&f)?).await?;
         Ok::<_, RfcError>(no_store(StatusCode::OK.into_response()))
     }
     .await;
@@ -139,19 +85,7 @@ pub async fn introspect(
     let result = async {
         let f = form(fields)?;
         let app = client(&state, &headers, &f).await?;
-        let (_, record) = lookup(&state, &f).await?;
-        let now = state.ops.clock.now();
-        let active = record.filter(|t| {
-            t.app_id == app.id
-                && check_usable(
-                    TokenState {
-                        expires_at: t.expires_at,
-                        revoked: t.revoked,
-                    },
-                    now,
-                )
-                .is_ok()
-        });
+        let active = state.tokens().introspect(&app, token_param(&f)?).await?;
         let Some(t) = active else {
             return Ok(no_store(Json(json!({"active": false})).into_response()));
         };
@@ -169,7 +103,7 @@ pub async fn introspect(
         if t.kind != TokenKind::App {
             body["sub"] = json!(t.scoped_id.as_ref().map(|s| s.as_str()));
             if let Some(uid) = t.user_id {
-                let user = state.ops.store.user(uid).await.map_err(internal)?;
+                let user = state.ops.store.user(uid).await.map_err(Failure::from)?;
                 body["username"] = json!(user.map(|u| u.username));
             }
         }

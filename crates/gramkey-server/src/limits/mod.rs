@@ -71,6 +71,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), BackendError>;
     /// Forgets a budget (an administrator ends a lockout).
     async fn reset(&self, key: &str) -> Result<(), BackendError>;
+    /// Whether the backend answers (for `/readyz`), and what it is. In memory, always.
+    async fn ping(&self) -> Result<&'static str, BackendError> {
+        Ok("memory")
+    }
 }
 
 /// What to do when the backend cannot be asked.
@@ -177,6 +181,11 @@ impl Limiter {
             spent: std::sync::Mutex::default(),
             last_failure_log: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// Whether the backend answers, and what it is (`memory` or `redis`).
+    pub async fn ping(&self) -> Result<&'static str, BackendError> {
+        self.backend.ping().await
     }
 
     fn failed(&self, e: &BackendError) -> Option<Refusal> {

@@ -214,4 +214,16 @@ impl Backend for RedisBackend {
         .map(|_| ())
         .map_err(err)
     }
+
+    async fn ping(&self) -> Result<&'static str, BackendError> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(
+            BACKEND_TIMEOUT,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| BackendError("Redis did not answer in time".into()))?
+        .map(|_| "redis")
+        .map_err(err)
+    }
 }

@@ -3,9 +3,12 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use gramkey_domain::app::ClientRefusal;
 use gramkey_domain::entropy::{OsEntropy, random_alnum};
 use gramkey_domain::error::GraphError;
 use serde_json::json;
+
+use crate::tokens::Failure;
 
 /// A Graph error, ready to answer.
 #[derive(Debug)]
@@ -14,6 +17,36 @@ pub struct GraphResponse(pub GraphError);
 impl From<GraphError> for GraphResponse {
     fn from(e: GraphError) -> Self {
         Self(e)
+    }
+}
+
+/// The token service's outcomes on the Graph host (`/access_token`, `/refresh_access_token`,
+/// and authentication on every resource call).
+impl From<Failure> for GraphError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Token(r) => r.into(),
+            Failure::Client(ClientRefusal::Throttled { .. }) => GraphError::user_rate_limited(),
+            Failure::Client(ClientRefusal::WrongSecret) => GraphError::bad_client_secret(),
+            Failure::Store(e) => {
+                tracing::error!(error = %e, "token service failed");
+                GraphError::internal()
+            }
+            // Not produced on the Graph host: its only client is the token's own app.
+            Failure::Client(ClientRefusal::UnknownClient)
+            | Failure::RedirectNotRegistered
+            | Failure::Code(_)
+            | Failure::CodeReplayed
+            | Failure::InvalidRefreshToken
+            | Failure::RefreshTokenReused
+            | Failure::OtherClientsToken => GraphError::invalid_token(),
+        }
+    }
+}
+
+impl From<Failure> for GraphResponse {
+    fn from(f: Failure) -> Self {
+        Self(f.into())
     }
 }
 

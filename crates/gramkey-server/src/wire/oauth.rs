@@ -14,6 +14,7 @@ use gramkey_domain::error::TokenEndpointError;
 use serde_json::json;
 
 use super::no_store;
+use crate::tokens::Failure;
 
 /// A token-endpoint refusal, or a server fault (logged where it happened, answered generically).
 #[derive(Debug)]
@@ -25,6 +26,27 @@ pub enum TokenErrorResponse {
 impl From<TokenEndpointError> for TokenErrorResponse {
     fn from(e: TokenEndpointError) -> Self {
         Self::Refused(e)
+    }
+}
+
+/// The token service's outcomes at `/oauth/access_token`.
+impl From<Failure> for TokenErrorResponse {
+    fn from(f: Failure) -> Self {
+        Self::Refused(match f {
+            Failure::Client(r) => r.into(),
+            Failure::RedirectNotRegistered => TokenEndpointError::RedirectNotRegistered,
+            Failure::Code(r) => r.into(),
+            Failure::CodeReplayed => TokenEndpointError::CodeUsed,
+            Failure::RefreshTokenReused => TokenEndpointError::RefreshTokenReused,
+            // The token endpoint's only token input is a refresh token.
+            Failure::InvalidRefreshToken | Failure::Token(_) | Failure::OtherClientsToken => {
+                TokenEndpointError::InvalidRefreshToken
+            }
+            Failure::Store(e) => {
+                tracing::error!(error = %e, "token endpoint failed");
+                return Self::Internal;
+            }
+        })
     }
 }
 

@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::no_store;
+use super::oauth::TokenErrorResponse;
+use crate::tokens::Failure;
+use gramkey_domain::app::ClientRefusal;
 
 #[derive(Debug)]
 pub struct RfcError {
@@ -71,6 +74,31 @@ impl From<gramkey_domain::error::TokenEndpointError> for RfcError {
             status,
             error,
             description: e.to_string(),
+        }
+    }
+}
+
+/// The token service's outcomes at the standard endpoints (revocation, introspection, and the
+/// token endpoint for clients that speak RFC 6749).
+impl From<Failure> for RfcError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::OtherClientsToken => Self {
+                status: StatusCode::BAD_REQUEST,
+                error: "unauthorized_client",
+                description: "The token was not issued to this client".into(),
+            },
+            Failure::Client(ClientRefusal::UnknownClient | ClientRefusal::WrongSecret) => {
+                Self::invalid_client()
+            }
+            Failure::Store(e) => {
+                tracing::error!(error = %e, "standard OAuth endpoint failed");
+                Self::internal()
+            }
+            other => match TokenErrorResponse::from(other) {
+                TokenErrorResponse::Refused(e) => e.into(),
+                TokenErrorResponse::Internal => Self::internal(),
+            },
         }
     }
 }

@@ -673,18 +673,21 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     assert!(
         t.state
             .ops
-            .client_secret_ok(&app, &ClientSecret::new(secret.as_str()))
+            .client_secret_valid_until(&app, &ClientSecret::new(secret.as_str()))
+            .is_some()
     );
     assert!(
         t.state
             .ops
-            .client_secret_ok(&app, &ClientSecret::new(new_secret))
+            .client_secret_valid_until(&app, &ClientSecret::new(new_secret))
+            .is_some()
     );
     t.clock.advance(3601);
     assert!(
         !t.state
             .ops
-            .client_secret_ok(&app, &ClientSecret::new(secret.as_str()))
+            .client_secret_valid_until(&app, &ClientSecret::new(secret.as_str()))
+            .is_some()
     );
 
     // Off the team: a developer loses the app; an admin cannot be removed here.

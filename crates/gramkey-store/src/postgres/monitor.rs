@@ -222,4 +222,9 @@ impl MonitorStore for PgStore {
             .await?;
         Ok(count(n))
     }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 }

@@ -387,4 +387,11 @@ impl MonitorStore for SqliteStore {
         })?;
         Ok(count(n))
     }
+
+    async fn ping(&self) -> Result<()> {
+        // A read connection, and the writer thread: a stuck writer is not ready either.
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))?;
+        self.write(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
 }

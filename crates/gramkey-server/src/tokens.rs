@@ -1,0 +1,563 @@
+//! The token service: the OAuth core. Every way a token is issued, checked or revoked goes
+//! through [`Tokens`]; the handlers of `/oauth/access_token`, `/access_token`,
+//! `/refresh_access_token`, `/oauth/revoke`, `/oauth/introspect` and the resource API only parse,
+//! call and render. The rules themselves are the domain's (`code::check_redemption`,
+//! `token::check_*`); this service applies them to stored records, mints tokens, audits and
+//! counts. It answers with domain outcomes ([`Failure`]); each wire flavour renders those its
+//! own way (`From<Failure>` in `wire/`).
+//!
+//! Cost of a code exchange: one HMAC for the client secret, one indexed read of the app and one
+//! of the code (to mint tokens in the code's flavour), and one write transaction, shared with
+//! every other concurrent request on SQLite (group commit). No slow KDF anywhere.
+
+use gramkey_domain::app::{ClientRefusal, find_redirect};
+use gramkey_domain::audit::{AuditKind, Outcome};
+use gramkey_domain::code::CodeRefusal;
+use gramkey_domain::error::RevokeReason;
+use gramkey_domain::token::{
+    LONG_LIVED_SECS, LifecycleFacts, NEVER, REFRESH_GRACE_SECS, REFRESH_TOKEN_SECS,
+    SHORT_LIVED_SECS, TokenRefusal, TokenState, check_exchange, check_refresh, check_usable,
+    generate_app_token, generate_refresh_token, plausible_token, split_app_credentials,
+};
+use gramkey_domain::{
+    AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind, UnixTime,
+};
+use gramkey_store::{
+    App, CodeClaim, Derivation, NewToken, Redemption, Revoke, StoreError, TokenRecord,
+};
+
+use crate::audit::Entry;
+use crate::state::AppState;
+use crate::throttle;
+
+/// Why the OAuth core refused, or that it failed.
+#[derive(Debug)]
+pub enum Failure {
+    Client(ClientRefusal),
+    /// The `redirect_uri` is none of the app's.
+    RedirectNotRegistered,
+    Code(CodeRefusal),
+    /// A code presented a second time: every token issued from it has been revoked.
+    CodeReplayed,
+    Token(TokenRefusal),
+    /// Unknown, expired, revoked, or another client's refresh token.
+    InvalidRefreshToken,
+    /// A rotated refresh token presented again after the grace window: the grant is revoked.
+    RefreshTokenReused,
+    /// RFC 7009: a client may revoke only its own tokens.
+    OtherClientsToken,
+    /// The store failed. Logged once, where it is rendered.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+impl From<ClientRefusal> for Failure {
+    fn from(r: ClientRefusal) -> Self {
+        Failure::Client(r)
+    }
+}
+impl From<TokenRefusal> for Failure {
+    fn from(r: TokenRefusal) -> Self {
+        Failure::Token(r)
+    }
+}
+
+/// An authenticated client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub app: App,
+    /// Until when the secret it presented works: for ever for the current one, the end of a
+    /// rotation's grace for the previous one.
+    pub secret_until: UnixTime,
+}
+
+/// Tokens just issued, with the record of the first.
+pub struct Issued {
+    pub token: AccessToken,
+    /// An RFC 6749 refresh token, for apps that opted in.
+    pub refresh: Option<AccessToken>,
+    pub record: TokenRecord,
+}
+
+/// The token service over a node's state: `state.tokens()`.
+pub struct Tokens<'a> {
+    state: &'a AppState,
+}
+
+impl AppState {
+    pub fn tokens(&self) -> Tokens<'_> {
+        Tokens { state: self }
+    }
+}
+
+/// A token presented in a request, not yet looked up.
+fn hash_if_plausible(raw: &str) -> Option<TokenHash> {
+    plausible_token(raw).then(|| TokenHash::of_token(&AccessToken::new(raw)))
+}
+
+fn state_of(t: &TokenRecord) -> TokenState {
+    TokenState {
+        expires_at: t.expires_at,
+        revoked: t.revoked,
+    }
+}
+
+fn lifecycle_facts(t: &TokenRecord) -> LifecycleFacts<'_> {
+    LifecycleFacts {
+        kind: t.kind,
+        flavour: t.flavour,
+        scopes: &t.scopes,
+        issued_at: t.issued_at,
+        state: state_of(t),
+        exchanged: t.exchanged,
+    }
+}
+
+impl Tokens<'_> {
+    fn now(&self) -> UnixTime {
+        self.state.ops.clock.now()
+    }
+
+    /// A new user token of `kind` for the same app, user and scopes as `like`, in `flavour`'s
+    /// format, issued now.
+    fn mint(
+        &self,
+        flavour: Flavour,
+        kind: TokenKind,
+        like: (&AppId, gramkey_domain::UserId, &ScopeSet),
+        scoped: &gramkey_domain::ScopedUserId,
+    ) -> (AccessToken, NewToken) {
+        let token = flavour.generate_token(scoped, &*self.state.ops.entropy);
+        let now = self.now();
+        let lifetime = match kind {
+            TokenKind::LongLived => LONG_LIVED_SECS,
+            _ => SHORT_LIVED_SECS,
+        };
+        let new = NewToken {
+            hash: TokenHash::of_token(&token),
+            kind,
+            flavour,
+            app_id: like.0.clone(),
+            user_id: Some(like.1),
+            scopes: like.2.clone(),
+            issued_at: now,
+            expires_at: now + lifetime,
+        };
+        (token, new)
+    }
+
+    /// A new refresh token for the same app, user and scopes as the access token `with`.
+    fn mint_refresh(&self, with: &NewToken) -> (AccessToken, NewToken) {
+        let token = generate_refresh_token(&*self.state.ops.entropy);
+        let new = NewToken {
+            hash: TokenHash::of_token(&token),
+            kind: TokenKind::Refresh,
+            expires_at: with.issued_at + REFRESH_TOKEN_SECS,
+            ..with.clone()
+        };
+        (token, new)
+    }
+
+    /// Whether this address may try to authenticate a client now.
+    async fn not_throttled(&self, client_id: &str) -> Result<(), Failure> {
+        throttle::client_allowed(self.state, client_id)
+            .await
+            .map_err(|retry_after| ClientRefusal::Throttled { retry_after }.into())
+    }
+
+    /// Checks `secret` against a known app; a wrong one is counted, audited (with `context`)
+    /// and, past the burst threshold, alerted on.
+    async fn check_secret(
+        &self,
+        app: App,
+        secret: &ClientSecret,
+        context: &str,
+    ) -> Result<Client, Failure> {
+        match self.state.ops.client_secret_valid_until(&app, secret) {
+            Some(secret_until) => Ok(Client { app, secret_until }),
+            None => {
+                tracing::info!(app_id = %app.id, context, "client authentication failed");
+                throttle::client_failed(self.state, Some(&app.id), context).await;
+                Err(ClientRefusal::WrongSecret.into())
+            }
+        }
+    }
+
+    /// Authenticates a client by id and secret (RFC 6749 §2.3.1), throttled per address.
+    pub async fn authenticate_client(
+        &self,
+        client_id: &str,
+        secret: &ClientSecret,
+    ) -> Result<Client, Failure> {
+        self.not_throttled(client_id).await?;
+        let app = match AppId::parse(client_id) {
+            Some(id) => self.state.ops.store.app(&id).await?,
+            None => None,
+        };
+        let Some(app) = app else {
+            throttle::client_failed(self.state, None, "unknown client_id").await;
+            return Err(ClientRefusal::UnknownClient.into());
+        };
+        self.check_secret(app, secret, "wrong client_secret").await
+    }
+
+    /// `grant_type=client_credentials`: an app token (wire protocol §7). It lasts as long as
+    /// the secret it was asked for with (for ever, unless it is rotated), and speaks Graph only.
+    pub async fn client_credentials(&self, client: &Client) -> Result<Issued, Failure> {
+        let token = generate_app_token(&client.app.id, &*self.state.ops.entropy);
+        let new = NewToken {
+            hash: TokenHash::of_token(&token),
+            kind: TokenKind::App,
+            flavour: Flavour::InstagramLogin,
+            app_id: client.app.id.clone(),
+            user_id: None,
+            scopes: ScopeSet::default(),
+            issued_at: self.now(),
+            expires_at: client.secret_until,
+        };
+        let record = self.state.ops.store.create_token(&new).await?;
+        tracing::info!(app_id = %record.app_id, token_id = record.id, kind = "app", "token issued");
+        self.state
+            .token_issued(AuditKind::TokenIssued, &record, "client_credentials")
+            .await;
+        Ok(Issued {
+            token,
+            refresh: None,
+            record,
+        })
+    }
+
+    /// `grant_type=authorization_code` (wire protocol §2, RFC 6749 §4.1.3, RFC 7636 §4.6).
+    ///
+    /// Tokens are minted in the code's flavour first (a read of the code), then the store
+    /// redeems the code in one transaction, applying the domain's check to the claim: every
+    /// refusal burns the code, and a second redemption revokes what the first issued.
+    pub async fn redeem_code(
+        &self,
+        client: &App,
+        code: &AuthCode,
+        redirect_uri: &str,
+        code_verifier: Option<&str>,
+    ) -> Result<Issued, Failure> {
+        if find_redirect(&client.redirect_uris, redirect_uri).is_none() {
+            return Err(Failure::RedirectNotRegistered);
+        }
+        let store = &self.state.ops.store;
+        let hash = TokenHash::of_code(code);
+        let Some(stored) = store.code(&hash).await? else {
+            return Err(Failure::Code(CodeRefusal::NotFound));
+        };
+        // A code's scopes are of one family (checked when it was made); one that is not is
+        // answered like an unknown code.
+        let flavour = Flavour::of(
+            stored
+                .scopes
+                .request_family()
+                .map_err(|_| Failure::Code(CodeRefusal::NotFound))?,
+        );
+        let (token, access) = self.mint(
+            flavour,
+            TokenKind::ShortLived,
+            (&stored.app_id, stored.user_id, &stored.scopes),
+            &stored.scoped_id,
+        );
+        let refresh = client.refresh_tokens.then(|| self.mint_refresh(&access));
+        let mut issue = vec![access];
+        issue.extend(refresh.as_ref().map(|(_, new)| new.clone()));
+        let claim = CodeClaim {
+            app_id: client.id.clone(),
+            redirect_uri: redirect_uri.to_owned(),
+            code_verifier: code_verifier.map(str::to_owned),
+            now: self.now(),
+        };
+        let record = match store.redeem_code(&hash, &claim, &issue).await? {
+            Redemption::Issued(record) => record,
+            Redemption::NotFound => return Err(Failure::Code(CodeRefusal::NotFound)),
+            Redemption::Refused(refusal) => return Err(Failure::Code(refusal)),
+            Redemption::Replayed { revoked } => {
+                tracing::warn!(app_id = %client.id, revoked, "authorization code replayed; revoked the tokens issued from it");
+                let entry = Entry::default().app(&client.id);
+                self.state
+                    .ops
+                    .audit(
+                        AuditKind::CodeReplay,
+                        Outcome::Refused,
+                        entry.clone().detail(format!("{revoked} tokens revoked")),
+                    )
+                    .await;
+                self.state
+                    .tokens_revoked(RevokeReason::CodeReplay, revoked, entry)
+                    .await;
+                return Err(Failure::CodeReplayed);
+            }
+        };
+        tracing::info!(app_id = %client.id, token_id = record.id, kind = record.kind.as_str(), "token issued");
+        self.state
+            .token_issued(AuditKind::TokenIssued, &record, "authorization_code")
+            .await;
+        Ok(Issued {
+            token,
+            refresh: refresh.map(|(t, _)| t),
+            record,
+        })
+    }
+
+    /// `grant_type=refresh_token` (RFC 6749 §6), for apps that opted in. Every use rotates the
+    /// refresh token. A rotated one presented again within the grace window gets a fresh pair
+    /// (parallel refreshes); after it, the whole grant is revoked (reuse means it leaked).
+    pub async fn rotate(&self, client: &App, refresh_token: &str) -> Result<Issued, Failure> {
+        let store = &self.state.ops.store;
+        let now = self.now();
+        let Some(hash) = hash_if_plausible(refresh_token) else {
+            return Err(Failure::InvalidRefreshToken);
+        };
+        let old = store
+            .token(&hash)
+            .await?
+            .filter(|t| t.kind == TokenKind::Refresh && t.app_id == client.id)
+            .filter(|t| check_usable(state_of(t), now).is_ok())
+            .ok_or(Failure::InvalidRefreshToken)?;
+        let (Some(scoped), Some(user)) = (old.scoped_id.as_ref(), old.user_id) else {
+            return Err(Failure::InvalidRefreshToken);
+        };
+        let (token, access) = self.mint(
+            old.flavour,
+            TokenKind::ShortLived,
+            (&client.id, user, &old.scopes),
+            scoped,
+        );
+        let (refresh, refresh_new) = self.mint_refresh(&access);
+        let how = Derivation::Rotate {
+            now,
+            reusable_since: now - self.state.config.refresh_reuse_grace_secs,
+        };
+        let Some(mut issued) = store
+            .derive_tokens(&hash, how, &[access, refresh_new])
+            .await?
+        else {
+            let revoked = store
+                .revoke_tokens(Revoke::Family(hash), RevokeReason::Revoked, now)
+                .await?;
+            tracing::warn!(app_id = %client.id, token_id = old.id, revoked, "refresh token reused; revoked every token of the grant");
+            let entry = Entry::default()
+                .app(&client.id)
+                .user(old.user_id)
+                .token(old.id)
+                .detail("refresh token reused: ");
+            self.state
+                .tokens_revoked(RevokeReason::Revoked, revoked, entry)
+                .await;
+            return Err(Failure::RefreshTokenReused);
+        };
+        let record = issued.swap_remove(0);
+        tracing::info!(app_id = %client.id, token_id = record.id, parent_id = old.id, "token refreshed (refresh_token grant)");
+        self.state
+            .token_issued(
+                AuditKind::TokenRefreshed,
+                &record,
+                format!("refresh_token grant, from token {}", old.id),
+            )
+            .await;
+        Ok(Issued {
+            token,
+            refresh: Some(refresh),
+            record,
+        })
+    }
+
+    /// The record of a presented token, whatever its state.
+    async fn presented(&self, token: &AccessToken) -> Result<(TokenHash, TokenRecord), Failure> {
+        let hash = hash_if_plausible(token.expose()).ok_or(TokenRefusal::Invalid)?;
+        let record = self
+            .state
+            .ops
+            .store
+            .token(&hash)
+            .await?
+            .ok_or(TokenRefusal::Invalid)?;
+        Ok((hash, record))
+    }
+
+    /// `grant_type=ig_exchange_token` (wire protocol §3): a short-lived token for a 60-day one,
+    /// once, with the app's secret.
+    pub async fn exchange(
+        &self,
+        token: &AccessToken,
+        secret: &ClientSecret,
+    ) -> Result<Issued, Failure> {
+        let (hash, parent) = self.presented(token).await?;
+        let app = self
+            .state
+            .ops
+            .store
+            .app(&parent.app_id)
+            .await?
+            .ok_or(TokenRefusal::Invalid)?;
+        self.not_throttled(app.id.as_str()).await?;
+        self.check_secret(app, secret, "wrong client_secret on ig_exchange_token")
+            .await?;
+        check_exchange(&lifecycle_facts(&parent), self.now())?;
+        // Another request exchanged (or revoked) it between our read and our write.
+        self.derive(&hash, &parent, Derivation::Exchange { now: self.now() })
+            .await?
+            .ok_or(Failure::Token(TokenRefusal::AlreadyExchanged))
+    }
+
+    /// `grant_type=ig_refresh_token` (wire protocol §3): a new 60-day token for one at least
+    /// 24 hours old. The refreshed token stays valid for [`REFRESH_GRACE_SECS`], then lapses.
+    pub async fn refresh(&self, token: &AccessToken) -> Result<Issued, Failure> {
+        let (hash, parent) = self.presented(token).await?;
+        let now = self.now();
+        check_refresh(&lifecycle_facts(&parent), now)?;
+        let how = Derivation::Refresh {
+            parent_expires_at: now + REFRESH_GRACE_SECS,
+        };
+        self.derive(&hash, &parent, how)
+            .await?
+            .ok_or(Failure::Token(TokenRefusal::Invalid))
+    }
+
+    /// A long-lived token derived from `parent` as `how` says; `None` when the store refused
+    /// the derivation (a race lost).
+    async fn derive(
+        &self,
+        hash: &TokenHash,
+        parent: &TokenRecord,
+        how: Derivation,
+    ) -> Result<Option<Issued>, Failure> {
+        let (Some(scoped), Some(user)) = (parent.scoped_id.as_ref(), parent.user_id) else {
+            return Err(TokenRefusal::Invalid.into());
+        };
+        let (token, new) = self.mint(
+            parent.flavour,
+            TokenKind::LongLived,
+            (&parent.app_id, user, &parent.scopes),
+            scoped,
+        );
+        let Some(record) = self
+            .state
+            .ops
+            .store
+            .derive_tokens(hash, how, std::slice::from_ref(&new))
+            .await?
+            .and_then(|mut v| v.pop())
+        else {
+            return Ok(None);
+        };
+        let (kind, detail) = match how {
+            Derivation::Exchange { .. } => (AuditKind::TokenExchanged, "long-lived"),
+            _ => (AuditKind::TokenRefreshed, "ig_refresh_token"),
+        };
+        tracing::info!(app_id = %parent.app_id, token_id = record.id, parent_id = parent.id, "{detail} token issued");
+        self.state
+            .token_issued(kind, &record, format!("{detail}, from token {}", parent.id))
+            .await;
+        Ok(Some(Issued {
+            token,
+            refresh: None,
+            record,
+        }))
+    }
+
+    /// The token of a resource call, usable now. Expiry and revocation are checked on every
+    /// call, whether the store answered from its cache or not. `APP_ID|APP_SECRET` is an app
+    /// token that was never stored (wire protocol §7), valid while the secret is.
+    pub async fn authenticate_token(
+        &self,
+        token: Option<AccessToken>,
+    ) -> Result<TokenRecord, Failure> {
+        let token = token.ok_or(TokenRefusal::Missing)?;
+        let hash = hash_if_plausible(token.expose()).ok_or(TokenRefusal::Invalid)?;
+        let record = match self.state.ops.store.token(&hash).await? {
+            Some(r) => r,
+            None => self
+                .app_credentials(token.expose())
+                .await?
+                .ok_or(TokenRefusal::Invalid)?,
+        };
+        check_usable(state_of(&record), self.now())?;
+        Ok(record)
+    }
+
+    async fn app_credentials(&self, raw: &str) -> Result<Option<TokenRecord>, Failure> {
+        let Some((app_id, secret)) = split_app_credentials(raw) else {
+            return Ok(None);
+        };
+        let Some(app) = self.state.ops.store.app(&app_id).await? else {
+            return Ok(None);
+        };
+        if self.not_throttled(app.id.as_str()).await.is_err() {
+            return Ok(None);
+        }
+        let Ok(client) = self
+            .check_secret(app, &secret, "wrong secret in APP_ID|APP_SECRET")
+            .await
+        else {
+            return Ok(None);
+        };
+        Ok(Some(TokenRecord {
+            id: 0,
+            kind: TokenKind::App,
+            flavour: Flavour::InstagramLogin,
+            user_id: None,
+            scoped_id: None,
+            scopes: ScopeSet::default(),
+            issued_at: client.app.created_at,
+            app_id: client.app.id,
+            expires_at: NEVER,
+            revoked: None,
+            exchanged: false,
+        }))
+    }
+
+    /// RFC 7662: the client's own token, if it is active now; anything else is inactive.
+    pub async fn introspect(
+        &self,
+        client: &App,
+        token: &str,
+    ) -> Result<Option<TokenRecord>, Failure> {
+        let Some(hash) = hash_if_plausible(token) else {
+            return Ok(None);
+        };
+        let now = self.now();
+        Ok(self
+            .state
+            .ops
+            .store
+            .token(&hash)
+            .await?
+            .filter(|t| t.app_id == client.id && check_usable(state_of(t), now).is_ok()))
+    }
+
+    /// RFC 7009: revokes one of the client's tokens. An unknown or malformed token is not an
+    /// error (§2.2); another client's is.
+    pub async fn revoke(&self, client: &App, token: &str) -> Result<(), Failure> {
+        let Some(hash) = hash_if_plausible(token) else {
+            return Ok(());
+        };
+        let store = &self.state.ops.store;
+        let Some(t) = store.token(&hash).await? else {
+            return Ok(());
+        };
+        if t.app_id != client.id {
+            return Err(Failure::OtherClientsToken);
+        }
+        let n = store
+            .revoke_tokens(Revoke::Token(hash), RevokeReason::Revoked, self.now())
+            .await?;
+        tracing::info!(app_id = %client.id, token_id = t.id, reason = "revoked", "token revoked");
+        let entry = Entry::default()
+            .app(&client.id)
+            .user(t.user_id)
+            .token(t.id)
+            .detail("RFC 7009 revocation by the client: ");
+        self.state
+            .tokens_revoked(RevokeReason::Revoked, n, entry)
+            .await;
+        Ok(())
+    }
+}
