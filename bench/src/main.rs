@@ -18,7 +18,7 @@ use gramkey_domain::{
 };
 use gramkey_server::ops::{NewAppInput, Ops};
 use gramkey_store::sqlite::SqliteStore;
-use gramkey_store::{NewCode, NewToken, Profile, Redemption, Store};
+use gramkey_store::{CodeClaim, NewCode, NewToken, Profile, Redemption, Store};
 
 /// The key `bench/run.sh` also gives the server, so secrets hashed here verify there.
 const BENCH_KEY: &str = "62656e63682d6b65792d6e6f742d7365637265742d62656e63682d6b65792d31";
@@ -133,8 +133,13 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
     match store
         .redeem_code(
             &TokenHash::of_code(&first),
-            now,
-            Box::new(move |_| Ok(vec![record])),
+            &CodeClaim {
+                app_id: app.id.clone(),
+                redirect_uri: redirect.into(),
+                code_verifier: None,
+                now,
+            },
+            &[record],
         )
         .await?
     {

@@ -14,6 +14,11 @@ use gramkey_store::sqlite::SqliteStore;
 
 #[derive(Args)]
 pub struct Global {
+    /// A TOML file of settings: keys are the long flags (`listen = "0.0.0.0:8080"`). Flags and
+    /// GRAMKEY_* variables override it; any GRAMKEY_X may instead be GRAMKEY_X_FILE, a file
+    /// holding the value (for secrets). `gramkey check-config` shows the result.
+    #[arg(long, global = true, env = "GRAMKEY_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Directory for the SQLite database and the server key.
     #[arg(
         long,

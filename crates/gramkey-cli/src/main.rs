@@ -4,6 +4,7 @@
 
 mod config;
 mod devcli;
+mod layered;
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -13,11 +14,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gramkey_domain::retention::Retention;
 use gramkey_domain::{AppMode, Password, Role};
-use gramkey_server::callbacks::Deliverer;
 use gramkey_server::ops::{NewAppInput, Ops, app_json, callback_json, user_json};
 use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
 use gramkey_server::transport::Transport;
-use gramkey_server::{AppState, ServerConfig};
+use gramkey_server::{AppState, Node, ServerConfig};
 use gramkey_store::Profile;
 use gramkey_store::cached::CachedStore;
 use serde_json::json;
@@ -41,6 +41,10 @@ struct Cli {
 enum Command {
     /// Run the server (seeds a sandbox on first start).
     Serve(Box<ServeArgs>),
+    /// Print the effective configuration of `serve` (defaults, the --config file, GRAMKEY_*
+    /// variables, flags) with where each value came from, secrets redacted; exit non-zero on
+    /// an unknown key or a bad value, naming it.
+    CheckConfig(Box<ServeArgs>),
     /// Manage apps.
     #[command(subcommand)]
     App(AppCommand),
@@ -227,9 +231,10 @@ struct ServeArgs {
     #[command(flatten)]
     retention: RetentionArgs,
     /// How long after its first use a rotated refresh token may be used again (parallel
-    /// refreshes); later reuse revokes the whole grant. Default: 10s.
-    #[arg(long, env = "GRAMKEY_REFRESH_REUSE_GRACE", value_parser = humantime::parse_duration)]
-    refresh_reuse_grace: Option<std::time::Duration>,
+    /// refreshes); later reuse revokes the whole grant.
+    #[arg(long, env = "GRAMKEY_REFRESH_REUSE_GRACE", default_value_t = std::time::Duration::from_secs(
+        gramkey_domain::token::REFRESH_REUSE_GRACE_SECS.unsigned_abs()).into())]
+    refresh_reuse_grace: humantime::Duration,
     /// How often the janitor runs.
     #[arg(long, env = "GRAMKEY_JANITOR_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
     janitor_interval: std::time::Duration,
@@ -267,7 +272,7 @@ enum OnFailure {
 struct LimitArgs {
     /// Keep rate-limit budgets in this Redis (redis://host:port/db), shared by every node that
     /// uses it. Default: in this process.
-    #[arg(long, env = "GRAMKEY_REDIS_URL")]
+    #[arg(long, env = "GRAMKEY_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// While Redis cannot be reached: `open` lets requests through unlimited, `closed` refuses
     /// them (Graph code 2, HTTP 503). Either way it is logged as an error once a minute.
@@ -337,7 +342,7 @@ struct WatchArgs {
     #[arg(long, env = "GRAMKEY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// POST anomaly alerts as JSON to this URL (they are logged either way).
-    #[arg(long, env = "GRAMKEY_ALERT_WEBHOOK")]
+    #[arg(long, env = "GRAMKEY_ALERT_WEBHOOK", hide_env_values = true)]
     alert_webhook: Option<String>,
     /// A rate jump: calls in 5 minutes above this many times the app's baseline...
     #[arg(long, env = "GRAMKEY_ALERT_RATE_FACTOR", default_value_t = 10.0)]
@@ -514,7 +519,17 @@ enum UserCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let parsed = match layered::parse::<Cli>(std::env::args_os().collect()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = parsed.cli;
+    if let Command::CheckConfig(args) = &cli.command {
+        return check_config(args, &parsed.settings);
+    }
     let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -541,6 +556,8 @@ async fn run(cli: Cli) -> Result<()> {
     init_logging(log_format);
     match cli.command {
         Command::Serve(args) => serve(&cli.global, *args).await,
+        // Answered in `main`, before the runtime starts.
+        Command::CheckConfig(_) => Ok(()),
         Command::Audit(args) => audit(&cli.global, args).await,
         Command::Auth { vault, command } => devcli::run(&vault, command).await,
         Command::Completions { shell } => {
@@ -642,7 +659,52 @@ async fn audit(global: &Global, args: AuditArgs) -> Result<()> {
     Ok(())
 }
 
+impl ServeArgs {
+    /// What can be checked without starting anything (`serve` and `check-config`).
+    fn check(&self) -> Result<()> {
+        let urls = [
+            ("--public-url", &self.public_url),
+            ("--alert-webhook", &self.watch.alert_webhook),
+            ("--redis-url", &self.limits.redis_url),
+        ];
+        for (flag, url) in urls {
+            if let Some(u) = url {
+                url::Url::parse(u).with_context(|| format!("{flag} is not a URL"))?;
+            }
+        }
+        for (flag, path) in [("--tls-cert", &self.tls_cert), ("--tls-key", &self.tls_key)] {
+            if let Some(p) = path {
+                std::fs::metadata(p).with_context(|| format!("{flag} {}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `gramkey check-config`: the effective configuration, or what is wrong with it.
+fn check_config(args: &ServeArgs, settings: &[layered::Setting]) -> std::process::ExitCode {
+    if let Err(e) = args.check() {
+        eprintln!("Error: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    use std::io::Write as _;
+    let width = settings.iter().map(|s| s.key.len()).max().unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    for s in settings {
+        let line = match s.source.as_str() {
+            "unset" => writeln!(out, "{:<width$} = (unset)", s.key),
+            source => writeln!(out, "{:<width$} = {}    ({source})", s.key, s.value),
+        };
+        // `gramkey check-config | head` closes the pipe early: that is not an error.
+        if line.is_err() {
+            break;
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
 async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
+    args.check()?;
     let master_key = global.master_key()?;
     let ops = global.open_with_key(&master_key).await?;
     // Configuration errors first, before anything is seeded or printed.
@@ -719,17 +781,10 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         }
     }
 
-    if let Some(url) = &args.watch.alert_webhook {
-        url::Url::parse(url).with_context(|| format!("--alert-webhook {url:?} is not a URL"))?;
-    }
-    let defaults = ServerConfig::new(public_url.clone());
     let config = ServerConfig {
         admin_key,
-        refresh_reuse_grace_secs: args
-            .refresh_reuse_grace
-            .map_or(defaults.refresh_reuse_grace_secs, |g| {
-                i64::try_from(g.as_secs()).unwrap_or(i64::MAX)
-            }),
+        refresh_reuse_grace_secs: i64::try_from(args.refresh_reuse_grace.as_secs())
+            .unwrap_or(i64::MAX),
         fetch_media: !args.no_fetch_media,
         limits: args.limits.limits(),
         rate_limits: !args.limits.no_rate_limits,
@@ -746,7 +801,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             .map(|u| u.trim().to_lowercase())
             .filter(|u| !u.is_empty())
             .collect(),
-        ..defaults
+        ..ServerConfig::new(public_url.clone())
     };
     let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
@@ -758,29 +813,45 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         config,
         backend,
     );
+    let mut node = Node::new(state, listener)
+        .transport(transport)
+        .janitor(args.retention.retention(), args.janitor_interval)
+        .callbacks(args.callback_interval);
     if let Some(addr) = args.watch.metrics_listen {
         let metrics = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         println!("metrics on http://{}/metrics", metrics.local_addr()?);
-        tokio::spawn(gramkey_server::serve_metrics(metrics, state.clone()));
+        node = node.metrics(metrics);
     }
-    tokio::spawn(
-        state
-            .ops
-            .clone()
-            .run_janitor(args.retention.retention(), args.janitor_interval),
-    );
-    let deliverer = Deliverer::new(state.ops.clone()).context("cannot set up callback delivery")?;
-    tokio::spawn(deliverer.run(args.callback_interval));
     println!("gramkey listening on {bound} ({public_url})");
     tracing::info!(address = %bound, "listening");
-    gramkey_server::serve_with(listener, transport, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-    })
-    .await?;
+    node.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `docker stop` and orchestrators send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
 }
 
 /// `--tls-cert`/`--tls-key`, `--tls-self-signed`, or plain HTTP.

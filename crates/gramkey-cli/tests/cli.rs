@@ -506,11 +506,8 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
             b"cli auth test key",
             gramkey_server::ServerConfig::new(base.clone()),
         );
-        tokio::spawn(gramkey_server::serve(
-            listener,
-            state.clone(),
-            std::future::pending(),
-        ));
+        let node = gramkey_server::Node::new(state.clone(), listener);
+        tokio::spawn(node.run_until(std::future::pending()));
         let (app, secret) = state
             .ops
             .create_app(gramkey_server::ops::NewAppInput {
@@ -855,4 +852,201 @@ fn shell_completions_are_printed() {
     assert!(out.status.success());
     let script = String::from_utf8(out.stdout).unwrap();
     assert!(script.contains("_gramkey") && script.contains("login"));
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let (mut child, addr) = start_node(
+        dir.path(),
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--callback-interval",
+            "50ms",
+        ],
+        Some(&log),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ready = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(ready, reqwest::StatusCode::OK);
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("shutting down"), "{logged}");
+    assert!(logged.contains("stopped"), "{logged}");
+}
+
+/// `gramkey check-config`'s lines as key → (value, source).
+fn effective(cmd: &mut Command) -> std::collections::BTreeMap<String, (String, String)> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (key, rest) = l.split_once(" = ").unwrap();
+            let (value, source) = match rest.rsplit_once("    (") {
+                Some((v, s)) => (v.to_owned(), s.trim_end_matches(')').to_owned()),
+                None => (rest.to_owned(), "unset".to_owned()),
+            };
+            (key.trim().to_owned(), (value, source))
+        })
+        .collect()
+}
+
+#[test]
+fn configuration_is_layered_defaults_file_environment_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gramkey.toml");
+    std::fs::write(
+        &file,
+        r#"
+listen = "127.0.0.1:0"
+no-sandbox = true
+janitor-interval = "10m"
+user-calls = 50
+writes-per-hour = 7
+admin-user = ["olivia", "oscar"]
+redis-url = "redis://:hunter2@127.0.0.1:1/0"
+"#,
+    )
+    .unwrap();
+    let secret = dir.path().join("db-url");
+    std::fs::write(&secret, "postgres://gk:s3cret@db.internal/gramkey\n").unwrap();
+    let got = effective(
+        gramkey(dir.path())
+            .env("GRAMKEY_CONFIG", &file)
+            .env("GRAMKEY_USER_CALLS", "70")
+            .env("GRAMKEY_DATABASE_URL_FILE", &secret)
+            .args(["check-config", "--writes-per-hour", "9"]),
+    );
+    let at = |k: &str| {
+        got.get(k)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {k} in {got:?}"))
+    };
+    let file_name = file.display().to_string();
+    assert_eq!(at("janitor-interval"), ("10m".into(), file_name.clone()));
+    assert_eq!(at("no-sandbox"), ("true".into(), file_name.clone()));
+    assert_eq!(at("admin-user"), ("olivia,oscar".into(), file_name.clone()));
+    assert_eq!(
+        at("user-calls"),
+        ("70".into(), "GRAMKEY_USER_CALLS".into()),
+        "env beats the file"
+    );
+    assert_eq!(
+        at("writes-per-hour"),
+        ("9".into(), "flag".into()),
+        "a flag beats both"
+    );
+    assert_eq!(at("callback-interval"), ("1s".into(), "default".into()));
+    assert_eq!(at("public-url").1, "unset");
+    // Secrets: from a *_FILE variable, and never printed.
+    let (db, source) = at("database-url");
+    assert_eq!(source, "GRAMKEY_DATABASE_URL_FILE");
+    assert!(db.contains("db.internal") && !db.contains("s3cret"), "{db}");
+    assert!(!at("redis-url").0.contains("hunter2"));
+
+    // The file drives `serve` itself: its listen address and no sandbox.
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nno-sandbox = true\n").unwrap();
+    let mut child = KillOnDrop(
+        gramkey(dir.path())
+            .args(["--config", file.to_str().unwrap(), "serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let printed: Vec<String> = BufReader::new(child.0.stdout.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|l| !l.starts_with("gramkey listening on "))
+        .collect();
+    drop(child);
+    assert!(
+        !printed.iter().any(|l| l.contains("sandbox created")),
+        "{printed:?}"
+    );
+
+    // An unknown key, a bad value and a missing file fail, naming what is wrong.
+    for (text, expect) in [
+        ("lisen = \"127.0.0.1:1\"\n", "unknown key `lisen`"),
+        ("janitor-interval = \"ten\"\n", "`janitor-interval` from"),
+        ("user-calls = \"many\"\n", "--user-calls"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let out = gramkey(dir.path())
+            .args(["--config", file.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(expect), "{text}: {err}");
+    }
+    let out = gramkey(dir.path())
+        .args(["--config", "/nonexistent/gramkey.toml", "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/gramkey.toml"));
+}
+
+#[test]
+fn the_configuration_reference_is_serve_help() {
+    // No GRAMKEY_* variables: clap shows their values in the help.
+    let out = Command::new(env!("CARGO_BIN_EXE_gramkey"))
+        .env_clear()
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let reference = format!("```text\n{}\n```", help.trim_end());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (begin, end) = ("<!-- reference: begin -->\n", "\n<!-- reference: end -->");
+    let start = doc.find(begin).expect("begin marker") + begin.len();
+    let stop = doc.find(end).expect("end marker");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(
+            &path,
+            format!("{}{reference}{}", &doc[..start], &doc[stop..]),
+        )
+        .unwrap();
+        return;
+    }
+    assert_eq!(
+        doc[start..stop].trim(),
+        reference,
+        "docs/configuration.md differs from `gramkey serve --help`: run this test with UPDATE_DOCS=1"
+    );
 }

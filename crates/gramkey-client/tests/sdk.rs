@@ -42,11 +42,8 @@ async fn server(tune: impl FnOnce(&mut ServerConfig)) -> Server {
         b"sdk test key",
         config,
     );
-    tokio::spawn(gramkey_server::serve(
-        listener,
-        state.clone(),
-        std::future::pending(),
-    ));
+    let node = gramkey_server::Node::new(state.clone(), listener);
+    tokio::spawn(node.run_until(std::future::pending()));
     Server {
         base,
         state,

@@ -47,16 +47,11 @@ impl Deliverer {
         Ok(Self { ops, http })
     }
 
-    /// Runs [`Deliverer::deliver_due`] every `every`, forever. Failures are logged and retried
-    /// at the next tick.
-    pub async fn run(self, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.deliver_due().await {
-                tracing::warn!(error = %e, "callback delivery pass failed");
-            }
+    /// [`Deliverer::deliver_due`] as the node runs it: a failure is logged and left for the
+    /// next pass.
+    pub async fn deliver_pass(&self) {
+        if let Err(e) = self.deliver_due().await {
+            tracing::warn!(error = %e, "callback delivery pass failed");
         }
     }
 

@@ -551,27 +551,22 @@ impl Ops {
         }
     }
 
-    /// Runs [`Ops::purge_expired`] every `every`, forever. Failures are logged and retried
-    /// at the next tick.
-    pub async fn run_janitor(self, retention: Retention, every: std::time::Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match self.purge_expired(retention).await {
-                Ok(p) if p.codes + p.tokens + p.callbacks + p.audit + p.usage > 0 => {
-                    tracing::info!(
-                        codes = p.codes,
-                        tokens = p.tokens,
-                        callbacks = p.callbacks,
-                        audit = p.audit,
-                        usage = p.usage,
-                        "janitor purged expired rows"
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
+    /// [`Ops::purge_expired`] as the node's janitor runs it: what it purged is logged, and a
+    /// failure is logged and left for the next pass.
+    pub async fn janitor_pass(&self, retention: Retention) {
+        match self.purge_expired(retention).await {
+            Ok(p) if p.codes + p.tokens + p.callbacks + p.audit + p.usage > 0 => {
+                tracing::info!(
+                    codes = p.codes,
+                    tokens = p.tokens,
+                    callbacks = p.callbacks,
+                    audit = p.audit,
+                    usage = p.usage,
+                    "janitor purged expired rows"
+                );
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "janitor pass failed"),
         }
     }
 }

@@ -85,14 +85,4 @@ impl UsageBook {
             }
         }
     }
-
-    /// Flushes every `every`, for ever.
-    pub async fn run(self, store: Arc<dyn Store>, every: std::time::Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.flush(&*store).await;
-        }
-    }
 }

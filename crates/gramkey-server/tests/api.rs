@@ -68,6 +68,16 @@ struct TestApp {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// How a test node starts: plain HTTP, budgets in memory and no callback delivery unless
+/// said otherwise.
+#[derive(Default)]
+struct Start {
+    transport: Transport,
+    limiter: Option<Arc<dyn gramkey_server::limits::Backend>>,
+    /// Deliver callbacks, looking this often.
+    callbacks: Option<std::time::Duration>,
+}
+
 struct Registered {
     client_id: String,
     secret: String,
@@ -100,7 +110,7 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         tune: impl FnOnce(&mut ServerConfig),
     ) -> Self {
-        Self::start_on(store, dir, tune, Transport::Plain, None).await
+        Self::start_on(store, dir, tune, Start::default()).await
     }
 
     /// A fresh SQLite server speaking HTTPS with a self-signed certificate, made as
@@ -111,19 +121,32 @@ impl TestApp {
         assert!(made);
         let transport = Transport::tls_from_pem(&cert, &key).unwrap();
         (
-            Self::start_on(store, Some(dir), |_| {}, transport, None).await,
+            Self::start_on(
+                store,
+                Some(dir),
+                |_| {},
+                Start {
+                    transport,
+                    ..Start::default()
+                },
+            )
+            .await,
             cert,
         )
     }
 
-    /// The server, with budgets in `limiter` (in memory without one).
+    /// The server, started as `start` says.
     async fn start_on(
         store: Arc<dyn Store>,
         dir: Option<tempfile::TempDir>,
         tune: impl FnOnce(&mut ServerConfig),
-        transport: Transport,
-        limiter: Option<Arc<dyn gramkey_server::limits::Backend>>,
+        start: Start,
     ) -> Self {
+        let Start {
+            transport,
+            limiter,
+            callbacks,
+        } = start;
         logs();
         // The cache on, as in production on SQLite: the revocation tests prove it is cleared.
         let store = CachedStore::wrap(store, std::time::Duration::from_secs(60));
@@ -146,12 +169,11 @@ impl TestApp {
             config,
             limiter,
         );
-        let server_state = state.clone();
-        tokio::spawn(async move {
-            gramkey_server::serve_with(listener, transport, server_state, std::future::pending())
-                .await
-                .unwrap();
-        });
+        let mut node = gramkey_server::Node::new(state.clone(), listener).transport(transport);
+        if let Some(every) = callbacks {
+            node = node.callbacks(every);
+        }
+        tokio::spawn(async move { node.run_until(std::future::pending()).await.unwrap() });
         Self {
             base,
             state,
@@ -4879,6 +4901,9 @@ impl gramkey_server::limits::Backend for Down {
     async fn reset(&self, _: &str) -> Result<(), gramkey_server::limits::BackendError> {
         Err(gramkey_server::limits::BackendError("down".into()))
     }
+    async fn ping(&self) -> Result<&'static str, gramkey_server::limits::BackendError> {
+        Err(gramkey_server::limits::BackendError("down".into()))
+    }
 }
 
 #[tokio::test]
@@ -4886,30 +4911,17 @@ async fn a_down_limiter_fails_open_or_closed_as_configured() {
     use gramkey_server::limits::OnFailure;
     for on_failure in [OnFailure::Open, OnFailure::Closed] {
         let (store, dir) = fresh_sqlite().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = ServerConfig::new(base.clone());
-        config.on_limiter_failure = on_failure;
-        let clock = Arc::new(ManualClock::new(START));
-        let state = AppState::with_limiter(
-            store,
-            clock.clone(),
-            Arc::new(OsEntropy),
-            b"test master key",
-            config,
-            Arc::new(Down),
-        );
-        let t = TestApp {
-            base,
-            state: state.clone(),
-            clock,
-            _dir: Some(dir),
+        let start = Start {
+            limiter: Some(Arc::new(Down)),
+            ..Start::default()
         };
-        tokio::spawn(gramkey_server::serve(
-            listener,
-            state,
-            std::future::pending(),
-        ));
+        let t = TestApp::start_on(
+            store,
+            Some(dir),
+            |c| c.on_limiter_failure = on_failure,
+            start,
+        )
+        .await;
         let app = t.app("user_profile", AppMode::Live).await;
         if on_failure == OnFailure::Open {
             // Everything works, unlimited.
@@ -5065,14 +5077,11 @@ async fn liveness_and_readiness_follow_the_store_and_the_limiter() {
         .await
         .unwrap();
     let (store, dir) = fresh_sqlite().unwrap();
-    let app = TestApp::start_on(
-        store,
-        Some(dir),
-        |_| {},
-        Transport::Plain,
-        Some(Arc::new(backend)),
-    )
-    .await;
+    let start = Start {
+        limiter: Some(Arc::new(backend)),
+        ..Start::default()
+    };
+    let app = TestApp::start_on(store, Some(dir), |_| {}, start).await;
     let (status, body) = readiness(&app).await;
     assert_eq!(
         (status, &body["limiter"]["kind"]),

@@ -304,16 +304,6 @@ impl Limiter {
         }
     }
 
-    /// Runs [`Limiter::charge_spent`] every second, for ever.
-    pub async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.charge_spent().await;
-        }
-    }
-
     /// Whether attempts counted under each `(key, limit)` may go on; if not, the longest wait
     /// and which key imposes it.
     /// With `charge`, an allowed attempt is counted at once, atomically with the check, so

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Receiver, TestApp};
+use super::{Receiver, Start, TestApp, fresh_sqlite};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -49,7 +49,18 @@ async fn the_pages_work_in_a_real_browser() {
             return;
         }
     };
-    let t = TestApp::sqlite_with(|c| c.admin_users = vec!["olivia".into()]).await;
+    let (store, dir) = fresh_sqlite().unwrap();
+    let start = Start {
+        callbacks: Some(std::time::Duration::from_millis(200)),
+        ..Start::default()
+    };
+    let t = TestApp::start_on(
+        store,
+        Some(dir),
+        |c| c.admin_users = vec!["olivia".into()],
+        start,
+    )
+    .await;
     for (name, password) in [
         ("devon", "devon-password"),
         ("tess", "tess-password"),
@@ -58,8 +69,6 @@ async fn the_pages_work_in_a_real_browser() {
         t.user(name, password).await;
     }
     let rx = Receiver::start().await;
-    let deliverer = gramkey_server::callbacks::Deliverer::new(t.state.ops.clone()).unwrap();
-    tokio::spawn(deliverer.run(std::time::Duration::from_millis(200)));
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
