@@ -14,7 +14,7 @@
 #      one marked used, committed durably), against the same baseline.
 #
 # Each measurement runs ROUNDS times (default 3); the median is reported. Needs wrk and node.
-# Usage: bench/run.sh [seconds-per-run]
+# Usage: bench/run.sh [seconds-per-run]    (BIN=DIR to measure other binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -25,8 +25,11 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 command -v node >/dev/null || { echo "node is needed for the oidc-provider baseline" >&2; exit 1; }
 [ -d bench/oidc-provider/node_modules ] || npm install --silent --no-package-lock --prefix bench/oidc-provider
 
-cargo build --release -q -p gramkey -p gramkey-bench
-BIN=target/release
+# BIN=DIR measures binaries built elsewhere (an earlier commit, for a before/after comparison).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p gramkey -p gramkey-bench
+  BIN=target/release
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }

@@ -162,10 +162,7 @@ pub struct RefreshArgs {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    gramkey_domain::Clock::now(&gramkey_domain::SystemClock)
 }
 
 fn client_for(host: &str) -> Result<Client> {

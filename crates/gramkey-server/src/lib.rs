@@ -17,11 +17,13 @@ pub mod observe;
 pub mod ops;
 pub mod pages;
 pub mod portal;
+pub mod publishing;
 pub mod router;
 pub mod sandbox;
 pub mod session;
 pub mod signin;
 pub mod state;
+#[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod throttle;
 pub mod tokens;

@@ -117,6 +117,8 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         marks: Mutex::default(),
     });
     let method = req.method().clone();
+    // Elapsed time for the wall-time budget and metrics, not a point in time: monotonic.
+    #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
     let (mut resp, cpu) = CTX.scope(ctx.clone(), CpuTimed::new(next.run(req))).await;
     let wall = start.elapsed();

@@ -15,6 +15,7 @@ pub mod cached;
 pub mod postgres;
 mod records;
 pub mod sqlite;
+#[cfg(feature = "test-support")]
 pub mod test_support;
 
 use async_trait::async_trait;

@@ -534,10 +534,7 @@ mod tests {
         // A fresh prefix per run: keys of earlier runs expire on their own.
         let prefix = format!(
             "gk:test:{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+            gramkey_domain::entropy::random_alnum(&gramkey_domain::OsEntropy, 16)
         );
         contract(&b, &prefix).await;
     }

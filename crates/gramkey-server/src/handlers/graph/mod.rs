@@ -1,0 +1,340 @@
+//! The Graph API's nodes and edges (wire protocol §4): `/me`, `/{id}` and `/{id}/{edge}`, with
+//! an optional `/vNN.N` prefix, for GET, POST and DELETE.
+//!
+//! Graph paths are a grammar (node, then edge) rather than a fixed list, so they are read here:
+//! every path the router does not know comes to [`dispatch`]. An id resolves only to what the
+//! token's user owns: their app-scoped user id, their media and its comments, and the containers
+//! this app made for them. Anything else (another app's id for the same person, another user's
+//! media, a made-up number) gets Graph's one "does not exist, cannot be loaded due to missing
+//! permissions, or does not support this operation" answer, so ids leak nothing.
+
+mod comments;
+mod expand;
+mod ids;
+mod paging;
+mod publish;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use gramkey_domain::error::GraphError;
+use gramkey_domain::graph::access::{Need, Node};
+use gramkey_domain::graph::comment::check_reply_target;
+use gramkey_domain::graph::fields::Field;
+use gramkey_domain::graph::paging::{PageRequest, valid_id};
+use gramkey_domain::{Flavour, ScopedUserId, TokenKind};
+use gramkey_store::{Comment, CommentsOf, Container, Media, StoreError, TokenRecord, User};
+use serde_json::Value;
+
+use comments::{add_comment, delete_comment};
+use expand::{children_edge, comment_node, media_node, requested, user_node};
+use ids::resolve;
+use paging::{Listing, comments_edge, media_edge, page_request};
+use publish::{create_container, publish, publishing_limit};
+
+use super::form::FormFields;
+use super::me::{admit, authenticate, bearer, is_graph_version};
+use crate::state::AppState;
+use crate::wire::graph::{GraphResponse, unknown_path};
+use crate::wire::nodes;
+use gramkey_domain::ratelimit::CallClass;
+
+type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GraphError>> + Send + 'a>>;
+
+fn internal(e: StoreError) -> GraphError {
+    tracing::error!(error = %e, "graph request failed in the store");
+    GraphError::internal()
+}
+
+/// The request's parameters: the query string, and for POST the form body too. A name given
+/// twice, in either or across both, is refused.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything an operation needs: who is calling, and how to build links back to this server.
+struct Ctx<'a> {
+    state: &'a AppState,
+    token: TokenRecord,
+    user: User,
+    scoped: ScopedUserId,
+    /// `public_url` plus the version prefix the request used, for `next` / `previous`.
+    base: String,
+    /// The access token, when the client sent it in the query: links carry it on, as Graph's do.
+    query_token: Option<String>,
+    params: &'a Params,
+}
+
+impl Ctx<'_> {
+    fn flavour(&self) -> Flavour {
+        self.token.flavour
+    }
+    fn need(&self, need: Need) -> Result<(), GraphError> {
+        need.check(&self.token.scopes, self.flavour())
+    }
+    fn now(&self) -> i64 {
+        self.state.ops.clock.now()
+    }
+    fn store(&self) -> &dyn gramkey_store::Store {
+        &*self.state.ops.store
+    }
+    fn publisher(&self) -> crate::publishing::Publisher<'_> {
+        crate::publishing::Publisher {
+            app: &self.token.app_id,
+            user: self.user.id,
+        }
+    }
+}
+
+/// The request's own listing of an edge.
+fn top_listing<'a>(path: &'a str, req: &'a PageRequest, sub: &'a [Field]) -> Listing<'a> {
+    Listing {
+        path,
+        req,
+        sub,
+        top_level: true,
+    }
+}
+
+/// What a path's first segment names.
+enum Target {
+    User,
+    Media(Media),
+    Comment(Comment),
+    Container(Container),
+}
+
+/// The fallback of the router: every Graph path that is not a fixed route.
+pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let mut segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let version = match segments.first() {
+        Some(v) if is_graph_version(v) => Some(segments.remove(0)),
+        // `v21/me`, `x1.0/me`: a version that is not `vNN.N` is an unknown path, as on Graph.
+        Some(v)
+            if v.contains('.')
+                || (v.starts_with('v') && v[1..].starts_with(|c: char| c.is_ascii_digit())) =>
+        {
+            return unknown_path(&path);
+        }
+        _ => None,
+    };
+    if segments.is_empty() || segments.len() > 2 {
+        return unknown_path(&path);
+    }
+    if segments[0] != "me" && !valid_id(&segments[0]) {
+        return GraphResponse(GraphError::unknown_alias(&segments[0])).into_response();
+    }
+    if let Some(ctx) = crate::observe::current() {
+        ctx.set_route(route_label(&segments));
+    }
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let query = super::query_pairs(req.uri().query().map(str::to_owned));
+    let mut pairs = query.clone();
+    if method == Method::POST {
+        match FormFields::read(req, &state).await {
+            Ok(form) => pairs.extend(form.0),
+            Err(e) => {
+                return GraphResponse(GraphError::invalid_parameter(e.to_string())).into_response();
+            }
+        }
+    }
+    let mut names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return GraphResponse(GraphError::invalid_parameter(format!(
+            "Parameter {} was given more than once",
+            w[0]
+        )))
+        .into_response();
+    }
+    let params = Params(pairs);
+    let mut flavour = None;
+    let result = async {
+        let token = authenticate(&state, bearer(&headers, &params.0)?).await?;
+        flavour = Some(token.flavour);
+        let class = if method == Method::GET {
+            CallClass::Read
+        } else {
+            CallClass::Write
+        };
+        if token.kind == TokenKind::App {
+            // Insights are not charged, so an app can read them while it is throttled.
+            return match (segments.get(1).map(String::as_str), &method) {
+                (Some("insights"), &Method::GET) => {
+                    super::insights::app_insights(&state, &token, &segments[0], &params.0).await
+                }
+                _ => Err(GraphError::missing_token()),
+            };
+        }
+        admit(&state, &token, class).await?;
+        let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
+            return Err(GraphError::invalid_token());
+        };
+        let user = state
+            .ops
+            .store
+            .user(uid)
+            .await
+            .map_err(internal)?
+            .ok_or_else(GraphError::invalid_token)?;
+        let base = match &version {
+            Some(v) => format!("{}/{v}", state.config.public_url),
+            None => state.config.public_url.clone(),
+        };
+        let query_token = query
+            .iter()
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.clone());
+        let ctx = Ctx {
+            state: &state,
+            token,
+            user,
+            scoped,
+            base,
+            query_token,
+            params: &params,
+        };
+        route(
+            &ctx,
+            &method,
+            &segments[0],
+            segments.get(1).map(String::as_str),
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => GraphResponse(match flavour {
+            Some(f) => e.in_flavour(f),
+            None => e,
+        })
+        .into_response(),
+    }
+}
+
+/// The metrics label of a Graph path: its shape, never its ids.
+fn route_label(segments: &[String]) -> String {
+    const EDGES: [&str; 7] = [
+        "media",
+        "children",
+        "comments",
+        "replies",
+        "media_publish",
+        "content_publishing_limit",
+        "insights",
+    ];
+    let node = if segments[0] == "me" { "/me" } else { "/{id}" };
+    match segments.get(1) {
+        None => node.to_owned(),
+        Some(e) if EDGES.contains(&e.as_str()) => format!("{node}/{e}"),
+        Some(_) => format!("{node}/{{edge}}"),
+    }
+}
+
+async fn route(
+    ctx: &Ctx<'_>,
+    method: &Method,
+    node: &str,
+    edge: Option<&str>,
+) -> Result<Value, GraphError> {
+    let target = resolve(ctx, node, method).await?;
+    let unsupported = || GraphError::not_found(node, &method.as_str().to_ascii_lowercase());
+    match (method.as_str(), &target, edge) {
+        ("GET", Target::User, None) => user_node(ctx, &requested(ctx, Node::User)?).await,
+        ("GET", Target::User, Some("media")) => {
+            ctx.need(Need::Media)?;
+            let sub = requested(ctx, Node::Media)?;
+            let page = page_request(ctx)?;
+            let path = format!("/{node}/media");
+            media_edge(ctx, &top_listing(&path, &page, &sub)).await
+        }
+        ("POST", Target::User, Some("media")) => create_container(ctx).await,
+        ("POST", Target::User, Some("media_publish")) => publish(ctx).await,
+        ("GET", Target::User, Some("content_publishing_limit")) => publishing_limit(ctx).await,
+        ("GET", Target::Media(m), None) => media_node(ctx, m, &requested(ctx, Node::Media)?).await,
+        ("GET", Target::Media(m), Some("children")) => {
+            ctx.need(Need::Media)?;
+            let sub = requested(ctx, Node::Media)?;
+            children_edge(ctx, m, &sub).await
+        }
+        ("GET", Target::Media(m), Some("comments")) => {
+            ctx.need(Need::Comments)?;
+            let sub = requested(ctx, Node::Comment)?;
+            let page = page_request(ctx)?;
+            let path = format!("/{}/comments", m.id);
+            comments_edge(
+                ctx,
+                CommentsOf::Media(&m.id),
+                &top_listing(&path, &page, &sub),
+            )
+            .await
+        }
+        ("POST", Target::Media(m), Some("comments")) => add_comment(ctx, &m.id, None).await,
+        ("GET", Target::Comment(c), None) => {
+            comment_node(ctx, c, &requested(ctx, Node::Comment)?).await
+        }
+        ("DELETE", Target::Comment(c), None) => delete_comment(ctx, c).await,
+        ("GET", Target::Comment(c), Some("replies")) => {
+            ctx.need(Need::Comments)?;
+            let sub = requested(ctx, Node::Comment)?;
+            let page = page_request(ctx)?;
+            let path = format!("/{}/replies", c.id);
+            comments_edge(
+                ctx,
+                CommentsOf::Replies(&c.id),
+                &top_listing(&path, &page, &sub),
+            )
+            .await
+        }
+        ("POST", Target::Comment(c), Some("replies")) => {
+            check_reply_target(c.parent_id.as_deref())?;
+            add_comment(ctx, &c.media_id, Some(&c.id)).await
+        }
+        ("GET", Target::Container(k), None) => {
+            let fields = requested(ctx, Node::Container)?;
+            Ok(Value::Object(
+                fields
+                    .iter()
+                    .filter_map(|f| {
+                        Some((
+                            f.name.clone(),
+                            nodes::container_field(&f.name, k, ctx.now())?,
+                        ))
+                    })
+                    .collect(),
+            ))
+        }
+        (_, _, Some(e))
+            if matches!(method.as_str(), "GET" | "POST" | "DELETE") && !known_edge(&target, e) =>
+        {
+            Err(GraphError::unknown_path(&format!("/{e}")))
+        }
+        _ => Err(unsupported()),
+    }
+}
+
+fn known_edge(target: &Target, edge: &str) -> bool {
+    matches!(
+        (target, edge),
+        (
+            Target::User,
+            "media" | "media_publish" | "content_publishing_limit"
+        ) | (Target::Media(_), "children" | "comments")
+            | (Target::Comment(_), "replies")
+    )
+}
