@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use axum::routing::get;
 use gramkey_domain::code::generate_code;
+use gramkey_domain::token::TokenMaterial;
 use gramkey_domain::{
     AppMode, Flavour, OsEntropy, Password, ScopeSet, ScopedUserId, SystemClock, TokenHash,
     TokenKind,
@@ -119,33 +120,22 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
     // One token for GET /me, issued through a redeemed code like any other.
     let first = generate_code(&OsEntropy);
     store.create_code(&new_code(&first)).await?;
-    let token = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy);
-    let record = NewToken {
-        hash: TokenHash::of_token(&token),
-        kind: TokenKind::ShortLived,
-        flavour: Flavour::BasicDisplay,
+    // A short-lived token lasts an hour: longer than a benchmark run.
+    let claim = CodeClaim {
         app_id: app.id.clone(),
-        user_id: Some(user.id),
-        scopes: scopes.clone(),
-        issued_at: now,
-        expires_at: now + 6 * 3600,
+        redirect_uri: redirect.into(),
+        code_verifier: None,
+        now,
+        material: TokenMaterial::draw(&OsEntropy),
+        refresh: None,
     };
-    match store
-        .redeem_code(
-            &TokenHash::of_code(&first),
-            &CodeClaim {
-                app_id: app.id.clone(),
-                redirect_uri: redirect.into(),
-                code_verifier: None,
-                now,
-            },
-            &[record],
-        )
+    let token = match store
+        .redeem_code(&TokenHash::of_code(&first), &claim)
         .await?
     {
-        Redemption::Issued(_) => {}
+        Redemption::Issued { token, .. } => token,
         other => bail!("could not issue the bench token: {other:?}"),
-    }
+    };
 
     // The codes, written concurrently so the store's group commit batches them.
     let codes: Vec<_> = (0..n).map(|_| generate_code(&OsEntropy)).collect();

@@ -7,8 +7,11 @@ use sha2::{Digest, Sha256};
 
 use crate::entropy::{Entropy, random_alnum};
 use crate::ids::AppId;
-use crate::secret::{AuthCode, ct_eq};
+use crate::ids::ScopedUserId;
+use crate::scope::ScopeSet;
+use crate::secret::{AccessToken, AuthCode, ct_eq};
 use crate::time::UnixTime;
+use crate::token::{Flavour, REFRESH_TOKEN_SECS, SHORT_LIVED_SECS, TokenMaterial};
 
 /// A code may be redeemed for one hour (wire protocol §1).
 pub const CODE_LIFETIME_SECS: i64 = 3600;
@@ -128,6 +131,36 @@ pub fn check_redemption(
     }
 }
 
+/// What a redeemed code issues (wire protocol §2): a short-lived token in the flavour of the
+/// code's scopes, made from `material` for the code's user, and the refresh token drawn for an
+/// app that opted in, each with its expiry.
+#[derive(Debug, Clone)]
+pub struct CodeIssue {
+    pub flavour: Flavour,
+    pub access: AccessToken,
+    pub access_expires_at: UnixTime,
+    pub refresh: Option<(AccessToken, UnixTime)>,
+}
+
+/// [`CodeIssue`] for a code with `scopes` for `user`, redeemed at `now`. A code whose scopes
+/// are not of one family (never made so) is answered like an unknown one.
+pub fn issue_for_code(
+    scopes: &ScopeSet,
+    user: &ScopedUserId,
+    material: &TokenMaterial,
+    refresh: Option<&AccessToken>,
+    now: UnixTime,
+) -> Result<CodeIssue, CodeRefusal> {
+    let family = scopes.request_family().map_err(|_| CodeRefusal::NotFound)?;
+    let flavour = Flavour::of(family);
+    Ok(CodeIssue {
+        flavour,
+        access: flavour.format_token(user, material),
+        access_expires_at: now + SHORT_LIVED_SECS,
+        refresh: refresh.map(|r| (r.clone(), now + REFRESH_TOKEN_SECS)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +264,41 @@ mod tests {
             Err(CodeRefusal::PkceUnexpected)
         );
         assert_eq!(check_redemption(&plain, &no_verifier, 1), Ok(()));
+    }
+
+    #[test]
+    fn a_code_issues_a_token_in_its_flavour() {
+        let e = SeededEntropy::new(3);
+        let user = ScopedUserId::parse("17841400000000001").unwrap();
+        let m = TokenMaterial::draw(&e);
+        let scopes = |s: &str| ScopeSet::parse(s).unwrap();
+        let bd = issue_for_code(&scopes("user_profile,user_media"), &user, &m, None, 100).unwrap();
+        assert_eq!(bd.flavour, Flavour::BasicDisplay);
+        assert!(bd.access.expose().starts_with("IGQV"));
+        assert_eq!(bd.access_expires_at, 100 + SHORT_LIVED_SECS);
+        assert!(bd.refresh.is_none());
+        let refresh = AccessToken::new("IGRT-refresh");
+        let il = issue_for_code(
+            &scopes("instagram_business_basic"),
+            &user,
+            &m,
+            Some(&refresh),
+            100,
+        )
+        .unwrap();
+        assert!(il.access.expose().starts_with("IGAA"));
+        assert_eq!(
+            il.refresh.map(|(t, at)| (t.expose().to_owned(), at)),
+            Some(("IGRT-refresh".to_owned(), 100 + REFRESH_TOKEN_SECS))
+        );
+        let v1 = issue_for_code(&scopes("basic"), &user, &m, None, 100).unwrap();
+        assert!(v1.access.expose().starts_with("17841400000000001."));
+        // The same material, another flavour: the random part is shared, never the format.
+        assert_eq!(&bd.access.expose()[4..], &il.access.expose()[4..]);
+        assert_eq!(
+            issue_for_code(&scopes("user_profile,basic"), &user, &m, None, 100).unwrap_err(),
+            CodeRefusal::NotFound
+        );
     }
 
     #[test]

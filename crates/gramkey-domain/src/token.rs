@@ -78,18 +78,43 @@ impl Flavour {
     /// Display, `IGAA…` for Instagram Login (144 characters, ~830 bits of randomness), and
     /// `{user_id}.{7 hex}.{32 hex}` for legacy v1 (156 bits).
     pub fn generate_token(self, user: &ScopedUserId, entropy: &dyn Entropy) -> AccessToken {
+        self.format_token(user, &TokenMaterial::draw(entropy))
+    }
+
+    /// The token `material` makes in this flavour's format, for `user`.
+    pub fn format_token(self, user: &ScopedUserId, material: &TokenMaterial) -> AccessToken {
+        let m = material;
         AccessToken::new(match self {
-            Flavour::BasicDisplay => format!("IGQV{}", random_alnum(entropy, 140)),
-            Flavour::InstagramLogin => format!("IGAA{}", random_alnum(entropy, 140)),
-            Flavour::Legacy => {
-                format!(
-                    "{}.{}.{}",
-                    user,
-                    random_hex(entropy, 7),
-                    random_hex(entropy, 32)
-                )
-            }
+            Flavour::BasicDisplay => format!("IGQV{}", m.alnum),
+            Flavour::InstagramLogin => format!("IGAA{}", m.alnum),
+            Flavour::Legacy => format!("{user}.{}.{}", m.hex7, m.hex32),
         })
+    }
+}
+
+/// The randomness of a user token, drawn before its flavour and user are known: a code's are
+/// read inside the store's redemption, which formats the token there
+/// ([`Flavour::format_token`]), so a code exchange needs no read before its write.
+#[derive(Clone)]
+pub struct TokenMaterial {
+    alnum: String,
+    hex7: String,
+    hex32: String,
+}
+
+impl TokenMaterial {
+    pub fn draw(entropy: &dyn Entropy) -> Self {
+        Self {
+            alnum: random_alnum(entropy, 140),
+            hex7: random_hex(entropy, 7),
+            hex32: random_hex(entropy, 32),
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenMaterial([redacted])")
     }
 }
 

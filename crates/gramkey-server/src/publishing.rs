@@ -5,6 +5,8 @@
 //! parameters and render.
 
 use gramkey_domain::error::GraphError;
+
+use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::paging::valid_id;
 use gramkey_domain::graph::publish::{
     self, ContainerKind, ContainerParams, ContainerSpec, ContainerStatus, QUOTA_DURATION,
@@ -12,7 +14,7 @@ use gramkey_domain::graph::publish::{
 };
 use gramkey_domain::ids::{generate_container_id, generate_media_id};
 use gramkey_domain::{AppId, UserId};
-use gramkey_store::{Container, Media, Publication, PublishOutcome, StoreError};
+use gramkey_store::{Container, Media, Publication, PublishOutcome};
 
 use crate::state::AppState;
 
@@ -32,11 +34,6 @@ impl AppState {
     pub fn publishing(&self) -> Publishing<'_> {
         Publishing { state: self }
     }
-}
-
-fn internal(e: StoreError) -> GraphError {
-    tracing::error!(error = %e, "publishing failed in the store");
-    GraphError::internal()
 }
 
 /// The media type a published container shows.
@@ -60,15 +57,15 @@ impl Publishing<'_> {
         by: Publisher<'_>,
         id: &str,
         method: &str,
-    ) -> Result<Container, GraphError> {
+    ) -> Result<Container, GraphResponse> {
         if !valid_id(id) {
-            return Err(GraphError::invalid_parameter(format!(
-                "Invalid container id {id:?}"
-            )));
+            return Err(
+                GraphError::invalid_parameter(format!("Invalid container id {id:?}")).into(),
+            );
         }
-        match self.state.ops.store.container(id).await.map_err(internal)? {
+        match self.state.ops.store.container(id).await? {
             Some(k) if k.user_id == by.user && &k.app_id == by.app => Ok(k),
-            _ => Err(GraphError::not_found(id, method)),
+            _ => Err(GraphError::not_found(id, method).into()),
         }
     }
 
@@ -78,7 +75,7 @@ impl Publishing<'_> {
         &self,
         by: Publisher<'_>,
         params: ContainerParams<'_>,
-    ) -> Result<String, GraphError> {
+    ) -> Result<String, GraphResponse> {
         let spec = ContainerSpec::parse(params)?;
         let now = self.now();
         for child in &spec.children {
@@ -111,12 +108,7 @@ impl Publishing<'_> {
             published_at: None,
             media_id: None,
         };
-        self.state
-            .ops
-            .store
-            .create_container(&container)
-            .await
-            .map_err(internal)?;
+        self.state.ops.store.create_container(&container).await?;
         if let Some((fetcher, url)) = fetch {
             fetcher.process(
                 container.id.clone(),
@@ -134,7 +126,7 @@ impl Publishing<'_> {
         &self,
         by: Publisher<'_>,
         creation_id: &str,
-    ) -> Result<String, GraphError> {
+    ) -> Result<String, GraphResponse> {
         let k = self.own_container(by, creation_id, "post").await?;
         let now = self.now();
         publish::check_publishable(
@@ -189,32 +181,32 @@ impl Publishing<'_> {
                 quota_since: since,
                 quota_total: QUOTA_TOTAL,
             })
-            .await
-            .map_err(internal)?;
+            .await?;
         match outcome {
             PublishOutcome::Published => {
                 tracing::info!(container_id = %k.id, media_id = %album_id, "published");
                 Ok(album_id)
             }
-            PublishOutcome::OverQuota => Err(GraphError::publish_limit()),
+            PublishOutcome::OverQuota => Err(GraphError::publish_limit().into()),
             PublishOutcome::NotPublishable => Err(GraphError::invalid_parameter(
                 "This container has already been published",
-            )),
+            )
+            .into()),
         }
     }
 
     /// How many posts `user` published since `since` (what the cap counts).
-    pub async fn published_since(&self, user: UserId, since: i64) -> Result<u64, GraphError> {
+    pub async fn published_since(&self, user: UserId, since: i64) -> Result<u64, GraphResponse> {
         self.state
             .ops
             .store
             .publish_count(user, since)
             .await
-            .map_err(internal)
+            .map_err(GraphResponse::from)
     }
 
     /// Posts in the cap's current window.
-    pub async fn quota_usage(&self, user: UserId) -> Result<u64, GraphError> {
+    pub async fn quota_usage(&self, user: UserId) -> Result<u64, GraphResponse> {
         self.published_since(user, self.now() - QUOTA_DURATION)
             .await
     }

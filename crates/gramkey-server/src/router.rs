@@ -298,7 +298,7 @@ async fn unsupported_method(method: Method, uri: Uri) -> Response {
             "It is used by a button on another page; open the page and use its button instead.",
         );
     }
-    GraphResponse(GraphError::not_found(
+    GraphResponse::from(GraphError::not_found(
         uri.path(),
         &method.as_str().to_ascii_lowercase(),
     ))

@@ -6,9 +6,9 @@
 //! counts. It answers with domain outcomes ([`Failure`]); each wire flavour renders those its
 //! own way (`From<Failure>` in `wire/`).
 //!
-//! Cost of a code exchange: one HMAC for the client secret, one indexed read of the app and one
-//! of the code (to mint tokens in the code's flavour), and one write transaction, shared with
-//! every other concurrent request on SQLite (group commit). No slow KDF anywhere.
+//! Cost of a code exchange: one HMAC for the client secret, one indexed read of the app (cached),
+//! and one write transaction, shared with every other concurrent request on SQLite (group
+//! commit). No slow KDF anywhere.
 
 use gramkey_domain::app::{ClientRefusal, find_redirect};
 use gramkey_domain::audit::{AuditKind, Outcome};
@@ -16,8 +16,9 @@ use gramkey_domain::code::CodeRefusal;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::token::{
     LONG_LIVED_SECS, LifecycleFacts, NEVER, REFRESH_GRACE_SECS, REFRESH_TOKEN_SECS,
-    SHORT_LIVED_SECS, TokenRefusal, TokenState, check_exchange, check_refresh, check_usable,
-    generate_app_token, generate_refresh_token, plausible_token, split_app_credentials,
+    SHORT_LIVED_SECS, TokenMaterial, TokenRefusal, TokenState, check_exchange, check_refresh,
+    check_usable, generate_app_token, generate_refresh_token, plausible_token,
+    split_app_credentials,
 };
 use gramkey_domain::{
     AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind, UnixTime,
@@ -233,9 +234,10 @@ impl Tokens<'_> {
 
     /// `grant_type=authorization_code` (wire protocol §2, RFC 6749 §4.1.3, RFC 7636 §4.6).
     ///
-    /// Tokens are minted in the code's flavour first (a read of the code), then the store
-    /// redeems the code in one transaction, applying the domain's check to the claim: every
-    /// refusal burns the code, and a second redemption revokes what the first issued.
+    /// The randomness of the tokens is drawn here; the store redeems the code in one
+    /// transaction, where the domain judges the claim and formats the token in the code's
+    /// flavour: every refusal burns the code, and a second redemption revokes what the first
+    /// issued.
     pub async fn redeem_code(
         &self,
         client: &App,
@@ -246,36 +248,25 @@ impl Tokens<'_> {
         if find_redirect(&client.redirect_uris, redirect_uri).is_none() {
             return Err(Failure::RedirectNotRegistered);
         }
-        let store = &self.state.ops.store;
-        let hash = TokenHash::of_code(code);
-        let Some(stored) = store.code(&hash).await? else {
-            return Err(Failure::Code(CodeRefusal::NotFound));
-        };
-        // A code's scopes are of one family (checked when it was made); one that is not is
-        // answered like an unknown code.
-        let flavour = Flavour::of(
-            stored
-                .scopes
-                .request_family()
-                .map_err(|_| Failure::Code(CodeRefusal::NotFound))?,
-        );
-        let (token, access) = self.mint(
-            flavour,
-            TokenKind::ShortLived,
-            (&stored.app_id, stored.user_id, &stored.scopes),
-            &stored.scoped_id,
-        );
-        let refresh = client.refresh_tokens.then(|| self.mint_refresh(&access));
-        let mut issue = vec![access];
-        issue.extend(refresh.as_ref().map(|(_, new)| new.clone()));
+        let entropy = &*self.state.ops.entropy;
         let claim = CodeClaim {
             app_id: client.id.clone(),
             redirect_uri: redirect_uri.to_owned(),
             code_verifier: code_verifier.map(str::to_owned),
             now: self.now(),
+            material: TokenMaterial::draw(entropy),
+            refresh: client
+                .refresh_tokens
+                .then(|| generate_refresh_token(entropy)),
         };
-        let record = match store.redeem_code(&hash, &claim, &issue).await? {
-            Redemption::Issued(record) => record,
+        let hash = TokenHash::of_code(code);
+        let redeemed = self.state.ops.store.redeem_code(&hash, &claim).await?;
+        let (record, token, refresh) = match redeemed {
+            Redemption::Issued {
+                record,
+                token,
+                refresh,
+            } => (record, token, refresh),
             Redemption::NotFound => return Err(Failure::Code(CodeRefusal::NotFound)),
             Redemption::Refused(refusal) => return Err(Failure::Code(refusal)),
             Redemption::Replayed { revoked } => {
@@ -301,7 +292,7 @@ impl Tokens<'_> {
             .await;
         Ok(Issued {
             token,
-            refresh: refresh.map(|(t, _)| t),
+            refresh,
             record,
         })
     }

@@ -20,8 +20,8 @@ use moka::sync::Cache;
 
 use crate::{AccessStore, AppAccess, Invitation, InvitationsOf};
 use crate::{
-    App, AppStore, CodeClaim, CodeRecord, Derivation, Grant, GrantStore, Media, NewCode, NewToken,
-    NewUser, Redemption, Result, Store, TokenRecord, User, UserStore,
+    App, AppStore, CodeClaim, Derivation, Grant, GrantStore, Media, NewCode, NewToken, NewUser,
+    Redemption, Result, Store, TokenRecord, User, UserStore,
 };
 use crate::{Attempt, Callback, CallbackStore, Purged, Removal, Revoke};
 use crate::{
@@ -299,16 +299,8 @@ impl GrantStore for CachedStore {
     async fn create_code(&self, code: &NewCode) -> Result<()> {
         self.inner.create_code(code).await
     }
-    async fn code(&self, hash: &TokenHash) -> Result<Option<CodeRecord>> {
-        self.inner.code(hash).await
-    }
-    async fn redeem_code(
-        &self,
-        hash: &TokenHash,
-        claim: &CodeClaim,
-        tokens: &[NewToken],
-    ) -> Result<Redemption> {
-        let r = self.inner.redeem_code(hash, claim, tokens).await?;
+    async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
+        let r = self.inner.redeem_code(hash, claim).await?;
         if matches!(r, Redemption::Replayed { revoked } if revoked > 0) {
             // Which cached token was revoked is not known here; revocations are rare.
             self.bump();

@@ -142,26 +142,19 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Grant>;
     async fn create_code(&self, code: &NewCode) -> Result<()>;
-    /// A code by its hash, redeemed or not: what the caller mints tokens for before
-    /// [`GrantStore::redeem_code`].
-    async fn code(&self, hash: &TokenHash) -> Result<Option<CodeRecord>>;
     /// Redeems a code atomically, in one transaction:
     /// - unknown: [`Redemption::NotFound`];
     /// - already redeemed: the token issued from it, and every token exchanged or refreshed from
     ///   that one, is revoked ([`Redemption::Replayed`]);
-    /// - otherwise the code is marked redeemed whatever the domain's
-    ///   [`check_redemption`](gramkey_domain::code::check_redemption) says of `claim`; on a
-    ///   refusal nothing else is written ([`Redemption::Refused`]), else `tokens` (minted for
-    ///   this code: its app and user, the access token first) are stored, the first as the root
-    ///   and the rest under it ([`Redemption::Issued`], with the first).
+    /// - otherwise the code is marked redeemed whatever the domain says of `claim`
+    ///   ([`check_redemption`](gramkey_domain::code::check_redemption)); on a refusal nothing
+    ///   else is written ([`Redemption::Refused`]), else the tokens the domain issues for the
+    ///   code ([`issue_for_code`](gramkey_domain::code::issue_for_code), from the claim's
+    ///   material) are stored, the access token as the root and a refresh token under it
+    ///   ([`Redemption::Issued`]).
     ///
     /// The answer comes only after the transaction has committed.
-    async fn redeem_code(
-        &self,
-        hash: &TokenHash,
-        claim: &CodeClaim,
-        tokens: &[NewToken],
-    ) -> Result<Redemption>;
+    async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption>;
     /// Revokes every unrevoked token matching `which`; returns how many. For an app, a user, or
     /// both, their unredeemed codes are burned in the same transaction.
     async fn revoke_tokens(

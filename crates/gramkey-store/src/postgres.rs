@@ -526,23 +526,7 @@ impl GrantStore for PgStore {
         Ok(())
     }
 
-    async fn code(&self, hash: &TokenHash) -> Result<Option<CodeRecord>> {
-        let row = query(
-            "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at
-             FROM auth_codes WHERE hash = $1",
-        )
-        .bind(&hash.0[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| code_from_row(&row, hash)).transpose()
-    }
-
-    async fn redeem_code(
-        &self,
-        hash: &TokenHash,
-        claim: &CodeClaim,
-        tokens: &[NewToken],
-    ) -> Result<Redemption> {
+    async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
         let now = claim.now;
         let mut tx = self.pool.begin().await?;
         let row = query(
@@ -575,20 +559,22 @@ impl GrantStore for PgStore {
             });
         }
         let code = code_from_row(&row, hash)?;
-        let verdict = judge_claim(&code, claim, tokens)?;
         query("UPDATE auth_codes SET redeemed_at = $1 WHERE hash = $2")
             .bind(now)
             .bind(&hash.0[..])
             .execute(&mut *tx)
             .await?;
-        if let Err(refusal) = verdict {
-            tx.commit().await?;
-            return Ok(Redemption::Refused(refusal));
-        }
-        let Some((token, children)) = tokens.split_first() else {
+        let (rows, issue) = match judge_claim(&code, claim) {
+            Ok(granted) => granted,
+            Err(refusal) => {
+                tx.commit().await?;
+                return Ok(Redemption::Refused(refusal));
+            }
+        };
+        let Some((access, children)) = rows.split_first() else {
             return Err(StoreError::Backend("no token to issue".into()));
         };
-        let id = insert_token(&mut tx, token, None).await?;
+        let id = insert_token(&mut tx, access, None).await?;
         for child in children {
             insert_token(&mut tx, child, Some(id)).await?;
         }
@@ -598,11 +584,11 @@ impl GrantStore for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Redemption::Issued(issued(
-            id,
-            token.clone(),
-            Some(code.scoped_id),
-        )))
+        Ok(Redemption::Issued {
+            record: issued(id, access.clone(), Some(code.scoped_id)),
+            token: issue.access,
+            refresh: issue.refresh.map(|(t, _)| t),
+        })
     }
 
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
@@ -838,8 +824,8 @@ impl GrantStore for PgStore {
     }
 }
 
-/// A code from the first eight columns of an `auth_codes` row, in the order [`GrantStore::code`]
-/// reads them.
+/// A code from the first eight columns of an `auth_codes` row (app, user, scoped id, redirect
+/// URI, scopes, challenge, created, expires).
 fn code_from_row(row: &PgRow, hash: &TokenHash) -> Result<CodeRecord> {
     let app: String = row.try_get(0)?;
     let scoped: String = row.try_get(2)?;

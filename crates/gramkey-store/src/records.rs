@@ -3,13 +3,16 @@
 use gramkey_domain::account::InvitationState;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
-use gramkey_domain::code::{CodeChallenge, CodeFacts, CodeRefusal, Presented, check_redemption};
+use gramkey_domain::code::{
+    CodeChallenge, CodeFacts, CodeIssue, CodeRefusal, Presented, check_redemption, issue_for_code,
+};
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::paging::Position;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
+use gramkey_domain::token::TokenMaterial;
 use gramkey_domain::{
-    AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
-    UnixTime, UserId,
+    AccessToken, AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash,
+    TokenKind, UnixTime, UserId,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,31 +214,29 @@ pub struct NewCode {
     pub expires_at: UnixTime,
 }
 
-/// A stored code, as [`crate::GrantStore::code`] reads it.
+/// A stored code, as a redemption reads it.
 pub type CodeRecord = NewCode;
 
-/// What a client presents to redeem a code, and when.
+/// What a client presents to redeem a code, when, and the randomness of what it will get: the
+/// access token's (formatted once the code's flavour and user are read) and, for an app that
+/// opted in, a refresh token.
 #[derive(Debug, Clone)]
 pub struct CodeClaim {
     pub app_id: AppId,
     pub redirect_uri: String,
     pub code_verifier: Option<String>,
     pub now: UnixTime,
+    pub material: TokenMaterial,
+    pub refresh: Option<AccessToken>,
 }
 
-/// Whether `claim` may redeem `code` ([`gramkey_domain::code::check_redemption`]), and a check
-/// that `tokens` were minted for this code: the same app and user, the access token first.
+/// The domain's verdict on `claim` for `code` ([`check_redemption`], then
+/// [`issue_for_code`]): the rows to insert (the access token first) and the plaintext tokens,
+/// or the refusal.
 pub(crate) fn judge_claim(
     code: &CodeRecord,
     claim: &CodeClaim,
-    tokens: &[NewToken],
-) -> crate::Result<Result<(), CodeRefusal>> {
-    let fits = |t: &NewToken| t.app_id == code.app_id && t.user_id == Some(code.user_id);
-    if tokens.is_empty() || !tokens.iter().all(fits) {
-        return Err(crate::StoreError::Backend(
-            "the tokens offered for a code were not minted for it".into(),
-        ));
-    }
+) -> Result<(Vec<NewToken>, CodeIssue), CodeRefusal> {
     let facts = CodeFacts {
         app_id: &code.app_id,
         redirect_uri: &code.redirect_uri,
@@ -247,7 +248,34 @@ pub(crate) fn judge_claim(
         redirect_uri: &claim.redirect_uri,
         code_verifier: claim.code_verifier.as_deref(),
     };
-    Ok(check_redemption(&facts, &presented, claim.now))
+    check_redemption(&facts, &presented, claim.now)?;
+    let issue = issue_for_code(
+        &code.scopes,
+        &code.scoped_id,
+        &claim.material,
+        claim.refresh.as_ref(),
+        claim.now,
+    )?;
+    let access = NewToken {
+        hash: TokenHash::of_token(&issue.access),
+        kind: TokenKind::ShortLived,
+        flavour: issue.flavour,
+        app_id: code.app_id.clone(),
+        user_id: Some(code.user_id),
+        scopes: code.scopes.clone(),
+        issued_at: claim.now,
+        expires_at: issue.access_expires_at,
+    };
+    let mut rows = vec![access];
+    if let Some((refresh, expires_at)) = &issue.refresh {
+        rows.push(NewToken {
+            hash: TokenHash::of_token(refresh),
+            kind: TokenKind::Refresh,
+            expires_at: *expires_at,
+            ..rows[0].clone()
+        });
+    }
+    Ok((rows, issue))
 }
 
 #[derive(Debug, Clone)]
@@ -316,7 +344,12 @@ pub enum Derivation {
 /// The outcome of [`crate::GrantStore::redeem_code`].
 #[derive(Debug, Clone)]
 pub enum Redemption {
-    Issued(TokenRecord),
+    /// The access token's record, and the tokens themselves (shown to the client once).
+    Issued {
+        record: TokenRecord,
+        token: AccessToken,
+        refresh: Option<AccessToken>,
+    },
     NotFound,
     /// The code had been redeemed before; this many tokens were revoked now.
     Replayed {

@@ -805,28 +805,8 @@ impl GrantStore for SqliteStore {
         .await
     }
 
-    async fn code(&self, hash: &TokenHash) -> Result<Option<CodeRecord>> {
-        let hash = *hash;
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at, expires_at,
-                     redeemed_at
-                 FROM auth_codes WHERE hash = ?1",
-            )?
-            .query_row([hash.0], |r| code_from_row(r, hash))
-            .optional()
-        })?
-        .map(|found| found.map(|(code, _)| code))
-        .transpose()
-    }
-
-    async fn redeem_code(
-        &self,
-        hash: &TokenHash,
-        claim: &CodeClaim,
-        tokens: &[NewToken],
-    ) -> Result<Redemption> {
-        let (hash, claim, mut tokens) = (*hash, claim.clone(), tokens.to_vec());
+    async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
+        let (hash, claim) = (*hash, claim.clone());
         let now = claim.now;
         self.write(move |c| {
             let found = c
@@ -856,19 +836,26 @@ impl GrantStore for SqliteStore {
                     .execute(params![now, token_id])?;
                 return Ok(Redemption::Replayed { revoked: revoked as u64 });
             }
-            if let Err(refusal) = judge_claim(&code, &claim, &tokens)? {
-                c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE rowid = ?2")?
-                    .execute(params![now, rowid])?;
-                return Ok(Redemption::Refused(refusal));
-            }
-            let token = tokens.remove(0);
-            let id = insert_token(c, &token, None)?;
-            for child in &tokens {
+            let (mut rows, issue) = match judge_claim(&code, &claim) {
+                Ok(granted) => granted,
+                Err(refusal) => {
+                    c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1 WHERE rowid = ?2")?
+                        .execute(params![now, rowid])?;
+                    return Ok(Redemption::Refused(refusal));
+                }
+            };
+            let access = rows.remove(0);
+            let id = insert_token(c, &access, None)?;
+            for child in &rows {
                 insert_token(c, child, Some(id))?;
             }
             c.prepare_cached("UPDATE auth_codes SET redeemed_at = ?1, token_id = ?2 WHERE rowid = ?3")?
                 .execute(params![now, id, rowid])?;
-            Ok(Redemption::Issued(issued(id, token, Some(code.scoped_id))))
+            Ok(Redemption::Issued {
+                record: issued(id, access, Some(code.scoped_id)),
+                token: issue.access,
+                refresh: issue.refresh.map(|(t, _)| t),
+            })
         })
         .await
     }

@@ -12,9 +12,10 @@ use gramkey_domain::code::{CodeChallenge, CodeRefusal};
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::paging::{Page, PageRequest};
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
+use gramkey_domain::token::TokenMaterial;
 use gramkey_domain::{
-    AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
-    UserId,
+    AccessToken, AppId, AppMode, Flavour, OsEntropy, RedirectUri, Role, ScopeSet, ScopedUserId,
+    TokenHash, TokenKind, UserId,
 };
 use gramkey_store::InvitationsOf;
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
@@ -90,6 +91,16 @@ fn claim(code: &NewCode, now: i64) -> CodeClaim {
         redirect_uri: code.redirect_uri.clone(),
         code_verifier: Some(VERIFIER.into()),
         now,
+        material: TokenMaterial::draw(&OsEntropy),
+        refresh: None,
+    }
+}
+
+/// Redeems `code` as its client would at `now`; the hash of the access token it issued.
+async fn redeem(s: &dyn Store, code: &NewCode, now: i64) -> TokenHash {
+    match s.redeem_code(&code.hash, &claim(code, now)).await.unwrap() {
+        Redemption::Issued { token, .. } => TokenHash::of_token(&token),
+        other => panic!("expected a token, got {other:?}"),
     }
 }
 
@@ -248,45 +259,46 @@ async fn grants_codes_tokens(s: &dyn Store) {
 
     // Unknown code.
     let c = code(2, &a, u.id, &scoped);
-    assert!(s.code(&hash(1)).await.unwrap().is_none());
-    let r = s.redeem_code(&hash(1), &claim(&c, NOW), &[]).await.unwrap();
+    let r = s.redeem_code(&hash(1), &claim(&c, NOW)).await.unwrap();
     assert!(matches!(r, Redemption::NotFound));
 
-    // First redemption issues; the code reads back as stored.
+    // First redemption issues a token in the flavour of the code's scopes, made from the
+    // claim's material.
     s.create_code(&c).await.unwrap();
-    let stored = s.code(&c.hash).await.unwrap().unwrap();
-    assert_eq!(stored.redirect_uri, "https://a.example/cb");
-    assert_eq!(stored.code_challenge, c.code_challenge);
-    assert_eq!((stored.user_id, &stored.scoped_id), (u.id, &scoped));
-    let nt = token_for(&c, hash(100));
-    let r = s
-        .redeem_code(&c.hash, &claim(&c, NOW + 10), &[nt])
-        .await
-        .unwrap();
-    let Redemption::Issued(t) = r else {
+    let first = claim(&c, NOW + 10);
+    let r = s.redeem_code(&c.hash, &first).await.unwrap();
+    let Redemption::Issued {
+        record: t,
+        token,
+        refresh,
+    } = r
+    else {
         panic!("expected a token, got {r:?}")
     };
+    assert!(refresh.is_none());
+    assert_eq!(
+        token.expose(),
+        Flavour::BasicDisplay
+            .format_token(&scoped, &first.material)
+            .expose()
+    );
     assert_eq!(t.scoped_id.as_ref(), Some(&scoped));
-    let looked_up = s.token(&hash(100)).await.unwrap().unwrap();
+    assert_eq!((t.user_id, t.expires_at), (Some(u.id), NOW + 10 + 3600));
+    let issued = TokenHash::of_token(&token);
+    let looked_up = s.token(&issued).await.unwrap().unwrap();
     assert_eq!(looked_up.id, t.id);
     assert_eq!(looked_up.scoped_id, Some(scoped.clone()));
     assert_eq!(looked_up.revoked, None);
     assert_eq!(looked_up.kind, TokenKind::ShortLived);
 
     // Replay revokes what the code issued.
-    let r = s
-        .redeem_code(&c.hash, &claim(&c, NOW + 20), &[])
-        .await
-        .unwrap();
+    let r = s.redeem_code(&c.hash, &claim(&c, NOW + 20)).await.unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 1 }), "{r:?}");
     assert_eq!(
-        s.token(&hash(100)).await.unwrap().unwrap().revoked,
+        s.token(&issued).await.unwrap().unwrap().revoked,
         Some(RevokeReason::CodeReplay)
     );
-    let r = s
-        .redeem_code(&c.hash, &claim(&c, NOW + 30), &[])
-        .await
-        .unwrap();
+    let r = s.redeem_code(&c.hash, &claim(&c, NOW + 30)).await.unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 0 }));
 
     // A refusal burns the code.
@@ -296,17 +308,39 @@ async fn grants_codes_tokens(s: &dyn Store) {
         code_verifier: Some("x".repeat(43)),
         ..claim(&c3, NOW)
     };
-    let r = s
-        .redeem_code(&c3.hash, &wrong_verifier, &[token_for(&c3, hash(200))])
-        .await
-        .unwrap();
+    let r = s.redeem_code(&c3.hash, &wrong_verifier).await.unwrap();
     assert!(matches!(r, Redemption::Refused(CodeRefusal::PkceMismatch)));
-    let r = s
-        .redeem_code(&c3.hash, &claim(&c3, NOW), &[])
-        .await
-        .unwrap();
+    let r = s.redeem_code(&c3.hash, &claim(&c3, NOW)).await.unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 0 }));
-    assert!(s.token(&hash(200)).await.unwrap().is_none());
+    let would_have = Flavour::BasicDisplay.format_token(&scoped, &wrong_verifier.material);
+    assert!(
+        s.token(&TokenHash::of_token(&would_have))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An app that opted in gets a refresh token, stored under the access token.
+    let c4 = code(9, &a, u.id, &scoped);
+    s.create_code(&c4).await.unwrap();
+    let with_refresh = CodeClaim {
+        refresh: Some(AccessToken::new("IGRT-conformance-refresh-token")),
+        ..claim(&c4, NOW)
+    };
+    let Redemption::Issued { refresh, .. } = s.redeem_code(&c4.hash, &with_refresh).await.unwrap()
+    else {
+        panic!("expected tokens")
+    };
+    let refresh = refresh.expect("a refresh token");
+    let stored = s
+        .token(&TokenHash::of_token(&refresh))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.kind, stored.expires_at),
+        (TokenKind::Refresh, NOW + 90 * 24 * 3600)
+    );
 }
 
 async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
@@ -320,18 +354,15 @@ async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
     let c = code(4, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
     let mut tasks = Vec::new();
-    for i in 0..8u8 {
+    for _ in 0..8 {
         let (s, c) = (s.clone(), c.clone());
         tasks.push(tokio::spawn(async move {
-            let nt = token_for(&c, hash(150 + i));
-            s.redeem_code(&c.hash, &claim(&c, NOW), &[nt])
-                .await
-                .unwrap()
+            s.redeem_code(&c.hash, &claim(&c, NOW)).await.unwrap()
         }));
     }
     let mut issued = 0;
     for t in tasks {
-        if matches!(t.await.unwrap(), Redemption::Issued(_)) {
+        if matches!(t.await.unwrap(), Redemption::Issued { .. }) {
             issued += 1;
         }
     }
@@ -348,13 +379,10 @@ async fn deleting_an_app_removes_its_tokens(s: &dyn Store) {
         .unwrap();
     let c = code(5, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
-    let nt = token_for(&c, hash(250));
-    s.redeem_code(&c.hash, &claim(&c, NOW), &[nt])
-        .await
-        .unwrap();
-    assert!(s.token(&hash(250)).await.unwrap().is_some());
+    let issued = redeem(s, &c, NOW).await;
+    assert!(s.token(&issued).await.unwrap().is_some());
     s.delete_app(&a.id).await.unwrap();
-    assert!(s.token(&hash(250)).await.unwrap().is_none());
+    assert!(s.token(&issued).await.unwrap().is_none());
     assert!(s.grant(&a.id, u.id).await.unwrap().is_none());
 }
 
@@ -368,11 +396,8 @@ async fn derived_tokens(s: &dyn Store) {
         .unwrap();
     let c = code(6, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
-    let short = token_for(&c, hash(60));
-    s.redeem_code(&c.hash, &claim(&c, NOW), &[short])
-        .await
-        .unwrap();
-    assert!(!s.token(&hash(60)).await.unwrap().unwrap().exchanged);
+    let short = redeem(s, &c, NOW).await;
+    assert!(!s.token(&short).await.unwrap().unwrap().exchanged);
 
     let long = NewToken {
         hash: hash(61),
@@ -382,7 +407,7 @@ async fn derived_tokens(s: &dyn Store) {
     };
     let issued = s
         .derive_tokens(
-            &hash(60),
+            &short,
             Derivation::Exchange { now: NOW + 1 },
             std::slice::from_ref(&long),
         )
@@ -391,14 +416,14 @@ async fn derived_tokens(s: &dyn Store) {
         .unwrap()
         .remove(0);
     assert_eq!(issued.kind, TokenKind::LongLived);
-    assert!(s.token(&hash(60)).await.unwrap().unwrap().exchanged);
+    assert!(s.token(&short).await.unwrap().unwrap().exchanged);
     let again = NewToken {
         hash: hash(62),
         ..long.clone()
     };
     assert!(
         s.derive_tokens(
-            &hash(60),
+            &short,
             Derivation::Exchange { now: NOW + 2 },
             std::slice::from_ref(&again)
         )
@@ -535,10 +560,11 @@ async fn derived_tokens(s: &dyn Store) {
         .await
         .unwrap();
     assert!(n >= 6, "the whole family, from the code's token down: {n}");
-    for h in [60, 61, 63, 65, 66, 67, 68] {
+    let family = [61, 63, 65, 66, 67, 68].map(hash);
+    for h in std::iter::once(short).chain(family) {
         assert!(
-            s.token(&hash(h)).await.unwrap().unwrap().revoked.is_some(),
-            "token {h}"
+            s.token(&h).await.unwrap().unwrap().revoked.is_some(),
+            "token {h:?}"
         );
     }
 }
@@ -556,8 +582,7 @@ async fn purging(s: &dyn Store) {
         s.create_code(&code(n, &a, u.id, &scoped)).await.unwrap();
     }
     let c = code(70, &a, u.id, &scoped);
-    let t = token_for(&c, hash(170));
-    s.redeem_code(&c.hash, &claim(&c, NOW), &[t]).await.unwrap();
+    let issued = redeem(s, &c, NOW).await;
     let before = gramkey_domain::retention::Cutoffs {
         codes_before: NOW + 3600,
         tokens_before: NOW + 3600,
@@ -582,7 +607,7 @@ async fn purging(s: &dyn Store) {
     assert_eq!((first.codes, first.tokens), (2, 1), "batches are bounded");
     let second = s.purge(after, 2).await.unwrap();
     assert_eq!(second.codes, 1);
-    assert!(s.token(&hash(170)).await.unwrap().is_none());
+    assert!(s.token(&issued).await.unwrap().is_none());
 }
 
 async fn callback_outbox(s: Arc<dyn Store>) {
@@ -612,8 +637,7 @@ async fn callback_outbox(s: Arc<dyn Store>) {
         .unwrap();
     let c = code(80, &a, u.id, &scoped);
     s.create_code(&c).await.unwrap();
-    let t = token_for(&c, hash(180));
-    s.redeem_code(&c.hash, &claim(&c, NOW), &[t]).await.unwrap();
+    let issued = redeem(&*s, &c, NOW).await;
     s.create_code(&code(81, &a, u.id, &scoped)).await.unwrap();
     let r = s
         .remove_grant(&a.id, u.id, RevokeReason::AppRemoved, NOW, &both)
@@ -623,13 +647,10 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     assert_eq!(r.tokens, 1);
     assert_eq!(s.grant(&a.id, u.id).await.unwrap(), None);
     assert_eq!(
-        s.token(&hash(180)).await.unwrap().unwrap().revoked,
+        s.token(&issued).await.unwrap().unwrap().revoked,
         Some(RevokeReason::AppRemoved)
     );
-    let burned = s
-        .redeem_code(&hash(81), &claim(&c, NOW), &[])
-        .await
-        .unwrap();
+    let burned = s.redeem_code(&hash(81), &claim(&c, NOW)).await.unwrap();
     assert!(matches!(burned, Redemption::Replayed { .. }), "{burned:?}");
     let listed = s.callbacks(Some(&a.id), 10).await.unwrap();
     assert_eq!(listed.len(), 2);

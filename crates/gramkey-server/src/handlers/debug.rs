@@ -27,7 +27,7 @@ pub async fn debug_token(
 ) -> Response {
     match inner(&state, &headers, q).await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => GraphResponse(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -43,14 +43,15 @@ async fn inner(
     state: &AppState,
     headers: &HeaderMap,
     q: Option<String>,
-) -> Result<Value, GraphError> {
+) -> Result<Value, GraphResponse> {
     let query: Vec<(String, String)> = super::query_pairs(q);
     let caller = authenticate(state, bearer(headers, &query)?).await?;
     admit(state, &caller, CallClass::Read).await?;
     if caller.kind != TokenKind::App {
         return Err(GraphError::invalid_parameter(
             "You must provide an app access token to debug tokens",
-        ));
+        )
+        .into());
     }
     let mut inputs = query
         .iter()
@@ -59,28 +60,21 @@ async fn inner(
     let input = match (inputs.next(), inputs.next()) {
         (Some(t), None) if !t.is_empty() => t,
         (Some(_), Some(_)) => {
-            return Err(GraphError::invalid_parameter(
-                "input_token was given more than once",
-            ));
+            return Err(
+                GraphError::invalid_parameter("input_token was given more than once").into(),
+            );
         }
         _ => {
-            return Err(GraphError::invalid_parameter(
-                "Missing parameter: input_token",
-            ));
+            return Err(GraphError::invalid_parameter("Missing parameter: input_token").into());
         }
     };
     if !plausible_token(input) {
         return Ok(invalid());
     }
     let store = &state.ops.store;
-    let internal = |e: gramkey_store::StoreError| {
-        tracing::error!(error = %e, "debug_token lookup failed");
-        GraphError::internal()
-    };
     let Some(t) = store
         .token(&TokenHash::of_token(&AccessToken::new(input)))
-        .await
-        .map_err(internal)?
+        .await?
     else {
         return Ok(invalid());
     };
@@ -89,8 +83,7 @@ async fn inner(
     }
     let app = store
         .app(&t.app_id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(GraphError::invalid_token)?;
     let now = state.ops.clock.now();
     let usable = check_usable(

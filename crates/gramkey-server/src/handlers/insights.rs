@@ -10,11 +10,7 @@ use gramkey_store::{TokenRecord, UsageHour};
 use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
-
-fn internal(e: gramkey_store::StoreError) -> GraphError {
-    tracing::error!(error = %e, "reading app usage failed");
-    GraphError::internal()
-}
+use crate::wire::graph::GraphResponse;
 
 /// One period's totals.
 #[derive(Default)]
@@ -64,17 +60,12 @@ async fn totals(
     hours: &[UsageHour],
     since: UnixTime,
     until: UnixTime,
-) -> Result<Totals, GraphError> {
+) -> Result<Totals, GraphResponse> {
     let mut t = Totals::default();
     for h in hours.iter().filter(|h| h.hour >= since && h.hour < until) {
         t.add(h);
     }
-    t.users = state
-        .ops
-        .store
-        .distinct_users(app, since, until)
-        .await
-        .map_err(internal)?;
+    t.users = state.ops.store.distinct_users(app, since, until).await?;
     Ok(t)
 }
 
@@ -83,9 +74,9 @@ pub async fn app_insights(
     token: &TokenRecord,
     node: &str,
     params: &[(String, String)],
-) -> Result<Value, GraphError> {
+) -> Result<Value, GraphResponse> {
     if node != token.app_id.as_str() {
-        return Err(GraphError::not_found(node, "get"));
+        return Err(GraphError::not_found(node, "get").into());
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let now = state.ops.clock.now();
@@ -105,8 +96,7 @@ pub async fn app_insights(
         .ops
         .store
         .usage(app, read_from, req.until.max(now + 1))
-        .await
-        .map_err(internal)?;
+        .await?;
     let mut per_period = Vec::new();
     for start in req.periods() {
         let end = start + req.period.secs();

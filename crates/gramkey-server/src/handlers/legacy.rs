@@ -92,14 +92,14 @@ async fn caller(
         bearer(headers, query).map_err(|e| LegacyError::from(&e))?,
     )
     .await
-    .map_err(|e| LegacyError::from(&e))?;
+    .map_err(|e| LegacyError::from(&e.into_error()))?;
     let invalid = || LegacyError::from(&GraphError::invalid_token());
     if token.kind == TokenKind::App {
         return Err(invalid());
     }
     admit(state, &token, CallClass::Legacy)
         .await
-        .map_err(|e| LegacyError::from(&e))?;
+        .map_err(|e| LegacyError::from(&e.into_error()))?;
     check_signed(state, &token, path, query).await?;
     let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
         return Err(invalid());

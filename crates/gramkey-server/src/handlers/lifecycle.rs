@@ -70,10 +70,10 @@ fn long_lived(issued: &Issued) -> serde_json::Value {
     json!({"access_token": issued.token.expose(), "token_type": "bearer", "expires_in": r.expires_at - r.issued_at})
 }
 
-fn answer(result: Result<serde_json::Value, GraphError>) -> Response {
+fn answer(result: Result<serde_json::Value, GraphResponse>) -> Response {
     match result {
         Ok(v) => no_store(Json(v).into_response()),
-        Err(e) => no_store(GraphResponse(e).into_response()),
+        Err(e) => no_store(e.into_response()),
     }
 }
 
@@ -89,7 +89,7 @@ async fn exchange_inner(
     state: &AppState,
     headers: &HeaderMap,
     q: Option<String>,
-) -> Result<serde_json::Value, GraphError> {
+) -> Result<serde_json::Value, GraphResponse> {
     let pairs = params(q)?;
     grant_type(&pairs, "ig_exchange_token")?;
     let secret = ClientSecret::new(require(&pairs, "client_secret")?);
@@ -109,7 +109,7 @@ async fn refresh_inner(
     state: &AppState,
     headers: &HeaderMap,
     q: Option<String>,
-) -> Result<serde_json::Value, GraphError> {
+) -> Result<serde_json::Value, GraphResponse> {
     let pairs = params(q)?;
     grant_type(&pairs, "ig_refresh_token")?;
     let token = presented(headers, &pairs)?;

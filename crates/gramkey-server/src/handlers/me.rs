@@ -58,16 +58,11 @@ pub fn bearer(
     }
 }
 
-fn internal(e: gramkey_store::StoreError) -> GraphError {
-    tracing::error!(error = %e, "token or profile lookup failed");
-    GraphError::internal()
-}
-
 /// The token of a resource call, usable now ([`crate::tokens::Tokens::authenticate_token`]).
 pub async fn authenticate(
     state: &AppState,
     token: Option<AccessToken>,
-) -> Result<TokenRecord, GraphError> {
+) -> Result<TokenRecord, GraphResponse> {
     Ok(state.tokens().authenticate_token(token).await?)
 }
 
@@ -79,15 +74,14 @@ pub async fn admit(
     state: &AppState,
     token: &TokenRecord,
     class: CallClass,
-) -> Result<(), GraphError> {
+) -> Result<(), GraphResponse> {
     if !state.config.rate_limits {
         return Ok(());
     }
     let app = &token.app_id;
     let (mode, users) = state
         .app_facts(app)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(GraphError::invalid_token)?;
     let user = token.user_id.map(|u| u.0);
     let ctx = crate::observe::current();
@@ -114,7 +108,7 @@ pub async fn admit(
     }
     match refusal {
         None => Ok(()),
-        Some(Refusal::Unavailable) => Err(GraphError::unavailable()),
+        Some(Refusal::Unavailable) => Err(GraphError::unavailable().into()),
         Some(Refusal::Limited {
             budget,
             retry_after,
@@ -140,7 +134,8 @@ pub async fn admit(
             Err(match budget {
                 Budget::App => GraphError::app_rate_limited(),
                 Budget::User | Budget::LegacyToken => GraphError::user_rate_limited(),
-            })
+            }
+            .into())
         }
     }
 }
@@ -168,10 +163,10 @@ pub async fn remove_app(
             })?;
         tracing::info!(app_id = %record.app_id, user_id = uid.0, revoked = removal.tokens, "user removed the app");
         state.forget_app_facts(&record.app_id);
-        Ok::<_, GraphError>(Json(json!({"success": true})).into_response())
+        Ok::<_, GraphResponse>(Json(json!({"success": true})).into_response())
     }
     .await;
-    result.unwrap_or_else(|e| GraphResponse(e).into_response())
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `v19.0`, `v22.0`: the Graph version prefix.

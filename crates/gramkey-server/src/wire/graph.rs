@@ -9,14 +9,46 @@ use gramkey_domain::error::GraphError;
 use serde_json::json;
 
 use crate::tokens::Failure;
+use gramkey_store::StoreError;
 
-/// A Graph error, ready to answer.
+/// The Graph flavour's one error type: a refusal, or a fault of the store, which is logged
+/// once, when it is rendered, and answered with Graph's generic code 2.
 #[derive(Debug)]
-pub struct GraphResponse(pub GraphError);
+pub enum GraphResponse {
+    Refused(GraphError),
+    Fault(StoreError),
+}
 
 impl From<GraphError> for GraphResponse {
     fn from(e: GraphError) -> Self {
-        Self(e)
+        Self::Refused(e)
+    }
+}
+
+impl From<StoreError> for GraphResponse {
+    fn from(e: StoreError) -> Self {
+        Self::Fault(e)
+    }
+}
+
+impl GraphResponse {
+    /// In the token's flavour (Basic Display tags non-token errors `IGApiException`).
+    pub fn in_flavour(self, flavour: gramkey_domain::Flavour) -> Self {
+        match self {
+            Self::Refused(e) => Self::Refused(e.in_flavour(flavour)),
+            fault => fault,
+        }
+    }
+
+    /// The error as Graph words it; a fault is logged here.
+    pub fn into_error(self) -> GraphError {
+        match self {
+            Self::Refused(e) => e,
+            Self::Fault(e) => {
+                tracing::error!(error = %e, "graph request failed in the store");
+                GraphError::internal()
+            }
+        }
     }
 }
 
@@ -46,13 +78,16 @@ impl From<Failure> for GraphError {
 
 impl From<Failure> for GraphResponse {
     fn from(f: Failure) -> Self {
-        Self(f.into())
+        match f {
+            Failure::Store(e) => Self::Fault(e),
+            other => Self::Refused(other.into()),
+        }
     }
 }
 
 impl IntoResponse for GraphResponse {
     fn into_response(self) -> Response {
-        let e = self.0;
+        let e = self.into_error();
         let mut error = json!({
             "message": e.message,
             "type": e.kind,
@@ -74,5 +109,5 @@ impl IntoResponse for GraphResponse {
 
 /// `Unknown path components` (Graph code 2500) for a path no route serves.
 pub fn unknown_path(path: &str) -> Response {
-    GraphResponse(GraphError::unknown_path(path)).into_response()
+    GraphResponse::from(GraphError::unknown_path(path)).into_response()
 }

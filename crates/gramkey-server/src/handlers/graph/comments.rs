@@ -1,20 +1,22 @@
 //! Writing and deleting comments and replies.
 
 use gramkey_domain::error::GraphError;
+
+use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::comment::check_message;
 use gramkey_domain::ids::generate_comment_id;
 use gramkey_store::{Comment, NewComment};
 use serde_json::{Value, json};
 
-use super::{Ctx, internal};
+use super::Ctx;
 
 /// Adds a comment to `media_id` (a reply to `parent`); its id.
 pub(super) async fn add_comment(
     ctx: &Ctx<'_>,
     media_id: &str,
     parent: Option<&str>,
-) -> Result<Value, GraphError> {
+) -> Result<Value, GraphResponse> {
     ctx.need(Need::Comments)?;
     let text = check_message(ctx.params.get("message"))?;
     let id = generate_comment_id(&*ctx.state.ops.entropy);
@@ -28,18 +30,17 @@ pub(super) async fn add_comment(
             text,
             created_at: ctx.now(),
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     if !added {
-        return Err(GraphError::not_found(parent.unwrap_or(media_id), "post"));
+        return Err(GraphError::not_found(parent.unwrap_or(media_id), "post").into());
     }
     Ok(json!({ "id": id }))
 }
 
 /// Deletes a comment with its replies.
-pub(super) async fn delete_comment(ctx: &Ctx<'_>, c: &Comment) -> Result<Value, GraphError> {
+pub(super) async fn delete_comment(ctx: &Ctx<'_>, c: &Comment) -> Result<Value, GraphResponse> {
     ctx.need(Need::Comments)?;
-    let n = ctx.store().delete_comment(&c.id).await.map_err(internal)?;
+    let n = ctx.store().delete_comment(&c.id).await?;
     tracing::info!(comment_id = %c.id, removed = n, "comment deleted");
     Ok(json!({"success": true}))
 }

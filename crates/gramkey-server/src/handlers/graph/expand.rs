@@ -2,6 +2,8 @@
 //! type, and users, media and comments rendered field by field, with nested edges.
 
 use gramkey_domain::error::GraphError;
+
+use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::access::Node;
 use gramkey_domain::graph::fields::{self, Field, plain};
 use gramkey_domain::graph::paging::{DEFAULT_LIMIT, MAX_LIMIT, PageRequest};
@@ -9,12 +11,12 @@ use gramkey_store::{Comment, CommentsOf, Media};
 use serde_json::{Map, Value, json};
 
 use super::paging::{Listing, comments_edge, media_edge};
-use super::{Ctx, Fut, internal};
+use super::{Ctx, Fut};
 use crate::wire::nodes;
 
 /// The `fields` of the request, checked against the node type: only `id` when absent (the
 /// default of the node's edge listing for edges).
-pub(super) fn requested(ctx: &Ctx<'_>, node: Node) -> Result<Vec<Field>, GraphError> {
+pub(super) fn requested(ctx: &Ctx<'_>, node: Node) -> Result<Vec<Field>, GraphResponse> {
     let f = match ctx.params.get("fields") {
         Some(raw) => fields::parse(raw)?,
         None => plain(node.default_fields()),
@@ -23,14 +25,9 @@ pub(super) fn requested(ctx: &Ctx<'_>, node: Node) -> Result<Vec<Field>, GraphEr
     Ok(f)
 }
 
-pub(super) async fn user_node(ctx: &Ctx<'_>, fields: &[Field]) -> Result<Value, GraphError> {
+pub(super) async fn user_node(ctx: &Ctx<'_>, fields: &[Field]) -> Result<Value, GraphResponse> {
     let media_count = if fields.iter().any(|f| f.name == "media_count") {
-        Some(
-            ctx.store()
-                .media_count(ctx.user.id)
-                .await
-                .map_err(internal)?,
-        )
+        Some(ctx.store().media_count(ctx.user.id).await?)
     } else {
         None
     };
@@ -140,15 +137,16 @@ pub(super) async fn children_edge(
     ctx: &Ctx<'_>,
     album: &Media,
     sub: &[Field],
-) -> Result<Value, GraphError> {
+) -> Result<Value, GraphResponse> {
     if album.media_type != "CAROUSEL_ALBUM" {
         return Err(GraphError::invalid_parameter(format!(
             "Media {} is not an album and has no children",
             album.id
-        )));
+        ))
+        .into());
     }
     let mut data = Vec::new();
-    for child in ctx.store().children(&album.id).await.map_err(internal)? {
+    for child in ctx.store().children(&album.id).await? {
         data.push(media_node(ctx, &child, sub).await?);
     }
     Ok(json!({ "data": data }))

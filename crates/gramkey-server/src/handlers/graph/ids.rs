@@ -5,44 +5,42 @@
 use axum::http::Method;
 use gramkey_domain::error::GraphError;
 
-use super::{Ctx, Target, internal};
+use crate::wire::graph::GraphResponse;
+
+use super::{Ctx, Target};
 
 /// What `segment` (an id, or `me`) names for this caller.
 pub(super) async fn resolve(
     ctx: &Ctx<'_>,
     segment: &str,
     method: &Method,
-) -> Result<Target, GraphError> {
+) -> Result<Target, GraphResponse> {
     if segment == "me" || segment == ctx.scoped.as_str() {
         return Ok(Target::User);
     }
     let missing = || GraphError::not_found(segment, &method.as_str().to_ascii_lowercase());
     let store = ctx.store();
-    if let Some(m) = store.media(segment).await.map_err(internal)? {
+    if let Some(m) = store.media(segment).await? {
         return if m.user_id == ctx.user.id {
             Ok(Target::Media(m))
         } else {
-            Err(missing())
+            Err(missing().into())
         };
     }
-    if let Some(c) = store.comment(segment).await.map_err(internal)? {
-        let owner = store
-            .media(&c.media_id)
-            .await
-            .map_err(internal)?
-            .map(|m| m.user_id);
+    if let Some(c) = store.comment(segment).await? {
+        let owner = store.media(&c.media_id).await?.map(|m| m.user_id);
         return if owner == Some(ctx.user.id) {
             Ok(Target::Comment(c))
         } else {
-            Err(missing())
+            Err(missing().into())
         };
     }
-    if let Some(k) = store.container(segment).await.map_err(internal)? {
+    if let Some(k) = store.container(segment).await? {
         return if k.user_id == ctx.user.id && k.app_id == ctx.token.app_id {
             Ok(Target::Container(k))
         } else {
-            Err(missing())
+            Err(missing().into())
         };
     }
-    Err(missing())
+    Err(missing().into())
 }

@@ -27,7 +27,7 @@ use gramkey_domain::graph::comment::check_reply_target;
 use gramkey_domain::graph::fields::Field;
 use gramkey_domain::graph::paging::{PageRequest, valid_id};
 use gramkey_domain::{Flavour, ScopedUserId, TokenKind};
-use gramkey_store::{Comment, CommentsOf, Container, Media, StoreError, TokenRecord, User};
+use gramkey_store::{Comment, CommentsOf, Container, Media, TokenRecord, User};
 use serde_json::Value;
 
 use comments::{add_comment, delete_comment};
@@ -43,12 +43,7 @@ use crate::wire::graph::{GraphResponse, unknown_path};
 use crate::wire::nodes;
 use gramkey_domain::ratelimit::CallClass;
 
-type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GraphError>> + Send + 'a>>;
-
-fn internal(e: StoreError) -> GraphError {
-    tracing::error!(error = %e, "graph request failed in the store");
-    GraphError::internal()
-}
+type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GraphResponse>> + Send + 'a>>;
 
 /// The request's parameters: the query string, and for POST the form body too. A name given
 /// twice, in either or across both, is refused.
@@ -135,7 +130,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         return unknown_path(&path);
     }
     if segments[0] != "me" && !valid_id(&segments[0]) {
-        return GraphResponse(GraphError::unknown_alias(&segments[0])).into_response();
+        return GraphResponse::from(GraphError::unknown_alias(&segments[0])).into_response();
     }
     if let Some(ctx) = crate::observe::current() {
         ctx.set_route(route_label(&segments));
@@ -148,14 +143,15 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         match FormFields::read(req, &state).await {
             Ok(form) => pairs.extend(form.0),
             Err(e) => {
-                return GraphResponse(GraphError::invalid_parameter(e.to_string())).into_response();
+                return GraphResponse::from(GraphError::invalid_parameter(e.to_string()))
+                    .into_response();
             }
         }
     }
     let mut names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return GraphResponse(GraphError::invalid_parameter(format!(
+        return GraphResponse::from(GraphError::invalid_parameter(format!(
             "Parameter {} was given more than once",
             w[0]
         )))
@@ -177,19 +173,18 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 (Some("insights"), &Method::GET) => {
                     super::insights::app_insights(&state, &token, &segments[0], &params.0).await
                 }
-                _ => Err(GraphError::missing_token()),
+                _ => Err(GraphError::missing_token().into()),
             };
         }
         admit(&state, &token, class).await?;
         let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
-            return Err(GraphError::invalid_token());
+            return Err(GraphError::invalid_token().into());
         };
         let user = state
             .ops
             .store
             .user(uid)
-            .await
-            .map_err(internal)?
+            .await?
             .ok_or_else(GraphError::invalid_token)?;
         let base = match &version {
             Some(v) => format!("{}/{v}", state.config.public_url),
@@ -219,10 +214,10 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     .await;
     match result {
         Ok(v) => Json(v).into_response(),
-        Err(e) => GraphResponse(match flavour {
+        Err(e) => match flavour {
             Some(f) => e.in_flavour(f),
             None => e,
-        })
+        }
         .into_response(),
     }
 }
@@ -251,7 +246,7 @@ async fn route(
     method: &Method,
     node: &str,
     edge: Option<&str>,
-) -> Result<Value, GraphError> {
+) -> Result<Value, GraphResponse> {
     let target = resolve(ctx, node, method).await?;
     let unsupported = || GraphError::not_found(node, &method.as_str().to_ascii_lowercase());
     match (method.as_str(), &target, edge) {
@@ -322,9 +317,9 @@ async fn route(
         (_, _, Some(e))
             if matches!(method.as_str(), "GET" | "POST" | "DELETE") && !known_edge(&target, e) =>
         {
-            Err(GraphError::unknown_path(&format!("/{e}")))
+            Err(GraphError::unknown_path(&format!("/{e}")).into())
         }
-        _ => Err(unsupported()),
+        _ => Err(unsupported().into()),
     }
 }
 

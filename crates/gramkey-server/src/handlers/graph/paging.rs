@@ -1,13 +1,15 @@
 //! Edges read a page at a time, with Graph's cursors and `next` / `previous` links.
 
 use gramkey_domain::error::GraphError;
+
+use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::fields::{self, Field};
 use gramkey_domain::graph::paging::{DEFAULT_LIMIT, Page, PageParams, PageRequest, Position};
 use gramkey_store::{Comment, CommentsOf, Media};
 use serde_json::{Value, json};
 
 use super::expand::{comment_node, media_node};
-use super::{Ctx, Fut, internal};
+use super::{Ctx, Fut};
 
 /// One edge listing: where it lives, which page, the fields of its items, and whether it is
 /// the request itself (`top_level`: links repeat the request's own parameters) or nested in a
@@ -85,12 +87,11 @@ fn paged<T>(
 }
 
 /// A page of the user's media.
-pub(super) async fn media_edge(ctx: &Ctx<'_>, listing: &Listing<'_>) -> Result<Value, GraphError> {
-    let rows = ctx
-        .store()
-        .media_page(ctx.user.id, listing.req)
-        .await
-        .map_err(internal)?;
+pub(super) async fn media_edge(
+    ctx: &Ctx<'_>,
+    listing: &Listing<'_>,
+) -> Result<Value, GraphResponse> {
+    let rows = ctx.store().media_page(ctx.user.id, listing.req).await?;
     let page = Page::cut(rows, listing.req);
     let mut data = Vec::with_capacity(page.items.len());
     for m in &page.items {
@@ -106,11 +107,7 @@ pub(super) fn comments_edge<'a>(
     listing: &'a Listing<'a>,
 ) -> Fut<'a, Value> {
     Box::pin(async move {
-        let rows = ctx
-            .store()
-            .comments_page(of, listing.req)
-            .await
-            .map_err(internal)?;
+        let rows = ctx.store().comments_page(of, listing.req).await?;
         let page = Page::cut(rows, listing.req);
         let mut data = Vec::with_capacity(page.items.len());
         for c in &page.items {

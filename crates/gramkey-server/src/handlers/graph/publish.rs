@@ -2,6 +2,8 @@
 //! ([`crate::publishing`]) called, ids out.
 
 use gramkey_domain::error::GraphError;
+
+use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::fields::{self, plain};
 use gramkey_domain::graph::publish::{ContainerParams, QUOTA_DURATION, QUOTA_TOTAL};
@@ -10,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::Ctx;
 
 /// `POST /{user}/media`.
-pub(super) async fn create_container(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
+pub(super) async fn create_container(ctx: &Ctx<'_>) -> Result<Value, GraphResponse> {
     ctx.need(Need::Publish)?;
     let p = ctx.params;
     let params = ContainerParams {
@@ -30,7 +32,7 @@ pub(super) async fn create_container(ctx: &Ctx<'_>) -> Result<Value, GraphError>
 }
 
 /// `POST /{user}/media_publish`.
-pub(super) async fn publish(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
+pub(super) async fn publish(ctx: &Ctx<'_>) -> Result<Value, GraphResponse> {
     ctx.need(Need::Publish)?;
     let id = ctx
         .params
@@ -41,7 +43,7 @@ pub(super) async fn publish(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
 }
 
 /// `GET /{user}/content_publishing_limit`.
-pub(super) async fn publishing_limit(ctx: &Ctx<'_>) -> Result<Value, GraphError> {
+pub(super) async fn publishing_limit(ctx: &Ctx<'_>) -> Result<Value, GraphResponse> {
     ctx.need(Need::Publish)?;
     let fields = match ctx.params.get("fields") {
         Some(raw) => fields::parse(raw)?,
@@ -57,10 +59,9 @@ pub(super) async fn publishing_limit(ctx: &Ctx<'_>) -> Result<Value, GraphError>
                 json!({"quota_total": QUOTA_TOTAL, "quota_duration": QUOTA_DURATION}),
             ),
             _ => {
-                return Err(GraphError::nonexisting_field(
-                    &f.name,
-                    "ContentPublishingLimit",
-                ));
+                return Err(
+                    GraphError::nonexisting_field(&f.name, "ContentPublishingLimit").into(),
+                );
             }
         };
     }
