@@ -1,8 +1,14 @@
 //! The `gramkey` binary as a user runs it: app and user commands against a data directory, and
 //! `serve` seeding the sandbox and answering on its printed URL.
 
-// Real processes and sockets wait in real time; the clock rule is for the product code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+// Test helpers fail loudly; real processes and sockets wait in real time (the clock rule is for
+// the product code).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

@@ -2,7 +2,13 @@
 //! (the test plays the browser), the code exchange, the long-lived exchange, a refresh on an
 //! injected clock, paging, writes, rate limits and revocation.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test helpers outside #[test] functions fail loudly too; real processes wait in real time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 

@@ -1,7 +1,13 @@
 //! The store conformance suite: the same checks against every backend. SQLite always runs;
 //! PostgreSQL runs when `GRAMKEY_TEST_POSTGRES_URL` is set (always under CI).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test helpers outside #[test] functions fail loudly too; real processes wait in real time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use std::sync::Arc;
 

@@ -684,10 +684,10 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     );
     t.clock.advance(3601);
     assert!(
-        !t.state
+        t.state
             .ops
             .client_secret_valid_until(&app, &ClientSecret::new(secret.as_str()))
-            .is_some()
+            .is_none()
     );
 
     // Off the team: a developer loses the app; an admin cannot be removed here.
