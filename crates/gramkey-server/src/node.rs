@@ -1,7 +1,7 @@
 //! One node: the listener and every background task `gramkey serve` runs, started together
 //! and stopped together. The CLI and the tests build nodes the same way:
 //!
-//! ```ignore
+//! ```text
 //! Node::new(state, listener)
 //!     .transport(transport)
 //!     .janitor(retention, Duration::from_secs(300))
