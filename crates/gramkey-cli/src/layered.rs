@@ -83,19 +83,25 @@ pub fn parse<C: CommandFactory + FromArgMatches>(argv: Vec<OsString>) -> Result<
     let mut env = Layer::named("environment");
     let mut env_files = Layer::named("environment (*_FILE)");
     let mut flags = Layer::named("flag");
+    // The settings clap already has from a flag or a variable: the file cannot override them.
+    let mut explicit = std::collections::BTreeSet::new();
     for arg in &here {
         let key = long(arg);
         let m = matches_of(&first, sub_matches, arg);
+        let value = m.and_then(|m| raw(m, arg));
         match m.and_then(|m| m.value_source(arg.get_id().as_str())) {
-            Some(ValueSource::CommandLine) => flags.set(key, raw(m, arg)),
-            Some(ValueSource::EnvVariable) => env.set(key, raw(m, arg)),
-            _ => {
-                if let Some(v) = from_env_file(arg)? {
-                    env_files.set(key, Some(Value::String(v)));
-                } else if let Some(v) = m.and_then(|m| raw(Some(m), arg)) {
-                    defaults.set(key, Some(v));
-                }
+            Some(ValueSource::CommandLine) => {
+                explicit.insert(key.clone());
+                flags.set(key, value);
             }
+            Some(ValueSource::EnvVariable) => {
+                explicit.insert(key.clone());
+                env.set(key, value);
+            }
+            _ => match from_env_file(arg)? {
+                Some(v) => env_files.set(key, Some(Value::String(v))),
+                None => defaults.set(key, value),
+            },
         }
     }
 
@@ -133,10 +139,7 @@ pub fn parse<C: CommandFactory + FromArgMatches>(argv: Vec<OsString>) -> Result<
             Some(meta) => source_name(meta, arg),
             None => "default".into(),
         };
-        let clap_had = matches_of(&first, sub_matches, arg)
-            .and_then(|m| m.value_source(arg.get_id().as_str()))
-            .is_some_and(|s| matches!(s, ValueSource::CommandLine | ValueSource::EnvVariable));
-        if !clap_had && source != "default" {
+        if !explicit.contains(&key) && source != "default" {
             argv.extend(as_flags(&key, value, arg).with_context(|| {
                 format!("`{key}` in {source} must be a string, a number, true/false or a list")
             })?);
@@ -146,15 +149,15 @@ pub fn parse<C: CommandFactory + FromArgMatches>(argv: Vec<OsString>) -> Result<
     let matches = cmd.clone().try_get_matches_from(&argv).map_err(|e| {
         // clap names the flag; say where the bad value came from.
         let text = e.render().to_string();
-        let first = text.lines().next().unwrap_or_default();
-        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let line = text.lines().next().unwrap_or_default();
+        let line = line.strip_prefix("error: ").unwrap_or(line);
         let from = sources
             .iter()
-            .find(|(key, _)| first.contains(&format!("'--{key} ")))
+            .find(|(key, _)| line.contains(&format!("'--{key} ")))
             .map_or_else(String::new, |(key, source)| {
                 format!(" (`{key}` from {source})")
             });
-        anyhow::anyhow!("{first}{from}")
+        anyhow::anyhow!("{line}{from}")
     })?;
     let cli = C::from_arg_matches(&matches).map_err(|e| anyhow::anyhow!("{}", e.render()))?;
 
@@ -164,7 +167,7 @@ pub fn parse<C: CommandFactory + FromArgMatches>(argv: Vec<OsString>) -> Result<
         .map(|arg| {
             let key = long(arg);
             let value = matches_of(&matches, sub, arg)
-                .and_then(|m| raw(Some(m), arg))
+                .and_then(|m| raw(m, arg))
                 .map_or_else(String::new, |v| shown(&v, arg));
             let source = sources.get(&key).cloned().unwrap_or_else(|| "unset".into());
             Setting { key, value, source }
@@ -213,8 +216,7 @@ fn matches_of<'a>(
 }
 
 /// An argument's value as clap holds it: a switch as a bool, several values as a list.
-fn raw(m: Option<&ArgMatches>, arg: &clap::Arg) -> Option<Value> {
-    let m = m?;
+fn raw(m: &ArgMatches, arg: &clap::Arg) -> Option<Value> {
     let id = arg.get_id().as_str();
     if !arg.get_action().takes_values() {
         return m
