@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::retention::Retention;
 use gramkey_domain::{AppMode, Password, Role};
 use gramkey_server::ops::{NewAppInput, Ops, app_json, callback_json, user_json};
@@ -1114,11 +1115,10 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
             let source = url.clone().unwrap_or_else(|| placeholder(&id));
             let media = gramkey_store::Media {
                 media_type: match kind {
-                    MediaKind::Image => "IMAGE",
-                    MediaKind::Video => "VIDEO",
-                    MediaKind::Album => "CAROUSEL_ALBUM",
-                }
-                .into(),
+                    MediaKind::Image => MediaType::Image,
+                    MediaKind::Video => MediaType::Video,
+                    MediaKind::Album => MediaType::CarouselAlbum,
+                },
                 caption,
                 media_url: source.clone(),
                 permalink: format!("{public_url}/p/{id}"),
@@ -1137,7 +1137,7 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
                     let child = gramkey_domain::ids::generate_media_id(&*ops.entropy, now);
                     ops.store
                         .add_media(&gramkey_store::Media {
-                            media_type: "IMAGE".into(),
+                            media_type: MediaType::Image,
                             caption: String::new(),
                             media_url: url.clone().unwrap_or_else(|| placeholder(&child)),
                             permalink: format!("{public_url}/p/{child}"),

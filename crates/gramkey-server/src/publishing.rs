@@ -7,6 +7,7 @@
 use gramkey_domain::error::GraphError;
 
 use crate::wire::graph::GraphResponse;
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::valid_id;
 use gramkey_domain::graph::publish::{
     self, ContainerKind, ContainerParams, ContainerSpec, ContainerStatus, QUOTA_DURATION,
@@ -37,11 +38,11 @@ impl AppState {
 }
 
 /// The media type a published container shows.
-fn published_type(k: &Container) -> &'static str {
+fn published_type(k: &Container) -> MediaType {
     match k.kind {
-        ContainerKind::Carousel => "CAROUSEL_ALBUM",
-        kind if kind.is_video(k.source_is_video) => "VIDEO",
-        _ => "IMAGE",
+        ContainerKind::Carousel => MediaType::CarouselAlbum,
+        kind if kind.is_video(k.source_is_video) => MediaType::Video,
+        _ => MediaType::Image,
     }
 }
 
@@ -139,9 +140,10 @@ impl Publishing<'_> {
         let public = &self.state.config.public_url;
         let new_media = |source: &Container, parent: Option<&str>, position: i64| {
             let id = generate_media_id(entropy, now);
-            let is_video = published_type(source) == "VIDEO";
+            let media_type = published_type(source);
+            let is_video = media_type == MediaType::Video;
             Media {
-                media_type: published_type(source).into(),
+                media_type,
                 caption: source.caption.clone(),
                 media_url: source.source_url.clone().unwrap_or_default(),
                 permalink: format!("{public}/p/{id}"),

@@ -3,6 +3,7 @@
 //! `alice` is the app's admin, `bob` a tester, and `carol` has no role (so she is refused).
 
 use gramkey_domain::entropy::{SeededEntropy, random_alnum};
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::ids::{generate_comment_id, generate_media_id};
 use gramkey_domain::{AppMode, ClientSecret, Entropy, Password, Role, UnixTime};
 use gramkey_store::{App, Media, NewComment, Profile, User};
@@ -184,13 +185,12 @@ pub async fn add_generated_media(
         let url = |id: &str| format!("{public_url}/sandbox/media/{id}.svg");
         let m = Media {
             media_type: if album {
-                "CAROUSEL_ALBUM"
+                MediaType::CarouselAlbum
             } else if video {
-                "VIDEO"
+                MediaType::Video
             } else {
-                "IMAGE"
-            }
-            .into(),
+                MediaType::Image
+            },
             caption: caption(e),
             media_url: url(&id),
             permalink: format!("{public_url}/p/{id}"),
@@ -209,7 +209,7 @@ pub async fn add_generated_media(
                 let child = generate_media_id(e, m.created_at);
                 ops.store
                     .add_media(&Media {
-                        media_type: "IMAGE".into(),
+                        media_type: MediaType::Image,
                         caption: String::new(),
                         media_url: url(&child),
                         permalink: format!("{public_url}/p/{child}"),

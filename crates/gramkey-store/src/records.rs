@@ -7,6 +7,7 @@ use gramkey_domain::code::{
     CodeChallenge, CodeFacts, CodeIssue, CodeRefusal, Presented, check_redemption, issue_for_code,
 };
 use gramkey_domain::error::RevokeReason;
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::Position;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::token::TokenMaterial;
@@ -78,7 +79,7 @@ pub struct Media {
     pub id: String,
     pub user_id: UserId,
     /// `IMAGE`, `VIDEO` or `CAROUSEL_ALBUM`.
-    pub media_type: String,
+    pub media_type: MediaType,
     pub caption: String,
     pub media_url: String,
     pub permalink: String,

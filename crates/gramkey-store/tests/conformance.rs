@@ -16,6 +16,7 @@ use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::callback::{CallbackKind, CallbackState, Confirmation};
 use gramkey_domain::code::{CodeChallenge, CodeRefusal};
 use gramkey_domain::error::RevokeReason;
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::{Page, PageRequest};
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::token::TokenMaterial;
@@ -213,7 +214,7 @@ async fn users_and_media(s: &dyn Store) {
         s.add_media(&Media {
             id: format!("1790000000000000{i}"),
             user_id: u.id,
-            media_type: "IMAGE".into(),
+            media_type: MediaType::Image,
             caption: "hi".into(),
             media_url: "https://m/1.jpg".into(),
             permalink: "https://p/1".into(),
@@ -1032,11 +1033,10 @@ fn media(id: u32, user: UserId, at: i64, parent: Option<&str>) -> Media {
         ),
         user_id: user,
         media_type: if parent.is_some() {
-            "IMAGE"
+            MediaType::Image
         } else {
-            "CAROUSEL_ALBUM"
-        }
-        .into(),
+            MediaType::CarouselAlbum
+        },
         caption: format!("post {id}"),
         media_url: "https://m/1.jpg".into(),
         permalink: "https://p/1".into(),

@@ -6,5 +6,6 @@ pub mod comment;
 pub mod fields;
 pub mod insights;
 pub mod legacy;
+pub mod media;
 pub mod paging;
 pub mod publish;

@@ -291,11 +291,7 @@ async fn media_json(
     owner: &User,
     scoped: &ScopedUserId,
 ) -> Result<Value, LegacyError> {
-    let kind = match m.media_type.as_str() {
-        "VIDEO" => "video",
-        "CAROUSEL_ALBUM" => "carousel",
-        _ => "image",
-    };
+    let kind = m.media_type.legacy_name();
     let images = |url: &str| {
         json!({
             "thumbnail": {"url": url, "width": 150, "height": 150},
@@ -338,7 +334,7 @@ async fn media_json(
         v["carousel_media"] = children
             .iter()
             .map(|c| {
-                if c.media_type == "VIDEO" {
+                if c.media_type == gramkey_domain::graph::media::MediaType::Video {
                     json!({"type": "video", "videos": videos(&c.media_url), "users_in_photo": []})
                 } else {
                     json!({"type": "image", "images": images(&c.media_url), "users_in_photo": []})

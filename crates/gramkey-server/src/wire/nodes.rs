@@ -4,6 +4,7 @@
 //! Graph does.
 
 use gramkey_domain::ScopedUserId;
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::publish::status;
 use gramkey_domain::time::graph_timestamp;
 use gramkey_store::{Comment, Container, Media, User};
@@ -36,13 +37,15 @@ pub fn media_field(field: &str, m: &Media, owner: &str) -> Option<Value> {
     Some(match field {
         "id" => json!(m.id),
         "caption" if m.parent_id.is_none() => json!(m.caption),
-        "media_type" => json!(m.media_type),
+        "media_type" => json!(m.media_type.as_str()),
         "media_url" => json!(m.media_url),
         "permalink" => json!(m.permalink),
         "thumbnail_url" => json!(m.thumbnail_url.as_ref()?),
         "timestamp" => json!(graph_timestamp(m.created_at)),
         "username" => json!(owner),
-        "is_shared_to_feed" if m.media_type == "VIDEO" && m.parent_id.is_none() => json!(true),
+        "is_shared_to_feed" if m.media_type == MediaType::Video && m.parent_id.is_none() => {
+            json!(true)
+        }
         "like_count" => json!(m.like_count),
         "comments_count" => json!(m.comments_count),
         _ => return None,

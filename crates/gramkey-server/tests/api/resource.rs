@@ -59,7 +59,7 @@ pub(super) fn media_row(
         thumbnail_url: (kind == "VIDEO").then(|| format!("https://cdn.example/{id}-thumb.jpg")),
         id,
         user_id: user,
-        media_type: kind.into(),
+        media_type: gramkey_domain::graph::media::MediaType::parse(kind).unwrap(),
         caption: format!("caption at {at} #tag"),
         created_at: at,
         like_count: 3,
@@ -1086,7 +1086,7 @@ async fn media_of_the_same_second_list_newest_first() {
             .add_media(&gramkey_store::Media {
                 id: id.clone(),
                 user_id: alice.id,
-                media_type: "IMAGE".into(),
+                media_type: gramkey_domain::graph::media::MediaType::Image,
                 caption: format!("post {n}"),
                 media_url: format!("{}/sandbox/media/{id}.svg", t.base),
                 permalink: format!("{}/p/{id}", t.base),

@@ -1,6 +1,7 @@
 //! Media, comments and publishing containers on PostgreSQL.
 
 use async_trait::async_trait;
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::graph::publish::ContainerStatus;
 use gramkey_domain::{UnixTime, UserId};
@@ -8,6 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row, query};
 
 use super::PgStore;
+use crate::records::corrupt;
 use crate::sqlite::content::{
     COMMENT_COLUMNS, CONTAINER_COLUMNS, MEDIA_COLUMNS, page_sql, to_container,
 };
@@ -20,7 +22,10 @@ fn media_from_row(r: &PgRow) -> Result<Media> {
     Ok(Media {
         id: r.try_get(0)?,
         user_id: UserId(r.try_get(1)?),
-        media_type: r.try_get(2)?,
+        media_type: {
+            let t: String = r.try_get(2)?;
+            MediaType::parse(&t).ok_or_else(|| corrupt("media type", &t))?
+        },
         caption: r.try_get(3)?,
         media_url: r.try_get(4)?,
         permalink: r.try_get(5)?,
@@ -76,7 +81,7 @@ async fn insert_media(c: &mut PgConnection, m: &Media) -> Result<()> {
     ))
     .bind(&m.id)
     .bind(m.user_id.0)
-    .bind(&m.media_type)
+    .bind(m.media_type.as_str())
     .bind(&m.caption)
     .bind(&m.media_url)
     .bind(&m.permalink)

@@ -1,6 +1,7 @@
 //! Media, comments and publishing containers on SQLite.
 
 use async_trait::async_trait;
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::{AppId, UnixTime, UserId};
@@ -21,7 +22,16 @@ fn media_from_row(r: &Row<'_>) -> rusqlite::Result<Media> {
     Ok(Media {
         id: r.get(0)?,
         user_id: UserId(r.get(1)?),
-        media_type: r.get(2)?,
+        media_type: {
+            let t: String = r.get(2)?;
+            MediaType::parse(&t).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    format!("unknown media type {t:?}").into(),
+                )
+            })?
+        },
         caption: r.get(3)?,
         media_url: r.get(4)?,
         permalink: r.get(5)?,
@@ -148,7 +158,7 @@ fn insert_media(c: &Connection, m: &Media) -> Result<()> {
     .execute(params![
         m.id,
         m.user_id.0,
-        m.media_type,
+        m.media_type.as_str(),
         m.caption,
         m.media_url,
         m.permalink,

@@ -6,6 +6,7 @@ use gramkey_domain::error::GraphError;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::access::Node;
 use gramkey_domain::graph::fields::{self, Field, plain};
+use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::{DEFAULT_LIMIT, MAX_LIMIT, PageRequest};
 use gramkey_store::{Comment, CommentsOf, Media};
 use serde_json::{Map, Value, json};
@@ -76,7 +77,7 @@ pub(super) fn media_node<'a>(
         for f in fields {
             match f.name.as_str() {
                 "children" => {
-                    if m.media_type == "CAROUSEL_ALBUM" {
+                    if m.media_type == MediaType::CarouselAlbum {
                         let (sub, _) = nested(f, Node::Media);
                         out.insert(f.name.clone(), children_edge(ctx, m, &sub).await?);
                     }
@@ -138,7 +139,7 @@ pub(super) async fn children_edge(
     album: &Media,
     sub: &[Field],
 ) -> Result<Value, GraphResponse> {
-    if album.media_type != "CAROUSEL_ALBUM" {
+    if album.media_type != MediaType::CarouselAlbum {
         return Err(GraphError::invalid_parameter(format!(
             "Media {} is not an album and has no children",
             album.id
