@@ -10,14 +10,6 @@ use crate::token::TokenRefusal;
 /// `{"error_type":"OAuthException","code":400,"error_message":...}` (wire protocol §2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenEndpointError {
-    #[error("You must provide a {0}")]
-    Missing(&'static str),
-    #[error("Parameter {0} was given more than once")]
-    Duplicate(String),
-    #[error("Invalid parameter: {0}")]
-    Invalid(&'static str),
-    #[error("Could not read the request body: {0}")]
-    Body(String),
     /// Unknown `client_id`. Instagram's own message.
     #[error("Invalid platform app")]
     InvalidClient,

@@ -4,11 +4,24 @@
 
 use std::collections::HashMap;
 
+use crate::wire::oauth::TokenErrorResponse;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header::CONTENT_TYPE;
-use gramkey_domain::error::TokenEndpointError;
 
-use crate::wire::oauth::TokenErrorResponse;
+/// What is wrong with a request's parameters, before anything is decided on them: the token
+/// endpoint answers these as `invalid_request` (in Instagram's shape or RFC 6749's), Graph as
+/// code 100.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("You must provide a {0}")]
+    Missing(&'static str),
+    #[error("Parameter {0} was given more than once")]
+    Duplicate(String),
+    #[error("Invalid parameter: {0}")]
+    Invalid(&'static str),
+    #[error("Could not read the request body: {0}")]
+    Body(String),
+}
 
 /// Form fields by name, each at most once.
 #[derive(Debug, Default)]
@@ -43,20 +56,16 @@ pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Option<(Stri
 impl FormFields {
     /// Adds client credentials that came in an `Authorization: Basic` header. A secret in the
     /// form as well is refused (RFC 6749 §2.3: one method only), as is a different client_id.
-    pub fn with_basic_client(
-        mut self,
-        id: String,
-        secret: String,
-    ) -> Result<Self, TokenEndpointError> {
+    pub fn with_basic_client(mut self, id: String, secret: String) -> Result<Self, FormError> {
         if self.0.contains_key("client_secret") {
-            return Err(TokenEndpointError::Duplicate("client_secret".into()));
+            return Err(FormError::Duplicate("client_secret".into()));
         }
         if self
             .0
             .get("client_id")
             .is_some_and(|form_id| *form_id != id)
         {
-            return Err(TokenEndpointError::Invalid(
+            return Err(FormError::Invalid(
                 "client_id in the form differs from the Authorization header",
             ));
         }
@@ -68,7 +77,7 @@ impl FormFields {
     /// Fields from already-decoded pairs (a query string), each at most once.
     pub fn from_pairs(
         pairs: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, TokenEndpointError> {
+    ) -> Result<Self, FormError> {
         let mut fields = Self::default();
         for (k, v) in pairs {
             fields.insert(k, v)?;
@@ -76,9 +85,9 @@ impl FormFields {
         Ok(fields)
     }
 
-    fn insert(&mut self, k: String, v: String) -> Result<(), TokenEndpointError> {
+    fn insert(&mut self, k: String, v: String) -> Result<(), FormError> {
         if self.0.contains_key(&k) {
-            return Err(TokenEndpointError::Duplicate(k));
+            return Err(FormError::Duplicate(k));
         }
         self.0.insert(k, v);
         Ok(())
@@ -87,8 +96,8 @@ impl FormFields {
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
     }
-    pub fn require(&self, k: &'static str) -> Result<&str, TokenEndpointError> {
-        self.get(k).ok_or(TokenEndpointError::Missing(k))
+    pub fn require(&self, k: &'static str) -> Result<&str, FormError> {
+        self.get(k).ok_or(FormError::Missing(k))
     }
 }
 
@@ -102,7 +111,7 @@ impl<S: Send + Sync> FromRequest<S> for FormFields {
 
 impl FormFields {
     /// Reads a urlencoded or multipart body; an empty body has no fields.
-    pub async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Self, TokenEndpointError> {
+    pub async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Self, FormError> {
         let content_type = req
             .headers()
             .get(CONTENT_TYPE)
@@ -113,17 +122,17 @@ impl FormFields {
         if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
                 .await
-                .map_err(|e| TokenEndpointError::Body(e.body_text()))?;
+                .map_err(|e| FormError::Body(e.body_text()))?;
             while let Some(field) = multipart
                 .next_field()
                 .await
-                .map_err(|e| TokenEndpointError::Body(e.body_text()))?
+                .map_err(|e| FormError::Body(e.body_text()))?
             {
                 let name = field.name().unwrap_or_default().to_owned();
                 let value = field
                     .text()
                     .await
-                    .map_err(|e| TokenEndpointError::Body(e.body_text()))?;
+                    .map_err(|e| FormError::Body(e.body_text()))?;
                 fields.insert(name, value)?;
             }
         } else if content_type.is_empty()
@@ -131,12 +140,12 @@ impl FormFields {
         {
             let body = axum::body::Bytes::from_request(req, state)
                 .await
-                .map_err(|e| TokenEndpointError::Body(e.body_text()))?;
+                .map_err(|e| FormError::Body(e.body_text()))?;
             for (k, v) in url::form_urlencoded::parse(&body) {
                 fields.insert(k.into_owned(), v.into_owned())?;
             }
         } else {
-            return Err(TokenEndpointError::Body(format!(
+            return Err(FormError::Body(format!(
                 "unsupported Content-Type {content_type:?}; send application/x-www-form-urlencoded or multipart/form-data"
             )));
         }

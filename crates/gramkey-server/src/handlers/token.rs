@@ -9,7 +9,7 @@ use gramkey_domain::error::TokenEndpointError;
 use gramkey_domain::{AuthCode, ClientSecret, Flavour};
 use serde_json::json;
 
-use super::form::{FormFields, basic_credentials};
+use super::form::{FormError, FormFields, basic_credentials};
 use crate::state::AppState;
 use crate::tokens::Issued;
 use crate::wire::no_store;
@@ -64,6 +64,9 @@ pub async fn post(
     match (style, result) {
         (_, Ok(resp)) => resp,
         (Style::Rfc, Err(TokenErrorResponse::Refused(e))) => RfcError::from(e).into_response(),
+        (Style::Rfc, Err(TokenErrorResponse::Malformed(e))) => {
+            RfcError::invalid_request(e.to_string()).into_response()
+        }
         (Style::Rfc, Err(TokenErrorResponse::Internal)) => RfcError::internal().into_response(),
         (_, Err(e)) => e.into_response(),
     }
@@ -105,10 +108,9 @@ async fn token_request(
     let app = &client.app;
     let issued = match grant_type {
         "authorization_code" if via_get => {
-            return Err(TokenEndpointError::Invalid(
-                "the authorization_code grant must be sent with POST",
-            )
-            .into());
+            return Err(
+                FormError::Invalid("the authorization_code grant must be sent with POST").into(),
+            );
         }
         "authorization_code" => {
             let redirect_uri = f.require("redirect_uri")?;

@@ -14,13 +14,22 @@ use gramkey_domain::error::TokenEndpointError;
 use serde_json::json;
 
 use super::no_store;
+use crate::handlers::form::FormError;
 use crate::tokens::Failure;
 
-/// A token-endpoint refusal, or a server fault (logged where it happened, answered generically).
+/// A token-endpoint refusal, a malformed request, or a server fault (logged where it happened,
+/// answered generically).
 #[derive(Debug)]
 pub enum TokenErrorResponse {
     Refused(TokenEndpointError),
+    Malformed(FormError),
     Internal,
+}
+
+impl From<FormError> for TokenErrorResponse {
+    fn from(e: FormError) -> Self {
+        Self::Malformed(e)
+    }
 }
 
 impl From<TokenEndpointError> for TokenErrorResponse {
@@ -54,6 +63,7 @@ impl IntoResponse for TokenErrorResponse {
     fn into_response(self) -> Response {
         let rfc = match &self {
             Self::Refused(e) => super::rfc::token_error_code(e).1,
+            Self::Malformed(_) => "invalid_request",
             Self::Internal => "server_error",
         };
         let (status, kind, message) = match self {
@@ -64,6 +74,7 @@ impl IntoResponse for TokenErrorResponse {
                 e.to_string(),
             ),
             Self::Refused(e) => (StatusCode::BAD_REQUEST, "OAuthException", e.to_string()),
+            Self::Malformed(e) => (StatusCode::BAD_REQUEST, "OAuthException", e.to_string()),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "OAuthException",

@@ -49,9 +49,6 @@ pub fn token_error_code(
 ) -> (StatusCode, &'static str) {
     use gramkey_domain::error::TokenEndpointError as E;
     match e {
-        E::Missing(_) | E::Duplicate(_) | E::Invalid(_) | E::Body(_) => {
-            (StatusCode::BAD_REQUEST, "invalid_request")
-        }
         E::InvalidClient | E::BadClientSecret => (StatusCode::UNAUTHORIZED, "invalid_client"),
         E::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
         E::RedirectNotRegistered
@@ -97,6 +94,7 @@ impl From<Failure> for RfcError {
             }
             other => match TokenErrorResponse::from(other) {
                 TokenErrorResponse::Refused(e) => e.into(),
+                TokenErrorResponse::Malformed(e) => Self::invalid_request(e.to_string()),
                 TokenErrorResponse::Internal => Self::internal(),
             },
         }
