@@ -243,6 +243,12 @@ struct ServeArgs {
     /// the URL is stored unchecked (for sandboxes without network access).
     #[arg(long, env = "GRAMKEY_NO_FETCH_MEDIA")]
     no_fetch_media: bool,
+    /// Let the server's own requests (media fetches, deauthorize and data-deletion callbacks,
+    /// alert webhooks) reach loopback, private and link-local addresses. Off, only public
+    /// addresses are called, checked on every resolved address and redirect (SSRF policy in
+    /// docs/security.md). Turn it on for a sandbox whose media or callbacks are on this machine.
+    #[arg(long, env = "GRAMKEY_FETCH_ALLOW_PRIVATE")]
+    fetch_allow_private: bool,
     /// How often due deauthorize and data-deletion callbacks are looked for and sent.
     #[arg(long, env = "GRAMKEY_CALLBACK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     callback_interval: std::time::Duration,
@@ -673,6 +679,15 @@ impl ServeArgs {
                 url::Url::parse(u).with_context(|| format!("{flag} is not a URL"))?;
             }
         }
+        if let Some(u) = &self.watch.alert_webhook {
+            let url = url::Url::parse(u).context("--alert-webhook is not a URL")?;
+            gramkey_domain::outbound::check_url(&url, self.fetch_allow_private).map_err(|e| {
+                anyhow::anyhow!(
+                    "--alert-webhook would be refused by the outbound guard ({e}); \
+                     pass --fetch-allow-private to let the server call private addresses"
+                )
+            })?;
+        }
         for (flag, path) in [("--tls-cert", &self.tls_cert), ("--tls-key", &self.tls_key)] {
             if let Some(p) = path {
                 std::fs::metadata(p).with_context(|| format!("{flag} {}", p.display()))?;
@@ -787,6 +802,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         refresh_reuse_grace_secs: i64::try_from(args.refresh_reuse_grace.as_secs())
             .unwrap_or(i64::MAX),
         fetch_media: !args.no_fetch_media,
+        fetch_allow_private: args.fetch_allow_private,
         limits: args.limits.limits(),
         rate_limits: !args.limits.no_rate_limits,
         on_limiter_failure: match args.limits.redis_failure {

@@ -1009,6 +1009,11 @@ redis-url = "redis://:hunter2@127.0.0.1:1/0"
         ("lisen = \"127.0.0.1:1\"\n", "unknown key `lisen`"),
         ("janitor-interval = \"ten\"\n", "`janitor-interval` from"),
         ("user-calls = \"many\"\n", "--user-calls"),
+        // The outbound guard would refuse it: said at start, not at the first alert.
+        (
+            "alert-webhook = \"http://169.254.169.254/hook\"\n",
+            "--fetch-allow-private",
+        ),
     ] {
         std::fs::write(&file, text).unwrap();
         let out = gramkey(dir.path())

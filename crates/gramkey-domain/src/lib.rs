@@ -17,6 +17,7 @@ pub mod error;
 pub mod graph;
 pub mod hashing;
 pub mod ids;
+pub mod outbound;
 pub mod password;
 pub mod ratelimit;
 pub mod retention;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::outbound::{Outbound, Purpose};
 
 /// Alerts waiting for the webhook; past this, new ones are logged but not sent.
 const QUEUE: usize = 1024;
@@ -40,6 +41,7 @@ impl Alerter {
     pub fn new(
         thresholds: Thresholds,
         webhook: Option<String>,
+        allow_private: bool,
         clock: Arc<dyn Clock>,
         store: Arc<dyn Store>,
         metrics: Metrics,
@@ -47,7 +49,14 @@ impl Alerter {
         let webhook = webhook.and_then(|url| {
             let handle = tokio::runtime::Handle::try_current().ok()?;
             let (tx, rx) = mpsc::channel(QUEUE);
-            handle.spawn(deliver(url, rx));
+            let http = match Outbound::new(allow_private, PURPOSE) {
+                Ok(http) => http,
+                Err(e) => {
+                    tracing::error!(error = %e, "alert webhook client could not be built");
+                    return None;
+                }
+            };
+            handle.spawn(deliver(http, url, rx));
             Some(tx)
         });
         Self {
@@ -174,26 +183,30 @@ impl Alerter {
     }
 }
 
-async fn deliver(url: String, mut rx: mpsc::Receiver<Value>) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "alert webhook client could not be built");
-            return;
-        }
-    };
+/// How alerts are sent: to the operator's URL only, through the outbound guard.
+const PURPOSE: Purpose = Purpose {
+    name: "alerts",
+    timeout: Duration::from_secs(10),
+    redirects: 0,
+};
+
+async fn deliver(http: Outbound, url: String, mut rx: mpsc::Receiver<Value>) {
     while let Some(body) = rx.recv().await {
         for attempt in 1..=3u32 {
-            match client.post(&url).json(&body).send().await {
+            let outcome = match http.post(&url) {
+                Ok(request) => request
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(crate::outbound::describe),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
                 Ok(r) if r.status().is_success() => break,
                 outcome => {
                     let why = match outcome {
                         Ok(r) => format!("HTTP {}", r.status()),
-                        Err(e) => e.to_string(),
+                        Err(e) => e,
                     };
                     tracing::warn!(attempt, error = %why, "alert webhook delivery failed");
                     if attempt < 3 {

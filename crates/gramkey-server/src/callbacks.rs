@@ -14,6 +14,7 @@ use gramkey_domain::callback::{CallbackKind, judge_answer, next_attempt, signed_
 use gramkey_store::{Attempt, Callback};
 
 use crate::ops::Ops;
+use crate::outbound::{Outbound, Purpose, describe};
 
 /// How long a claimed callback is reserved for its claimer: well over the request timeout.
 pub const LEASE_SECS: i64 = 60;
@@ -28,22 +29,22 @@ const MAX_ANSWER: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Deliverer {
     ops: Ops,
-    http: reqwest::Client,
+    http: Outbound,
 }
 
 impl Deliverer {
-    pub fn new(ops: Ops) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            // A callback goes to the configured URL and nowhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "gramkey/",
-                env!("CARGO_PKG_VERSION"),
-                " (callbacks)"
-            ))
-            .build()?;
+    /// `allow_private`: as `--fetch-allow-private`, whether callbacks may go to loopback and
+    /// private addresses.
+    pub fn new(ops: Ops, allow_private: bool) -> Result<Self, reqwest::Error> {
+        let http = Outbound::new(
+            allow_private,
+            Purpose {
+                name: "callbacks",
+                timeout: TIMEOUT,
+                // A callback goes to the configured URL and nowhere else.
+                redirects: 0,
+            },
+        )?;
         Ok(Self { ops, http })
     }
 
@@ -158,9 +159,11 @@ impl Deliverer {
         ))?;
         let now = self.ops.clock.now();
         let body = signed_request(&secret, &cb.scoped_id, now);
-        let outcome = match self
-            .http
-            .post(&url)
+        let request = match self.http.post(&url) {
+            Ok(request) => request,
+            Err(e) => return Ok(self.failed(cb, Some(url), e.to_string())),
+        };
+        let outcome = match request
             .form(&[("signed_request", body.as_str())])
             .send()
             .await
@@ -202,22 +205,4 @@ async fn read_limited(mut resp: reqwest::Response) -> String {
         }
     }
     String::from_utf8_lossy(&body).into_owned()
-}
-
-/// A transport error in words, without the URL (which is shown beside it).
-fn describe(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        format!("no answer within {} s", TIMEOUT.as_secs())
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else {
-        let e = e.without_url();
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            msg = format!("{msg}: {s}");
-            source = s.source();
-        }
-        msg
-    }
 }

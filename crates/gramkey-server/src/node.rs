@@ -110,7 +110,8 @@ impl Node {
             }));
         }
         if let Some(period) = self.callbacks {
-            let deliverer = Deliverer::new(state.ops.clone()).map_err(std::io::Error::other)?;
+            let deliverer = Deliverer::new(state.ops.clone(), state.config.fetch_allow_private)
+                .map_err(std::io::Error::other)?;
             tasks.spawn(every(period, stop.clone(), move || {
                 let deliverer = deliverer.clone();
                 async move { deliverer.deliver_pass().await }

@@ -15,6 +15,7 @@ use crate::limits::memory::MemoryBackend;
 use crate::limits::{Backend, Limiter};
 use crate::metrics::Metrics;
 use crate::ops::Ops;
+use crate::outbound::Outbound;
 use crate::usage::UsageBook;
 
 /// Settings the server needs at run time.
@@ -31,6 +32,10 @@ pub struct ServerConfig {
     /// Whether publishing fetches and checks each container's media (`IN_PROGRESS` until
     /// then). Off, a container is `FINISHED` at once and its URL is stored unchecked.
     pub fetch_media: bool,
+    /// Let the server's own requests (media fetches, callbacks, alert webhooks) reach
+    /// loopback, private and link-local addresses. Off: only public addresses (the SSRF
+    /// policy, `gramkey_domain::outbound`).
+    pub fetch_allow_private: bool,
     /// Rate limits (wire protocol §6 and ours).
     pub limits: gramkey_domain::ratelimit::Limits,
     /// Off: resource calls are neither limited nor watched (no usage headers, insights or
@@ -56,6 +61,7 @@ impl ServerConfig {
             admin_key: None,
             refresh_reuse_grace_secs: gramkey_domain::token::REFRESH_REUSE_GRACE_SECS,
             fetch_media: true,
+            fetch_allow_private: false,
             limits: gramkey_domain::ratelimit::Limits::default(),
             rate_limits: true,
             on_limiter_failure: crate::limits::OnFailure::Open,
@@ -135,6 +141,7 @@ impl AppState {
         let alerts = Arc::new(Alerter::new(
             config.alert_thresholds,
             config.alert_webhook.clone(),
+            config.fetch_allow_private,
             clock.clone(),
             store.clone(),
             metrics.clone(),
@@ -147,9 +154,16 @@ impl AppState {
             .admin_key
             .as_ref()
             .map(|k| Sha256::digest(k.expose().as_bytes()).into());
-        let fetcher = config
-            .fetch_media
-            .then(|| crate::media_fetch::Fetcher::new(store.clone()));
+        let fetcher = if config.fetch_media {
+            let http = Outbound::new(config.fetch_allow_private, crate::media_fetch::PURPOSE)
+                .map_err(
+                    |e| tracing::error!(error = %e, "the media fetch client could not be built"),
+                )
+                .ok();
+            http.map(|http| crate::media_fetch::Fetcher::new(store.clone(), http))
+        } else {
+            None
+        };
         Self(Arc::new(Inner {
             fetcher,
             limiter,

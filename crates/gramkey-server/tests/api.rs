@@ -163,6 +163,9 @@ impl TestApp {
         let mut config = ServerConfig {
             admin_key: Some(gramkey_domain::AdminKey::new(ADMIN_KEY)),
             refresh_reuse_grace_secs: 10,
+            // Media hosts and callback receivers in tests are on 127.0.0.1; the hardening
+            // tests turn this off to prove the guard.
+            fetch_allow_private: true,
             ..ServerConfig::new(base.clone())
         };
         tune(&mut config);
@@ -408,6 +411,8 @@ mod authorize;
 mod callbacks;
 #[path = "api/flow.rs"]
 mod flow;
+#[path = "api/hardening.rs"]
+mod hardening;
 #[path = "api/health.rs"]
 mod health;
 #[path = "api/limits.rs"]

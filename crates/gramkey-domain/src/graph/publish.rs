@@ -307,6 +307,11 @@ pub fn check_publishable(
 
 /// Whether the fetched content fits the container: `image/*` for images, `video/*` for
 /// videos.
+/// The reason an `ERROR` container shows, whatever went wrong fetching its media: Instagram's
+/// 2207052. The detail (refused address, HTTP status, Content-Type) goes to the server's log
+/// only, so a container cannot be used to probe what answers where.
+pub const FETCH_FAILED: &str = "The media could not be fetched from this URI (2207052)";
+
 pub fn check_content_type(is_video: bool, content_type: Option<&str>) -> Result<(), String> {
     let want = if is_video { "video/" } else { "image/" };
     match content_type {

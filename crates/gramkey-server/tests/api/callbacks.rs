@@ -164,7 +164,7 @@ pub(super) async fn callbacks(t: TestApp) {
     let rx = Receiver::start().await;
     let app = callback_app(&t, &rx).await;
     t.user("alice", "alice-password").await;
-    let deliver = Deliverer::new(t.state.ops.clone()).unwrap();
+    let deliver = Deliverer::new(t.state.ops.clone(), true).unwrap();
 
     // The app removes itself for alice (DELETE /me/permissions): one deauthorize callback,
     // signed with the app secret, naming the id the app knows her by.
@@ -347,7 +347,7 @@ async fn callbacks_the_server_cannot_sign_fail_until_the_secret_is_rotated() {
     t.state.ops.store.create_app(&stored).await.unwrap();
     short_lived(&t, &app, &browser(), true).await;
     remove_by_admin(&t, &app, false).await;
-    let deliver = Deliverer::new(t.state.ops.clone()).unwrap();
+    let deliver = Deliverer::new(t.state.ops.clone(), true).unwrap();
     assert_eq!(deliver.deliver_due().await.unwrap(), 1);
     let failed = admin_callbacks(&t, &app).await[0].clone();
     assert_eq!(failed["state"], "failed", "{failed}");
@@ -413,7 +413,7 @@ async fn callback_delivery_survives_a_restart() {
         .to_owned();
     rx.set_answer(Answer::Unavailable);
     remove_by_admin(&first, &app, true).await;
-    let deliver = Deliverer::new(first.state.ops.clone()).unwrap();
+    let deliver = Deliverer::new(first.state.ops.clone(), true).unwrap();
     assert_eq!(deliver.deliver_due().await.unwrap(), 2);
 
     // A new server on the same database file, with the same master key, a little later.
@@ -425,7 +425,7 @@ async fn callback_delivery_survives_a_restart() {
     .await;
     second.clock.advance(120);
     rx.set_answer(Answer::Ok);
-    let deliver = Deliverer::new(second.state.ops.clone()).unwrap();
+    let deliver = Deliverer::new(second.state.ops.clone(), true).unwrap();
     assert_eq!(deliver.deliver_due().await.unwrap(), 2);
     let mut got = rx.take();
     got.sort();
