@@ -221,6 +221,18 @@ struct ServeArgs {
     /// the data directory (`tls-self-signed.crt`); point clients at it to trust it.
     #[arg(long, env = "GRAMKEY_TLS_SELF_SIGNED")]
     tls_self_signed: bool,
+    /// How long the server waits for a request's head, on a new connection or an idle
+    /// keep-alive one, and the longest pause inside a request's body (408 past it).
+    #[arg(long, env = "GRAMKEY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: std::time::Duration,
+    /// How long one request may take, its body included (408 past it).
+    #[arg(long, env = "GRAMKEY_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: std::time::Duration,
+    /// The most connections open at once; past it, new connections wait until one closes, and
+    /// the log says so. Default: what the open-file limit allows (raised to its hard limit at
+    /// start), less 256 kept for the database, logs and outbound requests.
+    #[arg(long, env = "GRAMKEY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Do not seed the sandbox app and users into an empty database.
     #[arg(long, env = "GRAMKEY_NO_SANDBOX")]
     no_sandbox: bool,
@@ -697,6 +709,23 @@ impl ServeArgs {
     }
 }
 
+/// The transport's limits. Without `--max-connections`, the open-file limit is raised to its
+/// hard limit and the cap set below it, so the server refuses to accept before it runs out of
+/// descriptors (which would also fail its database and outbound connections).
+fn connection_limits(args: &ServeArgs) -> gramkey_server::transport::ConnectionLimits {
+    const RESERVED_FILES: u64 = 256;
+    let max_connections = args.max_connections.unwrap_or_else(|| {
+        let files = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+        usize::try_from(files.saturating_sub(RESERVED_FILES).max(64)).unwrap_or(usize::MAX)
+    });
+    tracing::info!(max_connections, "connection limit");
+    gramkey_server::transport::ConnectionLimits {
+        header_timeout: args.header_timeout,
+        request_timeout: args.request_timeout,
+        max_connections,
+    }
+}
+
 /// `gramkey check-config`: the effective configuration, or what is wrong with it.
 fn check_config(args: &ServeArgs, settings: &[layered::Setting]) -> std::process::ExitCode {
     if let Err(e) = args.check() {
@@ -730,6 +759,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let bound = listener.local_addr()?;
     let transport = tls_transport(global, &args)?;
+    let limits = connection_limits(&args);
     let scheme = if transport.is_tls() { "https" } else { "http" };
     let public_url = args
         .public_url
@@ -832,6 +862,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     );
     let mut node = Node::new(state, listener)
         .transport(transport)
+        .connection_limits(limits)
         .janitor(args.retention.retention(), args.janitor_interval)
         .callbacks(args.callback_interval);
     if let Some(addr) = args.watch.metrics_listen {

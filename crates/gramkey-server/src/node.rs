@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::callbacks::Deliverer;
 use crate::state::AppState;
-use crate::transport::{self, Transport};
+use crate::transport::{self, ConnectionLimits, Transport};
 
 /// How often app usage counted in memory is added to the store.
 const USAGE_FLUSH: Duration = Duration::from_secs(10);
@@ -36,6 +36,7 @@ pub struct Node {
     state: AppState,
     listener: TcpListener,
     transport: Transport,
+    limits: ConnectionLimits,
     janitor: Option<(Retention, Duration)>,
     callbacks: Option<Duration>,
     metrics: Option<TcpListener>,
@@ -49,6 +50,7 @@ impl Node {
             state,
             listener,
             transport: Transport::Plain,
+            limits: ConnectionLimits::default(),
             janitor: None,
             callbacks: None,
             metrics: None,
@@ -58,6 +60,12 @@ impl Node {
     /// Serve over `transport` (plain TCP or TLS).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Header and request timeouts and the connection cap (defaults in [`ConnectionLimits`]).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -136,6 +144,7 @@ impl Node {
         let served = transport::run(
             self.listener,
             self.transport,
+            self.limits,
             crate::router(state.clone()),
             shutdown,
         )

@@ -37,7 +37,7 @@ use axum::response::IntoResponse;
 use gramkey_domain::error::GraphError;
 
 /// Form and JSON bodies are small; anything larger is refused before it is read.
-const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let request_ids = RequestIds::new(&state);

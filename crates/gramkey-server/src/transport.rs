@@ -9,23 +9,51 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
+use axum::http::StatusCode;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tower::ServiceExt;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-/// A TLS handshake that has not finished by then is dropped, so a silent client cannot hold a
-/// connection slot before it has sent a byte of HTTP.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a connection may cost the server: how long it may keep it waiting, and how many may be
+/// open at once. Slow and silent clients are closed by these, not by the file-descriptor limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long the server waits for a request's head: on a new connection (its TLS handshake
+    /// included), and on an idle
+    /// keep-alive one (HTTP/1.1), whose idle timeout this is. Also the longest pause between
+    /// two pieces of a request body. On HTTP/2, a ping unanswered for this long ends the
+    /// connection.
+    pub header_timeout: Duration,
+    /// How long one request may take from its head to its answer, reading its body included.
+    pub request_timeout: Duration,
+    /// The most connections open at once. Past it, new connections wait in the listen backlog
+    /// until one closes, and the server says so in its log.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
 
 /// What the server speaks on its listener.
 #[derive(Clone, Default)]
@@ -124,17 +152,60 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 pub async fn run(
     listener: TcpListener,
     transport: Transport,
+    limits: ConnectionLimits,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // A body that stalls fails its extractor, which answers in the route's own wire format
+    // (408); the whole-request deadline is the backstop for everything else.
+    let router = router
+        .layer(RequestBodyTimeoutLayer::new(limits.header_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ));
     let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
     let acceptor = match &transport {
         Transport::Plain => None,
         Transport::Tls(config) => Some(TlsAcceptor::from(config.clone())),
     };
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut said_full = false;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !said_full {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached: new connections wait until one closes"
+                    );
+                    said_full = true;
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        // Said again only after the pressure has eased.
+        if slots.available_permits() > limits.max_connections / 4 {
+            said_full = false;
+        }
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -146,33 +217,29 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Set when the connection's first request has arrived whole (its head parsed).
+        let started = Arc::new(AtomicBool::new(false));
+        let seen = started.clone();
         let service = router
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
+                seen.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ConnectInfo(remote));
                 req.map(axum::body::Body::new)
             });
         let service = hyper_util::service::TowerToHyperService::new(service);
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        match &acceptor {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                tokio::spawn(async move {
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::trace!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
+        let acceptor = acceptor.clone();
+        let deadline = limits.header_timeout;
+        tokio::spawn(async move {
+            // The connection's place under the cap, given back when this task ends.
+            let _slot = slot;
+            let io = match acceptor {
+                None => Either::Left(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => Either::Right(tls),
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %remote, error = %e, "TLS handshake failed");
                             return;
@@ -181,16 +248,31 @@ pub async fn run(
                             tracing::debug!(peer = %remote, "TLS handshake timed out");
                             return;
                         }
-                    };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::trace!(error = %e, "connection ended with an error");
                     }
-                });
+                }
+            };
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let served = watcher.watch(conn);
+            tokio::pin!(served);
+            // hyper's header timeout starts once it knows the protocol; a connection that never
+            // sends enough to tell (silent, or a partial HTTP/2 preface) is closed here, which
+            // loses nothing since no request has begun.
+            let outcome = tokio::select! {
+                outcome = &mut served => outcome,
+                () = tokio::time::sleep(deadline) => {
+                    if !started.load(Ordering::Relaxed) {
+                        tracing::debug!(peer = %remote, "no request in time; closing the connection");
+                        return;
+                    }
+                    served.await
+                }
+            };
+            if let Err(e) = outcome {
+                tracing::trace!(error = %e, "connection ended with an error");
             }
-        }
+        });
     }
     drop(listener);
     graceful.shutdown().await;

@@ -82,6 +82,8 @@ struct Start {
     limiter: Option<Arc<dyn gramkey_server::limits::Backend>>,
     /// Deliver callbacks, looking this often.
     callbacks: Option<std::time::Duration>,
+    /// Timeouts and the connection cap, if not the defaults.
+    limits: Option<gramkey_server::transport::ConnectionLimits>,
 }
 
 struct Registered {
@@ -152,6 +154,7 @@ impl TestApp {
             transport,
             limiter,
             callbacks,
+            limits,
         } = start;
         logs();
         // The cache on, as in production on SQLite: the revocation tests prove it is cleared.
@@ -181,6 +184,9 @@ impl TestApp {
         let mut node = gramkey_server::Node::new(state.clone(), listener).transport(transport);
         if let Some(every) = callbacks {
             node = node.callbacks(every);
+        }
+        if let Some(limits) = limits {
+            node = node.connection_limits(limits);
         }
         tokio::spawn(async move { node.run_until(std::future::pending()).await.unwrap() });
         Self {

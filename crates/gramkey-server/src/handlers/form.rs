@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use crate::wire::oauth::TokenErrorResponse;
 use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 
 /// What is wrong with a request's parameters, before anything is decided on them: the token
@@ -21,6 +22,38 @@ pub enum FormError {
     Invalid(&'static str),
     #[error("Could not read the request body: {0}")]
     Body(String),
+    #[error("The request body is larger than the server accepts")]
+    TooLarge,
+    #[error("The request body did not arrive in time")]
+    TimedOut,
+}
+
+impl FormError {
+    /// The HTTP status the error is answered with, whatever the wire shape: 413 for a body over
+    /// the limit, 408 for one that stalled, 400 for the rest.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A body that could not be read: over the limit, stalled (the transport's body timeout),
+    /// or malformed.
+    fn body(status: StatusCode, text: String, error: &(dyn std::error::Error + 'static)) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::TooLarge;
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return Self::TimedOut;
+            }
+            source = e.source();
+        }
+        Self::Body(text)
+    }
 }
 
 /// Form fields by name, each at most once.
@@ -118,21 +151,30 @@ impl FormFields {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
+        // A body declared over the limit is refused before a byte of it is read.
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > crate::router::BODY_LIMIT as u64) {
+            return Err(FormError::TooLarge);
+        }
         let mut fields = FormFields::default();
         if content_type.starts_with("multipart/form-data") {
             let mut multipart = Multipart::from_request(req, state)
                 .await
-                .map_err(|e| FormError::Body(e.body_text()))?;
+                .map_err(|e| FormError::body(e.status(), e.body_text(), &e))?;
             while let Some(field) = multipart
                 .next_field()
                 .await
-                .map_err(|e| FormError::Body(e.body_text()))?
+                .map_err(|e| FormError::body(e.status(), e.body_text(), &e))?
             {
                 let name = field.name().unwrap_or_default().to_owned();
                 let value = field
                     .text()
                     .await
-                    .map_err(|e| FormError::Body(e.body_text()))?;
+                    .map_err(|e| FormError::body(e.status(), e.body_text(), &e))?;
                 fields.insert(name, value)?;
             }
         } else if content_type.is_empty()
@@ -140,7 +182,7 @@ impl FormFields {
         {
             let body = axum::body::Bytes::from_request(req, state)
                 .await
-                .map_err(|e| FormError::Body(e.body_text()))?;
+                .map_err(|e| FormError::body(e.status(), e.body_text(), &e))?;
             for (k, v) in url::form_urlencoded::parse(&body) {
                 fields.insert(k.into_owned(), v.into_owned())?;
             }

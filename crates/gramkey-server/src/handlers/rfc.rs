@@ -53,7 +53,10 @@ async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result
 fn form(fields: Result<FormFields, TokenErrorResponse>) -> Result<FormFields, RfcError> {
     fields.map_err(|e| match e {
         TokenErrorResponse::Refused(e) => RfcError::invalid_request(e.to_string()),
-        TokenErrorResponse::Malformed(e) => RfcError::invalid_request(e.to_string()),
+        TokenErrorResponse::Malformed(e) => RfcError {
+            status: e.status(),
+            ..RfcError::invalid_request(e.to_string())
+        },
         TokenErrorResponse::Internal => RfcError::internal(),
     })
 }

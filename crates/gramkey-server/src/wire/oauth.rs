@@ -74,7 +74,7 @@ impl IntoResponse for TokenErrorResponse {
                 e.to_string(),
             ),
             Self::Refused(e) => (StatusCode::BAD_REQUEST, "OAuthException", e.to_string()),
-            Self::Malformed(e) => (StatusCode::BAD_REQUEST, "OAuthException", e.to_string()),
+            Self::Malformed(e) => (e.status(), "OAuthException", e.to_string()),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "OAuthException",

@@ -178,3 +178,120 @@ async fn callbacks_to_private_addresses_are_refused_and_say_why() {
         );
     }
 }
+
+/// Writes `head` on a new connection and reads until the server closes it (or 10 s pass).
+/// Returns what the server answered and how long it took to close.
+async fn held(addr: &str, head: &str) -> tokio::task::JoinHandle<(String, std::time::Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let head = head.to_owned();
+    tokio::spawn(async move {
+        let began = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_end(&mut answer),
+        )
+        .await;
+        assert!(read.is_ok(), "still open after 10 s: {head:?}");
+        (
+            String::from_utf8_lossy(&answer).into_owned(),
+            began.elapsed(),
+        )
+    })
+}
+
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_while_others_are_served() {
+    use gramkey_server::transport::ConnectionLimits;
+    use std::time::Duration;
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(2),
+        max_connections: 8,
+    };
+    let (store, dir) = fresh_sqlite().unwrap();
+    let start = Start {
+        limits: Some(limits),
+        ..Start::default()
+    };
+    let t = TestApp::start_on(store, Some(dir), |_| {}, start).await;
+    let addr = t.base.trim_start_matches("http://").to_owned();
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let slow = [
+        // Silent, and headers that never end.
+        held(&addr, "").await,
+        held(&addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n").await,
+        // A body that stops after 3 bytes, and one that claims 10 GB.
+        held(&addr, &format!("POST /oauth/access_token HTTP/1.1\r\nHost: x\r\n{form}Content-Length: 100\r\n\r\nabc")).await,
+        held(&addr, &format!("POST /oauth/access_token HTTP/1.1\r\nHost: x\r\n{form}Content-Length: 10000000000\r\n\r\nabc")).await,
+        // Keep-alive, idle after one answer.
+        held(&addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await,
+    ];
+    // Meanwhile, others are served at once.
+    let ok = reqwest::get(t.url("/healthz")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let mut answers = Vec::new();
+    for conn in slow {
+        let (answer, took) = conn.await.unwrap();
+        assert!(
+            took < Duration::from_secs(3),
+            "closed after {took:?}: {answer}"
+        );
+        answers.push(answer);
+    }
+    assert_eq!(answers[0], "");
+    assert_eq!(answers[1], "");
+    // The stalled body is answered in the token endpoint's own shape.
+    assert!(answers[2].starts_with("HTTP/1.1 408"), "{}", answers[2]);
+    assert!(
+        answers[2].contains(r#""error":"invalid_request""#),
+        "{}",
+        answers[2]
+    );
+    assert!(answers[3].starts_with("HTTP/1.1 413"), "{}", answers[3]);
+    assert!(
+        answers[3].contains(r#""error_type":"OAuthException""#),
+        "{}",
+        answers[3]
+    );
+    assert!(answers[4].starts_with("HTTP/1.1 200"), "{}", answers[4]);
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_new_connections_wait_and_the_log_says_so() {
+    use gramkey_server::transport::ConnectionLimits;
+    use std::time::Duration;
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(700),
+        request_timeout: Duration::from_secs(2),
+        max_connections: 4,
+    };
+    let (store, dir) = fresh_sqlite().unwrap();
+    let start = Start {
+        limits: Some(limits),
+        ..Start::default()
+    };
+    let t = TestApp::start_on(store, Some(dir), |_| {}, start).await;
+    let addr = t.base.trim_start_matches("http://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(held(&addr, "").await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Served once the silent ones time out, not refused.
+    let began = std::time::Instant::now();
+    let ok = reqwest::get(t.url("/healthz")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(
+        began.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        began.elapsed()
+    );
+    for conn in silent {
+        conn.await.unwrap();
+    }
+    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert!(logged.contains("connection limit reached"), "no log line");
+}

@@ -143,8 +143,10 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         match FormFields::read(req, &state).await {
             Ok(form) => pairs.extend(form.0),
             Err(e) => {
-                return GraphResponse::from(GraphError::invalid_parameter(e.to_string()))
+                let mut answer = GraphResponse::from(GraphError::invalid_parameter(e.to_string()))
                     .into_response();
+                *answer.status_mut() = e.status();
+                return answer;
             }
         }
     }
