@@ -371,6 +371,43 @@ impl UserStore for PgStore {
     }
 }
 
+/// Advisory lock classes: one lock per app and one per user.
+///
+/// Under READ COMMITTED a revocation that selects many tokens (a family, an app's, a user's)
+/// reads them as of its statement's start, so a token derived from one of them (exchange,
+/// refresh) whose transaction commits meanwhile would be missed and stay valid (issue 15 found
+/// 20 in 300 rounds). So every derivation holds its app's and its user's locks shared, and
+/// every revocation beyond one token takes the app's or the user's lock exclusively *before*
+/// it reads: a derivation under way finishes first and its token is seen, and one that comes
+/// later finds its parent revoked. Derivations don't wait for each other.
+const APP_LOCK: i32 = 7001;
+const USER_LOCK: i32 = 7002;
+
+/// Holds, until the transaction ends, the shared locks a derivation from `parent` needs.
+async fn lock_for_derivation(c: &mut sqlx::PgConnection, parent: &TokenHash) -> Result<()> {
+    query(
+        "SELECT pg_advisory_xact_lock_shared($1, hashtext(app_id)),
+                pg_advisory_xact_lock_shared($2, hashtext(COALESCE(user_id, 0)::TEXT))
+         FROM tokens WHERE hash = $3",
+    )
+    .bind(APP_LOCK)
+    .bind(USER_LOCK)
+    .bind(&parent.0[..])
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Holds, until the transaction ends, `user`'s lock exclusively.
+async fn lock_user(c: &mut sqlx::PgConnection, user: UserId) -> Result<()> {
+    query("SELECT pg_advisory_xact_lock($1, hashtext($2::BIGINT::TEXT))")
+        .bind(USER_LOCK)
+        .bind(user.0)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
 /// Revokes the tokens `which` selects and, for an app, a user or both, burns their unredeemed
 /// codes (they would mint fresh tokens after the revocation).
 async fn revoke_in(
@@ -383,6 +420,27 @@ async fn revoke_in(
         "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
     // Codes not yet redeemed would mint fresh tokens after the revocation: burn them.
     const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
+    match which {
+        Revoke::Token(_) => {}
+        Revoke::App(a) => {
+            query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(APP_LOCK)
+                .bind(a.as_str())
+                .execute(&mut *c)
+                .await?;
+        }
+        Revoke::AppUser(_, u) | Revoke::User(u) => lock_user(c, *u).await?,
+        Revoke::Family(h) => {
+            query(
+                "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(user_id, 0)::TEXT))
+                 FROM tokens WHERE hash = $2",
+            )
+            .bind(USER_LOCK)
+            .bind(h.0.to_vec())
+            .execute(&mut *c)
+            .await?;
+        }
+    }
     let n = match which {
         Revoke::Token(h) => {
             query(&format!("{SET} hash = $3"))
@@ -542,6 +600,7 @@ impl GrantStore for PgStore {
         };
         let redeemed_at: Option<i64> = row.try_get(8)?;
         if redeemed_at.is_some() {
+            lock_user(&mut tx, UserId(row.try_get(1)?)).await?;
             let r = query(
                 "WITH RECURSIVE family(id) AS (
                      SELECT $2::BIGINT UNION ALL SELECT t.id FROM tokens t JOIN family f ON t.parent_id = f.id
@@ -783,6 +842,7 @@ impl GrantStore for PgStore {
         tokens: &[NewToken],
     ) -> Result<Option<Vec<TokenRecord>>> {
         let mut tx = self.pool.begin().await?;
+        lock_for_derivation(&mut tx, parent).await?;
         let parent_id: Option<i64> = match how {
             Derivation::Exchange { now } => sqlx::query_scalar(
                 "UPDATE tokens SET exchanged_at = $1

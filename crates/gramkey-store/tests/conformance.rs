@@ -376,6 +376,130 @@ async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
     assert_eq!(issued, 1, "exactly one concurrent redemption wins");
 }
 
+/// A token hash of its own for round `n` of a race, `tag` telling the roles apart.
+fn round_hash(tag: u8, n: u32) -> TokenHash {
+    let mut h = [tag; 32];
+    h[..4].copy_from_slice(&n.to_be_bytes());
+    TokenHash(h)
+}
+
+/// Family revocation raced against derivation from the same family (issue 15: PostgreSQL let
+/// tokens made at the same moment survive). Each round races a code replay against
+/// `ig_exchange_token` of the code's token, and a refresh-token reuse (the whole family
+/// revoked) against a refresh of the reused token's child. Whatever the order, no token of a
+/// revoked family may stay valid.
+async fn family_revocation_races_leave_no_survivor(s: Arc<dyn Store>, rounds: u32) {
+    let a = app("1000000000000009");
+    s.create_app(&a).await.unwrap();
+    let u = s.create_user(&new_user("racer"), NOW).await.unwrap();
+    let scoped = ScopedUserId::parse("17840000000000019").unwrap();
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    let mut survivors = Vec::new();
+    for n in 0..rounds {
+        let c = NewCode {
+            hash: round_hash(201, n),
+            ..code(0, &a, u.id, &scoped)
+        };
+        s.create_code(&c).await.unwrap();
+        let root = redeem(&*s, &c, NOW).await;
+
+        // A code replay against an exchange of the code's token.
+        let long = NewToken {
+            kind: TokenKind::LongLived,
+            ..token_for(&c, round_hash(202, n))
+        };
+        let (replay, exchange) = tokio::join!(
+            tokio::spawn({
+                let (s, c) = (s.clone(), c.clone());
+                async move { s.redeem_code(&c.hash, &claim(&c, NOW + 1)).await.unwrap() }
+            }),
+            tokio::spawn({
+                let (s, long) = (s.clone(), long.clone());
+                async move {
+                    s.derive_tokens(&root, Derivation::Exchange { now: NOW + 1 }, &[long])
+                        .await
+                        .unwrap()
+                }
+            }),
+        );
+        assert!(matches!(replay.unwrap(), Redemption::Replayed { .. }));
+        if exchange.unwrap().is_some()
+            && s.token(&long.hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked
+                .is_none()
+        {
+            survivors.push(format!(
+                "round {n}: the exchanged token outlived the code replay"
+            ));
+        }
+
+        // A refresh-token reuse (its family revoked) against a refresh of its child.
+        let child = round_hash(203, n);
+        let c2 = NewCode {
+            hash: round_hash(204, n),
+            ..code(0, &a, u.id, &scoped)
+        };
+        s.create_code(&c2).await.unwrap();
+        let reused = redeem(&*s, &c2, NOW).await;
+        s.derive_tokens(
+            &reused,
+            Derivation::Exchange { now: NOW + 1 },
+            &[token_for(&c2, child)],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let grandchild = token_for(&c2, round_hash(205, n));
+        let (revoked, refreshed) = tokio::join!(
+            tokio::spawn({
+                let s = s.clone();
+                async move {
+                    s.revoke_tokens(Revoke::Family(reused), RevokeReason::Revoked, NOW + 2)
+                        .await
+                        .unwrap()
+                }
+            }),
+            tokio::spawn({
+                let (s, grandchild) = (s.clone(), grandchild.clone());
+                async move {
+                    s.derive_tokens(
+                        &child,
+                        Derivation::Refresh {
+                            parent_expires_at: NOW + 3600,
+                        },
+                        &[grandchild],
+                    )
+                    .await
+                    .unwrap()
+                }
+            }),
+        );
+        assert!(revoked.unwrap() >= 2);
+        if refreshed.unwrap().is_some()
+            && s.token(&grandchild.hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked
+                .is_none()
+        {
+            survivors.push(format!(
+                "round {n}: the refreshed token outlived the family's revocation"
+            ));
+        }
+    }
+    assert!(
+        survivors.is_empty(),
+        "{} survivors: {survivors:?}",
+        survivors.len()
+    );
+}
+
 async fn deleting_an_app_removes_its_tokens(s: &dyn Store) {
     let a = app("1000000000000005");
     s.create_app(&a).await.unwrap();
@@ -1779,6 +1903,20 @@ async fn cached_sqlite_conforms() {
         std::time::Duration::from_secs(60),
     ))
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_family_revocation_races() {
+    let (store, _dir) = fresh_sqlite().unwrap();
+    family_revocation_races_leave_no_survivor(store, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_family_revocation_races() {
+    let Some(url) = postgres_url("postgres_family_revocation_races") else {
+        return;
+    };
+    family_revocation_races_leave_no_survivor(fresh_postgres(&url).await.unwrap(), 300).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
