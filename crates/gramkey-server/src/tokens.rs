@@ -405,6 +405,7 @@ impl Tokens<'_> {
         let now = self.now();
         check_refresh(&lifecycle_facts(&parent), now)?;
         let how = Derivation::Refresh {
+            now,
             parent_expires_at: now + REFRESH_GRACE_SECS,
         };
         self.derive(&hash, &parent, how)

@@ -369,7 +369,12 @@ impl GrantStore for CachedStore {
     ) -> Result<Option<Vec<TokenRecord>>> {
         let r = self.inner.derive_tokens(parent, how, tokens).await;
         self.bump();
-        self.tokens.invalidate(parent);
+        if matches!(how, Derivation::Refresh { .. }) {
+            // It revoked what earlier refreshes of the parent made, whose hashes are unknown here.
+            self.tokens.invalidate_all();
+        } else {
+            self.tokens.invalidate(parent);
+        }
         r
     }
 }

@@ -15,7 +15,7 @@ mod access;
 mod content;
 mod monitor;
 
-use crate::records::{corrupt, join_uris, judge_claim, split_uris};
+use crate::records::{corrupt, join_uris, judge_claim, split_uris, supersede_sql};
 use crate::sqlite::{CALLBACK_COLUMNS, CallbackRow, to_callback};
 use crate::sqlite::{issued, to_token};
 use crate::{
@@ -850,7 +850,9 @@ impl GrantStore for PgStore {
             )
             .bind(now)
             .bind(&parent.0[..]),
-            Derivation::Refresh { parent_expires_at } => sqlx::query_scalar(
+            Derivation::Refresh {
+                parent_expires_at, ..
+            } => sqlx::query_scalar(
                 "UPDATE tokens SET expires_at = LEAST(expires_at, $1)
                  WHERE hash = $2 AND revoked_at IS NULL RETURNING id",
             )
@@ -874,6 +876,13 @@ impl GrantStore for PgStore {
         let Some(parent_id) = parent_id else {
             return Ok(None);
         };
+        if let Derivation::Refresh { now, .. } = how {
+            query(&supersede_sql("$1", "$2"))
+                .bind(now)
+                .bind(parent_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut out = Vec::with_capacity(tokens.len());
         for token in tokens {
             let id = insert_token(&mut tx, token, Some(parent_id)).await?;

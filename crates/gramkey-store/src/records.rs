@@ -330,8 +330,14 @@ pub enum Revoke {
 pub enum Derivation {
     /// Long-lived exchange: the parent is marked exchanged, and must not have been before.
     Exchange { now: UnixTime },
-    /// Refresh: the parent's expiry is cut to at most this time (a short grace period).
-    Refresh { parent_expires_at: UnixTime },
+    /// Refresh: the parent's expiry is cut to at most this time (a short grace period), and
+    /// what an earlier refresh of it made is revoked at `now`: a token has at most one valid
+    /// successor, however often it is refreshed within its grace (a client that lost the
+    /// answer may ask again; tokens do not pile up).
+    Refresh {
+        now: UnixTime,
+        parent_expires_at: UnixTime,
+    },
     /// The new tokens hang under the parent, which is left as it is.
     Attach,
     /// Refresh-token rotation: the parent is marked used at `now`. It may be used again only if
@@ -340,6 +346,18 @@ pub enum Derivation {
         now: UnixTime,
         reusable_since: UnixTime,
     },
+}
+
+/// Revokes what earlier refreshes of a token made (its children and theirs), in either
+/// dialect: `{p1}` is the revocation time, `{p2}` the refreshed token's id.
+pub(crate) fn supersede_sql(p1: &str, p2: &str) -> String {
+    format!(
+        "WITH RECURSIVE earlier(id) AS (
+             SELECT id FROM tokens WHERE parent_id = {p2}
+             UNION ALL SELECT t.id FROM tokens t JOIN earlier e ON t.parent_id = e.id)
+         UPDATE tokens SET revoked_at = {p1}, revoke_reason = 'revoked'
+         WHERE id IN (SELECT id FROM earlier) AND revoked_at IS NULL"
+    )
 }
 
 /// The outcome of [`crate::GrantStore::redeem_code`].

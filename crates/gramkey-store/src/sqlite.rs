@@ -26,7 +26,7 @@ pub(crate) mod access;
 pub(crate) mod content;
 pub(crate) mod monitor;
 
-use crate::records::{corrupt, join_uris, judge_claim, split_uris};
+use crate::records::{corrupt, join_uris, judge_claim, split_uris, supersede_sql};
 use crate::{
     App, AppStore, CodeClaim, CodeRecord, Derivation, Grant, GrantStore, NewCode, NewToken,
     NewUser, Profile, Redemption, Result, StoreError, TokenRecord, User, UserStore,
@@ -1029,13 +1029,23 @@ impl GrantStore for SqliteStore {
                     )?
                     .query_row(params![now, parent.0], |r| r.get(0))
                     .optional()?,
-                Derivation::Refresh { parent_expires_at } => c
-                    .prepare_cached(
-                        "UPDATE tokens SET expires_at = MIN(expires_at, ?1)
-                         WHERE hash = ?2 AND revoked_at IS NULL RETURNING id",
-                    )?
-                    .query_row(params![parent_expires_at, parent.0], |r| r.get(0))
-                    .optional()?,
+                Derivation::Refresh {
+                    now,
+                    parent_expires_at,
+                } => {
+                    let id: Option<i64> = c
+                        .prepare_cached(
+                            "UPDATE tokens SET expires_at = MIN(expires_at, ?1)
+                             WHERE hash = ?2 AND revoked_at IS NULL RETURNING id",
+                        )?
+                        .query_row(params![parent_expires_at, parent.0], |r| r.get(0))
+                        .optional()?;
+                    if let Some(id) = id {
+                        c.prepare_cached(&supersede_sql("?1", "?2"))?
+                            .execute(params![now, id])?;
+                    }
+                    id
+                }
                 Derivation::Attach => c
                     .prepare_cached("SELECT id FROM tokens WHERE hash = ?1 AND revoked_at IS NULL")?
                     .query_row(params![parent.0], |r| r.get(0))

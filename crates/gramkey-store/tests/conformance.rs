@@ -470,6 +470,7 @@ async fn family_revocation_races_leave_no_survivor(s: Arc<dyn Store>, rounds: u3
                     s.derive_tokens(
                         &child,
                         Derivation::Refresh {
+                            now: NOW + 2,
                             parent_expires_at: NOW + 3600,
                         },
                         &[grandchild],
@@ -585,6 +586,7 @@ async fn derived_tokens(s: &dyn Store) {
     s.derive_tokens(
         &hash(61),
         Derivation::Refresh {
+            now: NOW + 5,
             parent_expires_at: NOW + 10,
         },
         std::slice::from_ref(&refreshed),
@@ -597,6 +599,8 @@ async fn derived_tokens(s: &dyn Store) {
         NOW + 10,
         "cut to the grace period"
     );
+    // Read once, so a cache holds it.
+    assert!(s.token(&hash(63)).await.unwrap().unwrap().revoked.is_none());
     let later = NewToken {
         hash: hash(64),
         ..long.clone()
@@ -604,6 +608,7 @@ async fn derived_tokens(s: &dyn Store) {
     s.derive_tokens(
         &hash(61),
         Derivation::Refresh {
+            now: NOW + 6,
             parent_expires_at: NOW + 50,
         },
         std::slice::from_ref(&later),
@@ -616,8 +621,11 @@ async fn derived_tokens(s: &dyn Store) {
         NOW + 10,
         "never extended"
     );
+    // At most one valid successor: the second refresh revoked what the first made.
+    assert!(s.token(&hash(63)).await.unwrap().unwrap().revoked.is_some());
+    assert!(s.token(&hash(64)).await.unwrap().unwrap().revoked.is_none());
     assert_eq!(
-        s.token(&hash(63)).await.unwrap().unwrap().scoped_id,
+        s.token(&hash(64)).await.unwrap().unwrap().scoped_id,
         Some(scoped)
     );
 
@@ -627,7 +635,7 @@ async fn derived_tokens(s: &dyn Store) {
         kind: TokenKind::Refresh,
         ..long.clone()
     };
-    s.derive_tokens(&hash(63), Derivation::Attach, std::slice::from_ref(&rt))
+    s.derive_tokens(&hash(64), Derivation::Attach, std::slice::from_ref(&rt))
         .await
         .unwrap()
         .unwrap();
@@ -691,7 +699,7 @@ async fn derived_tokens(s: &dyn Store) {
         .await
         .unwrap();
     assert!(n >= 6, "the whole family, from the code's token down: {n}");
-    let family = [61, 63, 65, 66, 67, 68].map(hash);
+    let family = [61, 64, 65, 66, 67, 68].map(hash);
     for h in std::iter::once(short).chain(family) {
         assert!(
             s.token(&h).await.unwrap().unwrap().revoked.is_some(),
