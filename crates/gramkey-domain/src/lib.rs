@@ -23,6 +23,7 @@ pub mod ratelimit;
 pub mod retention;
 pub mod scope;
 pub mod secret;
+pub mod text;
 pub mod time;
 pub mod token;
 pub mod user;

@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         // Layered once here: `Handler::layer` would build the CORS service on every call.
         .fallback_service(cors.layer(graph::dispatch.with_state(state.clone())))
         .method_not_allowed_fallback(unsupported_method)
+        .layer(middleware::from_fn(plain_text_query))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -256,6 +257,24 @@ impl MakeRequestId for RequestIds {
 }
 
 /// Only `vNN.N` is a version; `/anything/me` is an unknown path, as on Graph.
+/// A query string whose names or values hold control characters ([`gramkey_domain::text`]) is
+/// refused before any handler sees it: in legacy v1's envelope on `/v1`, as Graph's code 100
+/// elsewhere. Bodies are checked where they are parsed (`FormFields`, the pages' forms, the
+/// admin API's JSON).
+async fn plain_text_query(req: Request<Body>, next: Next) -> Response {
+    if let Some(query) = req.uri().query() {
+        let pairs: Vec<_> = url::form_urlencoded::parse(query.as_bytes()).collect();
+        let checked = gramkey_domain::text::check_pairs(pairs.iter().map(|(k, v)| (&**k, &**v)));
+        if let Err(why) = checked {
+            if req.uri().path().starts_with("/v1/") {
+                return crate::handlers::legacy::refused(why);
+            }
+            return GraphResponse::from(GraphError::invalid_parameter(why)).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 async fn graph_version(
     Path(params): Path<HashMap<String, String>>,
     OriginalUri(uri): OriginalUri,

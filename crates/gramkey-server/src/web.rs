@@ -139,10 +139,23 @@ impl FromRequest<AppState> for CsrfForm {
             pages::error(StatusCode::BAD_REQUEST, "Invalid request", why)
         })?;
         match session {
-            Some(s) if s.csrf_ok(field(&form, "csrf")) => Ok(CsrfForm(form)),
+            Some(s) if s.csrf_ok(field(&form, "csrf")) => {
+                match not_plain_text(&form) {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(CsrfForm(form)),
+                }
+            }
             _ => Err(csrf_refused()),
         }
     }
+}
+
+/// The page refusing a form whose fields hold control characters ([`gramkey_domain::text`]),
+/// saying which field; `None` for a form of plain text.
+pub fn not_plain_text(form: &[(String, String)]) -> Option<Response> {
+    gramkey_domain::text::check_pairs(form.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .err()
+        .map(|why| pages::error(StatusCode::BAD_REQUEST, "Invalid request", &why))
 }
 
 /// Who is looking, if anyone is signed in (with a password or the admin key).

@@ -54,10 +54,36 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Bo
         req: axum::extract::Request,
         state: &AppState,
     ) -> Result<Self, AdminError> {
-        Json::<T>::from_request(req, state)
-            .await
-            .map(|Json(v)| Body(v))
-            .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))
+        let Json(value) =
+            Json::<Value>::from_request(req, state)
+                .await
+                .map_err(|e| match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => AdminError(e.status(), e.body_text()),
+                    _ => AdminError(StatusCode::BAD_REQUEST, e.body_text()),
+                })?;
+        if let Some(c) = control_character(&value) {
+            let why = format!(
+                "the body contains a control character (U+{:04X}); text may hold only tabs and line breaks",
+                u32::from(c)
+            );
+            return Err(AdminError(StatusCode::BAD_REQUEST, why));
+        }
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.to_string()))
+    }
+}
+
+/// The first forbidden character ([`gramkey_domain::text`]) in any string of a JSON body.
+fn control_character(v: &Value) -> Option<char> {
+    use gramkey_domain::text::forbidden_char;
+    match v {
+        Value::String(s) => forbidden_char(s),
+        Value::Array(items) => items.iter().find_map(control_character),
+        Value::Object(fields) => fields
+            .iter()
+            .find_map(|(k, v)| forbidden_char(k).or_else(|| control_character(v))),
+        _ => None,
     }
 }
 

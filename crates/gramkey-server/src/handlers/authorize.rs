@@ -253,6 +253,9 @@ async fn posted(
     if !session.csrf_ok(field(form, "csrf")) {
         return Err(csrf_refused());
     }
+    if let Some(refusal) = crate::web::not_plain_text(form) {
+        return Err(refusal);
+    }
     let (app, req) = validate(state, form_pairs(form), StatusCode::SEE_OTHER).await?;
     Ok((session, app, req))
 }

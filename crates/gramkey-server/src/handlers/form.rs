@@ -26,6 +26,9 @@ pub enum FormError {
     TooLarge,
     #[error("The request body did not arrive in time")]
     TimedOut,
+    /// A name or value holds a control character ([`gramkey_domain::text`]).
+    #[error("{0}")]
+    ControlCharacter(String),
 }
 
 impl FormError {
@@ -119,6 +122,8 @@ impl FormFields {
     }
 
     fn insert(&mut self, k: String, v: String) -> Result<(), FormError> {
+        gramkey_domain::text::check_pairs([(k.as_str(), v.as_str())])
+            .map_err(FormError::ControlCharacter)?;
         if self.0.contains_key(&k) {
             return Err(FormError::Duplicate(k));
         }

@@ -41,6 +41,11 @@ fn respond(query: &[(String, String)], result: Result<Value, LegacyError>) -> Re
     resp
 }
 
+/// A v1 request refused before its handler ran (e.g. a control character in its query).
+pub(crate) fn refused(message: impl Into<String>) -> Response {
+    respond(&[], Err(LegacyError::invalid(message)))
+}
+
 fn envelope(query: &[(String, String)], result: Result<Value, LegacyError>) -> Response {
     let (status, body) = match result {
         Ok(v) => (StatusCode::OK, v),

@@ -295,3 +295,143 @@ async fn at_the_connection_cap_new_connections_wait_and_the_log_says_so() {
     let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
     assert!(logged.contains("connection limit reached"), "no log line");
 }
+
+/// NUL and other control characters in any text input: refused in the route's own shape, on
+/// both stores (PostgreSQL answered 500 for NUL, SQLite stored it).
+async fn control_characters(t: TestApp) {
+    use super::long_lived::graph_code;
+    let scopes = "instagram_business_basic,instagram_business_content_publish,instagram_business_manage_comments";
+    let app = t.app(scopes, AppMode::Live).await;
+    t.user("alice", "alice-password").await;
+    let token = user_token(&t, &app, scopes, "alice").await;
+    let (_, me) = get(&t, "/me", &token).await;
+    let ig = me["id"].as_str().unwrap().to_owned();
+    let alice = super::resource::user_id(&t, "alice").await;
+    let row =
+        super::resource::media_row("17900000000000001".into(), alice, START, "IMAGE", None, 0);
+    t.state.ops.store.add_media(&row).await.unwrap();
+    let (_, media) = get(&t, "/me/media", &token).await;
+    let media_id = media["data"][0]["id"].as_str().unwrap().to_owned();
+    let message = "Parameter message contains a control character (U+0000); text may hold only tabs and line breaks";
+
+    // Bodies and queries on Graph: code 100, nothing stored.
+    let (s, b) = call(
+        &t,
+        reqwest::Method::POST,
+        &format!("/{media_id}/comments"),
+        &token,
+        &[("message", "hi\0there")],
+    )
+    .await;
+    assert_eq!(
+        (s, graph_code(&b)),
+        (StatusCode::BAD_REQUEST, (Some(100), None)),
+        "{b}"
+    );
+    assert_eq!(b["error"]["message"], format!("(#100) {message}"));
+    let (s, b) = call(
+        &t,
+        reqwest::Method::POST,
+        &format!("/{media_id}/comments?message=hi%00there"),
+        &token,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (s, graph_code(&b).0),
+        (StatusCode::BAD_REQUEST, Some(100)),
+        "{b}"
+    );
+    for form in [
+        [
+            ("image_url", "https://cdn.example/x.jpg"),
+            ("caption", "bell\u{7}"),
+        ],
+        [
+            ("image_url", "https://cdn.example/x\u{1b}.jpg"),
+            ("caption", "fine"),
+        ],
+    ] {
+        let (s, b) = call(
+            &t,
+            reqwest::Method::POST,
+            &format!("/{ig}/media"),
+            &token,
+            &form,
+        )
+        .await;
+        assert_eq!(
+            (s, graph_code(&b).0),
+            (StatusCode::BAD_REQUEST, Some(100)),
+            "{form:?}: {b}"
+        );
+    }
+    let (_, comments) = get(&t, &format!("/{media_id}/comments"), &token).await;
+    assert_eq!(comments["data"], serde_json::json!([]));
+    // Tabs and line breaks are text.
+    let (s, b) = call(
+        &t,
+        reqwest::Method::POST,
+        &format!("/{media_id}/comments"),
+        &token,
+        &[("message", "two\tcolumns\r\nand a line")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // The token endpoint, in its flat shape.
+    let r = reqwest::Client::new()
+        .post(t.url("/oauth/access_token"))
+        .form(&[
+            ("client_id", app.client_id.as_str()),
+            ("client_secret", "x\0"),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("code", "AQ"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "invalid_request", "{b}");
+    assert!(
+        b["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("client_secret contains a control character"),
+        "{b}"
+    );
+
+    // Legacy v1, in its envelope.
+    let r = reqwest::get(t.url(&format!("/v1/users/self?access_token={token}&x=%01")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["meta"]["error_type"], "APIInvalidParametersError", "{b}");
+
+    // The admin API's JSON.
+    let r = reqwest::Client::new()
+        .post(t.url("/admin/users"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"username": "bob\u{0}", "password": "bob-password-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("U+0000"));
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_on_sqlite() {
+    control_characters(TestApp::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_on_postgres() {
+    let Some(t) = TestApp::postgres("control_characters_are_refused_on_postgres").await else {
+        return;
+    };
+    control_characters(t).await;
+}
