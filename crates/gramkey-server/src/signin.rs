@@ -8,7 +8,7 @@ use gramkey_domain::{AppId, Password};
 use gramkey_store::{StoreError, User};
 
 use crate::state::AppState;
-use crate::throttle::{self, Locked};
+use crate::throttle::{self, Locked, Throttled};
 
 /// Why a sign-in failed, in words a person can act on.
 #[derive(Debug)]
@@ -17,10 +17,32 @@ pub enum SignInError {
     /// Too many failures: wait this many seconds.
     Locked(i64, Locked),
     Wrong,
+    /// The shared limiter cannot be asked and fails closed.
+    Unavailable,
     Store(StoreError),
 }
 
+impl From<Throttled> for SignInError {
+    fn from(t: Throttled) -> Self {
+        match t {
+            Throttled::Locked(wait, locked) => SignInError::Locked(wait, locked),
+            Throttled::Unavailable => SignInError::Unavailable,
+        }
+    }
+}
+
 impl SignInError {
+    /// The status of the page that shows it.
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            SignInError::Locked(..) => StatusCode::TOO_MANY_REQUESTS,
+            SignInError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            SignInError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SignInError::Missing | SignInError::Wrong => StatusCode::UNAUTHORIZED,
+        }
+    }
+
     /// The message the form shows.
     pub fn message(&self) -> String {
         match self {
@@ -37,6 +59,9 @@ impl SignInError {
                 )
             }
             SignInError::Wrong => "The username or password is incorrect.".into(),
+            SignInError::Unavailable => {
+                "Signing in is temporarily unavailable. Please try again in a minute.".into()
+            }
             SignInError::Store(_) => "Something went wrong. Please try again in a moment.".into(),
         }
     }
@@ -53,9 +78,7 @@ pub async fn verify(
     if username.is_empty() || password.is_empty() {
         return Err(SignInError::Missing);
     }
-    if let Err((wait, locked)) = throttle::login_attempt(state, username, app).await {
-        return Err(SignInError::Locked(wait, locked));
-    }
+    throttle::login_attempt(state, username, app).await?;
     let user = match Username::parse(username) {
         Ok(name) => state
             .ops

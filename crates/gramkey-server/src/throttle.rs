@@ -11,6 +11,10 @@
 //!   per-client lockout would let anyone lock an app out of its token endpoint. Failures are
 //!   also counted per client, for alerts.
 //!
+//! - **Admin keys** (the admin API's bearer key, the console's key form) are limited per
+//!   address only, with the sign-in limit: a wrong key counts against the address it came
+//!   from, so nobody can lock out the right key presented from an address that has not failed.
+//!
 //! Addresses are counted whole for IPv4 and by /64 for IPv6 (what one subscriber gets).
 
 use std::net::IpAddr;
@@ -21,6 +25,7 @@ use gramkey_domain::{AppId, UserId};
 use serde_json::json;
 
 use crate::audit::Entry;
+use crate::limits::AttemptRefused;
 use crate::state::AppState;
 
 /// The address a request's attempts are counted under.
@@ -42,11 +47,12 @@ pub fn address_of(ip: IpAddr) -> String {
     }
 }
 
-/// The keys of an address's sign-in and client-authentication counts.
-pub fn address_keys(address: &str) -> [String; 2] {
+/// The keys of an address's sign-in, client-authentication and admin-key counts.
+pub fn address_keys(address: &str) -> [String; 3] {
     [
         format!("gk:login:ip:{address}"),
         format!("gk:client:ip:{address}"),
+        format!("gk:admin:ip:{address}"),
     ]
 }
 
@@ -55,6 +61,16 @@ pub fn address_keys(address: &str) -> [String; 2] {
 pub enum Locked {
     Account,
     Address,
+}
+
+/// Why an attempt may not go on now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    /// A limit is full: wait this many seconds.
+    Locked(i64, Locked),
+    /// The shared limiter cannot be asked and fails closed. Nothing failed and nothing is
+    /// audited: the caller answers "temporarily unavailable".
+    Unavailable,
 }
 
 /// The account's key: the name as typed, lower-cased and cut to Instagram's 30 characters, so
@@ -68,7 +84,7 @@ fn login_keys(state: &AppState, username: &str) -> Vec<(String, u64)> {
     let l = &state.limiter.limits;
     let mut keys = vec![(account_key(username), l.login_failures_per_account)];
     if let Some(a) = address() {
-        let [login, _] = address_keys(&a);
+        let [login, ..] = address_keys(&a);
         keys.push((login, l.login_failures_per_ip));
     }
     keys
@@ -76,7 +92,7 @@ fn login_keys(state: &AppState, username: &str) -> Vec<(String, u64)> {
 
 fn client_ip_key(state: &AppState) -> Option<(String, u64)> {
     address().map(|a| {
-        let [_, client] = address_keys(&a);
+        let [_, client, _] = address_keys(&a);
         (client, state.limiter.limits.client_auth_failures_per_ip)
     })
 }
@@ -110,10 +126,12 @@ pub async fn login_attempt(
     state: &AppState,
     username: &str,
     app: Option<&AppId>,
-) -> Result<(), (i64, Locked)> {
+) -> Result<(), Throttled> {
     let keys = login_keys(state, username);
-    let Err((wait, which)) = state.limiter.attempt(&keys, true).await else {
-        return Ok(());
+    let (wait, which) = match state.limiter.attempt(&keys, true).await {
+        Ok(()) => return Ok(()),
+        Err(AttemptRefused::Unavailable) => return Err(Throttled::Unavailable),
+        Err(AttemptRefused::Full { wait, which }) => (wait, which),
     };
     let locked = if which == 0 {
         Locked::Account
@@ -132,7 +150,7 @@ pub async fn login_attempt(
         wait,
     )
     .await;
-    Err((wait, locked))
+    Err(Throttled::Locked(wait, locked))
 }
 
 /// Audits a failed sign-in and, past the burst threshold, alerts.
@@ -188,24 +206,28 @@ pub async fn right_secret(state: &AppState, username: &str) {
     }
 }
 
-/// Whether this address may try to authenticate a client; if not, the seconds to wait.
-pub async fn client_allowed(state: &AppState, client_id: &str) -> Result<(), i64> {
+/// Whether this address may try to authenticate a client; if not, why (a wait in seconds, or
+/// the limiter being unavailable, which is not audited: nothing failed).
+pub async fn client_allowed(state: &AppState, client_id: &str) -> Result<(), Throttled> {
     let Some(key) = client_ip_key(state) else {
         return Ok(());
     };
-    let verdict = state
+    match state
         .limiter
         .attempt(std::slice::from_ref(&key), false)
         .await
-        .map_err(|(wait, _)| wait);
-    if let Err(wait) = verdict {
-        let entry = match AppId::parse(client_id) {
-            Some(app) => Entry::default().app(&app),
-            None => Entry::default(),
-        };
-        refused(state, AuditKind::ClientAuthFailed, &key.0, entry, wait).await;
+    {
+        Ok(()) => Ok(()),
+        Err(AttemptRefused::Unavailable) => Err(Throttled::Unavailable),
+        Err(AttemptRefused::Full { wait, .. }) => {
+            let entry = match AppId::parse(client_id) {
+                Some(app) => Entry::default().app(&app),
+                None => Entry::default(),
+            };
+            refused(state, AuditKind::ClientAuthFailed, &key.0, entry, wait).await;
+            Err(Throttled::Locked(wait, Locked::Address))
+        }
     }
-    verdict
 }
 
 /// Counts, audits and (past the burst threshold) alerts on a failed client authentication.
@@ -238,4 +260,52 @@ pub async fn client_failed(state: &AppState, app: Option<&AppId>, why: &str) {
             json!({"subject": subject, "failures": count}),
         );
     }
+}
+
+/// Checks an admin key presented from this request's address: `None` when the server has
+/// none, else whether it is right. An address over its limit is refused before the key is
+/// compared, even a right one, until its oldest failure is 15 minutes old (or
+/// `POST /admin/addresses/{ip}/unlock`); a wrong key is counted, audited and alerted on.
+pub async fn admin_key(state: &AppState, presented: &str) -> Result<Option<bool>, Throttled> {
+    let key = address().map(|a| {
+        let [.., admin] = address_keys(&a);
+        (admin, state.limiter.limits.login_failures_per_ip)
+    });
+    if let Some(key) = &key {
+        match state
+            .limiter
+            .attempt(std::slice::from_ref(key), false)
+            .await
+        {
+            Ok(()) => {}
+            Err(AttemptRefused::Unavailable) => return Err(Throttled::Unavailable),
+            Err(AttemptRefused::Full { wait, .. }) => {
+                let entry = Entry::default().detail("admin key: this address: ");
+                refused(state, AuditKind::LoginFailed, &key.0, entry, wait).await;
+                return Err(Throttled::Locked(wait, Locked::Address));
+            }
+        }
+    }
+    let right = state.is_admin_key(presented);
+    if right == Some(false) {
+        tracing::warn!("wrong or missing admin key");
+        let entry = Entry::default().detail("wrong admin key");
+        state
+            .ops
+            .audit(AuditKind::LoginFailed, Outcome::Failure, entry)
+            .await;
+        if let Some((key, limit)) = key {
+            let counts = state.limiter.tally(&[(key.clone(), limit)], true).await;
+            let subject = key.trim_start_matches("gk:");
+            let count = counts.first().copied().unwrap_or(0);
+            state.alerts.failures(
+                AlertKind::LoginFailures,
+                subject,
+                count,
+                limit,
+                json!({"subject": subject, "failures": count}),
+            );
+        }
+    }
+    Ok(right)
 }

@@ -29,7 +29,7 @@ use gramkey_store::{
 
 use crate::audit::Entry;
 use crate::state::AppState;
-use crate::throttle;
+use crate::throttle::{self, Throttled};
 
 /// Why the OAuth core refused, or that it failed.
 #[derive(Debug)]
@@ -47,6 +47,8 @@ pub enum Failure {
     RefreshTokenReused,
     /// RFC 7009: a client may revoke only its own tokens.
     OtherClientsToken,
+    /// The shared rate limiter cannot be asked and fails closed: nothing was decided.
+    Unavailable,
     /// The store failed. Logged once, where it is rendered.
     Store(StoreError),
 }
@@ -167,7 +169,12 @@ impl Tokens<'_> {
     async fn not_throttled(&self, client_id: &str) -> Result<(), Failure> {
         throttle::client_allowed(self.state, client_id)
             .await
-            .map_err(|retry_after| ClientRefusal::Throttled { retry_after }.into())
+            .map_err(|t| match t {
+                Throttled::Locked(retry_after, _) => {
+                    ClientRefusal::Throttled { retry_after }.into()
+                }
+                Throttled::Unavailable => Failure::Unavailable,
+            })
     }
 
     /// Checks `secret` against a known app; a wrong one is counted, audited (with `context`)

@@ -139,12 +139,10 @@ impl FromRequest<AppState> for CsrfForm {
             pages::error(StatusCode::BAD_REQUEST, "Invalid request", why)
         })?;
         match session {
-            Some(s) if s.csrf_ok(field(&form, "csrf")) => {
-                match not_plain_text(&form) {
-                    Some(refusal) => Err(refusal),
-                    None => Ok(CsrfForm(form)),
-                }
-            }
+            Some(s) if s.csrf_ok(field(&form, "csrf")) => match not_plain_text(&form) {
+                Some(refusal) => Err(refusal),
+                None => Ok(CsrfForm(form)),
+            },
             _ => Err(csrf_refused()),
         }
     }

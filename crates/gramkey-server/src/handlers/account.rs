@@ -66,11 +66,7 @@ pub async fn login(
             (jar, see_other(&next)).into_response()
         }
         Err(e) => {
-            let status = match e {
-                SignInError::Locked(..) => StatusCode::TOO_MANY_REQUESTS,
-                SignInError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNAUTHORIZED,
-            };
+            let status = e.status();
             if let SignInError::Store(inner) = &e {
                 tracing::error!(error = %inner, "sign-in failed");
             }
@@ -268,9 +264,10 @@ pub async fn change_password(
         return refuse("The new passwords do not match.");
     }
     // The current password is a password: guessing it is throttled like signing in.
-    if let Err((wait, locked)) = throttle::login_attempt(&state, &user.username, None).await {
-        let mut resp = refuse(&SignInError::Locked(wait, locked).message());
-        *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    if let Err(t) = throttle::login_attempt(&state, &user.username, None).await {
+        let e = SignInError::from(t);
+        let mut resp = refuse(&e.message());
+        *resp.status_mut() = e.status();
         return resp;
     }
     if !state.ops.password_is(&user, Password::new(current)).await {

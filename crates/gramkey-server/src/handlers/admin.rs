@@ -11,6 +11,8 @@ use gramkey_store::Profile;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::throttle::Throttled;
+
 use crate::ops::{CALLBACK_LIST_LIMIT, NewAppInput, app_json, callback_json, user_json};
 use crate::state::AppState;
 use crate::wire::admin::AdminError;
@@ -28,19 +30,24 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        match state.is_admin_key(presented) {
-            None => Err(AdminError(
+        match crate::throttle::admin_key(state, presented).await {
+            Ok(None) => Err(AdminError(
                 StatusCode::FORBIDDEN,
                 "the admin API is disabled: start the server with GRAMKEY_ADMIN_KEY set".into(),
             )),
-            Some(true) => Ok(Admin),
-            Some(false) => {
-                tracing::warn!("admin API request with a wrong or missing key");
-                Err(AdminError(
-                    StatusCode::UNAUTHORIZED,
-                    "a valid admin key is required (Authorization: Bearer <key>)".into(),
-                ))
-            }
+            Ok(Some(true)) => Ok(Admin),
+            Ok(Some(false)) => Err(AdminError(
+                StatusCode::UNAUTHORIZED,
+                "a valid admin key is required (Authorization: Bearer <key>)".into(),
+            )),
+            Err(Throttled::Locked(wait, _)) => Err(AdminError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many wrong admin keys from this address; try again in {wait} s"),
+            )),
+            Err(Throttled::Unavailable) => Err(AdminError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the rate limiter is unavailable; try again shortly".into(),
+            )),
         }
     }
 }

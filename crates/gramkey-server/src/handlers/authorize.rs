@@ -281,8 +281,8 @@ pub async fn login(
                 ok: None,
             };
             let mut resp = login_page(&app, &req, &session, attempt);
-            if matches!(e, SignInError::Locked(..)) {
-                *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            if matches!(e, SignInError::Locked(..) | SignInError::Unavailable) {
+                *resp.status_mut() = e.status();
             }
             return resp;
         }

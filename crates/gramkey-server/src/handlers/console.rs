@@ -13,13 +13,11 @@ use crate::pages::{self, Section};
 use crate::session;
 use crate::signin::SignInError;
 use crate::state::AppState;
-use crate::throttle::{self, Locked};
+use crate::throttle;
 use crate::web::{self, Administrator, CsrfForm, field, see_other};
 
 /// Events per page of the audit log.
 const PAGE: u32 = 50;
-/// The name the admin key's sign-in attempts are throttled under: not a possible username.
-const ADMIN_KEY_ACCOUNT: &str = "(admin key)";
 
 pub async fn login_form(State(state): State<AppState>, jar: PrivateCookieJar) -> Response {
     let (jar, session) = session::ensure(&state, jar);
@@ -39,27 +37,17 @@ pub async fn login(
     let refuse = |status: StatusCode, message: &str| {
         pages::page(status, pages::admin_key_login(&session.csrf, Some(message)))
     };
-    if let Err((wait, locked)) = throttle::login_attempt(&state, ADMIN_KEY_ACCOUNT, None).await {
-        let message = match locked {
-            Locked::Account => format!(
-                "Too many wrong admin keys. Try again in {} minute(s).",
-                (wait + 59) / 60
-            ),
-            Locked::Address => SignInError::Locked(wait, locked).message(),
-        };
-        return refuse(StatusCode::TOO_MANY_REQUESTS, &message);
-    }
-    match state.is_admin_key(field(&form, "key").unwrap_or("")) {
-        None => refuse(
+    match throttle::admin_key(&state, field(&form, "key").unwrap_or("")).await {
+        Err(t) => {
+            let e = SignInError::from(t);
+            refuse(e.status(), &e.message())
+        }
+        Ok(None) => refuse(
             StatusCode::FORBIDDEN,
             "Signing in with the admin key is not enabled on this server.",
         ),
-        Some(false) => {
-            throttle::login_failed(&state, ADMIN_KEY_ACCOUNT, None, None, "wrong admin key").await;
-            refuse(StatusCode::UNAUTHORIZED, "That is not the admin key.")
-        }
-        Some(true) => {
-            throttle::right_secret(&state, ADMIN_KEY_ACCOUNT).await;
+        Ok(Some(false)) => refuse(StatusCode::UNAUTHORIZED, "That is not the admin key."),
+        Ok(Some(true)) => {
             let jar = session::admin_signed_in(&state, jar, Some(session.clone()));
             (jar, see_other("/console/audit")).into_response()
         }

@@ -97,14 +97,14 @@ pub async fn admit(
         Ok(standing) => (standing, None),
         Err((standing, refusal)) => (standing, Some(refusal)),
     };
-    let standing = Standing {
-        business_user: (token.flavour == Flavour::InstagramLogin)
-            .then(|| token.scoped_id.as_ref().map(|s| s.as_str().to_owned()))
-            .flatten(),
-        ..standing
-    };
-    if let Some(c) = &ctx {
-        c.set_standing(standing);
+    // Without a standing (the limiter could not be asked), no usage headers at all.
+    if let (Some(c), Some(standing)) = (&ctx, standing) {
+        c.set_standing(Standing {
+            business_user: (token.flavour == Flavour::InstagramLogin)
+                .then(|| token.scoped_id.as_ref().map(|s| s.as_str().to_owned()))
+                .flatten(),
+            ..standing
+        });
     }
     match refusal {
         None => Ok(()),

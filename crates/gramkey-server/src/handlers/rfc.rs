@@ -57,6 +57,7 @@ fn form(fields: Result<FormFields, TokenErrorResponse>) -> Result<FormFields, Rf
             status: e.status(),
             ..RfcError::invalid_request(e.to_string())
         },
+        TokenErrorResponse::Unavailable => RfcError::from(crate::tokens::Failure::Unavailable),
         TokenErrorResponse::Internal => RfcError::internal(),
     })
 }

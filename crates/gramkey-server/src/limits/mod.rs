@@ -151,6 +151,18 @@ pub enum Refusal {
     Unavailable,
 }
 
+/// Why an attempt (a sign-in, a client authentication) may not go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptRefused {
+    /// A budget is full: the longest wait, in seconds, and which key imposes it.
+    Full { wait: i64, which: usize },
+    /// The backend failed and the limiter fails closed: nothing was counted, nobody failed.
+    Unavailable,
+}
+
+/// After a backend failure, calls fail at once for this long, then one call probes it.
+const PROBE_SECS: i64 = 1;
+
 /// The limiter the server holds.
 pub struct Limiter {
     backend: Arc<dyn Backend>,
@@ -162,6 +174,10 @@ pub struct Limiter {
     spent: std::sync::Mutex<std::collections::HashMap<AppId, (u64, u64)>>,
     /// When a backend failure was last logged, so an outage logs once a minute, not per request.
     last_failure_log: AtomicI64,
+    /// The circuit breaker: until then (by the clock), the backend is taken to be down and not
+    /// asked; 0 while it answers. A down Redis costs one timed-out call per second, not one
+    /// per request.
+    down_until: AtomicI64,
 }
 
 impl Limiter {
@@ -180,6 +196,48 @@ impl Limiter {
             metrics,
             spent: std::sync::Mutex::default(),
             last_failure_log: AtomicI64::new(i64::MIN),
+            down_until: AtomicI64::new(0),
+        }
+    }
+
+    /// Runs `call` on the backend unless the breaker is open: then it fails at once. After a
+    /// failure the breaker opens for [`PROBE_SECS`]; then the first caller probes (the others
+    /// still fail at once) and closes it if the backend answers.
+    async fn guarded<T>(
+        &self,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let now = self.clock.now();
+        let until = self.down_until.load(Ordering::Relaxed);
+        if until != 0 {
+            let probing = now >= until
+                && self
+                    .down_until
+                    .compare_exchange(
+                        until,
+                        now + PROBE_SECS,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok();
+            if !probing {
+                return Err(BackendError(
+                    "the rate limiter's backend is down; asking it again shortly".into(),
+                ));
+            }
+        }
+        match call.await {
+            Ok(v) => {
+                if until != 0 {
+                    self.down_until.store(0, Ordering::Relaxed);
+                    tracing::warn!("rate limiter backend answers again");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                self.down_until.store(now + PROBE_SECS, Ordering::Relaxed);
+                Err(e)
+            }
         }
     }
 
@@ -210,7 +268,8 @@ impl Limiter {
 
     /// Admits a resource call to `app` (which `users` people authorized) by `user` (none for
     /// an app token) with token row `token_id`, or says which budget is spent. Either way, the
-    /// request's standing, for the usage headers.
+    /// request's standing, for the usage headers: `None` when the backend could not be asked,
+    /// so no usage headers are made up.
     pub async fn admit(
         &self,
         app: &AppId,
@@ -219,7 +278,7 @@ impl Limiter {
         user: Option<i64>,
         token_id: i64,
         class: CallClass,
-    ) -> Result<Standing, (Standing, Refusal)> {
+    ) -> Result<Option<Standing>, (Option<Standing>, Refusal)> {
         let draws = self.limits.draws(app, mode, users, user, token_id, class);
         let checks: Vec<Check> = draws
             .iter()
@@ -251,10 +310,13 @@ impl Limiter {
                 _ => None,
             };
         };
-        match self.backend.check(self.clock.now(), &checks).await {
+        match self
+            .guarded(self.backend.check(self.clock.now(), &checks))
+            .await
+        {
             Ok(Verdict::Allowed { used }) => {
                 fill(&mut standing, &used);
-                Ok(standing)
+                Ok(Some(standing))
             }
             Ok(Verdict::Limited {
                 index,
@@ -263,7 +325,7 @@ impl Limiter {
             }) => {
                 fill(&mut standing, &used);
                 Err((
-                    standing,
+                    Some(standing),
                     Refusal::Limited {
                         budget: draws[index].budget,
                         retry_after,
@@ -272,8 +334,8 @@ impl Limiter {
             }
             // Nothing is known of the budgets: no usage headers rather than made-up ones.
             Err(e) => match self.failed(&e) {
-                None => Ok(Standing::default()),
-                Some(r) => Err((Standing::default(), r)),
+                None => Ok(None),
+                Some(r) => Err((None, r)),
             },
         }
     }
@@ -293,11 +355,9 @@ impl Limiter {
         let now = self.clock.now();
         for (app, (wall_us, cpu_us)) in pending {
             for (what, amount) in [("time_us", wall_us), ("cpu_us", cpu_us)] {
-                if let Err(e) = self
-                    .backend
-                    .add(now, &app_key(&app, what), WindowSpec::HOUR, amount)
-                    .await
-                {
+                let key = app_key(&app, what);
+                let add = self.backend.add(now, &key, WindowSpec::HOUR, amount);
+                if let Err(e) = self.guarded(add).await {
                     self.failed(&e);
                 }
             }
@@ -309,10 +369,14 @@ impl Limiter {
     /// With `charge`, an allowed attempt is counted at once, atomically with the check, so
     /// parallel attempts cannot all pass before any is counted; take it back with
     /// [`Limiter::refund`] if it succeeds.
-    pub async fn attempt(&self, keys: &[(String, u64)], charge: bool) -> Result<(), (i64, usize)> {
+    pub async fn attempt(
+        &self,
+        keys: &[(String, u64)],
+        charge: bool,
+    ) -> Result<(), AttemptRefused> {
         let now = self.clock.now();
         let checks = attempt_checks(keys, u64::from(charge), false);
-        match self.backend.check(now, &checks).await {
+        match self.guarded(self.backend.check(now, &checks)).await {
             Ok(Verdict::Allowed { .. }) => Ok(()),
             Ok(Verdict::Limited { .. }) => {
                 // The longest wait of all the full budgets, not just the first one found.
@@ -329,11 +393,14 @@ impl Limiter {
                         _ => {}
                     }
                 }
-                Err(longest)
+                Err(AttemptRefused::Full {
+                    wait: longest.0,
+                    which: longest.1,
+                })
             }
             Err(e) => match self.failed(&e) {
                 None => Ok(()),
-                Some(_) => Err((5, 0)),
+                Some(_) => Err(AttemptRefused::Unavailable),
             },
         }
     }
@@ -341,11 +408,10 @@ impl Limiter {
     /// Takes back an attempt charged by [`Limiter::attempt`].
     pub async fn refund(&self, key: &str) {
         let now = self.clock.now();
-        if let Err(e) = self
+        let refund = self
             .backend
-            .refund(now, key, WindowSpec::FIFTEEN_MINUTES, 1)
-            .await
-        {
+            .refund(now, key, WindowSpec::FIFTEEN_MINUTES, 1);
+        if let Err(e) = self.guarded(refund).await {
             self.failed(&e);
         }
     }
@@ -354,7 +420,10 @@ impl Limiter {
     /// attempt). One backend call, never refused.
     pub async fn tally(&self, keys: &[(String, u64)], add: bool) -> Vec<u64> {
         let checks = attempt_checks(keys, u64::from(add), true);
-        match self.backend.check(self.clock.now(), &checks).await {
+        match self
+            .guarded(self.backend.check(self.clock.now(), &checks))
+            .await
+        {
             Ok(Verdict::Allowed { used }) => used,
             Ok(Verdict::Limited { .. }) => vec![u64::MAX; keys.len()],
             Err(e) => {
@@ -366,7 +435,7 @@ impl Limiter {
 
     /// Clears the failures counted under `key`.
     pub async fn clear(&self, key: &str) {
-        if let Err(e) = self.backend.reset(key).await {
+        if let Err(e) = self.guarded(self.backend.reset(key)).await {
             self.failed(&e);
         }
     }
@@ -446,6 +515,77 @@ mod tests {
             assert_eq!(matches!(r, Err((_, Refusal::Unavailable))), refused);
             assert_eq!(l.attempt(&[("k".into(), 1)], true).await.is_err(), refused);
         }
+    }
+
+    /// A down backend is asked once, then not again until the probe interval has passed;
+    /// one that answers again closes the breaker.
+    #[tokio::test]
+    async fn a_down_backend_is_not_asked_on_every_call() {
+        struct Flaky {
+            asked: std::sync::atomic::AtomicU32,
+            up: std::sync::atomic::AtomicBool,
+        }
+        #[async_trait]
+        impl Backend for Flaky {
+            async fn check(&self, _: UnixTime, c: &[Check]) -> Result<Verdict, BackendError> {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                if self.up.load(Ordering::SeqCst) {
+                    Ok(Verdict::Allowed {
+                        used: vec![1; c.len()],
+                    })
+                } else {
+                    Err(BackendError("down".into()))
+                }
+            }
+            async fn add(
+                &self,
+                _: UnixTime,
+                _: &str,
+                _: WindowSpec,
+                _: u64,
+            ) -> Result<(), BackendError> {
+                Ok(())
+            }
+            async fn refund(
+                &self,
+                _: UnixTime,
+                _: &str,
+                _: WindowSpec,
+                _: u64,
+            ) -> Result<(), BackendError> {
+                Ok(())
+            }
+            async fn reset(&self, _: &str) -> Result<(), BackendError> {
+                Ok(())
+            }
+        }
+        let backend = Arc::new(Flaky {
+            asked: Default::default(),
+            up: Default::default(),
+        });
+        let clock = Arc::new(ManualClock::new(1_800_000_000));
+        let l = Limiter::new(
+            backend.clone(),
+            Limits::default(),
+            OnFailure::Open,
+            clock.clone(),
+            Metrics::default(),
+        );
+        let keys = [("k".to_owned(), 5)];
+        let asked = || backend.asked.load(Ordering::SeqCst);
+        for _ in 0..10 {
+            assert_eq!(l.attempt(&keys, false).await, Ok(()));
+        }
+        assert_eq!(asked(), 1, "asked once, then failed fast");
+        clock.advance(PROBE_SECS);
+        l.attempt(&keys, false).await.unwrap();
+        assert_eq!(asked(), 2, "probed after the interval");
+        backend.up.store(true, Ordering::SeqCst);
+        clock.advance(PROBE_SECS);
+        for _ in 0..3 {
+            l.attempt(&keys, false).await.unwrap();
+        }
+        assert_eq!(asked(), 5, "back to asking every call once it answers");
     }
 
     /// What every backend must do, run against memory and (with `GRAMKEY_TEST_REDIS_URL`)

@@ -60,6 +60,7 @@ impl From<Failure> for GraphError {
             Failure::Token(r) => r.into(),
             Failure::Client(ClientRefusal::Throttled { .. }) => GraphError::user_rate_limited(),
             Failure::Client(ClientRefusal::WrongSecret) => GraphError::bad_client_secret(),
+            Failure::Unavailable => GraphError::unavailable(),
             Failure::Store(e) => {
                 tracing::error!(error = %e, "token service failed");
                 GraphError::internal()

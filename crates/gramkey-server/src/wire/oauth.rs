@@ -23,8 +23,15 @@ use crate::tokens::Failure;
 pub enum TokenErrorResponse {
     Refused(TokenEndpointError),
     Malformed(FormError),
+    /// The shared rate limiter cannot be asked and fails closed (RFC 6749's
+    /// `temporarily_unavailable`, HTTP 503).
+    Unavailable,
     Internal,
 }
+
+/// What a client is told while the shared rate limiter is down and the server fails closed.
+pub const UNAVAILABLE: &str =
+    "The service is temporarily unavailable. Please retry your request in a few seconds.";
 
 impl From<FormError> for TokenErrorResponse {
     fn from(e: FormError) -> Self {
@@ -51,6 +58,7 @@ impl From<Failure> for TokenErrorResponse {
             Failure::InvalidRefreshToken | Failure::Token(_) | Failure::OtherClientsToken => {
                 TokenEndpointError::InvalidRefreshToken
             }
+            Failure::Unavailable => return Self::Unavailable,
             Failure::Store(e) => {
                 tracing::error!(error = %e, "token endpoint failed");
                 return Self::Internal;
@@ -64,6 +72,7 @@ impl IntoResponse for TokenErrorResponse {
         let rfc = match &self {
             Self::Refused(e) => super::rfc::token_error_code(e).1,
             Self::Malformed(_) => "invalid_request",
+            Self::Unavailable => "temporarily_unavailable",
             Self::Internal => "server_error",
         };
         let (status, kind, message) = match self {
@@ -75,6 +84,11 @@ impl IntoResponse for TokenErrorResponse {
             ),
             Self::Refused(e) => (StatusCode::BAD_REQUEST, "OAuthException", e.to_string()),
             Self::Malformed(e) => (e.status(), "OAuthException", e.to_string()),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "OAuthException",
+                UNAVAILABLE.to_owned(),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "OAuthException",

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::no_store;
-use super::oauth::TokenErrorResponse;
+use super::oauth::{TokenErrorResponse, UNAVAILABLE};
 use crate::tokens::Failure;
 use gramkey_domain::app::ClientRefusal;
 
@@ -88,6 +88,11 @@ impl From<Failure> for RfcError {
             Failure::Client(ClientRefusal::UnknownClient | ClientRefusal::WrongSecret) => {
                 Self::invalid_client()
             }
+            Failure::Unavailable => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                error: "temporarily_unavailable",
+                description: UNAVAILABLE.into(),
+            },
             Failure::Store(e) => {
                 tracing::error!(error = %e, "standard OAuth endpoint failed");
                 Self::internal()
@@ -96,6 +101,7 @@ impl From<Failure> for RfcError {
                 TokenErrorResponse::Refused(e) => e.into(),
                 TokenErrorResponse::Malformed(e) => Self::invalid_request(e.to_string()),
                 TokenErrorResponse::Internal => Self::internal(),
+                TokenErrorResponse::Unavailable => Self::from(Failure::Unavailable),
             },
         }
     }

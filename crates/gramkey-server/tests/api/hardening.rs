@@ -435,3 +435,47 @@ async fn control_characters_are_refused_on_postgres() {
     };
     control_characters(t).await;
 }
+
+/// Wrong admin keys are counted per address: the address that guesses is refused (the right
+/// key too, until its failures age), and the right key from any other address still works.
+#[tokio::test]
+async fn wrong_admin_keys_lock_out_their_address_only() {
+    let t = TestApp::sqlite_with(|c| c.trust_forwarded_for = true).await;
+    let limit = t.state.limiter.limits.login_failures_per_ip;
+    let admin = |from: &'static str, key: &'static str| {
+        let url = t.url("/admin/apps");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(key)
+                .header("x-forwarded-for", from)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for i in 0..limit {
+        assert_eq!(
+            admin("203.0.113.7", "wrong").await,
+            StatusCode::UNAUTHORIZED,
+            "try {i}"
+        );
+    }
+    assert_eq!(
+        admin("203.0.113.7", "wrong").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        admin("203.0.113.7", ADMIN_KEY).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(admin("198.51.100.9", ADMIN_KEY).await, StatusCode::OK);
+    // Right keys cost nothing.
+    for _ in 0..(limit + 5) {
+        assert_eq!(admin("198.51.100.9", ADMIN_KEY).await, StatusCode::OK);
+    }
+    // Once its failures are 15 minutes old, the address may try again.
+    t.clock.advance(15 * 60 + 1);
+    assert_eq!(admin("203.0.113.7", ADMIN_KEY).await, StatusCode::OK);
+}

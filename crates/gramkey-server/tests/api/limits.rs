@@ -684,8 +684,15 @@ async fn each_alert_kind_reaches_the_webhook_once_per_storm() {
     assert_eq!(all.iter().filter(|a| a["kind"] == "rate_jump").count(), 1);
 }
 
-/// A limiter backend that is always down.
-pub(super) struct Down;
+/// A limiter backend that is always down, counting how often it is asked.
+#[derive(Default)]
+pub(super) struct Down(std::sync::atomic::AtomicU32);
+
+impl Down {
+    fn asked(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 #[async_trait::async_trait]
 impl gramkey_server::limits::Backend for Down {
@@ -694,6 +701,7 @@ impl gramkey_server::limits::Backend for Down {
         _: i64,
         _: &[gramkey_server::limits::Check],
     ) -> Result<gramkey_server::limits::Verdict, gramkey_server::limits::BackendError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Err(gramkey_server::limits::BackendError("down".into()))
     }
     async fn add(
@@ -727,8 +735,9 @@ async fn a_down_limiter_fails_open_or_closed_as_configured() {
     use gramkey_server::limits::OnFailure;
     for on_failure in [OnFailure::Open, OnFailure::Closed] {
         let (store, dir) = fresh_sqlite().unwrap();
+        let down = Arc::new(Down::default());
         let start = Start {
-            limiter: Some(Arc::new(Down)),
+            limiter: Some(down.clone()),
             ..Start::default()
         };
         let t = TestApp::start_on(
@@ -740,15 +749,64 @@ async fn a_down_limiter_fails_open_or_closed_as_configured() {
         .await;
         let app = t.app("user_profile", AppMode::Live).await;
         if on_failure == OnFailure::Open {
-            // Everything works, unlimited.
+            // Everything works, unlimited, with no usage headers (nothing is known of the
+            // budgets), and a down backend is not asked again on every call: the clock stands
+            // still here, so after the first failure it is asked no more.
             t.user("gus", "gus-password").await;
             let token = user_token(&t, &app, "user_profile", "gus").await;
-            let (s, b) = me(&t, &token, "id").await;
-            assert_eq!(s, StatusCode::OK, "{b}");
+            let asked = down.asked();
+            for _ in 0..20 {
+                let r = reqwest::Client::new()
+                    .get(t.url("/me?fields=id"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                for name in [
+                    "x-app-usage",
+                    "x-business-use-case-usage",
+                    "x-ratelimit-remaining",
+                ] {
+                    assert!(
+                        r.headers().get(name).is_none(),
+                        "{name} while the limiter is down"
+                    );
+                }
+            }
+            // (Probing again a second later is the unit tests' business: here the node's
+            // once-a-second charging task may be the one that probes.)
+            assert_eq!(down.asked(), asked, "a known-down backend is not asked");
         } else {
-            // Closed: even a right secret is refused, since failures cannot be counted.
+            // Closed: even a right secret is refused, as "temporarily unavailable", not as a
+            // failed authentication, and nothing false is audited.
             let (s, b) = app_token_request(&t, &app, &app.secret).await;
-            assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+            assert_eq!(b["error"], "temporarily_unavailable", "{b}");
+            let r = reqwest::Client::new()
+                .post(t.url("/oauth/introspect"))
+                .basic_auth(&app.client_id, Some(&app.secret))
+                .form(&[("token", "IGQWRnothing")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let events = t
+                .state
+                .ops
+                .store
+                .audit(&gramkey_store::AuditQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(
+                events
+                    .iter()
+                    .all(|e| e.event.kind != gramkey_domain::audit::AuditKind::ClientAuthFailed),
+                "{events:?}"
+            );
         }
     }
     let text = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();

@@ -1095,8 +1095,9 @@ async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
         StatusCode::FORBIDDEN
     );
 
-    // Right keys cost nothing; five wrong ones in 15 minutes lock the form, the right key too.
-    // (Each sign-in makes a new session, with a new CSRF token.)
+    // Right keys cost nothing; wrong ones are counted against the address they come from, and
+    // past the address's limit the form refuses that address, the right key too (issue 15:
+    // other addresses keep their access; see the admin API's test in hardening).
     let k = browser();
     for _ in 0..6 {
         let token = csrf(&t, &k, "/console/login").await;
@@ -1111,7 +1112,9 @@ async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
     }
     let k = browser();
     let token = csrf(&t, &k, "/console/login").await;
-    for i in 0..5 {
+    // One wrong key was tried above; a right key does not wipe it.
+    let limit = t.state.limiter.limits.login_failures_per_ip;
+    for i in 1..limit {
         let (s, _, _) = post(
             &t,
             &k,
@@ -1129,7 +1132,10 @@ async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
     )
     .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
-    assert!(html.contains("Too many wrong admin keys."), "{html}");
+    assert!(
+        html.contains("Too many failed sign-ins from your network."),
+        "{html}"
+    );
     let failures = t
         .state
         .ops
