@@ -35,6 +35,16 @@ pub struct Global {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// How long a PostgreSQL request waits for a pooled connection before it fails (while the
+    /// database is down or saturated): clients get a fast, clear error instead of a hang.
+    #[arg(
+        long,
+        global = true,
+        env = "GRAMKEY_DB_ACQUIRE_TIMEOUT",
+        default_value = "3s",
+        value_parser = humantime::parse_duration
+    )]
+    pub db_acquire_timeout: std::time::Duration,
 }
 
 impl Global {
@@ -47,7 +57,7 @@ impl Global {
         let store: Arc<dyn Store> = match self.database_url.as_deref() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Arc::new(
-                    PgStore::connect(url)
+                    PgStore::connect(url, self.db_acquire_timeout)
                         .await
                         .context("cannot open the PostgreSQL database")?,
                 )

@@ -44,13 +44,21 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` and applies pending migrations.
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// How long an operation waits for a pooled connection by default: a down database is a
+    /// fast error, not a 30-second hang (sqlx's default).
+    pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+    /// Connects to `url` and applies pending migrations. An operation that cannot get a
+    /// connection within `acquire_timeout` fails.
+    pub async fn connect(url: &str, acquire_timeout: std::time::Duration) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
-        Self::connect_with(options).await
+        Self::connect_with(options, acquire_timeout).await
     }
 
-    pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Self> {
         // One direct connection first, so a refused connection or a bad password is reported
         // as itself at once, not as a pool timeout half a minute later.
         sqlx::Connection::close(
@@ -59,6 +67,7 @@ impl PgStore {
         .await?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres")

@@ -26,7 +26,11 @@ pub async fn fresh_postgres(url: &str) -> Result<Arc<dyn Store>> {
         .execute(&mut admin)
         .await?;
     admin.close().await?;
-    let store = PgStore::connect_with(options.options([("search_path", schema.as_str())])).await?;
+    let store = PgStore::connect_with(
+        options.options([("search_path", schema.as_str())]),
+        PgStore::ACQUIRE_TIMEOUT,
+    )
+    .await?;
     Ok(Arc::new(store))
 }
 
