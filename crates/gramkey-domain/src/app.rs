@@ -163,6 +163,12 @@ impl RedirectUri {
 
     /// Does a redirect URI presented by a client match this registered one?
     pub fn matches(&self, presented: &str) -> bool {
+        // The URL parser drops tabs and line breaks silently, so `loop\tback` would match
+        // `loopback` here and then reach a `Location` header as typed: control characters
+        // never match.
+        if presented.chars().any(char::is_control) {
+            return false;
+        }
         if self.0 == presented {
             return true;
         }
@@ -217,6 +223,19 @@ pub enum ClientRefusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_never_match_a_redirect_uri() {
+        let r = RedirectUri::parse("http://127.0.0.1/loopback").unwrap();
+        assert!(r.matches("http://127.0.0.1:5000/loopback"));
+        for bad in [
+            "http://127.0.0.1:5000/loop\tback",
+            "http://127.0.0.1:5000/loopback\n",
+            "http://127.0.0.1:5000/\rloopback",
+        ] {
+            assert!(!r.matches(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn redirect_uri_rules() {

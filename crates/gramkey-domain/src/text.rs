@@ -29,6 +29,16 @@ pub fn check_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> R
     Ok(())
 }
 
+/// Whether a client's request id may be kept and logged as it is: 1 to 64 characters of
+/// letters, digits and `-_.:`, which covers UUIDs, ULIDs and trace ids, and nothing that can
+/// break a log line.
+pub fn safe_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +52,21 @@ mod tests {
         assert_eq!(forbidden_char("escape\u{1b}[31m"), Some('\u{1b}'));
         assert_eq!(forbidden_char("a\tb\r\nc\n"), None);
         assert_eq!(forbidden_char("émoji 📷 #tag"), None);
+    }
+
+    #[test]
+    fn request_ids_are_short_safe_tokens() {
+        for ok in [
+            "abc",
+            "3fa9c1d2-42",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "a.b:c_d",
+        ] {
+            assert!(safe_request_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "x\ninjected=1", "a\"b", "ü", &"x".repeat(65)] {
+            assert!(!safe_request_id(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::handlers::{
 use crate::observe;
 use crate::state::AppState;
 use crate::wire::graph::{GraphResponse, unknown_path};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use gramkey_domain::error::GraphError;
 
@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(cors.layer(graph::dispatch.with_state(state.clone())))
         .method_not_allowed_fallback(unsupported_method)
         .layer(middleware::from_fn(plain_text_query))
+        .layer(middleware::from_fn(head_size))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -126,6 +127,7 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(SetRequestIdLayer::x_request_id(request_ids))
+        .layer(middleware::map_request(client_request_id))
         .with_state(state)
 }
 
@@ -229,8 +231,22 @@ async fn form_action_self(mut resp: Response) -> Response {
     resp
 }
 
+/// A client's own `X-Request-Id` is kept only if it is a short token of safe characters
+/// ([`gramkey_domain::text::safe_request_id`]); anything else is dropped, and one is made, so
+/// a client cannot forge or flood log lines through it.
+async fn client_request_id(mut req: Request<Body>) -> Request<Body> {
+    let safe = req
+        .headers()
+        .get("x-request-id")
+        .map(|v| v.to_str().is_ok_and(gramkey_domain::text::safe_request_id));
+    if safe == Some(false) {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
+}
+
 /// Request ids: a random per-process prefix and a counter (`3fa9c1d2-42`). Unique across nodes
-/// without costing a random draw per request. A client's own `X-Request-Id` is kept.
+/// without costing a random draw per request. A client's own safe `X-Request-Id` is kept.
 #[derive(Clone)]
 struct RequestIds {
     prefix: Arc<str>,
@@ -256,25 +272,69 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// Only `vNN.N` is a version; `/anything/me` is an unknown path, as on Graph.
+/// The longest request target and the most header bytes a request may have. hyper itself
+/// refuses only far larger heads (64 KiB targets, about 400 KiB of headers) and answers those
+/// with an empty body; below that, these answer in Graph's shape.
+const MAX_TARGET: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+async fn head_size(req: Request<Body>, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let (status, why) = if target > MAX_TARGET {
+        (
+            StatusCode::URI_TOO_LONG,
+            format!("The request URI is longer than {MAX_TARGET} bytes"),
+        )
+    } else if headers > MAX_HEADER_BYTES {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("The request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        )
+    } else {
+        return next.run(req).await;
+    };
+    let mut resp = GraphResponse::from(GraphError::invalid_parameter(why)).into_response();
+    *resp.status_mut() = status;
+    resp
+}
+
 /// A query string whose names or values hold control characters ([`gramkey_domain::text`]) is
 /// refused before any handler sees it: in legacy v1's envelope on `/v1`, as Graph's code 100
-/// elsewhere. Bodies are checked where they are parsed (`FormFields`, the pages' forms, the
+/// elsewhere; so is a v1 query that repeats a parameter. Bodies are checked where they are parsed (`FormFields`, the pages' forms, the
 /// admin API's JSON).
 async fn plain_text_query(req: Request<Body>, next: Next) -> Response {
     if let Some(query) = req.uri().query() {
         let pairs: Vec<_> = url::form_urlencoded::parse(query.as_bytes()).collect();
         let checked = gramkey_domain::text::check_pairs(pairs.iter().map(|(k, v)| (&**k, &**v)));
+        let legacy = req.uri().path().starts_with("/v1/");
         if let Err(why) = checked {
-            if req.uri().path().starts_with("/v1/") {
+            if legacy {
                 return crate::handlers::legacy::refused(why);
             }
             return GraphResponse::from(GraphError::invalid_parameter(why)).into_response();
+        }
+        // One rule for repeated parameters: Graph refuses them (in `graph::dispatch`, where
+        // query and form meet), and so does legacy v1, whose handlers read only the query.
+        if legacy {
+            let mut names: Vec<&str> = pairs.iter().map(|(k, _)| &**k).collect();
+            names.sort_unstable();
+            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                return crate::handlers::legacy::refused(format!(
+                    "Parameter {} was given more than once",
+                    w[0]
+                ));
+            }
         }
     }
     next.run(req).await
 }
 
+/// Only `vNN.N` is a version; `/anything/me` is an unknown path, as on Graph.
 async fn graph_version(
     Path(params): Path<HashMap<String, String>>,
     OriginalUri(uri): OriginalUri,

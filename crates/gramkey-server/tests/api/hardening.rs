@@ -479,3 +479,99 @@ async fn wrong_admin_keys_lock_out_their_address_only() {
     t.clock.advance(15 * 60 + 1);
     assert_eq!(admin("203.0.113.7", ADMIN_KEY).await, StatusCode::OK);
 }
+
+/// Small ones: request ids, oversized heads, v1's repeated parameters, tabs in redirect URIs.
+#[tokio::test]
+async fn request_ids_heads_repeats_and_redirect_tabs() {
+    let t = TestApp::sqlite().await;
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let id_of = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    // A safe client id is kept; a long one or one that could break a log line is replaced.
+    let r = client
+        .get(t.url("/healthz"))
+        .header("x-request-id", "trace-0f8fad5b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&r), "trace-0f8fad5b");
+    for bad in ["evil\tline=1", &"x".repeat(200), "a b"] {
+        let r = client
+            .get(t.url("/healthz"))
+            .header("x-request-id", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(id_of(&r), bad);
+        assert!(gramkey_domain::text::safe_request_id(&id_of(&r)));
+    }
+    // Oversized heads get a body in Graph's shape, not hyper's empty answer.
+    let r = client
+        .get(t.url(&format!("/me?x={}", "a".repeat(10_000))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 100);
+    let r = client
+        .get(t.url("/me"))
+        .header("x-big", "b".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 100);
+    // Legacy v1 refuses a repeated parameter as Graph does.
+    let r = client
+        .get(t.url("/v1/users/self?access_token=a&access_token=b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(
+        b["meta"]["error_message"],
+        "Parameter access_token was given more than once"
+    );
+    // A tab in a loopback redirect URI does not match (and so never reaches Location).
+    let app = t.app("user_profile", AppMode::Live).await;
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("client_id", app.client_id.as_str()),
+            ("redirect_uri", "http://127.0.0.1:5000/loop\tback"),
+            ("scope", "user_profile"),
+            ("response_type", "code"),
+        ])
+        .finish();
+    let r = client
+        .get(t.url(&format!("/oauth/authorize?{q}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn client_request_ids_are_logged_only_when_safe() {
+    let t = TestApp::sqlite().await;
+    let marker = "forged-line-7f3a";
+    reqwest::Client::new()
+        .get(t.url("/healthz"))
+        .header("x-request-id", format!("x\t{marker}"))
+        .send()
+        .await
+        .unwrap();
+    // The control: a safe id is logged as sent.
+    reqwest::Client::new()
+        .get(t.url("/healthz"))
+        .header("x-request-id", "safe-id-91b2c4")
+        .send()
+        .await
+        .unwrap();
+    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert!(logged.contains("safe-id-91b2c4"));
+    assert!(!logged.contains(marker));
+}
