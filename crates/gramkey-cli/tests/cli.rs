@@ -1062,3 +1062,177 @@ fn the_configuration_reference_is_serve_help() {
         "docs/configuration.md differs from `gramkey serve --help`: run this test with UPDATE_DOCS=1"
     );
 }
+
+/// Durability under `kill -9` (issue 15): a real `gramkey serve` issuing and revoking app tokens
+/// from 8 concurrent clients is killed with SIGKILL three times. Afterwards every token
+/// acknowledged with a 200 is valid, and every revocation acknowledged with a 200 holds.
+fn kill_9_loses_nothing_acknowledged(database_url: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let with_db = |mut c: Command| {
+        if let Some(url) = database_url {
+            c.env("GRAMKEY_DATABASE_URL", url);
+        }
+        c
+    };
+    let created = run_json(with_db(gramkey(dir.path())).args([
+        "app",
+        "create",
+        "--name",
+        "Durable",
+        "--redirect-uri",
+        "https://durable.example/cb",
+        "--scopes",
+        "user_profile",
+        "--mode",
+        "live",
+        "--json",
+    ]));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    // Limits off: this is about durability, not budgets.
+    let args = ["--no-rate-limits"];
+    let start = |dir: &std::path::Path| {
+        let mut cmd = with_db(gramkey(dir));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-sandbox"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = KillOnDrop(cmd.spawn().unwrap());
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("serve exited early").unwrap();
+            if let Some(rest) = line.strip_prefix("gramkey listening on ") {
+                break rest.split(' ').next().unwrap().to_owned();
+            }
+        };
+        (child, addr)
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut issued, mut revoked, mut undecided) = (Vec::new(), Vec::new(), Vec::new());
+    for _round in 0..3 {
+        let (mut child, addr) = start(dir.path());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..8)
+            .map(|n| {
+                let (addr, id, secret, stop) =
+                    (addr.clone(), id.clone(), secret.clone(), stop.clone());
+                rt.spawn(async move {
+                    let c = reqwest::Client::new();
+                    let (mut ok, mut gone, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = c
+                            .post(format!("http://{addr}/oauth/access_token"))
+                            .form(&[
+                                ("client_id", id.as_str()),
+                                ("client_secret", secret.as_str()),
+                                ("grant_type", "client_credentials"),
+                            ])
+                            .send()
+                            .await;
+                        let Ok(r) = r else { break };
+                        if r.status() != reqwest::StatusCode::OK {
+                            continue;
+                        }
+                        let Ok(body) = r.json::<Value>().await else {
+                            break;
+                        };
+                        let token = body["access_token"].as_str().unwrap().to_owned();
+                        // Every fourth token is revoked again. Its revocation counts once
+                        // acknowledged; one cut short by the kill may or may not have
+                        // happened, so that token is checked neither way.
+                        if ok.len() % 4 == n % 4 {
+                            let r = c
+                                .post(format!("http://{addr}/oauth/revoke"))
+                                .basic_auth(&id, Some(&secret))
+                                .form(&[("token", token.as_str())])
+                                .send()
+                                .await;
+                            match r {
+                                Ok(r) if r.status() == reqwest::StatusCode::OK => {
+                                    gone.push(token.clone())
+                                }
+                                _ => unknown.push(token.clone()),
+                            }
+                        }
+                        ok.push(token);
+                    }
+                    (ok, gone, unknown)
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // SIGKILL: no shutdown, no flush.
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in clients {
+            let (ok, gone, unknown) = rt.block_on(c).unwrap();
+            issued.extend(ok);
+            revoked.extend(gone);
+            undecided.extend(unknown);
+        }
+    }
+    assert!(issued.len() > 100, "only {} tokens issued", issued.len());
+    let (_child, addr) = start(dir.path());
+    let revoked_set: std::collections::HashSet<String> = revoked.iter().cloned().collect();
+    let undecided: std::collections::HashSet<String> = undecided.into_iter().collect();
+    issued.retain(|t| !undecided.contains(t));
+    let (lost, resurrected) = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let (mut lost, mut resurrected) = (0, 0);
+        for chunk in issued.chunks(64) {
+            let mut checks = tokio::task::JoinSet::new();
+            for token in chunk {
+                let (c, token) = (c.clone(), token.clone());
+                let url = format!("http://{addr}/oauth/introspect");
+                let (id, secret) = (id.clone(), secret.clone());
+                checks.spawn(async move {
+                    let r = c
+                        .post(url)
+                        .basic_auth(&id, Some(&secret))
+                        .form(&[("token", token.as_str())])
+                        .send()
+                        .await
+                        .unwrap();
+                    let body: Value = r.json().await.unwrap();
+                    (token, body["active"] == true)
+                });
+            }
+            while let Some(done) = checks.join_next().await {
+                let (token, active) = done.unwrap();
+                match (revoked_set.contains(&token), active) {
+                    (false, false) => lost += 1,
+                    (true, true) => resurrected += 1,
+                    _ => {}
+                }
+            }
+        }
+        (lost, resurrected)
+    });
+    eprintln!(
+        "kill -9 ×3: {} tokens acknowledged, {} revocations acknowledged; {lost} lost, {resurrected} valid again",
+        issued.len(),
+        revoked.len()
+    );
+    assert_eq!((lost, resurrected), (0, 0));
+}
+
+#[test]
+fn kill_9_under_issuance_loses_nothing_on_sqlite() {
+    kill_9_loses_nothing_acknowledged(None);
+}
+
+#[test]
+fn kill_9_under_issuance_loses_nothing_on_postgres() {
+    let Some(url) = gramkey_store::test_support::postgres_url(
+        "kill_9_under_issuance_loses_nothing_on_postgres",
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt
+        .block_on(gramkey_store::test_support::fresh_postgres_database(&url))
+        .unwrap();
+    drop(rt);
+    kill_9_loses_nothing_acknowledged(Some(&db));
+}

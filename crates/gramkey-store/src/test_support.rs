@@ -34,6 +34,30 @@ pub async fn fresh_postgres(url: &str) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(store))
 }
 
+/// A new, empty database on the server at `url`, for a test that runs `gramkey` processes of
+/// its own (they take a URL, not a connection): that database's URL.
+pub async fn fresh_postgres_database(url: &str) -> Result<String> {
+    let options: PgConnectOptions = url.parse()?;
+    let name = format!("gk_test_{}", unique_suffix());
+    let mut admin = PgConnection::connect_with(&options).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    // The database is the URL's path: replace it, keep the query.
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = base
+        .rsplit_once('/')
+        .filter(|(head, _)| head.contains("//") && !head.ends_with('/'))
+        .map_or(base, |(head, _)| head);
+    Ok(match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    })
+}
+
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
