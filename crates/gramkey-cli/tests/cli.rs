@@ -311,7 +311,15 @@ fn start_node(
     args: &[&str],
     log: Option<&std::path::Path>,
 ) -> (KillOnDrop, String) {
-    let mut cmd = gramkey(dir);
+    start_command(gramkey(dir), args, log)
+}
+
+/// Starts `cmd serve …` (a `gramkey` command with its environment set) with `args`.
+fn start_command(
+    mut cmd: Command,
+    args: &[&str],
+    log: Option<&std::path::Path>,
+) -> (KillOnDrop, String) {
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-sandbox"])
         .args(args)
         .stdout(Stdio::piped());
@@ -1090,23 +1098,8 @@ fn kill_9_loses_nothing_acknowledged(database_url: Option<&str>) {
     let id = created["id"].as_str().unwrap().to_owned();
     let secret = created["client_secret"].as_str().unwrap().to_owned();
     // Limits off: this is about durability, not budgets.
-    let args = ["--no-rate-limits"];
-    let start = |dir: &std::path::Path| {
-        let mut cmd = with_db(gramkey(dir));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-sandbox"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = KillOnDrop(cmd.spawn().unwrap());
-        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("serve exited early").unwrap();
-            if let Some(rest) = line.strip_prefix("gramkey listening on ") {
-                break rest.split(' ').next().unwrap().to_owned();
-            }
-        };
-        (child, addr)
-    };
+    let start =
+        |dir: &std::path::Path| start_command(with_db(gramkey(dir)), &["--no-rate-limits"], None);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (mut issued, mut revoked, mut undecided) = (Vec::new(), Vec::new(), Vec::new());
     for _round in 0..3 {

@@ -305,7 +305,7 @@ async fn head_size(req: Request<Body>, next: Next) -> Response {
 
 /// A query string whose names or values hold control characters ([`gramkey_domain::text`]) is
 /// refused before any handler sees it: in legacy v1's envelope on `/v1`, as Graph's code 100
-/// elsewhere; so is a v1 query that repeats a parameter. Bodies are checked where they are parsed (`FormFields`, the pages' forms, the
+/// elsewhere; so is a v1 query that repeats a parameter other than `sig`. Bodies are checked where they are parsed (`FormFields`, the pages' forms, the
 /// admin API's JSON).
 async fn plain_text_query(req: Request<Body>, next: Next) -> Response {
     if let Some(query) = req.uri().query() {
@@ -319,9 +319,14 @@ async fn plain_text_query(req: Request<Body>, next: Next) -> Response {
             return GraphResponse::from(GraphError::invalid_parameter(why)).into_response();
         }
         // One rule for repeated parameters: Graph refuses them (in `graph::dispatch`, where
-        // query and form meet), and so does legacy v1, whose handlers read only the query.
+        // query and form meet), and so does legacy v1, whose handlers read only the query;
+        // except v1's `sig`, which python-instagram sends twice and v1 took (any may match).
         if legacy {
-            let mut names: Vec<&str> = pairs.iter().map(|(k, _)| &**k).collect();
+            let mut names: Vec<&str> = pairs
+                .iter()
+                .map(|(k, _)| &**k)
+                .filter(|k| *k != "sig")
+                .collect();
             names.sort_unstable();
             if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
                 return crate::handlers::legacy::refused(format!(

@@ -202,14 +202,13 @@ async fn held(addr: &str, head: &str) -> tokio::task::JoinHandle<(String, std::t
     })
 }
 
-#[tokio::test]
-async fn slow_and_idle_connections_are_closed_while_others_are_served() {
-    use gramkey_server::transport::ConnectionLimits;
-    use std::time::Duration;
-    let limits = ConnectionLimits {
-        header_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_secs(2),
-        max_connections: 8,
+/// A node with this header timeout, a 2 s request deadline and this connection cap; its
+/// address.
+async fn limited(header_timeout: std::time::Duration, max_connections: usize) -> (TestApp, String) {
+    let limits = gramkey_server::transport::ConnectionLimits {
+        header_timeout,
+        request_timeout: std::time::Duration::from_secs(2),
+        max_connections,
     };
     let (store, dir) = fresh_sqlite().unwrap();
     let start = Start {
@@ -218,6 +217,13 @@ async fn slow_and_idle_connections_are_closed_while_others_are_served() {
     };
     let t = TestApp::start_on(store, Some(dir), |_| {}, start).await;
     let addr = t.base.trim_start_matches("http://").to_owned();
+    (t, addr)
+}
+
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_while_others_are_served() {
+    use std::time::Duration;
+    let (t, addr) = limited(Duration::from_millis(500), 8).await;
     let form = "Content-Type: application/x-www-form-urlencoded\r\n";
     let slow = [
         // Silent, and headers that never end.
@@ -261,20 +267,8 @@ async fn slow_and_idle_connections_are_closed_while_others_are_served() {
 
 #[tokio::test]
 async fn at_the_connection_cap_new_connections_wait_and_the_log_says_so() {
-    use gramkey_server::transport::ConnectionLimits;
     use std::time::Duration;
-    let limits = ConnectionLimits {
-        header_timeout: Duration::from_millis(700),
-        request_timeout: Duration::from_secs(2),
-        max_connections: 4,
-    };
-    let (store, dir) = fresh_sqlite().unwrap();
-    let start = Start {
-        limits: Some(limits),
-        ..Start::default()
-    };
-    let t = TestApp::start_on(store, Some(dir), |_| {}, start).await;
-    let addr = t.base.trim_start_matches("http://").to_owned();
+    let (t, addr) = limited(Duration::from_millis(700), 4).await;
     let mut silent = Vec::new();
     for _ in 0..4 {
         silent.push(held(&addr, "").await);
@@ -523,7 +517,8 @@ async fn request_ids_heads_repeats_and_redirect_tabs() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 100);
-    // Legacy v1 refuses a repeated parameter as Graph does.
+    // Legacy v1 refuses a repeated parameter as Graph does (but for `sig`, which
+    // python-instagram sends twice: resource::real_client_libraries_work_unmodified).
     let r = client
         .get(t.url("/v1/users/self?access_token=a&access_token=b"))
         .send()
