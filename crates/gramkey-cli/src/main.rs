@@ -225,7 +225,7 @@ struct ServeArgs {
     /// keep-alive one, and the longest pause inside a request's body (408 past it).
     #[arg(long, env = "GRAMKEY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     header_timeout: std::time::Duration,
-    /// How long one request may take, its body included (408 past it).
+    /// How long one request that has a body may take, reading it included (408 past it).
     #[arg(long, env = "GRAMKEY_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     request_timeout: std::time::Duration,
     /// The most connections open at once; past it, new connections wait until one closes, and

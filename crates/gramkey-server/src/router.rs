@@ -112,8 +112,7 @@ pub fn router(state: AppState) -> Router {
         // Layered once here: `Handler::layer` would build the CORS service on every call.
         .fallback_service(cors.layer(graph::dispatch.with_state(state.clone())))
         .method_not_allowed_fallback(unsupported_method)
-        .layer(middleware::from_fn(plain_text_query))
-        .layer(middleware::from_fn(head_size))
+        .layer(middleware::from_fn(request_rules))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -278,7 +277,16 @@ impl MakeRequestId for RequestIds {
 const MAX_TARGET: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-async fn head_size(req: Request<Body>, next: Next) -> Response {
+/// The checks every request passes before routing, in one layer (each layer costs a boxed
+/// future per request): its head's size, then its query's text.
+async fn request_rules(req: Request<Body>, next: Next) -> Response {
+    match head_size(&req).or_else(|| plain_text_query(&req)) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    }
+}
+
+fn head_size(req: &Request<Body>) -> Option<Response> {
     let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     let headers: usize = req
         .headers()
@@ -296,27 +304,30 @@ async fn head_size(req: Request<Body>, next: Next) -> Response {
             format!("The request headers are larger than {MAX_HEADER_BYTES} bytes"),
         )
     } else {
-        return next.run(req).await;
+        return None;
     };
     let mut resp = GraphResponse::from(GraphError::invalid_parameter(why)).into_response();
     *resp.status_mut() = status;
-    resp
+    Some(resp)
 }
 
 /// A query string whose names or values hold control characters ([`gramkey_domain::text`]) is
 /// refused before any handler sees it: in legacy v1's envelope on `/v1`, as Graph's code 100
 /// elsewhere; so is a v1 query that repeats a parameter other than `sig`. Bodies are checked where they are parsed (`FormFields`, the pages' forms, the
 /// admin API's JSON).
-async fn plain_text_query(req: Request<Body>, next: Next) -> Response {
-    if let Some(query) = req.uri().query() {
+fn plain_text_query(req: &Request<Body>) -> Option<Response> {
+    let legacy = req.uri().path().starts_with("/v1/");
+    // A control character can only arrive percent-encoded (a URI cannot carry one raw), so a
+    // query without `%` needs no decoding unless v1's repeats are to be counted.
+    let query = req.uri().query().filter(|q| legacy || q.contains('%'));
+    if let Some(query) = query {
         let pairs: Vec<_> = url::form_urlencoded::parse(query.as_bytes()).collect();
         let checked = gramkey_domain::text::check_pairs(pairs.iter().map(|(k, v)| (&**k, &**v)));
-        let legacy = req.uri().path().starts_with("/v1/");
         if let Err(why) = checked {
             if legacy {
-                return crate::handlers::legacy::refused(why);
+                return Some(crate::handlers::legacy::refused(why));
             }
-            return GraphResponse::from(GraphError::invalid_parameter(why)).into_response();
+            return Some(GraphResponse::from(GraphError::invalid_parameter(why)).into_response());
         }
         // One rule for repeated parameters: Graph refuses them (in `graph::dispatch`, where
         // query and form meet), and so does legacy v1, whose handlers read only the query;
@@ -329,14 +340,14 @@ async fn plain_text_query(req: Request<Body>, next: Next) -> Response {
                 .collect();
             names.sort_unstable();
             if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-                return crate::handlers::legacy::refused(format!(
+                return Some(crate::handlers::legacy::refused(format!(
                     "Parameter {} was given more than once",
                     w[0]
-                ));
+                )));
             }
         }
     }
-    next.run(req).await
+    None
 }
 
 /// Only `vNN.N` is a version; `/anything/me` is an unknown path, as on Graph.
