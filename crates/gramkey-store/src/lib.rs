@@ -14,6 +14,7 @@
 pub mod cached;
 pub mod postgres;
 mod records;
+pub mod sql;
 pub mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod test_support;

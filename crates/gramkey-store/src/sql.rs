@@ -1,0 +1,350 @@
+//! The query layer both engines speak, and the one store built on it.
+//!
+//! Every store operation is written once, in the modules below ([`SqlStore`]'s trait
+//! implementations, one module per aggregate), against [`Conn`]: a connection that runs a
+//! [`Query`] (SQL with `$1`-style placeholders and its bound [`Value`]s) and answers rows of
+//! [`Value`]s. The SQL is portable: `CASE` rather than `LEAST`/`MIN`, `CAST(… AS …)` rather than
+//! `::`, keys rather than `rowid`.
+//!
+//! An [`Engine`] supplies what genuinely differs between SQLite and PostgreSQL:
+//! - how a read gets a connection, and how a write runs: SQLite's single writer thread with its
+//!   group commit, PostgreSQL's pool with a transaction where the operation needs one;
+//! - row locks (`FOR UPDATE`, `FOR SHARE`, `SKIP LOCKED`), which SQLite's single writer makes
+//!   unnecessary: [`Conn::DIALECT`] and [`Dialect::suffix`];
+//! - advisory locks that serialize derivation and revocation on PostgreSQL ([`Lock`]), no-ops on
+//!   SQLite;
+//! - binding, decoding and error mapping ([`crate::sqlite`], [`crate::postgres`]).
+//!
+//! Adding an operation is one method here; an engine is touched only when it needs a lock or a
+//! statement the other does not.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::ops::DerefMut;
+use std::pin::Pin;
+
+use gramkey_domain::{AppId, TokenHash, UserId};
+
+use crate::{Result, StoreError};
+
+mod access;
+mod apps;
+mod callbacks;
+mod content;
+mod grants;
+mod monitor;
+mod users;
+
+/// Which engine a statement runs on, for the few clauses only one of them has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `clause` on PostgreSQL (a row lock such as `FOR UPDATE SKIP LOCKED`), nothing on SQLite,
+    /// whose single writer already runs every write alone.
+    pub(crate) fn suffix(self, clause: &'static str) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => clause,
+        }
+    }
+}
+
+/// The type of a NULL, which PostgreSQL needs to know when it is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Bool,
+    Text,
+    Bytes,
+}
+
+/// A value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null(Kind),
+    Int(i64),
+    Bool(bool),
+    Text(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
+}
+
+impl Value<'_> {
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null(_) => "NULL",
+            Value::Int(_) => "an integer",
+            Value::Bool(_) => "a boolean",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+        }
+    }
+}
+
+/// What can be bound to a placeholder.
+pub trait Bind<'a> {
+    fn value(self) -> Value<'a>;
+}
+
+/// A bindable type's kind, for its NULL.
+pub trait Typed {
+    const KIND: Kind;
+}
+
+macro_rules! bind {
+    ($($t:ty => $kind:ident, |$v:ident| $e:expr;)*) => {$(
+        impl<'a> Bind<'a> for $t {
+            fn value(self) -> Value<'a> {
+                let $v = self;
+                $e
+            }
+        }
+        impl<'a> Typed for $t {
+            const KIND: Kind = Kind::$kind;
+        }
+    )*};
+}
+
+bind! {
+    i64 => Int, |v| Value::Int(v);
+    u32 => Int, |v| Value::Int(i64::from(v));
+    bool => Bool, |v| Value::Bool(v);
+    &'a str => Text, |v| Value::Text(Cow::Borrowed(v));
+    &'a String => Text, |v| Value::Text(Cow::Borrowed(v.as_str()));
+    String => Text, |v| Value::Text(Cow::Owned(v));
+    &'a [u8] => Bytes, |v| Value::Bytes(Cow::Borrowed(v));
+    &'a Vec<u8> => Bytes, |v| Value::Bytes(Cow::Borrowed(v.as_slice()));
+    &'a [u8; 32] => Bytes, |v| Value::Bytes(Cow::Borrowed(v.as_slice()));
+}
+
+impl<'a, T: Bind<'a> + Typed> Bind<'a> for Option<T> {
+    fn value(self) -> Value<'a> {
+        match self {
+            Some(v) => v.value(),
+            None => Value::Null(T::KIND),
+        }
+    }
+}
+
+impl<'a> Bind<'a> for &'a Option<String> {
+    fn value(self) -> Value<'a> {
+        self.as_deref().value()
+    }
+}
+
+impl<'a> Bind<'a> for &'a Option<Vec<u8>> {
+    fn value(self) -> Value<'a> {
+        self.as_deref().value()
+    }
+}
+
+/// A statement with `$1`, `$2`, … placeholders, and the values bound to them in that order.
+#[derive(Debug)]
+pub struct Query<'a> {
+    pub sql: Cow<'a, str>,
+    pub args: Vec<Value<'a>>,
+}
+
+/// A query of `sql`, to [`bind`](Query::bind) values to.
+pub(crate) fn q<'a>(sql: impl Into<Cow<'a, str>>) -> Query<'a> {
+    Query {
+        sql: sql.into(),
+        args: Vec::new(),
+    }
+}
+
+impl<'a> Query<'a> {
+    /// Binds the next placeholder.
+    pub(crate) fn bind(mut self, value: impl Bind<'a>) -> Self {
+        self.args.push(value.value());
+        self
+    }
+}
+
+/// A row as read: its columns in order. Columns are taken out with [`Row::get`].
+#[derive(Debug, Default)]
+pub struct Row(pub Vec<Value<'static>>);
+
+/// What a column can be read as.
+pub trait FromValue: Sized {
+    /// The value as `Self`, or the value back when it is not one.
+    fn from_value(value: Value<'static>) -> Result<Self, Value<'static>>;
+}
+
+impl FromValue for i64 {
+    fn from_value(value: Value<'static>) -> Result<Self, Value<'static>> {
+        match value {
+            Value::Int(v) => Ok(v),
+            v => Err(v),
+        }
+    }
+}
+
+impl FromValue for bool {
+    /// SQLite stores booleans as 0 and 1.
+    fn from_value(value: Value<'static>) -> Result<Self, Value<'static>> {
+        match value {
+            Value::Bool(v) => Ok(v),
+            Value::Int(v) => Ok(v != 0),
+            v => Err(v),
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: Value<'static>) -> Result<Self, Value<'static>> {
+        match value {
+            Value::Text(v) => Ok(v.into_owned()),
+            v => Err(v),
+        }
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(value: Value<'static>) -> Result<Self, Value<'static>> {
+        match value {
+            Value::Bytes(v) => Ok(v.into_owned()),
+            v => Err(v),
+        }
+    }
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: Value<'static>) -> Result<Self, Value<'static>> {
+        match value {
+            Value::Null(_) => Ok(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+impl Row {
+    /// Takes column `i` out of the row as a `T`; a missing column or another type is a store
+    /// error (the schema and the code disagree).
+    pub fn get<T: FromValue>(&mut self, i: usize) -> Result<T> {
+        let value = self
+            .0
+            .get_mut(i)
+            .map(|v| std::mem::replace(v, Value::Null(Kind::Int)))
+            .ok_or_else(|| StoreError::Backend(format!("no column {i} in the row")))?;
+        T::from_value(value).map_err(|value| {
+            StoreError::Backend(format!(
+                // The kind only: a column may hold a secret's hash.
+                "column {i} holds {}, not {}",
+                value.kind_name(),
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// A lock an operation takes before it reads, where the engine needs one to serialize with
+/// concurrent operations. SQLite's single writer runs every write alone and takes none.
+#[derive(Debug, Clone, Copy)]
+pub enum Lock<'a> {
+    /// Deriving tokens from this one: its app's and its user's locks, shared.
+    Derivation(&'a TokenHash),
+    /// Revoking an app's tokens: the app's lock, exclusive.
+    App(&'a AppId),
+    /// Revoking a user's tokens (or an app-user pair's): the user's lock, exclusive.
+    User(UserId),
+    /// Revoking a token's family: its user's lock, exclusive.
+    UserOfToken(&'a TokenHash),
+    /// Publishing as this user: counting the quota and posting happen alone.
+    Publishing(UserId),
+}
+
+/// One connection (or transaction) of an engine.
+pub trait Conn: Send {
+    const DIALECT: Dialect;
+    /// Runs a statement; how many rows it changed.
+    fn execute(&mut self, q: Query<'_>) -> impl Future<Output = Result<u64>> + Send;
+    fn fetch_optional(&mut self, q: Query<'_>) -> impl Future<Output = Result<Option<Row>>> + Send;
+    fn fetch_all(&mut self, q: Query<'_>) -> impl Future<Output = Result<Vec<Row>>> + Send;
+    /// Takes `lock` until the transaction ends.
+    fn lock(&mut self, lock: Lock<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The one row a statement must answer.
+    fn fetch_one(&mut self, q: Query<'_>) -> impl Future<Output = Result<Row>> + Send {
+        async move {
+            self.fetch_optional(q)
+                .await?
+                .ok_or_else(|| StoreError::Backend("the statement answered no row".into()))
+        }
+    }
+
+    /// A count (`SELECT COUNT(*) …`).
+    fn count(&mut self, q: Query<'_>) -> impl Future<Output = Result<u64>> + Send {
+        async move { Ok(count(self.fetch_one(q).await?.get(0)?)) }
+    }
+}
+
+/// The work of a write: given the connection, a future of its result.
+pub type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
+
+/// How an engine reads and writes.
+pub trait Engine: Send + Sync + 'static {
+    type Conn: Conn;
+    type Reader<'a>: DerefMut<Target = Self::Conn> + Send
+    where
+        Self: 'a;
+
+    /// A connection for reads.
+    fn reader(&self) -> impl Future<Output = Result<Self::Reader<'_>>> + Send;
+
+    /// Runs `work`, whose statements need not be atomic together (a single statement, mostly).
+    fn write<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
+
+    /// Runs `work` in one transaction, committed when it answers `Ok`, rolled back otherwise.
+    fn transaction<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
+}
+
+/// The store, on either engine: every trait of the family, implemented once.
+pub struct SqlStore<E> {
+    pub(crate) engine: E,
+}
+
+impl<E> std::fmt::Debug for SqlStore<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::any::type_name::<E>())
+    }
+}
+
+/// A count as read.
+pub(crate) fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}
+
+/// A count as stored.
+pub(crate) fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Boxes a write's future; `write!(store, |c| body)` and `transaction!(…)` read better than
+/// `Box::pin(async move { … })` at every call.
+macro_rules! write {
+    ($store:expr, |$c:ident| $body:expr) => {
+        $store
+            .engine
+            .write(move |$c| Box::pin(async move { $body }))
+    };
+}
+
+macro_rules! transaction {
+    ($store:expr, |$c:ident| $body:expr) => {
+        $store
+            .engine
+            .transaction(move |$c| Box::pin(async move { $body }))
+    };
+}
+
+pub(crate) use {transaction, write};

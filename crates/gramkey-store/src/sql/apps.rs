@@ -1,0 +1,221 @@
+//! Registered apps and the roles people hold on them.
+
+use async_trait::async_trait;
+use gramkey_domain::{AppId, AppMode, Role, ScopeSet, UnixTime, UserId};
+
+use super::{Conn, Engine, Row, SqlStore, q, transaction, write};
+use crate::records::{corrupt, join_uris, split_uris};
+use crate::{App, AppStore, Result};
+
+/// `apps_of` reads the role after these, at index 14.
+const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
+     previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url, \
+     signed_requests";
+
+fn app_from_row(r: &mut Row) -> Result<App> {
+    let id: String = r.get(0)?;
+    let mode: String = r.get(5)?;
+    Ok(App {
+        id: AppId::parse(&id).ok_or_else(|| corrupt("app id", &id))?,
+        name: r.get(1)?,
+        secret_hash: r.get(2)?,
+        redirect_uris: split_uris(&r.get::<String>(3)?),
+        scopes: ScopeSet::from_stored(&r.get::<String>(4)?),
+        mode: AppMode::parse(&mode).ok_or_else(|| corrupt("app mode", &mode))?,
+        created_at: r.get(6)?,
+        previous_secret: match (r.get::<Option<Vec<u8>>>(7)?, r.get::<Option<i64>>(8)?) {
+            (Some(h), Some(until)) => Some((h, until)),
+            _ => None,
+        },
+        refresh_tokens: r.get(9)?,
+        secret_seed: r.get(10)?,
+        deauthorize_url: r.get(11)?,
+        data_deletion_url: r.get(12)?,
+        signed_requests: r.get(13)?,
+    })
+}
+
+fn role(stored: &str) -> Result<Role> {
+    Role::parse(stored).ok_or_else(|| corrupt("role", stored))
+}
+
+#[async_trait]
+impl<E: Engine> AppStore for SqlStore<E> {
+    async fn create_app(&self, app: &App) -> Result<()> {
+        let app = app.clone();
+        write!(self, |c| {
+            c.execute(
+                q(format!(
+                    "INSERT INTO apps ({APP_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11, $12)"
+                ))
+                .bind(app.id.as_str())
+                .bind(&app.name)
+                .bind(&app.secret_hash)
+                .bind(join_uris(&app.redirect_uris))
+                .bind(app.scopes.to_stored())
+                .bind(app.mode.as_str())
+                .bind(app.created_at)
+                .bind(app.refresh_tokens)
+                .bind(&app.secret_seed)
+                .bind(&app.deauthorize_url)
+                .bind(&app.data_deletion_url)
+                .bind(app.signed_requests),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn app(&self, id: &AppId) -> Result<Option<App>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_optional(
+            q(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1")).bind(id.as_str()),
+        )
+        .await?
+        .as_mut()
+        .map(app_from_row)
+        .transpose()
+    }
+
+    async fn apps(&self) -> Result<Vec<App>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_all(q(format!(
+            "SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, id"
+        )))
+        .await?
+        .iter_mut()
+        .map(app_from_row)
+        .collect()
+    }
+
+    async fn set_app_secret(
+        &self,
+        id: &AppId,
+        secret_hash: &[u8],
+        secret_seed: &[u8],
+        keep_old_until: Option<UnixTime>,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let (id, hash, seed) = (id.clone(), secret_hash.to_vec(), secret_seed.to_vec());
+        transaction!(self, |c| {
+            // The right-hand sides see the row as it was: the old secret becomes the previous one.
+            let found = c
+                .execute(
+                    q("UPDATE apps SET
+                           previous_secret_hash = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN NULL ELSE secret_hash END,
+                           previous_secret_expires_at = $3, secret_hash = $1, secret_seed = $4
+                       WHERE id = $2")
+                    .bind(&hash)
+                    .bind(id.as_str())
+                    .bind(keep_old_until)
+                    .bind(&seed),
+                )
+                .await?
+                == 1;
+            let until = keep_old_until.unwrap_or(now);
+            c.execute(
+                q("UPDATE tokens SET expires_at = CASE WHEN expires_at < $2 THEN expires_at ELSE $2 END
+                   WHERE app_id = $1 AND kind = 'app' AND revoked_at IS NULL")
+                .bind(id.as_str())
+                .bind(until),
+            )
+            .await?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn update_app(&self, app: &App) -> Result<bool> {
+        let app = app.clone();
+        write!(self, |c| {
+            Ok(c.execute(
+                q("UPDATE apps SET name = $2, redirect_uris = $3, scopes = $4, mode = $5, refresh_tokens = $6,
+                       deauthorize_url = $7, data_deletion_url = $8, signed_requests = $9
+                   WHERE id = $1")
+                .bind(app.id.as_str())
+                .bind(&app.name)
+                .bind(join_uris(&app.redirect_uris))
+                .bind(app.scopes.to_stored())
+                .bind(app.mode.as_str())
+                .bind(app.refresh_tokens)
+                .bind(&app.deauthorize_url)
+                .bind(&app.data_deletion_url)
+                .bind(app.signed_requests),
+            )
+            .await?
+                == 1)
+        })
+        .await
+    }
+
+    async fn delete_app(&self, id: &AppId) -> Result<bool> {
+        let id = id.clone();
+        write!(self, |c| {
+            Ok(
+                c.execute(q("DELETE FROM apps WHERE id = $1").bind(id.as_str()))
+                    .await?
+                    == 1,
+            )
+        })
+        .await
+    }
+
+    async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {
+        let app = app.clone();
+        write!(self, |c| {
+            c.execute(
+                q("INSERT INTO app_roles (app_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (app_id, user_id) DO UPDATE SET role = excluded.role")
+                .bind(app.as_str())
+                .bind(user.0)
+                .bind(role.as_str())
+                .bind(now),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn role(&self, app: &AppId, user: UserId) -> Result<Option<Role>> {
+        let mut c = self.engine.reader().await?;
+        let found = c
+            .fetch_optional(
+                q("SELECT role FROM app_roles WHERE app_id = $1 AND user_id = $2")
+                    .bind(app.as_str())
+                    .bind(user.0),
+            )
+            .await?;
+        found.map(|mut r| role(&r.get::<String>(0)?)).transpose()
+    }
+
+    async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_all(
+            q("SELECT user_id, role FROM app_roles WHERE app_id = $1 ORDER BY created_at, user_id")
+                .bind(app.as_str()),
+        )
+        .await?
+        .into_iter()
+        .map(|mut r| Ok((UserId(r.get(0)?), role(&r.get::<String>(1)?)?)))
+        .collect()
+    }
+
+    async fn apps_of(&self, user: UserId) -> Result<Vec<(App, Role)>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_all(
+            q(format!(
+                "SELECT {APP_COLUMNS}, (SELECT role FROM app_roles r WHERE r.app_id = apps.id AND r.user_id = $1)
+                 FROM apps WHERE id IN (SELECT app_id FROM app_roles WHERE user_id = $1)
+                 ORDER BY created_at, id"
+            ))
+            .bind(user.0),
+        )
+        .await?
+        .iter_mut()
+        .map(|r| Ok((app_from_row(r)?, role(&r.get::<String>(14)?)?)))
+        .collect()
+    }
+}

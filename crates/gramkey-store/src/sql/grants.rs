@@ -1,0 +1,579 @@
+//! Consent, authorization codes and tokens.
+
+use async_trait::async_trait;
+use gramkey_domain::callback::CallbackKind;
+use gramkey_domain::code::CodeChallenge;
+use gramkey_domain::error::RevokeReason;
+use gramkey_domain::retention::Cutoffs;
+use gramkey_domain::{
+    AppId, Flavour, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
+};
+
+use super::{Conn, Engine, Lock, Row, SqlStore, q, transaction, write};
+use crate::records::{corrupt, judge_claim, supersede_sql};
+use crate::{
+    CodeClaim, CodeRecord, Derivation, Grant, GrantStore, NewCode, NewToken, Purged, Redemption,
+    Removal, Result, Revoke, StoreError, TokenRecord,
+};
+
+const GRANT_COLUMNS: &str = "app_id, user_id, scoped_id, scopes, granted_at";
+
+fn grant_from_row(r: &mut Row) -> Result<Grant> {
+    let app: String = r.get(0)?;
+    let scoped: String = r.get(2)?;
+    Ok(Grant {
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        user_id: UserId(r.get(1)?),
+        scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+        scopes: ScopeSet::from_stored(&r.get::<String>(3)?),
+        granted_at: r.get(4)?,
+    })
+}
+
+/// A code from the first eight columns of an `auth_codes` row (app, user, scoped id, redirect
+/// URI, scopes, challenge, created, expires).
+fn code_from_row(r: &mut Row, hash: TokenHash) -> Result<CodeRecord> {
+    let app: String = r.get(0)?;
+    let scoped: String = r.get(2)?;
+    let challenge: Option<String> = r.get(5)?;
+    Ok(CodeRecord {
+        hash,
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        user_id: UserId(r.get(1)?),
+        scoped_id: ScopedUserId::parse(&scoped).ok_or_else(|| corrupt("scoped id", &scoped))?,
+        redirect_uri: r.get(3)?,
+        scopes: ScopeSet::from_stored(&r.get::<String>(4)?),
+        code_challenge: challenge.as_deref().map(CodeChallenge::from_stored),
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+    })
+}
+
+/// A token from `SELECT … FROM tokens t LEFT JOIN grants g` (see [`GrantStore::token`]).
+fn token_from_row(r: &mut Row) -> Result<TokenRecord> {
+    let kind: String = r.get(1)?;
+    let flavour: String = r.get(2)?;
+    let app: String = r.get(3)?;
+    let reason: Option<String> = r.get(9)?;
+    let revoked_at: Option<i64> = r.get(10)?;
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        kind: TokenKind::parse(&kind).ok_or_else(|| corrupt("token kind", &kind))?,
+        flavour: Flavour::parse(&flavour).ok_or_else(|| corrupt("token flavour", &flavour))?,
+        app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+        user_id: r.get::<Option<i64>>(4)?.map(UserId),
+        scoped_id: r
+            .get::<Option<String>>(5)?
+            .as_deref()
+            .and_then(ScopedUserId::parse),
+        scopes: ScopeSet::from_stored(&r.get::<String>(6)?),
+        issued_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        revoked: revoked_at.map(|_| RevokeReason::parse(reason.as_deref().unwrap_or_default())),
+        exchanged: r.get::<Option<i64>>(11)?.is_some(),
+    })
+}
+
+/// Inserts a token; returns its id.
+async fn insert_token(c: &mut impl Conn, token: &NewToken, parent_id: Option<i64>) -> Result<i64> {
+    c.fetch_one(
+        q("INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, parent_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id")
+        .bind(&token.hash.0)
+        .bind(token.kind.as_str())
+        .bind(token.flavour.as_str())
+        .bind(token.app_id.as_str())
+        .bind(token.user_id.map(|u| u.0))
+        .bind(token.scopes.to_stored())
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .bind(parent_id),
+    )
+    .await?
+    .get(0)
+}
+
+/// The record of a token just issued.
+fn issued(id: i64, token: NewToken, scoped_id: Option<ScopedUserId>) -> TokenRecord {
+    TokenRecord {
+        id,
+        kind: token.kind,
+        flavour: token.flavour,
+        app_id: token.app_id,
+        user_id: token.user_id,
+        scoped_id,
+        scopes: token.scopes,
+        issued_at: token.issued_at,
+        expires_at: token.expires_at,
+        revoked: None,
+        exchanged: false,
+    }
+}
+
+/// Revokes the tokens `which` selects and, for an app, a user or both, burns their unredeemed
+/// codes (they would mint fresh tokens after the revocation). Anything wider than one token
+/// takes its lock first (see [`Lock`]).
+async fn revoke_in(
+    c: &mut impl Conn,
+    which: &Revoke,
+    reason: RevokeReason,
+    now: UnixTime,
+) -> Result<u64> {
+    const SET: &str =
+        "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
+    const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
+    match which {
+        Revoke::Token(_) => {}
+        Revoke::App(a) => c.lock(Lock::App(a)).await?,
+        Revoke::AppUser(_, u) | Revoke::User(u) => c.lock(Lock::User(*u)).await?,
+        Revoke::Family(h) => c.lock(Lock::UserOfToken(h)).await?,
+    }
+    let r = reason.as_str();
+    Ok(match which {
+        Revoke::Token(h) => {
+            c.execute(q(format!("{SET} hash = $3")).bind(now).bind(r).bind(&h.0))
+                .await?
+        }
+        Revoke::App(a) => {
+            c.execute(q(format!("{BURN} app_id = $2")).bind(now).bind(a.as_str()))
+                .await?;
+            c.execute(
+                q(format!("{SET} app_id = $3"))
+                    .bind(now)
+                    .bind(r)
+                    .bind(a.as_str()),
+            )
+            .await?
+        }
+        Revoke::AppUser(a, u) => {
+            c.execute(
+                q(format!("{BURN} app_id = $2 AND user_id = $3"))
+                    .bind(now)
+                    .bind(a.as_str())
+                    .bind(u.0),
+            )
+            .await?;
+            c.execute(
+                q(format!("{SET} app_id = $3 AND user_id = $4"))
+                    .bind(now)
+                    .bind(r)
+                    .bind(a.as_str())
+                    .bind(u.0),
+            )
+            .await?
+        }
+        Revoke::User(u) => {
+            c.execute(q(format!("{BURN} user_id = $2")).bind(now).bind(u.0))
+                .await?;
+            c.execute(q(format!("{SET} user_id = $3")).bind(now).bind(r).bind(u.0))
+                .await?
+        }
+        // Up the `parent_id` chain to the token issued from the code, then down to everything
+        // derived from it.
+        Revoke::Family(h) => {
+            c.execute(
+                q(format!(
+                    "WITH RECURSIVE
+                         up(id, parent_id) AS (
+                             SELECT id, parent_id FROM tokens WHERE hash = $3
+                             UNION SELECT t.id, t.parent_id FROM tokens t JOIN up ON t.id = up.parent_id),
+                         down(id) AS (
+                             SELECT id FROM up WHERE parent_id IS NULL
+                             UNION SELECT t.id FROM tokens t JOIN down ON t.parent_id = down.id)
+                     {SET} id IN (SELECT id FROM down)"
+                ))
+                .bind(now)
+                .bind(r)
+                .bind(&h.0),
+            )
+            .await?
+        }
+    })
+}
+
+#[async_trait]
+impl<E: Engine> GrantStore for SqlStore<E> {
+    async fn grant(&self, app: &AppId, user: UserId) -> Result<Option<Grant>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_optional(
+            q(format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE app_id = $1 AND user_id = $2"
+            ))
+            .bind(app.as_str())
+            .bind(user.0),
+        )
+        .await?
+        .as_mut()
+        .map(grant_from_row)
+        .transpose()
+    }
+
+    async fn grant_by_scoped_id(
+        &self,
+        app: &AppId,
+        scoped: &ScopedUserId,
+    ) -> Result<Option<Grant>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_optional(
+            q(format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE scoped_id = $1 AND app_id = $2"
+            ))
+            .bind(scoped.as_str())
+            .bind(app.as_str()),
+        )
+        .await?
+        .as_mut()
+        .map(grant_from_row)
+        .transpose()
+    }
+
+    async fn save_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        scopes: &ScopeSet,
+        new_scoped_id: &ScopedUserId,
+        now: UnixTime,
+    ) -> Result<Grant> {
+        let (app, scopes, scoped) = (app.clone(), scopes.to_stored(), new_scoped_id.clone());
+        write!(self, |c| {
+            grant_from_row(
+                &mut c
+                    .fetch_one(
+                        q(format!(
+                            "INSERT INTO grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (app_id, user_id) DO UPDATE
+                                 SET scopes = excluded.scopes, granted_at = excluded.granted_at
+                             RETURNING {GRANT_COLUMNS}"
+                        ))
+                        .bind(app.as_str())
+                        .bind(user.0)
+                        .bind(scoped.as_str())
+                        .bind(&scopes)
+                        .bind(now),
+                    )
+                    .await?,
+            )
+        })
+        .await
+    }
+
+    async fn create_code(&self, code: &NewCode) -> Result<()> {
+        let code = code.clone();
+        write!(self, |c| {
+            c.execute(
+                q("INSERT INTO auth_codes (hash, app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge,
+                       created_at, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                .bind(&code.hash.0)
+                .bind(code.app_id.as_str())
+                .bind(code.user_id.0)
+                .bind(code.scoped_id.as_str())
+                .bind(&code.redirect_uri)
+                .bind(code.scopes.to_stored())
+                .bind(code.code_challenge.as_ref().map(CodeChallenge::as_str))
+                .bind(code.created_at)
+                .bind(code.expires_at),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
+        let (hash, claim) = (*hash, claim.clone());
+        let now = claim.now;
+        transaction!(self, |c| {
+            // Locked: of two nodes redeeming the same code, the second waits, then sees it
+            // redeemed.
+            let lock = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE");
+            let Some(mut row) = c
+                .fetch_optional(
+                    q(format!(
+                        "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at,
+                             expires_at, redeemed_at, token_id
+                         FROM auth_codes WHERE hash = $1{lock}"
+                    ))
+                    .bind(&hash.0),
+                )
+                .await?
+            else {
+                return Ok(Redemption::NotFound);
+            };
+            let redeemed_at: Option<i64> = row.get(8)?;
+            let token_id: Option<i64> = row.get(9)?;
+            let code = code_from_row(&mut row, hash)?;
+            if redeemed_at.is_some() {
+                c.lock(Lock::User(code.user_id)).await?;
+                let revoked = c
+                    .execute(
+                        q("WITH RECURSIVE family(id) AS (
+                               SELECT CAST($2 AS BIGINT)
+                               UNION ALL SELECT t.id FROM tokens t JOIN family f ON t.parent_id = f.id)
+                           UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay'
+                           WHERE id IN (SELECT id FROM family) AND revoked_at IS NULL")
+                        .bind(now)
+                        .bind(token_id),
+                    )
+                    .await?;
+                return Ok(Redemption::Replayed { revoked });
+            }
+            let (rows, issue) = match judge_claim(&code, &claim) {
+                Ok(granted) => granted,
+                Err(refusal) => {
+                    c.execute(
+                        q("UPDATE auth_codes SET redeemed_at = $1 WHERE hash = $2")
+                            .bind(now)
+                            .bind(&hash.0),
+                    )
+                    .await?;
+                    return Ok(Redemption::Refused(refusal));
+                }
+            };
+            let Some((access, children)) = rows.split_first() else {
+                return Err(StoreError::Backend("no token to issue".into()));
+            };
+            let id = insert_token(c, access, None).await?;
+            for child in children {
+                insert_token(c, child, Some(id)).await?;
+            }
+            c.execute(
+                q("UPDATE auth_codes SET redeemed_at = $1, token_id = $2 WHERE hash = $3")
+                    .bind(now)
+                    .bind(id)
+                    .bind(&hash.0),
+            )
+            .await?;
+            Ok(Redemption::Issued {
+                record: issued(id, access.clone(), Some(code.scoped_id)),
+                token: issue.access,
+                refresh: issue.refresh.map(|(t, _)| t),
+            })
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_optional(
+            q("SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes, t.issued_at,
+                   t.expires_at, t.revoke_reason, t.revoked_at, t.exchanged_at
+               FROM tokens t LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
+               WHERE t.hash = $1")
+            .bind(&hash.0),
+        )
+        .await?
+        .as_mut()
+        .map(token_from_row)
+        .transpose()
+    }
+
+    async fn revoke_tokens(
+        &self,
+        which: Revoke,
+        reason: RevokeReason,
+        now: UnixTime,
+    ) -> Result<u64> {
+        transaction!(self, |c| revoke_in(c, &which, reason, now).await).await
+    }
+
+    async fn remove_grant(
+        &self,
+        app: &AppId,
+        user: UserId,
+        reason: RevokeReason,
+        now: UnixTime,
+        callbacks: &[CallbackKind],
+    ) -> Result<Removal> {
+        let (app, callbacks) = (app.clone(), callbacks.to_vec());
+        transaction!(self, |c| {
+            let removed = c
+                .fetch_optional(
+                    q("DELETE FROM grants WHERE app_id = $1 AND user_id = $2
+                       RETURNING scoped_id, scopes, granted_at")
+                    .bind(app.as_str())
+                    .bind(user.0),
+                )
+                .await?;
+            let scoped = match removed {
+                Some(mut r) => {
+                    let (scoped, scopes, granted_at): (String, String, i64) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?);
+                    let deletion_at = callbacks
+                        .contains(&CallbackKind::DataDeletion)
+                        .then_some(now);
+                    c.execute(
+                        q("INSERT INTO grant_removals (app_id, user_id, scoped_id, scopes, granted_at, removed_at,
+                               deletion_requested_at)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7)
+                           ON CONFLICT (app_id, user_id) DO UPDATE SET scoped_id = excluded.scoped_id,
+                               scopes = excluded.scopes, granted_at = excluded.granted_at,
+                               removed_at = excluded.removed_at,
+                               deletion_requested_at = excluded.deletion_requested_at")
+                        .bind(app.as_str())
+                        .bind(user.0)
+                        .bind(&scoped)
+                        .bind(&scopes)
+                        .bind(granted_at)
+                        .bind(now)
+                        .bind(deletion_at),
+                    )
+                    .await?;
+                    for kind in &callbacks {
+                        c.execute(
+                            q("INSERT INTO callbacks (app_id, kind, user_id, scoped_id, created_at, next_attempt_at)
+                               VALUES ($1, $2, $3, $4, $5, $5)")
+                            .bind(app.as_str())
+                            .bind(kind.as_str())
+                            .bind(user.0)
+                            .bind(&scoped)
+                            .bind(now),
+                        )
+                        .await?;
+                    }
+                    Some(scoped)
+                }
+                None => None,
+            };
+            let tokens = revoke_in(c, &Revoke::AppUser(app, user), reason, now).await?;
+            Ok(Removal {
+                grant: scoped.is_some(),
+                tokens,
+            })
+        })
+        .await
+    }
+
+    async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
+        transaction!(self, |c| {
+            // Rows another node is deleting right now are left to it.
+            let skip = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
+            let mut delete = async |table: &str, key: &str, expired: &str, before: UnixTime| {
+                c.execute(
+                    q(format!(
+                        "DELETE FROM {table} WHERE ({key}) IN
+                             (SELECT {key} FROM {table} WHERE {expired} LIMIT $2{skip})"
+                    ))
+                    .bind(before)
+                    .bind(i64::from(batch)),
+                )
+                .await
+            };
+            let codes = delete(
+                "auth_codes",
+                "hash",
+                "expires_at < $1",
+                cutoffs.codes_before,
+            )
+            .await?;
+            // A token's networks go with it (ON DELETE CASCADE).
+            let tokens = delete(
+                "tokens",
+                "id",
+                "expires_at < $1 OR revoked_at < $1",
+                cutoffs.tokens_before,
+            )
+            .await?;
+            let callbacks = delete(
+                "callbacks",
+                "id",
+                "state <> 'pending' AND finished_at < $1",
+                cutoffs.callbacks_before,
+            )
+            .await?;
+            let audit = delete("audit_log", "id", "at < $1", cutoffs.audit_before).await?;
+            let removals = delete(
+                "grant_removals",
+                "app_id, user_id",
+                "removed_at < $1",
+                cutoffs.tokens_before,
+            )
+            .await?;
+            // An hour's errors and users go in batches of their own, so each delete is bounded.
+            let mut usage = 0;
+            for (table, key) in [
+                ("app_usage", "app_id, hour"),
+                ("app_usage_errors", "app_id, hour, code"),
+                ("app_usage_users", "app_id, hour, user_id"),
+            ] {
+                usage = usage.max(delete(table, key, "hour < $1", cutoffs.usage_before).await?);
+            }
+            Ok(Purged {
+                codes,
+                tokens,
+                callbacks,
+                audit,
+                usage,
+                removals,
+            })
+        })
+        .await
+    }
+
+    async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
+        let token = token.clone();
+        write!(self, |c| {
+            let id = insert_token(c, &token, None).await?;
+            Ok(issued(id, token, None))
+        })
+        .await
+    }
+
+    async fn derive_tokens(
+        &self,
+        parent: &TokenHash,
+        how: Derivation,
+        tokens: &[NewToken],
+    ) -> Result<Option<Vec<TokenRecord>>> {
+        let (parent, tokens) = (*parent, tokens.to_vec());
+        transaction!(self, |c| {
+            c.lock(Lock::Derivation(&parent)).await?;
+            let update = match how {
+                Derivation::Exchange { now } => q(
+                    "UPDATE tokens SET exchanged_at = $1
+                     WHERE hash = $2 AND exchanged_at IS NULL AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(&parent.0),
+                Derivation::Refresh {
+                    parent_expires_at, ..
+                } => q(
+                    "UPDATE tokens SET expires_at = CASE WHEN expires_at < $1 THEN expires_at ELSE $1 END
+                     WHERE hash = $2 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(parent_expires_at)
+                .bind(&parent.0),
+                Derivation::Attach => {
+                    q("SELECT id FROM tokens WHERE hash = $1 AND revoked_at IS NULL").bind(&parent.0)
+                }
+                Derivation::Rotate {
+                    now,
+                    reusable_since,
+                } => q(
+                    "UPDATE tokens SET exchanged_at = COALESCE(exchanged_at, $1)
+                     WHERE hash = $2 AND revoked_at IS NULL AND (exchanged_at IS NULL OR exchanged_at >= $3)
+                     RETURNING id",
+                )
+                .bind(now)
+                .bind(&parent.0)
+                .bind(reusable_since),
+            };
+            let Some(mut found) = c.fetch_optional(update).await? else {
+                return Ok(None);
+            };
+            let parent_id: i64 = found.get(0)?;
+            if let Derivation::Refresh { now, .. } = how {
+                c.execute(q(supersede_sql("$1", "$2")).bind(now).bind(parent_id))
+                    .await?;
+            }
+            let mut out = Vec::with_capacity(tokens.len());
+            for token in tokens {
+                let id = insert_token(c, &token, Some(parent_id)).await?;
+                out.push(issued(id, token, None));
+            }
+            Ok(Some(out))
+        })
+        .await
+    }
+}

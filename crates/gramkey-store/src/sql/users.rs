@@ -1,0 +1,110 @@
+//! User accounts and profiles.
+
+use async_trait::async_trait;
+use gramkey_domain::{UnixTime, UserId};
+
+use super::{Conn, Engine, Row, SqlStore, q, write};
+use crate::{NewUser, Profile, Result, User, UserStore};
+
+const USER_COLUMNS: &str = "id, username, password_hash, full_name, biography, website, account_type, \
+     profile_picture_url, followers_count, follows_count, created_at";
+
+fn user_from_row(r: &mut Row) -> Result<User> {
+    Ok(User {
+        id: UserId(r.get(0)?),
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        profile: Profile {
+            full_name: r.get(3)?,
+            biography: r.get(4)?,
+            website: r.get(5)?,
+            account_type: r.get(6)?,
+            profile_picture_url: r.get(7)?,
+            followers_count: r.get(8)?,
+            follows_count: r.get(9)?,
+        },
+        created_at: r.get(10)?,
+    })
+}
+
+#[async_trait]
+impl<E: Engine> UserStore for SqlStore<E> {
+    async fn create_user(&self, user: &NewUser, now: UnixTime) -> Result<User> {
+        let u = user.clone();
+        write!(self, |c| {
+            let p = &u.profile;
+            let id: i64 = c
+                .fetch_one(
+                    q("INSERT INTO users (username, password_hash, full_name, biography, website, account_type,
+                           profile_picture_url, followers_count, follows_count, created_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id")
+                    .bind(&u.username)
+                    .bind(&u.password_hash)
+                    .bind(&p.full_name)
+                    .bind(&p.biography)
+                    .bind(&p.website)
+                    .bind(&p.account_type)
+                    .bind(&p.profile_picture_url)
+                    .bind(p.followers_count)
+                    .bind(p.follows_count)
+                    .bind(now),
+                )
+                .await?
+                .get(0)?;
+            Ok(User {
+                id: UserId(id),
+                username: u.username,
+                password_hash: u.password_hash,
+                profile: u.profile,
+                created_at: now,
+            })
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_optional(q(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).bind(id.0))
+            .await?
+            .as_mut()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_optional(
+            q(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+            ))
+            .bind(username),
+        )
+        .await?
+        .as_mut()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_all(q(format!("SELECT {USER_COLUMNS} FROM users ORDER BY id")))
+            .await?
+            .iter_mut()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool> {
+        let hash = password_hash.to_owned();
+        write!(self, |c| {
+            Ok(c.execute(
+                q("UPDATE users SET password_hash = $1 WHERE id = $2")
+                    .bind(&hash)
+                    .bind(id.0),
+            )
+            .await?
+                == 1)
+        })
+        .await
+    }
+}
