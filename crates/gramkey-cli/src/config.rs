@@ -49,17 +49,24 @@ pub struct Global {
 
 impl Global {
     pub async fn open(&self) -> Result<Ops> {
-        self.open_with_key(&self.master_key()?).await
+        self.open_with_key(&self.master_key()?, std::time::Duration::ZERO)
+            .await
     }
 
-    /// Opens the store with a master key already read (`serve` needs the key itself too).
-    pub async fn open_with_key(&self, master_key: &[u8]) -> Result<Ops> {
+    /// Opens the store with a master key already read (`serve` needs the key itself too), its
+    /// cache on for `cache` (see `gramkey_store::cached`).
+    pub async fn open_with_key(
+        &self,
+        master_key: &[u8],
+        cache: std::time::Duration,
+    ) -> Result<Ops> {
         let store: Arc<dyn Store> = match self.database_url.as_deref() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Arc::new(
                     PgStore::connect(url, self.db_acquire_timeout)
                         .await
-                        .context("cannot open the PostgreSQL database")?,
+                        .context("cannot open the PostgreSQL database")?
+                        .cached(cache),
                 )
             }
             Some(url) => anyhow::bail!(
@@ -71,7 +78,8 @@ impl Global {
                 let path = self.data_dir.join("gramkey.db");
                 Arc::new(
                     SqliteStore::open(&path)
-                        .with_context(|| format!("cannot open {}", path.display()))?,
+                        .with_context(|| format!("cannot open {}", path.display()))?
+                        .cached(cache),
                 )
             }
         };

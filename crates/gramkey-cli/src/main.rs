@@ -20,7 +20,6 @@ use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
 use gramkey_server::transport::Transport;
 use gramkey_server::{AppState, Node, ServerConfig};
 use gramkey_store::Profile;
-use gramkey_store::cached::CachedStore;
 use serde_json::json;
 
 use crate::config::Global;
@@ -751,7 +750,9 @@ fn check_config(args: &ServeArgs, settings: &[layered::Setting]) -> std::process
 async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     args.check()?;
     let master_key = global.master_key()?;
-    let ops = global.open_with_key(&master_key).await?;
+    let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
+    let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
+    let ops = global.open_with_key(&master_key, ttl).await?;
     // Configuration errors first, before anything is seeded or printed.
     let admin_key = global.admin_key()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -850,10 +851,8 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             .collect(),
         ..ServerConfig::new(public_url.clone())
     };
-    let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
-    let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
     let state = AppState::with_limiter(
-        CachedStore::wrap(ops.store.clone(), ttl),
+        ops.store.clone(),
         ops.clock.clone(),
         ops.entropy.clone(),
         &master_key,

@@ -19,8 +19,19 @@ use gramkey_server::ops::NewAppInput;
 use gramkey_server::test_support::hidden_inputs;
 use gramkey_server::transport::Transport;
 use gramkey_server::{AppState, ServerConfig};
-use gramkey_store::cached::CachedStore;
-use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
+use gramkey_store::test_support::postgres_url;
+
+/// Test nodes run with the store's cache on, as in production on SQLite: the revocation tests
+/// prove it is cleared.
+const CACHE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn fresh_sqlite() -> gramkey_store::Result<(Arc<dyn Store>, tempfile::TempDir)> {
+    gramkey_store::test_support::fresh_sqlite_cached(CACHE)
+}
+
+async fn fresh_postgres(url: &str) -> gramkey_store::Result<Arc<dyn Store>> {
+    gramkey_store::test_support::fresh_postgres_cached(url, CACHE).await
+}
 use gramkey_store::{Profile, Store};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
@@ -157,8 +168,6 @@ impl TestApp {
             limits,
         } = start;
         logs();
-        // The cache on, as in production on SQLite: the revocation tests prove it is cleared.
-        let store = CachedStore::wrap(store, std::time::Duration::from_secs(60));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let scheme = if transport.is_tls() { "https" } else { "http" };
         let base = format!("{scheme}://{}", listener.local_addr().unwrap());

@@ -1,11 +1,12 @@
 //! gramkey's storage: one trait family ([`AppStore`], [`UserStore`], [`GrantStore`], together
-//! [`Store`]) and two implementations chosen once at start-up:
+//! [`Store`]), implemented once ([`sql::SqlStore`]) over two engines chosen at start-up:
 //!
 //! - [`sqlite::SqliteStore`], the embedded default: one writer thread that commits concurrent
 //!   writes together (group commit), and a pool of readers;
 //! - [`postgres::PgStore`], for several stateless nodes sharing one database.
 //!
-//! [`cached::CachedStore`] wraps either with a short-lived read-through cache.
+//! Either may keep a short-lived read-through cache of apps, users and tokens
+//! ([`sql::SqlStore::cached`], [`cached`]).
 //!
 //! Stores never read the clock: callers pass `now`. Business rules stay in `gramkey-domain`;
 //! the one rule a store must hold itself is atomicity: a code is redeemed at most once, even

@@ -67,9 +67,7 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
-        Ok(SqlStore {
-            engine: Pg { pool },
-        })
+        Ok(SqlStore::new(Pg { pool }))
     }
 }
 

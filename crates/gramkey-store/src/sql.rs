@@ -23,8 +23,12 @@ use std::future::Future;
 use std::ops::DerefMut;
 use std::pin::Pin;
 
-use gramkey_domain::{AppId, TokenHash, UserId};
+use std::time::Duration;
 
+use gramkey_domain::{AppId, TokenHash, UserId};
+use moka::sync::Cache as Memo;
+
+use crate::cached::{Cache, Stale};
 use crate::{Result, StoreError};
 
 mod access;
@@ -308,9 +312,52 @@ pub trait Engine: Send + Sync + 'static {
         F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
 }
 
-/// The store, on either engine: every trait of the family, implemented once.
+/// The store, on either engine: every trait of the family, implemented once, with an optional
+/// read-through cache of apps, users and tokens ([`crate::cached`]).
 pub struct SqlStore<E> {
     pub(crate) engine: E,
+    cache: Option<Cache>,
+}
+
+impl<E> SqlStore<E> {
+    pub(crate) fn new(engine: E) -> Self {
+        Self {
+            engine,
+            cache: None,
+        }
+    }
+
+    /// Serves apps, users and tokens from memory for up to `ttl` (none when it is zero).
+    pub fn cached(self, ttl: Duration) -> Self {
+        Self {
+            cache: (!ttl.is_zero()).then(|| Cache::new(ttl)),
+            ..self
+        }
+    }
+
+    /// Reads `key` through the cache `which` picks, if there is a cache.
+    pub(crate) async fn through<K, V>(
+        &self,
+        which: fn(&Cache) -> &Memo<K, V>,
+        key: K,
+        read: impl Future<Output = Result<Option<V>>>,
+    ) -> Result<Option<V>>
+    where
+        K: std::hash::Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        match &self.cache {
+            Some(cache) => cache.through(which(cache), key, read).await,
+            None => read.await,
+        }
+    }
+
+    /// Drops from the cache what a write made stale.
+    pub(crate) fn forget(&self, stale: Stale<'_>) {
+        if let Some(cache) = &self.cache {
+            cache.forget(stale);
+        }
+    }
 }
 
 impl<E> std::fmt::Debug for SqlStore<E> {

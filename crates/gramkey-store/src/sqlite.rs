@@ -232,9 +232,7 @@ impl SqliteStore {
             .name("gramkey-sqlite-writer".into())
             .spawn(move || writer_loop(conn, queue))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqlStore {
-            engine: Sqlite { readers, writer },
-        })
+        Ok(SqlStore::new(Sqlite { readers, writer }))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Helpers for tests in this and other crates: fresh, isolated stores on either backend.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -11,14 +12,24 @@ use crate::{Result, Store, StoreError};
 
 /// A SQLite store in a new temporary directory, deleted when the returned guard drops.
 pub fn fresh_sqlite() -> Result<(Arc<dyn Store>, tempfile::TempDir)> {
+    fresh_sqlite_cached(Duration::ZERO)
+}
+
+/// [`fresh_sqlite`], its cache on for `ttl` (see [`crate::cached`]).
+pub fn fresh_sqlite_cached(ttl: Duration) -> Result<(Arc<dyn Store>, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("gramkey.db"))?;
+    let store = SqliteStore::open(&dir.path().join("gramkey.db"))?.cached(ttl);
     Ok((Arc::new(store), dir))
 }
 
 /// A PostgreSQL store in a new, uniquely named schema of the database at `url`, so tests can
 /// run in parallel and leave each other alone.
 pub async fn fresh_postgres(url: &str) -> Result<Arc<dyn Store>> {
+    fresh_postgres_cached(url, Duration::ZERO).await
+}
+
+/// [`fresh_postgres`], its cache on for `ttl`.
+pub async fn fresh_postgres_cached(url: &str, ttl: Duration) -> Result<Arc<dyn Store>> {
     let options: PgConnectOptions = url.parse()?;
     let schema = format!("gk_test_{}", unique_suffix());
     let mut admin = PgConnection::connect_with(&options).await?;
@@ -30,7 +41,8 @@ pub async fn fresh_postgres(url: &str) -> Result<Arc<dyn Store>> {
         options.options([("search_path", schema.as_str())]),
         PgStore::ACQUIRE_TIMEOUT,
     )
-    .await?;
+    .await?
+    .cached(ttl);
     Ok(Arc::new(store))
 }
 

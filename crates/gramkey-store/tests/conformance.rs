@@ -1905,12 +1905,10 @@ async fn sqlite_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_sqlite_conforms() {
-    let (store, _dir) = fresh_sqlite().unwrap();
-    suite(gramkey_store::cached::CachedStore::wrap(
-        store,
-        std::time::Duration::from_secs(60),
-    ))
-    .await;
+    let (store, _dir) =
+        gramkey_store::test_support::fresh_sqlite_cached(std::time::Duration::from_secs(60))
+            .unwrap();
+    suite(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -419,7 +419,11 @@ async fn callback_delivery_survives_a_restart() {
     // A new server on the same database file, with the same master key, a little later.
     let path = first._dir.as_ref().unwrap().path().join("gramkey.db");
     let second = TestApp::start(
-        Arc::new(gramkey_store::sqlite::SqliteStore::open(&path).unwrap()),
+        Arc::new(
+            gramkey_store::sqlite::SqliteStore::open(&path)
+                .unwrap()
+                .cached(super::CACHE),
+        ),
         None,
     )
     .await;

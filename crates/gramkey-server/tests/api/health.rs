@@ -269,7 +269,8 @@ async fn a_postgres_outage_fails_fast_and_recovers_without_a_restart() {
         std::time::Duration::from_millis(1500),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .cached(super::CACHE);
     let t = TestApp::start(Arc::new(store), None).await;
     let app = t.app("user_profile", AppMode::Live).await;
     let (s, token) = super::limits::app_token_request(&t, &app, &app.secret).await;

@@ -162,7 +162,9 @@ async fn refresh_token_reuse_is_detected_after_a_restart() {
     let at2 = b["access_token"].as_str().unwrap().to_owned();
 
     let path = first._dir.as_ref().unwrap().path().join("gramkey.db");
-    let reopened = gramkey_store::sqlite::SqliteStore::open(&path).unwrap();
+    let reopened = gramkey_store::sqlite::SqliteStore::open(&path)
+        .unwrap()
+        .cached(super::CACHE);
     let second = TestApp::start(Arc::new(reopened), None).await;
     second.clock.advance(60);
     let (s, b) = use_refresh(&second, &app, &rt1).await;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use gramkey_domain::{AppId, AppMode, Role, ScopeSet, UnixTime, UserId};
 
 use super::{Conn, Engine, Row, SqlStore, q, transaction, write};
+use crate::cached::Stale;
 use crate::records::{corrupt, join_uris, split_uris};
 use crate::{App, AppStore, Result};
 
@@ -69,14 +70,17 @@ impl<E: Engine> AppStore for SqlStore<E> {
     }
 
     async fn app(&self, id: &AppId) -> Result<Option<App>> {
-        let mut c = self.engine.reader().await?;
-        c.fetch_optional(
-            q(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1")).bind(id.as_str()),
-        )
-        .await?
-        .as_mut()
-        .map(app_from_row)
-        .transpose()
+        self.through(|c| &c.apps, id.clone(), async {
+            let mut c = self.engine.reader().await?;
+            c.fetch_optional(
+                q(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1")).bind(id.as_str()),
+            )
+            .await?
+            .as_mut()
+            .map(app_from_row)
+            .transpose()
+        })
+        .await
     }
 
     async fn apps(&self) -> Result<Vec<App>> {
@@ -98,8 +102,9 @@ impl<E: Engine> AppStore for SqlStore<E> {
         keep_old_until: Option<UnixTime>,
         now: UnixTime,
     ) -> Result<bool> {
+        let stale = id.clone();
         let (id, hash, seed) = (id.clone(), secret_hash.to_vec(), secret_seed.to_vec());
-        transaction!(self, |c| {
+        let done = transaction!(self, |c| {
             // The right-hand sides see the row as it was: the old secret becomes the previous one.
             let found = c
                 .execute(
@@ -124,12 +129,15 @@ impl<E: Engine> AppStore for SqlStore<E> {
             .await?;
             Ok(found)
         })
-        .await
+        .await;
+        self.forget(Stale::AppAndTokens(&stale));
+        done
     }
 
     async fn update_app(&self, app: &App) -> Result<bool> {
+        let stale = app.id.clone();
         let app = app.clone();
-        write!(self, |c| {
+        let done = write!(self, |c| {
             Ok(c.execute(
                 q("UPDATE apps SET name = $2, redirect_uris = $3, scopes = $4, mode = $5, refresh_tokens = $6,
                        deauthorize_url = $7, data_deletion_url = $8, signed_requests = $9
@@ -147,19 +155,24 @@ impl<E: Engine> AppStore for SqlStore<E> {
             .await?
                 == 1)
         })
-        .await
+        .await;
+        self.forget(Stale::App(&stale));
+        done
     }
 
     async fn delete_app(&self, id: &AppId) -> Result<bool> {
+        let stale = id.clone();
         let id = id.clone();
-        write!(self, |c| {
+        let done = write!(self, |c| {
             Ok(
                 c.execute(q("DELETE FROM apps WHERE id = $1").bind(id.as_str()))
                     .await?
                     == 1,
             )
         })
-        .await
+        .await;
+        self.forget(Stale::AppAndTokens(&stale));
+        done
     }
 
     async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {

@@ -10,6 +10,7 @@ use gramkey_domain::{
 };
 
 use super::{Conn, Engine, Lock, Row, SqlStore, q, transaction, write};
+use crate::cached::Stale;
 use crate::records::{corrupt, judge_claim, supersede_sql};
 use crate::{
     CodeClaim, CodeRecord, Derivation, Grant, GrantStore, NewCode, NewToken, Purged, Redemption,
@@ -284,7 +285,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
     async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
         let (hash, claim) = (*hash, claim.clone());
         let now = claim.now;
-        transaction!(self, |c| {
+        let done = transaction!(self, |c| {
             // Locked: of two nodes redeeming the same code, the second waits, then sees it
             // redeemed.
             let lock = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE");
@@ -351,10 +352,15 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 refresh: issue.refresh.map(|(t, _)| t),
             })
         })
-        .await
+        .await?;
+        if matches!(done, Redemption::Replayed { revoked } if revoked > 0) {
+            self.forget(Stale::Tokens);
+        }
+        Ok(done)
     }
 
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        self.through(|c| &c.tokens, *hash, async {
         let mut c = self.engine.reader().await?;
         c.fetch_optional(
             q("SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes, t.issued_at,
@@ -367,6 +373,8 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         .as_mut()
         .map(token_from_row)
         .transpose()
+        })
+        .await
     }
 
     async fn revoke_tokens(
@@ -375,7 +383,13 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         reason: RevokeReason,
         now: UnixTime,
     ) -> Result<u64> {
-        transaction!(self, |c| revoke_in(c, &which, reason, now).await).await
+        let stale = match &which {
+            Revoke::Token(h) => Some(*h),
+            _ => None,
+        };
+        let done = transaction!(self, |c| revoke_in(c, &which, reason, now).await).await;
+        self.forget(stale.as_ref().map_or(Stale::Tokens, Stale::Token));
+        done
     }
 
     async fn remove_grant(
@@ -387,7 +401,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         callbacks: &[CallbackKind],
     ) -> Result<Removal> {
         let (app, callbacks) = (app.clone(), callbacks.to_vec());
-        transaction!(self, |c| {
+        let done = transaction!(self, |c| {
             let removed = c
                 .fetch_optional(
                     q("DELETE FROM grants WHERE app_id = $1 AND user_id = $2
@@ -442,11 +456,13 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 tokens,
             })
         })
-        .await
+        .await;
+        self.forget(Stale::Tokens);
+        done
     }
 
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
-        transaction!(self, |c| {
+        let done = transaction!(self, |c| {
             // Rows another node is deleting right now are left to it.
             let skip = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
             let mut delete = async |table: &str, key: &str, expired: &str, before: UnixTime| {
@@ -508,7 +524,11 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 removals,
             })
         })
-        .await
+        .await?;
+        if done.tokens > 0 {
+            self.forget(Stale::Tokens);
+        }
+        Ok(done)
     }
 
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
@@ -527,7 +547,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         tokens: &[NewToken],
     ) -> Result<Option<Vec<TokenRecord>>> {
         let (parent, tokens) = (*parent, tokens.to_vec());
-        transaction!(self, |c| {
+        let done = transaction!(self, |c| {
             c.lock(Lock::Derivation(&parent)).await?;
             let update = match how {
                 Derivation::Exchange { now } => q(
@@ -574,6 +594,12 @@ impl<E: Engine> GrantStore for SqlStore<E> {
             }
             Ok(Some(out))
         })
-        .await
+        .await;
+        self.forget(if matches!(how, Derivation::Refresh { .. }) {
+            Stale::Tokens
+        } else {
+            Stale::Token(&parent)
+        });
+        done
     }
 }

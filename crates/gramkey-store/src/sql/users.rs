@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use gramkey_domain::{UnixTime, UserId};
 
 use super::{Conn, Engine, Row, SqlStore, q, write};
+use crate::cached::Stale;
 use crate::{NewUser, Profile, Result, User, UserStore};
 
 const USER_COLUMNS: &str = "id, username, password_hash, full_name, biography, website, account_type, \
@@ -63,12 +64,17 @@ impl<E: Engine> UserStore for SqlStore<E> {
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>> {
-        let mut c = self.engine.reader().await?;
-        c.fetch_optional(q(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).bind(id.0))
+        self.through(|c| &c.users, id, async {
+            let mut c = self.engine.reader().await?;
+            c.fetch_optional(
+                q(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).bind(id.0),
+            )
             .await?
             .as_mut()
             .map(user_from_row)
             .transpose()
+        })
+        .await
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<User>> {
@@ -96,7 +102,7 @@ impl<E: Engine> UserStore for SqlStore<E> {
 
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool> {
         let hash = password_hash.to_owned();
-        write!(self, |c| {
+        let done = write!(self, |c| {
             Ok(c.execute(
                 q("UPDATE users SET password_hash = $1 WHERE id = $2")
                     .bind(&hash)
@@ -105,6 +111,8 @@ impl<E: Engine> UserStore for SqlStore<E> {
             .await?
                 == 1)
         })
-        .await
+        .await;
+        self.forget(Stale::User(id));
+        done
     }
 }
