@@ -236,8 +236,10 @@ struct ServeArgs {
     #[arg(long, env = "GRAMKEY_NO_SANDBOX")]
     no_sandbox: bool,
     /// Seconds apps, users and tokens may be served from memory (0: off). Changes made through
-    /// this server apply at once; changes by another process (the CLI, another node) within
-    /// this time. Default: 2 on SQLite, 0 (off) on PostgreSQL, where nodes share the database.
+    /// this server apply at once. On PostgreSQL every node and the CLI announce their changes
+    /// (LISTEN/NOTIFY), so other nodes apply them at once too and this is only a backstop:
+    /// default 60. On SQLite a change by another process (the CLI) applies within this time:
+    /// default 2.
     #[arg(long, env = "GRAMKEY_CACHE_TTL")]
     cache_ttl: Option<u64>,
     #[command(flatten)]
@@ -750,7 +752,7 @@ fn check_config(args: &ServeArgs, settings: &[layered::Setting]) -> std::process
 async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
     args.check()?;
     let master_key = global.master_key()?;
-    let default_ttl = if global.database_url.is_some() { 0 } else { 2 };
+    let default_ttl = if global.database_url.is_some() { 60 } else { 2 };
     let ttl = std::time::Duration::from_secs(args.cache_ttl.unwrap_or(default_ttl));
     let ops = global.open_with_key(&master_key, ttl).await?;
     // Configuration errors first, before anything is seeded or printed.

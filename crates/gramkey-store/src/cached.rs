@@ -11,6 +11,15 @@
 //!
 //! Nothing else is cached: content lists change with every post and comment, the callback
 //! outbox is written more than it is read, and the gauges and insights read fresh counts.
+//!
+//! **Several processes on one database keep their caches in step.** Every write that makes
+//! something stale says so ([`Stale`]); the store drops it from its own cache before it
+//! answers, and publishes it ([`Stale::payload`]) for every other process: on PostgreSQL with
+//! `NOTIFY gramkey_cache`, which each caching node `LISTEN`s to (see
+//! [`crate::postgres`]). A process without a cache (the CLI) publishes too. A node whose
+//! listening connection drops flushes its whole cache when it is back, since it may have
+//! missed something; the TTL is the backstop for a notification lost otherwise (a node killed
+//! between its commit and its `NOTIFY`).
 
 use std::future::Future;
 use std::hash::Hash;
@@ -25,7 +34,7 @@ use crate::{App, Result, TokenRecord, User};
 /// Entries kept per kind at most.
 const CAPACITY: u64 = 100_000;
 
-pub(crate) struct Cache {
+pub struct Cache {
     /// Bumped by every invalidation. A lookup that missed the cache stores what it read only
     /// if no invalidation happened meanwhile, so a revocation racing a lookup cannot leave the
     /// old, unrevoked row cached.
@@ -36,15 +45,65 @@ pub(crate) struct Cache {
 }
 
 /// What a write makes stale.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Stale<'a> {
-    App(&'a AppId),
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stale {
+    App(AppId),
     /// An app, and every token (which of its tokens changed is not known here).
-    AppAndTokens(&'a AppId),
+    AppAndTokens(AppId),
     User(UserId),
-    Token(&'a TokenHash),
+    Token(TokenHash),
     /// Every token: revocations beyond one token, whose hashes are not known here.
     Tokens,
+    /// A token something was derived from (exchanged, rotated): only this process's copy. What
+    /// changed in it (`exchanged`) is checked again by the store's own conditional update, so
+    /// another node's stale copy can do no harm, and issuance pays no notification.
+    Derived(TokenHash),
+    /// Everything cached: after a listening connection was lost.
+    Everything,
+}
+
+impl Stale {
+    /// What other processes are told, or `None` for what only concerns this one.
+    pub fn payload(&self) -> Option<String> {
+        Some(match self {
+            Stale::App(id) => format!("app:{}", id.as_str()),
+            Stale::AppAndTokens(id) => format!("app+tokens:{}", id.as_str()),
+            Stale::User(id) => format!("user:{}", id.0),
+            Stale::Token(hash) => format!("token:{}", hex(&hash.0)),
+            Stale::Tokens => "tokens".to_owned(),
+            Stale::Everything => "everything".to_owned(),
+            Stale::Derived(_) => return None,
+        })
+    }
+
+    /// A published payload read back; one not understood (from a newer gramkey) flushes
+    /// everything, which is always safe.
+    pub fn parse(payload: &str) -> Stale {
+        let parsed = match payload.split_once(':') {
+            Some(("app", id)) => AppId::parse(id).map(Stale::App),
+            Some(("app+tokens", id)) => AppId::parse(id).map(Stale::AppAndTokens),
+            Some(("user", id)) => id.parse().ok().map(|id| Stale::User(UserId(id))),
+            Some(("token", h)) => unhex(h).map(|h| Stale::Token(TokenHash(h))),
+            None if payload == "tokens" => Some(Stale::Tokens),
+            _ => None,
+        };
+        parsed.unwrap_or(Stale::Everything)
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl Cache {
@@ -93,7 +152,7 @@ impl Cache {
         Ok(found)
     }
 
-    pub(crate) fn forget(&self, stale: Stale<'_>) {
+    pub(crate) fn forget(&self, stale: &Stale) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         match stale {
             Stale::App(id) => self.apps.invalidate(id),
@@ -101,9 +160,39 @@ impl Cache {
                 self.apps.invalidate(id);
                 self.tokens.invalidate_all();
             }
-            Stale::User(id) => self.users.invalidate(&id),
-            Stale::Token(hash) => self.tokens.invalidate(hash),
+            Stale::User(id) => self.users.invalidate(id),
+            Stale::Token(hash) | Stale::Derived(hash) => self.tokens.invalidate(hash),
             Stale::Tokens => self.tokens.invalidate_all(),
+            Stale::Everything => {
+                self.apps.invalidate_all();
+                self.users.invalidate_all();
+                self.tokens.invalidate_all();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_published_reads_back_as_itself() {
+        let app = AppId::parse("1234567890").unwrap_or_else(|| unreachable!());
+        for stale in [
+            Stale::App(app.clone()),
+            Stale::AppAndTokens(app),
+            Stale::User(UserId(42)),
+            Stale::Token(TokenHash([7; 32])),
+            Stale::Tokens,
+            Stale::Everything,
+        ] {
+            let payload = stale.payload().unwrap_or_default();
+            assert_eq!(Stale::parse(&payload), stale, "{payload}");
+        }
+        assert_eq!(Stale::Derived(TokenHash([1; 32])).payload(), None);
+        for unknown in ["", "media:1", "token:zz", "user:x", "app:"] {
+            assert_eq!(Stale::parse(unknown), Stale::Everything, "{unknown}");
         }
     }
 }

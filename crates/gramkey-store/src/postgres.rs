@@ -8,12 +8,16 @@
 //! The operations themselves are written once, in [`crate::sql`]; this module runs them.
 
 use std::future::Future;
+use std::sync::Weak;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow,
+};
 use sqlx::{Arguments, Column, Postgres, Row as _, TypeInfo};
 
-use crate::sql::{Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work};
+use crate::cached::{Cache, Stale};
+use crate::sql::{Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work, q};
 use crate::{Result, StoreError};
 
 /// The store on PostgreSQL.
@@ -100,6 +104,53 @@ impl Engine for Pg {
         tx.commit().await?;
         Ok(out)
     }
+
+    async fn publish(&self, payload: String) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        conn.execute(q("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload))
+            .await?;
+        Ok(())
+    }
+
+    fn follow(&self, cache: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let pool = self.pool.clone();
+        Some(runtime.spawn(async move {
+            while cache.strong_count() > 0 {
+                // Whatever is cached may miss a notification until listening again.
+                if let Some(cache) = cache.upgrade() {
+                    cache.forget(&Stale::Everything);
+                }
+                if let Err(e) = listen(&pool, &cache).await {
+                    tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }))
+    }
+}
+
+/// The channel on which nodes publish what they made stale ([`Stale::payload`]).
+const CHANNEL: &str = "gramkey_cache";
+
+/// Applies to `cache` what other processes publish, until the cache is gone or the
+/// connection is lost (then the caller flushes the cache and listens again).
+async fn listen(pool: &PgPool, cache: &Weak<Cache>) -> Result<()> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    // Listening now: whatever was cached before may have missed a notification.
+    match cache.upgrade() {
+        Some(cache) => cache.forget(&Stale::Everything),
+        None => return Ok(()),
+    }
+    while let Some(notification) = listener.try_recv().await? {
+        let Some(cache) = cache.upgrade() else {
+            return Ok(());
+        };
+        cache.forget(&Stale::parse(notification.payload()));
+    }
+    tracing::warn!("lost the connection listening for other nodes' changes; listening again");
+    Ok(())
 }
 
 fn arguments(q: &Query<'_>) -> Result<PgArguments> {
@@ -189,7 +240,6 @@ impl Conn for PgConnection {
     }
 
     fn lock(&mut self, lock: Lock<'_>) -> impl Future<Output = Result<()>> + Send {
-        use crate::sql::q;
         let statement = match lock {
             Lock::Derivation(parent) => q(
                 "SELECT pg_advisory_xact_lock_shared($1::INT4, hashtext(app_id)),

@@ -23,6 +23,7 @@ use std::future::Future;
 use std::ops::DerefMut;
 use std::pin::Pin;
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use gramkey_domain::{AppId, TokenHash, UserId};
@@ -310,27 +311,55 @@ pub trait Engine: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
+
+    /// Tells every other process on the database that what `payload` names is stale
+    /// ([`Stale::payload`]).
+    fn publish(&self, payload: String) -> impl Future<Output = Result<()>> + Send;
+
+    /// Starts a task that applies to `cache`, while it lives, what other processes publish;
+    /// `None` where the engine has no way to hear them.
+    fn follow(&self, cache: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>>;
 }
 
 /// The store, on either engine: every trait of the family, implemented once, with an optional
 /// read-through cache of apps, users and tokens ([`crate::cached`]).
 pub struct SqlStore<E> {
     pub(crate) engine: E,
-    cache: Option<Cache>,
+    cache: Option<Arc<Cache>>,
+    /// The task keeping the cache in step with other processes; stopped with the store (when
+    /// this is dropped).
+    _follower: Option<Follower>,
 }
 
-impl<E> SqlStore<E> {
+struct Follower(tokio::task::JoinHandle<()>);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<E: Engine> SqlStore<E> {
     pub(crate) fn new(engine: E) -> Self {
         Self {
             engine,
             cache: None,
+            _follower: None,
         }
     }
 
-    /// Serves apps, users and tokens from memory for up to `ttl` (none when it is zero).
+    /// Serves apps, users and tokens from memory for up to `ttl` (none when it is zero), and
+    /// follows what other processes on the database publish as stale, where the engine can.
+    /// Call it inside the Tokio runtime that will run the store.
     pub fn cached(self, ttl: Duration) -> Self {
+        let cache = (!ttl.is_zero()).then(|| Arc::new(Cache::new(ttl)));
+        let follower = cache
+            .as_ref()
+            .and_then(|c| self.engine.follow(Arc::downgrade(c)))
+            .map(Follower);
         Self {
-            cache: (!ttl.is_zero()).then(|| Cache::new(ttl)),
+            cache,
+            _follower: follower,
             ..self
         }
     }
@@ -352,17 +381,18 @@ impl<E> SqlStore<E> {
         }
     }
 
-    /// Drops from the cache what a write made stale.
-    pub(crate) fn forget(&self, stale: Stale<'_>) {
+    /// Drops from this store's cache what a write made stale, and tells the other processes
+    /// on the database. The write has committed: a failure to tell is logged, and their TTL
+    /// ends their stale copies.
+    pub(crate) async fn forget(&self, stale: Stale) {
         if let Some(cache) = &self.cache {
-            cache.forget(stale);
+            cache.forget(&stale);
         }
-    }
-}
-
-impl<E> std::fmt::Debug for SqlStore<E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(std::any::type_name::<E>())
+        if let Some(payload) = stale.payload()
+            && let Err(e) = self.engine.publish(payload).await
+        {
+            tracing::warn!(error = %e, "telling other nodes what changed failed; their caches catch up within their TTL");
+        }
     }
 }
 

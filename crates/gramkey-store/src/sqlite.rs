@@ -17,6 +17,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::Weak;
 use std::task::{Context, Poll, Waker};
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -24,6 +25,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ToSql};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cached::Cache;
 use crate::sql::{Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work};
 use crate::{Result, StoreError};
 
@@ -281,6 +283,16 @@ impl Engine for Sqlite {
         F: for<'c> FnOnce(&'c mut Connection) -> Work<'c, T> + Send + 'static,
     {
         self.queue(work)
+    }
+
+    /// Nobody to tell: processes sharing a SQLite file (the CLI beside a server) have no
+    /// channel, so a server sees another process's change within its cache's TTL.
+    fn publish(&self, _: String) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    fn follow(&self, _: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
+        None
     }
 }
 

@@ -30,6 +30,15 @@ pub async fn fresh_postgres(url: &str) -> Result<Arc<dyn Store>> {
 
 /// [`fresh_postgres`], its cache on for `ttl`.
 pub async fn fresh_postgres_cached(url: &str, ttl: Duration) -> Result<Arc<dyn Store>> {
+    let (_, mut nodes) = postgres_nodes(url, &[ttl]).await?;
+    nodes
+        .pop()
+        .ok_or_else(|| StoreError::Backend("no store".into()))
+}
+
+/// Several stores on one new schema of the database at `url`, as several nodes (and the CLI)
+/// share one database, each with its cache on for its `ttl`; with the schema's name.
+pub async fn postgres_nodes(url: &str, ttls: &[Duration]) -> Result<(String, Vec<Arc<dyn Store>>)> {
     let options: PgConnectOptions = url.parse()?;
     let schema = format!("gk_test_{}", unique_suffix());
     let mut admin = PgConnection::connect_with(&options).await?;
@@ -37,13 +46,17 @@ pub async fn fresh_postgres_cached(url: &str, ttl: Duration) -> Result<Arc<dyn S
         .execute(&mut admin)
         .await?;
     admin.close().await?;
-    let store = PgStore::connect_with(
-        options.options([("search_path", schema.as_str())]),
-        PgStore::ACQUIRE_TIMEOUT,
-    )
-    .await?
-    .cached(ttl);
-    Ok(Arc::new(store))
+    let mut nodes: Vec<Arc<dyn Store>> = Vec::new();
+    for ttl in ttls {
+        let store = PgStore::connect_with(
+            options.clone().options([("search_path", schema.as_str())]),
+            PgStore::ACQUIRE_TIMEOUT,
+        )
+        .await?
+        .cached(*ttl);
+        nodes.push(Arc::new(store));
+    }
+    Ok((schema, nodes))
 }
 
 /// A new, empty database on the server at `url`, for a test that runs `gramkey` processes of

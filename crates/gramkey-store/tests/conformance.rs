@@ -1989,3 +1989,157 @@ async fn sqlite_schema_survives_reopen() {
             .is_some()
     );
 }
+
+/// Polls `seen` every half millisecond until it holds; how long that took, or `None` after 5 s.
+/// The caches' TTL is ten minutes, so only a notification (or a flush) makes it hold sooner.
+async fn within_5s<F, Fut>(mut seen: F) -> Option<std::time::Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        if seen().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+    }
+    None
+}
+
+/// Nodes on one PostgreSQL database keep their caches in step: what one node (or the CLI,
+/// which caches nothing) changes, the others stop serving from their caches at once, not after
+/// their TTL; and a node that lost its listening connection flushes its cache when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_nodes_keep_their_caches_in_step() {
+    use std::time::Duration;
+    let Some(url) = postgres_url("postgres_nodes_keep_their_caches_in_step") else {
+        return;
+    };
+    let ttl = Duration::from_secs(600);
+    let (schema, nodes) =
+        gramkey_store::test_support::postgres_nodes(&url, &[ttl, ttl, ttl, Duration::ZERO])
+            .await
+            .unwrap();
+    let (a, b, c, cli) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3]);
+    let first = app("4000000001");
+    a.create_app(&first).await.unwrap();
+    let user = a.create_user(&new_user("nodes"), NOW).await.unwrap();
+    let token = |n: u32| NewToken {
+        hash: round_hash(9, n),
+        kind: TokenKind::LongLived,
+        flavour: Flavour::BasicDisplay,
+        app_id: first.id.clone(),
+        user_id: Some(user.id),
+        scopes: first.scopes.clone(),
+        issued_at: NOW,
+        expires_at: NOW + 3600,
+    };
+    let revoked = |s: &Arc<dyn Store>, h: TokenHash| {
+        let s = s.clone();
+        async move { s.token(&h).await.unwrap().unwrap().revoked.is_some() }
+    };
+    // The followers start listening in the background; wait until b and c hear a.
+    a.create_token(&token(0)).await.unwrap();
+    let _ = (
+        b.token(&round_hash(9, 0)).await,
+        c.token(&round_hash(9, 0)).await,
+    );
+    a.revoke_tokens(Revoke::Token(round_hash(9, 0)), RevokeReason::Revoked, NOW)
+        .await
+        .unwrap();
+    assert!(within_5s(|| revoked(b, round_hash(9, 0))).await.is_some());
+    assert!(within_5s(|| revoked(c, round_hash(9, 0))).await.is_some());
+
+    // Revocations on one node, seen by the two others; from the CLI, seen by all three.
+    let mut took = Vec::new();
+    for n in 1..=200u32 {
+        let h = round_hash(9, n);
+        a.create_token(&token(n)).await.unwrap();
+        for node in [a, b, c] {
+            assert!(!revoked(node, h).await, "cached unrevoked first");
+        }
+        let (by, others) = if n % 4 == 0 {
+            (cli, vec![a, b, c])
+        } else {
+            (a, vec![b, c])
+        };
+        let start = std::time::Instant::now();
+        by.revoke_tokens(Revoke::Token(h), RevokeReason::Revoked, NOW)
+            .await
+            .unwrap();
+        for node in others {
+            assert!(
+                within_5s(|| revoked(node, h)).await.is_some(),
+                "revocation {n} never reached a node"
+            );
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    eprintln!(
+        "revocation seen on every other node: p50 {:?}, p99 {:?}, max {:?} (200 trials)",
+        took[took.len() / 2],
+        took[took.len() * 99 / 100],
+        took[took.len() - 1]
+    );
+
+    // A password change, a secret rotation and an app deletion.
+    b.user(user.id).await.unwrap();
+    a.set_password(user.id, "$argon2id$changed").await.unwrap();
+    assert!(
+        within_5s(|| async {
+            b.user(user.id).await.unwrap().unwrap().password_hash == "$argon2id$changed"
+        })
+        .await
+        .is_some()
+    );
+    b.app(&first.id).await.unwrap();
+    a.set_app_secret(&first.id, &[9; 32], &[8; 32], None, NOW)
+        .await
+        .unwrap();
+    assert!(
+        within_5s(|| async { b.app(&first.id).await.unwrap().unwrap().secret_hash == vec![9; 32] })
+            .await
+            .is_some()
+    );
+    c.app(&first.id).await.unwrap();
+    cli.delete_app(&first.id).await.unwrap();
+    assert!(
+        within_5s(|| async { c.app(&first.id).await.unwrap().is_none() })
+            .await
+            .is_some()
+    );
+
+    // A change nobody announces (made in SQL) stays cached, until the listening connection
+    // is lost: then the node flushes, since it may have missed something.
+    let other = app("4000000002");
+    a.create_app(&other).await.unwrap();
+    assert_eq!(b.app(&other.id).await.unwrap().unwrap().name, other.name);
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let mut sql = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+        &options.options([("search_path", schema.as_str())]),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE apps SET name = 'renamed in SQL' WHERE id = $1")
+        .bind(other.id.as_str())
+        .execute(&mut sql)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(b.app(&other.id).await.unwrap().unwrap().name, other.name);
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE query LIKE 'LISTEN %gramkey_cache%' AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut sql)
+    .await
+    .unwrap();
+    assert!(
+        within_5s(|| async { b.app(&other.id).await.unwrap().unwrap().name == "renamed in SQL" })
+            .await
+            .is_some(),
+        "a node that lost its listening connection flushes its cache"
+    );
+}

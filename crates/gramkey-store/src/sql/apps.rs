@@ -130,7 +130,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
             Ok(found)
         })
         .await;
-        self.forget(Stale::AppAndTokens(&stale));
+        self.forget(Stale::AppAndTokens(stale)).await;
         done
     }
 
@@ -156,7 +156,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
                 == 1)
         })
         .await;
-        self.forget(Stale::App(&stale));
+        self.forget(Stale::App(stale)).await;
         done
     }
 
@@ -171,7 +171,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
             )
         })
         .await;
-        self.forget(Stale::AppAndTokens(&stale));
+        self.forget(Stale::AppAndTokens(stale)).await;
         done
     }
 

@@ -354,7 +354,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         })
         .await?;
         if matches!(done, Redemption::Replayed { revoked } if revoked > 0) {
-            self.forget(Stale::Tokens);
+            self.forget(Stale::Tokens).await;
         }
         Ok(done)
     }
@@ -388,7 +388,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
             _ => None,
         };
         let done = transaction!(self, |c| revoke_in(c, &which, reason, now).await).await;
-        self.forget(stale.as_ref().map_or(Stale::Tokens, Stale::Token));
+        self.forget(stale.map_or(Stale::Tokens, Stale::Token)).await;
         done
     }
 
@@ -457,7 +457,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
             })
         })
         .await;
-        self.forget(Stale::Tokens);
+        self.forget(Stale::Tokens).await;
         done
     }
 
@@ -526,7 +526,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         })
         .await?;
         if done.tokens > 0 {
-            self.forget(Stale::Tokens);
+            self.forget(Stale::Tokens).await;
         }
         Ok(done)
     }
@@ -595,11 +595,13 @@ impl<E: Engine> GrantStore for SqlStore<E> {
             Ok(Some(out))
         })
         .await;
-        self.forget(if matches!(how, Derivation::Refresh { .. }) {
-            Stale::Tokens
-        } else {
-            Stale::Token(&parent)
-        });
+        self.forget(match how {
+            // It revoked what earlier refreshes of the parent made, whose hashes are not
+            // known here.
+            Derivation::Refresh { .. } => Stale::Tokens,
+            _ => Stale::Derived(parent),
+        })
+        .await;
         done
     }
 }

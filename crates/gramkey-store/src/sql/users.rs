@@ -112,7 +112,7 @@ impl<E: Engine> UserStore for SqlStore<E> {
                 == 1)
         })
         .await;
-        self.forget(Stale::User(id));
+        self.forget(Stale::User(id)).await;
         done
     }
 }
