@@ -13,8 +13,15 @@
 #   5. The refresh_token grant (rotation: one access and one refresh token per request, the old
 #      one marked used, committed durably), against the same baseline.
 #
-# Each measurement runs ROUNDS times (default 3); the median is reported. Needs wrk and node.
-# Usage: bench/run.sh [seconds-per-run]    (BIN=DIR to measure other binaries)
+#   6. With PG_URL set (a PostgreSQL database the script empties), 1, 2 and 5 again on a node
+#      whose store is that database, in the same run: the single PostgreSQL node beside the
+#      SQLite one. Its cache is on (the default on PostgreSQL). The database server's CPU is
+#      on the same machine.
+#
+# Each measurement runs ROUNDS times (default 3); the median is reported. Needs wrk and node
+# (and psql with PG_URL).
+# Usage: bench/run.sh [seconds-per-run]    (BIN=DIR to measure other binaries; SEED=DIR to seed
+# with another build's gramkey-bench, e.g. when BIN's cannot seed PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
@@ -43,8 +50,15 @@ ok_rps() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 CODES_PER_ROUND="${CODES_PER_ROUND:-300000}"
+SEED="${SEED:-$BIN}"
 echo "seeding $((ROUNDS * CODES_PER_ROUND)) codes ..." >&2
-"$BIN/gramkey-bench" seed "$WORK/data" $((ROUNDS * CODES_PER_ROUND))
+"$SEED/gramkey-bench" seed "$WORK/data" $((ROUNDS * CODES_PER_ROUND))
+if [ -n "${PG_URL:-}" ]; then
+  psql -q "$PG_URL" -c 'DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;' >/dev/null
+  BENCH_DATABASE_URL="$PG_URL" "$SEED/gramkey-bench" seed "$WORK/pg" $((ROUNDS * CODES_PER_ROUND))
+  split -n l/"$ROUNDS" -d "$WORK/pg/codes.txt" "$WORK/pg/round."
+  split -n l/"$ROUNDS" -d "$WORK/pg/refresh.txt" "$WORK/pg/rround."
+fi
 set -a; source "$WORK/data/bench.env"; set +a
 export BENCH_DIR="$WORK/data"
 export REDIRECT_URI_ENC=$(python3 -c 'import os,urllib.parse;print(urllib.parse.quote(os.environ["REDIRECT_URI"],safe=""))')
@@ -56,12 +70,18 @@ GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/data" "$BIN/gramkey" serve --no-sandbox
 GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/data" "$BIN/gramkey" serve --no-sandbox --listen 127.0.0.1:18184 --no-rate-limits >/dev/null & PIDS+=($!)
 PORT=18183 node bench/oidc-provider/server.mjs >/dev/null 2>&1 & PIDS+=($!)
 wait_port 18181; wait_port 18182; wait_port 18183; wait_port 18184
+if [ -n "${PG_URL:-}" ]; then
+  GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/pg" "$BIN/gramkey" --database-url "$PG_URL" serve --no-sandbox --listen 127.0.0.1:18185 "${HIGH[@]}" >/dev/null & PIDS+=($!)
+  wait_port 18185
+fi
+# wrk with the PostgreSQL seed's client, codes and token.
+pg_wrk() { env $(cat "$WORK/pg/bench.env") BENCH_DIR="$WORK/pg" wrk "$@"; }
 
 # The code files are split per round so no round replays another's codes.
 split -n l/"$ROUNDS" -d "$WORK/data/codes.txt" "$WORK/data/round."
 split -n l/"$ROUNDS" -d "$WORK/data/refresh.txt" "$WORK/data/rround."
 MEDIA_PATH='/me/media?fields=id,caption,media_type,media_url,permalink,timestamp&limit=25'
-hello=(); me=(); meoff=(); media=(); exch=(); oidc=(); refr=()
+hello=(); me=(); meoff=(); media=(); exch=(); oidc=(); refr=(); pgme=(); pgexch=(); pgrefr=()
 for r in $(seq 0 $((ROUNDS - 1))); do
   hello+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" http://127.0.0.1:18181/me | ok_rps)")
   me+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:18182/me?fields=id,username' | ok_rps)")
@@ -72,6 +92,14 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   cp "$WORK/data/rround.0$r" "$WORK/data/refresh.txt"
   refr+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/refresh.lua http://127.0.0.1:18182 | ok_rps)")
   exch+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/exchange.lua http://127.0.0.1:18182 | ok_rps)")
+  if [ -n "${PG_URL:-}" ]; then
+    PG_TOKEN=$(grep '^TOKEN=' "$WORK/pg/bench.env" | cut -d= -f2)
+    pgme+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $PG_TOKEN" 'http://127.0.0.1:18185/me?fields=id,username' | ok_rps)")
+    cp "$WORK/pg/round.0$r" "$WORK/pg/codes.txt"
+    pgexch+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/exchange.lua http://127.0.0.1:18185 | ok_rps)")
+    cp "$WORK/pg/rround.0$r" "$WORK/pg/refresh.txt"
+    pgrefr+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/refresh.lua http://127.0.0.1:18185 | ok_rps)")
+  fi
 done
 
 H=$(printf '%s\n' "${hello[@]}" | median)
@@ -89,3 +117,11 @@ echo "GET /me/media x25    : ${media[*]}  median $MM req/s  ratio $(awk -v a="$M
 echo "oidc-provider cc     : ${oidc[*]}  median $O ok/s"
 echo "code exchange SQLite : ${exch[*]}  median $E ok/s  ratio to oidc-provider $(awk -v a="$E" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
 echo "refresh_token grant  : ${refr[*]}  median $R ok/s  ratio to oidc-provider $(awk -v a="$R" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
+if [ -n "${PG_URL:-}" ]; then
+  PM=$(printf '%s\n' "${pgme[@]}" | median)
+  PE=$(printf '%s\n' "${pgexch[@]}" | median)
+  PR=$(printf '%s\n' "${pgrefr[@]}" | median)
+  echo "GET /me (PostgreSQL) : ${pgme[*]}  median $PM req/s  ratio $(awk -v a="$PM" -v b="$H" 'BEGIN {printf "%.2f", a/b}'), to SQLite $(awk -v a="$PM" -v b="$M" 'BEGIN {printf "%.2f", a/b}')"
+  echo "code exchange PG     : ${pgexch[*]}  median $PE ok/s  ratio to oidc-provider $(awk -v a="$PE" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
+  echo "refresh_token PG     : ${pgrefr[*]}  median $PR ok/s  ratio to oidc-provider $(awk -v a="$PR" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
+fi

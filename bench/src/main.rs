@@ -1,7 +1,8 @@
 //! Benchmark helpers, driven by `bench/run.sh`:
 //!
 //! - `hello ADDR`: the baseline, a bare axum JSON handler shaped like `/me`'s answer;
-//! - `seed DATA_DIR CODES`: prepares a gramkey SQLite database with an app, a user, one
+//! - `seed DATA_DIR CODES`: prepares a gramkey database (SQLite in DATA_DIR, or the
+//!   PostgreSQL database at `$BENCH_DATABASE_URL`) with an app, a user, one
 //!   long-lived-enough token and CODES unredeemed authorization codes, and writes
 //!   `DATA_DIR/bench.env` (client ids, secrets, token), `DATA_DIR/codes.txt` and
 //!   `DATA_DIR/refresh.txt` (as many refresh tokens, for a second app that opted in) for wrk.
@@ -18,6 +19,7 @@ use gramkey_domain::{
     TokenKind,
 };
 use gramkey_server::ops::{NewAppInput, Ops};
+use gramkey_store::postgres::PgStore;
 use gramkey_store::sqlite::SqliteStore;
 use gramkey_store::{CodeClaim, NewCode, NewToken, Profile, Redemption, Store};
 
@@ -53,7 +55,10 @@ async fn hello(addr: &str) -> Result<()> {
 async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let key = gramkey_server::keys::parse_key(BENCH_KEY)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("gramkey.db"))?);
+    let store: Arc<dyn Store> = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => Arc::new(PgStore::connect(&url, PgStore::ACQUIRE_TIMEOUT).await?),
+        Err(_) => Arc::new(SqliteStore::open(&dir.join("gramkey.db"))?),
+    };
     let ops = Ops {
         store: store.clone(),
         clock: Arc::new(SystemClock),
