@@ -16,7 +16,7 @@
 #   6. With PG_URL set (a PostgreSQL database the script empties), 1, 2 and 5 again on a node
 #      whose store is that database, in the same run: the single PostgreSQL node beside the
 #      SQLite one. Its cache is on (the default on PostgreSQL). The database server's CPU is
-#      on the same machine.
+#      on the same machine. PG_ARGS adds flags to that node (e.g. --cache-ttl 0).
 #
 # Each measurement runs ROUNDS times (default 3); the median is reported. Needs wrk and node
 # (and psql with PG_URL).
@@ -71,7 +71,7 @@ GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/data" "$BIN/gramkey" serve --no-sandbox
 PORT=18183 node bench/oidc-provider/server.mjs >/dev/null 2>&1 & PIDS+=($!)
 wait_port 18181; wait_port 18182; wait_port 18183; wait_port 18184
 if [ -n "${PG_URL:-}" ]; then
-  GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/pg" "$BIN/gramkey" --database-url "$PG_URL" serve --no-sandbox --listen 127.0.0.1:18185 "${HIGH[@]}" >/dev/null & PIDS+=($!)
+  GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/pg" "$BIN/gramkey" --database-url "$PG_URL" serve --no-sandbox --listen 127.0.0.1:18185 "${HIGH[@]}" ${PG_ARGS:-} >/dev/null & PIDS+=($!)
   wait_port 18185
 fi
 # wrk with the PostgreSQL seed's client, codes and token.

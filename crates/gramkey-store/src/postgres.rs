@@ -84,25 +84,37 @@ impl Engine for Pg {
     }
 
     /// On a pooled connection, in autocommit: no `BEGIN`/`COMMIT` round trips for a single
-    /// statement.
+    /// statement. Like every write here, it runs in a task of its own (see `transaction`).
     async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T> + Send + 'static,
     {
-        let mut conn = self.pool.acquire().await?;
-        work(&mut conn).await
+        let pool = self.pool.clone();
+        run_to_the_end(async move {
+            let mut conn = pool.acquire().await?;
+            work(&mut conn).await
+        })
+        .await
     }
 
+    /// In a task of its own, so a caller that goes away (a client that disconnects drops its
+    /// request's future) cannot leave the transaction half-sent on a pooled connection: it
+    /// commits or rolls back whole, as SQLite's writer thread does with a write whose caller
+    /// has gone.
     async fn transaction<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T> + Send + 'static,
     {
-        let mut tx = self.pool.begin().await?;
-        let out = work(&mut tx).await?;
-        tx.commit().await?;
-        Ok(out)
+        let pool = self.pool.clone();
+        run_to_the_end(async move {
+            let mut tx = pool.begin().await?;
+            let out = work(&mut tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn publish(&self, payload: String) -> Result<()> {
@@ -128,6 +140,15 @@ impl Engine for Pg {
             }
         }))
     }
+}
+
+/// Runs `write` to its end in a task of its own, whether or not its caller waits for it.
+async fn run_to_the_end<T: Send + 'static>(
+    write: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| StoreError::Backend(format!("a write's task failed: {e}")))?
 }
 
 /// The channel on which nodes publish what they made stale ([`Stale::payload`]).

@@ -25,7 +25,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ToSql};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cached::Cache;
+use crate::cached::{Cache, Stale};
 use crate::sql::{Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work};
 use crate::{Result, StoreError};
 
@@ -239,26 +239,38 @@ impl SqliteStore {
 }
 
 impl Sqlite {
-    async fn queue<T, F>(&self, work: F) -> Result<T>
+    fn queue<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Connection) -> Work<'c, T> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job: Box<dyn Job> = Box::new(TypedJob {
-            work: Some(work),
-            result: None,
-            reply,
-        });
-        self.writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
+        queue(self.writer.clone(), work)
     }
 }
+
+/// Queues `work` for the writer thread; its result once its batch has committed.
+async fn queue<T, F>(writer: mpsc::Sender<Box<dyn Job>>, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Connection) -> Work<'c, T> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job: Box<dyn Job> = Box::new(TypedJob {
+        work: Some(work),
+        result: None,
+        reply,
+    });
+    writer
+        .send(job)
+        .await
+        .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+    answer
+        .await
+        .map_err(|_| StoreError::Backend("the writer thread dropped a write".into()))?
+}
+
+/// How often a caching SQLite store asks whether another process wrote to the file.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Engine for Sqlite {
     type Conn = Connection;
@@ -286,13 +298,47 @@ impl Engine for Sqlite {
     }
 
     /// Nobody to tell: processes sharing a SQLite file (the CLI beside a server) have no
-    /// channel, so a server sees another process's change within its cache's TTL.
+    /// channel. The server notices their writes instead ([`Engine::follow`]).
     fn publish(&self, _: String) -> impl Future<Output = Result<()>> + Send {
         std::future::ready(Ok(()))
     }
 
-    fn follow(&self, _: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
-        None
+    /// Every [`WATCH_EVERY`], asks the writer's connection for `PRAGMA data_version`, which
+    /// changes only when *another* connection has committed: another process (the CLI) wrote
+    /// to the file. What it wrote is not known, so the whole cache is dropped. This server's
+    /// own writes leave it alone: they already said what they made stale.
+    fn follow(&self, cache: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        // Weak: the watch must not keep the writer thread alive after the store is gone.
+        let writer = self.writer.downgrade();
+        Some(runtime.spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = None;
+            loop {
+                tick.tick().await;
+                let Some(writer) = writer.upgrade() else {
+                    return;
+                };
+                let version = queue(writer, |c| {
+                    let v = c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0));
+                    Box::pin(std::future::ready(v.map_err(StoreError::from)))
+                })
+                .await;
+                let Some(cache) = cache.upgrade() else {
+                    return;
+                };
+                match version {
+                    Ok(v) => {
+                        if last.is_some_and(|last| last != v) {
+                            cache.forget(&Stale::Everything);
+                        }
+                        last = Some(v);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot ask SQLite whether another process wrote"),
+                }
+            }
+        }))
     }
 }
 

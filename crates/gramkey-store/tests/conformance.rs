@@ -2143,3 +2143,70 @@ async fn postgres_nodes_keep_their_caches_in_step() {
         "a node that lost its listening connection flushes its cache"
     );
 }
+
+/// A server caching on SQLite notices another process's writes to the file (the CLI's) and
+/// drops its cache, rather than serving them stale for its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_caches_notice_other_processes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let server: Arc<dyn Store> = Arc::new(
+        gramkey_store::sqlite::SqliteStore::open(&path)
+            .unwrap()
+            .cached(std::time::Duration::from_secs(600)),
+    );
+    let cli: Arc<dyn Store> = Arc::new(gramkey_store::sqlite::SqliteStore::open(&path).unwrap());
+    let first = app("5000000001");
+    server.create_app(&first).await.unwrap();
+    let user = server.create_user(&new_user("watch"), NOW).await.unwrap();
+    let token = NewToken {
+        hash: hash(5),
+        kind: TokenKind::LongLived,
+        flavour: Flavour::BasicDisplay,
+        app_id: first.id.clone(),
+        user_id: Some(user.id),
+        scopes: first.scopes.clone(),
+        issued_at: NOW,
+        expires_at: NOW + 3600,
+    };
+    server.create_token(&token).await.unwrap();
+    assert!(
+        server
+            .token(&hash(5))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_none()
+    );
+    // The server's own writes do not flush: what it cached stays cached.
+    server.create_user(&new_user("other"), NOW).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    cli.revoke_tokens(Revoke::Token(hash(5)), RevokeReason::Revoked, NOW)
+        .await
+        .unwrap();
+    let seen = within_5s(|| async {
+        server
+            .token(&hash(5))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_some()
+    })
+    .await;
+    eprintln!("a revocation by another process seen after {seen:?}");
+    assert!(
+        seen.is_some(),
+        "the CLI's revocation reaches the caching server"
+    );
+    cli.set_password(user.id, "$argon2id$new").await.unwrap();
+    server.user(user.id).await.unwrap();
+    assert!(
+        within_5s(|| async {
+            server.user(user.id).await.unwrap().unwrap().password_hash == "$argon2id$new"
+        })
+        .await
+        .is_some()
+    );
+}
