@@ -238,8 +238,8 @@ struct ServeArgs {
     /// Seconds apps, users and tokens may be served from memory (0: off). Changes made through
     /// this server apply at once. On PostgreSQL every node and the CLI announce their changes
     /// (LISTEN/NOTIFY), so other nodes apply them at once too and this is only a backstop:
-    /// default 60. On SQLite a change by another process (the CLI) applies within this time:
-    /// default 2.
+    /// default 60. On SQLite the server notices another process's writes (the CLI's) within
+    /// 100 ms and drops its cache: default 2.
     #[arg(long, env = "GRAMKEY_CACHE_TTL")]
     cache_ttl: Option<u64>,
     #[command(flatten)]
