@@ -1229,3 +1229,245 @@ fn kill_9_under_issuance_loses_nothing_on_postgres() {
     drop(rt);
     kill_9_loses_nothing_acknowledged(Some(&db));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Three nodes on one PostgreSQL database and one Redis, behind HAProxy.
+
+/// HAProxy's binary (Debian's `haproxy` package), or `None` after saying loudly that the
+/// cluster test is skipped. Under CI a missing HAProxy is a failure: `.ci/run` installs it.
+fn haproxy(test: &str) -> Option<std::path::PathBuf> {
+    let found = [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: no haproxy, and under CI the cluster test must run"
+        );
+        eprintln!("!!! SKIPPED {test}: install haproxy (apt-get install haproxy)");
+    }
+    found
+}
+
+/// Whether `token` is active, asked of the node at `addr` (RFC 7662, as the app).
+async fn active(c: &reqwest::Client, addr: &str, app: &(String, String), token: &str) -> bool {
+    let r = c
+        .post(format!("http://{addr}/oauth/introspect"))
+        .basic_auth(&app.0, Some(&app.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "introspection on {addr}");
+    r.json::<Value>().await.unwrap()["active"] == true
+}
+
+/// An app token from the node (or balancer) at `addr`; `None` when it did not answer 200.
+async fn issue(c: &reqwest::Client, addr: &str, app: &(String, String)) -> Option<String> {
+    let r = c
+        .post(format!("http://{addr}/oauth/access_token"))
+        .form(&[
+            ("client_id", app.0.as_str()),
+            ("client_secret", app.1.as_str()),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .ok()?;
+    if r.status() != reqwest::StatusCode::OK {
+        return None;
+    }
+    Some(
+        r.json::<Value>().await.ok()?["access_token"]
+            .as_str()?
+            .to_owned(),
+    )
+}
+
+#[test]
+fn three_postgres_nodes_behind_haproxy_act_as_one() {
+    const TEST: &str = "three_postgres_nodes_behind_haproxy_act_as_one";
+    let (Some(url), Some(redis), Some(haproxy)) = (
+        gramkey_store::test_support::postgres_url(TEST),
+        gramkey_store::test_support::redis_url(TEST),
+        haproxy(TEST),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt
+        .block_on(gramkey_store::test_support::fresh_postgres_database(&url))
+        .unwrap();
+    // One data directory: the nodes share the master key in it, as nodes share a key file.
+    let dir = tempfile::tempdir().unwrap();
+    let node = || {
+        let mut c = gramkey(dir.path());
+        c.env("GRAMKEY_DATABASE_URL", &db);
+        c
+    };
+    let created = run_json(node().args([
+        "app",
+        "create",
+        "--name",
+        "Cluster",
+        "--redirect-uri",
+        "https://cluster.example/cb",
+        "--scopes",
+        "user_profile",
+        "--mode",
+        "live",
+        "--json",
+    ]));
+    let app = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let args = ["--redis-url", redis.as_str(), "--no-rate-limits"];
+    let (_a, a) = start_command(node(), &args, None);
+    let (mut b_process, b) = start_command(node(), &args, None);
+    let (_c, c_addr) = start_command(node(), &args, None);
+    let nodes = [a.clone(), b.clone(), c_addr.clone()];
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lb = format!("127.0.0.1:{port}");
+    let config = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 2000\n\
+             defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  \
+             retries 2\n  option redispatch\n\
+             frontend gramkey\n  bind {lb}\n  default_backend nodes\n\
+             backend nodes\n  balance roundrobin\n  option httpchk GET /readyz\n  \
+             default-server inter 200ms fall 2 rise 1\n  \
+             server a {a} check\n  server b {b} check\n  server c {c_addr} check\n"
+        ),
+    )
+    .unwrap();
+    let _haproxy = KillOnDrop(
+        Command::new(haproxy)
+            .args(["-db", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        // The balancer is up once it answers.
+        for _ in 0..100 {
+            if c.get(format!("http://{lb}/healthz")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+
+        // A token issued through the balancer (so by any node) works on every node.
+        for _ in 0..12 {
+            let token = issue(&c, &lb, &app).await.expect("issued through HAProxy");
+            for node in &nodes {
+                assert!(active(&c, node, &app, &token).await, "valid on {node}");
+            }
+        }
+
+        // A revocation on one node is refused on the two others, though they had the token
+        // cached (their TTL is 60 s): the nodes tell each other.
+        let mut took = Vec::new();
+        for n in 0..200 {
+            let by = &nodes[n % 3];
+            let others: Vec<&String> = nodes.iter().filter(|o| *o != by).collect();
+            let token = issue(&c, by, &app).await.unwrap();
+            for o in &others {
+                assert!(active(&c, o, &app, &token).await);
+            }
+            let start = std::time::Instant::now();
+            let r = c
+                .post(format!("http://{by}/oauth/revoke"))
+                .basic_auth(&app.0, Some(&app.1))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            for o in &others {
+                while active(&c, o, &app, &token).await {
+                    assert!(
+                        start.elapsed() < std::time::Duration::from_secs(5),
+                        "revocation {n} never reached {o}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+            took.push(start.elapsed());
+        }
+        took.sort();
+        eprintln!(
+            "revocation refused on both other nodes after: p50 {:?}, p99 {:?}, max {:?} (200 trials, from the revoking call)",
+            took[100],
+            took[198],
+            took[199]
+        );
+    });
+
+    // Node B is killed while clients issue through the balancer: nothing acknowledged is lost,
+    // and the balancer goes on serving from A and C.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (lb, app, stop, killed) = (lb.clone(), app.clone(), stop.clone(), killed.clone());
+            rt.spawn(async move {
+                let c = reqwest::Client::new();
+                let (mut ok, mut after_kill) = (Vec::new(), 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(token) = issue(&c, &lb, &app).await {
+                        if killed.load(std::sync::atomic::Ordering::Relaxed) {
+                            after_kill += 1;
+                        }
+                        ok.push(token);
+                    }
+                }
+                (ok, after_kill)
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    b_process.0.kill().unwrap();
+    b_process.0.wait().unwrap();
+    killed.store(true, std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut issued, mut after_kill) = (Vec::new(), 0);
+    for client in clients {
+        let (ok, after) = rt.block_on(client).unwrap();
+        issued.extend(ok);
+        after_kill += after;
+    }
+    let lost = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let mut lost = 0;
+        for token in &issued {
+            if !active(&c, &lb, &app, token).await {
+                lost += 1;
+            }
+        }
+        lost
+    });
+    eprintln!(
+        "node B killed: {} tokens acknowledged through HAProxy, {after_kill} after the kill, {lost} lost",
+        issued.len()
+    );
+    assert!(after_kill > 0, "the balancer went on serving from A and C");
+    assert_eq!(lost, 0);
+}
