@@ -5,7 +5,9 @@
 //!   PostgreSQL database at `$BENCH_DATABASE_URL`) with an app, a user, one
 //!   long-lived-enough token and CODES unredeemed authorization codes, and writes
 //!   `DATA_DIR/bench.env` (client ids, secrets, token), `DATA_DIR/codes.txt` and
-//!   `DATA_DIR/refresh.txt` (as many refresh tokens, for a second app that opted in) for wrk.
+//!   `DATA_DIR/refresh.txt` (as many refresh tokens, for a second app that opted in) for wrk;
+//! - `propagation TRIALS CLIENT_ID CLIENT_SECRET NODE...`: how long a revocation on one node
+//!   takes to be refused by the others, which had the token cached (`bench/cluster.sh`).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -36,7 +38,19 @@ async fn main() -> Result<()> {
             let n: usize = args.get(3).context("seed DATA_DIR CODES")?.parse()?;
             seed(dir.as_ref(), n).await
         }
-        _ => bail!("usage: gramkey-bench hello ADDR | seed DATA_DIR CODES"),
+        Some("propagation") => {
+            let usage = "propagation TRIALS CLIENT_ID CLIENT_SECRET NODE NODE...";
+            let trials: usize = args.get(2).context(usage)?.parse()?;
+            let app = (
+                args.get(3).context(usage)?.clone(),
+                args.get(4).context(usage)?.clone(),
+            );
+            let nodes = args.get(5..).filter(|n| n.len() >= 2).context(usage)?;
+            propagation(trials, &app, nodes).await
+        }
+        _ => bail!(
+            "usage: gramkey-bench hello ADDR | seed DATA_DIR CODES | propagation TRIALS CLIENT_ID CLIENT_SECRET NODE..."
+        ),
     }
 }
 
@@ -49,6 +63,70 @@ async fn hello(addr: &str) -> Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Revokes a token on each node in turn, after the others have read it (and cached it), and
+/// times from the revoking call until every other node refuses it; prints p50, p99 and max.
+async fn propagation(trials: usize, app: &(String, String), nodes: &[String]) -> Result<()> {
+    let c = reqwest::Client::new();
+    let active = async |node: &str, token: &str| -> Result<bool> {
+        let r = c
+            .post(format!("http://{node}/oauth/introspect"))
+            .basic_auth(&app.0, Some(&app.1))
+            .form(&[("token", token)])
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(r.json::<serde_json::Value>().await?["active"] == true)
+    };
+    let mut took = Vec::with_capacity(trials);
+    for n in 0..trials {
+        let by = &nodes[n % nodes.len()];
+        let body: serde_json::Value = c
+            .post(format!("http://{by}/oauth/access_token"))
+            .form(&[
+                ("client_id", app.0.as_str()),
+                ("client_secret", app.1.as_str()),
+                ("grant_type", "client_credentials"),
+            ])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = body["access_token"].as_str().context("no access_token")?;
+        let others: Vec<&String> = nodes.iter().filter(|o| *o != by).collect();
+        for o in &others {
+            anyhow::ensure!(active(o, token).await?, "{o} does not know a new token");
+        }
+        // Elapsed time, not a point in time.
+        #[allow(clippy::disallowed_methods)]
+        let start = std::time::Instant::now();
+        c.post(format!("http://{by}/oauth/revoke"))
+            .basic_auth(&app.0, Some(&app.1))
+            .form(&[("token", token)])
+            .send()
+            .await?
+            .error_for_status()?;
+        for o in &others {
+            while active(o, token).await? {
+                anyhow::ensure!(
+                    start.elapsed() < std::time::Duration::from_secs(10),
+                    "a revocation never reached {o}"
+                );
+            }
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let at = |q: usize| took[(took.len() * q / 100).min(took.len() - 1)].as_secs_f64() * 1e3;
+    println!(
+        "revocation refused on every other node after: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({trials} trials)",
+        at(50),
+        at(99),
+        at(100)
+    );
     Ok(())
 }
 
