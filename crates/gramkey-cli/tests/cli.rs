@@ -1074,6 +1074,28 @@ fn the_configuration_reference_is_serve_help() {
 /// Durability under `kill -9` (issue 15): a real `gramkey serve` issuing and revoking app tokens
 /// from 8 concurrent clients is killed with SIGKILL three times. Afterwards every token
 /// acknowledged with a 200 is valid, and every revocation acknowledged with a 200 holds.
+/// Creates a live app with `cmd` (a `gramkey` command with its environment set); its client
+/// id and secret.
+fn live_app(mut cmd: Command, name: &str) -> (String, String) {
+    let created = run_json(cmd.args([
+        "app",
+        "create",
+        "--name",
+        name,
+        "--redirect-uri",
+        "https://live.example/cb",
+        "--scopes",
+        "user_profile",
+        "--mode",
+        "live",
+        "--json",
+    ]));
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
 fn kill_9_loses_nothing_acknowledged(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let with_db = |mut c: Command| {
@@ -1082,21 +1104,7 @@ fn kill_9_loses_nothing_acknowledged(database_url: Option<&str>) {
         }
         c
     };
-    let created = run_json(with_db(gramkey(dir.path())).args([
-        "app",
-        "create",
-        "--name",
-        "Durable",
-        "--redirect-uri",
-        "https://durable.example/cb",
-        "--scopes",
-        "user_profile",
-        "--mode",
-        "live",
-        "--json",
-    ]));
-    let id = created["id"].as_str().unwrap().to_owned();
-    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let (id, secret) = live_app(with_db(gramkey(dir.path())), "Durable");
     // Limits off: this is about durability, not budgets.
     let start =
         |dir: &std::path::Path| start_command(with_db(gramkey(dir)), &["--no-rate-limits"], None);
@@ -1310,23 +1318,7 @@ fn three_postgres_nodes_behind_haproxy_act_as_one() {
         c.env("GRAMKEY_DATABASE_URL", &db);
         c
     };
-    let created = run_json(node().args([
-        "app",
-        "create",
-        "--name",
-        "Cluster",
-        "--redirect-uri",
-        "https://cluster.example/cb",
-        "--scopes",
-        "user_profile",
-        "--mode",
-        "live",
-        "--json",
-    ]));
-    let app = (
-        created["id"].as_str().unwrap().to_owned(),
-        created["client_secret"].as_str().unwrap().to_owned(),
-    );
+    let app = live_app(node(), "Cluster");
     let args = ["--redis-url", redis.as_str(), "--no-rate-limits"];
     let (_a, a) = start_command(node(), &args, None);
     let (mut b_process, b) = start_command(node(), &args, None);

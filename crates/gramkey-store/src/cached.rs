@@ -15,7 +15,7 @@
 //! **Several processes on one database keep their caches in step.** Every write that makes
 //! something stale says so ([`Stale`]); the store drops it from its own cache before it
 //! answers, and publishes it ([`Stale::payload`]) for every other process: on PostgreSQL with
-//! `NOTIFY gramkey_cache`, which each caching node `LISTEN`s to (see
+//! `NOTIFY` on a channel per schema (`gramkey_cache.<schema>`), which each caching node `LISTEN`s to (see
 //! [`crate::postgres`]). A process without a cache (the CLI) publishes too. A node whose
 //! listening connection drops flushes its whole cache when it is back, since it may have
 //! missed something; the TTL is the backstop for a notification lost otherwise (a node killed

@@ -38,6 +38,8 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Debug, Clone)]
 pub struct Pg {
     pool: PgPool,
+    /// Where this store's processes announce what they made stale ([`channel`]).
+    channel: String,
 }
 
 impl PgStore {
@@ -71,7 +73,13 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
-        Ok(SqlStore::new(Pg { pool }))
+        let schema: String = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await?;
+        Ok(SqlStore::new(Pg {
+            pool,
+            channel: channel(&schema),
+        }))
     }
 }
 
@@ -119,21 +127,25 @@ impl Engine for Pg {
 
     async fn publish(&self, payload: String) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        conn.execute(q("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload))
-            .await?;
+        conn.execute(
+            q("SELECT pg_notify($1, $2)")
+                .bind(self.channel.as_str())
+                .bind(payload),
+        )
+        .await?;
         Ok(())
     }
 
     fn follow(&self, cache: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let pool = self.pool.clone();
+        let (pool, channel) = (self.pool.clone(), self.channel.clone());
         Some(runtime.spawn(async move {
             while cache.strong_count() > 0 {
                 // Whatever is cached may miss a notification until listening again.
                 if let Some(cache) = cache.upgrade() {
                     cache.forget(&Stale::Everything);
                 }
-                if let Err(e) = listen(&pool, &cache).await {
+                if let Err(e) = listen(&pool, &channel, &cache).await {
                     tracing::warn!(error = %e, "cannot listen for other nodes' changes; retrying in 1 s");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
@@ -152,13 +164,22 @@ async fn run_to_the_end<T: Send + 'static>(
 }
 
 /// The channel on which nodes publish what they made stale ([`Stale::payload`]).
-const CHANNEL: &str = "gramkey_cache";
+///
+/// One per schema: gramkey installations that share a database in different schemas (tests
+/// do) don't flush each other's caches. A channel name is at most 63 bytes.
+fn channel(schema: &str) -> String {
+    let mut name = format!("gramkey_cache.{schema}");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
+}
 
 /// Applies to `cache` what other processes publish, until the cache is gone or the
 /// connection is lost (then the caller flushes the cache and listens again).
-async fn listen(pool: &PgPool, cache: &Weak<Cache>) -> Result<()> {
+async fn listen(pool: &PgPool, channel: &str, cache: &Weak<Cache>) -> Result<()> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen(channel).await?;
     // Listening now: whatever was cached before may have missed a notification.
     match cache.upgrade() {
         Some(cache) => cache.forget(&Stale::Everything),

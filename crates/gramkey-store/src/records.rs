@@ -348,18 +348,6 @@ pub enum Derivation {
     },
 }
 
-/// Revokes what earlier refreshes of a token made (its children and theirs), in either
-/// dialect: `{p1}` is the revocation time, `{p2}` the refreshed token's id.
-pub(crate) fn supersede_sql(p1: &str, p2: &str) -> String {
-    format!(
-        "WITH RECURSIVE earlier(id) AS (
-             SELECT id FROM tokens WHERE parent_id = {p2}
-             UNION ALL SELECT t.id FROM tokens t JOIN earlier e ON t.parent_id = e.id)
-         UPDATE tokens SET revoked_at = {p1}, revoke_reason = 'revoked'
-         WHERE id IN (SELECT id FROM earlier) AND revoked_at IS NULL"
-    )
-}
-
 /// The outcome of [`crate::GrantStore::redeem_code`].
 #[derive(Debug, Clone)]
 pub enum Redemption {

@@ -1990,6 +1990,20 @@ async fn sqlite_schema_survives_reopen() {
     );
 }
 
+/// A long-lived token of `user` for `app`, valid for an hour from [`NOW`].
+fn long_lived(app: &App, user: UserId, hash: TokenHash) -> NewToken {
+    NewToken {
+        hash,
+        kind: TokenKind::LongLived,
+        flavour: Flavour::BasicDisplay,
+        app_id: app.id.clone(),
+        user_id: Some(user),
+        scopes: app.scopes.clone(),
+        issued_at: NOW,
+        expires_at: NOW + 3600,
+    }
+}
+
 /// Polls `seen` every half millisecond until it holds; how long that took, or `None` after 5 s.
 /// The caches' TTL is ten minutes, so only a notification (or a flush) makes it hold sooner.
 async fn within_5s<F, Fut>(mut seen: F) -> Option<std::time::Duration>
@@ -2025,16 +2039,7 @@ async fn postgres_nodes_keep_their_caches_in_step() {
     let first = app("4000000001");
     a.create_app(&first).await.unwrap();
     let user = a.create_user(&new_user("nodes"), NOW).await.unwrap();
-    let token = |n: u32| NewToken {
-        hash: round_hash(9, n),
-        kind: TokenKind::LongLived,
-        flavour: Flavour::BasicDisplay,
-        app_id: first.id.clone(),
-        user_id: Some(user.id),
-        scopes: first.scopes.clone(),
-        issued_at: NOW,
-        expires_at: NOW + 3600,
-    };
+    let token = |n: u32| long_lived(&first, user.id, round_hash(9, n));
     let revoked = |s: &Arc<dyn Store>, h: TokenHash| {
         let s = s.clone();
         async move { s.token(&h).await.unwrap().unwrap().revoked.is_some() }
@@ -2084,6 +2089,40 @@ async fn postgres_nodes_keep_their_caches_in_step() {
         took[took.len() - 1]
     );
 
+    // A refresh on one node cuts the old token's expiry to its grace, and a second refresh
+    // revokes what the first made: both seen by a node that had them cached.
+    let parent = round_hash(9, 1000);
+    a.create_token(&token(1000)).await.unwrap();
+    let refresh = |n: u32| Derivation::Refresh {
+        now: NOW + n as i64,
+        parent_expires_at: NOW + 10,
+    };
+    assert_eq!(
+        b.token(&parent).await.unwrap().unwrap().expires_at,
+        NOW + 3600
+    );
+    a.derive_tokens(&parent, refresh(1), &[token(1001)])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        within_5s(|| async { b.token(&parent).await.unwrap().unwrap().expires_at == NOW + 10 })
+            .await
+            .is_some(),
+        "the refreshed token's expiry, cut to its grace"
+    );
+    b.token(&round_hash(9, 1001)).await.unwrap();
+    a.derive_tokens(&parent, refresh(2), &[token(1002)])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        within_5s(|| revoked(b, round_hash(9, 1001)))
+            .await
+            .is_some(),
+        "the successor a second refresh superseded"
+    );
+
     // A password change, a secret rotation and an app deletion.
     b.user(user.id).await.unwrap();
     a.set_password(user.id, "$argon2id$changed").await.unwrap();
@@ -2131,7 +2170,7 @@ async fn postgres_nodes_keep_their_caches_in_step() {
     assert_eq!(b.app(&other.id).await.unwrap().unwrap().name, other.name);
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE query LIKE 'LISTEN %gramkey_cache%' AND pid <> pg_backend_pid()",
+         WHERE query = 'LISTEN \"gramkey_cache.' || current_schema() || '\"'",
     )
     .execute(&mut sql)
     .await
@@ -2159,17 +2198,10 @@ async fn sqlite_caches_notice_other_processes_writes() {
     let first = app("5000000001");
     server.create_app(&first).await.unwrap();
     let user = server.create_user(&new_user("watch"), NOW).await.unwrap();
-    let token = NewToken {
-        hash: hash(5),
-        kind: TokenKind::LongLived,
-        flavour: Flavour::BasicDisplay,
-        app_id: first.id.clone(),
-        user_id: Some(user.id),
-        scopes: first.scopes.clone(),
-        issued_at: NOW,
-        expires_at: NOW + 3600,
-    };
-    server.create_token(&token).await.unwrap();
+    server
+        .create_token(&long_lived(&first, user.id, hash(5)))
+        .await
+        .unwrap();
     assert!(
         server
             .token(&hash(5))

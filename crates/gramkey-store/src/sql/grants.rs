@@ -11,7 +11,7 @@ use gramkey_domain::{
 
 use super::{Conn, Engine, Lock, Row, SqlStore, q, transaction, write};
 use crate::cached::Stale;
-use crate::records::{corrupt, judge_claim, supersede_sql};
+use crate::records::{corrupt, judge_claim};
 use crate::{
     CodeClaim, CodeRecord, Derivation, Grant, GrantStore, NewCode, NewToken, Purged, Redemption,
     Removal, Result, Revoke, StoreError, TokenRecord,
@@ -74,6 +74,15 @@ fn token_from_row(r: &mut Row) -> Result<TokenRecord> {
         exchanged: r.get::<Option<i64>>(11)?.is_some(),
     })
 }
+
+/// Revokes what earlier refreshes of a token made (its children and theirs): `$1` is the
+/// revocation time, `$2` the refreshed token's id. Answers the hashes it revoked.
+const SUPERSEDE: &str = "WITH RECURSIVE earlier(id) AS (
+         SELECT id FROM tokens WHERE parent_id = $2
+         UNION ALL SELECT t.id FROM tokens t JOIN earlier e ON t.parent_id = e.id)
+     UPDATE tokens SET revoked_at = $1, revoke_reason = 'revoked'
+     WHERE id IN (SELECT id FROM earlier) AND revoked_at IS NULL
+     RETURNING hash";
 
 /// Inserts a token; returns its id.
 async fn insert_token(c: &mut impl Conn, token: &NewToken, parent_id: Option<i64>) -> Result<i64> {
@@ -580,28 +589,40 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 .bind(reusable_since),
             };
             let Some(mut found) = c.fetch_optional(update).await? else {
-                return Ok(None);
+                return Ok((None, Vec::new()));
             };
             let parent_id: i64 = found.get(0)?;
+            let mut superseded = Vec::new();
             if let Derivation::Refresh { now, .. } = how {
-                c.execute(q(supersede_sql("$1", "$2")).bind(now).bind(parent_id))
-                    .await?;
+                for mut row in c
+                    .fetch_all(q(SUPERSEDE).bind(now).bind(parent_id))
+                    .await?
+                {
+                    let hash: Vec<u8> = row.get(0)?;
+                    superseded.push(TokenHash(hash.try_into().map_err(|_| {
+                        StoreError::Backend("a stored token hash is not 32 bytes".into())
+                    })?));
+                }
             }
             let mut out = Vec::with_capacity(tokens.len());
             for token in tokens {
                 let id = insert_token(c, &token, Some(parent_id)).await?;
                 out.push(issued(id, token, None));
             }
-            Ok(Some(out))
+            Ok((Some(out), superseded))
         })
         .await;
-        self.forget(match how {
-            // It revoked what earlier refreshes of the parent made, whose hashes are not
-            // known here.
-            Derivation::Refresh { .. } => Stale::Tokens,
-            _ => Stale::Derived(parent),
-        })
-        .await;
-        done
+        match how {
+            // Its expiry was cut to the grace period, and what earlier refreshes of it made
+            // was revoked: every node must know.
+            Derivation::Refresh { .. } => {
+                self.forget(Stale::Token(parent)).await;
+                for hash in done.as_ref().map(|(_, s)| s.as_slice()).unwrap_or_default() {
+                    self.forget(Stale::Token(*hash)).await;
+                }
+            }
+            _ => self.forget(Stale::Derived(parent)).await,
+        }
+        done.map(|(issued, _)| issued)
     }
 }
