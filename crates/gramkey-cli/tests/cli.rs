@@ -1319,10 +1319,23 @@ fn three_postgres_nodes_behind_haproxy_act_as_one() {
         c
     };
     let app = live_app(node(), "Cluster");
-    let args = ["--redis-url", redis.as_str(), "--no-rate-limits"];
-    let (_a, a) = start_command(node(), &args, None);
-    let (mut b_process, b) = start_command(node(), &args, None);
-    let (_c, c_addr) = start_command(node(), &args, None);
+    // Every node's janitor runs every 300 ms, and purges a token once it is revoked.
+    let args = [
+        "--redis-url",
+        redis.as_str(),
+        "--no-rate-limits",
+        "--janitor-interval",
+        "300ms",
+        "--retain-tokens",
+        "0s",
+    ];
+    let logs: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| dir.path().join(format!("{n}.log")))
+        .collect();
+    let (_a, a) = start_command(node(), &args, Some(&logs[0]));
+    let (mut b_process, b) = start_command(node(), &args, Some(&logs[1]));
+    let (_c, c_addr) = start_command(node(), &args, Some(&logs[2]));
     let nodes = [a.clone(), b.clone(), c_addr.clone()];
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1411,6 +1424,37 @@ fn three_postgres_nodes_behind_haproxy_act_as_one() {
             took[199]
         );
     });
+
+    // The three janitors purged the 200 revoked tokens between them, each once, and none of
+    // their passes failed: they don't collide.
+    let purged = || {
+        logs.iter()
+            .flat_map(|log| {
+                std::fs::read_to_string(log)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.contains("janitor purged expired rows"))
+                    .filter_map(|l| {
+                        l.split("tokens=")
+                            .nth(1)?
+                            .split(' ')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .sum::<u64>()
+    };
+    let start = std::time::Instant::now();
+    while purged() < 200 && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(purged(), 200, "every revoked token purged, once");
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.contains("janitor pass failed"), "{text}");
+    }
 
     // Node B is killed while clients issue through the balancer: nothing acknowledged is lost,
     // and the balancer goes on serving from A and C.
