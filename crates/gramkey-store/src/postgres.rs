@@ -17,7 +17,7 @@ use sqlx::postgres::{
 use sqlx::{Arguments, Column, Postgres, Row as _, TypeInfo};
 
 use crate::cached::{Cache, Stale};
-use crate::sql::{Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work, q};
+use crate::sql::{After, Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work, q};
 use crate::{Result, StoreError};
 
 /// The store on PostgreSQL.
@@ -93,47 +93,45 @@ impl Engine for Pg {
 
     /// On a pooled connection, in autocommit: no `BEGIN`/`COMMIT` round trips for a single
     /// statement. Like every write here, it runs in a task of its own (see `transaction`).
-    async fn write<T, F>(&self, work: F) -> Result<T>
+    async fn write<T, F>(&self, work: F, after: After<T>) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, channel) = (self.pool.clone(), self.channel.clone());
         run_to_the_end(async move {
             let mut conn = pool.acquire().await?;
-            work(&mut conn).await
+            let done = work(&mut conn).await?;
+            announce(&mut conn, &channel, after(&done)).await;
+            Ok(done)
         })
         .await
     }
 
     /// In a task of its own, so a caller that goes away (a client that disconnects drops its
     /// request's future) cannot leave the transaction half-sent on a pooled connection: it
-    /// commits or rolls back whole, as SQLite's writer thread does with a write whose caller
-    /// has gone.
-    async fn transaction<T, F>(&self, work: F) -> Result<T>
+    /// commits or rolls back whole, and what it made stale is forgotten and announced after
+    /// the commit, as SQLite's writer thread does with a write whose caller has gone.
+    async fn transaction<T, F>(&self, work: F, after: After<T>) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, channel) = (self.pool.clone(), self.channel.clone());
         run_to_the_end(async move {
             let mut tx = pool.begin().await?;
-            let out = work(&mut tx).await?;
+            let done = work(&mut tx).await?;
             tx.commit().await?;
-            Ok(out)
+            let stale = after(&done);
+            if stale.iter().any(|s| s.payload().is_some()) {
+                match pool.acquire().await {
+                    Ok(mut conn) => announce(&mut conn, &channel, stale).await,
+                    Err(e) => tracing::warn!(error = %e, "telling other nodes what changed failed; their caches catch up within their TTL"),
+                }
+            }
+            Ok(done)
         })
         .await
-    }
-
-    async fn publish(&self, payload: String) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute(
-            q("SELECT pg_notify($1, $2)")
-                .bind(self.channel.as_str())
-                .bind(payload),
-        )
-        .await?;
-        Ok(())
     }
 
     fn follow(&self, cache: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
@@ -151,6 +149,18 @@ impl Engine for Pg {
                 }
             }
         }))
+    }
+}
+
+/// Tells the other processes on the database what a committed write made stale. The write
+/// stands either way: a failure is logged, and their caches' TTL ends their stale copies.
+async fn announce(conn: &mut PgConnection, channel: &str, stale: Vec<Stale>) {
+    for payload in stale.iter().filter_map(Stale::payload) {
+        let notify = q("SELECT pg_notify($1, $2)").bind(channel).bind(payload);
+        if let Err(e) = conn.execute(notify).await {
+            tracing::warn!(error = %e, "telling other nodes what changed failed; their caches catch up within their TTL");
+            return;
+        }
     }
 }
 

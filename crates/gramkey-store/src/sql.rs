@@ -290,6 +290,10 @@ pub trait Conn: Send {
 /// The work of a write: given the connection, a future of its result.
 pub type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 
+/// What runs after a write has committed, given its result: it forgets what the write made
+/// stale and answers it, for the engine to announce ([`SqlStore::after`]).
+pub type After<T> = Box<dyn FnOnce(&T) -> Vec<Stale> + Send>;
+
 /// How an engine reads and writes.
 pub trait Engine: Send + Sync + 'static {
     type Conn: Conn;
@@ -301,20 +305,20 @@ pub trait Engine: Send + Sync + 'static {
     fn reader(&self) -> impl Future<Output = Result<Self::Reader<'_>>> + Send;
 
     /// Runs `work`, whose statements need not be atomic together (a single statement, mostly).
-    fn write<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    /// Once it has committed, `after` runs, whether or not the caller still waits: it drops
+    /// from this store's cache what the write made stale, and the engine announces that to
+    /// the other processes on the database.
+    fn write<T, F>(&self, work: F, after: After<T>) -> impl Future<Output = Result<T>> + Send
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
 
-    /// Runs `work` in one transaction, committed when it answers `Ok`, rolled back otherwise.
-    fn transaction<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    /// Runs `work` in one transaction, committed when it answers `Ok`, rolled back otherwise;
+    /// then `after`, as [`Engine::write`] does.
+    fn transaction<T, F>(&self, work: F, after: After<T>) -> impl Future<Output = Result<T>> + Send
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
-
-    /// Tells every other process on the database that what `payload` names is stale
-    /// ([`Stale::payload`]).
-    fn publish(&self, payload: String) -> impl Future<Output = Result<()>> + Send;
 
     /// Starts a task that applies to `cache`, while it lives, what other processes publish;
     /// `None` where the engine has no way to hear them.
@@ -381,19 +385,29 @@ impl<E: Engine> SqlStore<E> {
         }
     }
 
-    /// Drops from this store's cache what a write made stale, and tells the other processes
-    /// on the database. The write has committed: a failure to tell is logged, and their TTL
-    /// ends their stale copies.
-    pub(crate) async fn forget(&self, stale: Stale) {
-        if let Some(cache) = &self.cache {
-            cache.forget(&stale);
-        }
-        if let Some(payload) = stale.payload()
-            && let Err(e) = self.engine.publish(payload).await
-        {
-            tracing::warn!(error = %e, "telling other nodes what changed failed; their caches catch up within their TTL");
-        }
+    /// The hook a write runs once it has committed: what `stale_of` names is dropped from this
+    /// store's cache and announced to the other processes. It runs even if the caller has gone
+    /// away meanwhile (a client that disconnects), so a write that committed never leaves a
+    /// stale copy behind. A failure to announce is logged by the engine; the other processes'
+    /// TTL ends their stale copies.
+    pub(crate) fn after<T>(
+        &self,
+        stale_of: impl FnOnce(&T) -> Vec<Stale> + Send + 'static,
+    ) -> After<T> {
+        let cache = self.cache.clone();
+        Box::new(move |done| {
+            let stale = stale_of(done);
+            if let Some(cache) = &cache {
+                stale.iter().for_each(|s| cache.forget(s));
+            }
+            stale
+        })
     }
+}
+
+/// For a write that makes nothing cached stale.
+pub(crate) fn nothing<T>() -> After<T> {
+    Box::new(|_| Vec::new())
 }
 
 /// A count as read.
@@ -406,21 +420,33 @@ pub(crate) fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Boxes a write's future; `write!(store, |c| body)` and `transaction!(…)` read better than
-/// `Box::pin(async move { … })` at every call.
+/// Boxes a write's future: `write!(self, |c| body)`, or `write!(self, after, |c| body)` with
+/// the hook that runs once it has committed ([`SqlStore::after`]). `transaction!` likewise.
 macro_rules! write {
     ($store:expr, |$c:ident| $body:expr) => {
+        $store.engine.write(
+            move |$c| Box::pin(async move { $body }),
+            $crate::sql::nothing(),
+        )
+    };
+    ($store:expr, $after:expr, |$c:ident| $body:expr) => {
         $store
             .engine
-            .write(move |$c| Box::pin(async move { $body }))
+            .write(move |$c| Box::pin(async move { $body }), $after)
     };
 }
 
 macro_rules! transaction {
     ($store:expr, |$c:ident| $body:expr) => {
+        $store.engine.transaction(
+            move |$c| Box::pin(async move { $body }),
+            $crate::sql::nothing(),
+        )
+    };
+    ($store:expr, $after:expr, |$c:ident| $body:expr) => {
         $store
             .engine
-            .transaction(move |$c| Box::pin(async move { $body }))
+            .transaction(move |$c| Box::pin(async move { $body }), $after)
     };
 }
 

@@ -26,7 +26,9 @@ use rusqlite::{CachedStatement, Connection, ToSql};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cached::{Cache, Stale};
-use crate::sql::{Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work};
+use crate::sql::{
+    After, Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work, nothing,
+};
 use crate::{Result, StoreError};
 
 /// The most writes committed in one transaction.
@@ -77,6 +79,7 @@ trait Job: Send {
 struct TypedJob<T, F> {
     work: Option<F>,
     result: Option<Result<T>>,
+    after: After<T>,
     reply: oneshot::Sender<Result<T>>,
 }
 
@@ -96,6 +99,11 @@ where
             this.result
                 .unwrap_or_else(|| Err(StoreError::Backend("write was not run".into())))
         });
+        // Committed: the cache forgets what it made stale, here in the writer thread, whether
+        // or not the caller still waits. Nobody else to tell (see `follow`).
+        if let Ok(done) = &outcome {
+            (this.after)(done);
+        }
         // The caller may have gone away (its request was cancelled); nothing to do then.
         let _ = this.reply.send(outcome);
     }
@@ -239,17 +247,21 @@ impl SqliteStore {
 }
 
 impl Sqlite {
-    fn queue<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send + use<T, F>
+    fn queue<T, F>(
+        &self,
+        work: F,
+        after: After<T>,
+    ) -> impl Future<Output = Result<T>> + Send + use<T, F>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Connection) -> Work<'c, T> + Send + 'static,
     {
-        queue(self.writer.clone(), work)
+        queue(self.writer.clone(), work, after)
     }
 }
 
 /// Queues `work` for the writer thread; its result once its batch has committed.
-async fn queue<T, F>(writer: mpsc::Sender<Box<dyn Job>>, work: F) -> Result<T>
+async fn queue<T, F>(writer: mpsc::Sender<Box<dyn Job>>, work: F, after: After<T>) -> Result<T>
 where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut Connection) -> Work<'c, T> + Send + 'static,
@@ -258,6 +270,7 @@ where
     let job: Box<dyn Job> = Box::new(TypedJob {
         work: Some(work),
         result: None,
+        after,
         reply,
     });
     writer
@@ -281,29 +294,24 @@ impl Engine for Sqlite {
     }
 
     /// Every write is atomic here: it runs in its own savepoint of the batch.
-    fn write<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    fn write<T, F>(&self, work: F, after: After<T>) -> impl Future<Output = Result<T>> + Send
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Connection) -> Work<'c, T> + Send + 'static,
     {
-        self.queue(work)
+        self.queue(work, after)
     }
 
-    fn transaction<T, F>(&self, work: F) -> impl Future<Output = Result<T>> + Send
+    fn transaction<T, F>(&self, work: F, after: After<T>) -> impl Future<Output = Result<T>> + Send
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Connection) -> Work<'c, T> + Send + 'static,
     {
-        self.queue(work)
+        self.queue(work, after)
     }
 
-    /// Nobody to tell: processes sharing a SQLite file (the CLI beside a server) have no
-    /// channel. The server notices their writes instead ([`Engine::follow`]).
-    fn publish(&self, _: String) -> impl Future<Output = Result<()>> + Send {
-        std::future::ready(Ok(()))
-    }
-
-    /// Every [`WATCH_EVERY`], asks the writer's connection for `PRAGMA data_version`, which
+    /// Processes sharing a SQLite file (the CLI beside a server) have no channel to announce
+    /// their writes on. Instead, every [`WATCH_EVERY`], this asks the writer's connection for `PRAGMA data_version`, which
     /// changes only when *another* connection has committed: another process (the CLI) wrote
     /// to the file. What it wrote is not known, so the whole cache is dropped. This server's
     /// own writes leave it alone: they already said what they made stale.
@@ -320,10 +328,14 @@ impl Engine for Sqlite {
                 let Some(writer) = writer.upgrade() else {
                     return;
                 };
-                let version = queue(writer, |c| {
-                    let v = c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0));
-                    Box::pin(std::future::ready(v.map_err(StoreError::from)))
-                })
+                let version = queue(
+                    writer,
+                    |c| {
+                        let v = c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0));
+                        Box::pin(std::future::ready(v.map_err(StoreError::from)))
+                    },
+                    nothing(),
+                )
                 .await;
                 let Some(cache) = cache.upgrade() else {
                     return;

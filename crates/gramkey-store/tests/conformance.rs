@@ -2242,3 +2242,63 @@ async fn sqlite_caches_notice_other_processes_writes() {
         .is_some()
     );
 }
+
+/// A revocation whose caller goes away while it waits (a client that disconnects) still
+/// commits, and then the caching store drops its copy: it does not go on serving the token as
+/// unrevoked, even to a read made while the revocation was waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_went_away_still_clears_the_cache() {
+    let (store, dir) =
+        gramkey_store::test_support::fresh_sqlite_cached(std::time::Duration::from_secs(600))
+            .unwrap();
+    let first = app("6000000001");
+    store.create_app(&first).await.unwrap();
+    let user = store.create_user(&new_user("gone"), NOW).await.unwrap();
+    store
+        .create_token(&long_lived(&first, user.id, hash(6)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .token(&hash(6))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_none()
+    );
+    // Another process holds the write lock, so the revocation waits in the writer's queue; its
+    // caller gives up, a read caches the token meanwhile, and then the lock is released.
+    let other = rusqlite::Connection::open(dir.path().join("gramkey.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let revoke = store.revoke_tokens(Revoke::Token(hash(6)), RevokeReason::Revoked, NOW);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), revoke)
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .token(&hash(6))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+            .is_none()
+    );
+    other.execute_batch("COMMIT").unwrap();
+    assert!(
+        within_5s(|| async {
+            store
+                .token(&hash(6))
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked
+                .is_some()
+        })
+        .await
+        .is_some(),
+        "the revocation committed and the cached copy was dropped"
+    );
+}

@@ -104,7 +104,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
     ) -> Result<bool> {
         let stale = id.clone();
         let (id, hash, seed) = (id.clone(), secret_hash.to_vec(), secret_seed.to_vec());
-        let done = transaction!(self, |c| {
+        transaction!(self, self.after(move |_| vec![Stale::AppAndTokens(stale)]), |c| {
             // The right-hand sides see the row as it was: the old secret becomes the previous one.
             let found = c
                 .execute(
@@ -129,15 +129,13 @@ impl<E: Engine> AppStore for SqlStore<E> {
             .await?;
             Ok(found)
         })
-        .await;
-        self.forget(Stale::AppAndTokens(stale)).await;
-        done
+        .await
     }
 
     async fn update_app(&self, app: &App) -> Result<bool> {
         let stale = app.id.clone();
         let app = app.clone();
-        let done = write!(self, |c| {
+        write!(self, self.after(move |_| vec![Stale::App(stale)]), |c| {
             Ok(c.execute(
                 q("UPDATE apps SET name = $2, redirect_uris = $3, scopes = $4, mode = $5, refresh_tokens = $6,
                        deauthorize_url = $7, data_deletion_url = $8, signed_requests = $9
@@ -155,24 +153,24 @@ impl<E: Engine> AppStore for SqlStore<E> {
             .await?
                 == 1)
         })
-        .await;
-        self.forget(Stale::App(stale)).await;
-        done
+        .await
     }
 
     async fn delete_app(&self, id: &AppId) -> Result<bool> {
         let stale = id.clone();
         let id = id.clone();
-        let done = write!(self, |c| {
-            Ok(
-                c.execute(q("DELETE FROM apps WHERE id = $1").bind(id.as_str()))
-                    .await?
-                    == 1,
-            )
-        })
-        .await;
-        self.forget(Stale::AppAndTokens(stale)).await;
-        done
+        write!(
+            self,
+            self.after(move |_| vec![Stale::AppAndTokens(stale)]),
+            |c| {
+                Ok(
+                    c.execute(q("DELETE FROM apps WHERE id = $1").bind(id.as_str()))
+                        .await?
+                        == 1,
+                )
+            }
+        )
+        .await
     }
 
     async fn set_role(&self, app: &AppId, user: UserId, role: Role, now: UnixTime) -> Result<()> {

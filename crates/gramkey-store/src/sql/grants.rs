@@ -294,7 +294,12 @@ impl<E: Engine> GrantStore for SqlStore<E> {
     async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
         let (hash, claim) = (*hash, claim.clone());
         let now = claim.now;
-        let done = transaction!(self, |c| {
+        // A replay revoked tokens this store may hold; which ones is not known here.
+        let replayed = self.after(|r: &Redemption| match r {
+            Redemption::Replayed { revoked: 1.. } => vec![Stale::Tokens],
+            _ => Vec::new(),
+        });
+        transaction!(self, replayed, |c| {
             // Locked: of two nodes redeeming the same code, the second waits, then sees it
             // redeemed.
             let lock = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE");
@@ -361,11 +366,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 refresh: issue.refresh.map(|(t, _)| t),
             })
         })
-        .await?;
-        if matches!(done, Redemption::Replayed { revoked } if revoked > 0) {
-            self.forget(Stale::Tokens).await;
-        }
-        Ok(done)
+        .await
     }
 
     async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
@@ -393,12 +394,13 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         now: UnixTime,
     ) -> Result<u64> {
         let stale = match &which {
-            Revoke::Token(h) => Some(*h),
-            _ => None,
+            Revoke::Token(h) => Stale::Token(*h),
+            _ => Stale::Tokens,
         };
-        let done = transaction!(self, |c| revoke_in(c, &which, reason, now).await).await;
-        self.forget(stale.map_or(Stale::Tokens, Stale::Token)).await;
-        done
+        transaction!(self, self.after(move |_| vec![stale]), |c| {
+            revoke_in(c, &which, reason, now).await
+        })
+        .await
     }
 
     async fn remove_grant(
@@ -410,7 +412,8 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         callbacks: &[CallbackKind],
     ) -> Result<Removal> {
         let (app, callbacks) = (app.clone(), callbacks.to_vec());
-        let done = transaction!(self, |c| {
+        // Cached tokens carry the grant's scoped id and their revocation state.
+        transaction!(self, self.after(|_| vec![Stale::Tokens]), |c| {
             let removed = c
                 .fetch_optional(
                     q("DELETE FROM grants WHERE app_id = $1 AND user_id = $2
@@ -465,13 +468,15 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 tokens,
             })
         })
-        .await;
-        self.forget(Stale::Tokens).await;
-        done
+        .await
     }
 
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
-        let done = transaction!(self, |c| {
+        let purged = self.after(|p: &Purged| match p.tokens {
+            0 => Vec::new(),
+            _ => vec![Stale::Tokens],
+        });
+        transaction!(self, purged, |c| {
             // Rows another node is deleting right now are left to it.
             let skip = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
             let mut delete = async |table: &str, key: &str, expired: &str, before: UnixTime| {
@@ -533,11 +538,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 removals,
             })
         })
-        .await?;
-        if done.tokens > 0 {
-            self.forget(Stale::Tokens).await;
-        }
-        Ok(done)
+        .await
     }
 
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
@@ -556,7 +557,16 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         tokens: &[NewToken],
     ) -> Result<Option<Vec<TokenRecord>>> {
         let (parent, tokens) = (*parent, tokens.to_vec());
-        let done = transaction!(self, |c| {
+        let stale = self.after(move |(_, superseded): &(_, Vec<TokenHash>)| match how {
+            // Its expiry was cut to the grace period, and what earlier refreshes of it made
+            // was revoked: every node must know.
+            Derivation::Refresh { .. } => std::iter::once(parent)
+                .chain(superseded.iter().copied())
+                .map(Stale::Token)
+                .collect(),
+            _ => vec![Stale::Derived(parent)],
+        });
+        let done = transaction!(self, stale, |c| {
             c.lock(Lock::Derivation(&parent)).await?;
             let update = match how {
                 Derivation::Exchange { now } => q(
@@ -612,17 +622,6 @@ impl<E: Engine> GrantStore for SqlStore<E> {
             Ok((Some(out), superseded))
         })
         .await;
-        match how {
-            // Its expiry was cut to the grace period, and what earlier refreshes of it made
-            // was revoked: every node must know.
-            Derivation::Refresh { .. } => {
-                self.forget(Stale::Token(parent)).await;
-                for hash in done.as_ref().map(|(_, s)| s.as_slice()).unwrap_or_default() {
-                    self.forget(Stale::Token(*hash)).await;
-                }
-            }
-            _ => self.forget(Stale::Derived(parent)).await,
-        }
         done.map(|(issued, _)| issued)
     }
 }

@@ -102,7 +102,7 @@ impl<E: Engine> UserStore for SqlStore<E> {
 
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool> {
         let hash = password_hash.to_owned();
-        let done = write!(self, |c| {
+        write!(self, self.after(move |_| vec![Stale::User(id)]), |c| {
             Ok(c.execute(
                 q("UPDATE users SET password_hash = $1 WHERE id = $2")
                     .bind(&hash)
@@ -111,8 +111,6 @@ impl<E: Engine> UserStore for SqlStore<E> {
             .await?
                 == 1)
         })
-        .await;
-        self.forget(Stale::User(id)).await;
-        done
+        .await
     }
 }
