@@ -13,13 +13,15 @@
 //! outbox is written more than it is read, and the gauges and insights read fresh counts.
 //!
 //! **Several processes on one database keep their caches in step.** Every write that makes
-//! something stale says so ([`Stale`]); the store drops it from its own cache before it
-//! answers, and publishes it ([`Stale::payload`]) for every other process: on PostgreSQL with
-//! `NOTIFY` on a channel per schema (`gramkey_cache.<schema>`), which each caching node `LISTEN`s to (see
-//! [`crate::postgres`]). A process without a cache (the CLI) publishes too. A node whose
+//! something stale says so ([`Stale`]). Once it has committed, whether or not its caller still
+//! waits, the engine drops that from this store's cache and announces it
+//! ([`Stale::payload`]) to every other process: on PostgreSQL with `NOTIFY` on a channel per
+//! schema (`gramkey_cache.<schema>`), which each caching node `LISTEN`s to (see
+//! [`crate::postgres`]). A process without a cache (the CLI) announces too. A node whose
 //! listening connection drops flushes its whole cache when it is back, since it may have
 //! missed something; the TTL is the backstop for a notification lost otherwise (a node killed
-//! between its commit and its `NOTIFY`).
+//! between its commit and its `NOTIFY`). SQLite has no channel: a caching server watches the
+//! file for other processes' commits instead (see [`crate::sqlite`]).
 
 use std::future::Future;
 use std::hash::Hash;
