@@ -216,12 +216,24 @@ impl SqliteStore {
     /// Opens (creating and migrating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA busy_timeout = 5000;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;",
-        )?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+        // Switching a fresh file to WAL needs its exclusive lock, and SQLite answers "database
+        // is locked" at once, without waiting, while another process opening the same file
+        // holds a lock on it (`serve` and a CLI command started together): try again.
+        let mut tries = 0;
+        loop {
+            match conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            ) {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 250 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                done => break done?,
+            }
+        }
         conn.execute_batch(TUNING)?;
         migrate(&mut conn)?;
         let manager = SqliteConnectionManager::file(path).with_init(|c| {
