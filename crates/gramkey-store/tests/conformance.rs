@@ -2183,6 +2183,20 @@ async fn postgres_nodes_keep_their_caches_in_step() {
     );
 }
 
+/// An app, a user and a long-lived token of theirs with hash `h`, read once so that `store`
+/// caches it (unrevoked); the user.
+async fn cached_token(store: &dyn Store, app_id: &str, h: TokenHash) -> gramkey_store::User {
+    let owner = app(app_id);
+    store.create_app(&owner).await.unwrap();
+    let user = store.create_user(&new_user(app_id), NOW).await.unwrap();
+    store
+        .create_token(&long_lived(&owner, user.id, h))
+        .await
+        .unwrap();
+    assert!(store.token(&h).await.unwrap().unwrap().revoked.is_none());
+    user
+}
+
 /// A server caching on SQLite notices another process's writes to the file (the CLI's) and
 /// drops its cache, rather than serving them stale for its TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2195,22 +2209,7 @@ async fn sqlite_caches_notice_other_processes_writes() {
             .cached(std::time::Duration::from_secs(600)),
     );
     let cli: Arc<dyn Store> = Arc::new(gramkey_store::sqlite::SqliteStore::open(&path).unwrap());
-    let first = app("5000000001");
-    server.create_app(&first).await.unwrap();
-    let user = server.create_user(&new_user("watch"), NOW).await.unwrap();
-    server
-        .create_token(&long_lived(&first, user.id, hash(5)))
-        .await
-        .unwrap();
-    assert!(
-        server
-            .token(&hash(5))
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked
-            .is_none()
-    );
+    let user = cached_token(&*server, "5000000001", hash(5)).await;
     // The server's own writes do not flush: what it cached stays cached.
     server.create_user(&new_user("other"), NOW).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -2251,22 +2250,7 @@ async fn a_write_whose_caller_went_away_still_clears_the_cache() {
     let (store, dir) =
         gramkey_store::test_support::fresh_sqlite_cached(std::time::Duration::from_secs(600))
             .unwrap();
-    let first = app("6000000001");
-    store.create_app(&first).await.unwrap();
-    let user = store.create_user(&new_user("gone"), NOW).await.unwrap();
-    store
-        .create_token(&long_lived(&first, user.id, hash(6)))
-        .await
-        .unwrap();
-    assert!(
-        store
-            .token(&hash(6))
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked
-            .is_none()
-    );
+    cached_token(&*store, "6000000001", hash(6)).await;
     // Another process holds the write lock, so the revocation waits in the writer's queue; its
     // caller gives up, a read caches the token meanwhile, and then the lock is released.
     let other = rusqlite::Connection::open(dir.path().join("gramkey.db")).unwrap();
