@@ -145,16 +145,19 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
     };
     let redirect = "https://bench.example/cb";
     let (app, secret) = ops
-        .create_app(NewAppInput {
-            name: "bench".into(),
-            redirect_uris: vec![redirect.into()],
-            scopes: "user_profile,user_media".into(),
-            mode: AppMode::Live,
-            refresh_tokens: false,
-            signed_requests: false,
-            deauthorize_url: None,
-            data_deletion_url: None,
-        })
+        .create_app(
+            &gramkey_server::origin::Origin::LOCAL,
+            NewAppInput {
+                name: "bench".into(),
+                redirect_uris: vec![redirect.into()],
+                scopes: "user_profile,user_media".into(),
+                mode: AppMode::Live,
+                refresh_tokens: false,
+                signed_requests: false,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            },
+        )
         .await?;
     let user = ops
         .create_user(
@@ -237,16 +240,19 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
     // A second app that opted in to refresh tokens, and as many refresh tokens as codes, all
     // under one root token, for the refresh_token grant benchmark.
     let (rapp, rsecret) = ops
-        .create_app(NewAppInput {
-            name: "bench-refresh".into(),
-            redirect_uris: vec![redirect.into()],
-            scopes: "user_profile,user_media".into(),
-            mode: AppMode::Live,
-            refresh_tokens: true,
-            signed_requests: false,
-            deauthorize_url: None,
-            data_deletion_url: None,
-        })
+        .create_app(
+            &gramkey_server::origin::Origin::LOCAL,
+            NewAppInput {
+                name: "bench-refresh".into(),
+                redirect_uris: vec![redirect.into()],
+                scopes: "user_profile,user_media".into(),
+                mode: AppMode::Live,
+                refresh_tokens: true,
+                signed_requests: false,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            },
+        )
         .await?;
     store
         .save_grant(

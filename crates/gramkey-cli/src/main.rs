@@ -16,6 +16,7 @@ use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::retention::Retention;
 use gramkey_domain::{AppMode, Password, Role};
 use gramkey_server::ops::{NewAppInput, Ops, app_json, callback_json, user_json};
+use gramkey_server::origin::Origin;
 use gramkey_server::sandbox::{authorize_url, sandbox_app, seed_if_empty};
 use gramkey_server::transport::Transport;
 use gramkey_server::{AppState, Node, ServerConfig};
@@ -963,16 +964,19 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
         } => {
             let mode = AppMode::parse(&mode).context("mode must be development or live")?;
             let (app, secret) = ops
-                .create_app(NewAppInput {
-                    name,
-                    redirect_uris,
-                    scopes,
-                    mode,
-                    refresh_tokens,
-                    signed_requests,
-                    deauthorize_url,
-                    data_deletion_url,
-                })
+                .create_app(
+                    &Origin::LOCAL,
+                    NewAppInput {
+                        name,
+                        redirect_uris,
+                        scopes,
+                        mode,
+                        refresh_tokens,
+                        signed_requests,
+                        deauthorize_url,
+                        data_deletion_url,
+                    },
+                )
                 .await?;
             if json {
                 let mut v = app_json(&app);
@@ -1028,7 +1032,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
         }
         AppCommand::RotateSecret { id, grace, json } => {
             let grace = grace.map(|g| i64::try_from(g.as_secs()).unwrap_or(i64::MAX));
-            let secret = ops.rotate_secret(&id, grace).await?;
+            let secret = ops.rotate_secret(&Origin::LOCAL, &id, grace).await?;
             if json {
                 print_json(&json!({"id": id, "client_secret": secret.expose()}))?;
             } else {
@@ -1036,7 +1040,9 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             }
         }
         AppCommand::SignedRequests { id, state } => {
-            let app = ops.set_signed_requests(&id, state == "on").await?;
+            let app = ops
+                .set_signed_requests(&Origin::LOCAL, &id, state == "on")
+                .await?;
             print_app(&app);
             println!("signed requests: {state}");
         }
@@ -1047,6 +1053,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
         } => {
             let app = ops
                 .set_app_callbacks(
+                    &Origin::LOCAL,
                     &id,
                     deauthorize_url.as_deref(),
                     data_deletion_url.as_deref(),
@@ -1061,16 +1068,16 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             }
         }
         AppCommand::Delete { id } => {
-            ops.delete_app(&id).await?;
+            ops.delete_app(&Origin::LOCAL, &id).await?;
             println!("deleted app {id}");
         }
         AppCommand::RevokeTokens { id } => {
-            let n = ops.revoke_app_tokens(&id).await?;
+            let n = ops.revoke_app_tokens(&Origin::LOCAL, &id).await?;
             println!("revoked {n} tokens of app {id}");
         }
         AppCommand::AddRole { id, user, role } => {
             let role = Role::parse(&role).context("role must be admin, developer or tester")?;
-            ops.set_role(&id, &user, role).await?;
+            ops.set_role(&Origin::LOCAL, &id, &user, role).await?;
             println!("{user} is now {} of app {id}", role.as_str());
         }
     }
@@ -1099,7 +1106,7 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
         } => {
             let password = read_password(password_stdin, password)?;
             let n = ops
-                .change_password(&username, Password::new(password))
+                .change_password(&Origin::LOCAL, &username, Password::new(password))
                 .await?;
             println!("password changed; revoked {n} tokens of {username}");
         }
@@ -1128,7 +1135,9 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
             app,
             delete_data,
         } => {
-            let removal = ops.remove_app_by_name(&username, &app, delete_data).await?;
+            let removal = ops
+                .remove_app_by_name(&Origin::LOCAL, &username, &app, delete_data)
+                .await?;
             println!(
                 "removed app {app} for {username}; revoked {} tokens",
                 removal.tokens

@@ -525,16 +525,19 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
         tokio::spawn(node.run_until(std::future::pending()));
         let (app, secret) = state
             .ops
-            .create_app(gramkey_server::ops::NewAppInput {
-                name: "CLI sign-in".into(),
-                redirect_uris: vec!["http://127.0.0.1/callback".into()],
-                scopes: "user_profile,user_media".into(),
-                mode: gramkey_domain::AppMode::Live,
-                refresh_tokens: false,
-                signed_requests: false,
-                deauthorize_url: None,
-                data_deletion_url: None,
-            })
+            .create_app(
+                &gramkey_server::origin::Origin::LOCAL,
+                gramkey_server::ops::NewAppInput {
+                    name: "CLI sign-in".into(),
+                    redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                    scopes: "user_profile,user_media".into(),
+                    mode: gramkey_domain::AppMode::Live,
+                    refresh_tokens: false,
+                    signed_requests: false,
+                    deauthorize_url: None,
+                    data_deletion_url: None,
+                },
+            )
             .await
             .unwrap();
         let alice = state

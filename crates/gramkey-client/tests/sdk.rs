@@ -63,16 +63,19 @@ async fn app_and_user(s: &Server, scopes: &str, media: usize) -> (String, String
     let (app, secret) = s
         .state
         .ops
-        .create_app(NewAppInput {
-            name: "SDK test".into(),
-            redirect_uris: vec![REDIRECT.into()],
-            scopes: scopes.into(),
-            mode: AppMode::Live,
-            refresh_tokens: false,
-            signed_requests: false,
-            deauthorize_url: None,
-            data_deletion_url: None,
-        })
+        .create_app(
+            &gramkey_server::origin::Origin::LOCAL,
+            NewAppInput {
+                name: "SDK test".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                scopes: scopes.into(),
+                mode: AppMode::Live,
+                refresh_tokens: false,
+                signed_requests: false,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            },
+        )
         .await
         .unwrap();
     let user = s

@@ -325,4 +325,27 @@ mod tests {
             "Matching code was not found or was already used"
         );
     }
+    /// Each token refusal's Graph code and subcode (wire protocol §5).
+    #[test]
+    fn token_refusals_in_graph() {
+        let code = |r: TokenRefusal| {
+            let e = GraphError::from(r);
+            (e.code, e.subcode)
+        };
+        assert_eq!(code(TokenRefusal::AlreadyExchanged).0, 190);
+        assert_eq!(code(TokenRefusal::NotShortLived).0, 100);
+        assert_eq!(code(TokenRefusal::LegacyNotExchangeable).0, 100);
+        assert_eq!(code(TokenRefusal::NotLongLived).0, 100);
+        assert_eq!(code(TokenRefusal::TooYoungToRefresh).0, 100);
+        assert_eq!(code(TokenRefusal::NoBasicPermission).0, 10);
+        let expired = TokenRefusal::Expired {
+            expired_at: 5,
+            now: 10,
+        };
+        assert_eq!(code(expired), (190, Some(463)));
+        assert_eq!(
+            code(TokenRefusal::Revoked(RevokeReason::PasswordChanged)),
+            (190, Some(460))
+        );
+    }
 }

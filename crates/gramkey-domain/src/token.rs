@@ -294,7 +294,6 @@ impl RevokeReason {
 mod tests {
     use super::*;
     use crate::entropy::SeededEntropy;
-    use crate::error::GraphError;
 
     fn facts(kind: TokenKind, scopes: &ScopeSet, issued_at: UnixTime) -> LifecycleFacts<'_> {
         LifecycleFacts {
@@ -322,29 +321,20 @@ mod tests {
                     ..short
                 },
                 10
-            )
-            .map_err(GraphError::from)
-            .unwrap_err()
-            .code,
-            190
+            ),
+            Err(TokenRefusal::AlreadyExchanged)
         );
         assert_eq!(
-            check_exchange(&facts(TokenKind::LongLived, &scopes, 0), 10)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .code,
-            100
+            check_exchange(&facts(TokenKind::LongLived, &scopes, 0), 10),
+            Err(TokenRefusal::NotShortLived)
         );
         let legacy = LifecycleFacts {
             flavour: Flavour::Legacy,
             ..short
         };
         assert_eq!(
-            check_exchange(&legacy, 10)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .code,
-            100
+            check_exchange(&legacy, 10),
+            Err(TokenRefusal::LegacyNotExchangeable)
         );
         let expired = LifecycleFacts {
             state: TokenState {
@@ -354,11 +344,11 @@ mod tests {
             ..short
         };
         assert_eq!(
-            check_exchange(&expired, 10)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .subcode,
-            Some(463)
+            check_exchange(&expired, 10),
+            Err(TokenRefusal::Expired {
+                expired_at: 5,
+                now: 10
+            })
         );
     }
 
@@ -367,38 +357,29 @@ mod tests {
         let scopes = ScopeSet::parse("user_profile,user_media").unwrap();
         let long = facts(TokenKind::LongLived, &scopes, 1000);
         assert_eq!(
-            check_refresh(&long, 1000 + REFRESH_MIN_AGE_SECS - 1)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .code,
-            100
+            check_refresh(&long, 1000 + REFRESH_MIN_AGE_SECS - 1),
+            Err(TokenRefusal::TooYoungToRefresh)
         );
         assert!(check_refresh(&long, 1000 + REFRESH_MIN_AGE_SECS).is_ok());
         assert_eq!(
-            check_refresh(&long, 1000 + LONG_LIVED_SECS)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .subcode,
-            Some(463)
+            check_refresh(&long, 1000 + LONG_LIVED_SECS),
+            Err(TokenRefusal::Expired {
+                expired_at: 1000 + LONG_LIVED_SECS,
+                now: 1000 + LONG_LIVED_SECS
+            })
         );
         assert_eq!(
             check_refresh(
                 &facts(TokenKind::ShortLived, &scopes, 0),
                 REFRESH_MIN_AGE_SECS
-            )
-            .map_err(GraphError::from)
-            .unwrap_err()
-            .code,
-            100
+            ),
+            Err(TokenRefusal::NotLongLived)
         );
         let media_only = ScopeSet::parse("user_media").unwrap();
         let no_basic = facts(TokenKind::LongLived, &media_only, 0);
         assert_eq!(
-            check_refresh(&no_basic, REFRESH_MIN_AGE_SECS)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .code,
-            10
+            check_refresh(&no_basic, REFRESH_MIN_AGE_SECS),
+            Err(TokenRefusal::NoBasicPermission)
         );
     }
 
@@ -433,29 +414,23 @@ mod tests {
         };
         assert!(check_usable(live, 999).is_ok());
         assert_eq!(
-            check_usable(live, 1000)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .subcode,
-            Some(463)
+            check_usable(live, 1000),
+            Err(TokenRefusal::Expired {
+                expired_at: 1000,
+                now: 1000
+            })
         );
         let revoked = TokenState {
             expires_at: 1000,
             revoked: Some(RevokeReason::PasswordChanged),
         };
         assert_eq!(
-            check_usable(revoked, 10)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .subcode,
-            Some(460)
+            check_usable(revoked, 10),
+            Err(TokenRefusal::Revoked(RevokeReason::PasswordChanged))
         );
         assert_eq!(
-            check_usable(revoked, 5000)
-                .map_err(GraphError::from)
-                .unwrap_err()
-                .subcode,
-            Some(460)
+            check_usable(revoked, 5000),
+            Err(TokenRefusal::Revoked(RevokeReason::PasswordChanged))
         );
     }
 }

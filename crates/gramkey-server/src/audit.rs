@@ -1,11 +1,12 @@
 //! Appending to the audit log. Every event takes the client's address and user agent from the
-//! request it happens in (none for the CLI), and names apps, users and tokens by id only.
+//! [`Origin`] its caller passes (none for the CLI), and names apps, users and tokens by id only.
 
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::{AppId, UserId};
 use gramkey_store::NewAuditEvent;
 
 use crate::ops::Ops;
+use crate::origin::Origin;
 
 /// Who and what an event is about.
 #[derive(Debug, Clone, Default)]
@@ -51,12 +52,17 @@ impl Ops {
     /// is logged as an error, not returned. An action taken on a page by a signed-in person is
     /// theirs: the event names them as its user, or, when it is about someone else (an
     /// invitation), says who did it in its detail.
-    pub async fn audit(&self, kind: AuditKind, outcome: Outcome, mut entry: Entry) {
-        let ctx = crate::observe::current();
-        if let Some((actor, name)) = ctx.as_ref().and_then(|c| c.actor()) {
+    pub async fn audit(
+        &self,
+        origin: &Origin,
+        kind: AuditKind,
+        outcome: Outcome,
+        mut entry: Entry,
+    ) {
+        if let Some((actor, name)) = &origin.actor {
             match entry.user {
-                None => entry.user = Some(actor),
-                Some(subject) if subject != actor => entry = entry.more(&format!(" (by {name})")),
+                None => entry.user = Some(*actor),
+                Some(subject) if subject != *actor => entry = entry.more(&format!(" (by {name})")),
                 Some(_) => {}
             }
         }
@@ -67,47 +73,13 @@ impl Ops {
             app_id: entry.app,
             user_id: entry.user,
             token_id: entry.token,
-            ip: ctx.as_ref().and_then(|c| c.ip).map(|ip| ip.to_string()),
-            user_agent: ctx.as_ref().and_then(|c| c.user_agent.clone()),
+            ip: origin.ip.map(|ip| ip.to_string()),
+            user_agent: origin.user_agent.clone(),
             detail: entry.detail,
         };
         if let Err(e) = self.store.append_audit(&event).await {
             tracing::error!(error = %e, event = kind.as_str(), "AUDIT EVENT LOST: appending it failed");
         }
-    }
-}
-
-impl crate::state::AppState {
-    /// Audits and counts a token issued (`TokenIssued`, `TokenExchanged` or `TokenRefreshed`).
-    pub async fn token_issued(
-        &self,
-        kind: AuditKind,
-        token: &gramkey_store::TokenRecord,
-        detail: impl Into<String>,
-    ) {
-        self.metrics.token_issued(token.kind);
-        self.ops
-            .audit(
-                kind,
-                Outcome::Success,
-                Entry::default()
-                    .app(&token.app_id)
-                    .user(token.user_id)
-                    .token(token.id)
-                    .detail(detail),
-            )
-            .await;
-    }
-
-    /// Audits and counts `n` tokens revoked for `reason`.
-    pub async fn tokens_revoked(
-        &self,
-        reason: gramkey_domain::error::RevokeReason,
-        n: u64,
-        entry: Entry,
-    ) {
-        self.metrics.tokens_revoked(reason, n);
-        self.ops.revoked(reason, n, entry).await;
     }
 }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod observe;
 pub mod ops;
+pub mod origin;
 pub mod outbound;
 pub mod pages;
 pub mod portal;

@@ -1,88 +1,79 @@
 //! What every request carries and leaves behind.
 //!
-//! [`observe`] wraps every request. It gives the handlers a [`RequestCtx`] (the client's
-//! address and user agent, for the audit log and alerts; a place for the rate limiter to leave
-//! the request's standing) through a task-local, so no handler threads it through. When the
-//! response is ready it adds `X-App-Usage` (and for legacy v1 `X-Ratelimit-*`, and
-//! `Retry-After` on a refusal), charges the app with the wall-clock and CPU time the request
-//! took, and counts the request for metrics and app insights.
+//! [`observe`] wraps every request. It puts the request's [`Origin`] (the client's address and
+//! user agent) in the request's extensions, where handlers take it as an extractor and pass it
+//! on explicitly. When the response is ready it reads what the handler left in the response's
+//! extensions: a [`LimitHeaders`] adds `X-App-Usage` (and for legacy v1 `X-Ratelimit-*`) and
+//! `Retry-After`, a [`Route`] or the matched route names the request in metrics, and an
+//! [`ErrorCode`] counts for app insights. It charges the app with the wall-clock and CPU time
+//! the request took.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponseParts, Response, ResponseParts};
 
 use crate::limits::Standing;
+use crate::origin::Origin;
 use crate::state::AppState;
-
-tokio::task_local! {
-    static CTX: Arc<RequestCtx>;
-}
 
 /// The error code a response carried (Graph's code, or legacy v1's `meta.code`), for insights.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub u32);
 
-/// The current request's context, outside of a request (the CLI, background tasks) `None`.
-pub fn current() -> Option<Arc<RequestCtx>> {
-    CTX.try_with(Arc::clone).ok()
+/// The metrics label of a request the router cannot name (the Graph fallback): its shape,
+/// never its ids. A response extension.
+#[derive(Debug, Clone)]
+pub struct Route(pub String);
+
+/// Where a request stands against its limits, for its response: the standing of a charged
+/// resource call (for the usage headers), and the wait when a limit refused it (for
+/// `Retry-After`). Handlers return it as a response part: `(budget, response)`.
+#[derive(Debug, Clone, Default)]
+pub struct LimitHeaders {
+    pub standing: Option<Standing>,
+    /// Seconds until the refusing limit lets the request through.
+    pub retry_after: Option<i64>,
 }
 
-#[derive(Debug, Default)]
-pub struct RequestCtx {
-    pub ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
-    marks: Mutex<Marks>,
-}
-
-#[derive(Debug, Default)]
-struct Marks {
-    standing: Option<Standing>,
-    retry_after: Option<i64>,
-    route: Option<String>,
-    throttled: bool,
-    actor: Option<(gramkey_domain::UserId, String)>,
-}
-
-impl RequestCtx {
-    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
-        self.marks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    /// The signed-in person acting through a page, for the audit log.
-    pub fn set_actor(&self, user: gramkey_domain::UserId, username: &str) {
-        self.marks().actor = Some((user, username.to_owned()));
-    }
-    pub fn actor(&self) -> Option<(gramkey_domain::UserId, String)> {
-        self.marks().actor.clone()
-    }
-    pub fn set_standing(&self, standing: Standing) {
-        self.marks().standing = Some(standing);
-    }
-    /// A rate limit refused the request: answer with `Retry-After`.
-    pub fn throttled(&self, retry_after: i64) {
-        let mut m = self.marks();
-        m.retry_after = Some(retry_after.max(1));
-        m.throttled = true;
-    }
-    /// The route template for metrics, where the router cannot tell (the Graph fallback).
-    pub fn set_route(&self, route: String) {
-        self.marks().route = Some(route);
+impl LimitHeaders {
+    /// A refusal by a throttle, which charges nothing: only the wait.
+    pub fn wait(secs: i64) -> Self {
+        LimitHeaders {
+            standing: None,
+            retry_after: Some(secs),
+        }
     }
 }
 
-/// Sets the route label from the matched route (a `route_layer`, so it runs after routing).
+impl IntoResponseParts for LimitHeaders {
+    type Error = std::convert::Infallible;
+    fn into_response_parts(self, mut res: ResponseParts) -> Result<ResponseParts, Self::Error> {
+        res.extensions_mut().insert(self);
+        Ok(res)
+    }
+}
+
+/// Names the request in metrics by its matched route (a `route_layer`, so it runs after
+/// routing), unless the handler named it.
 pub async fn mark_route(req: Request, next: Next) -> Response {
-    if let (Some(ctx), Some(path)) = (current(), req.extensions().get::<MatchedPath>()) {
-        ctx.set_route(path.as_str().to_owned());
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| Route(p.as_str().to_owned()));
+    let mut resp = next.run(req).await;
+    if let Some(route) = matched
+        && resp.extensions().get::<Route>().is_none()
+    {
+        resp.extensions_mut().insert(route);
     }
-    next.run(req).await
+    resp
 }
 
 /// The client's address: the connection's peer, or with `--trust-forwarded-for` the last
@@ -105,29 +96,35 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(256).collect());
-    let ctx = Arc::new(RequestCtx {
+    let origin = Origin {
         ip: client_ip(&state, &req),
         user_agent,
-        marks: Mutex::default(),
-    });
+        actor: None,
+    };
+    req.extensions_mut().insert(origin);
     let method = req.method().clone();
     // Elapsed time for the wall-time budget and metrics, not a point in time: monotonic.
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
-    let (mut resp, cpu) = CTX.scope(ctx.clone(), CpuTimed::new(next.run(req))).await;
+    let (mut resp, cpu) = CpuTimed::new(next.run(req)).await;
     let wall = start.elapsed();
-    let marks = std::mem::take(&mut *ctx.marks());
+    let budget = resp
+        .extensions_mut()
+        .remove::<LimitHeaders>()
+        .unwrap_or_default();
+    // A wait is at least a second: `Retry-After: 0` would invite a retry that is refused.
+    let retry_after = budget.retry_after.map(|s| s.max(1));
     let wall_us = u64::try_from(wall.as_micros()).unwrap_or(u64::MAX);
     let cpu_us = u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX);
     let headers = resp.headers_mut();
-    if let Some(standing) = &marks.standing {
-        let (name, value) = standing.usage_header(wall_us, cpu_us, marks.retry_after);
+    if let Some(standing) = &budget.standing {
+        let (name, value) = standing.usage_header(wall_us, cpu_us, retry_after);
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
@@ -143,12 +140,12 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
                 standing.user_id,
                 state.ops.clock.now(),
                 code,
-                marks.throttled,
+                retry_after.is_some(),
                 gramkey_domain::ratelimit::percent(standing.calls.0, standing.calls.1),
             );
         }
     }
-    if let Some(secs) = marks.retry_after {
+    if let Some(secs) = retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -163,8 +160,9 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         "OPTIONS" => "OPTIONS",
         _ => "other",
     };
+    let route = resp.extensions().get::<Route>().map(|r| r.0.clone());
     state.metrics.request(
-        marks.route.unwrap_or_else(|| "unmatched".to_owned()),
+        route.unwrap_or_else(|| "unmatched".to_owned()),
         method,
         resp.status().as_u16(),
         wall.as_secs_f64(),

@@ -19,6 +19,7 @@ use gramkey_store::{
 use serde_json::{Value, json};
 
 use crate::audit::Entry;
+use crate::origin::Origin;
 use gramkey_domain::audit::{AuditKind, Outcome};
 
 /// Everything an operation needs. Time and randomness are injected here and nowhere else.
@@ -155,7 +156,11 @@ pub const CALLBACK_LIST_LIMIT: u32 = 100;
 
 impl Ops {
     /// Registers an app. The secret is returned once and stored only as a keyed hash.
-    pub async fn create_app(&self, input: NewAppInput) -> Result<(App, ClientSecret), OpError> {
+    pub async fn create_app(
+        &self,
+        origin: &Origin,
+        input: NewAppInput,
+    ) -> Result<(App, ClientSecret), OpError> {
         let settings = AppSettings::validate(
             &input.name,
             &input.redirect_uris,
@@ -182,6 +187,7 @@ impl Ops {
         };
         self.store.create_app(&app).await?;
         self.audit(
+            origin,
             AuditKind::AppCreated,
             Outcome::Success,
             Entry::default()
@@ -214,6 +220,7 @@ impl Ops {
     /// Changes an app's callback URLs: `None` keeps one as it is, an empty string clears it.
     pub async fn set_app_callbacks(
         &self,
+        origin: &Origin,
         id: &str,
         deauthorize_url: Option<&str>,
         data_deletion_url: Option<&str>,
@@ -229,6 +236,7 @@ impl Ops {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
         self.audit(
+            origin,
             AuditKind::AppChanged,
             Outcome::Success,
             Entry::default().app(&app.id).detail("callback URLs"),
@@ -239,7 +247,12 @@ impl Ops {
 
     /// Turns legacy v1's "Enforce signed requests" on or off. Checking a `sig` needs the
     /// client secret, which only apps whose secret is derived from a seed can give.
-    pub async fn set_signed_requests(&self, id: &str, on: bool) -> Result<App, OpError> {
+    pub async fn set_signed_requests(
+        &self,
+        origin: &Origin,
+        id: &str,
+        on: bool,
+    ) -> Result<App, OpError> {
         let mut app = self.app(id).await?;
         check_signed_requests(&app, on)?;
         app.signed_requests = on;
@@ -247,6 +260,7 @@ impl Ops {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
         self.audit(
+            origin,
             AuditKind::AppChanged,
             Outcome::Success,
             Entry::default()
@@ -269,6 +283,7 @@ impl Ops {
     /// Replaces an app's secret. The old one stops working at once, or after `grace_secs`.
     pub async fn rotate_secret(
         &self,
+        origin: &Origin,
         id: &str,
         grace_secs: Option<i64>,
     ) -> Result<ClientSecret, OpError> {
@@ -293,6 +308,7 @@ impl Ops {
             None => "the old secret stopped working".to_owned(),
         };
         self.audit(
+            origin,
             AuditKind::SecretRotated,
             Outcome::Success,
             Entry::default().app(&app.id).detail(detail),
@@ -317,10 +333,11 @@ impl Ops {
     }
 
     /// Deletes an app with everything issued to it.
-    pub async fn delete_app(&self, id: &str) -> Result<(), OpError> {
+    pub async fn delete_app(&self, origin: &Origin, id: &str) -> Result<(), OpError> {
         let app = self.app(id).await?;
         self.store.delete_app(&app.id).await?;
         self.audit(
+            origin,
             AuditKind::AppDeleted,
             Outcome::Success,
             Entry::default().app(&app.id),
@@ -329,13 +346,20 @@ impl Ops {
         Ok(())
     }
 
-    pub async fn set_role(&self, app_id: &str, username: &str, role: Role) -> Result<(), OpError> {
+    pub async fn set_role(
+        &self,
+        origin: &Origin,
+        app_id: &str,
+        username: &str,
+        role: Role,
+    ) -> Result<(), OpError> {
         let app = self.app(app_id).await?;
         let user = self.user(username).await?;
         self.store
             .set_role(&app.id, user.id, role, self.clock.now())
             .await?;
         self.audit(
+            origin,
             AuditKind::AppChanged,
             Outcome::Success,
             Entry::default()
@@ -385,6 +409,7 @@ impl Ops {
     /// see code 190 with subcode 460, as on Instagram.
     pub async fn change_password(
         &self,
+        origin: &Origin,
         username: &str,
         password: Password,
     ) -> Result<u64, OpError> {
@@ -403,6 +428,7 @@ impl Ops {
             )
             .await?;
         self.revoked(
+            origin,
             RevokeReason::PasswordChanged,
             n,
             Entry::default().user(Some(user.id)),
@@ -412,7 +438,7 @@ impl Ops {
     }
 
     /// Revokes every token issued to an app.
-    pub async fn revoke_app_tokens(&self, app_id: &str) -> Result<u64, OpError> {
+    pub async fn revoke_app_tokens(&self, origin: &Origin, app_id: &str) -> Result<u64, OpError> {
         let app = self.app(app_id).await?;
         let n = self
             .store
@@ -422,8 +448,13 @@ impl Ops {
                 self.clock.now(),
             )
             .await?;
-        self.revoked(RevokeReason::Revoked, n, Entry::default().app(&app.id))
-            .await;
+        self.revoked(
+            origin,
+            RevokeReason::Revoked,
+            n,
+            Entry::default().app(&app.id),
+        )
+        .await;
         Ok(n)
     }
 
@@ -433,6 +464,7 @@ impl Ops {
     /// of it happens in one transaction, and the callbacks only if there was a grant.
     pub async fn remove_app_for_user(
         &self,
+        origin: &Origin,
         app: &AppId,
         user: UserId,
         delete_data: bool,
@@ -459,13 +491,14 @@ impl Ops {
                 "deauthorized"
             };
             self.audit(
+                origin,
                 AuditKind::ConsentRemoved,
                 Outcome::Success,
                 entry.clone().detail(detail),
             )
             .await;
         }
-        self.revoked(RevokeReason::AppRemoved, removal.tokens, entry)
+        self.revoked(origin, RevokeReason::AppRemoved, removal.tokens, entry)
             .await;
         Ok(removal)
     }
@@ -473,6 +506,7 @@ impl Ops {
     /// [`Ops::remove_app_for_user`] by username and app id, for the CLI and the admin API.
     pub async fn remove_app_by_name(
         &self,
+        origin: &Origin,
         username: &str,
         app_id: &str,
         delete_data: bool,
@@ -480,7 +514,7 @@ impl Ops {
         let user = self.user(username).await?;
         let app = self.app(app_id).await?;
         let removal = self
-            .remove_app_for_user(&app.id, user.id, delete_data)
+            .remove_app_for_user(origin, &app.id, user.id, delete_data)
             .await?;
         if !removal.grant {
             return Err(OpError::NotFound(format!(
@@ -492,9 +526,10 @@ impl Ops {
     }
 
     /// Audits a revocation of `n` tokens (none: nothing to audit).
-    pub async fn revoked(&self, reason: RevokeReason, n: u64, entry: Entry) {
+    pub async fn revoked(&self, origin: &Origin, reason: RevokeReason, n: u64, entry: Entry) {
         if n > 0 {
             self.audit(
+                origin,
                 AuditKind::TokenRevoked,
                 Outcome::Success,
                 entry.more(&format!("{n} revoked: {}", reason.as_str())),

@@ -10,6 +10,7 @@ use gramkey_store::{App, User};
 
 use crate::audit::Entry;
 use crate::ops::{AppSettings, NewAppInput, OpError, Ops};
+use crate::origin::Origin;
 
 /// What the dashboard's settings form changes.
 #[derive(Debug, Clone)]
@@ -27,10 +28,11 @@ impl Ops {
     /// Registers an app from the dashboard; its creator becomes its admin.
     pub async fn create_app_as(
         &self,
+        origin: &Origin,
         owner: &User,
         input: NewAppInput,
     ) -> Result<(App, ClientSecret), OpError> {
-        let (app, secret) = self.create_app(input).await?;
+        let (app, secret) = self.create_app(origin, input).await?;
         if let Err(e) = self
             .store
             .set_role(&app.id, owner.id, Role::Admin, self.clock.now())
@@ -57,7 +59,12 @@ impl Ops {
 
     /// Changes an app's settings; returns it as stored. Every setting is checked first, so a
     /// bad one changes nothing.
-    pub async fn edit_app(&self, app: &App, edit: AppEdit) -> Result<App, OpError> {
+    pub async fn edit_app(
+        &self,
+        origin: &Origin,
+        app: &App,
+        edit: AppEdit,
+    ) -> Result<App, OpError> {
         let s = AppSettings::validate(
             &edit.name,
             &edit.redirect_uris,
@@ -103,6 +110,7 @@ impl Ops {
         }
         if !changed.is_empty() {
             self.audit(
+                origin,
                 AuditKind::AppChanged,
                 Outcome::Success,
                 Entry::default().app(&app.id).detail(changed.join(", ")),
@@ -116,6 +124,7 @@ impl Ops {
     /// accept.
     pub async fn invite(
         &self,
+        origin: &Origin,
         app: &App,
         username: &str,
         role: Role,
@@ -139,6 +148,7 @@ impl Ops {
             .invite(&app.id, user.id, role, by.map(|b| b.id), self.clock.now())
             .await?;
         self.audit(
+            origin,
             AuditKind::AppChanged,
             Outcome::Success,
             Entry::default()
@@ -152,7 +162,12 @@ impl Ops {
 
     /// Takes `username` off the app's team: their developer or tester role, or their
     /// invitation. Admins stay (an app always keeps its admin).
-    pub async fn remove_member(&self, app: &App, username: &str) -> Result<(), OpError> {
+    pub async fn remove_member(
+        &self,
+        origin: &Origin,
+        app: &App,
+        username: &str,
+    ) -> Result<(), OpError> {
         let user = self.user(username).await?;
         if self.store.role(&app.id, user.id).await? == Some(Role::Admin) {
             return Err(OpError::Invalid(format!(
@@ -167,6 +182,7 @@ impl Ops {
             )));
         }
         self.audit(
+            origin,
             AuditKind::AppChanged,
             Outcome::Success,
             Entry::default()
@@ -181,6 +197,7 @@ impl Ops {
     /// Accepts or declines the user's pending invitation to the app.
     pub async fn answer_invitation(
         &self,
+        origin: &Origin,
         user: &User,
         app_id: &str,
         accept: bool,
@@ -197,6 +214,7 @@ impl Ops {
             )));
         }
         self.audit(
+            origin,
             AuditKind::AppChanged,
             Outcome::Success,
             Entry::default()
@@ -214,7 +232,12 @@ impl Ops {
 
     /// Asks an app the user removed to delete their data: its data-deletion callback is queued.
     /// (An app still authorized is asked when it is removed.) Once a day at most per app.
-    pub async fn request_data_deletion(&self, user: &User, app_id: &str) -> Result<App, OpError> {
+    pub async fn request_data_deletion(
+        &self,
+        origin: &Origin,
+        user: &User,
+        app_id: &str,
+    ) -> Result<App, OpError> {
         let app = self.app(app_id).await?;
         let removed = self.store.removed_grants(user.id).await?;
         let Some(removal) = removed.iter().find(|r| r.app_id == app.id) else {
@@ -248,6 +271,7 @@ impl Ops {
             )));
         }
         self.audit(
+            origin,
             AuditKind::DataDeletionRequested,
             Outcome::Success,
             Entry::default().app(&app.id).user(Some(user.id)),
@@ -267,10 +291,16 @@ impl Ops {
 
     /// A person changes their own password, the current one checked already. Every token they
     /// hold is revoked (see [`Ops::change_password`]); returns the user as now stored.
-    pub async fn change_own_password(&self, user: &User, new: Password) -> Result<User, OpError> {
+    pub async fn change_own_password(
+        &self,
+        origin: &Origin,
+        user: &User,
+        new: Password,
+    ) -> Result<User, OpError> {
         check_policy(&new)?;
-        let revoked = self.change_password(&user.username, new).await?;
+        let revoked = self.change_password(origin, &user.username, new).await?;
         self.audit(
+            origin,
             AuditKind::PasswordChanged,
             Outcome::Success,
             Entry::default()

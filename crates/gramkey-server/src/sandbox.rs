@@ -9,6 +9,7 @@ use gramkey_domain::{AppMode, ClientSecret, Entropy, Password, Role, UnixTime};
 use gramkey_store::{App, Media, NewComment, Profile, User};
 
 use crate::ops::{NewAppInput, OpError, Ops};
+use crate::origin::Origin;
 use crate::state::AppState;
 
 pub const SANDBOX_CALLBACK_PATH: &str = "/sandbox/callback";
@@ -65,26 +66,29 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
     }
     let redirect = format!("{public_url}{SANDBOX_CALLBACK_PATH}");
     let (app, secret) = ops
-        .create_app(NewAppInput {
-            name: SANDBOX_APP_NAME.into(),
-            redirect_uris: vec![
-                redirect.clone(),
-                format!("http://127.0.0.1{SANDBOX_CALLBACK_PATH}"),
-                // `gramkey auth login`'s loopback redirect, on any port.
-                "http://127.0.0.1/callback".into(),
-            ],
-            scopes: gramkey_domain::Scope::ALL
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            mode: AppMode::Development,
-            // Instagram never sent refresh tokens; the sandbox answers as Instagram does.
-            refresh_tokens: false,
-            signed_requests: false,
-            deauthorize_url: None,
-            data_deletion_url: None,
-        })
+        .create_app(
+            &Origin::LOCAL,
+            NewAppInput {
+                name: SANDBOX_APP_NAME.into(),
+                redirect_uris: vec![
+                    redirect.clone(),
+                    format!("http://127.0.0.1{SANDBOX_CALLBACK_PATH}"),
+                    // `gramkey auth login`'s loopback redirect, on any port.
+                    "http://127.0.0.1/callback".into(),
+                ],
+                scopes: gramkey_domain::Scope::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                mode: AppMode::Development,
+                // Instagram never sent refresh tokens; the sandbox answers as Instagram does.
+                refresh_tokens: false,
+                signed_requests: false,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            },
+        )
         .await?;
     let now = ops.clock.now();
     let mut users = Vec::new();

@@ -7,6 +7,8 @@ use gramkey_domain::user::Username;
 use gramkey_domain::{AppId, Password};
 use gramkey_store::{StoreError, User};
 
+use crate::observe::LimitHeaders;
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::throttle::{self, Locked, Throttled};
 
@@ -20,6 +22,16 @@ pub enum SignInError {
     /// The shared limiter cannot be asked and fails closed.
     Unavailable,
     Store(StoreError),
+}
+
+impl SignInError {
+    /// A lockout's wait, for `Retry-After`.
+    pub fn budget(&self) -> LimitHeaders {
+        match self {
+            SignInError::Locked(wait, _) => LimitHeaders::wait(*wait),
+            _ => LimitHeaders::default(),
+        }
+    }
 }
 
 impl From<Throttled> for SignInError {
@@ -71,6 +83,7 @@ impl SignInError {
 /// any, for the audit log.
 pub async fn verify(
     state: &AppState,
+    origin: &Origin,
     username: &str,
     password: &str,
     app: Option<&AppId>,
@@ -78,7 +91,7 @@ pub async fn verify(
     if username.is_empty() || password.is_empty() {
         return Err(SignInError::Missing);
     }
-    throttle::login_attempt(state, username, app).await?;
+    throttle::login_attempt(state, origin, username, app).await?;
     let user = match Username::parse(username) {
         Ok(name) => state
             .ops
@@ -104,10 +117,10 @@ pub async fn verify(
         } else {
             "no such user"
         };
-        throttle::login_failed(state, username, known, app, why).await;
+        throttle::login_failed(state, origin, username, known, app, why).await;
         return Err(SignInError::Wrong);
     };
     tracing::info!(user_id = user.id.0, "user signed in");
-    throttle::login_succeeded(state, username, user.id, app).await;
+    throttle::login_succeeded(state, origin, username, user.id, app).await;
     Ok(user)
 }

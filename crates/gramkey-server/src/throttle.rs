@@ -26,11 +26,12 @@ use serde_json::json;
 
 use crate::audit::Entry;
 use crate::limits::AttemptRefused;
+use crate::origin::Origin;
 use crate::state::AppState;
 
-/// The address a request's attempts are counted under.
-fn address() -> Option<String> {
-    crate::observe::current().and_then(|c| c.ip).map(address_of)
+/// The address an origin's attempts are counted under.
+fn address(origin: &Origin) -> Option<String> {
+    origin.ip.map(address_of)
 }
 
 /// How an address is counted: whole for IPv4, by /64 for IPv6.
@@ -80,37 +81,42 @@ pub fn account_key(username: &str) -> String {
     format!("gk:login:account:{name}")
 }
 
-fn login_keys(state: &AppState, username: &str) -> Vec<(String, u64)> {
+fn login_keys(state: &AppState, origin: &Origin, username: &str) -> Vec<(String, u64)> {
     let l = &state.limiter.limits;
     let mut keys = vec![(account_key(username), l.login_failures_per_account)];
-    if let Some(a) = address() {
+    if let Some(a) = address(origin) {
         let [login, ..] = address_keys(&a);
         keys.push((login, l.login_failures_per_ip));
     }
     keys
 }
 
-fn client_ip_key(state: &AppState) -> Option<(String, u64)> {
-    address().map(|a| {
+fn client_ip_key(state: &AppState, origin: &Origin) -> Option<(String, u64)> {
+    address(origin).map(|a| {
         let [_, client, _] = address_keys(&a);
         (client, state.limiter.limits.client_auth_failures_per_ip)
     })
 }
 
-/// A refusal by a throttle: answered with `Retry-After`, counted, and audited at most once a
-/// minute per subject.
-async fn refused(state: &AppState, kind: AuditKind, subject: &str, entry: Entry, wait: i64) {
+/// A refusal by a throttle: counted, and audited at most once a minute per subject. Its
+/// caller answers with `Retry-After` ([`crate::observe::LimitHeaders::wait`]).
+async fn refused(
+    state: &AppState,
+    origin: &Origin,
+    kind: AuditKind,
+    subject: &str,
+    entry: Entry,
+    wait: i64,
+) {
     state.metrics.throttled_attempt(match kind {
         AuditKind::LoginFailed => "login",
         _ => "client_auth",
     });
-    if let Some(ctx) = crate::observe::current() {
-        ctx.throttled(wait);
-    }
     if state.first_refusal_this_minute(subject) {
         state
             .ops
             .audit(
+                origin,
                 kind,
                 Outcome::Refused,
                 entry.detail(format!(
@@ -124,10 +130,11 @@ async fn refused(state: &AppState, kind: AuditKind, subject: &str, entry: Entry,
 /// Counts a sign-in attempt, or refuses it with the seconds to wait and which limit is full.
 pub async fn login_attempt(
     state: &AppState,
+    origin: &Origin,
     username: &str,
     app: Option<&AppId>,
 ) -> Result<(), Throttled> {
-    let keys = login_keys(state, username);
+    let keys = login_keys(state, origin, username);
     let (wait, which) = match state.limiter.attempt(&keys, true).await {
         Ok(()) => return Ok(()),
         Err(AttemptRefused::Unavailable) => return Err(Throttled::Unavailable),
@@ -144,6 +151,7 @@ pub async fn login_attempt(
     };
     refused(
         state,
+        origin,
         AuditKind::LoginFailed,
         &keys[which].0,
         Entry::default().app_opt(app).detail(format!("{detail}: ")),
@@ -156,15 +164,17 @@ pub async fn login_attempt(
 /// Audits a failed sign-in and, past the burst threshold, alerts.
 pub async fn login_failed(
     state: &AppState,
+    origin: &Origin,
     username: &str,
     user: Option<UserId>,
     app: Option<&AppId>,
     detail: &str,
 ) {
-    let keys = login_keys(state, username);
+    let keys = login_keys(state, origin, username);
     state
         .ops
         .audit(
+            origin,
             AuditKind::LoginFailed,
             Outcome::Failure,
             Entry::default().app_opt(app).user(user).detail(detail),
@@ -184,11 +194,18 @@ pub async fn login_failed(
 }
 
 /// A right password: its attempt is taken back, and the account's count cleared.
-pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app: Option<&AppId>) {
-    right_secret(state, username).await;
+pub async fn login_succeeded(
+    state: &AppState,
+    origin: &Origin,
+    username: &str,
+    user: UserId,
+    app: Option<&AppId>,
+) {
+    right_secret(state, origin, username).await;
     state
         .ops
         .audit(
+            origin,
             AuditKind::LoginSucceeded,
             Outcome::Success,
             Entry::default().app_opt(app).user(Some(user)),
@@ -198,8 +215,8 @@ pub async fn login_succeeded(state: &AppState, username: &str, user: UserId, app
 
 /// A right password (or admin key) for `username`: its attempt is taken back from the address,
 /// and the account's count cleared.
-pub async fn right_secret(state: &AppState, username: &str) {
-    let keys = login_keys(state, username);
+pub async fn right_secret(state: &AppState, origin: &Origin, username: &str) {
+    let keys = login_keys(state, origin, username);
     state.limiter.clear(&keys[0].0).await;
     for (key, _) in &keys[1..] {
         state.limiter.refund(key).await;
@@ -208,8 +225,12 @@ pub async fn right_secret(state: &AppState, username: &str) {
 
 /// Whether this address may try to authenticate a client; if not, why (a wait in seconds, or
 /// the limiter being unavailable, which is not audited: nothing failed).
-pub async fn client_allowed(state: &AppState, client_id: &str) -> Result<(), Throttled> {
-    let Some(key) = client_ip_key(state) else {
+pub async fn client_allowed(
+    state: &AppState,
+    origin: &Origin,
+    client_id: &str,
+) -> Result<(), Throttled> {
+    let Some(key) = client_ip_key(state, origin) else {
         return Ok(());
     };
     match state
@@ -224,7 +245,15 @@ pub async fn client_allowed(state: &AppState, client_id: &str) -> Result<(), Thr
                 Some(app) => Entry::default().app(&app),
                 None => Entry::default(),
             };
-            refused(state, AuditKind::ClientAuthFailed, &key.0, entry, wait).await;
+            refused(
+                state,
+                origin,
+                AuditKind::ClientAuthFailed,
+                &key.0,
+                entry,
+                wait,
+            )
+            .await;
             Err(Throttled::Locked(wait, Locked::Address))
         }
     }
@@ -232,8 +261,8 @@ pub async fn client_allowed(state: &AppState, client_id: &str) -> Result<(), Thr
 
 /// Counts, audits and (past the burst threshold) alerts on a failed client authentication.
 /// `app` is the client when it exists: only real clients get a count of their own.
-pub async fn client_failed(state: &AppState, app: Option<&AppId>, why: &str) {
-    let mut keys: Vec<(String, u64)> = client_ip_key(state).into_iter().collect();
+pub async fn client_failed(state: &AppState, origin: &Origin, app: Option<&AppId>, why: &str) {
+    let mut keys: Vec<(String, u64)> = client_ip_key(state, origin).into_iter().collect();
     if let Some(app) = app {
         keys.push((format!("gk:client:id:{app}"), u64::MAX));
     }
@@ -245,6 +274,7 @@ pub async fn client_failed(state: &AppState, app: Option<&AppId>, why: &str) {
     state
         .ops
         .audit(
+            origin,
             AuditKind::ClientAuthFailed,
             Outcome::Failure,
             entry.detail(why),
@@ -266,8 +296,12 @@ pub async fn client_failed(state: &AppState, app: Option<&AppId>, why: &str) {
 /// none, else whether it is right. An address over its limit is refused before the key is
 /// compared, even a right one, until its oldest failure is 15 minutes old (or
 /// `POST /admin/addresses/{ip}/unlock`); a wrong key is counted, audited and alerted on.
-pub async fn admin_key(state: &AppState, presented: &str) -> Result<Option<bool>, Throttled> {
-    let key = address().map(|a| {
+pub async fn admin_key(
+    state: &AppState,
+    origin: &Origin,
+    presented: &str,
+) -> Result<Option<bool>, Throttled> {
+    let key = address(origin).map(|a| {
         let [.., admin] = address_keys(&a);
         (admin, state.limiter.limits.login_failures_per_ip)
     });
@@ -281,7 +315,7 @@ pub async fn admin_key(state: &AppState, presented: &str) -> Result<Option<bool>
             Err(AttemptRefused::Unavailable) => return Err(Throttled::Unavailable),
             Err(AttemptRefused::Full { wait, .. }) => {
                 let entry = Entry::default().detail("admin key: this address: ");
-                refused(state, AuditKind::LoginFailed, &key.0, entry, wait).await;
+                refused(state, origin, AuditKind::LoginFailed, &key.0, entry, wait).await;
                 return Err(Throttled::Locked(wait, Locked::Address));
             }
         }
@@ -292,7 +326,7 @@ pub async fn admin_key(state: &AppState, presented: &str) -> Result<Option<bool>
         let entry = Entry::default().detail("wrong admin key");
         state
             .ops
-            .audit(AuditKind::LoginFailed, Outcome::Failure, entry)
+            .audit(origin, AuditKind::LoginFailed, Outcome::Failure, entry)
             .await;
         if let Some((key, limit)) = key {
             let counts = state.limiter.tally(&[(key.clone(), limit)], true).await;

@@ -28,6 +28,7 @@ use gramkey_store::{
 };
 
 use crate::audit::Entry;
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::throttle::{self, Throttled};
 
@@ -86,14 +87,18 @@ pub struct Issued {
     pub record: TokenRecord,
 }
 
-/// The token service over a node's state: `state.tokens()`.
+/// The token service over a node's state, for one request's [`Origin`]: `state.tokens(origin)`.
 pub struct Tokens<'a> {
     state: &'a AppState,
+    origin: &'a Origin,
 }
 
 impl AppState {
-    pub fn tokens(&self) -> Tokens<'_> {
-        Tokens { state: self }
+    pub fn tokens<'a>(&'a self, origin: &'a Origin) -> Tokens<'a> {
+        Tokens {
+            state: self,
+            origin,
+        }
     }
 }
 
@@ -121,6 +126,26 @@ fn lifecycle_facts(t: &TokenRecord) -> LifecycleFacts<'_> {
 }
 
 impl Tokens<'_> {
+    /// Audits and counts a token issued (`TokenIssued`, `TokenExchanged` or `TokenRefreshed`).
+    async fn issued(&self, kind: AuditKind, token: &TokenRecord, detail: impl Into<String>) {
+        self.state.metrics.token_issued(token.kind);
+        let entry = Entry::default()
+            .app(&token.app_id)
+            .user(token.user_id)
+            .token(token.id)
+            .detail(detail);
+        self.state
+            .ops
+            .audit(self.origin, kind, Outcome::Success, entry)
+            .await;
+    }
+
+    /// Audits and counts `n` tokens revoked for `reason`.
+    async fn revoked(&self, reason: RevokeReason, n: u64, entry: Entry) {
+        self.state.metrics.tokens_revoked(reason, n);
+        self.state.ops.revoked(self.origin, reason, n, entry).await;
+    }
+
     fn now(&self) -> UnixTime {
         self.state.ops.clock.now()
     }
@@ -167,7 +192,7 @@ impl Tokens<'_> {
 
     /// Whether this address may try to authenticate a client now.
     async fn not_throttled(&self, client_id: &str) -> Result<(), Failure> {
-        throttle::client_allowed(self.state, client_id)
+        throttle::client_allowed(self.state, self.origin, client_id)
             .await
             .map_err(|t| match t {
                 Throttled::Locked(retry_after, _) => {
@@ -189,7 +214,7 @@ impl Tokens<'_> {
             Some(secret_until) => Ok(Client { app, secret_until }),
             None => {
                 tracing::info!(app_id = %app.id, context, "client authentication failed");
-                throttle::client_failed(self.state, Some(&app.id), context).await;
+                throttle::client_failed(self.state, self.origin, Some(&app.id), context).await;
                 Err(ClientRefusal::WrongSecret.into())
             }
         }
@@ -207,7 +232,7 @@ impl Tokens<'_> {
             None => None,
         };
         let Some(app) = app else {
-            throttle::client_failed(self.state, None, "unknown client_id").await;
+            throttle::client_failed(self.state, self.origin, None, "unknown client_id").await;
             return Err(ClientRefusal::UnknownClient.into());
         };
         self.check_secret(app, secret, "wrong client_secret").await
@@ -229,8 +254,7 @@ impl Tokens<'_> {
         };
         let record = self.state.ops.store.create_token(&new).await?;
         tracing::info!(app_id = %record.app_id, token_id = record.id, kind = "app", "token issued");
-        self.state
-            .token_issued(AuditKind::TokenIssued, &record, "client_credentials")
+        self.issued(AuditKind::TokenIssued, &record, "client_credentials")
             .await;
         Ok(Issued {
             token,
@@ -282,20 +306,18 @@ impl Tokens<'_> {
                 self.state
                     .ops
                     .audit(
+                        self.origin,
                         AuditKind::CodeReplay,
                         Outcome::Refused,
                         entry.clone().detail(format!("{revoked} tokens revoked")),
                     )
                     .await;
-                self.state
-                    .tokens_revoked(RevokeReason::CodeReplay, revoked, entry)
-                    .await;
+                self.revoked(RevokeReason::CodeReplay, revoked, entry).await;
                 return Err(Failure::CodeReplayed);
             }
         };
         tracing::info!(app_id = %client.id, token_id = record.id, kind = record.kind.as_str(), "token issued");
-        self.state
-            .token_issued(AuditKind::TokenIssued, &record, "authorization_code")
+        self.issued(AuditKind::TokenIssued, &record, "authorization_code")
             .await;
         Ok(Issued {
             token,
@@ -346,20 +368,17 @@ impl Tokens<'_> {
                 .user(old.user_id)
                 .token(old.id)
                 .detail("refresh token reused: ");
-            self.state
-                .tokens_revoked(RevokeReason::Revoked, revoked, entry)
-                .await;
+            self.revoked(RevokeReason::Revoked, revoked, entry).await;
             return Err(Failure::RefreshTokenReused);
         };
         let record = issued.swap_remove(0);
         tracing::info!(app_id = %client.id, token_id = record.id, parent_id = old.id, "token refreshed (refresh_token grant)");
-        self.state
-            .token_issued(
-                AuditKind::TokenRefreshed,
-                &record,
-                format!("refresh_token grant, from token {}", old.id),
-            )
-            .await;
+        self.issued(
+            AuditKind::TokenRefreshed,
+            &record,
+            format!("refresh_token grant, from token {}", old.id),
+        )
+        .await;
         Ok(Issued {
             token,
             refresh: Some(refresh),
@@ -452,8 +471,7 @@ impl Tokens<'_> {
             _ => (AuditKind::TokenRefreshed, "ig_refresh_token"),
         };
         tracing::info!(app_id = %parent.app_id, token_id = record.id, parent_id = parent.id, "{detail} token issued");
-        self.state
-            .token_issued(kind, &record, format!("{detail}, from token {}", parent.id))
+        self.issued(kind, &record, format!("{detail}, from token {}", parent.id))
             .await;
         Ok(Some(Issued {
             token,
@@ -554,9 +572,7 @@ impl Tokens<'_> {
             .user(t.user_id)
             .token(t.id)
             .detail("RFC 7009 revocation by the client: ");
-        self.state
-            .tokens_revoked(RevokeReason::Revoked, n, entry)
-            .await;
+        self.revoked(RevokeReason::Revoked, n, entry).await;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use axum_extra::extract::PrivateCookieJar;
 use gramkey_store::User;
 
 use crate::ops::OpError;
+use crate::origin::Origin;
 use crate::pages::{self, Nav, Section};
 use crate::session::{self, Session};
 use crate::state::AppState;
@@ -71,6 +72,9 @@ async fn jar(parts: &mut Parts, state: &AppState) -> PrivateCookieJar {
 pub struct Person {
     pub viewer: Viewer,
     pub user: User,
+    /// The request's origin, acting as this person: what they do here is theirs in the audit
+    /// log.
+    pub origin: Origin,
 }
 
 impl FromRequestParts<AppState> for Person {
@@ -80,10 +84,15 @@ impl FromRequestParts<AppState> for Person {
         let jar = jar(parts, state).await;
         let signed_in = viewer(state, &jar).await?;
         if let Some((viewer, user)) = signed_in.and_then(|v| v.user.clone().map(|u| (v, u))) {
-            if let Some(ctx) = crate::observe::current() {
-                ctx.set_actor(user.id, &user.username);
-            }
-            return Ok(Person { viewer, user });
+            let origin = match Origin::from_request_parts(parts, state).await {
+                Ok(origin) => origin.acting_as(user.id, &user.username),
+                Err(never) => match never {},
+            };
+            return Ok(Person {
+                viewer,
+                user,
+                origin,
+            });
         }
         let uri = parts
             .extensions

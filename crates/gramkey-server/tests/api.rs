@@ -215,16 +215,19 @@ impl TestApp {
         let (app, secret) = self
             .state
             .ops
-            .create_app(NewAppInput {
-                name: "Test <b>App</b>".into(),
-                redirect_uris: vec![redirect_uri.clone(), "http://127.0.0.1/loopback".into()],
-                scopes: scopes.into(),
-                mode,
-                refresh_tokens: false,
-                signed_requests: false,
-                deauthorize_url: None,
-                data_deletion_url: None,
-            })
+            .create_app(
+                &gramkey_server::origin::Origin::LOCAL,
+                NewAppInput {
+                    name: "Test <b>App</b>".into(),
+                    redirect_uris: vec![redirect_uri.clone(), "http://127.0.0.1/loopback".into()],
+                    scopes: scopes.into(),
+                    mode,
+                    refresh_tokens: false,
+                    signed_requests: false,
+                    deauthorize_url: None,
+                    data_deletion_url: None,
+                },
+            )
             .await
             .unwrap();
         Registered {
@@ -250,7 +253,12 @@ impl TestApp {
     async fn role(&self, app: &Registered, user: &str, role: Role) {
         self.state
             .ops
-            .set_role(&app.client_id, user, role)
+            .set_role(
+                &gramkey_server::origin::Origin::LOCAL,
+                &app.client_id,
+                user,
+                role,
+            )
             .await
             .unwrap();
     }

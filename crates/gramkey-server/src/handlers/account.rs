@@ -9,6 +9,7 @@ use gramkey_domain::{AppId, Password};
 use gramkey_store::{InvitationsOf, StoreError};
 
 use crate::ops::OpError;
+use crate::origin::Origin;
 use crate::pages::settings::{self, Listed};
 use crate::pages::{self, Section};
 use crate::session;
@@ -51,6 +52,7 @@ pub async fn login_form(
 
 pub async fn login(
     State(state): State<AppState>,
+    origin: Origin,
     jar: PrivateCookieJar,
     CsrfForm(form): CsrfForm,
 ) -> Response {
@@ -60,7 +62,7 @@ pub async fn login(
     let next = next_of(field(&form, "next"));
     let username = field(&form, "username").unwrap_or("");
     let password = field(&form, "password").unwrap_or("");
-    match signin::verify(&state, username, password, None).await {
+    match signin::verify(&state, &origin, username, password, None).await {
         Ok(user) => {
             let jar = session::signed_in(&state, jar, &user);
             (jar, see_other(&next)).into_response()
@@ -70,7 +72,7 @@ pub async fn login(
             if let SignInError::Store(inner) = &e {
                 tracing::error!(error = %inner, "sign-in failed");
             }
-            pages::page(
+            let page = pages::page(
                 status,
                 pages::site_login(
                     &next,
@@ -81,7 +83,8 @@ pub async fn login(
                         ok: None,
                     },
                 ),
-            )
+            );
+            (e.budget(), page).into_response()
         }
     }
 }
@@ -93,7 +96,7 @@ pub async fn logout(jar: PrivateCookieJar, _: CsrfForm) -> Response {
 
 pub async fn manage_access(
     State(state): State<AppState>,
-    Person { viewer, user }: Person,
+    Person { viewer, user, .. }: Person,
     RawQuery(query): RawQuery,
 ) -> Response {
     let tab = AccessTab::parse(super::query_param(&query, "tab").as_deref());
@@ -143,7 +146,11 @@ pub async fn manage_access(
 /// and queues its deauthorize callback (and, when asked, its data-deletion callback).
 pub async fn remove(
     State(state): State<AppState>,
-    Person { viewer, user }: Person,
+    Person {
+        viewer,
+        user,
+        origin,
+    }: Person,
     Path(app_id): Path<String>,
     CsrfForm(form): CsrfForm,
 ) -> Response {
@@ -156,7 +163,7 @@ pub async fn remove(
     };
     match state
         .ops
-        .remove_app_for_user(&app, user.id, delete_data)
+        .remove_app_for_user(&origin, &app, user.id, delete_data)
         .await
     {
         Ok(r) if r.grant => {
@@ -175,11 +182,19 @@ pub async fn remove(
 /// has about the person.
 pub async fn delete_data(
     State(state): State<AppState>,
-    Person { viewer, user }: Person,
+    Person {
+        viewer,
+        user,
+        origin,
+    }: Person,
     Path(app_id): Path<String>,
     _: CsrfForm,
 ) -> Response {
-    match state.ops.request_data_deletion(&user, &app_id).await {
+    match state
+        .ops
+        .request_data_deletion(&origin, &user, &app_id)
+        .await
+    {
         Ok(_) => see_other("/accounts/manage_access/?tab=removed&done=deletion"),
         Err(e) => viewer.op_error(Section::Settings, &e),
     }
@@ -187,7 +202,7 @@ pub async fn delete_data(
 
 pub async fn invitations(
     State(state): State<AppState>,
-    Person { viewer, user }: Person,
+    Person { viewer, user, .. }: Person,
     RawQuery(query): RawQuery,
 ) -> Response {
     let list = match state
@@ -209,7 +224,11 @@ pub async fn invitations(
 /// `POST /accounts/invitations/{app}` with `decision=accept|decline`.
 pub async fn answer(
     State(state): State<AppState>,
-    Person { viewer, user }: Person,
+    Person {
+        viewer,
+        user,
+        origin,
+    }: Person,
     Path(app_id): Path<String>,
     CsrfForm(form): CsrfForm,
 ) -> Response {
@@ -223,7 +242,11 @@ pub async fn answer(
             );
         }
     };
-    match state.ops.answer_invitation(&user, &app_id, accept).await {
+    match state
+        .ops
+        .answer_invitation(&origin, &user, &app_id, accept)
+        .await
+    {
         Ok(()) => see_other(if accept {
             "/accounts/invitations/?done=accepted"
         } else {
@@ -246,7 +269,11 @@ pub async fn password_form(Person { viewer, .. }: Person, RawQuery(query): RawQu
 pub async fn change_password(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    Person { viewer, user }: Person,
+    Person {
+        viewer,
+        user,
+        origin,
+    }: Person,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let (current, new, confirm) = (
@@ -264,21 +291,21 @@ pub async fn change_password(
         return refuse("The new passwords do not match.");
     }
     // The current password is a password: guessing it is throttled like signing in.
-    if let Err(t) = throttle::login_attempt(&state, &user.username, None).await {
+    if let Err(t) = throttle::login_attempt(&state, &origin, &user.username, None).await {
         let e = SignInError::from(t);
         let mut resp = refuse(&e.message());
         *resp.status_mut() = e.status();
-        return resp;
+        return (e.budget(), resp).into_response();
     }
     if !state.ops.password_is(&user, Password::new(current)).await {
         let why = "wrong current password";
-        throttle::login_failed(&state, &user.username, Some(user.id), None, why).await;
+        throttle::login_failed(&state, &origin, &user.username, Some(user.id), None, why).await;
         return refuse("Your current password is incorrect.");
     }
-    throttle::right_secret(&state, &user.username).await;
+    throttle::right_secret(&state, &origin, &user.username).await;
     match state
         .ops
-        .change_own_password(&user, Password::new(new))
+        .change_own_password(&origin, &user, Password::new(new))
         .await
     {
         Ok(updated) => {

@@ -6,49 +6,65 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use gramkey_domain::{AppMode, Password, Role};
 use gramkey_store::Profile;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::observe::LimitHeaders;
+use crate::origin::Origin;
 use crate::throttle::Throttled;
 
 use crate::ops::{CALLBACK_LIST_LIMIT, NewAppInput, app_json, callback_json, user_json};
 use crate::state::AppState;
 use crate::wire::admin::AdminError;
 
-/// Proof that the request carried the admin key.
-pub struct Admin;
+/// Proof that the request carried the admin key, with the request's origin for the audit log.
+pub struct Admin(pub Origin);
 
 impl FromRequestParts<AppState> for Admin {
-    type Rejection = AdminError;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AdminError> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let origin = match Origin::from_request_parts(parts, state).await {
+            Ok(origin) => origin,
+            Err(never) => match never {},
+        };
         let presented = parts
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        match crate::throttle::admin_key(state, presented).await {
-            Ok(None) => Err(AdminError(
+        let refusal = match crate::throttle::admin_key(state, &origin, presented).await {
+            Ok(Some(true)) => return Ok(Admin(origin)),
+            Ok(None) => AdminError(
                 StatusCode::FORBIDDEN,
                 "the admin API is disabled: start the server with GRAMKEY_ADMIN_KEY set".into(),
-            )),
-            Ok(Some(true)) => Ok(Admin),
-            Ok(Some(false)) => Err(AdminError(
+            ),
+            Ok(Some(false)) => AdminError(
                 StatusCode::UNAUTHORIZED,
                 "a valid admin key is required (Authorization: Bearer <key>)".into(),
-            )),
-            Err(Throttled::Locked(wait, _)) => Err(AdminError(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many wrong admin keys from this address; try again in {wait} s"),
-            )),
-            Err(Throttled::Unavailable) => Err(AdminError(
+            ),
+            Err(Throttled::Locked(wait, _)) => {
+                return Err((
+                    LimitHeaders::wait(wait),
+                    AdminError(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "too many wrong admin keys from this address; try again in {wait} s"
+                        ),
+                    ),
+                )
+                    .into_response());
+            }
+            Err(Throttled::Unavailable) => AdminError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the rate limiter is unavailable; try again shortly".into(),
-            )),
-        }
+            ),
+        };
+        Err(refusal.into_response())
     }
 }
 
@@ -125,7 +141,7 @@ fn parse_mode(mode: Option<&str>) -> Result<AppMode, AdminError> {
 }
 
 pub async fn create_app(
-    _: Admin,
+    Admin(origin): Admin,
     State(state): State<AppState>,
     Body(body): Body<CreateApp>,
 ) -> Result<(StatusCode, Json<Value>), AdminError> {
@@ -139,7 +155,7 @@ pub async fn create_app(
         deauthorize_url: body.deauthorize_url,
         data_deletion_url: body.data_deletion_url,
     };
-    let (app, secret) = state.ops.create_app(input).await?;
+    let (app, secret) = state.ops.create_app(&origin, input).await?;
     tracing::info!(app_id = %app.id, "app created through the admin API");
     let mut v = app_json(&app);
     v["client_secret"] = json!(secret.expose());
@@ -187,11 +203,11 @@ pub async fn show_app(
 }
 
 pub async fn delete_app(
-    _: Admin,
+    Admin(origin): Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AdminError> {
-    state.ops.delete_app(&id).await?;
+    state.ops.delete_app(&origin, &id).await?;
     tracing::info!(app_id = %id, "app deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -204,14 +220,17 @@ pub struct Grace {
 }
 
 pub async fn rotate_secret(
-    _: Admin,
+    Admin(origin): Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
     query: Result<axum::extract::Query<Grace>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, AdminError> {
     let axum::extract::Query(grace) =
         query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let secret = state.ops.rotate_secret(&id, grace.grace_seconds).await?;
+    let secret = state
+        .ops
+        .rotate_secret(&origin, &id, grace.grace_seconds)
+        .await?;
     tracing::info!(app_id = %id, "client secret rotated through the admin API");
     Ok(Json(json!({"id": id, "client_secret": secret.expose()})))
 }
@@ -224,7 +243,7 @@ pub struct SetRole {
 }
 
 pub async fn set_role(
-    _: Admin,
+    Admin(origin): Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body<SetRole>,
@@ -235,7 +254,10 @@ pub async fn set_role(
             "role must be admin, developer or tester".into(),
         )
     })?;
-    state.ops.set_role(&id, &body.username, role).await?;
+    state
+        .ops
+        .set_role(&origin, &id, &body.username, role)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -287,7 +309,7 @@ pub struct UpdateApp {
 }
 
 pub async fn update_app(
-    _: Admin,
+    Admin(origin): Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
     Body(body): Body<UpdateApp>,
@@ -297,6 +319,7 @@ pub async fn update_app(
         app = state
             .ops
             .set_app_callbacks(
+                &origin,
                 &id,
                 body.deauthorize_url.as_deref(),
                 body.data_deletion_url.as_deref(),
@@ -304,7 +327,7 @@ pub async fn update_app(
             .await?;
     }
     if let Some(on) = body.signed_requests {
-        app = state.ops.set_signed_requests(&id, on).await?;
+        app = state.ops.set_signed_requests(&origin, &id, on).await?;
     }
     Ok(Json(app_json(&app)))
 }
@@ -319,7 +342,7 @@ pub struct RemoveApp {
 /// `DELETE /admin/users/{username}/apps/{id}[?delete_data=true]`: the user removes the app,
 /// as from their "Apps and Websites" page.
 pub async fn remove_user_app(
-    _: Admin,
+    Admin(origin): Admin,
     State(state): State<AppState>,
     Path((username, id)): Path<(String, String)>,
     query: Result<axum::extract::Query<RemoveApp>, axum::extract::rejection::QueryRejection>,
@@ -328,7 +351,7 @@ pub async fn remove_user_app(
         query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let removal = state
         .ops
-        .remove_app_by_name(&username, &id, q.delete_data)
+        .remove_app_by_name(&origin, &username, &id, q.delete_data)
         .await?;
     if let Some(app) = gramkey_domain::AppId::parse(&id) {
         state.forget_app_facts(&app);

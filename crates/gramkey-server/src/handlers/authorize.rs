@@ -20,6 +20,7 @@ use gramkey_domain::{ScopeSet, ScopedUserId, TokenHash};
 use gramkey_store::{App, NewCode, User};
 
 use crate::audit::Entry;
+use crate::origin::Origin;
 use crate::pages;
 use crate::session::{self, Session};
 use crate::signin::{self, SignInError};
@@ -262,6 +263,7 @@ async fn posted(
 
 pub async fn login(
     State(state): State<AppState>,
+    origin: Origin,
     jar: PrivateCookieJar,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
@@ -271,7 +273,7 @@ pub async fn login(
     };
     let username = field(&form, "username").unwrap_or("");
     let password = field(&form, "password").unwrap_or("");
-    let user = match signin::verify(&state, username, password, Some(&app.id)).await {
+    let user = match signin::verify(&state, &origin, username, password, Some(&app.id)).await {
         Ok(user) => user,
         Err(SignInError::Store(e)) => return internal(e),
         Err(e) => {
@@ -284,7 +286,7 @@ pub async fn login(
             if matches!(e, SignInError::Locked(..) | SignInError::Unavailable) {
                 *resp.status_mut() = e.status();
             }
-            return resp;
+            return (e.budget(), resp).into_response();
         }
     };
     let jar = session::signed_in(&state, jar, &user);
@@ -300,6 +302,7 @@ pub async fn login(
 
 pub async fn consent(
     State(state): State<AppState>,
+    origin: Origin,
     jar: PrivateCookieJar,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
@@ -334,6 +337,7 @@ pub async fn consent(
             state
                 .ops
                 .audit(
+                    &origin,
                     AuditKind::ConsentGranted,
                     Outcome::Success,
                     Entry::default()

@@ -8,6 +8,7 @@ use axum_extra::extract::PrivateCookieJar;
 
 use crate::audit::AuditFilter;
 use crate::ops::OpError;
+use crate::origin::Origin;
 use crate::pages::console::{self, AuditForm};
 use crate::pages::{self, Section};
 use crate::session;
@@ -28,6 +29,7 @@ pub async fn login_form(State(state): State<AppState>, jar: PrivateCookieJar) ->
 /// `POST /console/login` with `key`: throttled like a password.
 pub async fn login(
     State(state): State<AppState>,
+    origin: Origin,
     jar: PrivateCookieJar,
     CsrfForm(form): CsrfForm,
 ) -> Response {
@@ -37,10 +39,10 @@ pub async fn login(
     let refuse = |status: StatusCode, message: &str| {
         pages::page(status, pages::admin_key_login(&session.csrf, Some(message)))
     };
-    match throttle::admin_key(&state, field(&form, "key").unwrap_or("")).await {
+    match throttle::admin_key(&state, &origin, field(&form, "key").unwrap_or("")).await {
         Err(t) => {
             let e = SignInError::from(t);
-            refuse(e.status(), &e.message())
+            (e.budget(), refuse(e.status(), &e.message())).into_response()
         }
         Ok(None) => refuse(
             StatusCode::FORBIDDEN,

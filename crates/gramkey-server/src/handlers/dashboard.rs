@@ -12,6 +12,7 @@ use gramkey_domain::{AppMode, Role};
 use gramkey_store::{App, AuditQuery, InvitationsOf, StoreError, User};
 
 use crate::ops::{NewAppInput, OpError};
+use crate::origin::Origin;
 use crate::pages::dashboard::{self, AppForm, AppPage};
 use crate::pages::{self, Section};
 use crate::portal::AppEdit;
@@ -29,7 +30,7 @@ fn mode_of(form: &AppForm) -> Result<AppMode, OpError> {
 
 pub async fn apps(
     State(state): State<AppState>,
-    Person { viewer, user }: Person,
+    Person { viewer, user, .. }: Person,
     RawQuery(query): RawQuery,
 ) -> Response {
     let blank = AppForm::blank();
@@ -62,7 +63,11 @@ async fn list(
 pub async fn create(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    Person { viewer, user }: Person,
+    Person {
+        viewer,
+        user,
+        origin,
+    }: Person,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let posted = AppForm::posted(&form);
@@ -77,7 +82,7 @@ pub async fn create(
             deauthorize_url: Some(posted.deauthorize_url.clone()),
             data_deletion_url: Some(posted.data_deletion_url.clone()),
         };
-        state.ops.create_app_as(&user, input).await
+        state.ops.create_app_as(&origin, &user, input).await
     };
     match created.await {
         Ok((app, secret)) => {
@@ -214,19 +219,29 @@ pub struct Managed {
     viewer: Viewer,
     app: App,
     role: Role,
+    origin: Origin,
 }
 
 impl FromRequestParts<AppState> for Managed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Person { viewer, user } = Person::from_request_parts(parts, state).await?;
+        let Person {
+            viewer,
+            user,
+            origin,
+        } = Person::from_request_parts(parts, state).await?;
         let id = Path::<String>::from_request_parts(parts, state)
             .await
             .map(|Path(id)| id)
             .unwrap_or_default();
         match state.ops.managed_app(&user, &id).await {
-            Ok((app, role)) => Ok(Managed { viewer, app, role }),
+            Ok((app, role)) => Ok(Managed {
+                viewer,
+                app,
+                role,
+                origin,
+            }),
             Err(e) => Err(viewer.op_error(Section::Developers, &e)),
         }
     }
@@ -235,7 +250,9 @@ impl FromRequestParts<AppState> for Managed {
 pub async fn show(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    Managed { viewer, app, role }: Managed,
+    Managed {
+        viewer, app, role, ..
+    }: Managed,
     RawQuery(query): RawQuery,
 ) -> Response {
     let (jar, secret) = session::take_secret(&state, jar, &viewer.session, &app.id);
@@ -252,7 +269,12 @@ pub async fn show(
 /// `POST /developers/apps/{id}/settings`.
 pub async fn save(
     State(state): State<AppState>,
-    Managed { viewer, app, role }: Managed,
+    Managed {
+        viewer,
+        app,
+        role,
+        origin,
+    }: Managed,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let posted = AppForm::posted(&form);
@@ -266,7 +288,7 @@ pub async fn save(
             data_deletion_url: posted.data_deletion_url.clone(),
             signed_requests: posted.signed_requests,
         };
-        state.ops.edit_app(&app, edit).await
+        state.ops.edit_app(&origin, &app, edit).await
     };
     match edited.await {
         Ok(_) => {
@@ -281,7 +303,12 @@ pub async fn save(
 pub async fn rotate(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    Managed { viewer, app, .. }: Managed,
+    Managed {
+        viewer,
+        app,
+        origin,
+        ..
+    }: Managed,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let grace = match field(&form, "grace").unwrap_or("0").parse::<i64>() {
@@ -294,7 +321,11 @@ pub async fn rotate(
             );
         }
     };
-    match state.ops.rotate_secret(app.id.as_str(), grace).await {
+    match state
+        .ops
+        .rotate_secret(&origin, app.id.as_str(), grace)
+        .await
+    {
         Ok(secret) => {
             let jar = session::show_secret_once(&state, jar, &viewer.session, &app.id, &secret);
             (jar, see_other(&format!("/developers/apps/{}/", app.id))).into_response()
@@ -306,7 +337,12 @@ pub async fn rotate(
 /// `POST /developers/apps/{id}/invitations` with `username` and `role`.
 pub async fn invite(
     State(state): State<AppState>,
-    Managed { viewer, app, role }: Managed,
+    Managed {
+        viewer,
+        app,
+        role,
+        origin,
+    }: Managed,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let invited = async {
@@ -315,6 +351,7 @@ pub async fn invite(
         state
             .ops
             .invite(
+                &origin,
                 &app,
                 field(&form, "username").unwrap_or("").trim(),
                 as_role,
@@ -332,7 +369,12 @@ pub async fn invite(
 /// their role, or a pending invitation is withdrawn.
 pub async fn remove_member(
     State(state): State<AppState>,
-    Managed { viewer, app, role }: Managed,
+    Managed {
+        viewer,
+        app,
+        role,
+        origin,
+    }: Managed,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let username = field(&form, "username").unwrap_or("").trim();
@@ -340,7 +382,7 @@ pub async fn remove_member(
         .user
         .as_ref()
         .is_some_and(|u| u.username.eq_ignore_ascii_case(username));
-    match state.ops.remove_member(&app, username).await {
+    match state.ops.remove_member(&origin, &app, username).await {
         // Off the team, the app's page is no longer theirs to see.
         Ok(()) if myself => see_other("/developers/apps/?done=left"),
         Ok(()) => see_other(&format!("/developers/apps/{}/?done=member-removed", app.id)),
@@ -352,7 +394,12 @@ pub async fn remove_member(
 /// codes and tokens. Admins only.
 pub async fn delete(
     State(state): State<AppState>,
-    Managed { viewer, app, role }: Managed,
+    Managed {
+        viewer,
+        app,
+        role,
+        origin,
+    }: Managed,
     CsrfForm(form): CsrfForm,
 ) -> Response {
     let refused = if !may_delete(role) {
@@ -370,7 +417,7 @@ pub async fn delete(
         let view = View::problem(AppForm::of(&app), message);
         return app_page(&state, &viewer, &app, role, view, status).await;
     }
-    match state.ops.delete_app(app.id.as_str()).await {
+    match state.ops.delete_app(&origin, app.id.as_str()).await {
         Ok(()) => {
             state.forget_app_facts(&app.id);
             see_other("/developers/apps/?done=deleted")

@@ -10,9 +10,12 @@ use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::token::{NEVER, TokenState, check_usable, plausible_token};
 use gramkey_domain::{AccessToken, TokenHash, TokenKind};
+use gramkey_store::TokenRecord;
 use serde_json::{Value, json};
 
 use super::me::{admit, authenticate, bearer};
+use crate::observe::LimitHeaders;
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::ratelimit::CallClass;
@@ -22,13 +25,25 @@ const DATA_ACCESS_SECS: i64 = 90 * 24 * 3600;
 
 pub async fn debug_token(
     State(state): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    match inner(&state, &headers, q).await {
+    let query: Vec<(String, String)> = super::query_pairs(q);
+    let mut limits = LimitHeaders::default();
+    let result = async {
+        let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
+        let verdict;
+        (limits, verdict) = admit(&state, &origin, &caller, CallClass::Read).await;
+        verdict?;
+        inner(&state, &caller, &query).await
+    }
+    .await;
+    let response = match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
-    }
+    };
+    (limits, response).into_response()
 }
 
 fn invalid() -> Value {
@@ -39,14 +54,12 @@ fn invalid() -> Value {
     }})
 }
 
+/// What `input_token` is, for `caller`, an admitted app token.
 async fn inner(
     state: &AppState,
-    headers: &HeaderMap,
-    q: Option<String>,
+    caller: &TokenRecord,
+    query: &[(String, String)],
 ) -> Result<Value, GraphResponse> {
-    let query: Vec<(String, String)> = super::query_pairs(q);
-    let caller = authenticate(state, bearer(headers, &query)?).await?;
-    admit(state, &caller, CallClass::Read).await?;
     if caller.kind != TokenKind::App {
         return Err(GraphError::invalid_parameter(
             "You must provide an app access token to debug tokens",

@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 
 use super::me::{admit, authenticate, bearer};
 use crate::observe::ErrorCode;
+use crate::observe::LimitHeaders;
+use crate::origin::Origin;
 use crate::state::AppState;
+use crate::wire::graph::GraphResponse;
 use gramkey_domain::ratelimit::CallClass;
 
 fn internal(e: StoreError) -> LegacyError {
@@ -88,26 +91,45 @@ struct Caller {
 /// the request's signature when its app enforces signed requests.
 async fn caller(
     state: &AppState,
+    origin: &Origin,
     path: &str,
     headers: &HeaderMap,
     query: &[(String, String)],
+) -> (LimitHeaders, Result<Caller, LegacyError>) {
+    let refused = |e: GraphResponse| LegacyError::from(&e.into_error());
+    let token = match bearer(headers, query) {
+        Ok(presented) => authenticate(state, origin, presented)
+            .await
+            .map_err(refused),
+        Err(e) => Err(LegacyError::from(&e)),
+    };
+    let token = match token {
+        Ok(token) if token.kind != TokenKind::App => token,
+        Ok(_) => return (LimitHeaders::default(), Err(invalid_token())),
+        Err(e) => return (LimitHeaders::default(), Err(e)),
+    };
+    let (limits, verdict) = admit(state, origin, &token, CallClass::Legacy).await;
+    let checked = match verdict {
+        Ok(()) => checked_caller(state, token, path, query).await,
+        Err(e) => Err(refused(e)),
+    };
+    (limits, checked)
+}
+
+fn invalid_token() -> LegacyError {
+    LegacyError::from(&GraphError::invalid_token())
+}
+
+/// An admitted caller, once its signature, user and permission are checked.
+async fn checked_caller(
+    state: &AppState,
+    token: TokenRecord,
+    path: &str,
+    query: &[(String, String)],
 ) -> Result<Caller, LegacyError> {
-    let token = authenticate(
-        state,
-        bearer(headers, query).map_err(|e| LegacyError::from(&e))?,
-    )
-    .await
-    .map_err(|e| LegacyError::from(&e.into_error()))?;
-    let invalid = || LegacyError::from(&GraphError::invalid_token());
-    if token.kind == TokenKind::App {
-        return Err(invalid());
-    }
-    admit(state, &token, CallClass::Legacy)
-        .await
-        .map_err(|e| LegacyError::from(&e.into_error()))?;
     check_signed(state, &token, path, query).await?;
     let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
-        return Err(invalid());
+        return Err(invalid_token());
     };
     let user = state
         .ops
@@ -115,7 +137,7 @@ async fn caller(
         .user(uid)
         .await
         .map_err(internal)?
-        .ok_or_else(invalid)?;
+        .ok_or_else(invalid_token)?;
     if !Need::Profile.allowed(&token.scopes) {
         return Err(LegacyError::permission("basic"));
     }
@@ -352,31 +374,35 @@ async fn media_json(
 
 pub async fn user(
     State(state): State<AppState>,
+    origin: Origin,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query = super::query_pairs(q);
+    let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
-        let c = caller(&state, uri.path(), &headers, &query).await?;
+        let c = c?;
         let (user, scoped) = resolve_user(&state, &c, &id).await?;
         Ok(json!({"meta": {"code": 200}, "data": user_json(&state, &user, &scoped).await?}))
     }
     .await;
-    respond(&query, result)
+    (limits, respond(&query, result)).into_response()
 }
 
 pub async fn recent_media(
     State(state): State<AppState>,
+    origin: Origin,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query = super::query_pairs(q);
+    let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
-        let c = caller(&state, uri.path(), &headers, &query).await?;
+        let c = c?;
         let (user, scoped) = resolve_user(&state, &c, &id).await?;
         let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let mut req = PageRequest::first(parse_count(get("count"))?);
@@ -417,44 +443,48 @@ pub async fn recent_media(
         Ok(json!({"pagination": pagination, "meta": {"code": 200}, "data": data}))
     }
     .await;
-    respond(&query, result)
+    (limits, respond(&query, result)).into_response()
 }
 
 pub async fn media(
     State(state): State<AppState>,
+    origin: Origin,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query = super::query_pairs(q);
+    let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
-        let c = caller(&state, uri.path(), &headers, &query).await?;
+        let c = c?;
         let (m, owner, owner_scoped) = visible_media(&state, &c, &id).await?;
         Ok(json!({"meta": {"code": 200}, "data": media_json(&state, &c.token.app_id, &m, &owner, &owner_scoped).await?}))
     }
     .await;
-    respond(&query, result)
+    (limits, respond(&query, result)).into_response()
 }
 
 /// `GET /v1/media/{id}/comments`: the media's comments, newest first, in one list (v1 did not
 /// page them; at most 100).
 pub async fn comments(
     State(state): State<AppState>,
+    origin: Origin,
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query = super::query_pairs(q);
+    let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
-        let c = caller(&state, uri.path(), &headers, &query).await?;
+        let c = c?;
         let (m, _, _) = visible_media(&state, &c, &id).await?;
         let data = media_comments(&state, &m, &c.token.app_id, MAX_COUNT).await?;
         Ok(json!({"meta": {"code": 200}, "data": data}))
     }
     .await;
-    respond(&query, result)
+    (limits, respond(&query, result)).into_response()
 }
 
 /// A media the caller may see: their own, or (with `public_content`) that of someone who uses

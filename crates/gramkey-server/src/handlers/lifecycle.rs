@@ -19,6 +19,7 @@ use gramkey_domain::error::GraphError;
 use serde_json::json;
 
 use super::me::bearer;
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::tokens::Issued;
 use crate::wire::graph::GraphResponse;
@@ -79,14 +80,16 @@ fn answer(result: Result<serde_json::Value, GraphResponse>) -> Response {
 
 pub async fn exchange(
     State(state): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    answer(exchange_inner(&state, &headers, q).await)
+    answer(exchange_inner(&state, &origin, &headers, q).await)
 }
 
 async fn exchange_inner(
     state: &AppState,
+    origin: &Origin,
     headers: &HeaderMap,
     q: Option<String>,
 ) -> Result<serde_json::Value, GraphResponse> {
@@ -94,24 +97,28 @@ async fn exchange_inner(
     grant_type(&pairs, "ig_exchange_token")?;
     let secret = ClientSecret::new(require(&pairs, "client_secret")?);
     let token = presented(headers, &pairs)?;
-    Ok(long_lived(&state.tokens().exchange(&token, &secret).await?))
+    Ok(long_lived(
+        &state.tokens(origin).exchange(&token, &secret).await?,
+    ))
 }
 
 pub async fn refresh(
     State(state): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    answer(refresh_inner(&state, &headers, q).await)
+    answer(refresh_inner(&state, &origin, &headers, q).await)
 }
 
 async fn refresh_inner(
     state: &AppState,
+    origin: &Origin,
     headers: &HeaderMap,
     q: Option<String>,
 ) -> Result<serde_json::Value, GraphResponse> {
     let pairs = params(q)?;
     grant_type(&pairs, "ig_refresh_token")?;
     let token = presented(headers, &pairs)?;
-    Ok(long_lived(&state.tokens().refresh(&token).await?))
+    Ok(long_lived(&state.tokens(origin).refresh(&token).await?))
 }

@@ -14,6 +14,8 @@ use serde_json::json;
 
 use crate::audit::Entry;
 use crate::limits::{Refusal, Standing};
+use crate::observe::LimitHeaders;
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::audit::{AuditKind, Outcome};
@@ -61,32 +63,42 @@ pub fn bearer(
 /// The token of a resource call, usable now ([`crate::tokens::Tokens::authenticate_token`]).
 pub async fn authenticate(
     state: &AppState,
+    origin: &Origin,
     token: Option<AccessToken>,
 ) -> Result<TokenRecord, GraphResponse> {
-    Ok(state.tokens().authenticate_token(token).await?)
+    Ok(state.tokens(origin).authenticate_token(token).await?)
 }
 
 /// Charges a resource call to its budgets (wire protocol §6), and notes where the token was
 /// used from. On a refusal: Graph code 4 (the app's pool) or 17 (a user's calls or writes; a
 /// legacy token's calls), or code 2 while a shared limiter is down and set to fail closed.
-/// `Retry-After` and the usage headers are added on the way out ([`crate::observe`]).
+///
+/// Beside the verdict it returns what the response must carry, refused or not: the standing
+/// for the usage headers and a refusal's wait for `Retry-After` ([`crate::observe`] writes
+/// them).
 pub async fn admit(
     state: &AppState,
+    origin: &Origin,
     token: &TokenRecord,
     class: CallClass,
-) -> Result<(), GraphResponse> {
+) -> (LimitHeaders, Result<(), GraphResponse>) {
     if !state.config.rate_limits {
-        return Ok(());
+        return (LimitHeaders::default(), Ok(()));
     }
     let app = &token.app_id;
-    let (mode, users) = state
-        .app_facts(app)
-        .await?
-        .ok_or_else(GraphError::invalid_token)?;
+    let (mode, users) = match state.app_facts(app).await {
+        Ok(Some(facts)) => facts,
+        Ok(None) => {
+            return (
+                LimitHeaders::default(),
+                Err(GraphError::invalid_token().into()),
+            );
+        }
+        Err(e) => return (LimitHeaders::default(), Err(e.into())),
+    };
     let user = token.user_id.map(|u| u.0);
-    let ctx = crate::observe::current();
     state.alerts.call(app);
-    if let Some(ip) = ctx.as_ref().and_then(|c| c.ip) {
+    if let Some(ip) = origin.ip {
         state.alerts.token_used(token.id, app, user, ip);
     }
     let (standing, refusal) = match state
@@ -98,29 +110,29 @@ pub async fn admit(
         Err((standing, refusal)) => (standing, Some(refusal)),
     };
     // Without a standing (the limiter could not be asked), no usage headers at all.
-    if let (Some(c), Some(standing)) = (&ctx, standing) {
-        c.set_standing(Standing {
+    let mut headers = LimitHeaders {
+        standing: standing.map(|standing| Standing {
             business_user: (token.flavour == Flavour::InstagramLogin)
                 .then(|| token.scoped_id.as_ref().map(|s| s.as_str().to_owned()))
                 .flatten(),
             ..standing
-        });
-    }
-    match refusal {
+        }),
+        retry_after: None,
+    };
+    let verdict = match refusal {
         None => Ok(()),
         Some(Refusal::Unavailable) => Err(GraphError::unavailable().into()),
         Some(Refusal::Limited {
             budget,
             retry_after,
         }) => {
-            if let Some(c) = &ctx {
-                c.throttled(retry_after);
-            }
+            headers.retry_after = Some(retry_after);
             state.metrics.rate_limited(budget);
             if state.first_refusal_this_minute(&format!("{app}:{user:?}:{budget:?}")) {
                 state
                     .ops
                     .audit(
+                        origin,
                         AuditKind::RateLimited,
                         Outcome::Refused,
                         Entry::default()
@@ -137,7 +149,8 @@ pub async fn admit(
             }
             .into())
         }
-    }
+    };
+    (headers, verdict)
 }
 
 /// `DELETE /me/permissions`: the user (through the app) removes the app. Its grant is
@@ -145,17 +158,21 @@ pub async fn admit(
 /// deauthorize callback, if it has one, is queued.
 pub async fn remove_app(
     State(state): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let query: Vec<(String, String)> = super::query_pairs(q);
+    let mut limits = LimitHeaders::default();
     let result = async {
-        let record = authenticate(&state, bearer(&headers, &query)?).await?;
-        admit(&state, &record, CallClass::Write).await?;
+        let record = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
+        let verdict;
+        (limits, verdict) = admit(&state, &origin, &record, CallClass::Write).await;
+        verdict?;
         let uid = record.user_id.ok_or_else(GraphError::missing_token)?;
         let removal = state
             .ops
-            .remove_app_for_user(&record.app_id, uid, false)
+            .remove_app_for_user(&origin, &record.app_id, uid, false)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "removing an app failed");
@@ -166,7 +183,7 @@ pub async fn remove_app(
         Ok::<_, GraphResponse>(Json(json!({"success": true})).into_response())
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    (limits, result.unwrap_or_else(IntoResponse::into_response)).into_response()
 }
 
 /// `v19.0`, `v22.0`: the Graph version prefix.

@@ -19,14 +19,15 @@ use gramkey_store::App;
 use serde_json::{Value, json};
 
 use super::form::{FormFields, basic_credentials};
+use crate::origin::Origin;
 use crate::state::AppState;
-use crate::tokens::Failure;
+use crate::tokens::{Failure, Tokens};
 use crate::wire::no_store;
 use crate::wire::oauth::TokenErrorResponse;
 use crate::wire::rfc::RfcError;
 
 /// The authenticated client, from HTTP Basic or the form (not both).
-async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result<App, RfcError> {
+async fn client(tokens: &Tokens<'_>, headers: &HeaderMap, f: &FormFields) -> Result<App, RfcError> {
     let basic = match basic_credentials(headers) {
         None => None,
         Some(None) => return Err(RfcError::invalid_client()),
@@ -42,8 +43,7 @@ async fn client(state: &AppState, headers: &HeaderMap, f: &FormFields) -> Result
         (None, Some(id), Some(secret)) => (id.to_owned(), secret.to_owned()),
         _ => return Err(RfcError::invalid_client()),
     };
-    let client = state
-        .tokens()
+    let client = tokens
         .authenticate_client(&id, &ClientSecret::new(secret))
         .await?;
     Ok(client.app)
@@ -69,13 +69,15 @@ fn token_param(f: &FormFields) -> Result<&str, RfcError> {
 
 pub async fn revoke(
     State(state): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     fields: Result<FormFields, TokenErrorResponse>,
 ) -> Response {
+    let tokens = state.tokens(&origin);
     let result = async {
         let f = form(fields)?;
-        let app = client(&state, &headers, &f).await?;
-        state.tokens().revoke(&app, token_param(&f)?).await?;
+        let app = client(&tokens, &headers, &f).await?;
+        tokens.revoke(&app, token_param(&f)?).await?;
         Ok::<_, RfcError>(no_store(StatusCode::OK.into_response()))
     }
     .await;
@@ -84,13 +86,15 @@ pub async fn revoke(
 
 pub async fn introspect(
     State(state): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     fields: Result<FormFields, TokenErrorResponse>,
 ) -> Response {
+    let tokens = state.tokens(&origin);
     let result = async {
         let f = form(fields)?;
-        let app = client(&state, &headers, &f).await?;
-        let active = state.tokens().introspect(&app, token_param(&f)?).await?;
+        let app = client(&tokens, &headers, &f).await?;
+        let active = tokens.introspect(&app, token_param(&f)?).await?;
         let Some(t) = active else {
             return Ok(no_store(Json(json!({"active": false})).into_response()));
         };

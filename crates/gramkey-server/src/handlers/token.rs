@@ -10,6 +10,7 @@ use gramkey_domain::{AuthCode, ClientSecret, Flavour};
 use serde_json::json;
 
 use super::form::{FormError, FormFields, basic_credentials};
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::tokens::Issued;
 use crate::wire::no_store;
@@ -38,13 +39,14 @@ enum Style {
 
 pub async fn post(
     State(state): State<AppState>,
+    origin: Origin,
     headers: HeaderMap,
     fields: Result<FormFields, Refusal>,
 ) -> Response {
     let (style, result) = match basic_credentials(&headers) {
         None => (
             Style::Instagram,
-            async { token_request(&state, fields?, false, Style::Instagram).await }.await,
+            async { token_request(&state, &origin, fields?, false, Style::Instagram).await }.await,
         ),
         Some(creds) => (
             Style::Rfc,
@@ -52,6 +54,7 @@ pub async fn post(
                 let (id, secret) = creds.ok_or(TokenEndpointError::InvalidClient)?;
                 token_request(
                     &state,
+                    &origin,
                     fields?.with_basic_client(id, secret)?,
                     false,
                     Style::Rfc,
@@ -74,12 +77,13 @@ pub async fn post(
 
 /// `GET /oauth/access_token`: Meta documents the client-credentials grant as a GET; the
 /// authorization-code grant must be POSTed.
-pub async fn get(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+pub async fn get(State(state): State<AppState>, origin: Origin, RawQuery(q): RawQuery) -> Response {
     let pairs = super::query_pairs(q);
     respond(
         async {
             token_request(
                 &state,
+                &origin,
                 FormFields::from_pairs(pairs)?,
                 true,
                 Style::Instagram,
@@ -96,6 +100,7 @@ fn respond(r: Result<Response, Refusal>) -> Response {
 
 async fn token_request(
     state: &AppState,
+    origin: &Origin,
     f: FormFields,
     via_get: bool,
     style: Style,
@@ -103,7 +108,7 @@ async fn token_request(
     let client_id = f.require("client_id")?;
     let secret = ClientSecret::new(f.require("client_secret")?);
     let grant_type = f.require("grant_type")?;
-    let tokens = state.tokens();
+    let tokens = state.tokens(origin);
     let client = tokens.authenticate_client(client_id, &secret).await?;
     let app = &client.app;
     let issued = match grant_type {

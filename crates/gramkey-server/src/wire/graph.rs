@@ -8,6 +8,7 @@ use gramkey_domain::entropy::{OsEntropy, random_alnum};
 use gramkey_domain::error::GraphError;
 use serde_json::json;
 
+use crate::observe::LimitHeaders;
 use crate::tokens::Failure;
 use gramkey_store::StoreError;
 
@@ -16,6 +17,8 @@ use gramkey_store::StoreError;
 #[derive(Debug)]
 pub enum GraphResponse {
     Refused(GraphError),
+    /// A refusal by a throttle, with its wait in seconds for `Retry-After`.
+    Throttled(GraphError, i64),
     Fault(StoreError),
 }
 
@@ -36,6 +39,7 @@ impl GraphResponse {
     pub fn in_flavour(self, flavour: gramkey_domain::Flavour) -> Self {
         match self {
             Self::Refused(e) => Self::Refused(e.in_flavour(flavour)),
+            Self::Throttled(e, secs) => Self::Throttled(e.in_flavour(flavour), secs),
             fault => fault,
         }
     }
@@ -43,7 +47,7 @@ impl GraphResponse {
     /// The error as Graph words it; a fault is logged here.
     pub fn into_error(self) -> GraphError {
         match self {
-            Self::Refused(e) => e,
+            Self::Refused(e) | Self::Throttled(e, _) => e,
             Self::Fault(e) => {
                 tracing::error!(error = %e, "graph request failed in the store");
                 GraphError::internal()
@@ -81,6 +85,9 @@ impl From<Failure> for GraphResponse {
     fn from(f: Failure) -> Self {
         match f {
             Failure::Store(e) => Self::Fault(e),
+            Failure::Client(ClientRefusal::Throttled { retry_after }) => {
+                Self::Throttled(GraphError::user_rate_limited(), retry_after)
+            }
             other => Self::Refused(other.into()),
         }
     }
@@ -88,6 +95,10 @@ impl From<Failure> for GraphResponse {
 
 impl IntoResponse for GraphResponse {
     fn into_response(self) -> Response {
+        let limits = match &self {
+            Self::Throttled(_, secs) => LimitHeaders::wait(*secs),
+            _ => LimitHeaders::default(),
+        };
         let e = self.into_error();
         let mut error = json!({
             "message": e.message,
@@ -100,7 +111,7 @@ impl IntoResponse for GraphResponse {
             error["error_subcode"] = json!(sub);
         }
         let status = StatusCode::from_u16(e.http_status).unwrap_or(StatusCode::BAD_REQUEST);
-        let mut resp = (status, Json(json!({ "error": error }))).into_response();
+        let mut resp = (status, limits, Json(json!({ "error": error }))).into_response();
         // For app insights' errors by code.
         resp.extensions_mut()
             .insert(crate::observe::ErrorCode(e.code));

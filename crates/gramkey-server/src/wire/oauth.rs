@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::no_store;
 use crate::handlers::form::FormError;
+use crate::observe::LimitHeaders;
 use crate::tokens::Failure;
 
 /// A token-endpoint refusal, a malformed request, or a server fault (logged where it happened,
@@ -75,6 +76,12 @@ impl IntoResponse for TokenErrorResponse {
             Self::Unavailable => "temporarily_unavailable",
             Self::Internal => "server_error",
         };
+        let limits = match &self {
+            Self::Refused(TokenEndpointError::Throttled { retry_after }) => {
+                LimitHeaders::wait(*retry_after)
+            }
+            _ => LimitHeaders::default(),
+        };
         let (status, kind, message) = match self {
             // Throttling speaks legacy v1's rate-limit shape (wire protocol §6).
             Self::Refused(e @ TokenEndpointError::Throttled { .. }) => (
@@ -99,6 +106,7 @@ impl IntoResponse for TokenErrorResponse {
         no_store(
             (
                 status,
+                limits,
                 Json(json!({
                     "error_type": kind,
                     "code": code,

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::no_store;
 use super::oauth::{TokenErrorResponse, UNAVAILABLE};
+use crate::observe::LimitHeaders;
 use crate::tokens::Failure;
 use gramkey_domain::app::ClientRefusal;
 
@@ -17,6 +18,8 @@ pub struct RfcError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
+    /// A throttle's wait, for `Retry-After`.
+    pub retry_after: Option<i64>,
 }
 
 impl RfcError {
@@ -25,6 +28,7 @@ impl RfcError {
             status: StatusCode::BAD_REQUEST,
             error: "invalid_request",
             description: description.into(),
+            retry_after: None,
         }
     }
     pub fn invalid_client() -> Self {
@@ -32,6 +36,7 @@ impl RfcError {
             status: StatusCode::UNAUTHORIZED,
             error: "invalid_client",
             description: "Client authentication failed".into(),
+            retry_after: None,
         }
     }
     pub fn internal() -> Self {
@@ -39,6 +44,7 @@ impl RfcError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             error: "server_error",
             description: "internal error".into(),
+            retry_after: None,
         }
     }
 }
@@ -67,10 +73,17 @@ pub fn token_error_code(
 impl From<gramkey_domain::error::TokenEndpointError> for RfcError {
     fn from(e: gramkey_domain::error::TokenEndpointError) -> Self {
         let (status, error) = token_error_code(&e);
+        let retry_after = match e {
+            gramkey_domain::error::TokenEndpointError::Throttled { retry_after } => {
+                Some(retry_after)
+            }
+            _ => None,
+        };
         Self {
             status,
             error,
             description: e.to_string(),
+            retry_after,
         }
     }
 }
@@ -84,6 +97,7 @@ impl From<Failure> for RfcError {
                 status: StatusCode::BAD_REQUEST,
                 error: "unauthorized_client",
                 description: "The token was not issued to this client".into(),
+                retry_after: None,
             },
             Failure::Client(ClientRefusal::UnknownClient | ClientRefusal::WrongSecret) => {
                 Self::invalid_client()
@@ -92,6 +106,7 @@ impl From<Failure> for RfcError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 error: "temporarily_unavailable",
                 description: UNAVAILABLE.into(),
+                retry_after: None,
             },
             Failure::Store(e) => {
                 tracing::error!(error = %e, "standard OAuth endpoint failed");
@@ -119,6 +134,9 @@ impl IntoResponse for RfcError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"gramkey\""),
             );
+        }
+        if let Some(secs) = self.retry_after {
+            resp.extensions_mut().insert(LimitHeaders::wait(secs));
         }
         no_store(resp)
     }

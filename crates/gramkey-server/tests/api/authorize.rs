@@ -358,7 +358,11 @@ async fn a_password_change_ends_browser_sessions() {
     assert_eq!(again().await.status(), StatusCode::FOUND, "signed in");
     t.state
         .ops
-        .change_password("alice", Password::new("a-new-password"))
+        .change_password(
+            &gramkey_server::origin::Origin::LOCAL,
+            "alice",
+            Password::new("a-new-password"),
+        )
         .await
         .unwrap();
     let r = again().await;

@@ -108,16 +108,19 @@ pub(super) async fn callback_app(t: &TestApp, rx: &Receiver) -> Registered {
     let (app, secret) = t
         .state
         .ops
-        .create_app(NewAppInput {
-            name: "Callback App".into(),
-            redirect_uris: vec![redirect_uri.clone()],
-            scopes: "user_profile,user_media".into(),
-            mode: AppMode::Live,
-            refresh_tokens: false,
-            signed_requests: false,
-            deauthorize_url: Some(format!("{}/deauth", rx.base)),
-            data_deletion_url: Some(format!("{}/delete", rx.base)),
-        })
+        .create_app(
+            &gramkey_server::origin::Origin::LOCAL,
+            NewAppInput {
+                name: "Callback App".into(),
+                redirect_uris: vec![redirect_uri.clone()],
+                scopes: "user_profile,user_media".into(),
+                mode: AppMode::Live,
+                refresh_tokens: false,
+                signed_requests: false,
+                deauthorize_url: Some(format!("{}/deauth", rx.base)),
+                data_deletion_url: Some(format!("{}/delete", rx.base)),
+            },
+        )
         .await
         .unwrap();
     rx.set_secret(secret.expose());
@@ -282,7 +285,11 @@ pub(super) async fn callbacks(t: TestApp) {
     let rotated = t
         .state
         .ops
-        .rotate_secret(&app.client_id, Some(3600))
+        .rotate_secret(
+            &gramkey_server::origin::Origin::LOCAL,
+            &app.client_id,
+            Some(3600),
+        )
         .await
         .unwrap();
     rx.set_secret(rotated.expose());
@@ -362,7 +369,7 @@ async fn callbacks_the_server_cannot_sign_fail_until_the_secret_is_rotated() {
     let secret = t
         .state
         .ops
-        .rotate_secret(&app.client_id, None)
+        .rotate_secret(&gramkey_server::origin::Origin::LOCAL, &app.client_id, None)
         .await
         .unwrap();
     rx.set_secret(secret.expose());

@@ -504,14 +504,19 @@ async fn every_audited_action_leaves_an_event_with_ids_only() {
     app.secret = t
         .state
         .ops
-        .rotate_secret(&app.client_id, None)
+        .rotate_secret(&gramkey_server::origin::Origin::LOCAL, &app.client_id, None)
         .await
         .unwrap()
         .expose()
         .to_owned();
     t.state
         .ops
-        .set_app_callbacks(&app.client_id, Some("https://app.example/deauth"), None)
+        .set_app_callbacks(
+            &gramkey_server::origin::Origin::LOCAL,
+            &app.client_id,
+            Some("https://app.example/deauth"),
+            None,
+        )
         .await
         .unwrap();
     // The user removes the app; then the app is deleted.
@@ -519,7 +524,11 @@ async fn every_audited_action_leaves_an_event_with_ids_only() {
     let (s, _) = call(&t, reqwest::Method::DELETE, "/me/permissions", &token, &[]).await;
     assert_eq!(s, StatusCode::OK);
     let erin = t.state.ops.user("erin").await.unwrap().id.0;
-    t.state.ops.delete_app(&app.client_id).await.unwrap();
+    t.state
+        .ops
+        .delete_app(&gramkey_server::origin::Origin::LOCAL, &app.client_id)
+        .await
+        .unwrap();
 
     let all = audit_events(&t, &format!("app={}&limit=1000", app.client_id)).await;
     let of = |event: &str| -> Vec<&Value> { all.iter().filter(|e| e["event"] == event).collect() };

@@ -6,16 +6,19 @@ pub(super) async fn refresh_app(t: &TestApp) -> Registered {
     let (app, secret) = t
         .state
         .ops
-        .create_app(NewAppInput {
-            name: "Refreshing".into(),
-            redirect_uris: vec!["https://app.example/cb".into()],
-            scopes: "user_profile,user_media".into(),
-            mode: AppMode::Live,
-            refresh_tokens: true,
-            signed_requests: false,
-            deauthorize_url: None,
-            data_deletion_url: None,
-        })
+        .create_app(
+            &gramkey_server::origin::Origin::LOCAL,
+            NewAppInput {
+                name: "Refreshing".into(),
+                redirect_uris: vec!["https://app.example/cb".into()],
+                scopes: "user_profile,user_media".into(),
+                mode: AppMode::Live,
+                refresh_tokens: true,
+                signed_requests: false,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            },
+        )
         .await
         .unwrap();
     Registered {

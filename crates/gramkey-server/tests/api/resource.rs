@@ -1255,16 +1255,19 @@ async fn real_client_libraries_work_unmodified() {
         let scopes = scopes.to_owned();
         async move {
             let (app, secret) = ops
-                .create_app(NewAppInput {
-                    name: "Client under test".into(),
-                    redirect_uris: vec!["https://app.example/cb".into()],
-                    scopes,
-                    mode: AppMode::Live,
-                    refresh_tokens,
-                    signed_requests: false,
-                    deauthorize_url: None,
-                    data_deletion_url: None,
-                })
+                .create_app(
+                    &gramkey_server::origin::Origin::LOCAL,
+                    NewAppInput {
+                        name: "Client under test".into(),
+                        redirect_uris: vec!["https://app.example/cb".into()],
+                        scopes,
+                        mode: AppMode::Live,
+                        refresh_tokens,
+                        signed_requests: false,
+                        deauthorize_url: None,
+                        data_deletion_url: None,
+                    },
+                )
                 .await
                 .unwrap();
             vec![
@@ -1295,7 +1298,7 @@ async fn real_client_libraries_work_unmodified() {
     let client_id = &legacy[0].1;
     t.state
         .ops
-        .set_signed_requests(client_id, true)
+        .set_signed_requests(&gramkey_server::origin::Origin::LOCAL, client_id, true)
         .await
         .unwrap();
     let mut signed = legacy.clone();

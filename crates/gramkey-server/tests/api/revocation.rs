@@ -162,7 +162,11 @@ pub(super) async fn revocation(t: TestApp) {
     let pending = code_of(&location(&r));
     t.state
         .ops
-        .change_password("alice", Password::new("alice-new-password"))
+        .change_password(
+            &gramkey_server::origin::Origin::LOCAL,
+            "alice",
+            Password::new("alice-new-password"),
+        )
         .await
         .unwrap();
     let (s, b) = exchange(&t, &app, &pending, &[]).await;
@@ -183,7 +187,14 @@ pub(super) async fn revocation(t: TestApp) {
         .unwrap()
         .to_owned();
     assert_eq!(me(&t, &t4, "id").await.0, StatusCode::OK);
-    assert!(t.state.ops.revoke_app_tokens(&app.client_id).await.unwrap() >= 1);
+    assert!(
+        t.state
+            .ops
+            .revoke_app_tokens(&gramkey_server::origin::Origin::LOCAL, &app.client_id)
+            .await
+            .unwrap()
+            >= 1
+    );
     assert_eq!(graph_code(&me(&t, &t4, "id").await.1), (Some(190), None));
 }
 

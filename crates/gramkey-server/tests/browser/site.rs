@@ -499,7 +499,12 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     assert_eq!(get(&t, &tom, &app_path).await.0, StatusCode::NOT_FOUND);
     t.state
         .ops
-        .set_role(&id, "tom", Role::Tester)
+        .set_role(
+            &gramkey_server::origin::Origin::LOCAL,
+            &id,
+            "tom",
+            Role::Tester,
+        )
         .await
         .unwrap();
     assert_eq!(get(&t, &tom, &app_path).await.0, StatusCode::NOT_FOUND);
@@ -518,7 +523,12 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     );
     t.state
         .ops
-        .set_role(&id, "tom", Role::Developer)
+        .set_role(
+            &gramkey_server::origin::Origin::LOCAL,
+            &id,
+            "tom",
+            Role::Developer,
+        )
         .await
         .unwrap();
     assert_eq!(get(&t, &tom, &app_path).await.0, StatusCode::OK);
@@ -717,7 +727,12 @@ async fn the_dashboard_keeps_bad_input_and_shows_apps_only_to_their_team() {
     // Deleting: admins only, and only with the box ticked.
     t.state
         .ops
-        .set_role(&id, "tom", Role::Developer)
+        .set_role(
+            &gramkey_server::origin::Origin::LOCAL,
+            &id,
+            "tom",
+            Role::Developer,
+        )
         .await
         .unwrap();
     let delete = format!("/developers/apps/{id}/delete");
@@ -761,8 +776,18 @@ async fn apps_and_websites_sorts_active_expired_and_removed() {
         deauthorize_url: Some("https://app.example/deauth".into()),
         data_deletion_url: Some("https://app.example/delete".into()),
     };
-    let (old, old_secret) = t.state.ops.create_app(mk("Old app")).await.unwrap();
-    let (new, new_secret) = t.state.ops.create_app(mk("New app")).await.unwrap();
+    let (old, old_secret) = t
+        .state
+        .ops
+        .create_app(&gramkey_server::origin::Origin::LOCAL, mk("Old app"))
+        .await
+        .unwrap();
+    let (new, new_secret) = t
+        .state
+        .ops
+        .create_app(&gramkey_server::origin::Origin::LOCAL, mk("New app"))
+        .await
+        .unwrap();
     let reg = |app: &gramkey_store::App, secret: &ClientSecret| super::Registered {
         client_id: app.id.to_string(),
         secret: secret.expose().to_owned(),
@@ -1059,6 +1084,7 @@ async fn the_console_takes_the_admin_key_and_pages_the_audit_log() {
         t.state
             .ops
             .audit(
+                &gramkey_server::origin::Origin::LOCAL,
                 gramkey_domain::audit::AuditKind::LoginSucceeded,
                 gramkey_domain::audit::Outcome::Success,
                 gramkey_server::audit::Entry::default(),

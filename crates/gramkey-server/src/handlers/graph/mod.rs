@@ -17,10 +17,10 @@ mod publish;
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::access::{Need, Node};
 use gramkey_domain::graph::comment::check_reply_target;
@@ -38,6 +38,8 @@ use publish::{create_container, publish, publishing_limit};
 
 use super::form::FormFields;
 use super::me::{admit, authenticate, bearer, is_graph_version};
+use crate::observe::{LimitHeaders, Route};
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::wire::graph::{GraphResponse, unknown_path};
 use crate::wire::nodes;
@@ -108,7 +110,7 @@ enum Target {
 }
 
 /// The fallback of the router: every Graph path that is not a fixed route.
-pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let mut segments: Vec<String> = path
         .split('/')
@@ -132,9 +134,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     if segments[0] != "me" && !valid_id(&segments[0]) {
         return GraphResponse::from(GraphError::unknown_alias(&segments[0])).into_response();
     }
-    if let Some(ctx) = crate::observe::current() {
-        ctx.set_route(route_label(&segments));
-    }
+    let label = Route(route_label(&segments));
     let method = req.method().clone();
     let headers = req.headers().clone();
     let query = super::query_pairs(req.uri().query().map(str::to_owned));
@@ -161,8 +161,9 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     }
     let params = Params(pairs);
     let mut flavour = None;
+    let mut limits = LimitHeaders::default();
     let result = async {
-        let token = authenticate(&state, bearer(&headers, &params.0)?).await?;
+        let token = authenticate(&state, &origin, bearer(&headers, &params.0)?).await?;
         flavour = Some(token.flavour);
         let class = if method == Method::GET {
             CallClass::Read
@@ -178,7 +179,9 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 _ => Err(GraphError::missing_token().into()),
             };
         }
-        admit(&state, &token, class).await?;
+        let verdict;
+        (limits, verdict) = admit(&state, &origin, &token, class).await;
+        verdict?;
         let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
             return Err(GraphError::invalid_token().into());
         };
@@ -214,14 +217,15 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
         .await
     }
     .await;
-    match result {
+    let response = match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => match flavour {
             Some(f) => e.in_flavour(f),
             None => e,
         }
         .into_response(),
-    }
+    };
+    (limits, Extension(label), response).into_response()
 }
 
 /// The metrics label of a Graph path: its shape, never its ids.
