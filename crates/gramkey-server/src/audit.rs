@@ -2,10 +2,9 @@
 //! [`Origin`] its caller passes (none for the CLI), and names apps, users and tokens by id only.
 
 use gramkey_domain::audit::{AuditKind, Outcome};
-use gramkey_domain::{AppId, UserId};
+use gramkey_domain::{AppId, UnixTime, UserId};
 use gramkey_store::NewAuditEvent;
 
-use crate::ops::Ops;
 use crate::origin::Origin;
 
 /// Who and what an event is about.
@@ -47,38 +46,34 @@ impl Entry {
     }
 }
 
-impl Ops {
-    /// Appends an event. The action it records has already happened, so a failure to append
-    /// is logged as an error, not returned. An action taken on a page by a signed-in person is
-    /// theirs: the event names them as its user, or, when it is about someone else (an
-    /// invitation), says who did it in its detail.
-    pub async fn audit(
-        &self,
+impl Entry {
+    /// The event this entry records, from `origin`, at `at`. An action taken on a page by a
+    /// signed-in person is theirs: the event names them as its user, or, when it is about
+    /// someone else (an invitation), says who did it in its detail.
+    pub fn event(
+        mut self,
         origin: &Origin,
         kind: AuditKind,
         outcome: Outcome,
-        mut entry: Entry,
-    ) {
+        at: UnixTime,
+    ) -> NewAuditEvent {
         if let Some((actor, name)) = &origin.actor {
-            match entry.user {
-                None => entry.user = Some(*actor),
-                Some(subject) if subject != *actor => entry = entry.more(&format!(" (by {name})")),
+            match self.user {
+                None => self.user = Some(*actor),
+                Some(subject) if subject != *actor => self = self.more(&format!(" (by {name})")),
                 Some(_) => {}
             }
         }
-        let event = NewAuditEvent {
-            at: self.clock.now(),
+        NewAuditEvent {
+            at,
             kind,
             outcome,
-            app_id: entry.app,
-            user_id: entry.user,
-            token_id: entry.token,
+            app_id: self.app,
+            user_id: self.user,
+            token_id: self.token,
             ip: origin.ip.map(|ip| ip.to_string()),
             user_agent: origin.user_agent.clone(),
-            detail: entry.detail,
-        };
-        if let Err(e) = self.store.append_audit(&event).await {
-            tracing::error!(error = %e, event = kind.as_str(), "AUDIT EVENT LOST: appending it failed");
+            detail: self.detail,
         }
     }
 }
@@ -93,47 +88,6 @@ pub struct AuditFilter {
     pub since: Option<gramkey_domain::UnixTime>,
     pub before_id: Option<i64>,
     pub limit: Option<u32>,
-}
-
-impl Ops {
-    /// The newest audit events matching `filter` (at most 1,000; 100 by default).
-    pub async fn audit_log(
-        &self,
-        filter: &AuditFilter,
-    ) -> Result<Vec<gramkey_store::AuditEvent>, crate::ops::OpError> {
-        use crate::ops::OpError;
-        let app = match &filter.app {
-            Some(a) => Some(
-                AppId::parse(a)
-                    .ok_or_else(|| OpError::Invalid(format!("{a:?} is not an app id")))?,
-            ),
-            None => None,
-        };
-        let user = match &filter.user {
-            Some(name) => Some(self.user(name).await?.id),
-            None => None,
-        };
-        let kind = match &filter.event {
-            Some(e) => Some(AuditKind::parse(e).ok_or_else(|| {
-                OpError::Invalid(format!(
-                    "unknown event {e:?}; events are {}",
-                    AuditKind::ALL.map(AuditKind::as_str).join(", ")
-                ))
-            })?),
-            None => None,
-        };
-        Ok(self
-            .store
-            .audit(&gramkey_store::AuditQuery {
-                app,
-                user,
-                kind,
-                since: filter.since,
-                before_id: filter.before_id,
-                limit: filter.limit.unwrap_or(100).clamp(1, 1000),
-            })
-            .await?)
-    }
 }
 
 /// An audit event as JSON, for `gramkey audit --json` and `/admin/audit`.
@@ -152,4 +106,36 @@ pub fn audit_json(e: &gramkey_store::AuditEvent) -> serde_json::Value {
         "user_agent": ev.user_agent,
         "detail": ev.detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A person acting on a page is the event's user, or named in its detail when the event is
+    /// about someone else; the origin's address and agent are recorded as given.
+    #[test]
+    fn events_name_who_acted() {
+        let page = Origin {
+            ip: Some("192.0.2.7".parse().unwrap()),
+            user_agent: Some("browser/1".into()),
+            actor: Some((UserId(7), "ana".into())),
+        };
+        let (kind, ok) = (AuditKind::LoginFailed, Outcome::Success);
+        let own = Entry::default().detail("x").event(&page, kind, ok, 5);
+        assert_eq!(
+            (own.user_id, own.detail.as_deref()),
+            (Some(UserId(7)), Some("x"))
+        );
+        assert_eq!(own.ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(own.user_agent.as_deref(), Some("browser/1"));
+        let other = Entry::default()
+            .user(Some(UserId(9)))
+            .detail("invited")
+            .event(&page, kind, ok, 5);
+        assert_eq!(other.user_id, Some(UserId(9)));
+        assert_eq!(other.detail.as_deref(), Some("invited (by ana)"));
+        let cli = Entry::default().token(0).event(&Origin::LOCAL, kind, ok, 5);
+        assert_eq!((cli.user_id, cli.ip, cli.token_id), (None, None, None));
+    }
 }

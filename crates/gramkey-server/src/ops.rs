@@ -18,7 +18,7 @@ use gramkey_store::{
 };
 use serde_json::{Value, json};
 
-use crate::audit::Entry;
+use crate::audit::{AuditFilter, Entry};
 use crate::origin::Origin;
 use gramkey_domain::audit::{AuditKind, Outcome};
 
@@ -651,4 +651,55 @@ pub fn user_json(user: &User) -> Value {
         "account_type": user.profile.account_type,
         "created_at": user.created_at,
     })
+}
+
+impl Ops {
+    /// Appends an event. The action it records has already happened, so a failure to append
+    /// is logged as an error, not returned.
+    pub async fn audit(&self, origin: &Origin, kind: AuditKind, outcome: Outcome, entry: Entry) {
+        let event = entry.event(origin, kind, outcome, self.clock.now());
+        if let Err(e) = self.store.append_audit(&event).await {
+            tracing::error!(error = %e, event = kind.as_str(), "AUDIT EVENT LOST: appending it failed");
+        }
+    }
+}
+
+impl Ops {
+    /// The newest audit events matching `filter` (at most 1,000; 100 by default).
+    pub async fn audit_log(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<gramkey_store::AuditEvent>, OpError> {
+        let app = match &filter.app {
+            Some(a) => Some(
+                AppId::parse(a)
+                    .ok_or_else(|| OpError::Invalid(format!("{a:?} is not an app id")))?,
+            ),
+            None => None,
+        };
+        let user = match &filter.user {
+            Some(name) => Some(self.user(name).await?.id),
+            None => None,
+        };
+        let kind = match &filter.event {
+            Some(e) => Some(AuditKind::parse(e).ok_or_else(|| {
+                OpError::Invalid(format!(
+                    "unknown event {e:?}; events are {}",
+                    AuditKind::ALL.map(AuditKind::as_str).join(", ")
+                ))
+            })?),
+            None => None,
+        };
+        Ok(self
+            .store
+            .audit(&gramkey_store::AuditQuery {
+                app,
+                user,
+                kind,
+                since: filter.since,
+                before_id: filter.before_id,
+                limit: filter.limit.unwrap_or(100).clamp(1, 1000),
+            })
+            .await?)
+    }
 }

@@ -36,9 +36,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use gramkey_domain::error::GraphError;
 
-/// Form and JSON bodies are small; anything larger is refused before it is read.
-pub(crate) const BODY_LIMIT: usize = 64 * 1024;
-
 pub fn router(state: AppState) -> Router {
     let request_ids = RequestIds::new(&state);
     let cors = graph_cors();
@@ -113,7 +110,7 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(cors.layer(graph::dispatch.with_state(state.clone())))
         .method_not_allowed_fallback(unsupported_method)
         .layer(middleware::from_fn(request_rules))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(crate::handlers::form::BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(

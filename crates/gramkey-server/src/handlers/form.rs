@@ -4,44 +4,16 @@
 
 use std::collections::HashMap;
 
+pub use crate::wire::form::FormError;
 use crate::wire::oauth::TokenErrorResponse;
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 
-/// What is wrong with a request's parameters, before anything is decided on them: the token
-/// endpoint answers these as `invalid_request` (in Instagram's shape or RFC 6749's), Graph as
-/// code 100.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FormError {
-    #[error("You must provide a {0}")]
-    Missing(&'static str),
-    #[error("Parameter {0} was given more than once")]
-    Duplicate(String),
-    #[error("Invalid parameter: {0}")]
-    Invalid(&'static str),
-    #[error("Could not read the request body: {0}")]
-    Body(String),
-    #[error("The request body is larger than the server accepts")]
-    TooLarge,
-    #[error("The request body did not arrive in time")]
-    TimedOut,
-    /// A name or value holds a control character ([`gramkey_domain::text`]).
-    #[error("{0}")]
-    ControlCharacter(String),
-}
+/// Form and JSON bodies are small; anything larger is refused before it is read.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 impl FormError {
-    /// The HTTP status the error is answered with, whatever the wire shape: 413 for a body over
-    /// the limit, 408 for one that stalled, 400 for the rest.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TimedOut => StatusCode::REQUEST_TIMEOUT,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-
     /// A body that could not be read: over the limit, stalled (the transport's body timeout),
     /// or malformed.
     fn body(status: StatusCode, text: String, error: &(dyn std::error::Error + 'static)) -> Self {
@@ -162,7 +134,7 @@ impl FormFields {
             .get(axum::http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > crate::router::BODY_LIMIT as u64) {
+        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
             return Err(FormError::TooLarge);
         }
         let mut fields = FormFields::default();

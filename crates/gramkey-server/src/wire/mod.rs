@@ -7,6 +7,7 @@
 //! - [`admin`]: the admin API's own `{"error":{"message","status"}}`.
 
 pub mod admin;
+pub mod form;
 pub mod graph;
 pub mod nodes;
 pub mod oauth;

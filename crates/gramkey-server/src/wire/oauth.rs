@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::TokenEndpointError;
 use serde_json::json;
 
+use super::form::FormError;
 use super::no_store;
-use crate::handlers::form::FormError;
 use crate::observe::LimitHeaders;
 use crate::tokens::Failure;
 
