@@ -8,77 +8,26 @@
 //! valid `sig` ([`check_signature`]).
 
 use axum::extract::{OriginalUri, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::access::Need;
-use gramkey_domain::graph::legacy::{
-    LegacyError, MAX_COUNT, check_signature, parse_count, valid_callback,
-};
+use gramkey_domain::graph::legacy::{LegacyError, MAX_COUNT, check_signature, parse_count};
 use gramkey_domain::graph::paging::{Page, PageRequest, valid_id};
 use gramkey_domain::{Scope, ScopedUserId, TokenKind};
-use gramkey_store::{Comment, CommentsOf, Media, StoreError, TokenRecord, User};
+use gramkey_store::{Comment, CommentsOf, Media, TokenRecord, User};
 use serde_json::{Value, json};
 
 use super::me::{admit, authenticate, bearer};
-use crate::observe::ErrorCode;
 use crate::observe::LimitHeaders;
 use crate::origin::Origin;
 use crate::state::AppState;
-use crate::wire::graph::GraphResponse;
+use crate::wire::legacy::{LegacyResponse, respond};
 use gramkey_domain::ratelimit::CallClass;
-
-fn internal(e: StoreError) -> LegacyError {
-    tracing::error!(error = %e, "legacy request failed in the store");
-    LegacyError::from(&GraphError::internal())
-}
-
-/// The envelope, as JSON or (with a valid `callback`) JSONP. JSONP answers are HTTP 200 with the
-/// real code in `meta.code`, as v1 did: a script tag cannot read a status.
-fn respond(query: &[(String, String)], result: Result<Value, LegacyError>) -> Response {
-    let code = result.as_ref().err().map(|e| ErrorCode(u32::from(e.code)));
-    let mut resp = envelope(query, result);
-    if let Some(code) = code {
-        resp.extensions_mut().insert(code);
-    }
-    resp
-}
 
 /// A v1 request refused before its handler ran (e.g. a control character in its query).
 pub(crate) fn refused(message: impl Into<String>) -> Response {
-    respond(&[], Err(LegacyError::invalid(message)))
-}
-
-fn envelope(query: &[(String, String)], result: Result<Value, LegacyError>) -> Response {
-    let (status, body) = match result {
-        Ok(v) => (StatusCode::OK, v),
-        Err(e) => (
-            StatusCode::from_u16(e.code).unwrap_or(StatusCode::BAD_REQUEST),
-            json!({"meta": {"error_type": e.error_type, "code": e.code, "error_message": e.message}}),
-        ),
-    };
-    match query.iter().find(|(k, _)| k == "callback") {
-        None => (status, axum::Json(body)).into_response(),
-        Some((_, cb)) if valid_callback(cb) => {
-            let mut resp = format!("/**/ {cb}({body});").into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/javascript; charset=utf-8"),
-            );
-            resp.headers_mut().insert(
-                "x-content-type-options",
-                HeaderValue::from_static("nosniff"),
-            );
-            resp
-        }
-        Some(_) => {
-            let e = LegacyError::invalid(
-                "callback must be a JavaScript identifier path such as cb or app.feed.cb",
-            );
-            let body = json!({"meta": {"error_type": e.error_type, "code": e.code, "error_message": e.message}});
-            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-        }
-    }
+    respond(&[], Err(LegacyError::invalid(message).into()))
 }
 
 struct Caller {
@@ -95,23 +44,22 @@ async fn caller(
     path: &str,
     headers: &HeaderMap,
     query: &[(String, String)],
-) -> (LimitHeaders, Result<Caller, LegacyError>) {
-    let refused = |e: GraphResponse| LegacyError::from(&e.into_error());
+) -> (LimitHeaders, Result<Caller, LegacyResponse>) {
     let token = match bearer(headers, query) {
         Ok(presented) => authenticate(state, origin, presented)
             .await
-            .map_err(refused),
-        Err(e) => Err(LegacyError::from(&e)),
+            .map_err(LegacyResponse::from),
+        Err(e) => Err(LegacyError::from(&e).into()),
     };
     let token = match token {
         Ok(token) if token.kind != TokenKind::App => token,
-        Ok(_) => return (LimitHeaders::default(), Err(invalid_token())),
+        Ok(_) => return (LimitHeaders::default(), Err(invalid_token().into())),
         Err(e) => return (LimitHeaders::default(), Err(e)),
     };
     let (limits, verdict) = admit(state, origin, &token, CallClass::Legacy).await;
     let checked = match verdict {
         Ok(()) => checked_caller(state, token, path, query).await,
-        Err(e) => Err(refused(e)),
+        Err(e) => Err(e.into()),
     };
     (limits, checked)
 }
@@ -126,20 +74,14 @@ async fn checked_caller(
     token: TokenRecord,
     path: &str,
     query: &[(String, String)],
-) -> Result<Caller, LegacyError> {
+) -> Result<Caller, LegacyResponse> {
     check_signed(state, &token, path, query).await?;
     let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
-        return Err(invalid_token());
+        return Err(invalid_token().into());
     };
-    let user = state
-        .ops
-        .store
-        .user(uid)
-        .await
-        .map_err(internal)?
-        .ok_or_else(invalid_token)?;
+    let user = state.ops.store.user(uid).await?.ok_or_else(invalid_token)?;
     if !Need::Profile.allowed(&token.scopes) {
-        return Err(LegacyError::permission("basic"));
+        return Err(LegacyError::permission("basic").into());
     }
     Ok(Caller {
         token,
@@ -154,13 +96,12 @@ async fn check_signed(
     token: &TokenRecord,
     path: &str,
     query: &[(String, String)],
-) -> Result<(), LegacyError> {
+) -> Result<(), LegacyResponse> {
     let app = state
         .ops
         .store
         .app(&token.app_id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(|| LegacyError::from(&GraphError::invalid_token()))?;
     if !app.signed_requests {
         return Ok(());
@@ -170,7 +111,7 @@ async fn check_signed(
         LegacyError::from(&GraphError::internal())
     })?;
     let endpoint = path.strip_prefix("/v1").unwrap_or(path);
-    check_signature(&secret, endpoint, query)
+    Ok(check_signature(&secret, endpoint, query)?)
 }
 
 /// An id as the last path segment, without the `.json` v1's official clients append
@@ -184,7 +125,7 @@ async fn resolve_user(
     state: &AppState,
     c: &Caller,
     id: &str,
-) -> Result<(User, ScopedUserId), LegacyError> {
+) -> Result<(User, ScopedUserId), LegacyResponse> {
     let id = bare(id);
     if id == "self" || id == c.scoped.as_str() {
         return Ok((c.user.clone(), c.scoped.clone()));
@@ -195,18 +136,16 @@ async fn resolve_user(
         .ops
         .store
         .grant_by_scoped_id(&c.token.app_id, &scoped)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(missing)?;
     if !c.token.scopes.contains(Scope::PublicContent) {
-        return Err(LegacyError::permission("public_content"));
+        return Err(LegacyError::permission("public_content").into());
     }
     let user = state
         .ops
         .store
         .user(grant.user_id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or_else(missing)?;
     Ok((user, scoped))
 }
@@ -215,13 +154,8 @@ async fn user_json(
     state: &AppState,
     user: &User,
     scoped: &ScopedUserId,
-) -> Result<Value, LegacyError> {
-    let media = state
-        .ops
-        .store
-        .media_count(user.id)
-        .await
-        .map_err(internal)?;
+) -> Result<Value, LegacyResponse> {
+    let media = state.ops.store.media_count(user.id).await?;
     let p = &user.profile;
     Ok(json!({
         "id": scoped.as_str(),
@@ -265,7 +199,7 @@ async fn media_comments(
     m: &Media,
     app: &gramkey_domain::AppId,
     limit: u32,
-) -> Result<Vec<Value>, LegacyError> {
+) -> Result<Vec<Value>, LegacyResponse> {
     if m.comments_count == 0 {
         return Ok(Vec::new());
     }
@@ -274,8 +208,7 @@ async fn media_comments(
         .ops
         .store
         .comments_page(CommentsOf::Media(&m.id), &req)
-        .await
-        .map_err(internal)?;
+        .await?;
     let page = Page::cut(rows, &req);
     let mut out = Vec::with_capacity(page.items.len());
     for c in page.items.iter().filter(|c| !c.hidden) {
@@ -289,14 +222,13 @@ async fn comment_json(
     state: &AppState,
     c: &Comment,
     app: &gramkey_domain::AppId,
-) -> Result<Value, LegacyError> {
-    let author = state.ops.store.user(c.user_id).await.map_err(internal)?;
+) -> Result<Value, LegacyResponse> {
+    let author = state.ops.store.user(c.user_id).await?;
     let scoped = state
         .ops
         .store
         .grant(app, c.user_id)
-        .await
-        .map_err(internal)?
+        .await?
         .map(|g| g.scoped_id);
     let from = match &author {
         Some(u) => user_brief(u, scoped.as_ref()),
@@ -317,7 +249,7 @@ async fn media_json(
     m: &Media,
     owner: &User,
     scoped: &ScopedUserId,
-) -> Result<Value, LegacyError> {
+) -> Result<Value, LegacyResponse> {
     let kind = m.media_type.legacy_name();
     let images = |url: &str| {
         json!({
@@ -357,7 +289,7 @@ async fn media_json(
         v["videos"] = videos(&m.media_url);
     }
     if kind == "carousel" {
-        let children = state.ops.store.children(&m.id).await.map_err(internal)?;
+        let children = state.ops.store.children(&m.id).await?;
         v["carousel_media"] = children
             .iter()
             .map(|c| {
@@ -411,23 +343,23 @@ pub async fn recent_media(
             let state = &state;
             let user_id = user.id;
             async move {
-                let Some(raw) = get(name) else { return Ok(None) };
+                let Some(raw) = get(name) else { return Ok::<_, LegacyResponse>(None) };
                 let bad = || LegacyError::invalid(format!("{name} is not a media id of this user: {raw:?}"));
                 if !valid_id(raw) {
-                    return Err(bad());
+                    return Err(bad().into());
                 }
-                match state.ops.store.media(raw).await.map_err(internal)? {
+                match state.ops.store.media(raw).await? {
                     Some(m) if m.user_id == user_id && m.parent_id.is_none() => Ok(Some(m.place())),
-                    _ => Err(bad()),
+                    _ => Err(bad().into()),
                 }
             }
         };
         req.after = position("max_id").await?;
         req.before = position("min_id").await?;
         if req.after.is_some() && req.before.is_some() {
-            return Err(LegacyError::invalid("Use max_id or min_id, not both"));
+            return Err(LegacyError::invalid("Use max_id or min_id, not both").into());
         }
-        let rows = state.ops.store.media_page(user.id, &req).await.map_err(internal)?;
+        let rows = state.ops.store.media_page(user.id, &req).await?;
         let page = Page::cut(rows, &req);
         let mut data = Vec::with_capacity(page.items.len());
         for m in &page.items {
@@ -493,36 +425,29 @@ async fn visible_media(
     state: &AppState,
     c: &Caller,
     id: &str,
-) -> Result<(Media, User, ScopedUserId), LegacyError> {
+) -> Result<(Media, User, ScopedUserId), LegacyResponse> {
     let id = bare(id);
     let missing = || LegacyError::not_found("invalid media id");
     if !valid_id(id) {
-        return Err(missing());
+        return Err(missing().into());
     }
     let m = state
         .ops
         .store
         .media(id)
-        .await
-        .map_err(internal)?
+        .await?
         .filter(|m| m.parent_id.is_none())
         .ok_or_else(missing)?;
     if m.user_id == c.user.id {
         return Ok((m, c.user.clone(), c.scoped.clone()));
     }
     let Some(owner_scoped) = owner_scoped_id(state, c, &m).await? else {
-        return Err(missing());
+        return Err(missing().into());
     };
     if !c.token.scopes.contains(Scope::PublicContent) {
-        return Err(LegacyError::permission("public_content"));
+        return Err(LegacyError::permission("public_content").into());
     }
-    let owner = state
-        .ops
-        .store
-        .user(m.user_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(missing)?;
+    let owner = state.ops.store.user(m.user_id).await?.ok_or_else(missing)?;
     Ok((m, owner, owner_scoped))
 }
 
@@ -530,17 +455,19 @@ async fn owner_scoped_id(
     state: &AppState,
     c: &Caller,
     m: &Media,
-) -> Result<Option<ScopedUserId>, LegacyError> {
+) -> Result<Option<ScopedUserId>, LegacyResponse> {
     Ok(state
         .ops
         .store
         .grant(&c.token.app_id, m.user_id)
-        .await
-        .map_err(internal)?
+        .await?
         .map(|g| g.scoped_id))
 }
 
 /// Any other `/v1/…` path.
 pub async fn unknown(RawQuery(q): RawQuery) -> Response {
-    respond(&super::query_pairs(q), Err(LegacyError::unknown_endpoint()))
+    respond(
+        &super::query_pairs(q),
+        Err(LegacyError::unknown_endpoint().into()),
+    )
 }

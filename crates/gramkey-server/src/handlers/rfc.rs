@@ -58,7 +58,7 @@ fn form(fields: Result<FormFields, TokenErrorResponse>) -> Result<FormFields, Rf
             ..RfcError::invalid_request(e.to_string())
         },
         TokenErrorResponse::Unavailable => RfcError::from(crate::tokens::Failure::Unavailable),
-        TokenErrorResponse::Internal => RfcError::internal(),
+        TokenErrorResponse::Fault(cause) => RfcError::fault(cause),
     })
 }
 

@@ -19,11 +19,6 @@ use crate::wire::rfc::RfcError;
 
 type Refusal = TokenErrorResponse;
 
-fn internal(e: impl std::fmt::Display) -> Refusal {
-    tracing::error!(error = %e, "token endpoint failed");
-    TokenErrorResponse::Internal
-}
-
 /// The response style. Instagram's clients send the secret in the form and get Instagram's
 /// exact shapes; their errors also carry RFC 6749 §5.2's `error` (see [`TokenErrorResponse`]),
 /// so a generic library that sends the secret in the form (`client_secret_post`) can tell an
@@ -70,7 +65,9 @@ pub async fn post(
         (Style::Rfc, Err(TokenErrorResponse::Malformed(e))) => {
             RfcError::invalid_request(e.to_string()).into_response()
         }
-        (Style::Rfc, Err(TokenErrorResponse::Internal)) => RfcError::internal().into_response(),
+        (Style::Rfc, Err(TokenErrorResponse::Fault(cause))) => {
+            RfcError::fault(cause).into_response()
+        }
         (_, Err(e)) => e.into_response(),
     }
 }
@@ -172,7 +169,7 @@ async fn instagram_body(state: &AppState, issued: &Issued) -> Result<Response, R
     let scoped = record
         .scoped_id
         .as_ref()
-        .ok_or_else(|| internal("token without a scoped user id"))?;
+        .ok_or_else(|| Refusal::Fault("token without a scoped user id".into()))?;
     let mut body = match record.flavour {
         Flavour::BasicDisplay => {
             json!({"access_token": token.expose(), "user_id": scoped.as_number()})
@@ -185,14 +182,13 @@ async fn instagram_body(state: &AppState, issued: &Issued) -> Result<Response, R
         Flavour::Legacy => {
             let uid = record
                 .user_id
-                .ok_or_else(|| internal("legacy token without a user"))?;
+                .ok_or_else(|| Refusal::Fault("legacy token without a user".into()))?;
             let user = state
                 .ops
                 .store
                 .user(uid)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| internal("token user vanished"))?;
+                .await?
+                .ok_or_else(|| Refusal::Fault("token user vanished".into()))?;
             json!({
                 "access_token": token.expose(),
                 "user": {

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod form;
 pub mod graph;
+pub mod legacy;
 pub mod nodes;
 pub mod oauth;
 pub mod rfc;

@@ -17,6 +17,7 @@ use super::form::FormError;
 use super::no_store;
 use crate::observe::LimitHeaders;
 use crate::tokens::Failure;
+use gramkey_store::StoreError;
 
 /// A token-endpoint refusal, a malformed request, or a server fault (logged where it happened,
 /// answered generically).
@@ -27,7 +28,8 @@ pub enum TokenErrorResponse {
     /// The shared rate limiter cannot be asked and fails closed (RFC 6749's
     /// `temporarily_unavailable`, HTTP 503).
     Unavailable,
-    Internal,
+    /// A server fault, with its cause: logged once, when rendered, and answered generically.
+    Fault(String),
 }
 
 /// What a client is told while the shared rate limiter is down and the server fails closed.
@@ -37,6 +39,12 @@ pub const UNAVAILABLE: &str =
 impl From<FormError> for TokenErrorResponse {
     fn from(e: FormError) -> Self {
         Self::Malformed(e)
+    }
+}
+
+impl From<StoreError> for TokenErrorResponse {
+    fn from(e: StoreError) -> Self {
+        Self::Fault(e.to_string())
     }
 }
 
@@ -60,10 +68,7 @@ impl From<Failure> for TokenErrorResponse {
                 TokenEndpointError::InvalidRefreshToken
             }
             Failure::Unavailable => return Self::Unavailable,
-            Failure::Store(e) => {
-                tracing::error!(error = %e, "token endpoint failed");
-                return Self::Internal;
-            }
+            Failure::Store(e) => return e.into(),
         })
     }
 }
@@ -74,7 +79,7 @@ impl IntoResponse for TokenErrorResponse {
             Self::Refused(e) => super::rfc::token_error_code(e).1,
             Self::Malformed(_) => "invalid_request",
             Self::Unavailable => "temporarily_unavailable",
-            Self::Internal => "server_error",
+            Self::Fault(_) => "server_error",
         };
         let limits = match &self {
             Self::Refused(TokenEndpointError::Throttled { retry_after }) => {
@@ -96,11 +101,14 @@ impl IntoResponse for TokenErrorResponse {
                 "OAuthException",
                 UNAVAILABLE.to_owned(),
             ),
-            Self::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "OAuthException",
-                "An unexpected error has occurred. Please retry your request later.".to_owned(),
-            ),
+            Self::Fault(cause) => {
+                tracing::error!(error = %cause, "token endpoint failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "OAuthException",
+                    "An unexpected error has occurred. Please retry your request later.".to_owned(),
+                )
+            }
         };
         let code = status.as_u16();
         no_store(

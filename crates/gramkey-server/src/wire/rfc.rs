@@ -20,6 +20,8 @@ pub struct RfcError {
     pub description: String,
     /// A throttle's wait, for `Retry-After`.
     pub retry_after: Option<i64>,
+    /// A server fault's cause: logged once, when rendered.
+    pub fault: Option<String>,
 }
 
 impl RfcError {
@@ -29,6 +31,7 @@ impl RfcError {
             error: "invalid_request",
             description: description.into(),
             retry_after: None,
+            fault: None,
         }
     }
     pub fn invalid_client() -> Self {
@@ -37,14 +40,17 @@ impl RfcError {
             error: "invalid_client",
             description: "Client authentication failed".into(),
             retry_after: None,
+            fault: None,
         }
     }
-    pub fn internal() -> Self {
+    /// A server fault, answered generically; `cause` is logged when it is rendered.
+    pub fn fault(cause: impl std::fmt::Display) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             error: "server_error",
             description: "internal error".into(),
             retry_after: None,
+            fault: Some(cause.to_string()),
         }
     }
 }
@@ -84,6 +90,7 @@ impl From<gramkey_domain::error::TokenEndpointError> for RfcError {
             error,
             description: e.to_string(),
             retry_after,
+            fault: None,
         }
     }
 }
@@ -98,6 +105,7 @@ impl From<Failure> for RfcError {
                 error: "unauthorized_client",
                 description: "The token was not issued to this client".into(),
                 retry_after: None,
+                fault: None,
             },
             Failure::Client(ClientRefusal::UnknownClient | ClientRefusal::WrongSecret) => {
                 Self::invalid_client()
@@ -107,15 +115,13 @@ impl From<Failure> for RfcError {
                 error: "temporarily_unavailable",
                 description: UNAVAILABLE.into(),
                 retry_after: None,
+                fault: None,
             },
-            Failure::Store(e) => {
-                tracing::error!(error = %e, "standard OAuth endpoint failed");
-                Self::internal()
-            }
+            Failure::Store(e) => Self::fault(e),
             other => match TokenErrorResponse::from(other) {
                 TokenErrorResponse::Refused(e) => e.into(),
                 TokenErrorResponse::Malformed(e) => Self::invalid_request(e.to_string()),
-                TokenErrorResponse::Internal => Self::internal(),
+                TokenErrorResponse::Fault(cause) => Self::fault(cause),
                 TokenErrorResponse::Unavailable => Self::from(Failure::Unavailable),
             },
         }
@@ -124,6 +130,9 @@ impl From<Failure> for RfcError {
 
 impl IntoResponse for RfcError {
     fn into_response(self) -> Response {
+        if let Some(cause) = &self.fault {
+            tracing::error!(error = %cause, "standard OAuth endpoint failed");
+        }
         let mut resp = (
             self.status,
             Json(json!({"error": self.error, "error_description": self.description})),
