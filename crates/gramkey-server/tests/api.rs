@@ -452,6 +452,8 @@ mod revocation;
 mod secrets_in_logs;
 #[path = "api/token_endpoint.rs"]
 mod token_endpoint;
+#[path = "api/wire_shapes.rs"]
+mod wire_shapes;
 use callbacks::*;
 use limits::*;
 use long_lived::*;
