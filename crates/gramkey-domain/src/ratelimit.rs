@@ -251,14 +251,15 @@ impl Limits {
     /// the app pool's calls, time and CPU time (always, in that order; time is charged after
     /// the call, so the check only asks that it is not yet spent), then one user's calls and,
     /// for a write, writes, then a legacy token's calls. `user` is none for an app token;
-    /// `token` 0 is an `APP_ID|APP_SECRET` pseudo-token, with no budget of its own.
+    /// `token` (the stored token's row) is none for `APP_ID|APP_SECRET`, which nothing stores
+    /// and which has no budget of its own.
     pub fn draws(
         &self,
         app: &AppId,
         mode: AppMode,
         users: u64,
         user: Option<i64>,
-        token: i64,
+        token: Option<i64>,
         class: CallClass,
     ) -> Vec<Draw> {
         let draw = |key: String, limit: u64, cost: u64, budget: Budget| Draw {
@@ -299,7 +300,7 @@ impl Limits {
                 ));
             }
         }
-        if class == CallClass::Legacy && token != 0 {
+        if let (CallClass::Legacy, Some(token)) = (class, token) {
             draws.push(draw(
                 format!("gk:token:{token}"),
                 self.legacy_token(mode),
@@ -440,7 +441,7 @@ mod tests {
             ),
         ];
         // An app token: the pool only.
-        assert_eq!(budgets(None, 9, CallClass::Read), pool);
+        assert_eq!(budgets(None, Some(9), CallClass::Read), pool);
         let user = (
             "gk:app:1234567890123456:user:7".to_owned(),
             1000,
@@ -449,7 +450,7 @@ mod tests {
         );
         let mut read = pool.clone();
         read.push(user.clone());
-        assert_eq!(budgets(Some(7), 9, CallClass::Read), read);
+        assert_eq!(budgets(Some(7), Some(9), CallClass::Read), read);
         let mut write = read.clone();
         write.push((
             "gk:app:1234567890123456:writes:7".into(),
@@ -457,12 +458,12 @@ mod tests {
             1,
             Budget::User,
         ));
-        assert_eq!(budgets(Some(7), 9, CallClass::Write), write);
+        assert_eq!(budgets(Some(7), Some(9), CallClass::Write), write);
         let mut legacy = read.clone();
         legacy.push(("gk:token:9".into(), 500, 1, Budget::LegacyToken));
-        assert_eq!(budgets(Some(7), 9, CallClass::Legacy), legacy);
+        assert_eq!(budgets(Some(7), Some(9), CallClass::Legacy), legacy);
         // The pseudo-token APP_ID|APP_SECRET has no budget of its own.
-        assert_eq!(budgets(Some(7), 0, CallClass::Legacy), read);
+        assert_eq!(budgets(Some(7), None, CallClass::Legacy), read);
     }
 
     #[test]

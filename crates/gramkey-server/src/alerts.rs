@@ -137,9 +137,6 @@ impl Alerter {
     /// Notes that token row `token_id` was used from `ip`; raises an alert the first time a
     /// token that has been used elsewhere is used from a new network.
     pub fn token_used(self: &Arc<Self>, token_id: i64, app: &AppId, user: Option<i64>, ip: IpAddr) {
-        if token_id == 0 {
-            return;
-        }
         let network = network_of(ip);
         let key = (token_id, network.clone());
         if self.seen.contains_key(&key) {

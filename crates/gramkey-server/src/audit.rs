@@ -30,9 +30,14 @@ impl Entry {
         self.user = user;
         self
     }
-    /// The token's row id (never the token). Row 0 is an `APP_ID|APP_SECRET` pseudo-token.
+    /// The stored token's row id (never the token).
     pub fn token(mut self, id: i64) -> Self {
-        self.token = (id != 0).then_some(id);
+        self.token = Some(id);
+        self
+    }
+    /// The stored token's row id, if the credential was stored (`APP_ID|APP_SECRET` is not).
+    pub fn token_opt(mut self, id: Option<i64>) -> Self {
+        self.token = id;
         self
     }
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -135,7 +140,9 @@ mod tests {
             .event(&page, kind, ok, 5);
         assert_eq!(other.user_id, Some(UserId(9)));
         assert_eq!(other.detail.as_deref(), Some("invited (by ana)"));
-        let cli = Entry::default().token(0).event(&Origin::LOCAL, kind, ok, 5);
-        assert_eq!((cli.user_id, cli.ip, cli.token_id), (None, None, None));
+        let cli = Entry::default().token(3).event(&Origin::LOCAL, kind, ok, 5);
+        assert_eq!((cli.user_id, cli.ip, cli.token_id), (None, None, Some(3)));
+        let app_secret = Entry::default().token_opt(None).event(&page, kind, ok, 5);
+        assert_eq!(app_secret.token_id, None);
     }
 }

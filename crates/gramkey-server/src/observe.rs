@@ -34,7 +34,7 @@ pub struct Route(pub String);
 
 /// Where a request stands against its limits, for its response: the standing of a charged
 /// resource call (for the usage headers), and the wait when a limit refused it (for
-/// `Retry-After`). Handlers return it as a response part: `(budget, response)`.
+/// `Retry-After`). Handlers return it as a response part: `(limits, response)`.
 #[derive(Debug, Clone, Default)]
 pub struct LimitHeaders {
     pub standing: Option<Standing>,

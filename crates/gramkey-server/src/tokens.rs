@@ -15,10 +15,9 @@ use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::code::CodeRefusal;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::token::{
-    LONG_LIVED_SECS, LifecycleFacts, NEVER, REFRESH_GRACE_SECS, REFRESH_TOKEN_SECS,
-    SHORT_LIVED_SECS, TokenMaterial, TokenRefusal, TokenState, check_exchange, check_refresh,
-    check_usable, generate_app_token, generate_refresh_token, plausible_token,
-    split_app_credentials,
+    LONG_LIVED_SECS, LifecycleFacts, REFRESH_GRACE_SECS, REFRESH_TOKEN_SECS, SHORT_LIVED_SECS,
+    TokenMaterial, TokenRefusal, TokenState, check_exchange, check_refresh, check_usable,
+    generate_app_token, generate_refresh_token, plausible_token, split_app_credentials,
 };
 use gramkey_domain::{
     AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind, UnixTime,
@@ -77,6 +76,52 @@ pub struct Client {
     /// Until when the secret it presented works: for ever for the current one, the end of a
     /// rotation's grace for the previous one.
     pub secret_until: UnixTime,
+}
+
+/// The credential a resource call presented, authenticated.
+#[derive(Debug, Clone)]
+pub enum Bearer {
+    /// An issued token (a user's, or an app token from `client_credentials`).
+    Token(TokenRecord),
+    /// `APP_ID|APP_SECRET`: an app token that nothing stores.
+    AppSecret(App),
+}
+
+impl Bearer {
+    pub fn app_id(&self) -> &AppId {
+        match self {
+            Bearer::Token(t) => &t.app_id,
+            Bearer::AppSecret(app) => &app.id,
+        }
+    }
+    /// An app's token (issued, or `APP_ID|APP_SECRET`) rather than a user's.
+    pub fn is_app(&self) -> bool {
+        match self {
+            Bearer::Token(t) => t.kind == TokenKind::App,
+            Bearer::AppSecret(_) => true,
+        }
+    }
+    /// The flavour errors are worded in: app tokens are the Instagram Platform's.
+    pub fn flavour(&self) -> Flavour {
+        match self {
+            Bearer::Token(t) => t.flavour,
+            Bearer::AppSecret(_) => Flavour::InstagramLogin,
+        }
+    }
+    /// The stored token, for the audit log, budgets and alerts; none for `APP_ID|APP_SECRET`.
+    pub fn stored(&self) -> Option<&TokenRecord> {
+        match self {
+            Bearer::Token(t) => Some(t),
+            Bearer::AppSecret(_) => None,
+        }
+    }
+    /// A user's token: the only bearer with a user behind it.
+    pub fn into_user_token(self) -> Option<TokenRecord> {
+        match self {
+            Bearer::Token(t) if t.kind != TokenKind::App && t.user_id.is_some() => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// Tokens just issued, with the record of the first.
@@ -480,27 +525,25 @@ impl Tokens<'_> {
         }))
     }
 
-    /// The token of a resource call, usable now. Expiry and revocation are checked on every
-    /// call, whether the store answered from its cache or not. `APP_ID|APP_SECRET` is an app
-    /// token that was never stored (wire protocol §7), valid while the secret is.
-    pub async fn authenticate_token(
-        &self,
-        token: Option<AccessToken>,
-    ) -> Result<TokenRecord, Failure> {
+    /// The credential of a resource call, usable now. Expiry and revocation are checked on
+    /// every call, whether the store answered from its cache or not. `APP_ID|APP_SECRET` is an
+    /// app token that was never stored (wire protocol §7), valid while the secret is.
+    pub async fn authenticate_token(&self, token: Option<AccessToken>) -> Result<Bearer, Failure> {
         let token = token.ok_or(TokenRefusal::Missing)?;
         let hash = hash_if_plausible(token.expose()).ok_or(TokenRefusal::Invalid)?;
-        let record = match self.state.ops.store.token(&hash).await? {
-            Some(r) => r,
-            None => self
-                .app_credentials(token.expose())
-                .await?
-                .ok_or(TokenRefusal::Invalid)?,
-        };
-        check_usable(state_of(&record), self.now())?;
-        Ok(record)
+        if let Some(record) = self.state.ops.store.token(&hash).await? {
+            check_usable(state_of(&record), self.now())?;
+            return Ok(Bearer::Token(record));
+        }
+        let app = self
+            .app_credentials(token.expose())
+            .await?
+            .ok_or(TokenRefusal::Invalid)?;
+        Ok(Bearer::AppSecret(app))
     }
 
-    async fn app_credentials(&self, raw: &str) -> Result<Option<TokenRecord>, Failure> {
+    /// The app whose right `APP_ID|APP_SECRET` `raw` is, if it is one.
+    async fn app_credentials(&self, raw: &str) -> Result<Option<App>, Failure> {
         let Some((app_id, secret)) = split_app_credentials(raw) else {
             return Ok(None);
         };
@@ -510,25 +553,11 @@ impl Tokens<'_> {
         if self.not_throttled(app.id.as_str()).await.is_err() {
             return Ok(None);
         }
-        let Ok(client) = self
+        Ok(self
             .check_secret(app, &secret, "wrong secret in APP_ID|APP_SECRET")
             .await
-        else {
-            return Ok(None);
-        };
-        Ok(Some(TokenRecord {
-            id: 0,
-            kind: TokenKind::App,
-            flavour: Flavour::InstagramLogin,
-            user_id: None,
-            scoped_id: None,
-            scopes: ScopeSet::default(),
-            issued_at: client.app.created_at,
-            app_id: client.app.id,
-            expires_at: NEVER,
-            revoked: None,
-            exchanged: false,
-        }))
+            .ok()
+            .map(|client| client.app))
     }
 
     /// RFC 7662: the client's own token, if it is active now; anything else is inactive.

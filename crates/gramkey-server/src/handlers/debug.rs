@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::token::{NEVER, TokenState, check_usable, plausible_token};
 use gramkey_domain::{AccessToken, TokenHash, TokenKind};
-use gramkey_store::TokenRecord;
 use serde_json::{Value, json};
 
 use super::me::{admit, authenticate, bearer};
 use crate::observe::LimitHeaders;
 use crate::origin::Origin;
 use crate::state::AppState;
+use crate::tokens::Bearer;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::ratelimit::CallClass;
 
@@ -54,13 +54,13 @@ fn invalid() -> Value {
     }})
 }
 
-/// What `input_token` is, for `caller`, an admitted app token.
+/// What `input_token` is, for `caller`, admitted; it must be an app token.
 async fn inner(
     state: &AppState,
-    caller: &TokenRecord,
+    caller: &Bearer,
     query: &[(String, String)],
 ) -> Result<Value, GraphResponse> {
-    if caller.kind != TokenKind::App {
+    if !caller.is_app() {
         return Err(GraphError::invalid_parameter(
             "You must provide an app access token to debug tokens",
         )
@@ -91,7 +91,7 @@ async fn inner(
     else {
         return Ok(invalid());
     };
-    if t.app_id != caller.app_id {
+    if &t.app_id != caller.app_id() {
         return Ok(invalid());
     }
     let app = store

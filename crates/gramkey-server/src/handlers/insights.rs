@@ -6,7 +6,7 @@ use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::insights::InsightsRequest;
 use gramkey_domain::time::graph_timestamp;
 use gramkey_domain::{AppId, UnixTime};
-use gramkey_store::{TokenRecord, UsageHour};
+use gramkey_store::UsageHour;
 use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
@@ -71,11 +71,11 @@ async fn totals(
 
 pub async fn app_insights(
     state: &AppState,
-    token: &TokenRecord,
+    app: &AppId,
     node: &str,
     params: &[(String, String)],
 ) -> Result<Value, GraphResponse> {
-    if node != token.app_id.as_str() {
+    if node != app.as_str() {
         return Err(GraphError::not_found(node, "get").into());
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -89,7 +89,6 @@ pub async fn app_insights(
     )?;
     // This node's counts since its last flush, so a caller reads its own calls.
     state.usage.flush(&*state.ops.store).await;
-    let app = &token.app_id;
     let week_start = now - 7 * 86_400;
     let read_from = req.since.min(week_start - week_start.rem_euclid(3600));
     let hours = state

@@ -14,7 +14,7 @@ use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::legacy::{LegacyError, MAX_COUNT, check_signature, parse_count};
 use gramkey_domain::graph::paging::{Page, PageRequest, valid_id};
-use gramkey_domain::{Scope, ScopedUserId, TokenKind};
+use gramkey_domain::{Scope, ScopedUserId};
 use gramkey_store::{Comment, CommentsOf, Media, TokenRecord, User};
 use serde_json::{Value, json};
 
@@ -51,15 +51,16 @@ async fn caller(
             .map_err(LegacyResponse::from),
         Err(e) => Err(LegacyError::from(&e).into()),
     };
-    let token = match token {
-        Ok(token) if token.kind != TokenKind::App => token,
+    let caller = match token {
+        Ok(caller) if !caller.is_app() => caller,
         Ok(_) => return (LimitHeaders::default(), Err(invalid_token().into())),
         Err(e) => return (LimitHeaders::default(), Err(e)),
     };
-    let (limits, verdict) = admit(state, origin, &token, CallClass::Legacy).await;
-    let checked = match verdict {
-        Ok(()) => checked_caller(state, token, path, query).await,
-        Err(e) => Err(e.into()),
+    let (limits, verdict) = admit(state, origin, &caller, CallClass::Legacy).await;
+    let checked = match (verdict, caller.into_user_token()) {
+        (Ok(()), Some(token)) => checked_caller(state, token, path, query).await,
+        (Ok(()), None) => Err(invalid_token().into()),
+        (Err(e), _) => Err(e.into()),
     };
     (limits, checked)
 }

@@ -9,7 +9,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::{AccessToken, Flavour};
-use gramkey_store::TokenRecord;
 use serde_json::json;
 
 use crate::audit::Entry;
@@ -17,6 +16,7 @@ use crate::limits::{Refusal, Standing};
 use crate::observe::LimitHeaders;
 use crate::origin::Origin;
 use crate::state::AppState;
+use crate::tokens::Bearer;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::ratelimit::{Budget, CallClass};
@@ -60,12 +60,13 @@ pub fn bearer(
     }
 }
 
-/// The token of a resource call, usable now ([`crate::tokens::Tokens::authenticate_token`]).
+/// The credential of a resource call, usable now
+/// ([`crate::tokens::Tokens::authenticate_token`]).
 pub async fn authenticate(
     state: &AppState,
     origin: &Origin,
     token: Option<AccessToken>,
-) -> Result<TokenRecord, GraphResponse> {
+) -> Result<Bearer, GraphResponse> {
     Ok(state.tokens(origin).authenticate_token(token).await?)
 }
 
@@ -79,13 +80,16 @@ pub async fn authenticate(
 pub async fn admit(
     state: &AppState,
     origin: &Origin,
-    token: &TokenRecord,
+    bearer: &Bearer,
     class: CallClass,
 ) -> (LimitHeaders, Result<(), GraphResponse>) {
     if !state.config.rate_limits {
         return (LimitHeaders::default(), Ok(()));
     }
-    let app = &token.app_id;
+    let app = bearer.app_id();
+    let stored = bearer.stored();
+    let row = stored.map(|t| t.id);
+    let user_id = stored.and_then(|t| t.user_id);
     let (mode, users) = match state.app_facts(app).await {
         Ok(Some(facts)) => facts,
         Ok(None) => {
@@ -96,14 +100,14 @@ pub async fn admit(
         }
         Err(e) => return (LimitHeaders::default(), Err(e.into())),
     };
-    let user = token.user_id.map(|u| u.0);
+    let user = user_id.map(|u| u.0);
     state.alerts.call(app);
-    if let Some(ip) = origin.ip {
-        state.alerts.token_used(token.id, app, user, ip);
+    if let (Some(ip), Some(row)) = (origin.ip, row) {
+        state.alerts.token_used(row, app, user, ip);
     }
     let (standing, refusal) = match state
         .limiter
-        .admit(app, mode, users, user, token.id, class)
+        .admit(app, mode, users, user, row, class)
         .await
     {
         Ok(standing) => (standing, None),
@@ -112,9 +116,9 @@ pub async fn admit(
     // Without a standing (the limiter could not be asked), no usage headers at all.
     let mut headers = LimitHeaders {
         standing: standing.map(|standing| Standing {
-            business_user: (token.flavour == Flavour::InstagramLogin)
-                .then(|| token.scoped_id.as_ref().map(|s| s.as_str().to_owned()))
-                .flatten(),
+            business_user: stored
+                .filter(|t| t.flavour == Flavour::InstagramLogin)
+                .and_then(|t| t.scoped_id.as_ref().map(|s| s.as_str().to_owned())),
             ..standing
         }),
         retry_after: None,
@@ -137,8 +141,8 @@ pub async fn admit(
                         Outcome::Refused,
                         Entry::default()
                             .app(app)
-                            .user(token.user_id)
-                            .token(token.id)
+                            .user(user_id)
+                            .token_opt(row)
                             .detail(format!("{budget:?} budget; retry after {retry_after} s")),
                     )
                     .await;
@@ -165,10 +169,13 @@ pub async fn remove_app(
     let query: Vec<(String, String)> = super::query_pairs(q);
     let mut limits = LimitHeaders::default();
     let result = async {
-        let record = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
+        let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
         let verdict;
-        (limits, verdict) = admit(&state, &origin, &record, CallClass::Write).await;
+        (limits, verdict) = admit(&state, &origin, &caller, CallClass::Write).await;
         verdict?;
+        let record = caller
+            .into_user_token()
+            .ok_or_else(GraphError::missing_token)?;
         let uid = record.user_id.ok_or_else(GraphError::missing_token)?;
         let removal = state
             .ops

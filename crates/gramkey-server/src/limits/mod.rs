@@ -267,16 +267,16 @@ impl Limiter {
     }
 
     /// Admits a resource call to `app` (which `users` people authorized) by `user` (none for
-    /// an app token) with token row `token_id`, or says which budget is spent. Either way, the
-    /// request's standing, for the usage headers: `None` when the backend could not be asked,
-    /// so no usage headers are made up.
+    /// an app token) with token row `token_id` (none for `APP_ID|APP_SECRET`), or says which
+    /// budget is spent. Either way, the request's standing, for the usage headers: `None` when
+    /// the backend could not be asked, so no usage headers are made up.
     pub async fn admit(
         &self,
         app: &AppId,
         mode: gramkey_domain::AppMode,
         users: u64,
         user: Option<i64>,
-        token_id: i64,
+        token_id: Option<i64>,
         class: CallClass,
     ) -> Result<Option<Standing>, (Option<Standing>, Refusal)> {
         let draws = self.limits.draws(app, mode, users, user, token_id, class);
@@ -508,7 +508,7 @@ mod tests {
                     gramkey_domain::AppMode::Live,
                     1,
                     Some(1),
-                    1,
+                    Some(1),
                     CallClass::Read,
                 )
                 .await;

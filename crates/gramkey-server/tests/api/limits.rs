@@ -147,8 +147,12 @@ async fn app_and_user_budgets_with_exact_headers_and_recovery() {
             .iter()
             .all(|e| e["outcome"] == "refused" && e["app_id"] == app.client_id.as_str())
     );
+    // A request refused before its token is read still counts under its route's shape.
+    let (s, _, _) = get_full(&t, "/me?fields=id&fields=id", &bob, &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     let metrics = metrics_text(&t).await;
     for line in [
+        r#"gramkey_http_requests_total{route="/me",method="GET",status="400"} 1"#,
         r#"gramkey_rate_limited_total{kind="user"} 1"#,
         r#"gramkey_rate_limited_total{kind="app"} 2"#,
         r#"gramkey_http_requests_total{route="/me",method="GET",status="200"} 21"#,

@@ -26,7 +26,7 @@ use gramkey_domain::graph::access::{Need, Node};
 use gramkey_domain::graph::comment::check_reply_target;
 use gramkey_domain::graph::fields::Field;
 use gramkey_domain::graph::paging::{PageRequest, valid_id};
-use gramkey_domain::{Flavour, ScopedUserId, TokenKind};
+use gramkey_domain::{Flavour, ScopedUserId};
 use gramkey_store::{Comment, CommentsOf, Container, Media, TokenRecord, User};
 use serde_json::Value;
 
@@ -146,42 +146,46 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
                 let mut answer = GraphResponse::from(GraphError::invalid_parameter(e.to_string()))
                     .into_response();
                 *answer.status_mut() = e.status();
-                return answer;
+                return (Extension(label), answer).into_response();
             }
         }
     }
     let mut names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return GraphResponse::from(GraphError::invalid_parameter(format!(
+        let refusal = GraphResponse::from(GraphError::invalid_parameter(format!(
             "Parameter {} was given more than once",
             w[0]
-        )))
-        .into_response();
+        )));
+        return (Extension(label), refusal).into_response();
     }
     let params = Params(pairs);
     let mut flavour = None;
     let mut limits = LimitHeaders::default();
     let result = async {
-        let token = authenticate(&state, &origin, bearer(&headers, &params.0)?).await?;
-        flavour = Some(token.flavour);
+        let caller = authenticate(&state, &origin, bearer(&headers, &params.0)?).await?;
+        flavour = Some(caller.flavour());
         let class = if method == Method::GET {
             CallClass::Read
         } else {
             CallClass::Write
         };
-        if token.kind == TokenKind::App {
+        if caller.is_app() {
             // Insights are not charged, so an app can read them while it is throttled.
             return match (segments.get(1).map(String::as_str), &method) {
                 (Some("insights"), &Method::GET) => {
-                    super::insights::app_insights(&state, &token, &segments[0], &params.0).await
+                    let app = caller.app_id();
+                    super::insights::app_insights(&state, app, &segments[0], &params.0).await
                 }
                 _ => Err(GraphError::missing_token().into()),
             };
         }
         let verdict;
-        (limits, verdict) = admit(&state, &origin, &token, class).await;
+        (limits, verdict) = admit(&state, &origin, &caller, class).await;
         verdict?;
+        let token = caller
+            .into_user_token()
+            .ok_or_else(GraphError::invalid_token)?;
         let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
             return Err(GraphError::invalid_token().into());
         };
