@@ -24,6 +24,7 @@ use tracing::Level;
 
 use std::collections::HashMap;
 
+use crate::handlers::QueryPairs;
 use crate::handlers::me::is_graph_version;
 use crate::handlers::{
     account, admin, authorize, console, dashboard, debug, graph, health, legacy, lifecycle, me,
@@ -318,7 +319,7 @@ fn plain_text_query(req: &Request<Body>) -> Option<Response> {
     // query without `%` needs no decoding unless v1's repeats are to be counted.
     let query = req.uri().query().filter(|q| legacy || q.contains('%'));
     if let Some(query) = query {
-        let pairs: Vec<_> = url::form_urlencoded::parse(query.as_bytes()).collect();
+        let QueryPairs(pairs) = QueryPairs::parse(Some(query));
         let checked = gramkey_domain::text::check_pairs(pairs.iter().map(|(k, v)| (&**k, &**v)));
         if let Err(why) = checked {
             if legacy {

@@ -1,6 +1,6 @@
 //! The site's own sign-in and a person's settings: "Apps and Websites", invitations, password.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::PrivateCookieJar;
@@ -8,6 +8,7 @@ use gramkey_domain::account::{AccessStatus, AccessTab, local_path};
 use gramkey_domain::{AppId, Password};
 use gramkey_store::{InvitationsOf, StoreError};
 
+use crate::handlers::QueryPairs;
 use crate::ops::OpError;
 use crate::origin::Origin;
 use crate::pages::settings::{self, Listed};
@@ -28,9 +29,9 @@ fn next_of(raw: Option<&str>) -> String {
 pub async fn login_form(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Response {
-    let next = next_of(super::query_param(&query, "next").as_deref());
+    let next = next_of(query.get("next"));
     let (jar, session) = session::ensure(&state, jar);
     if let Ok(Some(_)) = session::user(&state, &session).await {
         // Signed in already: on to where the link was going.
@@ -42,7 +43,7 @@ pub async fn login_form(
             &next,
             &session.csrf,
             pages::SignInAttempt {
-                ok: done_message(super::query_param(&query, "done").as_deref()),
+                ok: done_message(query.get("done")),
                 ..Default::default()
             },
         ),
@@ -97,9 +98,9 @@ pub async fn logout(jar: PrivateCookieJar, _: CsrfForm) -> Response {
 pub async fn manage_access(
     State(state): State<AppState>,
     Person { viewer, user, .. }: Person,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Response {
-    let tab = AccessTab::parse(super::query_param(&query, "tab").as_deref());
+    let tab = AccessTab::parse(query.get("tab"));
     let store = &state.ops.store;
     let lists = async {
         Ok::<_, StoreError>((
@@ -135,7 +136,7 @@ pub async fn manage_access(
         AccessTab::Expired => &expired,
         AccessTab::Removed => &removed,
     };
-    let done = done_message(super::query_param(&query, "done").as_deref());
+    let done = done_message(query.get("done"));
     pages::page(
         StatusCode::OK,
         settings::apps_and_websites(&viewer.nav(Section::Settings), tab, counts, shown, done),
@@ -203,7 +204,7 @@ pub async fn delete_data(
 pub async fn invitations(
     State(state): State<AppState>,
     Person { viewer, user, .. }: Person,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Response {
     let list = match state
         .ops
@@ -214,7 +215,7 @@ pub async fn invitations(
         Ok(l) => l,
         Err(e) => return viewer.op_error(Section::Settings, &OpError::Store(e)),
     };
-    let done = done_message(super::query_param(&query, "done").as_deref());
+    let done = done_message(query.get("done"));
     pages::page(
         StatusCode::OK,
         settings::invitations(&viewer.nav(Section::Settings), &list, done),
@@ -256,8 +257,8 @@ pub async fn answer(
     }
 }
 
-pub async fn password_form(Person { viewer, .. }: Person, RawQuery(query): RawQuery) -> Response {
-    let done = done_message(super::query_param(&query, "done").as_deref());
+pub async fn password_form(Person { viewer, .. }: Person, query: QueryPairs) -> Response {
+    let done = done_message(query.get("done"));
     pages::page(
         StatusCode::OK,
         settings::password(&viewer.nav(Section::Settings), None, done),

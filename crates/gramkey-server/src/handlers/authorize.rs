@@ -9,7 +9,7 @@
 //!    Instagram does; otherwise the consent form posts to `/oauth/authorize/consent`.
 
 use axum::Form;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::PrivateCookieJar;
@@ -20,6 +20,7 @@ use gramkey_domain::{ScopeSet, ScopedUserId, TokenHash};
 use gramkey_store::{App, NewCode, User};
 
 use crate::audit::Entry;
+use crate::handlers::QueryPairs;
 use crate::origin::Origin;
 use crate::pages;
 use crate::session::{self, Session};
@@ -125,9 +126,9 @@ fn csrf_refused() -> Response {
 pub async fn get(
     State(state): State<AppState>,
     jar: PrivateCookieJar,
-    RawQuery(query): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
-    let (app, req) = match validate(&state, super::query_pairs(query), StatusCode::FOUND).await {
+    let (app, req) = match validate(&state, query, StatusCode::FOUND).await {
         Ok(v) => v,
         Err(resp) => return resp,
     };

@@ -1,12 +1,13 @@
 //! The admin console: `/console/…`, for anyone signed in with the admin key or as a user the
 //! server names with `--admin-user`.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::PrivateCookieJar;
 
 use crate::audit::AuditFilter;
+use crate::handlers::QueryPairs;
 use crate::ops::OpError;
 use crate::origin::Origin;
 use crate::pages::console::{self, AuditForm};
@@ -59,12 +60,12 @@ pub async fn login(
 pub async fn audit(
     State(state): State<AppState>,
     Administrator(viewer): Administrator,
-    RawQuery(query): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
     let mut form = AuditForm::default();
     let mut before = None;
     let mut bad = None;
-    for (k, v) in super::query_pairs(query) {
+    for (k, v) in query {
         let v = v.trim().to_owned();
         match k.as_str() {
             "app" => form.app = v,

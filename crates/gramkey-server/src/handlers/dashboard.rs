@@ -1,7 +1,7 @@
 //! The developer dashboard: `/developers/apps/…`. A signed-in person registers apps (becoming
 //! their admin) and manages the apps they are an admin or developer of.
 
-use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +11,7 @@ use gramkey_domain::chart::last_24_hours;
 use gramkey_domain::{AppMode, Role};
 use gramkey_store::{App, AuditQuery, InvitationsOf, StoreError, User};
 
+use crate::handlers::QueryPairs;
 use crate::ops::{NewAppInput, OpError};
 use crate::origin::Origin;
 use crate::pages::dashboard::{self, AppForm, AppPage};
@@ -31,10 +32,10 @@ fn mode_of(form: &AppForm) -> Result<AppMode, OpError> {
 pub async fn apps(
     State(state): State<AppState>,
     Person { viewer, user, .. }: Person,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Response {
     let blank = AppForm::blank();
-    let done = done_message(super::query_param(&query, "done").as_deref());
+    let done = done_message(query.get("done"));
     list(&state, &viewer, &user, &blank, (None, done), StatusCode::OK).await
 }
 
@@ -253,14 +254,14 @@ pub async fn show(
     Managed {
         viewer, app, role, ..
     }: Managed,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> Response {
     let (jar, secret) = session::take_secret(&state, jar, &viewer.session, &app.id);
     let view = View {
         form: AppForm::of(&app),
         new_secret: secret.as_deref(),
         error: None,
-        done: done_message(super::query_param(&query, "done").as_deref()),
+        done: done_message(query.get("done")),
     };
     let page = app_page(&state, &viewer, &app, role, view, StatusCode::OK).await;
     (jar, page).into_response()

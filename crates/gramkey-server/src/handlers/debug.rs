@@ -4,7 +4,7 @@
 //! no app learns about another's tokens.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
@@ -13,6 +13,7 @@ use gramkey_domain::{AccessToken, TokenHash, TokenKind};
 use serde_json::{Value, json};
 
 use super::me::{admit, authenticate, bearer};
+use crate::handlers::QueryPairs;
 use crate::observe::LimitHeaders;
 use crate::origin::Origin;
 use crate::state::AppState;
@@ -27,9 +28,8 @@ pub async fn debug_token(
     State(state): State<AppState>,
     origin: Origin,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
-    let query: Vec<(String, String)> = super::query_pairs(q);
     let mut limits = LimitHeaders::default();
     let result = async {
         let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;

@@ -7,7 +7,7 @@
 //! index (docs/legacy-v1.md). For apps that enforce signed requests, every call must carry a
 //! valid `sig` ([`check_signature`]).
 
-use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
@@ -19,6 +19,7 @@ use gramkey_store::{Comment, CommentsOf, Media, TokenRecord, User};
 use serde_json::{Value, json};
 
 use super::me::{admit, authenticate, bearer};
+use crate::handlers::QueryPairs;
 use crate::observe::LimitHeaders;
 use crate::origin::Origin;
 use crate::state::AppState;
@@ -311,9 +312,8 @@ pub async fn user(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
-    let query = super::query_pairs(q);
     let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
         let c = c?;
@@ -330,9 +330,8 @@ pub async fn recent_media(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
-    let query = super::query_pairs(q);
     let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
         let c = c?;
@@ -385,9 +384,8 @@ pub async fn media(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
-    let query = super::query_pairs(q);
     let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
         let c = c?;
@@ -406,9 +404,8 @@ pub async fn comments(
     Path(id): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
-    let query = super::query_pairs(q);
     let (limits, c) = caller(&state, &origin, uri.path(), &headers, &query).await;
     let result = async {
         let c = c?;
@@ -466,9 +463,6 @@ async fn owner_scoped_id(
 }
 
 /// Any other `/v1/…` path.
-pub async fn unknown(RawQuery(q): RawQuery) -> Response {
-    respond(
-        &super::query_pairs(q),
-        Err(LegacyError::unknown_endpoint().into()),
-    )
+pub async fn unknown(QueryPairs(query): QueryPairs) -> Response {
+    respond(&query, Err(LegacyError::unknown_endpoint().into()))
 }

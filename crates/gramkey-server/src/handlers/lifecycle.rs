@@ -11,13 +11,14 @@
 //! Both answer `{"access_token","token_type":"bearer","expires_in"}`, and Graph errors.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::ClientSecret;
 use gramkey_domain::error::GraphError;
 use serde_json::json;
 
+use super::QueryPairs;
 use super::me::bearer;
 use crate::origin::Origin;
 use crate::state::AppState;
@@ -26,8 +27,7 @@ use crate::wire::graph::GraphResponse;
 use crate::wire::no_store;
 
 /// Query parameters, each at most once.
-fn params(q: Option<String>) -> Result<Vec<(String, String)>, GraphError> {
-    let pairs: Vec<(String, String)> = super::query_pairs(q);
+fn params(QueryPairs(pairs): QueryPairs) -> Result<Vec<(String, String)>, GraphError> {
     let mut seen = std::collections::HashSet::new();
     for (k, _) in &pairs {
         if !seen.insert(k.as_str()) {
@@ -82,18 +82,18 @@ pub async fn exchange(
     State(state): State<AppState>,
     origin: Origin,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    query: QueryPairs,
 ) -> Response {
-    answer(exchange_inner(&state, &origin, &headers, q).await)
+    answer(exchange_inner(&state, &origin, &headers, query).await)
 }
 
 async fn exchange_inner(
     state: &AppState,
     origin: &Origin,
     headers: &HeaderMap,
-    q: Option<String>,
+    query: QueryPairs,
 ) -> Result<serde_json::Value, GraphResponse> {
-    let pairs = params(q)?;
+    let pairs = params(query)?;
     grant_type(&pairs, "ig_exchange_token")?;
     let secret = ClientSecret::new(require(&pairs, "client_secret")?);
     let token = presented(headers, &pairs)?;
@@ -106,18 +106,18 @@ pub async fn refresh(
     State(state): State<AppState>,
     origin: Origin,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    query: QueryPairs,
 ) -> Response {
-    answer(refresh_inner(&state, &origin, &headers, q).await)
+    answer(refresh_inner(&state, &origin, &headers, query).await)
 }
 
 async fn refresh_inner(
     state: &AppState,
     origin: &Origin,
     headers: &HeaderMap,
-    q: Option<String>,
+    query: QueryPairs,
 ) -> Result<serde_json::Value, GraphResponse> {
-    let pairs = params(q)?;
+    let pairs = params(query)?;
     grant_type(&pairs, "ig_refresh_token")?;
     let token = presented(headers, &pairs)?;
     Ok(long_lived(&state.tokens(origin).refresh(&token).await?))

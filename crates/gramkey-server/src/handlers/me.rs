@@ -3,7 +3,7 @@
 //! Validating a token costs one SHA-256 and one indexed lookup.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +12,7 @@ use gramkey_domain::{AccessToken, Flavour};
 use serde_json::json;
 
 use crate::audit::Entry;
+use crate::handlers::QueryPairs;
 use crate::limits::{Refusal, Standing};
 use crate::observe::LimitHeaders;
 use crate::origin::Origin;
@@ -164,9 +165,8 @@ pub async fn remove_app(
     State(state): State<AppState>,
     origin: Origin,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    QueryPairs(query): QueryPairs,
 ) -> Response {
-    let query: Vec<(String, String)> = super::query_pairs(q);
     let mut limits = LimitHeaders::default();
     let result = async {
         let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;

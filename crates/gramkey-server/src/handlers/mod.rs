@@ -17,17 +17,38 @@ pub mod rfc;
 pub mod sandbox;
 pub mod token;
 
-/// The first value of `name` in a raw query string.
-pub fn query_param(raw: &Option<String>, name: &str) -> Option<String> {
-    query_pairs(raw.clone())
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+/// A request's query string, decoded into pairs in order, duplicates kept (each endpoint
+/// decides what a repeat means). The one way the server reads a query: handlers take it as an
+/// extractor, and the router's checks and the Graph fallback parse with [`QueryPairs::parse`].
+/// (The admin API's typed parameters are axum's `Query<T>`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    pub fn parse(raw: Option<&str>) -> Self {
+        QueryPairs(
+            url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
-/// The pairs of a raw query string, decoded, in order (duplicates kept: each endpoint decides).
-pub fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryPairs {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(QueryPairs::parse(parts.uri.query()))
+    }
 }

@@ -2,7 +2,7 @@
 //! token service ([`crate::tokens`]) and renders its answer in the client's style.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::TokenEndpointError;
@@ -10,6 +10,7 @@ use gramkey_domain::{AuthCode, ClientSecret, Flavour};
 use serde_json::json;
 
 use super::form::{FormError, FormFields, basic_credentials};
+use crate::handlers::QueryPairs;
 use crate::origin::Origin;
 use crate::state::AppState;
 use crate::tokens::Issued;
@@ -74,8 +75,11 @@ pub async fn post(
 
 /// `GET /oauth/access_token`: Meta documents the client-credentials grant as a GET; the
 /// authorization-code grant must be POSTed.
-pub async fn get(State(state): State<AppState>, origin: Origin, RawQuery(q): RawQuery) -> Response {
-    let pairs = super::query_pairs(q);
+pub async fn get(
+    State(state): State<AppState>,
+    origin: Origin,
+    QueryPairs(pairs): QueryPairs,
+) -> Response {
     respond(
         async {
             token_request(

@@ -38,6 +38,7 @@ use publish::{create_container, publish, publishing_limit};
 
 use super::form::FormFields;
 use super::me::{admit, authenticate, bearer, is_graph_version};
+use crate::handlers::QueryPairs;
 use crate::observe::{LimitHeaders, Route};
 use crate::origin::Origin;
 use crate::state::AppState;
@@ -137,7 +138,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
     let label = Route(route_label(&segments));
     let method = req.method().clone();
     let headers = req.headers().clone();
-    let query = super::query_pairs(req.uri().query().map(str::to_owned));
+    let QueryPairs(query) = QueryPairs::parse(req.uri().query());
     let mut pairs = query.clone();
     if method == Method::POST {
         match FormFields::read(req, &state).await {
