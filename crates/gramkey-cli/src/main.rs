@@ -1168,7 +1168,8 @@ async fn user(ops: &Ops, cmd: UserCommand) -> Result<()> {
             }
             let now = ops.clock.now();
             let id = gramkey_domain::ids::generate_media_id(&*ops.entropy, now);
-            let placeholder = |id: &str| format!("{public_url}/sandbox/media/{id}.svg");
+            let placeholder =
+                |id: &gramkey_domain::MediaId| format!("{public_url}/sandbox/media/{id}.svg");
             let source = url.clone().unwrap_or_else(|| placeholder(&id));
             let media = gramkey_store::Media {
                 media_type: match kind {

@@ -64,12 +64,63 @@ impl std::fmt::Display for ScopedUserId {
     }
 }
 
+/// Graph object ids (media, comments, publishing containers): decimal strings of 1 to 20
+/// digits, as Instagram's. One type each, so a comment's id cannot be passed where a media's
+/// is expected; they share the parse and the shape.
+macro_rules! graph_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// An id as a client sent it (a path segment, a parameter): 1 to 20 digits.
+            pub fn parse(s: &str) -> Option<Self> {
+                crate::graph::paging::valid_id(s).then(|| Self(s.to_owned()))
+            }
+            /// An id as the store kept it: written by gramkey, so not checked again.
+            pub fn stored(s: String) -> Self {
+                Self(s)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        /// In JSON, as Instagram sends ids: a string.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+    };
+}
+
+graph_id!(
+    /// A media object's id.
+    MediaId
+);
+graph_id!(
+    /// A comment's id.
+    CommentId
+);
+graph_id!(
+    /// A publishing container's id.
+    ContainerId
+);
+
 /// A media object's id: 17 digits that grow with time, like Instagram's: `17`, the creation
 /// time in Unix seconds (10 digits), then 5 digits of a sequence this process keeps. Lists are
 /// ordered by `(created_at, id)`, so media made within the same second come back newest first
 /// too. The sequence starts at a random place in each process, so two nodes creating media in
 /// the same second rarely draw the same id (the store refuses a duplicate).
-pub fn generate_media_id(entropy: &dyn Entropy, created_at: UnixTime) -> String {
+pub fn generate_media_id(entropy: &dyn Entropy, created_at: UnixTime) -> MediaId {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     const SPAN: u64 = 100_000;
     if SEQUENCE.load(Ordering::Relaxed) == 0 {
@@ -77,17 +128,20 @@ pub fn generate_media_id(entropy: &dyn Entropy, created_at: UnixTime) -> String 
         let _ = SEQUENCE.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
     }
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed) % SPAN;
-    format!("17{:010}{n:05}", created_at.clamp(0, 9_999_999_999))
+    MediaId(format!(
+        "17{:010}{n:05}",
+        created_at.clamp(0, 9_999_999_999)
+    ))
 }
 
 /// A comment's id: 17 digits.
-pub fn generate_comment_id(entropy: &dyn Entropy) -> String {
-    format!("1800{}", random_digits(entropy, 13))
+pub fn generate_comment_id(entropy: &dyn Entropy) -> CommentId {
+    CommentId(format!("1800{}", random_digits(entropy, 13)))
 }
 
 /// A publishing container's id: 17 digits.
-pub fn generate_container_id(entropy: &dyn Entropy) -> String {
-    format!("1792{}", random_digits(entropy, 13))
+pub fn generate_container_id(entropy: &dyn Entropy) -> ContainerId {
+    ContainerId(format!("1792{}", random_digits(entropy, 13)))
 }
 
 #[cfg(test)]
@@ -95,9 +149,15 @@ mod tests {
     #[test]
     fn media_ids_grow_with_time_and_within_a_second() {
         let e = crate::entropy::SeededEntropy::new(1);
-        let a = super::generate_media_id(&e, 1_700_000_000);
-        let b = super::generate_media_id(&e, 1_700_000_000);
-        let c = super::generate_media_id(&e, 1_700_000_001);
+        let a = super::generate_media_id(&e, 1_700_000_000)
+            .as_str()
+            .to_owned();
+        let b = super::generate_media_id(&e, 1_700_000_000)
+            .as_str()
+            .to_owned();
+        let c = super::generate_media_id(&e, 1_700_000_001)
+            .as_str()
+            .to_owned();
         assert_eq!(a.len(), 17);
         assert!(a.starts_with("171700000000"));
         // Sorted as lists are: by time, then id. The sequence may wrap once in 100,000.
@@ -126,5 +186,9 @@ mod tests {
         assert!(AppId::parse("12a").is_none());
         assert!(AppId::parse(" 12").is_none());
         assert!(AppId::parse(&"1".repeat(21)).is_none());
+        assert!(MediaId::parse("17841400000000001").is_some());
+        assert!(CommentId::parse("").is_none());
+        assert!(ContainerId::parse("1792x").is_none());
+        assert!(MediaId::parse(&"1".repeat(21)).is_none());
     }
 }

@@ -31,7 +31,7 @@ pub mod user;
 pub use app::{AppMode, RedirectUri, Role};
 pub use entropy::{Entropy, OsEntropy};
 pub use hashing::{SecretHasher, TokenHash};
-pub use ids::{AppId, ScopedUserId, UserId};
+pub use ids::{AppId, CommentId, ContainerId, MediaId, ScopedUserId, UserId};
 pub use scope::{Family, Scope, ScopeSet};
 pub use secret::{AccessToken, AdminKey, AuthCode, ClientSecret, Password};
 pub use time::{Clock, SystemClock, UnixTime};

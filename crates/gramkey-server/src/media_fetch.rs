@@ -8,6 +8,7 @@
 //! It runs as a task per container. If the server stops meanwhile, the container stays
 //! `IN_PROGRESS` until it expires (24 h), and the app makes a new one, as it would on Instagram.
 
+use gramkey_domain::ContainerId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ impl Fetcher {
     }
 
     /// Fetches and checks in the background, then records the outcome.
-    pub fn process(&self, container_id: String, url: String, is_video: bool) {
+    pub fn process(&self, container_id: ContainerId, url: String, is_video: bool) {
         let this = self.clone();
         tokio::spawn(async move {
             let outcome = this.check(&url, is_video).await.map_err(|reason| {

@@ -8,13 +8,12 @@ use gramkey_domain::error::GraphError;
 
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::media::MediaType;
-use gramkey_domain::graph::paging::valid_id;
 use gramkey_domain::graph::publish::{
     self, ContainerKind, ContainerParams, ContainerSpec, ContainerStatus, QUOTA_DURATION,
     QUOTA_TOTAL,
 };
 use gramkey_domain::ids::{generate_container_id, generate_media_id};
-use gramkey_domain::{AppId, UserId};
+use gramkey_domain::{AppId, ContainerId, MediaId, UserId};
 use gramkey_store::{Container, Media, Publication, PublishOutcome};
 
 use crate::state::AppState;
@@ -56,17 +55,12 @@ impl Publishing<'_> {
     pub async fn own_container(
         &self,
         by: Publisher<'_>,
-        id: &str,
+        id: &ContainerId,
         method: &str,
     ) -> Result<Container, GraphResponse> {
-        if !valid_id(id) {
-            return Err(
-                GraphError::invalid_parameter(format!("Invalid container id {id:?}")).into(),
-            );
-        }
         match self.state.ops.store.container(id).await? {
             Some(k) if k.user_id == by.user && &k.app_id == by.app => Ok(k),
-            _ => Err(GraphError::not_found(id, method).into()),
+            _ => Err(GraphError::not_found(id.as_str(), method).into()),
         }
     }
 
@@ -76,7 +70,7 @@ impl Publishing<'_> {
         &self,
         by: Publisher<'_>,
         params: ContainerParams<'_>,
-    ) -> Result<String, GraphResponse> {
+    ) -> Result<ContainerId, GraphResponse> {
         let spec = ContainerSpec::parse(params)?;
         let now = self.now();
         for child in &spec.children {
@@ -127,8 +121,11 @@ impl Publishing<'_> {
         &self,
         by: Publisher<'_>,
         creation_id: &str,
-    ) -> Result<String, GraphResponse> {
-        let k = self.own_container(by, creation_id, "post").await?;
+    ) -> Result<MediaId, GraphResponse> {
+        let id = ContainerId::parse(creation_id).ok_or_else(|| {
+            GraphError::invalid_parameter(format!("Invalid container id {creation_id:?}"))
+        })?;
+        let k = self.own_container(by, &id, "post").await?;
         let now = self.now();
         publish::check_publishable(
             publish::status(k.status, k.created_at, now),
@@ -138,7 +135,7 @@ impl Publishing<'_> {
         publish::check_quota(self.published_since(by.user, since).await?)?;
         let entropy = &*self.state.ops.entropy;
         let public = &self.state.config.public_url;
-        let new_media = |source: &Container, parent: Option<&str>, position: i64| {
+        let new_media = |source: &Container, parent: Option<&MediaId>, position: i64| {
             let id = generate_media_id(entropy, now);
             let media_type = published_type(source);
             let is_video = media_type == MediaType::Video;
@@ -152,7 +149,7 @@ impl Publishing<'_> {
                 created_at: now,
                 like_count: 0,
                 comments_count: 0,
-                parent_id: parent.map(str::to_owned),
+                parent_id: parent.cloned(),
                 position,
                 id,
             }

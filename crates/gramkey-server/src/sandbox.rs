@@ -5,7 +5,7 @@
 use gramkey_domain::entropy::{SeededEntropy, random_alnum};
 use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::ids::{generate_comment_id, generate_media_id};
-use gramkey_domain::{AppMode, ClientSecret, Entropy, Password, Role, UnixTime};
+use gramkey_domain::{AppMode, ClientSecret, Entropy, MediaId, Password, Role, UnixTime};
 use gramkey_store::{App, Media, NewComment, Profile, User};
 
 use crate::ops::{NewAppInput, OpError, Ops};
@@ -186,7 +186,7 @@ pub async fn add_generated_media(
         let id = generate_media_id(e, created_at);
         let album = i % 5 == 4;
         let video = !album && i % 3 == 2;
-        let url = |id: &str| format!("{public_url}/sandbox/media/{id}.svg");
+        let url = |id: &MediaId| format!("{public_url}/sandbox/media/{id}.svg");
         let m = Media {
             media_type: if album {
                 MediaType::CarouselAlbum

@@ -25,7 +25,10 @@ use gramkey_domain::callback::CallbackKind;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::retention::Cutoffs;
-use gramkey_domain::{AppId, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId};
+use gramkey_domain::{
+    AppId, CommentId, ContainerId, MediaId, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
+    UnixTime, UserId,
+};
 
 pub use records::*;
 
@@ -99,24 +102,25 @@ pub trait ContentStore: Send + Sync {
     async fn add_media(&self, media: &Media) -> Result<()>;
     /// A user's top-level media (album children are not counted).
     async fn media_count(&self, user: UserId) -> Result<u64>;
-    async fn media(&self, id: &str) -> Result<Option<Media>>;
+    async fn media(&self, id: &MediaId) -> Result<Option<Media>>;
     /// A page of a user's top-level media.
     async fn media_page(&self, user: UserId, page: &PageRequest) -> Result<Vec<Media>>;
     /// An album's children, in order.
-    async fn children(&self, album: &str) -> Result<Vec<Media>>;
-    async fn comment(&self, id: &str) -> Result<Option<Comment>>;
+    async fn children(&self, album: &MediaId) -> Result<Vec<Media>>;
+    async fn comment(&self, id: &CommentId) -> Result<Option<Comment>>;
     async fn comments_page(&self, of: CommentsOf<'_>, page: &PageRequest) -> Result<Vec<Comment>>;
     /// Adds a comment and counts it on its media, in one transaction. False, with nothing
     /// written, when the media or the parent comment is gone.
     async fn add_comment(&self, comment: &NewComment) -> Result<bool>;
     /// Deletes a comment with its replies and takes them off its media's count, in one
     /// transaction; how many comments went (0 when there was none).
-    async fn delete_comment(&self, id: &str) -> Result<u64>;
+    async fn delete_comment(&self, id: &CommentId) -> Result<u64>;
     async fn create_container(&self, container: &Container) -> Result<()>;
-    async fn container(&self, id: &str) -> Result<Option<Container>>;
+    async fn container(&self, id: &ContainerId) -> Result<Option<Container>>;
     /// Ends processing: `FINISHED`, or `ERROR` with the reason. Only an `IN_PROGRESS` container
     /// changes; false otherwise.
-    async fn finish_container(&self, id: &str, outcome: Result<(), String>) -> Result<bool>;
+    async fn finish_container(&self, id: &ContainerId, outcome: Result<(), String>)
+    -> Result<bool>;
     /// How many posts the user published since `since` (what the 24-hour cap counts).
     async fn publish_count(&self, user: UserId, since: UnixTime) -> Result<u64>;
     /// Publishes in one transaction: checks the cap, marks the container and its children

@@ -12,8 +12,8 @@ use gramkey_domain::graph::paging::Position;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::token::TokenMaterial;
 use gramkey_domain::{
-    AccessToken, AppId, AppMode, Flavour, RedirectUri, Role, ScopeSet, ScopedUserId, TokenHash,
-    TokenKind, UnixTime, UserId,
+    AccessToken, AppId, AppMode, CommentId, ContainerId, Flavour, MediaId, RedirectUri, Role,
+    ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub struct User {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Media {
-    pub id: String,
+    pub id: MediaId,
     pub user_id: UserId,
     /// `IMAGE`, `VIDEO` or `CAROUSEL_ALBUM`.
     pub media_type: MediaType,
@@ -89,7 +89,7 @@ pub struct Media {
     /// Comments and replies; kept by the store as comments come and go.
     pub comments_count: i64,
     /// For an album's child: the album, and the child's place in it.
-    pub parent_id: Option<String>,
+    pub parent_id: Option<MediaId>,
     pub position: i64,
 }
 
@@ -99,7 +99,7 @@ impl Media {
     pub fn place(&self) -> Position {
         Position {
             at: self.created_at,
-            id: self.id.clone(),
+            id: self.id.as_str().to_owned(),
         }
     }
 }
@@ -107,12 +107,12 @@ impl Media {
 /// A comment or a reply, with its author's username.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comment {
-    pub id: String,
-    pub media_id: String,
+    pub id: CommentId,
+    pub media_id: MediaId,
     pub user_id: UserId,
     pub username: String,
     /// The comment this one replies to.
-    pub parent_id: Option<String>,
+    pub parent_id: Option<CommentId>,
     pub text: String,
     pub created_at: UnixTime,
     pub like_count: i64,
@@ -124,17 +124,17 @@ impl Comment {
     pub fn place(&self) -> Position {
         Position {
             at: self.created_at,
-            id: self.id.clone(),
+            id: self.id.as_str().to_owned(),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewComment {
-    pub id: String,
-    pub media_id: String,
+    pub id: CommentId,
+    pub media_id: MediaId,
     pub user_id: UserId,
-    pub parent_id: Option<String>,
+    pub parent_id: Option<CommentId>,
     pub text: String,
     pub created_at: UnixTime,
 }
@@ -143,15 +143,15 @@ pub struct NewComment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommentsOf<'a> {
     /// The top-level comments of a media.
-    Media(&'a str),
+    Media(&'a MediaId),
     /// The replies to a comment.
-    Replies(&'a str),
+    Replies(&'a CommentId),
 }
 
 /// A publishing container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
-    pub id: String,
+    pub id: ContainerId,
     pub app_id: AppId,
     pub user_id: UserId,
     pub kind: ContainerKind,
@@ -160,20 +160,20 @@ pub struct Container {
     pub caption: String,
     pub is_carousel_item: bool,
     /// Child container ids, for a carousel.
-    pub children: Vec<String>,
+    pub children: Vec<ContainerId>,
     /// As stored; `gramkey_domain::graph::publish::status` adds expiry.
     pub status: ContainerStatus,
     pub status_reason: Option<String>,
     pub created_at: UnixTime,
     pub published_at: Option<UnixTime>,
-    pub media_id: Option<String>,
+    pub media_id: Option<MediaId>,
 }
 
 /// A publication, decided by the caller and carried out atomically by
 /// [`crate::ContentStore::publish`].
 #[derive(Debug, Clone)]
 pub struct Publication {
-    pub container_id: String,
+    pub container_id: ContainerId,
     pub user_id: UserId,
     /// The media to create: the post first, then an album's children.
     pub media: Vec<Media>,

@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use gramkey_domain::{AppId, TokenHash, UserId};
+use gramkey_domain::{AppId, CommentId, ContainerId, MediaId, TokenHash, UserId};
 use moka::sync::Cache as Memo;
 
 use crate::cached::{Cache, Stale};
@@ -145,6 +145,32 @@ impl<'a> Bind<'a> for &'a Option<Vec<u8>> {
         self.as_deref().value()
     }
 }
+
+/// Graph object ids are stored as their text.
+macro_rules! graph_ids {
+    ($($t:ty),*) => {$(
+        impl<'a> Bind<'a> for &'a $t {
+            fn value(self) -> Value<'a> {
+                Value::Text(Cow::Borrowed(self.as_str()))
+            }
+        }
+        impl<'a> Typed for &'a $t {
+            const KIND: Kind = Kind::Text;
+        }
+        impl<'a> Bind<'a> for &'a Option<$t> {
+            fn value(self) -> Value<'a> {
+                self.as_ref().value()
+            }
+        }
+        impl FromValue for $t {
+            fn from_value(value: Value<'static>) -> Result<Self, Value<'static>> {
+                String::from_value(value).map(<$t>::stored)
+            }
+        }
+    )*};
+}
+
+graph_ids!(MediaId, CommentId, ContainerId);
 
 /// A statement with `$1`, `$2`, … placeholders, and the values bound to them in that order.
 #[derive(Debug)]

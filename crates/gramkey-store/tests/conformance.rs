@@ -21,8 +21,8 @@ use gramkey_domain::graph::paging::{Page, PageRequest};
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::token::TokenMaterial;
 use gramkey_domain::{
-    AccessToken, AppId, AppMode, Flavour, OsEntropy, RedirectUri, Role, ScopeSet, ScopedUserId,
-    TokenHash, TokenKind, UserId,
+    AccessToken, AppId, AppMode, CommentId, ContainerId, Flavour, MediaId, OsEntropy, RedirectUri,
+    Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UserId,
 };
 use gramkey_store::InvitationsOf;
 use gramkey_store::test_support::{fresh_postgres, fresh_sqlite, postgres_url};
@@ -212,7 +212,7 @@ async fn users_and_media(s: &dyn Store) {
     assert_eq!(s.media_count(u.id).await.unwrap(), 0);
     for i in 0..3 {
         s.add_media(&Media {
-            id: format!("1790000000000000{i}"),
+            id: mid(&format!("1790000000000000{i}")),
             user_id: u.id,
             media_type: MediaType::Image,
             caption: "hi".into(),
@@ -1153,16 +1153,27 @@ async fn access(s: &dyn Store) {
     assert!(s.removed_grants(u).await.unwrap().is_empty());
 }
 
-fn media(id: u32, user: UserId, at: i64, parent: Option<&str>) -> Media {
+/// Ids as a client would send them.
+fn mid(id: &str) -> MediaId {
+    MediaId::parse(id).unwrap()
+}
+fn cid(id: &str) -> CommentId {
+    CommentId::parse(id).unwrap()
+}
+fn kid(id: &str) -> ContainerId {
+    ContainerId::parse(id).unwrap()
+}
+
+fn media(id: u32, user: UserId, at: i64, parent: Option<&MediaId>) -> Media {
     Media {
-        id: format!(
+        id: mid(&format!(
             "{}{id:05}",
             if parent.is_some() {
                 "179300000000"
             } else {
                 "179200000000"
             }
-        ),
+        )),
         user_id: user,
         media_type: if parent.is_some() {
             MediaType::Image
@@ -1176,14 +1187,14 @@ fn media(id: u32, user: UserId, at: i64, parent: Option<&str>) -> Media {
         created_at: at,
         like_count: 0,
         comments_count: 0,
-        parent_id: parent.map(str::to_owned),
+        parent_id: parent.cloned(),
         position: i64::from(id),
     }
 }
 
 fn container(id: &str, app: &App, user: UserId, item: bool, status: ContainerStatus) -> Container {
     Container {
-        id: id.into(),
+        id: kid(id),
         app_id: app.id.clone(),
         user_id: user,
         kind: ContainerKind::Image,
@@ -1194,7 +1205,7 @@ fn container(id: &str, app: &App, user: UserId, item: bool, status: ContainerSta
         children: if item {
             vec![]
         } else {
-            vec!["1".into(), "2".into()]
+            vec![kid("1"), kid("2")]
         },
         status,
         status_reason: None,
@@ -1226,13 +1237,8 @@ async fn content(s: Arc<dyn Store>) {
         vec![0, 1, 2]
     );
     assert_eq!(
-        s.media(&kids[1].id)
-            .await
-            .unwrap()
-            .unwrap()
-            .parent_id
-            .as_deref(),
-        Some(album.as_str())
+        s.media(&kids[1].id).await.unwrap().unwrap().parent_id,
+        Some(album.clone())
     );
 
     // Forward: every media once, newest first; backward from the end: the same, reversed.
@@ -1247,7 +1253,7 @@ async fn content(s: Arc<dyn Store>) {
         req.after = Some(page.items.last().unwrap().place());
     }
     assert_eq!(seen.len(), 30);
-    let keys: Vec<(i64, String)> = seen.iter().map(|m| (m.created_at, m.id.clone())).collect();
+    let keys: Vec<(i64, MediaId)> = seen.iter().map(|m| (m.created_at, m.id.clone())).collect();
     let mut sorted = keys.clone();
     sorted.sort();
     sorted.reverse();
@@ -1276,10 +1282,10 @@ async fn content(s: Arc<dyn Store>) {
     // Comments and replies keep comments_count; deleting a comment takes its replies.
     let m = &seen[0].id;
     let comment = |id: &str, parent: Option<&str>, at: i64| NewComment {
-        id: id.into(),
+        id: cid(id),
         media_id: m.clone(),
         user_id: u.id,
-        parent_id: parent.map(str::to_owned),
+        parent_id: parent.map(cid),
         text: format!("comment {id}"),
         created_at: at,
     };
@@ -1312,7 +1318,7 @@ async fn content(s: Arc<dyn Store>) {
         .unwrap()
     );
     let orphan = NewComment {
-        media_id: "17999999999999999".into(),
+        media_id: mid("17999999999999999"),
         ..comment("18000000000000005", None, NOW)
     };
     assert!(!s.add_comment(&orphan).await.unwrap());
@@ -1328,25 +1334,30 @@ async fn content(s: Arc<dyn Store>) {
     assert_eq!(top[0].username, "paula");
     let replies = s
         .comments_page(
-            CommentsOf::Replies("18000000000000001"),
+            CommentsOf::Replies(&cid("18000000000000001")),
             &PageRequest::first(10),
         )
         .await
         .unwrap();
     assert_eq!(replies.len(), 1);
     assert_eq!(
-        s.comment("18000000000000003")
+        s.comment(&cid("18000000000000003"))
             .await
             .unwrap()
             .unwrap()
-            .parent_id
-            .as_deref(),
-        Some("18000000000000001")
+            .parent_id,
+        Some(cid("18000000000000001"))
     );
-    assert_eq!(s.delete_comment("18000000000000001").await.unwrap(), 2);
-    assert_eq!(s.delete_comment("18000000000000001").await.unwrap(), 0);
+    assert_eq!(
+        s.delete_comment(&cid("18000000000000001")).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        s.delete_comment(&cid("18000000000000001")).await.unwrap(),
+        0
+    );
     assert_eq!(s.media(m).await.unwrap().unwrap().comments_count, 1);
-    assert_eq!(s.comment("18000000000000003").await.unwrap(), None);
+    assert_eq!(s.comment(&cid("18000000000000003")).await.unwrap(), None);
 
     // Containers: processing ends once; publishing is atomic, once, and capped.
     let a = app("3000000000000001");
@@ -1361,16 +1372,20 @@ async fn content(s: Arc<dyn Store>) {
     .await
     .unwrap();
     assert!(
-        s.finish_container("17920000000000001", Ok(()))
+        s.finish_container(&kid("17920000000000001"), Ok(()))
             .await
             .unwrap()
     );
     assert!(
-        !s.finish_container("17920000000000001", Err("late".into()))
+        !s.finish_container(&kid("17920000000000001"), Err("late".into()))
             .await
             .unwrap()
     );
-    let got = s.container("17920000000000001").await.unwrap().unwrap();
+    let got = s
+        .container(&kid("17920000000000001"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         got,
         container(
@@ -1391,18 +1406,22 @@ async fn content(s: Arc<dyn Store>) {
     .await
     .unwrap();
     assert!(
-        s.finish_container("17920000000000002", Err("404 at the URL".into()))
+        s.finish_container(&kid("17920000000000002"), Err("404 at the URL".into()))
             .await
             .unwrap()
     );
-    let failed = s.container("17920000000000002").await.unwrap().unwrap();
+    let failed = s
+        .container(&kid("17920000000000002"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (failed.status, failed.status_reason.as_deref()),
         (ContainerStatus::Error, Some("404 at the URL"))
     );
 
     let publication = |n: u32| Publication {
-        container_id: "17920000000000001".into(),
+        container_id: kid("17920000000000001"),
         user_id: u.id,
         media: vec![media(100 + n, u.id, NOW + 100, None)],
         now: NOW + 100,
@@ -1430,7 +1449,11 @@ async fn content(s: Arc<dyn Store>) {
     );
     assert_eq!(s.media_count(u.id).await.unwrap(), 31);
     assert_eq!(s.publish_count(u.id, NOW).await.unwrap(), 1);
-    let published = s.container("17920000000000001").await.unwrap().unwrap();
+    let published = s
+        .container(&kid("17920000000000001"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(published.status, ContainerStatus::Published);
     assert_eq!(published.published_at, Some(NOW + 100));
     // At the cap (1 here), a second finished container is refused.
@@ -1444,7 +1467,7 @@ async fn content(s: Arc<dyn Store>) {
     .await
     .unwrap();
     let over = Publication {
-        container_id: "17920000000000003".into(),
+        container_id: kid("17920000000000003"),
         ..publication(9)
     };
     assert_eq!(s.publish(&over).await.unwrap(), PublishOutcome::OverQuota);

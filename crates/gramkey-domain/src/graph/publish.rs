@@ -7,6 +7,7 @@
 //! carousel counts once).
 
 use crate::error::GraphError;
+use crate::ids::ContainerId;
 use crate::time::UnixTime;
 
 pub const QUOTA_TOTAL: u64 = 100;
@@ -124,7 +125,7 @@ pub struct ContainerSpec {
     pub caption: String,
     pub is_carousel_item: bool,
     /// Child container ids, for a carousel, in order.
-    pub children: Vec<String>,
+    pub children: Vec<ContainerId>,
 }
 
 fn bad(msg: impl Into<String>) -> GraphError {
@@ -200,12 +201,15 @@ impl ContainerSpec {
             let raw = p
                 .children
                 .ok_or_else(|| bad("The parameter children is required"))?;
-            let children: Vec<String> = raw.split(',').map(|c| c.trim().to_owned()).collect();
-            if children.iter().any(|c| !crate::graph::paging::valid_id(c)) {
-                return Err(bad(format!(
-                    "children must be comma-separated container ids, not {raw:?}"
-                )));
-            }
+            let children: Vec<ContainerId> = raw
+                .split(',')
+                .map(|c| ContainerId::parse(c.trim()))
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    bad(format!(
+                        "children must be comma-separated container ids, not {raw:?}"
+                    ))
+                })?;
             let mut unique = children.clone();
             unique.sort();
             unique.dedup();
@@ -268,7 +272,7 @@ impl ContainerSpec {
 
 /// Whether a child container may go into a carousel: a finished carousel item.
 pub fn check_child(
-    id: &str,
+    id: &ContainerId,
     is_carousel_item: bool,
     status: ContainerStatus,
 ) -> Result<(), GraphError> {
@@ -357,7 +361,13 @@ mod tests {
             x.children = Some("1,2,3");
         }))
         .unwrap();
-        assert_eq!(car.children, vec!["1", "2", "3"]);
+        assert_eq!(
+            car.children
+                .iter()
+                .map(ContainerId::as_str)
+                .collect::<Vec<_>>(),
+            ["1", "2", "3"]
+        );
         for bad in [
             p(|_| {}),
             p(|x| x.image_url = Some("ftp://e.com/a")),

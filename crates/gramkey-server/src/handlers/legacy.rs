@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
 use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::legacy::{LegacyError, MAX_COUNT, check_signature, parse_count};
-use gramkey_domain::graph::paging::{Page, PageRequest, valid_id};
-use gramkey_domain::{Scope, ScopedUserId};
+use gramkey_domain::graph::paging::{Page, PageRequest};
+use gramkey_domain::{MediaId, Scope, ScopedUserId};
 use gramkey_store::{Comment, CommentsOf, Media, TokenRecord, User};
 use serde_json::{Value, json};
 
@@ -345,10 +345,10 @@ pub async fn recent_media(
             async move {
                 let Some(raw) = get(name) else { return Ok::<_, LegacyResponse>(None) };
                 let bad = || LegacyError::invalid(format!("{name} is not a media id of this user: {raw:?}"));
-                if !valid_id(raw) {
+                let Some(id) = MediaId::parse(raw) else {
                     return Err(bad().into());
-                }
-                match state.ops.store.media(raw).await? {
+                };
+                match state.ops.store.media(&id).await? {
                     Some(m) if m.user_id == user_id && m.parent_id.is_none() => Ok(Some(m.place())),
                     _ => Err(bad().into()),
                 }
@@ -368,7 +368,7 @@ pub async fn recent_media(
         let mut pagination = json!({});
         if let (true, Some(last)) = (page.has_next, page.items.last()) {
             let mut pairs: Vec<(String, String)> = query.iter().filter(|(k, _)| k != "max_id" && k != "min_id").cloned().collect();
-            pairs.push(("max_id".into(), last.id.clone()));
+            pairs.push(("max_id".into(), last.id.to_string()));
             let qs = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs.iter()).finish();
             pagination = json!({"next_url": format!("{}{}?{qs}", state.config.public_url, uri.path()), "next_max_id": last.id});
         }
@@ -426,13 +426,13 @@ async fn visible_media(
 ) -> Result<(Media, User, ScopedUserId), LegacyResponse> {
     let id = bare(id);
     let missing = || LegacyError::not_found("invalid media id");
-    if !valid_id(id) {
+    let Some(id) = MediaId::parse(id) else {
         return Err(missing().into());
-    }
+    };
     let m = state
         .ops
         .store
-        .media(id)
+        .media(&id)
         .await?
         .filter(|m| m.parent_id.is_none())
         .ok_or_else(missing)?;

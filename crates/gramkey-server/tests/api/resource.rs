@@ -57,14 +57,14 @@ pub(super) fn media_row(
         media_url: format!("https://cdn.example/{id}.jpg"),
         permalink: format!("https://gram.example/p/{id}"),
         thumbnail_url: (kind == "VIDEO").then(|| format!("https://cdn.example/{id}-thumb.jpg")),
-        id,
+        id: gramkey_domain::MediaId::parse(&id).unwrap(),
         user_id: user,
         media_type: gramkey_domain::graph::media::MediaType::parse(kind).unwrap(),
         caption: format!("caption at {at} #tag"),
         created_at: at,
         like_count: 3,
         comments_count: 0,
-        parent_id: parent.map(str::to_owned),
+        parent_id: parent.map(|p| gramkey_domain::MediaId::parse(p).unwrap()),
         position,
     }
 }
@@ -1240,7 +1240,7 @@ async fn real_client_libraries_work_unmodified() {
             .ops
             .store
             .add_comment(&gramkey_store::NewComment {
-                id: format!("1800000000000000{i}"),
+                id: gramkey_domain::CommentId::parse(&format!("1800000000000000{i}")).unwrap(),
                 media_id: media[0].id.clone(),
                 user_id: alice.id,
                 parent_id: None,

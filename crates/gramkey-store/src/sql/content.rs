@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
-use gramkey_domain::{AppId, UnixTime, UserId};
+use gramkey_domain::{AppId, CommentId, ContainerId, MediaId, UnixTime, UserId};
 
 use super::{Conn, Engine, Lock, Row, SqlStore, Value, q, transaction, write};
 use crate::records::corrupt;
@@ -73,7 +73,7 @@ fn container_from_row(r: &mut Row) -> Result<Container> {
         children: children
             .split(',')
             .filter(|c| !c.is_empty())
-            .map(str::to_owned)
+            .map(|c| ContainerId::stored(c.to_owned()))
             .collect(),
         status: ContainerStatus::parse(&status)
             .ok_or_else(|| corrupt("containers.status", &status))?,
@@ -176,7 +176,7 @@ impl<E: Engine> ContentStore for SqlStore<E> {
         .await
     }
 
-    async fn media(&self, id: &str) -> Result<Option<Media>> {
+    async fn media(&self, id: &MediaId) -> Result<Option<Media>> {
         let mut c = self.engine.reader().await?;
         c.fetch_optional(q(format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id = $1")).bind(id))
             .await?
@@ -196,7 +196,7 @@ impl<E: Engine> ContentStore for SqlStore<E> {
         .await
     }
 
-    async fn children(&self, album: &str) -> Result<Vec<Media>> {
+    async fn children(&self, album: &MediaId) -> Result<Vec<Media>> {
         let mut c = self.engine.reader().await?;
         c.fetch_all(
             q(format!(
@@ -210,7 +210,7 @@ impl<E: Engine> ContentStore for SqlStore<E> {
         .collect()
     }
 
-    async fn comment(&self, id: &str) -> Result<Option<Comment>> {
+    async fn comment(&self, id: &CommentId) -> Result<Option<Comment>> {
         let mut c = self.engine.reader().await?;
         c.fetch_optional(
             q(format!(
@@ -226,8 +226,8 @@ impl<E: Engine> ContentStore for SqlStore<E> {
 
     async fn comments_page(&self, of: CommentsOf<'_>, page: &PageRequest) -> Result<Vec<Comment>> {
         let (scope, id) = match of {
-            CommentsOf::Media(id) => ("a.media_id = $1 AND a.parent_id IS NULL", id),
-            CommentsOf::Replies(id) => ("a.parent_id = $1", id),
+            CommentsOf::Media(id) => ("a.media_id = $1 AND a.parent_id IS NULL", id.as_str()),
+            CommentsOf::Replies(id) => ("a.parent_id = $1", id.as_str()),
         };
         self.page(
             &format!("SELECT {COMMENT_COLUMNS} FROM comments a JOIN users u ON u.id = a.user_id"),
@@ -288,7 +288,7 @@ impl<E: Engine> ContentStore for SqlStore<E> {
         .await
     }
 
-    async fn delete_comment(&self, id: &str) -> Result<u64> {
+    async fn delete_comment(&self, id: &CommentId) -> Result<u64> {
         let id = id.to_owned();
         transaction!(self, |c| {
             // Locked: a reply being added waits, then finds its parent gone.
@@ -336,7 +336,13 @@ impl<E: Engine> ContentStore for SqlStore<E> {
                 .bind(k.source_is_video)
                 .bind(&k.caption)
                 .bind(k.is_carousel_item)
-                .bind(k.children.join(","))
+                .bind(
+                    k.children
+                        .iter()
+                        .map(ContainerId::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
                 .bind(k.status.as_str())
                 .bind(&k.status_reason)
                 .bind(k.created_at)
@@ -349,7 +355,7 @@ impl<E: Engine> ContentStore for SqlStore<E> {
         .await
     }
 
-    async fn container(&self, id: &str) -> Result<Option<Container>> {
+    async fn container(&self, id: &ContainerId) -> Result<Option<Container>> {
         let mut c = self.engine.reader().await?;
         c.fetch_optional(
             q(format!(
@@ -363,7 +369,11 @@ impl<E: Engine> ContentStore for SqlStore<E> {
         .transpose()
     }
 
-    async fn finish_container(&self, id: &str, outcome: Result<(), String>) -> Result<bool> {
+    async fn finish_container(
+        &self,
+        id: &ContainerId,
+        outcome: Result<(), String>,
+    ) -> Result<bool> {
         let id = id.to_owned();
         let (status, reason) = match outcome {
             Ok(()) => (ContainerStatus::Finished, None),

@@ -6,6 +6,7 @@ use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::comment::check_message;
 use gramkey_domain::ids::generate_comment_id;
+use gramkey_domain::{CommentId, MediaId};
 use gramkey_store::{Comment, NewComment};
 use serde_json::{Value, json};
 
@@ -14,8 +15,8 @@ use super::Ctx;
 /// Adds a comment to `media_id` (a reply to `parent`); its id.
 pub(super) async fn add_comment(
     ctx: &Ctx<'_>,
-    media_id: &str,
-    parent: Option<&str>,
+    media_id: &MediaId,
+    parent: Option<&CommentId>,
 ) -> Result<Value, GraphResponse> {
     ctx.need(Need::Comments)?;
     let text = check_message(ctx.params.get("message"))?;
@@ -24,15 +25,16 @@ pub(super) async fn add_comment(
         .store()
         .add_comment(&NewComment {
             id: id.clone(),
-            media_id: media_id.to_owned(),
+            media_id: media_id.clone(),
             user_id: ctx.user.id,
-            parent_id: parent.map(str::to_owned),
+            parent_id: parent.cloned(),
             text,
             created_at: ctx.now(),
         })
         .await?;
     if !added {
-        return Err(GraphError::not_found(parent.unwrap_or(media_id), "post").into());
+        let gone = parent.map_or(media_id.as_str(), CommentId::as_str);
+        return Err(GraphError::not_found(gone, "post").into());
     }
     Ok(json!({ "id": id }))
 }

@@ -4,6 +4,7 @@
 
 use axum::http::Method;
 use gramkey_domain::error::GraphError;
+use gramkey_domain::{CommentId, ContainerId, MediaId};
 
 use crate::wire::graph::GraphResponse;
 
@@ -19,15 +20,23 @@ pub(super) async fn resolve(
         return Ok(Target::User);
     }
     let missing = || GraphError::not_found(segment, &method.as_str().to_ascii_lowercase());
+    // The same digits may name a media, a comment or a container.
+    let (Some(media), Some(comment), Some(container)) = (
+        MediaId::parse(segment),
+        CommentId::parse(segment),
+        ContainerId::parse(segment),
+    ) else {
+        return Err(missing().into());
+    };
     let store = ctx.store();
-    if let Some(m) = store.media(segment).await? {
+    if let Some(m) = store.media(&media).await? {
         return if m.user_id == ctx.user.id {
             Ok(Target::Media(m))
         } else {
             Err(missing().into())
         };
     }
-    if let Some(c) = store.comment(segment).await? {
+    if let Some(c) = store.comment(&comment).await? {
         let owner = store.media(&c.media_id).await?.map(|m| m.user_id);
         return if owner == Some(ctx.user.id) {
             Ok(Target::Comment(c))
@@ -35,7 +44,7 @@ pub(super) async fn resolve(
             Err(missing().into())
         };
     }
-    if let Some(k) = store.container(segment).await? {
+    if let Some(k) = store.container(&container).await? {
         return if k.user_id == ctx.user.id && k.app_id == ctx.token.app_id {
             Ok(Target::Container(k))
         } else {

@@ -26,7 +26,7 @@ use gramkey_domain::graph::access::{Need, Node};
 use gramkey_domain::graph::comment::check_reply_target;
 use gramkey_domain::graph::fields::Field;
 use gramkey_domain::graph::paging::{PageRequest, valid_id};
-use gramkey_domain::{Flavour, ScopedUserId};
+use gramkey_domain::{CommentId, Flavour, ScopedUserId};
 use gramkey_store::{Comment, CommentsOf, Container, Media, TokenRecord, User};
 use serde_json::Value;
 
@@ -308,7 +308,7 @@ async fn route(
             .await
         }
         ("POST", Target::Comment(c), Some("replies")) => {
-            check_reply_target(c.parent_id.as_deref())?;
+            check_reply_target(c.parent_id.as_ref().map(CommentId::as_str))?;
             add_comment(ctx, &c.media_id, Some(&c.id)).await
         }
         ("GET", Target::Container(k), None) => {
