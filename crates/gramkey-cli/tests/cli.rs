@@ -1233,11 +1233,10 @@ fn kill_9_under_issuance_loses_nothing_on_postgres() {
     ) else {
         return;
     };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = rt
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
         .block_on(gramkey_store::test_support::fresh_postgres_database(&url))
         .unwrap();
-    drop(rt);
     kill_9_loses_nothing_acknowledged(Some(&db));
 }
 
@@ -1276,6 +1275,29 @@ async fn active(c: &reqwest::Client, addr: &str, app: &(String, String), token: 
         .unwrap();
     assert_eq!(r.status(), 200, "introspection on {addr}");
     r.json::<Value>().await.unwrap()["active"] == true
+}
+
+/// A receiver for callbacks: every body POSTed to it, in the order they came, and its address.
+async fn callback_receiver() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::net::SocketAddr,
+) {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    let router = axum::Router::new().route(
+        "/deauthorize",
+        axum::routing::post(move |body: String| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (bodies, addr)
 }
 
 /// An app token from the node (or balancer) at `addr`; `None` when it did not answer 200.
@@ -1322,7 +1344,25 @@ fn three_postgres_nodes_behind_haproxy_act_as_one() {
         c
     };
     let app = live_app(node(), "Cluster");
-    // Every node's janitor runs every 300 ms, and purges a token once it is revoked.
+    // The app's deauthorize callback goes to a receiver in this test that counts what arrives.
+    let (callbacks, receiver) = rt.block_on(callback_receiver());
+    let set = node()
+        .args(["app", "set-callbacks", &app.0, "--deauthorize-url"])
+        .arg(format!("http://{receiver}/deauthorize"))
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{set:?}");
+    const PEOPLE: usize = 10;
+    for i in 0..PEOPLE {
+        let made = node()
+            .args(["user", "create", "--username", &format!("member{i}")])
+            .args(["--password", "member-password"])
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+    }
+    // Every node's janitor runs every 300 ms, and purges a token once it is revoked; every
+    // node's deliverer looks for due callbacks every 50 ms.
     let args = [
         "--redis-url",
         redis.as_str(),
@@ -1331,6 +1371,9 @@ fn three_postgres_nodes_behind_haproxy_act_as_one() {
         "300ms",
         "--retain-tokens",
         "0s",
+        "--callback-interval",
+        "50ms",
+        "--fetch-allow-private",
     ];
     let logs: Vec<_> = ["a", "b", "c"]
         .iter()
@@ -1458,6 +1501,88 @@ fn three_postgres_nodes_behind_haproxy_act_as_one() {
         let text = std::fs::read_to_string(log).unwrap();
         assert!(!text.contains("janitor pass failed"), "{text}");
     }
+
+    // Ten people authorize the app through the balancer and remove it again: each removal
+    // queues one deauthorize callback, which the three nodes' deliverers race to claim. Each
+    // arrives exactly once.
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        for i in 0..PEOPLE {
+            let authorize = format!(
+                "http://{lb}/oauth/authorize?client_id={}&redirect_uri=https://live.example/cb\
+                 &scope=user_profile&response_type=code",
+                app.0
+            );
+            let landed = gramkey_server::test_support::sign_in_and_consent(
+                &authorize,
+                &format!("member{i}"),
+                "member-password",
+            )
+            .await;
+            let code = url::Url::parse(&landed)
+                .unwrap()
+                .query_pairs()
+                .find(|(k, _)| k == "code")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| panic!("no code in {landed}"));
+            let token: Value = c
+                .post(format!("http://{lb}/oauth/access_token"))
+                .form(&[
+                    ("client_id", app.0.as_str()),
+                    ("client_secret", app.1.as_str()),
+                    ("grant_type", "authorization_code"),
+                    ("redirect_uri", "https://live.example/cb"),
+                    ("code", code.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let token = token["access_token"].as_str().expect("a user token");
+            let removed = c
+                .delete(format!("http://{lb}/me/permissions"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(removed.status(), 200);
+        }
+        let delivered = || callbacks.lock().unwrap().clone();
+        let start = std::time::Instant::now();
+        while delivered().len() < PEOPLE {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "callbacks delivered: {:?}",
+                delivered()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Many more passes of all three deliverers: nothing arrives twice.
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let delivered = delivered();
+        assert_eq!(delivered.len(), PEOPLE, "{delivered:?}");
+        let mut distinct = delivered.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            PEOPLE,
+            "a callback arrived twice: {delivered:?}"
+        );
+    });
+    let by_node: Vec<usize> = logs
+        .iter()
+        .map(|log| {
+            std::fs::read_to_string(log)
+                .unwrap()
+                .matches("callback delivered")
+                .count()
+        })
+        .collect();
+    eprintln!("{PEOPLE} deauthorize callbacks, each delivered once; by node A, B, C: {by_node:?}");
+    assert_eq!(by_node.iter().sum::<usize>(), PEOPLE);
 
     // Node B is killed while clients issue through the balancer: nothing acknowledged is lost,
     // and the balancer goes on serving from A and C.
