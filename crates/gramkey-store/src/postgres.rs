@@ -17,7 +17,9 @@ use sqlx::postgres::{
 use sqlx::{Arguments, Column, Postgres, Row as _, TypeInfo};
 
 use crate::cached::{Cache, Stale};
-use crate::sql::{After, Conn, Dialect, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work, q};
+use crate::sql::{
+    After, Conn, Dialect, Engine, Invalidation, Kind, Lock, Query, Row, SqlStore, Value, Work, q,
+};
 use crate::{Result, StoreError};
 
 /// The store on PostgreSQL.
@@ -92,26 +94,34 @@ impl Engine for Pg {
     }
 
     /// On a pooled connection, in autocommit: no `BEGIN`/`COMMIT` round trips for a single
-    /// statement. Like every write here, it runs in a task of its own (see `transaction`).
+    /// statement. A write that may make something stale runs as a transaction instead, so its
+    /// announcement commits with it. Like every write here, it runs in a task of its own (see
+    /// `transaction`).
     async fn write<T, F>(&self, work: F, after: After<T>) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c, T> + Send + 'static,
     {
-        let (pool, channel) = (self.pool.clone(), self.channel.clone());
+        if after.may_invalidate() {
+            return self.transaction(work, after).await;
+        }
+        let pool = self.pool.clone();
         run_to_the_end(async move {
             let mut conn = pool.acquire().await?;
-            let done = work(&mut conn).await?;
-            announce(&mut conn, &channel, after(&done)).await;
-            Ok(done)
+            work(&mut conn).await
         })
         .await
     }
 
     /// In a task of its own, so a caller that goes away (a client that disconnects drops its
     /// request's future) cannot leave the transaction half-sent on a pooled connection: it
-    /// commits or rolls back whole, and what it made stale is forgotten and announced after
-    /// the commit, as SQLite's writer thread does with a write whose caller has gone.
+    /// commits or rolls back whole.
+    ///
+    /// What it made stale is announced inside the transaction: PostgreSQL delivers a
+    /// `NOTIFY` when, and only when, its transaction commits, so the other nodes hear of
+    /// every committed change (a node killed right after its commit included) and of nothing
+    /// rolled back. This node's cache drops it after the commit, as SQLite's writer thread
+    /// does with a write whose caller has gone.
     async fn transaction<T, F>(&self, work: F, after: After<T>) -> Result<T>
     where
         T: Send + 'static,
@@ -121,14 +131,10 @@ impl Engine for Pg {
         run_to_the_end(async move {
             let mut tx = pool.begin().await?;
             let done = work(&mut tx).await?;
+            let stale = after.stale(&done);
+            announce(&mut tx, &channel, &stale).await?;
             tx.commit().await?;
-            let stale = after(&done);
-            if stale.iter().any(|s| s.payload().is_some()) {
-                match pool.acquire().await {
-                    Ok(mut conn) => announce(&mut conn, &channel, stale).await,
-                    Err(e) => tracing::warn!(error = %e, "telling other nodes what changed failed; their caches catch up within their TTL"),
-                }
-            }
+            stale.forget();
             Ok(done)
         })
         .await
@@ -152,16 +158,15 @@ impl Engine for Pg {
     }
 }
 
-/// Tells the other processes on the database what a committed write made stale. The write
-/// stands either way: a failure is logged, and their caches' TTL ends their stale copies.
-async fn announce(conn: &mut PgConnection, channel: &str, stale: Vec<Stale>) {
-    for payload in stale.iter().filter_map(Stale::payload) {
-        let notify = q("SELECT pg_notify($1, $2)").bind(channel).bind(payload);
-        if let Err(e) = conn.execute(notify).await {
-            tracing::warn!(error = %e, "telling other nodes what changed failed; their caches catch up within their TTL");
-            return;
-        }
+/// Tells the other processes on the database what a write made stale, inside its
+/// transaction: delivered if it commits. A failure fails the write, which is rolled back, so
+/// no node keeps a copy that a committed change made stale.
+async fn announce(tx: &mut PgConnection, channel: &str, stale: &Invalidation) -> Result<()> {
+    for payload in stale.items.iter().filter_map(Stale::payload) {
+        tx.execute(q("SELECT pg_notify($1, $2)").bind(channel).bind(payload))
+            .await?;
     }
+    Ok(())
 }
 
 /// Runs `write` to its end in a task of its own, whether or not its caller waits for it.

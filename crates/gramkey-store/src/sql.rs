@@ -316,9 +316,49 @@ pub trait Conn: Send {
 /// The work of a write: given the connection, a future of its result.
 pub type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
 
-/// What runs after a write has committed, given its result: it forgets what the write made
-/// stale and answers it, for the engine to announce ([`SqlStore::after`]).
-pub type After<T> = Box<dyn FnOnce(&T) -> Vec<Stale> + Send>;
+type StaleOf<T> = Box<dyn FnOnce(&T) -> Vec<Stale> + Send>;
+
+/// What a write makes stale, given its result ([`SqlStore::after`]), and the cache to drop it
+/// from. The engine works out the stale items before the commit, so it can announce them in
+/// the same transaction (PostgreSQL's `NOTIFY` is delivered only if the transaction commits),
+/// and drops them from this store's cache after the commit, whether or not the caller still
+/// waits.
+pub struct After<T> {
+    /// `None` for a write that makes nothing stale ([`nothing`]).
+    stale_of: Option<StaleOf<T>>,
+    cache: Option<Arc<Cache>>,
+}
+
+impl<T> After<T> {
+    /// Whether the write may make something stale; if not, there is nothing to announce.
+    pub(crate) fn may_invalidate(&self) -> bool {
+        self.stale_of.is_some()
+    }
+    /// What the write made stale.
+    pub(crate) fn stale(self, done: &T) -> Invalidation {
+        Invalidation {
+            items: self.stale_of.map(|f| f(done)).unwrap_or_default(),
+            cache: self.cache,
+        }
+    }
+}
+
+/// What a write made stale, not yet dropped from this store's cache.
+#[must_use = "forget it once the write has committed"]
+pub struct Invalidation {
+    pub(crate) items: Vec<Stale>,
+    cache: Option<Arc<Cache>>,
+}
+
+impl Invalidation {
+    /// Drops it from this store's cache: call it after the commit, or a read in between could
+    /// cache the old row again.
+    pub(crate) fn forget(self) {
+        if let Some(cache) = &self.cache {
+            self.items.iter().for_each(|s| cache.forget(s));
+        }
+    }
+}
 
 /// How an engine reads and writes.
 pub trait Engine: Send + Sync + 'static {
@@ -331,16 +371,16 @@ pub trait Engine: Send + Sync + 'static {
     fn reader(&self) -> impl Future<Output = Result<Self::Reader<'_>>> + Send;
 
     /// Runs `work`, whose statements need not be atomic together (a single statement, mostly).
-    /// Once it has committed, `after` runs, whether or not the caller still waits: it drops
-    /// from this store's cache what the write made stale, and the engine announces that to
-    /// the other processes on the database.
+    /// What it made stale (`after`) is announced to the other processes on the database with
+    /// the commit, and dropped from this store's cache after it, whether or not the caller
+    /// still waits.
     fn write<T, F>(&self, work: F, after: After<T>) -> impl Future<Output = Result<T>> + Send
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
 
     /// Runs `work` in one transaction, committed when it answers `Ok`, rolled back otherwise;
-    /// then `after`, as [`Engine::write`] does.
+    /// `after` as [`Engine::write`] says.
     fn transaction<T, F>(&self, work: F, after: After<T>) -> impl Future<Output = Result<T>> + Send
     where
         T: Send + 'static,
@@ -411,29 +451,27 @@ impl<E: Engine> SqlStore<E> {
         }
     }
 
-    /// The hook a write runs once it has committed: what `stale_of` names is dropped from this
-    /// store's cache and announced to the other processes. It runs even if the caller has gone
-    /// away meanwhile (a client that disconnects), so a write that committed never leaves a
-    /// stale copy behind. A failure to announce is logged by the engine; the other processes'
-    /// TTL ends their stale copies.
+    /// What a write makes stale: what `stale_of` names is announced to the other processes
+    /// with the commit and dropped from this store's cache after it. That happens even if the
+    /// caller has gone away meanwhile (a client that disconnects), so a write that committed
+    /// never leaves a stale copy behind.
     pub(crate) fn after<T>(
         &self,
         stale_of: impl FnOnce(&T) -> Vec<Stale> + Send + 'static,
     ) -> After<T> {
-        let cache = self.cache.clone();
-        Box::new(move |done| {
-            let stale = stale_of(done);
-            if let Some(cache) = &cache {
-                stale.iter().for_each(|s| cache.forget(s));
-            }
-            stale
-        })
+        After {
+            stale_of: Some(Box::new(stale_of)),
+            cache: self.cache.clone(),
+        }
     }
 }
 
 /// For a write that makes nothing cached stale.
 pub(crate) fn nothing<T>() -> After<T> {
-    Box::new(|_| Vec::new())
+    After {
+        stale_of: None,
+        cache: None,
+    }
 }
 
 /// A count as read.

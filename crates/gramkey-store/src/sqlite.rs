@@ -102,7 +102,7 @@ where
         // Committed: the cache forgets what it made stale, here in the writer thread, whether
         // or not the caller still waits. Nobody else to tell (see `follow`).
         if let Ok(done) = &outcome {
-            (this.after)(done);
+            this.after.stale(done).forget();
         }
         // The caller may have gone away (its request was cancelled); nothing to do then.
         let _ = this.reply.send(outcome);
