@@ -64,6 +64,11 @@ impl std::fmt::Display for ScopedUserId {
     }
 }
 
+/// An object id as a client may send it: 1 to 20 decimal digits.
+pub fn valid_id(id: &str) -> bool {
+    (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Graph object ids (media, comments, publishing containers): decimal strings of 1 to 20
 /// digits, as Instagram's. One type each, so a comment's id cannot be passed where a media's
 /// is expected; they share the parse and the shape.
@@ -76,7 +81,7 @@ macro_rules! graph_id {
         impl $name {
             /// An id as a client sent it (a path segment, a parameter): 1 to 20 digits.
             pub fn parse(s: &str) -> Option<Self> {
-                crate::graph::paging::valid_id(s).then(|| Self(s.to_owned()))
+                valid_id(s).then(|| Self(s.to_owned()))
             }
             /// An id as the store kept it: written by gramkey, so not checked again.
             pub fn stored(s: String) -> Self {

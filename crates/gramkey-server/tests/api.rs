@@ -428,6 +428,8 @@ async fn setup(t: &TestApp, scopes: &str) -> (Registered, reqwest::Client) {
 // The sections, one module each; their shared helpers are visible to all.
 #[path = "api/admin.rs"]
 mod admin;
+#[path = "api/architecture.rs"]
+mod architecture;
 #[path = "api/authorize.rs"]
 mod authorize;
 #[path = "api/callbacks.rs"]

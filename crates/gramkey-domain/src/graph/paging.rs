@@ -50,10 +50,7 @@ impl Position {
     }
 }
 
-/// An object id as a client may send it: 1 to 20 decimal digits.
-pub fn valid_id(id: &str) -> bool {
-    (1..=20).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
-}
+pub use crate::ids::valid_id;
 
 /// What page to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
