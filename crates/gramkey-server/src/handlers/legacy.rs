@@ -104,7 +104,7 @@ async fn check_signed(
         .store
         .app(&token.app_id)
         .await?
-        .ok_or_else(|| LegacyError::from(&GraphError::invalid_token()))?;
+        .ok_or_else(invalid_token)?;
     if !app.signed_requests {
         return Ok(());
     }
