@@ -7,18 +7,21 @@
 //!
 //! The operations themselves are written once, in [`crate::sql`]; this module runs them.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, Weak};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow,
 };
 use sqlx::{Arguments, Column, Postgres, Row as _, TypeInfo};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::cached::{Cache, Stale};
 use crate::sql::{
-    After, Conn, Dialect, Engine, Invalidation, Kind, Lock, Query, Row, SqlStore, Value, Work, q,
+    After, Append, Conn, Dialect, Engine, Invalidation, Kind, Lock, Query, Row, SqlStore, Value,
+    Work, q,
 };
 use crate::{Result, StoreError};
 
@@ -42,6 +45,8 @@ pub struct Pg {
     pool: PgPool,
     /// Where this store's processes announce what they made stale ([`channel`]).
     channel: String,
+    /// The queue of each table appended to ([`Engine::append`]), and its task.
+    appenders: Arc<Mutex<HashMap<&'static str, mpsc::Sender<Pending>>>>,
 }
 
 impl PgStore {
@@ -81,6 +86,7 @@ impl PgStore {
         Ok(SqlStore::new(Pg {
             pool,
             channel: channel(&schema),
+            appenders: Arc::default(),
         }))
     }
 }
@@ -140,6 +146,31 @@ impl Engine for Pg {
         .await
     }
 
+    /// Group commit: a task per table takes every row waiting in its queue (up to
+    /// [`MAX_BATCH`]), inserts them in one statement, which commits them together, and only
+    /// then answers each caller. Under load a single commit carries many issuances and their
+    /// audit events, as SQLite's writer does; a lone row costs what it did.
+    async fn append(&self, append: &'static Append, values: Vec<Value<'static>>) -> Result<i64> {
+        let (reply, answer) = oneshot::channel();
+        let queue = {
+            let mut queues = self.appenders.lock().unwrap_or_else(|e| e.into_inner());
+            queues
+                .entry(append.table)
+                .or_insert_with(|| {
+                    let (queue, rows) = mpsc::channel(MAX_BATCH);
+                    tokio::spawn(appender(self.pool.clone(), append, rows));
+                    queue
+                })
+                .clone()
+        };
+        queue.send(Pending { values, reply }).await.map_err(|_| {
+            StoreError::Backend(format!("the {} appender has stopped", append.table))
+        })?;
+        answer.await.map_err(|_| {
+            StoreError::Backend(format!("the {} appender dropped a row", append.table))
+        })?
+    }
+
     fn follow(&self, cache: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (pool, channel) = (self.pool.clone(), self.channel.clone());
@@ -156,6 +187,150 @@ impl Engine for Pg {
             }
         }))
     }
+}
+
+/// The most rows appended in one statement.
+pub const MAX_BATCH: usize = 512;
+
+/// A row waiting to be appended, and its caller.
+#[derive(Debug)]
+struct Pending {
+    values: Vec<Value<'static>>,
+    reply: oneshot::Sender<Result<i64>>,
+}
+
+/// Appends the rows queued for `append`'s table, a batch at a time, until every sender is gone.
+async fn appender(pool: PgPool, append: &'static Append, mut queue: mpsc::Receiver<Pending>) {
+    let statement = unnest(append);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match insert_rows(&pool, &statement, append, &batch).await {
+            Ok(ids) => {
+                for (row, id) in batch.drain(..).zip(ids) {
+                    let _ = row.reply.send(Ok(id));
+                }
+            }
+            // One row may be at fault (a constraint): each on its own, so it fails alone.
+            Err(StoreError::Conflict(_)) if batch.len() > 1 => {
+                for row in batch.drain(..) {
+                    let one = insert_rows(&pool, &statement, append, std::slice::from_ref(&row))
+                        .await
+                        .and_then(|ids| {
+                            ids.first().copied().ok_or_else(|| {
+                                StoreError::Backend("the insert answered no id".into())
+                            })
+                        });
+                    let _ = row.reply.send(one);
+                }
+            }
+            Err(e) => {
+                for row in batch.drain(..) {
+                    let _ = row.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// `INSERT INTO table (columns) SELECT * FROM UNNEST($1::type[], …) RETURNING id`: one statement
+/// for any number of rows, each column bound as an array.
+fn unnest(append: &Append) -> String {
+    let names: Vec<&str> = append.columns.iter().map(|(name, _)| *name).collect();
+    let arrays: Vec<String> = append
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind))| {
+            let element = match kind {
+                Kind::Int => "INT8",
+                Kind::Bool => "BOOL",
+                Kind::Text => "TEXT",
+                Kind::Bytes => "BYTEA",
+            };
+            format!("${}::{element}[]", i + 1)
+        })
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) SELECT * FROM UNNEST({}) RETURNING id",
+        append.table,
+        names.join(", "),
+        arrays.join(", ")
+    )
+}
+
+/// Inserts `rows` in one statement (so one commit) and answers their ids in the rows' order.
+///
+/// `UNNEST` yields the rows in their arrays' order and the insert draws each row's id from the
+/// table's sequence in that order, so the ids sorted ascending are the rows' ids in order,
+/// whatever order `RETURNING` lists them in.
+async fn insert_rows(
+    pool: &PgPool,
+    statement: &str,
+    append: &Append,
+    rows: &[Pending],
+) -> Result<Vec<i64>> {
+    let mut args = PgArguments::default();
+    for (i, (name, kind)) in append.columns.iter().enumerate() {
+        let column = rows.iter().map(|row| row.values.get(i));
+        let mismatch = || {
+            StoreError::Backend(format!(
+                "a row appended to {} gives {name} a value that is not {kind:?}",
+                append.table
+            ))
+        };
+        let added = match kind {
+            Kind::Int => args.add(
+                column
+                    .map(|v| match v {
+                        Some(Value::Int(v)) => Ok(Some(*v)),
+                        Some(Value::Null(_)) => Ok(None),
+                        _ => Err(mismatch()),
+                    })
+                    .collect::<Result<Vec<Option<i64>>>>()?,
+            ),
+            Kind::Bool => args.add(
+                column
+                    .map(|v| match v {
+                        Some(Value::Bool(v)) => Ok(Some(*v)),
+                        Some(Value::Null(_)) => Ok(None),
+                        _ => Err(mismatch()),
+                    })
+                    .collect::<Result<Vec<Option<bool>>>>()?,
+            ),
+            Kind::Text => args.add(
+                column
+                    .map(|v| match v {
+                        Some(Value::Text(v)) => Ok(Some(v.as_ref())),
+                        Some(Value::Null(_)) => Ok(None),
+                        _ => Err(mismatch()),
+                    })
+                    .collect::<Result<Vec<Option<&str>>>>()?,
+            ),
+            Kind::Bytes => args.add(
+                column
+                    .map(|v| match v {
+                        Some(Value::Bytes(v)) => Ok(Some(v.as_ref())),
+                        Some(Value::Null(_)) => Ok(None),
+                        _ => Err(mismatch()),
+                    })
+                    .collect::<Result<Vec<Option<&[u8]>>>>()?,
+            ),
+        };
+        added.map_err(|e| StoreError::Backend(format!("cannot bind a value: {e}")))?;
+    }
+    let mut ids: Vec<i64> = sqlx::query_scalar_with(statement, args)
+        .fetch_all(pool)
+        .await?;
+    if ids.len() != rows.len() {
+        return Err(StoreError::Backend(format!(
+            "{} rows appended to {}, {} ids answered",
+            rows.len(),
+            append.table,
+            ids.len()
+        )));
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Tells the other processes on the database what a write made stale, inside its

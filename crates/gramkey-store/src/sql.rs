@@ -122,6 +122,7 @@ bind! {
     String => Text, |v| Value::Text(Cow::Owned(v));
     &'a [u8] => Bytes, |v| Value::Bytes(Cow::Borrowed(v));
     &'a Vec<u8> => Bytes, |v| Value::Bytes(Cow::Borrowed(v.as_slice()));
+    Vec<u8> => Bytes, |v| Value::Bytes(Cow::Owned(v));
     &'a [u8; 32] => Bytes, |v| Value::Bytes(Cow::Borrowed(v.as_slice()));
 }
 
@@ -192,6 +193,35 @@ impl<'a> Query<'a> {
     pub(crate) fn bind(mut self, value: impl Bind<'a>) -> Self {
         self.args.push(value.value());
         self
+    }
+}
+
+/// A table that callers append rows to, each caller answered with its row's id once the row
+/// is committed: issued tokens and audit events. Rows of concurrent callers may be inserted
+/// together ([`Engine::append`]).
+#[derive(Debug)]
+pub struct Append {
+    pub table: &'static str,
+    /// The columns a row gives, in order, and their types.
+    pub columns: &'static [(&'static str, Kind)],
+}
+
+impl Append {
+    /// The statement inserting one row of `values` (in [`Append::columns`]' order) and
+    /// answering its id.
+    pub(crate) fn row<'a>(&self, values: Vec<Value<'a>>) -> Query<'a> {
+        let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
+        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        Query {
+            sql: format!(
+                "INSERT INTO {} ({}) VALUES ({}) RETURNING id",
+                self.table,
+                names.join(", "),
+                placeholders.join(", ")
+            )
+            .into(),
+            args: values,
+        }
     }
 }
 
@@ -385,6 +415,20 @@ pub trait Engine: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Self::Conn) -> Work<'c, T> + Send + 'static;
+
+    /// Appends one row of `values` to `append`'s table, in autocommit, and answers its id once
+    /// it is committed. An engine may batch the rows of concurrent callers into one statement
+    /// and one commit; a row that cannot be inserted fails its own caller only.
+    fn append(
+        &self,
+        append: &'static Append,
+        values: Vec<Value<'static>>,
+    ) -> impl Future<Output = Result<i64>> + Send {
+        self.write(
+            move |c| Box::pin(async move { c.fetch_one(append.row(values)).await?.get(0) }),
+            nothing(),
+        )
+    }
 
     /// Starts a task that applies to `cache`, while it lives, what other processes publish;
     /// `None` where the engine has no way to hear them.

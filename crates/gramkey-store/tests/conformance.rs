@@ -948,7 +948,87 @@ async fn suite(s: Arc<dyn Store>) {
     callback_outbox(s.clone()).await;
     content(s.clone()).await;
     monitoring(s.clone()).await;
+    concurrent_appends(s.clone()).await;
     access(&*s).await;
+}
+
+/// Tokens and audit events appended at once (PostgreSQL inserts them in batches): each caller
+/// gets its own row's id, and a row that cannot be inserted fails its own caller only.
+async fn concurrent_appends(s: Arc<dyn Store>) {
+    let a = app("4000000000000009");
+    s.create_app(&a).await.unwrap();
+    let token = |n: u32| NewToken {
+        hash: round_hash(0xa7, n),
+        kind: TokenKind::App,
+        flavour: Flavour::InstagramLogin,
+        app_id: a.id.clone(),
+        user_id: None,
+        scopes: ScopeSet::default(),
+        issued_at: NOW + i64::from(n),
+        expires_at: NOW + 3600,
+    };
+    let taken = s.create_token(&token(0)).await.unwrap();
+    // All spawned before any is awaited: they run at once.
+    let issuances: Vec<_> = (0..200u32)
+        .map(|n| {
+            let (s, t) = (s.clone(), token(n));
+            tokio::spawn(async move { (n, s.create_token(&t).await) })
+        })
+        .collect();
+    let events: Vec<_> = (0..200u32)
+        .map(|n| {
+            let s = s.clone();
+            let event = NewAuditEvent {
+                at: NOW,
+                kind: AuditKind::TokenIssued,
+                outcome: Outcome::Success,
+                app_id: Some(a.id.clone()),
+                user_id: None,
+                token_id: Some(i64::from(n)),
+                ip: None,
+                user_agent: None,
+                detail: Some(format!("append {n}")),
+            };
+            tokio::spawn(async move { (n, s.append_audit(&event).await) })
+        })
+        .collect();
+    for done in issuances {
+        let (n, issued) = done.await.unwrap();
+        if n == 0 {
+            // Its hash is taken: refused, alone.
+            assert!(
+                matches!(issued, Err(StoreError::Conflict(_))),
+                "a duplicate hash: {issued:?}"
+            );
+            continue;
+        }
+        let issued = issued.unwrap();
+        let stored = s.token(&round_hash(0xa7, n)).await.unwrap().unwrap();
+        assert_eq!(
+            (issued.id, stored.issued_at),
+            (stored.id, NOW + i64::from(n))
+        );
+        assert_ne!(issued.id, taken.id);
+    }
+    let log = s
+        .audit(&AuditQuery {
+            app: Some(a.id.clone()),
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 200);
+    for done in events {
+        let (n, id) = done.await.unwrap();
+        let id = id.unwrap();
+        let stored = log.iter().find(|e| e.id == id).unwrap();
+        assert_eq!(
+            stored.event.detail.as_deref(),
+            Some(format!("append {n}").as_str())
+        );
+        assert_eq!(stored.event.token_id, Some(i64::from(n)));
+    }
 }
 
 /// Invitations, a person's apps (granted and removed) and data-deletion requests.

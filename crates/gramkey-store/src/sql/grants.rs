@@ -9,7 +9,7 @@ use gramkey_domain::{
     AppId, Flavour, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
 };
 
-use super::{Conn, Engine, Lock, Row, SqlStore, q, transaction, write};
+use super::{Append, Bind, Conn, Engine, Kind, Lock, Row, SqlStore, Value, q, transaction, write};
 use crate::cached::Stale;
 use crate::records::{corrupt, judge_claim};
 use crate::{
@@ -84,23 +84,42 @@ const SUPERSEDE: &str = "WITH RECURSIVE earlier(id) AS (
      WHERE id IN (SELECT id FROM earlier) AND revoked_at IS NULL
      RETURNING hash";
 
-/// Inserts a token; returns its id.
+/// Issued tokens, as [`token_row`] gives them.
+static TOKENS: Append = Append {
+    table: "tokens",
+    columns: &[
+        ("hash", Kind::Bytes),
+        ("kind", Kind::Text),
+        ("flavour", Kind::Text),
+        ("app_id", Kind::Text),
+        ("user_id", Kind::Int),
+        ("scopes", Kind::Text),
+        ("issued_at", Kind::Int),
+        ("expires_at", Kind::Int),
+        ("parent_id", Kind::Int),
+    ],
+};
+
+/// A token's row of [`TOKENS`].
+fn token_row(token: &NewToken, parent_id: Option<i64>) -> Vec<Value<'static>> {
+    vec![
+        token.hash.0.to_vec().value(),
+        token.kind.as_str().value(),
+        token.flavour.as_str().value(),
+        token.app_id.as_str().to_owned().value(),
+        token.user_id.map(|u| u.0).value(),
+        token.scopes.to_stored().value(),
+        token.issued_at.value(),
+        token.expires_at.value(),
+        parent_id.value(),
+    ]
+}
+
+/// Inserts a token inside a transaction; returns its id.
 async fn insert_token(c: &mut impl Conn, token: &NewToken, parent_id: Option<i64>) -> Result<i64> {
-    c.fetch_one(
-        q("INSERT INTO tokens (hash, kind, flavour, app_id, user_id, scopes, issued_at, expires_at, parent_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id")
-        .bind(&token.hash.0)
-        .bind(token.kind.as_str())
-        .bind(token.flavour.as_str())
-        .bind(token.app_id.as_str())
-        .bind(token.user_id.map(|u| u.0))
-        .bind(token.scopes.to_stored())
-        .bind(token.issued_at)
-        .bind(token.expires_at)
-        .bind(parent_id),
-    )
-    .await?
-    .get(0)
+    c.fetch_one(TOKENS.row(token_row(token, parent_id)))
+        .await?
+        .get(0)
 }
 
 /// The record of a token just issued.
@@ -541,13 +560,10 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         .await
     }
 
+    /// Appended: concurrent issuances may share one statement and one commit.
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord> {
-        let token = token.clone();
-        write!(self, |c| {
-            let id = insert_token(c, &token, None).await?;
-            Ok(issued(id, token, None))
-        })
-        .await
+        let id = self.engine.append(&TOKENS, token_row(token, None)).await?;
+        Ok(issued(id, token.clone(), None))
     }
 
     async fn derive_tokens(

@@ -6,10 +6,26 @@ use async_trait::async_trait;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::{AppId, TokenKind, UnixTime, UserId};
 
-use super::{Conn, Engine, Row, SqlStore, count, int, q, transaction, write};
+use super::{Append, Bind, Conn, Engine, Kind, Row, SqlStore, count, int, q, transaction, write};
 use crate::records::corrupt;
 use crate::{
     AuditEvent, AuditQuery, MonitorStore, NetworkSeen, NewAuditEvent, Result, UsageDelta, UsageHour,
+};
+
+/// Audit events, as `append_audit` gives them.
+static AUDIT_LOG: Append = Append {
+    table: "audit_log",
+    columns: &[
+        ("at", Kind::Int),
+        ("event", Kind::Text),
+        ("outcome", Kind::Text),
+        ("app_id", Kind::Text),
+        ("user_id", Kind::Int),
+        ("token_id", Kind::Int),
+        ("ip", Kind::Text),
+        ("user_agent", Kind::Text),
+        ("detail", Kind::Text),
+    ],
 };
 
 const AUDIT_COLUMNS: &str =
@@ -90,26 +106,20 @@ fn usage_rows(deltas: &[UsageDelta]) -> Vec<UsageRow> {
 
 #[async_trait]
 impl<E: Engine> MonitorStore for SqlStore<E> {
-    async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64> {
-        let e = event.clone();
-        write!(self, |c| {
-            c.fetch_one(
-                q("INSERT INTO audit_log (at, event, outcome, app_id, user_id, token_id, ip, user_agent, detail)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id")
-                .bind(e.at)
-                .bind(e.kind.as_str())
-                .bind(e.outcome.as_str())
-                .bind(e.app_id.as_ref().map(AppId::as_str))
-                .bind(e.user_id.map(|u| u.0))
-                .bind(e.token_id)
-                .bind(&e.ip)
-                .bind(&e.user_agent)
-                .bind(&e.detail),
-            )
-            .await?
-            .get(0)
-        })
-        .await
+    /// Appended: the events of concurrent requests may share one statement and one commit.
+    async fn append_audit(&self, e: &NewAuditEvent) -> Result<i64> {
+        let row = vec![
+            e.at.value(),
+            e.kind.as_str().value(),
+            e.outcome.as_str().value(),
+            e.app_id.as_ref().map(|a| a.as_str().to_owned()).value(),
+            e.user_id.map(|u| u.0).value(),
+            e.token_id.value(),
+            e.ip.clone().value(),
+            e.user_agent.clone().value(),
+            e.detail.clone().value(),
+        ];
+        self.engine.append(&AUDIT_LOG, row).await
     }
 
     /// A condition only for each filter that is set, so each can use its index.
