@@ -25,6 +25,14 @@ use serde_json::json;
 
 use crate::config::Global;
 
+/// mimalloc, not the system allocator. Each Argon2id password check allocates 19 MiB; glibc's
+/// malloc raises its mmap threshold once such a block is freed and then keeps the blocks in
+/// per-thread arenas, so a node's heap grew by that much for every thread that ever checked a
+/// password (450 MB after 24 sign-ins). mimalloc returns freed memory to the system within
+/// milliseconds (BENCHMARKS.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gramkey",
@@ -540,6 +548,9 @@ enum UserCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("warning: jemalloc's background purging is off: {e}");
+    }
     let parsed = match layered::parse::<Cli>(std::env::args_os().collect()) {
         Ok(p) => p,
         Err(e) => {
