@@ -112,7 +112,13 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     // Elapsed time for the wall-time budget and metrics, not a point in time: monotonic.
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
-    let (mut resp, cpu) = CpuTimed::new(next.run(req)).await;
+    // The rules every request must meet ([`crate::router::request_rules`]) are checked here,
+    // where the refusal is counted, not in a middleware of their own: each layer of
+    // `from_fn` costs every request a boxed future and a cloned service.
+    let (mut resp, cpu) = match crate::router::request_rules(&req) {
+        Some(refusal) => (refusal, Duration::ZERO),
+        None => CpuTimed::new(next.run(req)).await,
+    };
     let wall = start.elapsed();
     let budget = resp
         .extensions_mut()
@@ -170,8 +176,13 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     resp
 }
 
-/// A future that adds up the CPU time of the thread polling it, poll by poll: the CPU time a
-/// request's own work took, not its waits (the store's writer thread is not counted).
+/// A future that adds up the time spent polling it: the CPU time a request's own work took,
+/// not its waits (the store's writer thread is not counted).
+///
+/// Each poll is timed with the monotonic clock, which the vDSO answers in nanoseconds. The
+/// thread's own CPU clock (`CLOCK_THREAD_CPUTIME_ID`) is a system call: two per poll took
+/// 5 % of a node's CPU under load (BENCHMARKS.md). The difference: a poll during which the
+/// system runs another thread counts in full.
 struct CpuTimed<F> {
     inner: Pin<Box<F>>,
     spent: Duration,
@@ -189,11 +200,11 @@ impl<F> CpuTimed<F> {
 impl<F: Future> Future for CpuTimed<F> {
     type Output = (F::Output, Duration);
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let start = cpu_time::ThreadTime::try_now().ok();
+        // Elapsed time, not a point in time: monotonic.
+        #[allow(clippy::disallowed_methods)]
+        let start = Instant::now();
         let polled = self.inner.as_mut().poll(cx);
-        if let Some(start) = start {
-            self.spent += start.elapsed();
-        }
+        self.spent += start.elapsed();
         match polled {
             Poll::Ready(v) => Poll::Ready((v, self.spent)),
             Poll::Pending => Poll::Pending,
