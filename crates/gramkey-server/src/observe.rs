@@ -112,13 +112,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     // Elapsed time for the wall-time budget and metrics, not a point in time: monotonic.
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
-    // The rules every request must meet ([`crate::router::request_rules`]) are checked here,
-    // where the refusal is counted, not in a middleware of their own: each layer of
-    // `from_fn` costs every request a boxed future and a cloned service.
-    let (mut resp, cpu) = match crate::router::request_rules(&req) {
-        Some(refusal) => (refusal, Duration::ZERO),
-        None => CpuTimed::new(next.run(req)).await,
-    };
+    let (mut resp, cpu) = CpuTimed::new(next.run(req)).await;
     let wall = start.elapsed();
     let budget = resp
         .extensions_mut()

@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         // Layered once here: `Handler::layer` would build the CORS service on every call.
         .fallback_service(cors.layer(graph::dispatch.with_state(state.clone())))
         .method_not_allowed_fallback(unsupported_method)
+        .layer(middleware::from_fn(request_rules))
         .layer(DefaultBodyLimit::max(crate::handlers::form::BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -274,10 +275,13 @@ impl MakeRequestId for RequestIds {
 const MAX_TARGET: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// The checks every request passes before routing, made by [`crate::observe::observe`]: its
-/// head's size, then its query's text. The refusal, if any.
-pub(crate) fn request_rules(req: &Request<Body>) -> Option<Response> {
-    head_size(req).or_else(|| plain_text_query(req))
+/// The checks every request passes before routing, in one layer (each layer costs a boxed
+/// future per request): its head's size, then its query's text.
+async fn request_rules(req: Request<Body>, next: Next) -> Response {
+    match head_size(&req).or_else(|| plain_text_query(&req)) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    }
 }
 
 fn head_size(req: &Request<Body>) -> Option<Response> {
