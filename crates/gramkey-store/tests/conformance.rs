@@ -1010,6 +1010,10 @@ async fn concurrent_appends(s: Arc<dyn Store>) {
         );
         assert_ne!(issued.id, taken.id);
     }
+    let mut appended = Vec::new();
+    for done in events {
+        appended.push(done.await.unwrap());
+    }
     let log = s
         .audit(&AuditQuery {
             app: Some(a.id.clone()),
@@ -1019,8 +1023,7 @@ async fn concurrent_appends(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(log.len(), 200);
-    for done in events {
-        let (n, id) = done.await.unwrap();
+    for (n, id) in appended {
         let id = id.unwrap();
         let stored = log.iter().find(|e| e.id == id).unwrap();
         assert_eq!(
