@@ -271,7 +271,6 @@ async fn insert_rows(
 ) -> Result<Vec<i64>> {
     let mut args = PgArguments::default();
     for (i, (name, kind)) in append.columns.iter().enumerate() {
-        let column = rows.iter().map(|row| row.values.get(i));
         let mismatch = || {
             StoreError::Backend(format!(
                 "a row appended to {} gives {name} a value that is not {kind:?}",
@@ -279,42 +278,22 @@ async fn insert_rows(
             ))
         };
         let added = match kind {
-            Kind::Int => args.add(
-                column
-                    .map(|v| match v {
-                        Some(Value::Int(v)) => Ok(Some(*v)),
-                        Some(Value::Null(_)) => Ok(None),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<Option<i64>>>>()?,
-            ),
-            Kind::Bool => args.add(
-                column
-                    .map(|v| match v {
-                        Some(Value::Bool(v)) => Ok(Some(*v)),
-                        Some(Value::Null(_)) => Ok(None),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<Option<bool>>>>()?,
-            ),
-            Kind::Text => args.add(
-                column
-                    .map(|v| match v {
-                        Some(Value::Text(v)) => Ok(Some(v.as_ref())),
-                        Some(Value::Null(_)) => Ok(None),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<Option<&str>>>>()?,
-            ),
-            Kind::Bytes => args.add(
-                column
-                    .map(|v| match v {
-                        Some(Value::Bytes(v)) => Ok(Some(v.as_ref())),
-                        Some(Value::Null(_)) => Ok(None),
-                        _ => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<Option<&[u8]>>>>()?,
-            ),
+            Kind::Int => args.add(array(rows, i, mismatch, |v| match v {
+                Value::Int(v) => Some(*v),
+                _ => None,
+            })?),
+            Kind::Bool => args.add(array(rows, i, mismatch, |v| match v {
+                Value::Bool(v) => Some(*v),
+                _ => None,
+            })?),
+            Kind::Text => args.add(array(rows, i, mismatch, |v| match v {
+                Value::Text(v) => Some(v.as_ref()),
+                _ => None,
+            })?),
+            Kind::Bytes => args.add(array(rows, i, mismatch, |v| match v {
+                Value::Bytes(v) => Some(v.as_ref()),
+                _ => None,
+            })?),
         };
         added.map_err(|e| StoreError::Backend(format!("cannot bind a value: {e}")))?;
     }
@@ -331,6 +310,23 @@ async fn insert_rows(
     }
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// Column `i` of every row, as the array bound for it: NULLs as `None`, and a value that
+/// `pick` does not take (another type) as `mismatch`'s error.
+fn array<'r, T>(
+    rows: &'r [Pending],
+    i: usize,
+    mismatch: impl Fn() -> StoreError,
+    pick: impl Fn(&'r Value<'static>) -> Option<T>,
+) -> Result<Vec<Option<T>>> {
+    rows.iter()
+        .map(|row| match row.values.get(i) {
+            Some(Value::Null(_)) => Ok(None),
+            Some(v) => pick(v).map(Some).ok_or_else(&mismatch),
+            None => Err(mismatch()),
+        })
+        .collect()
 }
 
 /// Tells the other processes on the database what a write made stale, inside its
