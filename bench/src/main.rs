@@ -6,6 +6,8 @@
 //!   long-lived-enough token and CODES unredeemed authorization codes, and writes
 //!   `DATA_DIR/bench.env` (client ids, secrets, token), `DATA_DIR/codes.txt` and
 //!   `DATA_DIR/refresh.txt` (as many refresh tokens, for a second app that opted in) for wrk;
+//!   with `LIVE_TOKENS=N` also N more access tokens (`DATA_DIR/tokens.txt`), and with
+//!   `EXPIRED_TOKENS=N` N tokens past retention for the janitor (`bench/latency.sh`);
 //! - `propagation TRIALS CLIENT_ID CLIENT_SECRET NODE...`: how long a revocation on one node
 //!   takes to be refused by the others, which had the token cached (`bench/cluster.sh`).
 
@@ -292,6 +294,39 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
             .context("the root token vanished")?;
     }
     write_lines(&dir.join("refresh.txt"), refresh.iter().map(|t| t.expose()))?;
+
+    // For bench/latency.sh: LIVE_TOKENS more access tokens for GET /me (in tokens.txt), and
+    // EXPIRED_TOKENS tokens that expired 40 days ago, past retention, for the janitor to purge.
+    let count = |name: &str| -> Result<usize> {
+        std::env::var(name).map_or(Ok(0), |v| v.parse().with_context(|| name.to_owned()))
+    };
+    let live: Vec<_> = (0..count("LIVE_TOKENS")?)
+        .map(|_| Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy))
+        .collect();
+    let expired = (0..count("EXPIRED_TOKENS")?).map(|_| {
+        let t = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy);
+        NewToken {
+            issued_at: now - 41 * 86_400,
+            expires_at: now - 40 * 86_400,
+            ..like(TokenKind::ShortLived, &t)
+        }
+    });
+    let news: Vec<_> = live
+        .iter()
+        .map(|t| like(TokenKind::ShortLived, t))
+        .chain(expired)
+        .collect();
+    for chunk in news.chunks(1000) {
+        store
+            .derive_tokens(
+                &TokenHash::of_token(&root),
+                gramkey_store::Derivation::Attach,
+                chunk,
+            )
+            .await?
+            .context("the root token vanished")?;
+    }
+    write_lines(&dir.join("tokens.txt"), live.iter().map(|t| t.expose()))?;
     std::fs::write(
         dir.join("bench.env"),
         format!(

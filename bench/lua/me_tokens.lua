@@ -1,0 +1,25 @@
+-- wrk script: GET /me with a different token each request, from $BENCH_DIR/tokens.txt (thread k
+-- of n takes tokens k, k+n, ..., and starts over at the end), so every token is read and cached.
+local counter = 0
+
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+
+function init(args)
+  local nthreads = tonumber(os.getenv("WRK_THREADS"))
+  tokens = {}
+  local n = 0
+  for line in io.lines(os.getenv("BENCH_DIR") .. "/tokens.txt") do
+    if n % nthreads == tid then tokens[#tokens + 1] = "Bearer " .. line end
+    n = n + 1
+  end
+  next_token = 1
+end
+
+function request()
+  local t = tokens[next_token]
+  next_token = next_token % #tokens + 1
+  return wrk.format("GET", "/me?fields=id,username", { ["Authorization"] = t })
+end
