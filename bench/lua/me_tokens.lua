@@ -1,5 +1,6 @@
--- wrk script: GET /me with a different token each request, from $BENCH_DIR/tokens.txt (thread k
--- of n takes tokens k, k+n, ..., and starts over at the end), so every token is read and cached.
+-- wrk script: GET /me with a different token each request, from $BENCH_DIR/tokens.txt from line
+-- $START on (default 0; thread k of n takes lines START+k, START+k+n, ..., and starts over at the
+-- end), so every token is read and cached.
 local counter = 0
 
 function setup(thread)
@@ -10,9 +11,10 @@ end
 function init(args)
   local nthreads = tonumber(os.getenv("WRK_THREADS"))
   tokens = {}
+  local start = tonumber(os.getenv("START") or "0")
   local n = 0
   for line in io.lines(os.getenv("BENCH_DIR") .. "/tokens.txt") do
-    if n % nthreads == tid then tokens[#tokens + 1] = "Bearer " .. line end
+    if n >= start and (n - start) % nthreads == tid then tokens[#tokens + 1] = "Bearer " .. line end
     n = n + 1
   end
   next_token = 1

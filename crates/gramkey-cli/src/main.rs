@@ -610,7 +610,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .global
                 .open()
                 .await?
-                .purge_expired(args.retention.retention())
+                .purge_expired(args.retention.retention(), false)
                 .await?;
             println!(
                 "purged {} codes, {} tokens and {} callbacks",

@@ -24,6 +24,12 @@ use crate::outbound::{Outbound, Purpose};
 /// Alerts waiting for the webhook; past this, new ones are logged but not sent.
 const QUEUE: usize = 1024;
 
+/// Token uses being written to the store (`token_used`) at once at most. A use that finds them
+/// all taken is not noted this time, and is on a later call: memory stays bounded when tokens
+/// arrive faster than the store takes the notes (a million new tokens in minutes held 240 MB of
+/// waiting tasks; BENCHMARKS.md, memory).
+const NOTES_IN_FLIGHT: usize = 256;
+
 pub struct Alerter {
     thresholds: Thresholds,
     clock: Arc<dyn Clock>,
@@ -33,6 +39,7 @@ pub struct Alerter {
     rates: Mutex<HashMap<AppId, RateWatch>>,
     /// (token row, network) pairs already recorded by this node.
     seen: Cache<(i64, String), ()>,
+    notes: Arc<tokio::sync::Semaphore>,
     webhook: Option<mpsc::Sender<Value>>,
 }
 
@@ -70,6 +77,7 @@ impl Alerter {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
                 .build(),
+            notes: Arc::new(tokio::sync::Semaphore::new(NOTES_IN_FLIGHT)),
             webhook,
         }
     }
@@ -142,10 +150,14 @@ impl Alerter {
         if self.seen.contains_key(&key) {
             return;
         }
+        let Ok(permit) = self.notes.clone().try_acquire_owned() else {
+            return;
+        };
         self.seen.insert(key, ());
         let this = Arc::clone(self);
         let app = app.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let now: UnixTime = this.clock.now();
             match this.store.note_network(token_id, &network, now).await {
                 Ok(seen) if seen.new && seen.known_before > 0 && this.thresholds.new_network => {

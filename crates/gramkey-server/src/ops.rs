@@ -151,6 +151,10 @@ pub const MAX_REDIRECT_URIS: usize = 100;
 /// database for more than a moment.
 pub const JANITOR_BATCH: u32 = 1000;
 
+/// The node's janitor deletes for at most one part in this many of its time
+/// ([`Ops::purge_expired`]).
+pub const JANITOR_SHARE: u32 = 10;
+
 /// Newest callbacks listed by [`Ops::callbacks`] when no limit is given.
 pub const CALLBACK_LIST_LIMIT: u32 = 100;
 
@@ -563,11 +567,22 @@ impl Ops {
     }
 
     /// One janitor pass: deletes finished codes and tokens past `retention`, a batch at a time,
-    /// until none are left. Returns the totals.
-    pub async fn purge_expired(&self, retention: Retention) -> Result<Purged, OpError> {
+    /// until none are left. Returns the totals. `paced`, it works at most a
+    /// [`JANITOR_SHARE`]th of the time: after each batch it waits until the batch's own time
+    /// is that share of the time since it began, so a large backlog (a million expired tokens
+    /// after a restart) is cleared over minutes instead of taking the database's writer, and a
+    /// core, from the requests.
+    pub async fn purge_expired(
+        &self,
+        retention: Retention,
+        paced: bool,
+    ) -> Result<Purged, OpError> {
         let cutoffs = retention.cutoffs(self.clock.now());
         let mut total = Purged::default();
         loop {
+            // Elapsed time, not a point in time: monotonic.
+            #[allow(clippy::disallowed_methods)]
+            let began = std::time::Instant::now();
             let p = self.store.purge(cutoffs, JANITOR_BATCH).await?;
             total.codes += p.codes;
             total.tokens += p.tokens;
@@ -581,15 +596,19 @@ impl Ops {
             {
                 return Ok(total);
             }
-            // Let other work in between batches.
-            tokio::task::yield_now().await;
+            if paced {
+                tokio::time::sleep(began.elapsed() * (JANITOR_SHARE - 1)).await;
+            } else {
+                // Let other work in between batches.
+                tokio::task::yield_now().await;
+            }
         }
     }
 
     /// [`Ops::purge_expired`] as the node's janitor runs it: what it purged is logged, and a
     /// failure is logged and left for the next pass.
     pub async fn janitor_pass(&self, retention: Retention) {
-        match self.purge_expired(retention).await {
+        match self.purge_expired(retention, true).await {
             Ok(p) if p.codes + p.tokens + p.callbacks + p.audit + p.usage > 0 => {
                 tracing::info!(
                     codes = p.codes,
@@ -701,5 +720,92 @@ impl Ops {
                 limit: filter.limit.unwrap_or(100).clamp(1, 1000),
             })
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gramkey_domain::entropy::SeededEntropy;
+    use gramkey_domain::time::ManualClock;
+    use gramkey_domain::{Flavour, ScopeSet, TokenHash, TokenKind};
+    use gramkey_store::NewToken;
+    use std::time::Duration;
+
+    /// 2,500 app tokens expired long ago: two full batches and a part.
+    async fn ops_with_expired_tokens() -> (Ops, tempfile::TempDir) {
+        const NOW: i64 = 1_800_000_000;
+        let (store, dir) = gramkey_store::test_support::fresh_sqlite().unwrap();
+        let ops = Ops {
+            store: store.clone(),
+            clock: Arc::new(ManualClock::new(NOW)),
+            entropy: Arc::new(SeededEntropy::new(7)),
+            hasher: SecretHasher::new(&[7; 32]),
+        };
+        let (app, _) = ops
+            .create_app(
+                &Origin::LOCAL,
+                NewAppInput {
+                    name: "janitor".into(),
+                    redirect_uris: vec!["https://j.example/cb".into()],
+                    scopes: "user_profile".into(),
+                    mode: AppMode::Live,
+                    refresh_tokens: false,
+                    signed_requests: false,
+                    deauthorize_url: None,
+                    data_deletion_url: None,
+                },
+            )
+            .await
+            .unwrap();
+        let mut inserts = tokio::task::JoinSet::new();
+        for n in 0..2_500u32 {
+            let (store, app_id) = (store.clone(), app.id.clone());
+            let mut hash = [0; 32];
+            hash[..4].copy_from_slice(&n.to_be_bytes());
+            inserts.spawn(async move {
+                store
+                    .create_token(&NewToken {
+                        hash: TokenHash(hash),
+                        kind: TokenKind::App,
+                        flavour: Flavour::BasicDisplay,
+                        app_id,
+                        user_id: None,
+                        scopes: ScopeSet::default(),
+                        issued_at: NOW - 41 * 86_400,
+                        expires_at: NOW - 40 * 86_400,
+                    })
+                    .await
+            });
+        }
+        while let Some(done) = inserts.join_next().await {
+            done.unwrap().unwrap();
+        }
+        (ops, dir)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_janitor_paces_itself_and_a_purge_asked_for_does_not() {
+        let (ops, _dir) = ops_with_expired_tokens().await;
+        let started = tokio::time::Instant::now();
+        let purged = ops
+            .purge_expired(Retention::default(), false)
+            .await
+            .unwrap();
+        assert_eq!(purged.tokens, 2_500);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no waits between batches"
+        );
+
+        let (ops, _dir) = ops_with_expired_tokens().await;
+        let started = tokio::time::Instant::now();
+        let purged = ops.purge_expired(Retention::default(), true).await.unwrap();
+        assert_eq!(purged.tokens, 2_500, "paced, it still purges everything");
+        assert!(
+            started.elapsed() > Duration::ZERO,
+            "it waited after each full batch"
+        );
     }
 }

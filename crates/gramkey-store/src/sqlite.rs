@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_monitoring.sql"),
     include_str!("../migrations/sqlite/0008_access.sql"),
     include_str!("../migrations/sqlite/0009_signed_requests.sql"),
+    include_str!("../migrations/sqlite/0010_revoked_tokens.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

@@ -747,6 +747,47 @@ async fn purging(s: &dyn Store) {
     let second = s.purge(after, 2).await.unwrap();
     assert_eq!(second.codes, 1);
     assert!(s.token(&issued).await.unwrap().is_none());
+
+    // Revoked tokens go once their revocation is past the cutoff, however far off their expiry;
+    // expired ones first, then revoked ones, within one batch.
+    let c = code(70, &a, u.id, &scoped);
+    let year = |n| NewToken {
+        expires_at: NOW + 365 * 86_400,
+        ..token_for(&c, hash(n))
+    };
+    for n in 74..77 {
+        s.create_token(&year(n)).await.unwrap();
+    }
+    s.create_token(&NewToken {
+        expires_at: NOW + 10,
+        ..token_for(&c, hash(77))
+    })
+    .await
+    .unwrap();
+    for n in [74, 75] {
+        s.revoke_tokens(Revoke::Token(hash(n)), RevokeReason::Revoked, NOW + 20)
+            .await
+            .unwrap();
+    }
+    let at = |tokens_before| gramkey_domain::retention::Cutoffs {
+        tokens_before,
+        ..after
+    };
+    assert_eq!(
+        s.purge(at(NOW + 20), 10).await.unwrap().tokens,
+        1,
+        "the expired one"
+    );
+    let p = s.purge(at(NOW + 21), 2).await.unwrap();
+    assert_eq!(p.tokens, 2, "both revoked ones, the batch full");
+    assert_eq!(s.purge(at(NOW + 21), 2).await.unwrap().tokens, 0);
+    for (n, kept) in [(74, false), (75, false), (76, true), (77, false)] {
+        assert_eq!(
+            s.token(&hash(n)).await.unwrap().is_some(),
+            kept,
+            "token {n}"
+        );
+    }
 }
 
 async fn callback_outbox(s: Arc<dyn Store>) {

@@ -490,49 +490,68 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         .await
     }
 
+    /// Makes nothing cached stale, so it announces nothing: a purged token ended (expired or
+    /// was revoked) before the cutoff, and a cached copy of it says so, since expiry is read
+    /// from the row on every use and a revocation dropped it from every cache when it was
+    /// made. Until its cached copy lapses, a purged token is refused as expired or revoked
+    /// rather than as unknown. (Announcing every batch made every node drop every cached
+    /// token, a thousand times a pass over a million rows: BENCHMARKS.md, the janitor.)
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
-        let purged = self.after(|p: &Purged| match p.tokens {
-            0 => Vec::new(),
-            _ => vec![Stale::Tokens],
-        });
-        transaction!(self, purged, |c| {
+        transaction!(self, |c| {
             // Rows another node is deleting right now are left to it.
             let skip = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
-            let mut delete = async |table: &str, key: &str, expired: &str, before: UnixTime| {
-                c.execute(
-                    q(format!(
-                        "DELETE FROM {table} WHERE ({key}) IN
-                             (SELECT {key} FROM {table} WHERE {expired} LIMIT $2{skip})"
-                    ))
-                    .bind(before)
-                    .bind(i64::from(batch)),
-                )
-                .await
-            };
+            let mut delete =
+                async |limit: u64, table: &str, key: &str, expired: &str, before: UnixTime| {
+                    c.execute(
+                        q(format!(
+                            "DELETE FROM {table} WHERE ({key}) IN
+                                 (SELECT {key} FROM {table} WHERE {expired} LIMIT $2{skip})"
+                        ))
+                        .bind(before)
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
+                    )
+                    .await
+                };
+            let batch = u64::from(batch);
             let codes = delete(
+                batch,
                 "auth_codes",
                 "hash",
                 "expires_at < $1",
                 cutoffs.codes_before,
             )
             .await?;
-            // A token's networks go with it (ON DELETE CASCADE).
-            let tokens = delete(
+            // A token's networks go with it (ON DELETE CASCADE). Expired, then revoked: each
+            // condition has its index, which `expires_at < $1 OR revoked_at < $1` could not use.
+            let mut tokens = delete(
+                batch,
                 "tokens",
                 "id",
-                "expires_at < $1 OR revoked_at < $1",
+                "expires_at < $1",
                 cutoffs.tokens_before,
             )
             .await?;
+            if tokens < batch {
+                tokens += delete(
+                    batch - tokens,
+                    "tokens",
+                    "id",
+                    "revoked_at < $1",
+                    cutoffs.tokens_before,
+                )
+                .await?;
+            }
             let callbacks = delete(
+                batch,
                 "callbacks",
                 "id",
                 "state <> 'pending' AND finished_at < $1",
                 cutoffs.callbacks_before,
             )
             .await?;
-            let audit = delete("audit_log", "id", "at < $1", cutoffs.audit_before).await?;
+            let audit = delete(batch, "audit_log", "id", "at < $1", cutoffs.audit_before).await?;
             let removals = delete(
+                batch,
                 "grant_removals",
                 "app_id, user_id",
                 "removed_at < $1",
@@ -546,7 +565,8 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 ("app_usage_errors", "app_id, hour, code"),
                 ("app_usage_users", "app_id, hour, user_id"),
             ] {
-                usage = usage.max(delete(table, key, "hour < $1", cutoffs.usage_before).await?);
+                usage =
+                    usage.max(delete(batch, table, key, "hour < $1", cutoffs.usage_before).await?);
             }
             Ok(Purged {
                 codes,
