@@ -11,8 +11,10 @@
 //! ```
 //!
 //! On shutdown the listener stops accepting and drains its connections, then a stop signal
-//! reaches every task; a pass under way (a janitor batch, a round of callbacks) finishes
-//! first. Finally the usage counted since the last flush is written.
+//! reaches every task; a pass under way (a round of callbacks) finishes first, except the
+//! janitor's, which is paced and may last minutes: it ends at once, its batch under way
+//! committed by the store all the same. Finally the usage counted since the last flush is
+//! written.
 
 use std::future::Future;
 use std::time::Duration;
@@ -111,10 +113,17 @@ impl Node {
             async move { limiter.charge_spent().await }
         }));
         if let Some((retention, period)) = self.janitor {
-            let ops = state.ops.clone();
+            let (ops, stopping) = (state.ops.clone(), stop.clone());
             tasks.spawn(every(period, stop.clone(), move || {
-                let ops = ops.clone();
-                async move { ops.janitor_pass(retention).await }
+                let (ops, mut stopping) = (ops.clone(), stopping.clone());
+                // A paced pass over a large backlog lasts minutes: a stop ends it at once. The
+                // batch under way is its own transaction, which the store finishes on its own.
+                async move {
+                    tokio::select! {
+                        () = ops.janitor_pass(retention) => {}
+                        _ = stopping.changed() => {}
+                    }
+                }
             }));
         }
         if let Some(period) = self.callbacks {
