@@ -613,8 +613,8 @@ async fn run(cli: Cli) -> Result<()> {
                 .purge_expired(args.retention.retention(), false)
                 .await?;
             println!(
-                "purged {} codes, {} tokens and {} callbacks",
-                p.codes, p.tokens, p.callbacks
+                "purged {} codes, {} tokens, {} callbacks and {} webhook deliveries",
+                p.codes, p.tokens, p.callbacks, p.webhooks
             );
             Ok(())
         }

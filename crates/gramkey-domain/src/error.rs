@@ -72,6 +72,16 @@ impl GraphError {
         }
     }
 
+    /// An `OAuthException` with this code and message, for the errors only one module words
+    /// (webhook verification's 2200).
+    pub fn oauth_error(code: u32, message: impl Into<String>) -> Self {
+        Self::oauth(code, None, message)
+    }
+    /// The same error, worded otherwise.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
     /// A token that does not parse or is not known.
     pub fn invalid_token() -> Self {
         Self::oauth(

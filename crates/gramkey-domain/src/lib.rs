@@ -27,6 +27,7 @@ pub mod text;
 pub mod time;
 pub mod token;
 pub mod user;
+pub mod webhook;
 
 pub use app::{AppMode, RedirectUri, Role};
 pub use entropy::{Entropy, OsEntropy};

@@ -587,12 +587,21 @@ impl Ops {
             total.codes += p.codes;
             total.tokens += p.tokens;
             total.callbacks += p.callbacks;
+            total.webhooks += p.webhooks;
             total.audit += p.audit;
             total.usage += p.usage;
             total.removals += p.removals;
-            if [p.codes, p.tokens, p.callbacks, p.audit, p.usage, p.removals]
-                .iter()
-                .all(|&n| n < u64::from(JANITOR_BATCH))
+            if [
+                p.codes,
+                p.tokens,
+                p.callbacks,
+                p.webhooks,
+                p.audit,
+                p.usage,
+                p.removals,
+            ]
+            .iter()
+            .all(|&n| n < u64::from(JANITOR_BATCH))
             {
                 return Ok(total);
             }
@@ -609,11 +618,12 @@ impl Ops {
     /// failure is logged and left for the next pass.
     pub async fn janitor_pass(&self, retention: Retention) {
         match self.purge_expired(retention, true).await {
-            Ok(p) if p.codes + p.tokens + p.callbacks + p.audit + p.usage > 0 => {
+            Ok(p) if p.codes + p.tokens + p.callbacks + p.webhooks + p.audit + p.usage > 0 => {
                 tracing::info!(
                     codes = p.codes,
                     tokens = p.tokens,
                     callbacks = p.callbacks,
+                    webhook_deliveries = p.webhooks,
                     audit = p.audit,
                     usage = p.usage,
                     "janitor purged expired rows"

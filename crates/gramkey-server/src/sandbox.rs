@@ -298,6 +298,7 @@ pub async fn seed(
                             parent_id: None,
                             text: REMARKS[pick(&e, REMARKS.len())].into(),
                             created_at: m.created_at + 60 + pick(&e, 7200) as i64,
+                            notifications: Vec::new(),
                         })
                         .await?;
                     out.comments += 1;

@@ -227,6 +227,47 @@ pub trait CallbackStore: Send + Sync {
     async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool>;
 }
 
+/// Webhooks: apps' subscriptions, accounts' subscriptions of apps, and the outbox of
+/// notifications, leased to one deliverer at a time as callbacks are.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// The app's subscription to `object`.
+    async fn app_subscription(&self, app: &AppId, object: &str) -> Result<Option<AppSubscription>>;
+    /// Saves the app's subscription to `object` (replacing URL and fields).
+    async fn save_app_subscription(&self, app: &AppId, sub: &AppSubscription) -> Result<()>;
+    /// Removes the app's subscription to `object`; false when there was none.
+    async fn delete_app_subscription(&self, app: &AppId, object: &str) -> Result<bool>;
+    /// Records (or replaces) an account's subscription of an app.
+    async fn subscribe_account(&self, sub: &AccountSubscription) -> Result<()>;
+    /// The apps an account subscribed.
+    async fn account_subscriptions(&self, user: UserId) -> Result<Vec<AccountSubscription>>;
+    /// Ends an account's subscription of an app; false when there was none.
+    async fn unsubscribe_account(&self, app: &AppId, user: UserId) -> Result<bool>;
+    /// The apps that hear of what happens on `user`'s account (see [`WebhookTarget`]).
+    async fn webhook_targets(&self, user: UserId) -> Result<Vec<WebhookTarget>>;
+    /// Queues notifications.
+    async fn enqueue_webhooks(&self, notes: &[NewWebhook]) -> Result<()>;
+    /// As [`CallbackStore::claim_callbacks`], for notifications.
+    async fn claim_webhooks(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> Result<Vec<Webhook>>;
+    /// As [`CallbackStore::finish_attempt`], with the answer's HTTP status if there was one.
+    async fn finish_webhook(
+        &self,
+        id: i64,
+        attempt_no: u32,
+        attempt: &Attempt,
+        status: Option<u16>,
+    ) -> Result<bool>;
+    /// The newest `limit` notifications, of one app or all.
+    async fn webhooks(&self, app: Option<&AppId>, limit: u32) -> Result<Vec<Webhook>>;
+    /// As [`CallbackStore::retry_callback`], for a notification.
+    async fn retry_webhook(&self, id: i64, now: UnixTime) -> Result<bool>;
+}
+
 /// What the server needs to watch itself: the append-only audit log, hourly usage for app
 /// insights, the networks each token was used from, and the counts behind its gauges.
 #[async_trait]
@@ -303,11 +344,25 @@ pub trait AccessStore: Send + Sync {
 
 /// The whole store.
 pub trait Store:
-    AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore + AccessStore
+    AppStore
+    + UserStore
+    + ContentStore
+    + GrantStore
+    + CallbackStore
+    + WebhookStore
+    + MonitorStore
+    + AccessStore
 {
 }
 impl<
-    T: AppStore + UserStore + ContentStore + GrantStore + CallbackStore + MonitorStore + AccessStore,
+    T: AppStore
+        + UserStore
+        + ContentStore
+        + GrantStore
+        + CallbackStore
+        + WebhookStore
+        + MonitorStore
+        + AccessStore,
 > Store for T
 {
 }

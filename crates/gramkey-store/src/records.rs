@@ -11,6 +11,7 @@ use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::Position;
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
 use gramkey_domain::token::TokenMaterial;
+use gramkey_domain::webhook::{Field, Fields};
 use gramkey_domain::{
     AccessToken, AppId, AppMode, CommentId, ContainerId, Flavour, MediaId, RedirectUri, Role,
     ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
@@ -137,6 +138,8 @@ pub struct NewComment {
     pub parent_id: Option<CommentId>,
     pub text: String,
     pub created_at: UnixTime,
+    /// The webhook notifications the comment causes, queued in its transaction.
+    pub notifications: Vec<NewWebhook>,
 }
 
 /// Which comments to list.
@@ -391,6 +394,8 @@ pub struct Purged {
     pub codes: u64,
     pub tokens: u64,
     pub callbacks: u64,
+    /// Finished webhook deliveries (kept as long as callbacks).
+    pub webhooks: u64,
     pub audit: u64,
     /// Usage hours; more exactly, the most rows deleted from any one of the hourly tables (the
     /// hours, their error counts, their users), each bounded by the batch on its own, so that a
@@ -621,4 +626,68 @@ pub struct AppAccess {
     pub deletion_requested_at: Option<UnixTime>,
     /// The confirmation code the app answered the latest data-deletion request with.
     pub deletion_confirmation: Option<String>,
+}
+
+/// An app's webhook subscription to the `instagram` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSubscription {
+    pub object: String,
+    pub callback_url: String,
+    pub fields: Fields,
+    pub updated_at: UnixTime,
+}
+
+/// An account's subscription of an app (`POST /{ig-user-id}/subscribed_apps`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSubscription {
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub fields: Fields,
+    pub created_at: UnixTime,
+}
+
+/// An app that hears of what happens on an account: live, subscribed to the `instagram`
+/// object, subscribed by the account, and authorized by it. Whether a field flows is the
+/// caller's to judge from `fields` and `scopes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    pub app_id: AppId,
+    /// The account as this app sees it.
+    pub account: ScopedUserId,
+    /// What the account granted the app.
+    pub scopes: ScopeSet,
+    /// What the app subscribed to.
+    pub fields: Fields,
+}
+
+/// A notification to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhook {
+    pub app_id: AppId,
+    pub field: Field,
+    /// The exact bytes to POST (and sign).
+    pub body: String,
+    /// Sent from the dashboard or the CLI, whatever the app's mode.
+    pub test: bool,
+    pub created_at: UnixTime,
+}
+
+/// A notification in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: i64,
+    pub app_id: AppId,
+    pub field: String,
+    pub body: String,
+    pub test: bool,
+    pub created_at: UnixTime,
+    pub state: CallbackState,
+    pub attempts: u32,
+    pub next_attempt_at: UnixTime,
+    /// Where the last attempt went.
+    pub url: Option<String>,
+    /// The HTTP status of the last answer, if there was one.
+    pub status: Option<u16>,
+    pub last_error: Option<String>,
+    pub finished_at: Option<UnixTime>,
 }

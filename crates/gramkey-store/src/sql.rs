@@ -39,6 +39,7 @@ mod content;
 mod grants;
 mod monitor;
 mod users;
+mod webhooks;
 
 /// Which engine a statement runs on, for the few clauses only one of them has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

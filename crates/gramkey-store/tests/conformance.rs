@@ -979,6 +979,221 @@ async fn callback_outbox(s: Arc<dyn Store>) {
     assert!(s.callbacks(Some(&a.id), 10).await.unwrap().is_empty());
 }
 
+/// Subscriptions, who hears of an account, and the notification outbox: queued with the
+/// comment that causes it, claimed once under a lease, retried, finished, purged.
+async fn webhooks(s: &dyn Store) {
+    use gramkey_domain::webhook::{Field, Fields, OBJECT};
+    use gramkey_store::{AccountSubscription, AppSubscription, NewWebhook};
+    let mut a = app("1000000000000011");
+    a.mode = AppMode::Live;
+    s.create_app(&a).await.unwrap();
+    let dev = app("1000000000000012");
+    s.create_app(&dev).await.unwrap();
+    let owner = s.create_user(&new_user("wendy"), NOW).await.unwrap();
+    let fields = Fields::parse("fields", "comments,mentions").unwrap();
+    let sub = AppSubscription {
+        object: OBJECT.into(),
+        callback_url: "https://a.example/hook".into(),
+        fields: fields.clone(),
+        updated_at: NOW,
+    };
+    assert_eq!(s.app_subscription(&a.id, OBJECT).await.unwrap(), None);
+    for app in [&a, &dev] {
+        s.save_app_subscription(&app.id, &sub).await.unwrap();
+    }
+    assert_eq!(
+        s.app_subscription(&a.id, OBJECT).await.unwrap(),
+        Some(sub.clone())
+    );
+    let moved = AppSubscription {
+        callback_url: "https://a.example/hook2".into(),
+        ..sub.clone()
+    };
+    s.save_app_subscription(&a.id, &moved).await.unwrap();
+    assert_eq!(
+        s.app_subscription(&a.id, OBJECT).await.unwrap(),
+        Some(moved)
+    );
+
+    // The account subscribes both apps but has authorized only the live one, then the
+    // development one: only a live app with a grant hears of it.
+    let scopes =
+        ScopeSet::parse("instagram_business_basic,instagram_business_manage_comments").unwrap();
+    let scoped = ScopedUserId::parse("17840000000000011").unwrap();
+    for app in [&a, &dev] {
+        s.subscribe_account(&AccountSubscription {
+            app_id: app.id.clone(),
+            user_id: owner.id,
+            fields: fields.clone(),
+            created_at: NOW,
+        })
+        .await
+        .unwrap();
+    }
+    assert!(
+        s.webhook_targets(owner.id).await.unwrap().is_empty(),
+        "no grant yet"
+    );
+    s.save_grant(&a.id, owner.id, &scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    s.save_grant(
+        &dev.id,
+        owner.id,
+        &scopes,
+        &ScopedUserId::parse("17840000000000012").unwrap(),
+        NOW,
+    )
+    .await
+    .unwrap();
+    let targets = s.webhook_targets(owner.id).await.unwrap();
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert_eq!(targets[0].app_id, a.id);
+    assert_eq!(targets[0].account, scoped);
+    assert_eq!(targets[0].scopes, scopes);
+    assert_eq!(targets[0].fields, fields);
+    assert_eq!(s.account_subscriptions(owner.id).await.unwrap().len(), 2);
+    assert!(s.unsubscribe_account(&dev.id, owner.id).await.unwrap());
+    assert!(!s.unsubscribe_account(&dev.id, owner.id).await.unwrap());
+    assert_eq!(
+        s.account_subscriptions(owner.id).await.unwrap()[0].app_id,
+        a.id
+    );
+
+    // A comment and its notification commit together; a refused comment queues nothing.
+    let m = media(9011, owner.id, NOW, None);
+    s.add_media(&m).await.unwrap();
+    let note = |body: &str| NewWebhook {
+        app_id: a.id.clone(),
+        field: Field::Comments,
+        body: body.into(),
+        test: false,
+        created_at: NOW,
+    };
+    let comment = |id: &str, media_id: MediaId, body: &str| NewComment {
+        id: cid(id),
+        media_id,
+        user_id: owner.id,
+        parent_id: None,
+        text: "hi".into(),
+        created_at: NOW,
+        notifications: vec![note(body)],
+    };
+    assert!(
+        s.add_comment(&comment("18100000000000001", m.id.clone(), "{\"n\":1}"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.add_comment(&comment(
+            "18100000000000002",
+            mid("17999999999999998"),
+            "{\"n\":2}"
+        ))
+        .await
+        .unwrap()
+    );
+    let listed = s.webhooks(Some(&a.id), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].body, "{\"n\":1}");
+    assert_eq!(listed[0].state, CallbackState::Pending);
+    s.enqueue_webhooks(&[NewWebhook {
+        test: true,
+        ..note("{\"n\":3}")
+    }])
+    .await
+    .unwrap();
+
+    // Claimed once under a lease; a late finisher of an older attempt changes nothing.
+    let claimed = s.claim_webhooks(NOW, NOW + 60, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        s.claim_webhooks(NOW, NOW + 60, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    let (first, test) = (&claimed[0], &claimed[1]);
+    assert_eq!(first.attempts, 1);
+    assert!(test.test);
+    let retry = Attempt::Retry {
+        url: Some("https://a.example/hook2".into()),
+        error: "the endpoint answered HTTP 500".into(),
+        next_at: NOW + 60,
+    };
+    assert!(
+        s.finish_webhook(first.id, 1, &retry, Some(500))
+            .await
+            .unwrap()
+    );
+    let gave_up = Attempt::GaveUp {
+        at: NOW + 61,
+        url: None,
+        error: "refused".into(),
+    };
+    assert!(s.finish_webhook(test.id, 1, &gave_up, None).await.unwrap());
+    let again = s.claim_webhooks(NOW + 60, NOW + 120, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[0].status, Some(500));
+    let done = Attempt::Delivered {
+        at: NOW + 61,
+        url: "https://a.example/hook2".into(),
+        confirmation: Confirmation::default(),
+    };
+    assert!(
+        !s.finish_webhook(first.id, 1, &done, Some(200))
+            .await
+            .unwrap(),
+        "stale attempt"
+    );
+    assert!(
+        s.finish_webhook(first.id, 2, &done, Some(200))
+            .await
+            .unwrap()
+    );
+    let listed = s.webhooks(Some(&a.id), 10).await.unwrap();
+    assert_eq!(listed[0].state, CallbackState::Failed);
+    assert_eq!(listed[1].state, CallbackState::Delivered);
+    assert_eq!(listed[1].status, Some(200));
+    assert_eq!(listed[1].last_error, None);
+    assert!(
+        !s.retry_webhook(first.id, NOW + 70).await.unwrap(),
+        "delivered"
+    );
+    assert!(s.retry_webhook(test.id, NOW + 70).await.unwrap());
+    assert_eq!(
+        s.claim_webhooks(NOW + 70, NOW + 130, 10).await.unwrap()[0].attempts,
+        1
+    );
+
+    // Finished deliveries go at the callbacks' cutoff.
+    let p = s
+        .purge(
+            gramkey_domain::retention::Cutoffs {
+                codes_before: 0,
+                tokens_before: 0,
+                callbacks_before: NOW + 1000,
+                audit_before: 0,
+                usage_before: 0,
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        p.webhooks, 1,
+        "the delivered one; the requeued one is pending"
+    );
+
+    assert!(s.delete_app_subscription(&a.id, OBJECT).await.unwrap());
+    assert!(!s.delete_app_subscription(&a.id, OBJECT).await.unwrap());
+    assert!(s.webhook_targets(owner.id).await.unwrap().is_empty());
+    s.delete_app(&a.id).await.unwrap();
+    assert!(s.webhooks(Some(&a.id), 10).await.unwrap().is_empty());
+}
+
 async fn suite(s: Arc<dyn Store>) {
     apps_and_roles(&*s).await;
     users_and_media(&*s).await;
@@ -987,6 +1202,7 @@ async fn suite(s: Arc<dyn Store>) {
     deleting_an_app_removes_its_tokens(&*s).await;
     derived_tokens(&*s).await;
     callback_outbox(s.clone()).await;
+    webhooks(&*s).await;
     content(s.clone()).await;
     monitoring(s.clone()).await;
     concurrent_appends(s.clone()).await;
@@ -1412,6 +1628,7 @@ async fn content(s: Arc<dyn Store>) {
         parent_id: parent.map(cid),
         text: format!("comment {id}"),
         created_at: at,
+        notifications: Vec::new(),
     };
     assert!(
         s.add_comment(&comment("18000000000000001", None, NOW))

@@ -1246,6 +1246,7 @@ async fn real_client_libraries_work_unmodified() {
                 parent_id: None,
                 text: (*text).into(),
                 created_at: START - 60 + i as i64,
+                notifications: Vec::new(),
             })
             .await
             .unwrap();

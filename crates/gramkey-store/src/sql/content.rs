@@ -283,6 +283,7 @@ impl<E: Engine> ContentStore for SqlStore<E> {
                 .bind(n.created_at),
             )
             .await?;
+            super::webhooks::insert_webhooks(c, &n.notifications).await?;
             Ok(true)
         })
         .await

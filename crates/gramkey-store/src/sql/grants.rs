@@ -549,6 +549,14 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 cutoffs.callbacks_before,
             )
             .await?;
+            let webhooks = delete(
+                batch,
+                "webhook_deliveries",
+                "id",
+                "state <> 'pending' AND finished_at < $1",
+                cutoffs.callbacks_before,
+            )
+            .await?;
             let audit = delete(batch, "audit_log", "id", "at < $1", cutoffs.audit_before).await?;
             let removals = delete(
                 batch,
@@ -572,6 +580,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                 codes,
                 tokens,
                 callbacks,
+                webhooks,
                 audit,
                 usage,
                 removals,
