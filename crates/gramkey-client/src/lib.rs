@@ -60,6 +60,7 @@ pub mod model;
 pub mod refresh;
 pub mod signed_request;
 pub mod vault;
+pub mod webhooks;
 
 pub use client::{Client, Pager, RetryPolicy, pacing};
 pub use error::{ApiError, Error, Failure};

@@ -28,8 +28,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// Sends callbacks for one node.
 #[derive(Clone)]
 pub struct Deliverer {
-    ops: Ops,
-    http: Outbound,
+    pub(crate) ops: Ops,
+    pub(crate) http: Outbound,
 }
 
 impl Deliverer {
@@ -56,8 +56,13 @@ impl Deliverer {
         }
     }
 
-    /// One pass: claims what is due and sends it, concurrently. Returns how many were attempted.
+    /// One pass: claims the callbacks and webhook notifications that are due and sends them,
+    /// concurrently. Returns how many were attempted.
     pub async fn deliver_due(&self) -> Result<usize, gramkey_store::StoreError> {
+        Ok(self.deliver_callbacks().await? + self.deliver_webhooks().await?)
+    }
+
+    async fn deliver_callbacks(&self) -> Result<usize, gramkey_store::StoreError> {
         let now = self.ops.clock.now();
         let due = self
             .ops
@@ -87,7 +92,7 @@ impl Deliverer {
                 url: None,
                 error,
             },
-            Err(Unsendable::Transient(error)) => self.failed(&cb, None, error),
+            Err(Unsendable::Transient(error)) => self.failed(cb.attempts, None, error),
         };
         match &attempt {
             Attempt::Delivered { .. } => tracing::info!(
@@ -117,10 +122,10 @@ impl Deliverer {
         Ok(())
     }
 
-    /// A failed attempt: retried later, or given up after the last one.
-    fn failed(&self, cb: &Callback, url: Option<String>, error: String) -> Attempt {
+    /// A failed attempt (the `attempts`-th): retried later, or given up after the last one.
+    pub(crate) fn failed(&self, attempts: u32, url: Option<String>, error: String) -> Attempt {
         let now = self.ops.clock.now();
-        match next_attempt(cb.attempts, now, &*self.ops.entropy) {
+        match next_attempt(attempts, now, &*self.ops.entropy) {
             Some(next_at) => Attempt::Retry {
                 url,
                 error,
@@ -161,7 +166,7 @@ impl Deliverer {
         let body = signed_request(&secret, &cb.scoped_id, now);
         let request = match self.http.post(&url) {
             Ok(request) => request,
-            Err(e) => return Ok(self.failed(cb, Some(url), e.to_string())),
+            Err(e) => return Ok(self.failed(cb.attempts, Some(url), e.to_string())),
         };
         let outcome = match request
             .form(&[("signed_request", body.as_str())])
@@ -181,13 +186,13 @@ impl Deliverer {
                 url,
                 confirmation,
             },
-            Err(error) => self.failed(cb, Some(url), error),
+            Err(error) => self.failed(cb.attempts, Some(url), error),
         })
     }
 }
 
 /// Why a callback could not be sent at all.
-enum Unsendable {
+pub(crate) enum Unsendable {
     /// The app's settings rule it out; retrying cannot help until they change.
     Permanent(String),
     /// The database failed; retry on the usual schedule.
@@ -195,7 +200,7 @@ enum Unsendable {
 }
 
 /// The start of an answer's body, as text.
-async fn read_limited(mut resp: reqwest::Response) -> String {
+pub(crate) async fn read_limited(mut resp: reqwest::Response) -> String {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
         body.extend_from_slice(&chunk);

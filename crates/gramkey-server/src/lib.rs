@@ -32,6 +32,7 @@ pub mod tokens;
 pub mod transport;
 pub mod usage;
 pub mod web;
+pub mod webhooks;
 pub mod wire;
 
 pub use node::Node;

@@ -168,6 +168,15 @@ impl Publishing<'_> {
         if let Some(first_child) = media.get(1).map(|m| m.media_url.clone()) {
             media[0].media_url = first_child;
         }
+        let notifications = crate::webhooks::mention_notifications(
+            &*self.state.ops.store,
+            now,
+            &k.caption,
+            &album_id,
+            None,
+            by.user,
+        )
+        .await?;
         let outcome = self
             .state
             .ops
@@ -179,6 +188,7 @@ impl Publishing<'_> {
                 now,
                 quota_since: since,
                 quota_total: QUOTA_TOTAL,
+                notifications,
             })
             .await?;
         match outcome {

@@ -184,6 +184,9 @@ pub struct Publication {
     /// The cap: at most `quota_total` posts published since `quota_since`.
     pub quota_since: UnixTime,
     pub quota_total: u64,
+    /// The webhook notifications the post causes (caption @mentions), queued in its
+    /// transaction.
+    pub notifications: Vec<NewWebhook>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

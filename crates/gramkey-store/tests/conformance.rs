@@ -1768,6 +1768,7 @@ async fn content(s: Arc<dyn Store>) {
         now: NOW + 100,
         quota_since: NOW + 100 - 86_400,
         quota_total: 1,
+        notifications: Vec::new(),
     };
     let racers: Vec<_> = (0..4)
         .map(|n| {

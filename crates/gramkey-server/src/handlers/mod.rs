@@ -16,6 +16,7 @@ pub mod me;
 pub mod rfc;
 pub mod sandbox;
 pub mod token;
+pub mod webhooks;
 
 /// A request's query string, decoded into pairs in order, duplicates kept (each endpoint
 /// decides what a repeat means). The one way the server reads a query: handlers take it as an

@@ -424,6 +424,7 @@ impl<E: Engine> ContentStore for SqlStore<E> {
             for m in &p.media {
                 insert_media(c, m).await?;
             }
+            super::webhooks::insert_webhooks(c, &p.notifications).await?;
             Ok(PublishOutcome::Published)
         })
         .await

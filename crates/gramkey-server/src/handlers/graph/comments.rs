@@ -5,9 +5,8 @@ use gramkey_domain::error::GraphError;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::comment::check_message;
-use gramkey_domain::ids::generate_comment_id;
 use gramkey_domain::{CommentId, MediaId};
-use gramkey_store::{Comment, NewComment};
+use gramkey_store::Comment;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -20,22 +19,16 @@ pub(super) async fn add_comment(
 ) -> Result<Value, GraphResponse> {
     ctx.need(Need::Comments)?;
     let text = check_message(ctx.params.get("message"))?;
-    let id = generate_comment_id(&*ctx.state.ops.entropy);
+    // Ids resolve only to what the token's user owns: the media is theirs.
     let added = ctx
-        .store()
-        .add_comment(&NewComment {
-            id: id.clone(),
-            media_id: media_id.clone(),
-            user_id: ctx.user.id,
-            parent_id: parent.cloned(),
-            text,
-            created_at: ctx.now(),
-        })
+        .state
+        .ops
+        .add_comment(&ctx.user, (media_id, ctx.user.id), parent, text)
         .await?;
-    if !added {
+    let Some(id) = added else {
         let gone = parent.map_or(media_id.as_str(), CommentId::as_str);
         return Err(GraphError::not_found(gone, "post").into());
-    }
+    };
     Ok(json!({ "id": id }))
 }
 

@@ -178,6 +178,18 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
                     let app = caller.app_id();
                     super::insights::app_insights(&state, app, &segments[0], &params.0).await
                 }
+                (Some("subscriptions"), m) => {
+                    let app = caller.app_id();
+                    super::webhooks::app_subscriptions(
+                        &state,
+                        &origin,
+                        app,
+                        &segments[0],
+                        m.as_str(),
+                        &params.0,
+                    )
+                    .await
+                }
                 _ => Err(GraphError::missing_token().into()),
             };
         }
@@ -235,7 +247,9 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
 
 /// The metrics label of a Graph path: its shape, never its ids.
 fn route_label(segments: &[String]) -> String {
-    const EDGES: [&str; 7] = [
+    const EDGES: [&str; 9] = [
+        "subscriptions",
+        "subscribed_apps",
         "media",
         "children",
         "comments",
@@ -272,6 +286,16 @@ async fn route(
         ("POST", Target::User, Some("media")) => create_container(ctx).await,
         ("POST", Target::User, Some("media_publish")) => publish(ctx).await,
         ("GET", Target::User, Some("content_publishing_limit")) => publishing_limit(ctx).await,
+        ("GET" | "POST" | "DELETE", Target::User, Some("subscribed_apps")) => {
+            let who = super::webhooks::Subscriber {
+                state: ctx.state,
+                app: &ctx.token.app_id,
+                user: ctx.user.id,
+                flavour: ctx.flavour(),
+                scopes: &ctx.token.scopes,
+            };
+            super::webhooks::subscribed_apps(who, node, method.as_str(), &ctx.params.0).await
+        }
         ("GET", Target::Media(m), None) => media_node(ctx, m, &requested(ctx, Node::Media)?).await,
         ("GET", Target::Media(m), Some("children")) => {
             ctx.need(Need::Media)?;
@@ -339,7 +363,7 @@ fn known_edge(target: &Target, edge: &str) -> bool {
         (target, edge),
         (
             Target::User,
-            "media" | "media_publish" | "content_publishing_limit"
+            "media" | "media_publish" | "content_publishing_limit" | "subscribed_apps"
         ) | (Target::Media(_), "children" | "comments")
             | (Target::Comment(_), "replies")
     )
