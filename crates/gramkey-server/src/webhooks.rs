@@ -16,7 +16,7 @@ use gramkey_domain::webhook::{
     new_challenge, notification, outsider_id, signature, test_notification, verification_failed,
     verification_query,
 };
-use gramkey_domain::{AppId, AppMode, CommentId, Entropy, MediaId, UnixTime, UserId};
+use gramkey_domain::{AppMode, CommentId, Entropy, MediaId, UnixTime, UserId};
 use gramkey_store::{
     Attempt, NewComment, NewWebhook, Store, StoreError, User, Webhook, WebhookTarget,
 };
@@ -205,7 +205,8 @@ impl Ops {
 
     /// Queues a test delivery of `field`'s sample to the app's subscribed URL, whatever its
     /// mode, as the "Test" button of Meta's dashboard sends.
-    pub async fn send_test_webhook(&self, app: &AppId, field: &str) -> Result<(), OpError> {
+    pub async fn send_test_webhook(&self, app_id: &str, field: &str) -> Result<(), OpError> {
+        let app = &self.app(app_id).await?.id;
         let field = Field::parse(field).ok_or_else(|| {
             OpError::Invalid(format!(
                 "unknown webhook field {field:?}; fields: {}",

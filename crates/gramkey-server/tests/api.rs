@@ -454,6 +454,8 @@ mod revocation;
 mod secrets_in_logs;
 #[path = "api/token_endpoint.rs"]
 mod token_endpoint;
+#[path = "api/webhooks.rs"]
+mod webhooks;
 #[path = "api/wire_shapes.rs"]
 mod wire_shapes;
 use callbacks::*;
