@@ -239,6 +239,7 @@ pub fn done_message(code: Option<&str>) -> Option<&'static str> {
     Some(match code? {
         "saved" => "Your changes were saved.",
         "invited" => "Invitation sent.",
+        "webhook-test" => "A test notification was queued; it appears under Webhook deliveries.",
         "member-removed" => "They were removed from the app's roles.",
         "left" => "You left the app's team.",
         "logged-out" => "You are logged out.",

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum_extra::extract::PrivateCookieJar;
 use gramkey_domain::account::{may_delete, may_manage};
 use gramkey_domain::chart::last_24_hours;
+use gramkey_domain::webhook::OBJECT;
 use gramkey_domain::{AppMode, Role};
 use gramkey_store::{App, AuditQuery, InvitationsOf, StoreError, User};
 
@@ -180,9 +181,14 @@ async fn app_page(
             })
             .await?;
         let callbacks = store.callbacks(Some(&app.id), RECENT).await?;
-        Ok::<_, StoreError>((hours, users, roles, invitations, events, callbacks))
+        let webhooks = (
+            store.app_subscription(&app.id, OBJECT).await?,
+            store.webhooks(Some(&app.id), RECENT).await?,
+        );
+        Ok::<_, StoreError>((hours, users, roles, invitations, events, callbacks, webhooks))
     };
-    let (hours, users, roles, invitations, events, callbacks) = match read.await {
+    let (hours, users, roles, invitations, events, callbacks, (subscription, deliveries)) =
+        match read.await {
         Ok(v) => v,
         Err(e) => return viewer.op_error(Section::Developers, &OpError::Store(e)),
     };
@@ -206,6 +212,8 @@ async fn app_page(
         limited,
         events: &events,
         callbacks: &callbacks,
+        subscription: subscription.as_ref(),
+        deliveries: &deliveries,
         now,
     };
     pages::page(
@@ -332,6 +340,22 @@ pub async fn rotate(
             (jar, see_other(&format!("/developers/apps/{}/", app.id))).into_response()
         }
         Err(e) => viewer.op_error(Section::Developers, &e),
+    }
+}
+
+/// `POST /developers/apps/{id}/webhooks/test` with `field`: queues a test notification, as
+/// the "Test" button of Meta's dashboard sends.
+pub async fn test_webhook(
+    State(state): State<AppState>,
+    Managed {
+        viewer, app, role, ..
+    }: Managed,
+    CsrfForm(form): CsrfForm,
+) -> Response {
+    let field = field(&form, "field").unwrap_or("");
+    match state.ops.send_test_webhook(app.id.as_str(), field).await {
+        Ok(()) => see_other(&format!("/developers/apps/{}/?done=webhook-test#webhooks-heading", app.id)),
+        Err(e) => failed(&state, &viewer, (&app, role), AppForm::of(&app), e).await,
     }
 }
 

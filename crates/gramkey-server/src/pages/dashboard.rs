@@ -1,11 +1,12 @@
 //! The developer dashboard: a person's apps, registering one, and each app's page (settings,
-//! client secret, roles and invitations, usage, audit events, callback deliveries).
+//! client secret, roles and invitations, usage, audit events, callback and webhook deliveries).
 
 use gramkey_domain::account::InvitationState;
 use gramkey_domain::callback::CallbackState;
 use gramkey_domain::chart::HourlyChart;
 use gramkey_domain::{AppMode, Family, RedirectUri, Role, Scope, UnixTime};
-use gramkey_store::{App, AuditEvent, Callback, Invitation};
+use gramkey_domain::webhook::Field;
+use gramkey_store::{App, AppSubscription, AuditEvent, Callback, Invitation, Webhook};
 use maud::{Markup, html};
 
 use super::{Nav, csrf, notice, site, when};
@@ -205,6 +206,9 @@ pub struct AppPage<'a> {
     pub limited: bool,
     pub events: &'a [AuditEvent],
     pub callbacks: &'a [Callback],
+    /// The app's webhook subscription, and its latest deliveries.
+    pub subscription: Option<&'a AppSubscription>,
+    pub deliveries: &'a [Webhook],
     pub now: UnixTime,
 }
 
@@ -332,6 +336,7 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
                 h2 id="callbacks-heading" { "Callback deliveries" }
                 (callback_health(p.callbacks))
             }
+            (webhooks(&base, nav.csrf, p))
             @if p.role == Role::Admin {
                 section class="card danger-zone" aria-labelledby="delete-heading" {
                     h2 id="delete-heading" { "Delete app" }
@@ -358,6 +363,71 @@ fn remove_member(base: &str, token: &str, username: &str, label: &str) -> Markup
             input type="hidden" name="username" value=(username);
             button class="link" type="submit" aria-label=(format!("{label} {username}")) { (label) }
         }
+    }
+}
+
+fn webhooks(base: &str, token: &str, p: &AppPage<'_>) -> Markup {
+    html! {
+        section class="card" aria-labelledby="webhooks-heading" {
+            h2 id="webhooks-heading" { "Webhooks" }
+            p id="webhook-mode" class=(if p.app.mode == AppMode::Live { "muted" } else { "notice" }) {
+                (crate::webhooks::mode_note(p.app.mode))
+            }
+            @match p.subscription {
+                None => p class="empty" {
+                    "No subscription yet. Subscribe a callback URL with the app's token: "
+                    code { "POST /" (p.app.id) "/subscriptions" }
+                    " with object=instagram, callback_url, fields and verify_token. Each account then subscribes the app with "
+                    code { "POST /me/subscribed_apps" } "."
+                },
+                Some(s) => {
+                    dl class="facts" {
+                        dt { "Callback URL" } dd { code id="webhook-url" { (s.callback_url) } }
+                        dt { "Fields" } dd id="webhook-fields" { (s.fields.names().join(", ")) }
+                    }
+                    form method="post" action=(format!("{base}/webhooks/test")) class="row" {
+                        (csrf(token))
+                        div {
+                            label for="webhook-field" { "Field" }
+                            select id="webhook-field" name="field" {
+                                @for f in Field::ALL {
+                                    option value=(f.as_str()) selected[f == Field::Comments] { (f.as_str()) }
+                                }
+                            }
+                        }
+                        button class="secondary" type="submit" { "Send test" }
+                    }
+                }
+            }
+            h3 { "Recent deliveries" }
+            @if p.deliveries.is_empty() { p class="empty" { "No notifications yet." } } @else {
+                div class="scroll" tabindex="0" role="region" aria-label="Webhook deliveries" {
+                    table id="webhook-deliveries" {
+                        thead { tr { th scope="col" { "Queued" } th scope="col" { "Field" } th scope="col" { "Kind" } th scope="col" { "State" } th scope="col" { "Attempts" } th scope="col" { "Answer" } } }
+                        tbody {
+                            @for w in p.deliveries {
+                                tr {
+                                    td { (when(w.created_at)) }
+                                    td { (w.field) }
+                                    td { (if w.test { "test" } else { "live" }) }
+                                    td { span class=(format!("state {}", w.state.as_str())) { (w.state.as_str()) } }
+                                    td { (w.attempts) }
+                                    td { (answer(w)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the endpoint last answered, or why nothing was answered.
+fn answer(w: &Webhook) -> String {
+    match (w.status, w.last_error.as_deref()) {
+        (Some(s), _) => format!("HTTP {s}"),
+        (None, e) => e.unwrap_or_default().to_owned(),
     }
 }
 

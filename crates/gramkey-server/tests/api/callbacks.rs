@@ -20,8 +20,10 @@ pub(super) struct Receiver {
     pub(super) answer: Arc<Mutex<Answer>>,
     /// (path, user_id) of every callback with a valid signature.
     pub(super) got: Arc<Mutex<Vec<(String, String)>>>,
-    /// Callbacks whose signature did not verify.
+    /// Callbacks and webhook notifications whose signature did not verify.
     pub(super) forged: Arc<Mutex<u32>>,
+    /// Webhook notifications (at `/hook`, verify token `browser-verify`) with a valid signature.
+    pub(super) hooks: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Receiver {
@@ -35,6 +37,7 @@ impl Receiver {
             answer: Arc::new(Mutex::new(Answer::Ok)),
             got: Arc::default(),
             forged: Arc::default(),
+            hooks: Arc::default(),
         };
         async fn handle(
             State(r): State<Receiver>,
@@ -78,12 +81,41 @@ impl Receiver {
         async fn arrived(State(r): State<Receiver>) -> axum::Json<Vec<(String, String)>> {
             axum::Json(r.got.lock().unwrap().clone())
         }
+        async fn verify_hook(axum::extract::RawQuery(q): axum::extract::RawQuery) -> (axum::http::StatusCode, String) {
+            match gramkey_client::webhooks::answer_verification(&q.unwrap_or_default(), "browser-verify") {
+                Some(challenge) => (axum::http::StatusCode::OK, challenge),
+                None => (axum::http::StatusCode::FORBIDDEN, String::new()),
+            }
+        }
+        async fn hook(
+            State(r): State<Receiver>,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::http::StatusCode {
+            use gramkey_client::webhooks::Notification;
+            let secret = r.secret.lock().unwrap().clone();
+            let signature = headers
+                .get("x-hub-signature-256")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if Notification::verify(&body, signature, &secret).is_err() {
+                *r.forged.lock().unwrap() += 1;
+                return axum::http::StatusCode::FORBIDDEN;
+            }
+            r.hooks.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+            axum::http::StatusCode::OK
+        }
+        async fn hooks(State(r): State<Receiver>) -> axum::Json<Vec<Value>> {
+            axum::Json(r.hooks.lock().unwrap().clone())
+        }
         let app = axum::Router::new()
             .route("/deauth", axum::routing::post(handle))
             .route("/delete", axum::routing::post(handle))
             .route("/cb", axum::routing::get(landing))
             .route("/test/secret", axum::routing::post(set_secret))
             .route("/test/arrived", axum::routing::get(arrived))
+            .route("/hook", axum::routing::get(verify_hook).post(hook))
+            .route("/test/hooks", axum::routing::get(hooks))
             .with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         r

@@ -2,7 +2,8 @@
 //! playwright-core, against the real server. The script registers an app on the dashboard (its
 //! name an XSS probe), invites a tester who accepts, authorizes it through login and consent,
 //! calls the API, reads the usage chart, removes the app in "Apps and Websites", and checks the
-//! token is refused and the callbacks delivered; then the admin console. Every page is
+//! token is refused and the callbacks delivered; subscribes a webhook and sends a test
+//! notification from the dashboard; then the admin console. Every page is
 //! screenshotted into `docs/screenshots/`.
 //!
 //! Needs Chromium (`/usr/bin/chromium`, or `GRAMKEY_TEST_CHROMIUM`) and `npm ci` in this
@@ -99,5 +100,7 @@ async fn the_pages_work_in_a_real_browser() {
     let mut got: Vec<String> = rx.take().into_iter().map(|(path, _)| path).collect();
     got.sort();
     assert_eq!(got, vec!["/deauth", "/delete"]);
+    // The test notification sent from the dashboard, signed with the same secret.
+    assert_eq!(rx.hooks.lock().unwrap().len(), 1);
     assert_eq!(*rx.forged.lock().unwrap(), 0);
 }

@@ -131,6 +131,39 @@ try {
   assert.equal(await dev.page.locator('#client-secret').count(), 0, 'the secret is shown once');
   await fetch(`${RX}/test/secret`, { method: 'POST', body: secret });
 
+  // 1b. The app subscribes a webhook endpoint with its app token; in development mode the
+  // dashboard says only test deliveries come, and "Send test" sends one.
+  step('developer subscribes a webhook and sends a test notification');
+  const subscribed = await fetch(`${BASE}/v22.0/${clientId}/subscriptions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${clientId}|${secret}` },
+    body: new URLSearchParams({
+      object: 'instagram',
+      callback_url: `${RX}/hook`,
+      fields: 'comments,mentions',
+      verify_token: 'browser-verify',
+    }),
+  });
+  assert.equal(subscribed.status, 200, await subscribed.text());
+  await visit(dev.page, appPath);
+  assert.match(await text(dev.page, '#webhook-mode'), /^Development mode: the app receives test deliveries only/);
+  assert.equal(await text(dev.page, '#webhook-url'), `${RX}/hook`);
+  assert.equal(await text(dev.page, '#webhook-fields'), 'comments, mentions');
+  await dev.page.getByLabel('Field', { exact: true }).selectOption('mentions');
+  await submit(dev.page, dev.page.getByRole('button', { name: 'Send test' }));
+  assert.match(await text(dev.page, '[role=status]'), /A test notification was queued/);
+  let deliveries = '';
+  for (let i = 0; i < 50 && !/delivered/.test(deliveries); i++) {
+    await visit(dev.page, appPath);
+    deliveries = await text(dev.page, '#webhook-deliveries tbody');
+    if (!/delivered/.test(deliveries)) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.match(deliveries, /mentions\s+test\s+delivered\s+1\s+HTTP 200/);
+  const hooks = await (await fetch(`${RX}/test/hooks`)).json();
+  assert.equal(hooks.length, 1);
+  assert.equal(hooks[0].entry[0].changes[0].field, 'mentions');
+  await check(dev.page, 'app-webhooks');
+
   // 2. The developer invites a tester; the tester accepts.
   step('developer invites a tester, who accepts');
   await dev.page.getByLabel('Username', { exact: true }).fill('tess');
