@@ -63,6 +63,9 @@ enum Command {
     /// Show and requeue deauthorize and data-deletion callbacks.
     #[command(subcommand)]
     Callbacks(CallbacksCommand),
+    /// Show, test and requeue webhook notifications (docs/webhooks.md).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Delete expired codes, tokens and finished callbacks past their retention (the server
     /// does this on its own).
     Janitor(JanitorArgs),
@@ -130,6 +133,48 @@ enum SandboxCommand {
         )]
         public_url: String,
     },
+    /// A sandbox user comments on a post (or replies to a comment), as in the Instagram app:
+    /// the post owner's subscribed apps get a `comments` notification, and each @mentioned
+    /// account's a `mentions` one.
+    Comment {
+        /// Who comments (a username).
+        #[arg(long = "as")]
+        author: String,
+        /// The post's media id.
+        media: String,
+        /// The text; @username mentions an account.
+        text: String,
+        /// Reply to this top-level comment of the post.
+        #[arg(long)]
+        reply_to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// The newest notifications: field, state, attempts, the endpoint's last answer.
+    List {
+        /// Only this app's.
+        #[arg(long)]
+        app: Option<String>,
+        /// How many, newest first (1 to 1000).
+        #[arg(long, default_value_t = gramkey_server::ops::CALLBACK_LIST_LIMIT,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print JSON, bodies included.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a test notification of FIELD to the app's subscribed URL, whatever its mode (the
+    /// "Test" button of Meta's dashboard).
+    Test {
+        app: String,
+        /// comments, mentions, live_comments, messages, …
+        #[arg(default_value = "comments")]
+        field: String,
+    },
+    /// Queue a failed notification for another round of attempts, now.
+    Retry { id: i64 },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -604,6 +649,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
         Command::Callbacks(cmd) => callbacks(&cli.global.open().await?, cmd).await,
+        Command::Webhooks(cmd) => webhooks(&cli.global.open().await?, cmd).await,
         Command::Sandbox(cmd) => sandbox(&cli.global.open().await?, cmd).await,
         Command::Janitor(args) => {
             let p = cli
@@ -1261,6 +1307,68 @@ async fn sandbox(ops: &Ops, cmd: SandboxCommand) -> Result<()> {
             for (name, password) in &made.users {
                 println!("  {name}  {}", password.expose());
             }
+        }
+        SandboxCommand::Comment {
+            author,
+            media,
+            text,
+            reply_to,
+        } => {
+            let id =
+                gramkey_server::sandbox::comment(ops, &author, &media, reply_to.as_deref(), &text)
+                    .await?;
+            println!(
+                "comment {id} by {author} on {media}; subscribed live apps are notified at the server's next delivery pass"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn webhooks(ops: &Ops, cmd: WebhooksCommand) -> Result<()> {
+    const NEXT_PASS: &str =
+        "a running server sends it at its next pass (--callback-interval, 1 s by default)";
+    match cmd {
+        WebhooksCommand::List { app, limit, json } => {
+            let list = ops.webhook_deliveries(app.as_deref(), limit).await?;
+            if json {
+                let list: Vec<_> = list
+                    .iter()
+                    .map(gramkey_server::webhooks::delivery_json)
+                    .collect();
+                print_json(&json!(list))?;
+            } else if list.is_empty() {
+                println!("no webhook notifications");
+            } else {
+                for w in list {
+                    println!(
+                        "{:>6}  {:<13}  app {}  {}{} after {} attempt(s)",
+                        w.id,
+                        w.field,
+                        w.app_id,
+                        if w.test { "test, " } else { "" },
+                        w.state.as_str(),
+                        w.attempts
+                    );
+                    if let Some(u) = &w.url {
+                        println!("        url: {u}");
+                    }
+                    if let Some(status) = w.status {
+                        println!("        answer: HTTP {status}");
+                    }
+                    if let Some(e) = &w.last_error {
+                        println!("        last error: {e}");
+                    }
+                }
+            }
+        }
+        WebhooksCommand::Test { app, field } => {
+            ops.send_test_webhook(&app, &field).await?;
+            println!("test notification of {field} queued for app {app}; {NEXT_PASS}");
+        }
+        WebhooksCommand::Retry { id } => {
+            ops.retry_webhook(id).await?;
+            println!("webhook notification {id} queued; {NEXT_PASS}");
         }
     }
     Ok(())

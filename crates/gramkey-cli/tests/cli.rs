@@ -214,6 +214,30 @@ fn app_and_user_commands() {
     assert_eq!(shown["data_deletion_url"], "http://127.0.0.1:9/delete");
     assert!(ok(&["app", "list"]).contains("data deletion: http://127.0.0.1:9/delete"));
     assert_eq!(ok(&["callbacks", "list"]).trim(), "no callbacks");
+    assert_eq!(ok(&["webhooks", "list"]).trim(), "no webhook notifications");
+    let out = gramkey(dir.path())
+        .args(["webhooks", "test", &id, "comments"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the app has no webhook subscription"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = gramkey(dir.path())
+        .args([
+            "sandbox",
+            "comment",
+            "--as",
+            "erin",
+            "17900000000000001",
+            "hi",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no post with id 17900000000000001"));
     assert_eq!(
         run_json(gramkey(dir.path()).args(["callbacks", "list", "--app", &id, "--json"])),
         serde_json::json!([])

@@ -184,7 +184,10 @@ fn site() -> Router<AppState> {
         .route("/developers/apps/{id}/settings", post(dashboard::save))
         .route("/developers/apps/{id}/secret", post(dashboard::rotate))
         .route("/developers/apps/{id}/invitations", post(dashboard::invite))
-        .route("/developers/apps/{id}/webhooks/test", post(dashboard::test_webhook))
+        .route(
+            "/developers/apps/{id}/webhooks/test",
+            post(dashboard::test_webhook),
+        )
         .route(
             "/developers/apps/{id}/members/remove",
             post(dashboard::remove_member),

@@ -338,3 +338,43 @@ pub fn authorize_url(public_url: &str, app: &App) -> String {
 pub async fn sandbox_app_id(state: &AppState) -> Option<String> {
     Some(sandbox_app(&state.ops).await.ok()??.id.to_string())
 }
+
+/// `gramkey sandbox comment`: `author` comments on a post (or replies to one of its comments)
+/// as someone would in the Instagram app, through the same path as the API: the post's owner's
+/// subscribed apps hear of the comment, and every @mentioned account's of the mention.
+pub async fn comment(
+    ops: &Ops,
+    author: &str,
+    media: &str,
+    reply_to: Option<&str>,
+    text: &str,
+) -> Result<gramkey_domain::CommentId, OpError> {
+    use gramkey_domain::CommentId;
+    let text = gramkey_domain::graph::comment::check_message(Some(text))
+        .map_err(|e| OpError::Invalid(e.message.trim_start_matches("(#100) ").to_owned()))?;
+    let author = ops.user(author).await?;
+    let not_found = || OpError::NotFound(format!("no post with id {media}"));
+    let post = match MediaId::parse(media) {
+        Some(id) => ops.store.media(&id).await?.ok_or_else(not_found)?,
+        None => return Err(not_found()),
+    };
+    let parent = match reply_to {
+        Some(raw) => {
+            let missing = || OpError::NotFound(format!("no comment with id {raw} on post {media}"));
+            let id = CommentId::parse(raw).ok_or_else(missing)?;
+            match ops.store.comment(&id).await? {
+                Some(c) if c.media_id == post.id && c.parent_id.is_none() => Some(id),
+                Some(_) => {
+                    return Err(OpError::Invalid(
+                        "replies go to a top-level comment of the post, as on Instagram".into(),
+                    ));
+                }
+                None => return Err(missing()),
+            }
+        }
+        None => None,
+    };
+    ops.add_comment(&author, (&post.id, post.user_id), parent.as_ref(), text)
+        .await?
+        .ok_or_else(not_found)
+}

@@ -185,13 +185,21 @@ async fn app_page(
             store.app_subscription(&app.id, OBJECT).await?,
             store.webhooks(Some(&app.id), RECENT).await?,
         );
-        Ok::<_, StoreError>((hours, users, roles, invitations, events, callbacks, webhooks))
+        Ok::<_, StoreError>((
+            hours,
+            users,
+            roles,
+            invitations,
+            events,
+            callbacks,
+            webhooks,
+        ))
     };
     let (hours, users, roles, invitations, events, callbacks, (subscription, deliveries)) =
         match read.await {
-        Ok(v) => v,
-        Err(e) => return viewer.op_error(Section::Developers, &OpError::Store(e)),
-    };
+            Ok(v) => v,
+            Err(e) => return viewer.op_error(Section::Developers, &OpError::Store(e)),
+        };
     let points: Vec<(i64, u64)> = hours.iter().map(|h| (h.hour, h.calls)).collect();
     let limited = state.config.rate_limits;
     let ceiling = if limited {
@@ -354,7 +362,10 @@ pub async fn test_webhook(
 ) -> Response {
     let field = field(&form, "field").unwrap_or("");
     match state.ops.send_test_webhook(app.id.as_str(), field).await {
-        Ok(()) => see_other(&format!("/developers/apps/{}/?done=webhook-test#webhooks-heading", app.id)),
+        Ok(()) => see_other(&format!(
+            "/developers/apps/{}/?done=webhook-test#webhooks-heading",
+            app.id
+        )),
         Err(e) => failed(&state, &viewer, (&app, role), AppForm::of(&app), e).await,
     }
 }

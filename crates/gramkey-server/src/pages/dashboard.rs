@@ -4,8 +4,8 @@
 use gramkey_domain::account::InvitationState;
 use gramkey_domain::callback::CallbackState;
 use gramkey_domain::chart::HourlyChart;
-use gramkey_domain::{AppMode, Family, RedirectUri, Role, Scope, UnixTime};
 use gramkey_domain::webhook::Field;
+use gramkey_domain::{AppMode, Family, RedirectUri, Role, Scope, UnixTime};
 use gramkey_store::{App, AppSubscription, AuditEvent, Callback, Invitation, Webhook};
 use maud::{Markup, html};
 

@@ -81,8 +81,13 @@ impl Receiver {
         async fn arrived(State(r): State<Receiver>) -> axum::Json<Vec<(String, String)>> {
             axum::Json(r.got.lock().unwrap().clone())
         }
-        async fn verify_hook(axum::extract::RawQuery(q): axum::extract::RawQuery) -> (axum::http::StatusCode, String) {
-            match gramkey_client::webhooks::answer_verification(&q.unwrap_or_default(), "browser-verify") {
+        async fn verify_hook(
+            axum::extract::RawQuery(q): axum::extract::RawQuery,
+        ) -> (axum::http::StatusCode, String) {
+            match gramkey_client::webhooks::answer_verification(
+                &q.unwrap_or_default(),
+                "browser-verify",
+            ) {
                 Some(challenge) => (axum::http::StatusCode::OK, challenge),
                 None => (axum::http::StatusCode::FORBIDDEN, String::new()),
             }
@@ -102,7 +107,10 @@ impl Receiver {
                 *r.forged.lock().unwrap() += 1;
                 return axum::http::StatusCode::FORBIDDEN;
             }
-            r.hooks.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+            r.hooks
+                .lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
             axum::http::StatusCode::OK
         }
         async fn hooks(State(r): State<Receiver>) -> axum::Json<Vec<Value>> {

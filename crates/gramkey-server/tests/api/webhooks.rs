@@ -228,13 +228,16 @@ async fn webhooks(t: TestApp, other: Arc<dyn Store>) {
 
     // Bob's comment mentions alice and carol: alice's app hears of the comment and of the
     // mention; carol subscribed nothing. One signed POST each.
-    let comment = t
-        .state
-        .ops
-        .add_comment(&bob, post, None, "nice @Alice, and @carol".into())
-        .await
-        .unwrap()
-        .unwrap();
+    // (`gramkey sandbox comment`: a sandbox user comments as in the Instagram app.)
+    let comment = gramkey_server::sandbox::comment(
+        &t.state.ops,
+        "bob",
+        media.id.as_str(),
+        None,
+        "nice @Alice, and @carol",
+    )
+    .await
+    .unwrap();
     assert_eq!(deliver.deliver_due().await.unwrap(), 2);
     assert_eq!(deliver.deliver_due().await.unwrap(), 0, "delivered once");
     let mut got = hook.take();
@@ -280,6 +283,19 @@ async fn webhooks(t: TestApp, other: Arc<dyn Store>) {
     assert_eq!(value["from"]["id"], alice_scoped.as_str());
     assert_eq!(value["parent_id"], comment.as_str());
     assert_eq!(value["id"], b["id"]);
+
+    // A reply to a reply is refused, as on Instagram; nothing is queued.
+    let nested = gramkey_server::sandbox::comment(
+        &t.state.ops,
+        "bob",
+        media.id.as_str(),
+        b["id"].as_str(),
+        "deeper",
+    )
+    .await
+    .unwrap_err();
+    assert!(nested.to_string().contains("top-level comment"), "{nested}");
+    assert_eq!(deliver.deliver_due().await.unwrap(), 0);
 
     // The endpoint fails: the delivery stays pending, with the answer, and is retried later.
     hook.answer(500);
