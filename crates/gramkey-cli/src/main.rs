@@ -311,14 +311,22 @@ struct ServeArgs {
     #[arg(long, env = "GRAMKEY_NO_FETCH_MEDIA")]
     no_fetch_media: bool,
     /// Let the server's own requests (media fetches, deauthorize and data-deletion callbacks,
-    /// alert webhooks) reach loopback, private and link-local addresses. Off, only public
+    /// webhook verifications and notifications, alert webhooks) reach loopback, private and
+    /// link-local addresses. Off, only public
     /// addresses are called, checked on every resolved address and redirect (SSRF policy in
     /// docs/security.md). Turn it on for a sandbox whose media or callbacks are on this machine.
     #[arg(long, env = "GRAMKEY_FETCH_ALLOW_PRIVATE")]
     fetch_allow_private: bool,
-    /// How often due deauthorize and data-deletion callbacks are looked for and sent.
+    /// How often due deauthorize and data-deletion callbacks and webhook notifications are
+    /// looked for and sent.
     #[arg(long, env = "GRAMKEY_CALLBACK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     callback_interval: std::time::Duration,
+    /// Posts an account may publish through the API in 24 hours: what `media_publish` enforces
+    /// and `content_publishing_limit` reports as `quota_total` (Instagram's has been 25, 50
+    /// and 100).
+    #[arg(long, env = "GRAMKEY_PUBLISH_QUOTA", default_value_t = gramkey_domain::graph::publish::QUOTA_TOTAL,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    publish_quota: u64,
     /// Log format. `json` puts the request id on every line logged while serving a request.
     #[arg(long, env = "GRAMKEY_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -894,6 +902,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             .unwrap_or(i64::MAX),
         fetch_media: !args.no_fetch_media,
         fetch_allow_private: args.fetch_allow_private,
+        publish_quota: args.publish_quota,
         limits: args.limits.limits(),
         rate_limits: !args.limits.no_rate_limits,
         on_limiter_failure: match args.limits.redis_failure {

@@ -10,7 +10,6 @@ use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::publish::{
     self, ContainerKind, ContainerParams, ContainerSpec, ContainerStatus, QUOTA_DURATION,
-    QUOTA_TOTAL,
 };
 use gramkey_domain::ids::{generate_container_id, generate_media_id};
 use gramkey_domain::{AppId, ContainerId, MediaId, UserId};
@@ -132,7 +131,8 @@ impl Publishing<'_> {
             k.is_carousel_item,
         )?;
         let since = now - QUOTA_DURATION;
-        publish::check_quota(self.published_since(by.user, since).await?)?;
+        let quota = self.state.config.publish_quota;
+        publish::check_quota(self.published_since(by.user, since).await?, quota)?;
         let entropy = &*self.state.ops.entropy;
         let public = &self.state.config.public_url;
         let new_media = |source: &Container, parent: Option<&MediaId>, position: i64| {
@@ -187,7 +187,7 @@ impl Publishing<'_> {
                 media,
                 now,
                 quota_since: since,
-                quota_total: QUOTA_TOTAL,
+                quota_total: quota,
                 notifications,
             })
             .await?;

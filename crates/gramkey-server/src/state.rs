@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// loopback, private and link-local addresses. Off: only public addresses (the SSRF
     /// policy, `gramkey_domain::outbound`).
     pub fetch_allow_private: bool,
+    /// Posts an account may publish in 24 hours (`media_publish`'s cap and
+    /// `content_publishing_limit`'s `quota_total`).
+    pub publish_quota: u64,
     /// Rate limits (wire protocol §6 and ours).
     pub limits: gramkey_domain::ratelimit::Limits,
     /// Off: resource calls are neither limited nor watched (no usage headers, insights or
@@ -62,6 +65,7 @@ impl ServerConfig {
             refresh_reuse_grace_secs: gramkey_domain::token::REFRESH_REUSE_GRACE_SECS,
             fetch_media: true,
             fetch_allow_private: false,
+            publish_quota: gramkey_domain::graph::publish::QUOTA_TOTAL,
             limits: gramkey_domain::ratelimit::Limits::default(),
             rate_limits: true,
             on_limiter_failure: crate::limits::OnFailure::Open,

@@ -20,6 +20,8 @@ pub enum Need {
     Comments,
     /// Publishing: `instagram_business_content_publish`.
     Publish,
+    /// Media and account insights: `instagram_business_manage_insights`.
+    Insights,
 }
 
 impl Need {
@@ -29,6 +31,7 @@ impl Need {
             Need::Media => &[Scope::UserMedia, Scope::BusinessBasic, Scope::Basic],
             Need::Comments => &[Scope::BusinessManageComments, Scope::Comments],
             Need::Publish => &[Scope::BusinessContentPublish],
+            Need::Insights => &[Scope::BusinessManageInsights],
         }
     }
 
@@ -46,6 +49,7 @@ impl Need {
             (Need::Comments, Flavour::Legacy) => Scope::Comments.as_str(),
             (Need::Comments, _) => Scope::BusinessManageComments.as_str(),
             (Need::Publish, _) => Scope::BusinessContentPublish.as_str(),
+            (Need::Insights, _) => Scope::BusinessManageInsights.as_str(),
         }
     }
 

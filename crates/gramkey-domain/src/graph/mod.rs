@@ -7,5 +7,6 @@ pub mod fields;
 pub mod insights;
 pub mod legacy;
 pub mod media;
+pub mod metrics;
 pub mod paging;
 pub mod publish;

@@ -10,6 +10,7 @@ use crate::error::GraphError;
 use crate::ids::ContainerId;
 use crate::time::UnixTime;
 
+/// The default cap; `gramkey serve --publish-quota` sets another.
 pub const QUOTA_TOTAL: u64 = 100;
 pub const QUOTA_DURATION: i64 = 24 * 3600;
 pub const CONTAINER_TTL: i64 = 24 * 3600;
@@ -327,9 +328,9 @@ pub fn check_content_type(is_video: bool, content_type: Option<&str>) -> Result<
     }
 }
 
-/// What a post counts against the cap: `usage` posts in the last 24 hours.
-pub fn check_quota(usage: u64) -> Result<(), GraphError> {
-    if usage >= QUOTA_TOTAL {
+/// What a post counts against the cap: `usage` posts in the last 24 hours, of `total`.
+pub fn check_quota(usage: u64, total: u64) -> Result<(), GraphError> {
+    if usage >= total {
         Err(GraphError::publish_limit())
     } else {
         Ok(())
@@ -432,8 +433,9 @@ mod tests {
         );
         assert!(check_publishable(ContainerStatus::Finished, false).is_ok());
         assert!(check_publishable(ContainerStatus::Finished, true).is_err());
-        assert!(check_quota(QUOTA_TOTAL - 1).is_ok());
-        assert_eq!(check_quota(QUOTA_TOTAL).unwrap_err().code, 9);
+        assert!(check_quota(QUOTA_TOTAL - 1, QUOTA_TOTAL).is_ok());
+        assert_eq!(check_quota(QUOTA_TOTAL, QUOTA_TOTAL).unwrap_err().code, 9);
+        assert!(check_quota(25, 25).is_err());
         assert!(check_content_type(false, Some("image/jpeg")).is_ok());
         assert!(check_content_type(false, Some("text/html")).is_err());
         assert!(check_content_type(true, None).is_err());

@@ -1,6 +1,7 @@
-//! Webhooks (issue 18, wire protocol §13): subscriptions verified against a real endpoint,
-//! accounts subscribing apps, signed comment and mention notifications, retries, a restart and
-//! two nodes, development mode and test deliveries, the outbound guard.
+//! The platform surface of issue 18 (wire protocol §13, §14). Webhooks: subscriptions verified
+//! against a real endpoint, accounts subscribing apps, signed comment and mention
+//! notifications, retries, a restart and two nodes, development mode and test deliveries, the
+//! outbound guard. Media and account insights, and the publishing limit.
 
 use super::resource::{call, get, media_row, user_token};
 use super::*;
@@ -465,4 +466,239 @@ async fn a_webhook_endpoint_on_a_private_address_is_refused() {
         message.contains("refused by the outbound policy"),
         "{message}"
     );
+}
+
+/// Media and account insights (issue 18): values that follow the sandbox's data, metrics the
+/// path's version allows, Graph's errors; and a publishing quota that is configured, reported
+/// and enforced as one number.
+async fn insights_and_the_publishing_limit(t: TestApp) {
+    t.user("alice", "alice-password").await;
+    t.user("bob", "bob-password").await;
+    let scopes = "instagram_business_basic,instagram_business_manage_insights,instagram_business_content_publish";
+    let app = t.app(scopes, AppMode::Live).await;
+    let token = user_token(&t, &app, scopes, "alice").await;
+    let plain = user_token(&t, &app, "instagram_business_basic", "bob").await;
+    let (alice, bob) = (user(&t, "alice").await, user(&t, "bob").await);
+    let media = media_row(
+        "17900000000000888".into(),
+        alice.id,
+        START - 60,
+        "IMAGE",
+        None,
+        0,
+    );
+    t.state.ops.store.add_media(&media).await.unwrap();
+    for text in ["one", "two"] {
+        t.state
+            .ops
+            .add_comment(&bob, (&media.id, alice.id), None, text.into())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let id = media.id.as_str();
+
+    // likes 3 (the row's), comments 2: reach 10·3 + 5·2, views twice that.
+    let (s, b) = get(
+        &t,
+        &format!("/v22.0/{id}/insights?metric=likes,comments,reach,views,total_interactions"),
+        &token,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let values: Vec<(String, u64)> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_owned(),
+                d["values"][0]["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        [
+            ("likes", 3),
+            ("comments", 2),
+            ("reach", 40),
+            ("views", 80),
+            ("total_interactions", 5)
+        ]
+        .map(|(n, v)| (n.to_owned(), v))
+    );
+    assert_eq!(b["data"][2]["period"], "lifetime");
+    assert_eq!(b["data"][2]["title"], "Accounts reached");
+    assert_eq!(b["data"][2]["id"], format!("{id}/insights/reach/lifetime"));
+
+    // A retired metric: allowed before v22.0, refused from it (and with no version), failing
+    // the whole request.
+    let (s, b) = get(
+        &t,
+        &format!("/v21.0/{id}/insights?metric=impressions"),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (s, b["data"][0]["values"][0]["value"].as_u64()),
+        (StatusCode::OK, Some(80))
+    );
+    for path in [
+        format!("/v22.0/{id}/insights?metric=reach,impressions"),
+        format!("/{id}/insights?metric=reach,impressions"),
+    ] {
+        let (s, b) = get(&t, &path, &token).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(b["error"]["code"], 100);
+        assert_eq!(
+            b["error"]["message"],
+            "(#100) metric[1] must be one of the following values: comments, follows, ig_reels_avg_watch_time, ig_reels_video_view_total_time, likes, profile_activity, profile_visits, reach, saved, shares, total_interactions, views"
+        );
+    }
+    let (s, b) = get(
+        &t,
+        &format!("/{id}/insights?metric=ig_reels_avg_watch_time"),
+        &token,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = get(&t, "/me/insights?metric=reach&period=day", &plain).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_u64()),
+        (StatusCode::BAD_REQUEST, Some(10)),
+        "{b}"
+    );
+
+    // The account: by day over the last two days (the default range), the post in the second.
+    let (s, b) = get(&t, "/v22.0/me/insights?metric=reach&period=day", &token).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let series = &b["data"][0];
+    assert_eq!(series["period"], "day");
+    assert_eq!(
+        series["values"],
+        serde_json::json!([
+            {"value": 0, "end_time": gramkey_domain::time::graph_timestamp(START - 86_400)},
+            {"value": 40, "end_time": gramkey_domain::time::graph_timestamp(START)},
+        ])
+    );
+    let (s, b) = get(&t, "/me/insights?metric=likes,comments&period=day", &token).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b["error"]["message"],
+        "(#100) The following metrics (likes, comments) should be specified with parameter metric_type=total_value"
+    );
+    let (s, b) = get(
+        &t,
+        "/me/insights?metric=likes,comments&period=day&metric_type=total_value&breakdown=media_product_type",
+        &token,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["data"][0]["total_value"]["value"], 3);
+    assert_eq!(b["data"][1]["total_value"]["value"], 2);
+    assert_eq!(
+        b["data"][1]["total_value"]["breakdowns"][0]["results"][0],
+        serde_json::json!({"dimension_values": ["POST"], "value": 2})
+    );
+    let (s, _) = get(
+        &t,
+        "/v20.0/me/insights?metric=profile_views&period=day",
+        &token,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = get(
+        &t,
+        "/v21.0/me/insights?metric=profile_views&period=day",
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_u64()),
+        (StatusCode::BAD_REQUEST, Some(100))
+    );
+    let (s, b) = get(
+        &t,
+        &format!(
+            "/me/insights?metric=reach&period=day&since={}&until={START}",
+            START - 31 * 86_400
+        ),
+        &token,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 30 days"),
+        "{b}"
+    );
+
+    // The publishing quota (2 on this server): reported, then enforced after two posts.
+    let (_, limit) = get(
+        &t,
+        "/me/content_publishing_limit?fields=quota_usage,config",
+        &token,
+    )
+    .await;
+    assert_eq!(
+        limit,
+        serde_json::json!({"data": [{"quota_usage": 0, "config": {"quota_total": 2, "quota_duration": 86400}}]})
+    );
+    let (host, _) = super::resource::media_host().await;
+    let mut published = 0;
+    for n in 0..3 {
+        let (s, b) = call(
+            &t,
+            Method::POST,
+            "/me/media",
+            &token,
+            &[
+                ("image_url", &format!("{host}/now.jpg")),
+                ("caption", "hello"),
+            ],
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let container = b["id"].as_str().unwrap().to_owned();
+        super::resource::wait_status(&t, &token, &container, "FINISHED").await;
+        let (s, b) = call(
+            &t,
+            Method::POST,
+            "/me/media_publish",
+            &token,
+            &[("creation_id", &container)],
+        )
+        .await;
+        if s == StatusCode::OK {
+            published += 1;
+        } else {
+            assert_eq!((b["error"]["code"].as_u64(), n), (Some(9), 2), "{b}");
+        }
+    }
+    assert_eq!(published, 2);
+    let (_, limit) = get(
+        &t,
+        "/me/content_publishing_limit?fields=quota_usage",
+        &token,
+    )
+    .await;
+    assert_eq!(limit, serde_json::json!({"data": [{"quota_usage": 2}]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_and_the_publishing_limit_on_sqlite() {
+    insights_and_the_publishing_limit(TestApp::sqlite_with(|c| c.publish_quota = 2).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_and_the_publishing_limit_on_postgres() {
+    let Some(url) = postgres_url("insights") else {
+        return;
+    };
+    let store = fresh_postgres(&url).await.unwrap();
+    let t = TestApp::start_with(store, None, |c| c.publish_quota = 2).await;
+    insights_and_the_publishing_limit(t).await;
 }

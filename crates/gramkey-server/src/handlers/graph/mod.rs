@@ -11,6 +11,7 @@
 mod comments;
 mod expand;
 mod ids;
+mod insights;
 mod paging;
 mod publish;
 
@@ -66,6 +67,8 @@ struct Ctx<'a> {
     scoped: ScopedUserId,
     /// `public_url` plus the version prefix the request used, for `next` / `previous`.
     base: String,
+    /// The major API version of the path (`/v21.0/…` → 21), the newest without one.
+    version: u32,
     /// The access token, when the client sent it in the query: links carry it on, as Graph's do.
     query_token: Option<String>,
     params: &'a Params,
@@ -222,6 +225,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             user,
             scoped,
             base,
+            version: gramkey_domain::graph::metrics::major(version.as_deref()),
             query_token,
             params: &params,
         };
@@ -286,6 +290,8 @@ async fn route(
         ("POST", Target::User, Some("media")) => create_container(ctx).await,
         ("POST", Target::User, Some("media_publish")) => publish(ctx).await,
         ("GET", Target::User, Some("content_publishing_limit")) => publishing_limit(ctx).await,
+        ("GET", Target::User, Some("insights")) => insights::account_insights(ctx).await,
+        ("GET", Target::Media(m), Some("insights")) => insights::media_insights(ctx, m).await,
         ("GET" | "POST" | "DELETE", Target::User, Some("subscribed_apps")) => {
             let who = super::webhooks::Subscriber {
                 state: ctx.state,
@@ -363,8 +369,8 @@ fn known_edge(target: &Target, edge: &str) -> bool {
         (target, edge),
         (
             Target::User,
-            "media" | "media_publish" | "content_publishing_limit" | "subscribed_apps"
-        ) | (Target::Media(_), "children" | "comments")
+            "media" | "media_publish" | "content_publishing_limit" | "subscribed_apps" | "insights"
+        ) | (Target::Media(_), "children" | "comments" | "insights")
             | (Target::Comment(_), "replies")
     )
 }

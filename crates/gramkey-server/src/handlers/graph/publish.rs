@@ -6,7 +6,7 @@ use gramkey_domain::error::GraphError;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::fields::{self, plain};
-use gramkey_domain::graph::publish::{ContainerParams, QUOTA_DURATION, QUOTA_TOTAL};
+use gramkey_domain::graph::publish::{ContainerParams, QUOTA_DURATION};
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
@@ -56,7 +56,7 @@ pub(super) async fn publishing_limit(ctx: &Ctx<'_>) -> Result<Value, GraphRespon
             ("quota_usage", None) => row.insert(f.name.clone(), json!(usage)),
             ("config", None) => row.insert(
                 f.name.clone(),
-                json!({"quota_total": QUOTA_TOTAL, "quota_duration": QUOTA_DURATION}),
+                json!({"quota_total": ctx.state.config.publish_quota, "quota_duration": QUOTA_DURATION}),
             ),
             _ => {
                 return Err(
