@@ -339,16 +339,10 @@ pub fn media_value(metric: &str, c: MediaCounts) -> u64 {
         "total_interactions" => c.likes + c.comments + saved + shares,
         "reach" => reach,
         "views" | "impressions" => views,
-        "plays" | "video_views" => {
-            if c.is_video {
-                views
-            } else {
-                0
-            }
-        }
+        "plays" | "video_views" if c.is_video => views,
         "profile_visits" | "profile_activity" => reach / 10,
         "follows" => reach / 50,
-        // Milliseconds: reels only, and the sandbox has none.
+        // Plays of a photo; and milliseconds watched, reels only, which the sandbox has none of.
         _ => 0,
     }
 }
