@@ -175,6 +175,16 @@ enum WebhooksCommand {
     },
     /// Queue a failed notification for another round of attempts, now.
     Retry { id: i64 },
+    /// Run a webhook endpoint on this machine, for trying an app's subscription: it answers the
+    /// verification for --verify-token, checks each notification's X-Hub-Signature-256 with
+    /// the app secret in GRAMKEY_CLIENT_SECRET, and prints it. Any path is the endpoint.
+    Listen {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// The verify token given with the subscription (hub.verify_token).
+        #[arg(long, env = "GRAMKEY_WEBHOOK_VERIFY_TOKEN")]
+        verify_token: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -657,6 +667,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::App(cmd) => app(&cli.global.open().await?, cmd).await,
         Command::User(cmd) => user(&cli.global.open().await?, cmd).await,
         Command::Callbacks(cmd) => callbacks(&cli.global.open().await?, cmd).await,
+        Command::Webhooks(WebhooksCommand::Listen {
+            listen,
+            verify_token,
+        }) => listen_for_webhooks(listen, verify_token).await,
         Command::Webhooks(cmd) => webhooks(&cli.global.open().await?, cmd).await,
         Command::Sandbox(cmd) => sandbox(&cli.global.open().await?, cmd).await,
         Command::Janitor(args) => {
@@ -1379,7 +1393,79 @@ async fn webhooks(ops: &Ops, cmd: WebhooksCommand) -> Result<()> {
             ops.retry_webhook(id).await?;
             println!("webhook notification {id} queued; {NEXT_PASS}");
         }
+        WebhooksCommand::Listen { .. } => unreachable!("answered without a store"),
     }
+    Ok(())
+}
+
+/// `gramkey webhooks listen`: a webhook endpoint that prints what arrives.
+async fn listen_for_webhooks(addr: std::net::SocketAddr, verify_token: String) -> Result<()> {
+    use axum::body::Bytes;
+    use axum::extract::{RawQuery, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use gramkey_client::webhooks::{Notification, answer_verification};
+    use std::io::Write as _;
+    let secret = std::env::var("GRAMKEY_CLIENT_SECRET").map_err(|_| {
+        anyhow::anyhow!(
+            "set GRAMKEY_CLIENT_SECRET to the app secret: notifications are signed with it"
+        )
+    })?;
+    type Shared = std::sync::Arc<(String, String)>;
+    async fn verify(State(s): State<Shared>, RawQuery(q): RawQuery) -> (StatusCode, String) {
+        match answer_verification(&q.unwrap_or_default(), &s.0) {
+            Some(challenge) => {
+                println!("verification: answered the challenge");
+                (StatusCode::OK, challenge)
+            }
+            None => {
+                println!("verification refused: not hub.mode=subscribe with your verify token");
+                (StatusCode::FORBIDDEN, String::new())
+            }
+        }
+    }
+    async fn notify(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let signature = headers
+            .get("x-hub-signature-256")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let status = match Notification::verify(&body, signature, &s.1) {
+            Ok(n) => {
+                for entry in &n.entry {
+                    for change in &entry.changes {
+                        println!(
+                            "notification: {} for account {} (signature verified)\n{}",
+                            change.field,
+                            entry.id,
+                            serde_json::to_string_pretty(&change.value).unwrap_or_default()
+                        );
+                    }
+                }
+                StatusCode::OK
+            }
+            Err(e) => {
+                println!("refused a notification: {e}");
+                StatusCode::FORBIDDEN
+            }
+        };
+        let _ = std::io::stdout().flush();
+        status
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    println!(
+        "listening for webhooks on http://{}/ (any path); Ctrl-C to stop",
+        listener.local_addr()?
+    );
+    let _ = std::io::stdout().flush();
+    let app = axum::Router::new()
+        .fallback(axum::routing::get(verify).post(notify))
+        .with_state(std::sync::Arc::new((verify_token, secret)));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
 

@@ -896,6 +896,99 @@ fn shell_completions_are_printed() {
     assert!(script.contains("_gramkey") && script.contains("login"));
 }
 
+/// `gramkey webhooks listen`: answers the verification for its token only, prints a signed
+/// notification and refuses a forged one.
+#[test]
+fn webhooks_listen_verifies_and_prints_notifications() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_gramkey"))
+            .args([
+                "webhooks",
+                "listen",
+                "--listen",
+                "127.0.0.1:0",
+                "--verify-token",
+                "tok",
+            ])
+            .env("GRAMKEY_CLIENT_SECRET", "app-secret")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = reqwest::Client::new();
+    let body = r#"{"object":"instagram","entry":[{"id":"17841400000000001","time":1,"changes":[{"field":"comments","value":{"id":"1","text":"hi"}}]}]}"#;
+    let (good, bad, forged) = rt.block_on(async {
+        let verify = |token: &'static str| {
+            c.get(format!(
+                "{url}hook?hub.mode=subscribe&hub.challenge=4242&hub.verify_token={token}"
+            ))
+            .send()
+        };
+        let good = verify("tok").await.unwrap().text().await.unwrap();
+        let bad = verify("nope").await.unwrap().status();
+        let post = |signature: String| {
+            c.post(format!("{url}hook"))
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .send()
+        };
+        let signed = post(gramkey_client::webhooks::sign(
+            "app-secret",
+            body.as_bytes(),
+        ))
+        .await
+        .unwrap()
+        .status();
+        assert_eq!(signed, reqwest::StatusCode::OK);
+        let forged = post(gramkey_client::webhooks::sign("other", body.as_bytes()))
+            .await
+            .unwrap()
+            .status();
+        (good, bad, forged)
+    });
+    assert_eq!(good, "4242");
+    assert_eq!(bad, reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(forged, reqwest::StatusCode::FORBIDDEN);
+    // Everything printed up to the forged notification's refusal.
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("refused a notification: the signature does not match");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(printed[0], "verification: answered the challenge");
+    assert!(
+        printed[1].starts_with("verification refused"),
+        "{printed:?}"
+    );
+    assert_eq!(
+        printed[2],
+        "notification: comments for account 17841400000000001 (signature verified)"
+    );
+    assert!(
+        printed.join("\n").contains("\"text\": \"hi\""),
+        "{printed:?}"
+    );
+    assert_eq!(
+        printed
+            .iter()
+            .filter(|l| l.contains("signature verified"))
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn serve_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
