@@ -14,7 +14,16 @@ use url::Url;
 
 use crate::Hosts;
 use crate::error::{ApiError, Error, Failure};
-use crate::model::{AccessToken, CodeToken, Comment, Created, LongLivedToken, Media, User};
+use crate::model::{
+    AccessToken, CodeToken, Comment, Created, Insight, LongLivedToken, Media, User,
+    WebhookSubscription,
+};
+
+/// Graph's `{"data": [...]}` answers that are not paged.
+#[derive(serde::Deserialize)]
+struct Data<T> {
+    data: Vec<T>,
+}
 
 /// When and how often to retry. Rate limits and transient failures are retried with
 /// exponential backoff and full jitter, honouring `Retry-After`; a wait longer than `max_wait`
@@ -355,6 +364,104 @@ impl Client {
                 .form(&[("creation_id", container_id)])
         })
         .await
+    }
+
+    /// Subscribes the app's webhook endpoint to `fields` of the `instagram` object
+    /// (`POST /{app-id}/subscriptions`, with the app's token, `APP_ID|APP_SECRET`). The platform
+    /// first sends the endpoint a challenge with `verify_token`, which it must echo
+    /// ([`crate::webhooks::answer_verification`]); otherwise this fails with code 2200.
+    pub async fn subscribe_webhooks(
+        &self,
+        app_token: &AccessToken,
+        app_id: &str,
+        callback_url: &str,
+        fields: &[&str],
+        verify_token: &str,
+    ) -> Result<(), Error> {
+        let url = Self::url(&self.hosts.graph, &format!("{app_id}/subscriptions"));
+        let fields = fields.join(",");
+        self.send_json(Retry::RateLimitsOnly, || {
+            self.authed(Method::POST, url.clone(), app_token).form(&[
+                ("object", "instagram"),
+                ("callback_url", callback_url),
+                ("fields", fields.as_str()),
+                ("verify_token", verify_token),
+            ])
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The app's webhook subscriptions (`GET /{app-id}/subscriptions`, app token).
+    pub async fn webhook_subscriptions(
+        &self,
+        app_token: &AccessToken,
+        app_id: &str,
+    ) -> Result<Vec<WebhookSubscription>, Error> {
+        let url = Self::url(&self.hosts.graph, &format!("{app_id}/subscriptions"));
+        let page: Data<WebhookSubscription> = self
+            .send(Retry::All, || {
+                self.authed(Method::GET, url.clone(), app_token)
+            })
+            .await?;
+        Ok(page.data)
+    }
+
+    /// The user's account subscribes the app to its notifications
+    /// (`POST /me/subscribed_apps?subscribed_fields=…`). Without it, no notification about
+    /// the account is sent, however the app subscribed.
+    pub async fn subscribe_account(
+        &self,
+        token: &AccessToken,
+        fields: &[&str],
+    ) -> Result<(), Error> {
+        let mut url = Self::url(&self.hosts.graph, "me/subscribed_apps");
+        url.query_pairs_mut()
+            .append_pair("subscribed_fields", &fields.join(","));
+        self.send_json(Retry::RateLimitsOnly, || {
+            self.authed(Method::POST, url.clone(), token)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A media's lifetime insights (`GET /{media-id}/insights?metric=…`).
+    pub async fn media_insights(
+        &self,
+        token: &AccessToken,
+        media_id: &str,
+        metrics: &[&str],
+    ) -> Result<Vec<Insight>, Error> {
+        let mut url = Self::url(&self.hosts.graph, &format!("{media_id}/insights"));
+        url.query_pairs_mut()
+            .append_pair("metric", &metrics.join(","));
+        let page: Data<Insight> = self
+            .send(Retry::All, || self.authed(Method::GET, url.clone(), token))
+            .await?;
+        Ok(page.data)
+    }
+
+    /// The account's insights (`GET /me/insights?metric=…&period=…`), as totals
+    /// (`metric_type=total_value`) or time series.
+    pub async fn account_insights(
+        &self,
+        token: &AccessToken,
+        metrics: &[&str],
+        period: &str,
+        total_value: bool,
+    ) -> Result<Vec<Insight>, Error> {
+        let mut url = Self::url(&self.hosts.graph, "me/insights");
+        url.query_pairs_mut()
+            .append_pair("metric", &metrics.join(","))
+            .append_pair("period", period);
+        if total_value {
+            url.query_pairs_mut()
+                .append_pair("metric_type", "total_value");
+        }
+        let page: Data<Insight> = self
+            .send(Retry::All, || self.authed(Method::GET, url.clone(), token))
+            .await?;
+        Ok(page.data)
     }
 
     /// The user removes the app (`DELETE /me/permissions`): every token of the app for the

@@ -168,6 +168,55 @@ pub struct Created {
     pub id: String,
 }
 
+/// An app's webhook subscription (`GET /{app-id}/subscriptions`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WebhookSubscription {
+    pub object: String,
+    pub callback_url: String,
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub fields: Vec<SubscribedField>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SubscribedField {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// One metric of a media's or an account's insights.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Insight {
+    pub name: String,
+    pub period: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub id: Option<String>,
+    /// A time series (and a media's lifetime value, as its one element).
+    #[serde(default)]
+    pub values: Vec<InsightValue>,
+    /// With `metric_type=total_value`.
+    pub total_value: Option<InsightValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InsightValue {
+    /// A number for most metrics; an object for breakdowns Meta nests.
+    pub value: Value,
+    pub end_time: Option<String>,
+}
+
+impl Insight {
+    /// The one number a media metric or a total carries.
+    pub fn number(&self) -> Option<i64> {
+        self.total_value
+            .as_ref()
+            .or(self.values.first())
+            .and_then(|v| v.value.as_i64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

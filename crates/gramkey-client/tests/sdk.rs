@@ -343,3 +343,129 @@ async fn the_refresher_renews_due_tokens_and_calls_the_hook_when_the_user_is_nee
             .is_empty()
     );
 }
+
+/// Webhooks and insights through the SDK: the app subscribes an endpoint that answers the
+/// challenge with `webhooks::answer_verification`, the account subscribes the app, a comment's
+/// notification is verified and parsed with `webhooks::Notification`, and insights are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_subscribed_verified_and_parsed_and_insights_read() {
+    use gramkey_client::webhooks::{Notification, answer_verification};
+    let s = server(|c| c.fetch_allow_private = true).await;
+    let scopes = "instagram_business_basic,instagram_business_manage_comments,instagram_business_manage_insights";
+    let (client_id, secret) = app_and_user(&s, scopes, 2).await;
+    let client = Client::new(Hosts::gramkey(&s.base).unwrap());
+
+    // The app's endpoint: the raw body and signature of every POST.
+    type Got = Arc<std::sync::Mutex<Vec<(String, axum::body::Bytes)>>>;
+    let got: Got = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/ig", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route(
+            "/ig",
+            axum::routing::get(
+                |axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                    answer_verification(&q.unwrap_or_default(), "my-verify-token")
+                        .ok_or(axum::http::StatusCode::FORBIDDEN)
+                },
+            )
+            .post(
+                |axum::extract::State(got): axum::extract::State<Got>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let sig = headers["x-hub-signature-256"].to_str().unwrap().to_owned();
+                    got.lock().unwrap().push((sig, body));
+                },
+            ),
+        )
+        .with_state(got.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let app_token = AccessToken::new(format!("{client_id}|{secret}"));
+    let refused = client
+        .subscribe_webhooks(&app_token, &client_id, &endpoint, &["comments"], "wrong")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, gramkey_client::Error::Api(e) if e.code == Some(2200)),
+        "{refused}"
+    );
+    client
+        .subscribe_webhooks(
+            &app_token,
+            &client_id,
+            &endpoint,
+            &["comments"],
+            "my-verify-token",
+        )
+        .await
+        .unwrap();
+    let subs = client
+        .webhook_subscriptions(&app_token, &client_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            subs[0].callback_url.as_str(),
+            subs[0].fields[0].name.as_str()
+        ),
+        (endpoint.as_str(), "comments")
+    );
+
+    let scopes: Vec<&str> = scopes.split(',').collect();
+    let token = AccessToken::new(
+        sign_in(&client, &client_id, &secret, REDIRECT, &scopes)
+            .await
+            .access_token
+            .expose(),
+    );
+    client
+        .subscribe_account(&token, &["comments"])
+        .await
+        .unwrap();
+    let media = client.media(&token, &["id"], 10).all().await.unwrap();
+    s.state
+        .ops
+        .create_user("bob", Password::new("bob-password"), Profile::default())
+        .await
+        .unwrap();
+    gramkey_server::sandbox::comment(&s.state.ops, "bob", &media[0].id, None, "hello")
+        .await
+        .unwrap();
+    let deliverer = gramkey_server::callbacks::Deliverer::new(s.state.ops.clone(), true).unwrap();
+    assert_eq!(deliverer.deliver_due().await.unwrap(), 1);
+    let (sig, body) = got.lock().unwrap().remove(0);
+    assert!(Notification::verify(&body, &sig, "not the secret").is_err());
+    let n = Notification::verify(&body, &sig, &secret).unwrap();
+    let comment = n.entry[0].changes[0].comment().unwrap();
+    assert_eq!(
+        (comment.from.username.as_str(), comment.text.as_str()),
+        ("bob", "hello")
+    );
+    assert_eq!(comment.media.id, media[0].id);
+
+    let insights = client
+        .media_insights(&token, &media[0].id, &["comments", "reach"])
+        .await
+        .unwrap();
+    let stored = s
+        .state
+        .ops
+        .store
+        .media(&gramkey_domain::MediaId::parse(&media[0].id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.comments_count >= 1);
+    assert_eq!(insights[0].number(), Some(stored.comments_count));
+    assert_eq!(
+        insights[1].number(),
+        Some(10 * stored.like_count + 5 * stored.comments_count)
+    );
+    let totals = client
+        .account_insights(&token, &["comments"], "day", true)
+        .await
+        .unwrap();
+    assert_eq!(totals[0].name, "comments");
+    assert!(totals[0].total_value.is_some());
+}
