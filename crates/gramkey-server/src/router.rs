@@ -101,6 +101,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/addresses/{ip}/unlock", post(admin::unlock_address))
         .route("/metrics", get(admin::metrics))
         .route("/admin/callbacks/{id}/retry", post(admin::retry_callback))
+        .route("/admin/webhooks", get(admin::list_webhooks))
+        .route("/admin/webhooks/{id}/retry", post(admin::retry_webhook))
+        .route("/admin/apps/{id}/webhooks/test", post(admin::test_webhook))
         .route("/admin/{*rest}", axum::routing::any(admin::not_found))
         .merge(legacy)
         // Sandbox.

@@ -393,6 +393,62 @@ pub async fn retry_callback(
     Ok(StatusCode::NO_CONTENT)
 }
 
+pub async fn list_webhooks(
+    _: Admin,
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<ListCallbacks>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = q.limit.unwrap_or(CALLBACK_LIST_LIMIT).clamp(1, 1000);
+    let list = state
+        .ops
+        .webhook_deliveries(q.app_id.as_deref(), limit)
+        .await?;
+    Ok(Json(
+        json!({"data": list.iter().map(crate::webhooks::delivery_json).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn retry_webhook(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    let id = id.parse().map_err(|_| {
+        AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no webhook delivery with id {id:?}"),
+        )
+    })?;
+    state.ops.retry_webhook(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestWebhook {
+    field: Option<String>,
+}
+
+/// `POST /admin/apps/{id}/webhooks/test` (`{"field": "comments"}`): a test notification.
+pub async fn test_webhook(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<TestWebhook>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, AdminError> {
+    let field = match body {
+        Ok(Json(b)) => b.field.unwrap_or_else(|| "comments".into()),
+        Err(axum::extract::rejection::JsonRejection::MissingJsonContentType(_)) => {
+            "comments".into()
+        }
+        Err(e) => return Err(AdminError(StatusCode::BAD_REQUEST, e.body_text())),
+    };
+    state.ops.send_test_webhook(&id, &field).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// Any other path under `/admin`, in the admin error shape.
 pub async fn not_found(uri: axum::http::Uri) -> AdminError {
     AdminError(

@@ -392,6 +392,43 @@ async fn webhooks(t: TestApp, other: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((listed.len(), listed[0].test), (1, true));
+    // The admin API: a test delivery, the list, and a retry of one that has not failed.
+    let admin = reqwest::Client::new();
+    let r = admin
+        .post(t.url(&format!("/admin/apps/{}/webhooks/test", dev.client_id)))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"field": "mentions"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(deliver.deliver_due().await.unwrap(), 1);
+    assert_eq!(
+        hook.take()[0]["entry"][0]["changes"][0]["field"],
+        "mentions"
+    );
+    let listed: Value = admin
+        .get(t.url(&format!("/admin/webhooks?app_id={}", dev.client_id)))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newest = &listed["data"][0];
+    assert_eq!(
+        (&newest["field"], &newest["state"], &newest["status"]),
+        (&"mentions".into(), &"delivered".into(), &200.into())
+    );
+    assert_eq!(newest["body"]["object"], "instagram");
+    let r = admin
+        .post(t.url(&format!("/admin/webhooks/{}/retry", newest["id"])))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(*hook.forged.lock().unwrap(), 0);
 
     // Unsubscribing: the account first, then the app's fields, then the app.
