@@ -69,18 +69,34 @@ impl Deliverer {
             .store
             .claim_callbacks(now, now + LEASE_SECS, BATCH)
             .await?;
-        let n = due.len();
+        Ok(self
+            .send_all(
+                due,
+                "callback",
+                |this, cb| async move { this.deliver(cb).await },
+            )
+            .await)
+    }
+
+    /// Sends each of `items` with `send`, concurrently; how many there were. A failure to
+    /// record an outcome is logged: the lease runs out and the item is sent again.
+    pub(crate) async fn send_all<T, F, Fut>(&self, items: Vec<T>, what: &str, send: F) -> usize
+    where
+        T: Send + 'static,
+        F: Fn(Self, T) -> Fut,
+        Fut: Future<Output = Result<(), gramkey_store::StoreError>> + Send + 'static,
+    {
+        let n = items.len();
         let mut sends = tokio::task::JoinSet::new();
-        for callback in due {
-            let this = self.clone();
-            sends.spawn(async move { this.deliver(callback).await });
+        for item in items {
+            sends.spawn(send(self.clone(), item));
         }
         while let Some(done) = sends.join_next().await {
             if let Ok(Err(e)) = done {
-                tracing::warn!(error = %e, "recording a callback attempt failed");
+                tracing::warn!(error = %e, "recording a {what} attempt failed");
             }
         }
-        Ok(n)
+        n
     }
 
     async fn deliver(&self, cb: Callback) -> Result<(), gramkey_store::StoreError> {

@@ -548,11 +548,16 @@ impl Ops {
         app_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Callback>, OpError> {
-        let app = match app_id {
-            Some(id) => Some(self.app(id).await?.id),
-            None => None,
-        };
+        let app = self.app_filter(app_id).await?;
         Ok(self.store.callbacks(app.as_ref(), limit).await?)
+    }
+
+    /// A listing's `--app` filter: the app's id, checked to exist; `None` for every app.
+    pub(crate) async fn app_filter(&self, app_id: Option<&str>) -> Result<Option<AppId>, OpError> {
+        match app_id {
+            Some(id) => Ok(Some(self.app(id).await?.id)),
+            None => Ok(None),
+        }
     }
 
     /// Queues a failed callback for another round of attempts, starting now.

@@ -239,10 +239,7 @@ impl Ops {
         app: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Webhook>, OpError> {
-        let app = match app {
-            Some(id) => Some(self.app(id).await?.id),
-            None => None,
-        };
+        let app = self.app_filter(app).await?;
         Ok(self.store.webhooks(app.as_ref(), limit).await?)
     }
 
@@ -286,18 +283,11 @@ impl Deliverer {
             .store
             .claim_webhooks(now, now + LEASE_SECS, BATCH)
             .await?;
-        let n = due.len();
-        let mut sends = tokio::task::JoinSet::new();
-        for w in due {
-            let this = self.clone();
-            sends.spawn(async move { this.deliver_webhook(w).await });
-        }
-        while let Some(done) = sends.join_next().await {
-            if let Ok(Err(e)) = done {
-                tracing::warn!(error = %e, "recording a webhook attempt failed");
-            }
-        }
-        Ok(n)
+        Ok(self
+            .send_all(due, "webhook", |this, w| async move {
+                this.deliver_webhook(w).await
+            })
+            .await)
     }
 
     async fn deliver_webhook(&self, w: Webhook) -> Result<(), StoreError> {

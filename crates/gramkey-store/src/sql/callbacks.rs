@@ -45,23 +45,11 @@ impl<E: Engine> CallbackStore for SqlStore<E> {
         limit: u32,
     ) -> Result<Vec<Callback>> {
         write!(self, |c| {
-            // SKIP LOCKED: nodes claiming at the same moment take different callbacks.
-            let skip = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
-            c.fetch_all(
-                q(format!(
-                    "UPDATE callbacks SET attempts = attempts + 1, next_attempt_at = $2
-                     WHERE id IN (SELECT id FROM callbacks WHERE state = 'pending' AND next_attempt_at <= $1
-                                  ORDER BY next_attempt_at, id LIMIT $3{skip})
-                     RETURNING {CALLBACK_COLUMNS}"
-                ))
-                .bind(now)
-                .bind(lease_until)
-                .bind(limit),
-            )
-            .await?
-            .iter_mut()
-            .map(callback_from_row)
-            .collect()
+            claim_due(c, "callbacks", CALLBACK_COLUMNS, (now, lease_until, limit))
+                .await?
+                .iter_mut()
+                .map(callback_from_row)
+                .collect()
         })
         .await
     }
@@ -108,16 +96,49 @@ impl<E: Engine> CallbackStore for SqlStore<E> {
     }
 
     async fn retry_callback(&self, id: i64, now: UnixTime) -> Result<bool> {
-        write!(self, |c| {
-            Ok(c.execute(
-                q("UPDATE callbacks SET state = 'pending', attempts = 0, next_attempt_at = $2, finished_at = NULL
-                   WHERE id = $1 AND state = 'failed'")
-                .bind(id)
-                .bind(now),
-            )
-            .await?
-                == 1)
-        })
-        .await
+        write!(self, |c| requeue_failed(c, "callbacks", id, now).await).await
     }
+}
+
+/// Claims up to `limit` rows of an outbox (`callbacks`, `webhook_deliveries`) due at `now`,
+/// oldest due first: each one's attempt count goes up and it is leased until `lease_until`.
+/// `SKIP LOCKED`: nodes claiming at the same moment take different rows.
+pub(super) async fn claim_due<C: Conn>(
+    c: &mut C,
+    table: &str,
+    columns: &str,
+    (now, lease_until, limit): (UnixTime, UnixTime, u32),
+) -> Result<Vec<Row>> {
+    let skip = C::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
+    c.fetch_all(
+        q(format!(
+            "UPDATE {table} SET attempts = attempts + 1, next_attempt_at = $2
+             WHERE id IN (SELECT id FROM {table} WHERE state = 'pending' AND next_attempt_at <= $1
+                          ORDER BY next_attempt_at, id LIMIT $3{skip})
+             RETURNING {columns}"
+        ))
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit),
+    )
+    .await
+}
+
+/// Queues a failed row of an outbox for an attempt at `now`, with a fresh attempt count.
+pub(super) async fn requeue_failed<C: Conn>(
+    c: &mut C,
+    table: &str,
+    id: i64,
+    now: UnixTime,
+) -> Result<bool> {
+    Ok(c.execute(
+        q(format!(
+            "UPDATE {table} SET state = 'pending', attempts = 0, next_attempt_at = $2, finished_at = NULL
+             WHERE id = $1 AND state = 'failed'"
+        ))
+        .bind(id)
+        .bind(now),
+    )
+    .await?
+        == 1)
 }

@@ -5,6 +5,7 @@ use gramkey_domain::callback::CallbackState;
 use gramkey_domain::webhook::{Fields, OBJECT};
 use gramkey_domain::{AppId, ScopeSet, ScopedUserId, UnixTime, UserId};
 
+use super::callbacks::{claim_due, requeue_failed};
 use super::{Conn, Engine, Row, SqlStore, q, transaction, write};
 use crate::records::corrupt;
 use crate::{
@@ -210,19 +211,11 @@ impl<E: Engine> WebhookStore for SqlStore<E> {
         limit: u32,
     ) -> Result<Vec<Webhook>> {
         write!(self, |c| {
-            // SKIP LOCKED: nodes claiming at the same moment take different notifications.
-            let skip = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
-            c.fetch_all(
-                q(format!(
-                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $2
-                     WHERE id IN (SELECT id FROM webhook_deliveries
-                                  WHERE state = 'pending' AND next_attempt_at <= $1
-                                  ORDER BY next_attempt_at, id LIMIT $3{skip})
-                     RETURNING {WEBHOOK_COLUMNS}"
-                ))
-                .bind(now)
-                .bind(lease_until)
-                .bind(limit),
+            claim_due(
+                c,
+                "webhook_deliveries",
+                WEBHOOK_COLUMNS,
+                (now, lease_until, limit),
             )
             .await?
             .iter_mut()
@@ -279,17 +272,8 @@ impl<E: Engine> WebhookStore for SqlStore<E> {
     }
 
     async fn retry_webhook(&self, id: i64, now: UnixTime) -> Result<bool> {
-        write!(self, |c| {
-            Ok(c.execute(
-                q("UPDATE webhook_deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2,
-                       finished_at = NULL
-                   WHERE id = $1 AND state = 'failed'")
-                .bind(id)
-                .bind(now),
-            )
-            .await?
-                == 1)
-        })
+        write!(self, |c| requeue_failed(c, "webhook_deliveries", id, now)
+            .await)
         .await
     }
 }
