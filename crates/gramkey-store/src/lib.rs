@@ -148,6 +148,9 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Grant>;
     async fn create_code(&self, code: &NewCode) -> Result<()>;
+    /// The app a code was issued to, whether or not it was redeemed (the sandbox's callback
+    /// page names it in the exchange command it shows).
+    async fn code_app(&self, hash: &TokenHash) -> Result<Option<AppId>>;
     /// Redeems a code atomically, in one transaction:
     /// - unknown: [`Redemption::NotFound`];
     /// - already redeemed: the token issued from it, and every token exchanged or refreshed from

@@ -48,8 +48,25 @@ pub struct Callback {
 
 pub async fn callback(State(state): State<AppState>, Query(q): Query<Callback>) -> Response {
     let base = &state.config.public_url;
-    let client_id = crate::sandbox::sandbox_app_id(&state)
-        .await
+    let sandbox_app = crate::sandbox::sandbox_app_id(&state).await;
+    // Any app may redirect here: the exchange command names the app the code was issued to.
+    let code_app = match q.code.as_deref() {
+        Some(code) => {
+            let hash = gramkey_domain::TokenHash::of_code(&gramkey_domain::AuthCode::new(code));
+            state
+                .ops
+                .store
+                .code_app(&hash)
+                .await
+                .ok()
+                .flatten()
+                .map(|a| a.to_string())
+        }
+        None => None,
+    };
+    let for_sandbox = code_app.is_none() || code_app == sandbox_app;
+    let client_id = code_app
+        .or(sandbox_app)
         .unwrap_or_else(|| "<your client id>".into());
     let redirect_uri = format!("{base}{SANDBOX_CALLBACK_PATH}");
     pages::page(
@@ -57,6 +74,7 @@ pub async fn callback(State(state): State<AppState>, Query(q): Query<Callback>) 
         pages::sandbox_callback(
             base,
             &client_id,
+            for_sandbox,
             &redirect_uri,
             q.code.as_deref(),
             q.state.as_deref(),

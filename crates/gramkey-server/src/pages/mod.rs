@@ -276,11 +276,17 @@ pub fn error(status: StatusCode, title: &str, message: &str) -> Response {
 pub fn sandbox_callback(
     public_url: &str,
     client_id: &str,
+    sandbox_app: bool,
     redirect_uri: &str,
     code: Option<&str>,
     state: Option<&str>,
     error: Option<&str>,
 ) -> Markup {
+    let secret_var = if sandbox_app {
+        "GRAMKEY_SANDBOX_SECRET"
+    } else {
+        "GRAMKEY_CLIENT_SECRET"
+    };
     layout(
         "Sandbox callback",
         html! {
@@ -290,9 +296,10 @@ pub fn sandbox_callback(
             } @else if let Some(code) = code {
                 h1 { "Authorization code received" }
                 p { "gramkey redirected here with " code { "code" } @if let Some(s) = state { " and " code { "state=" (s) } } "." }
-                p { "Exchange it for a short-lived token within one hour. Put the client secret printed when the sandbox was created in "
-                    code { "GRAMKEY_SANDBOX_SECRET" } " (or run " code { "gramkey app rotate-secret " (client_id) } " for a new one), then:" }
-                pre { "curl -X POST " (public_url) "/oauth/access_token \\\n  -F client_id=" (client_id) " \\\n  -F client_secret=\"$GRAMKEY_SANDBOX_SECRET\" \\\n  -F grant_type=authorization_code \\\n  -F redirect_uri=" (redirect_uri) " \\\n  -F code=" (code) }
+                p { "Exchange it for a short-lived token within one hour. Put the client secret of app " code { (client_id) }
+                    @if sandbox_app { ", printed when the sandbox was created," } @else { ", printed when the app was created," }
+                    " in " code { (secret_var) } " (or run " code { "gramkey app rotate-secret " (client_id) } " for a new one), then:" }
+                pre { "curl -X POST " (public_url) "/oauth/access_token \\\n  -F client_id=" (client_id) " \\\n  -F client_secret=\"$" (secret_var) "\" \\\n  -F grant_type=authorization_code \\\n  -F redirect_uri=" (redirect_uri) " \\\n  -F code=" (code) }
             } @else {
                 h1 { "Nothing to show" }
                 p { "This page receives the sandbox app's redirects." }

@@ -739,3 +739,35 @@ async fn insights_and_the_publishing_limit_on_postgres() {
     let t = TestApp::start_with(store, None, |c| c.publish_quota = 2).await;
     insights_and_the_publishing_limit(t).await;
 }
+
+/// The sandbox's callback page shows the exchange command for the app the code was issued to
+/// (any app may redirect there), and reading it does not use the code up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_callback_page_names_the_app_of_the_code() {
+    let t = TestApp::sqlite().await;
+    t.user("alice", "alice-password").await;
+    let app = t.app(SCOPES, AppMode::Live).await;
+    let redirect = authorize(
+        &t,
+        &browser(),
+        &authorize_query(&app, SCOPES, &[]),
+        "alice",
+        "alice-password",
+        "allow",
+    )
+    .await;
+    let code = code_of(&redirect);
+    let page = reqwest::get(t.url(&format!("/sandbox/callback?code={code}")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("-F client_id={}", app.client_id)),
+        "{page}"
+    );
+    assert!(page.contains("GRAMKEY_CLIENT_SECRET"), "{page}");
+    let (s, b) = exchange(&t, &app, &code, &[]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}

@@ -287,6 +287,18 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         .await
     }
 
+    async fn code_app(&self, hash: &TokenHash) -> Result<Option<AppId>> {
+        let mut c = self.engine.reader().await?;
+        let row = c
+            .fetch_optional(q("SELECT app_id FROM auth_codes WHERE hash = $1").bind(&hash.0))
+            .await?;
+        row.map(|mut r| {
+            let id: String = r.get(0)?;
+            AppId::parse(&id).ok_or_else(|| crate::records::corrupt("app id", &id))
+        })
+        .transpose()
+    }
+
     async fn create_code(&self, code: &NewCode) -> Result<()> {
         let code = code.clone();
         write!(self, |c| {
