@@ -285,6 +285,53 @@ async fn webhooks(t: TestApp, other: Arc<dyn Store>) {
     assert_eq!(value["parent_id"], comment.as_str());
     assert_eq!(value["id"], b["id"]);
 
+    // Bob publishes (through another app) a post whose caption mentions alice: her app hears
+    // of the mention, with the media and no comment.
+    let publisher = t
+        .app(
+            "instagram_business_basic,instagram_business_content_publish",
+            AppMode::Live,
+        )
+        .await;
+    let bob_token = user_token(
+        &t,
+        &publisher,
+        "instagram_business_basic,instagram_business_content_publish",
+        "bob",
+    )
+    .await;
+    let (host, _) = super::resource::media_host().await;
+    let (s, container) = call(
+        &t,
+        Method::POST,
+        "/me/media",
+        &bob_token,
+        &[
+            ("image_url", &format!("{host}/now.jpg")),
+            ("caption", "with @alice today"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{container}");
+    let container = container["id"].as_str().unwrap().to_owned();
+    super::resource::wait_status(&t, &bob_token, &container, "FINISHED").await;
+    let (s, published) = call(
+        &t,
+        Method::POST,
+        "/me/media_publish",
+        &bob_token,
+        &[("creation_id", &container)],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{published}");
+    assert_eq!(deliver.deliver_due().await.unwrap(), 1);
+    let mention = hook.take().remove(0);
+    assert_eq!(mention["entry"][0]["id"], alice_scoped.as_str());
+    assert_eq!(
+        mention["entry"][0]["changes"][0],
+        serde_json::json!({"field": "mentions", "value": {"media_id": published["id"]}})
+    );
+
     // A reply to a reply is refused, as on Instagram; nothing is queued.
     let nested = gramkey_server::sandbox::comment(
         &t.state.ops,
