@@ -366,15 +366,26 @@ pub struct ListCallbacks {
     limit: Option<u32>,
 }
 
+type ListQuery =
+    Result<axum::extract::Query<ListCallbacks>, axum::extract::rejection::QueryRejection>;
+
+/// An outbox listing's query: the app filter and the limit (1 to 1000), or the admin error.
+fn list_query(query: ListQuery) -> Result<(Option<String>, u32), AdminError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok((
+        q.app_id,
+        q.limit.unwrap_or(CALLBACK_LIST_LIMIT).clamp(1, 1000),
+    ))
+}
+
 pub async fn list_callbacks(
     _: Admin,
     State(state): State<AppState>,
-    query: Result<axum::extract::Query<ListCallbacks>, axum::extract::rejection::QueryRejection>,
+    query: ListQuery,
 ) -> Result<Json<Value>, AdminError> {
-    let axum::extract::Query(q) =
-        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let limit = q.limit.unwrap_or(CALLBACK_LIST_LIMIT).clamp(1, 1000);
-    let list = state.ops.callbacks(q.app_id.as_deref(), limit).await?;
+    let (app_id, limit) = list_query(query)?;
+    let list = state.ops.callbacks(app_id.as_deref(), limit).await?;
     Ok(Json(
         json!({"data": list.iter().map(callback_json).collect::<Vec<_>>()}),
     ))
@@ -396,14 +407,12 @@ pub async fn retry_callback(
 pub async fn list_webhooks(
     _: Admin,
     State(state): State<AppState>,
-    query: Result<axum::extract::Query<ListCallbacks>, axum::extract::rejection::QueryRejection>,
+    query: ListQuery,
 ) -> Result<Json<Value>, AdminError> {
-    let axum::extract::Query(q) =
-        query.map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let limit = q.limit.unwrap_or(CALLBACK_LIST_LIMIT).clamp(1, 1000);
+    let (app_id, limit) = list_query(query)?;
     let list = state
         .ops
-        .webhook_deliveries(q.app_id.as_deref(), limit)
+        .webhook_deliveries(app_id.as_deref(), limit)
         .await?;
     Ok(Json(
         json!({"data": list.iter().map(crate::webhooks::delivery_json).collect::<Vec<_>>()}),
