@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod password;
 pub mod ratelimit;
 pub mod retention;
+pub mod sandbox;
 pub mod scope;
 pub mod secret;
 pub mod text;

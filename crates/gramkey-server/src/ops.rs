@@ -185,6 +185,8 @@ impl Ops {
             previous_secret: None,
             refresh_tokens: input.refresh_tokens,
             signed_requests: input.signed_requests,
+            clock_offset: 0,
+            fault_rules: 0,
             secret_seed: Some(seed.to_vec()),
             deauthorize_url: settings.deauthorize_url,
             data_deletion_url: settings.data_deletion_url,

@@ -25,6 +25,7 @@ use gramkey_domain::callback::CallbackKind;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::retention::Cutoffs;
+use gramkey_domain::sandbox::{FaultRule, FaultSpec};
 use gramkey_domain::{
     AppId, CommentId, ContainerId, MediaId, Role, ScopeSet, ScopedUserId, TokenHash, TokenKind,
     UnixTime, UserId,
@@ -77,6 +78,19 @@ pub trait AppStore: Send + Sync {
     async fn roles(&self, app: &AppId) -> Result<Vec<(UserId, Role)>>;
     /// The apps a user holds a role on, with the role, oldest app first.
     async fn apps_of(&self, user: UserId) -> Result<Vec<(App, Role)>>;
+    /// Sets the app's test clock to `offset` seconds ahead of real time, and makes its pending
+    /// callbacks and webhook notifications due `shift` seconds earlier (an advance brings due
+    /// what was due within it). False when there is no such app.
+    async fn set_clock(&self, id: &AppId, offset: i64, shift: i64) -> Result<bool>;
+    /// Adds a fault rule for the app, at the app's time `now`.
+    async fn add_fault(&self, id: &AppId, spec: &FaultSpec, now: UnixTime) -> Result<FaultRule>;
+    /// The app's fault rules, oldest first, spent and lapsed ones included.
+    async fn faults(&self, id: &AppId) -> Result<Vec<FaultRule>>;
+    /// Takes one matching call from a counted rule: false when none is left (another call,
+    /// perhaps on another node, took the last).
+    async fn take_fault(&self, rule: i64) -> Result<bool>;
+    /// Deletes the app's fault rules; how many there were.
+    async fn clear_faults(&self, id: &AppId) -> Result<u64>;
 }
 
 /// User accounts and profiles.

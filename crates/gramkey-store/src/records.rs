@@ -42,6 +42,11 @@ pub struct App {
     pub data_deletion_url: Option<String>,
     /// Legacy v1's "Enforce signed requests": every v1 call must carry a valid `sig`.
     pub signed_requests: bool,
+    /// The test clock: the app's time is the real time plus this many seconds (sandbox tools,
+    /// development mode only). Written only by [`crate::AppStore::set_clock`].
+    pub clock_offset: i64,
+    /// Fault rules added since they were last cleared: while 0, no call looks for rules.
+    pub fault_rules: i64,
 }
 
 /// What Instagram shows of a person.

@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0009_signed_requests.sql"),
     include_str!("../migrations/sqlite/0010_revoked_tokens.sql"),
     include_str!("../migrations/sqlite/0011_webhooks.sql"),
+    include_str!("../migrations/sqlite/0012_sandbox_tools.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

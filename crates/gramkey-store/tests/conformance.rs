@@ -52,6 +52,8 @@ fn app(id: &str) -> App {
         deauthorize_url: Some("https://a.example/deauth".into()),
         data_deletion_url: None,
         signed_requests: false,
+        clock_offset: 0,
+        fault_rules: 0,
     }
 }
 
@@ -155,6 +157,8 @@ async fn apps_and_roles(s: &dyn Store) {
         mode: AppMode::Live,
         refresh_tokens: false,
         signed_requests: true,
+        clock_offset: 0,
+        fault_rules: 0,
         deauthorize_url: None,
         data_deletion_url: Some("https://a.example/delete".into()),
         // Neither the secret nor the creation time is an editable setting.
@@ -1194,6 +1198,105 @@ async fn webhooks(s: &dyn Store) {
     assert!(s.webhooks(Some(&a.id), 10).await.unwrap().is_empty());
 }
 
+/// Test clocks and fault rules (the sandbox tools): the clock moves due deliveries earlier;
+/// counted rules are taken once per call, across callers; clearing forgets them.
+async fn sandbox_tools(s: Arc<dyn Store>) {
+    use gramkey_domain::sandbox::{Fault, FaultSpec};
+    use gramkey_store::NewWebhook;
+    let a = app("5000000000000001");
+    s.create_app(&a).await.unwrap();
+    let other = app("5000000000000002");
+    s.create_app(&other).await.unwrap();
+    let note = |app: &App| NewWebhook {
+        app_id: app.id.clone(),
+        field: gramkey_domain::webhook::Field::Comments,
+        body: "{}".into(),
+        test: true,
+        created_at: NOW + 7200,
+    };
+    s.enqueue_webhooks(&[note(&a), note(&other)]).await.unwrap();
+    assert!(
+        s.claim_webhooks(NOW, NOW + 60, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(s.set_clock(&a.id, 90_000, 90_000).await.unwrap());
+    assert_eq!(s.app(&a.id).await.unwrap().unwrap().clock_offset, 90_000);
+    assert_eq!(s.app(&other.id).await.unwrap().unwrap().clock_offset, 0);
+    let due = s.claim_webhooks(NOW, NOW + 60, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "only the advanced app's delivery came due");
+    assert_eq!(due[0].app_id, a.id);
+    assert!(s.set_clock(&a.id, 0, 0).await.unwrap());
+    assert_eq!(s.app(&a.id).await.unwrap().unwrap().clock_offset, 0);
+    assert!(
+        !s.set_clock(&AppId::parse("5000000000000099").unwrap(), 5, 5)
+            .await
+            .unwrap()
+    );
+
+    let params = |pairs: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        FaultSpec::from_params(&pairs).unwrap()
+    };
+    assert!(s.faults(&a.id).await.unwrap().is_empty());
+    let counted = s
+        .add_fault(
+            &a.id,
+            &params(&[("fault", "app_rate_limit"), ("path", "/me"), ("count", "3")]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(counted.remaining, Some(3));
+    assert_eq!(counted.fault, Fault::AppRateLimit);
+    let chance = s
+        .add_fault(
+            &a.id,
+            &params(&[
+                ("fault", "latency"),
+                ("ms", "50"),
+                ("method", "GET"),
+                ("probability", "0.25"),
+                ("expires_in", "60"),
+            ]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(chance.probability, Some(0.25));
+    assert_eq!((chance.ms, chance.expires_at), (50, Some(NOW + 60)));
+    assert_eq!(chance.method.as_deref(), Some("GET"));
+    assert_eq!(s.app(&a.id).await.unwrap().unwrap().fault_rules, 2);
+    let listed = s.faults(&a.id).await.unwrap();
+    assert_eq!(listed, vec![counted.clone(), chance]);
+
+    // Five callers race for three calls.
+    let mut takers = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        let s = s.clone();
+        let id = counted.id;
+        takers.spawn(async move { s.take_fault(id).await.unwrap() });
+    }
+    let mut taken = 0;
+    while let Some(t) = takers.join_next().await {
+        taken += usize::from(t.unwrap());
+    }
+    assert_eq!(taken, 3);
+    assert_eq!(s.faults(&a.id).await.unwrap()[0].remaining, Some(0));
+    assert!(s.faults(&other.id).await.unwrap().is_empty());
+
+    assert_eq!(s.clear_faults(&a.id).await.unwrap(), 2);
+    assert!(s.faults(&a.id).await.unwrap().is_empty());
+    assert_eq!(s.app(&a.id).await.unwrap().unwrap().fault_rules, 0);
+    s.delete_app(&a.id).await.unwrap();
+    s.delete_app(&other.id).await.unwrap();
+}
+
 async fn suite(s: Arc<dyn Store>) {
     apps_and_roles(&*s).await;
     users_and_media(&*s).await;
@@ -1203,6 +1306,7 @@ async fn suite(s: Arc<dyn Store>) {
     derived_tokens(&*s).await;
     callback_outbox(s.clone()).await;
     webhooks(&*s).await;
+    sandbox_tools(s.clone()).await;
     content(s.clone()).await;
     monitoring(s.clone()).await;
     concurrent_appends(s.clone()).await;

@@ -1,6 +1,7 @@
 //! Registered apps and the roles people hold on them.
 
 use async_trait::async_trait;
+use gramkey_domain::sandbox::{Fault, FaultRule, FaultSpec};
 use gramkey_domain::{AppId, AppMode, Role, ScopeSet, UnixTime, UserId};
 
 use super::{Conn, Engine, Row, SqlStore, q, transaction, write};
@@ -11,7 +12,7 @@ use crate::{App, AppStore, Result};
 /// `apps_of` reads the role after these, at index 14.
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
      previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url, \
-     signed_requests";
+     signed_requests, clock_offset, fault_rules";
 
 fn app_from_row(r: &mut Row) -> Result<App> {
     let id: String = r.get(0)?;
@@ -33,6 +34,26 @@ fn app_from_row(r: &mut Row) -> Result<App> {
         deauthorize_url: r.get(11)?,
         data_deletion_url: r.get(12)?,
         signed_requests: r.get(13)?,
+        clock_offset: r.get(14)?,
+        fault_rules: r.get(15)?,
+    })
+}
+
+const FAULT_COLUMNS: &str =
+    "id, path, method, fault, ms, remaining, probability_ppm, expires_at, created_at";
+
+fn fault_from_row(r: &mut Row) -> Result<FaultRule> {
+    let fault: String = r.get(3)?;
+    Ok(FaultRule {
+        id: r.get(0)?,
+        path: r.get(1)?,
+        method: r.get(2)?,
+        fault: Fault::parse(&fault).ok_or_else(|| corrupt("fault", &fault))?,
+        ms: r.get::<i64>(4)?.unsigned_abs(),
+        remaining: r.get(5)?,
+        probability: r.get::<Option<i64>>(6)?.map(|ppm| ppm as f64 / 1e6),
+        expires_at: r.get(7)?,
+        created_at: r.get(8)?,
     })
 }
 
@@ -48,7 +69,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
             c.execute(
                 q(format!(
                     "INSERT INTO apps ({APP_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11, $12)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11, $12, 0, 0)"
                 ))
                 .bind(app.id.as_str())
                 .bind(&app.name)
@@ -226,7 +247,109 @@ impl<E: Engine> AppStore for SqlStore<E> {
         )
         .await?
         .iter_mut()
-        .map(|r| Ok((app_from_row(r)?, role(&r.get::<String>(14)?)?)))
+        .map(|r| Ok((app_from_row(r)?, role(&r.get::<String>(16)?)?)))
         .collect()
+    }
+
+    async fn set_clock(&self, id: &AppId, offset: i64, shift: i64) -> Result<bool> {
+        let stale = id.clone();
+        let id = id.clone();
+        transaction!(self, self.after(move |_| vec![Stale::App(stale)]), |c| {
+            let found = c
+                .execute(
+                    q("UPDATE apps SET clock_offset = $2 WHERE id = $1")
+                        .bind(id.as_str())
+                        .bind(offset),
+                )
+                .await?
+                == 1;
+            if shift != 0 {
+                for table in ["callbacks", "webhook_deliveries"] {
+                    c.execute(
+                        q(format!(
+                            "UPDATE {table} SET next_attempt_at = next_attempt_at - $2
+                             WHERE app_id = $1 AND state = 'pending'"
+                        ))
+                        .bind(id.as_str())
+                        .bind(shift),
+                    )
+                    .await?;
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn add_fault(&self, id: &AppId, spec: &FaultSpec, now: UnixTime) -> Result<FaultRule> {
+        let stale = id.clone();
+        let (id, spec) = (id.clone(), spec.clone());
+        transaction!(self, self.after(move |_| vec![Stale::App(stale)]), |c| {
+            let mut row = c
+                .fetch_one(
+                    q(format!(
+                        "INSERT INTO test_faults
+                           (app_id, path, method, fault, ms, remaining, probability_ppm, expires_at, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         RETURNING {FAULT_COLUMNS}"
+                    ))
+                    .bind(id.as_str())
+                    .bind(&spec.path)
+                    .bind(&spec.method)
+                    .bind(spec.fault.as_str())
+                    .bind(i64::try_from(spec.ms).unwrap_or(i64::MAX))
+                    .bind(spec.count)
+                    .bind(spec.probability.map(|p| (p * 1e6).round() as i64))
+                    .bind(spec.expires_in.map(|s| now.saturating_add(s)))
+                    .bind(now),
+                )
+                .await?;
+            c.execute(
+                q("UPDATE apps SET fault_rules = fault_rules + 1 WHERE id = $1").bind(id.as_str()),
+            )
+            .await?;
+            fault_from_row(&mut row)
+        })
+        .await
+    }
+
+    async fn faults(&self, id: &AppId) -> Result<Vec<FaultRule>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_all(
+            q(format!(
+                "SELECT {FAULT_COLUMNS} FROM test_faults WHERE app_id = $1 ORDER BY id"
+            ))
+            .bind(id.as_str()),
+        )
+        .await?
+        .iter_mut()
+        .map(fault_from_row)
+        .collect()
+    }
+
+    async fn take_fault(&self, rule: i64) -> Result<bool> {
+        write!(self, |c| {
+            Ok(c.execute(
+                q("UPDATE test_faults SET remaining = remaining - 1 WHERE id = $1 AND remaining > 0")
+                    .bind(rule),
+            )
+            .await?
+                == 1)
+        })
+        .await
+    }
+
+    async fn clear_faults(&self, id: &AppId) -> Result<u64> {
+        let stale = id.clone();
+        let id = id.clone();
+        transaction!(self, self.after(move |_| vec![Stale::App(stale)]), |c| {
+            let n = c
+                .execute(q("DELETE FROM test_faults WHERE app_id = $1").bind(id.as_str()))
+                .await?;
+            c.execute(q("UPDATE apps SET fault_rules = 0 WHERE id = $1").bind(id.as_str()))
+                .await?;
+            Ok(n)
+        })
+        .await
     }
 }
