@@ -302,7 +302,7 @@ impl Limits {
         }
         if let (CallClass::Legacy, Some(token)) = (class, token) {
             draws.push(draw(
-                format!("gk:token:{token}"),
+                app_key(app, &format!("token:{token}")),
                 self.legacy_token(mode),
                 1,
                 Budget::LegacyToken,
@@ -460,7 +460,12 @@ mod tests {
         ));
         assert_eq!(budgets(Some(7), Some(9), CallClass::Write), write);
         let mut legacy = read.clone();
-        legacy.push(("gk:token:9".into(), 500, 1, Budget::LegacyToken));
+        legacy.push((
+            "gk:app:1234567890123456:token:9".into(),
+            500,
+            1,
+            Budget::LegacyToken,
+        ));
         assert_eq!(budgets(Some(7), Some(9), CallClass::Legacy), legacy);
         // The pseudo-token APP_ID|APP_SECRET has no budget of its own.
         assert_eq!(budgets(Some(7), None, CallClass::Legacy), read);

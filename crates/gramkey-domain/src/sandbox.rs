@@ -34,6 +34,15 @@ pub fn tools_allowed(mode: AppMode) -> Result<(), GraphError> {
     }
 }
 
+/// An app's time: the real time, plus its test clock's offset while it is in development
+/// mode (a live app always reads real time, whatever offset it was left with).
+pub fn app_time(real: UnixTime, mode: AppMode, offset: i64) -> UnixTime {
+    match mode {
+        AppMode::Development => real.saturating_add(offset),
+        AppMode::Live => real,
+    }
+}
+
 /// The offset after advancing one of `offset` by `by` seconds: forward only, and never past
 /// [`MAX_OFFSET_SECS`].
 pub fn advance(offset: i64, by: i64) -> Result<i64, String> {
@@ -112,17 +121,24 @@ impl Fault {
         matches!(self, Fault::Latency | Fault::Timeout)
     }
 
-    /// What the fault does to a call made at `now` with a token of `flavour`.
+    /// Whether the fault announces a wait (`retry_after`).
+    pub fn limits(self) -> bool {
+        matches!(self, Fault::AppRateLimit | Fault::UserRateLimit)
+    }
+
+    /// What the fault does to a call made at `now` with a token of `flavour`; `ms` is the
+    /// rule's duration (a latency, a hold, or a rate limit's wait).
     pub fn effect(self, ms: u64, now: UnixTime, flavour: Flavour) -> Effect {
         let refuse = |error: GraphError| Effect::Refuse { error, spent: None };
+        let wait = i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX);
         match self {
             Fault::AppRateLimit => Effect::Refuse {
                 error: GraphError::app_rate_limited(),
-                spent: Some(Budget::App),
+                spent: Some((Budget::App, wait)),
             },
             Fault::UserRateLimit => Effect::Refuse {
                 error: GraphError::user_rate_limited(),
-                spent: Some(Budget::User),
+                spent: Some((Budget::User, wait)),
             },
             Fault::ExpiredToken => refuse(
                 TokenRefusal::Expired {
@@ -148,10 +164,10 @@ impl Fault {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// The call is refused with `error`; a rate-limit fault names the budget it reports spent
-    /// (usage headers at 100 %, and `Retry-After`).
+    /// (usage headers at 100 %) and the wait it announces (`Retry-After`, seconds).
     Refuse {
         error: GraphError,
-        spent: Option<Budget>,
+        spent: Option<(Budget, i64)>,
     },
     /// Answered as usual, this many milliseconds later.
     Delay(u64),
@@ -168,6 +184,8 @@ pub struct FaultSpec {
     /// `GET`, `POST` or `DELETE`; none for any method.
     pub method: Option<String>,
     pub fault: Fault,
+    /// A latency's or a hold's milliseconds; a rate limit's wait (`retry_after`, 60 s unless
+    /// given), in milliseconds too.
     pub ms: u64,
     /// The next this many matching calls.
     pub count: Option<i64>,
@@ -224,6 +242,18 @@ impl FaultSpec {
                 ));
             }
             (None, false) => 0,
+        };
+        let ms = match (number("retry_after")?, fault.limits()) {
+            (None, true) => 60_000,
+            (Some(s), true) if (1..=3600).contains(&s) => s.unsigned_abs() * 1000,
+            (Some(_), true) => return Err("retry_after must be between 1 and 3600 seconds".into()),
+            (Some(_), false) => {
+                return Err(format!(
+                    "retry_after applies to the rate-limit faults, not {}",
+                    fault.as_str()
+                ));
+            }
+            (None, false) => ms,
         };
         let count = number("count")?;
         if count.is_some_and(|c| !(1..=1_000_000).contains(&c)) {
@@ -360,6 +390,12 @@ mod tests {
     }
 
     #[test]
+    fn only_development_apps_read_their_clock() {
+        assert_eq!(app_time(100, AppMode::Development, 50), 150);
+        assert_eq!(app_time(100, AppMode::Live, 50), 100);
+    }
+
+    #[test]
     fn a_clock_only_moves_forward_and_not_too_far() {
         assert_eq!(advance(0, 90_000), Ok(90_000));
         assert_eq!(advance(90_000, 3_600), Ok(93_600));
@@ -426,7 +462,16 @@ mod tests {
         .unwrap();
         assert_eq!(s.path, "/me/media");
         assert_eq!(s.method.as_deref(), Some("GET"));
-        assert_eq!((s.fault, s.count, s.ms), (Fault::AppRateLimit, Some(3), 0));
+        assert_eq!(
+            (s.fault, s.count, s.ms),
+            (Fault::AppRateLimit, Some(3), 60_000)
+        );
+        let s = FaultSpec::from_params(&params(&[
+            ("fault", "user_rate_limit"),
+            ("retry_after", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(s.ms, 5_000);
         let s = FaultSpec::from_params(&params(&[("fault", "latency"), ("ms", "250")])).unwrap();
         assert_eq!((s.path.as_str(), s.ms), ("*", 250));
         for (bad, says) in [
@@ -470,15 +515,15 @@ mod tests {
     #[test]
     fn faults_answer_as_the_real_conditions_do() {
         let now = 1_700_000_000;
-        let refused = |f: Fault| match f.effect(0, now, Flavour::InstagramLogin) {
+        let refused = |f: Fault| match f.effect(60_000, now, Flavour::InstagramLogin) {
             Effect::Refuse { error, spent } => (error, spent),
             other => panic!("{other:?}"),
         };
         assert_eq!(
             refused(Fault::AppRateLimit),
-            (GraphError::app_rate_limited(), Some(Budget::App))
+            (GraphError::app_rate_limited(), Some((Budget::App, 60)))
         );
-        assert_eq!(refused(Fault::UserRateLimit).1, Some(Budget::User));
+        assert_eq!(refused(Fault::UserRateLimit).1, Some((Budget::User, 60)));
         let (e, _) = refused(Fault::ExpiredToken);
         assert_eq!((e.code, e.subcode), (190, Some(463)));
         assert_eq!(refused(Fault::PasswordChanged).0.subcode, Some(460));

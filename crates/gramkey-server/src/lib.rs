@@ -27,6 +27,7 @@ pub mod signin;
 pub mod state;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod test_tools;
 pub mod throttle;
 pub mod tokens;
 pub mod transport;

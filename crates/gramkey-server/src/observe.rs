@@ -40,16 +40,34 @@ pub struct LimitHeaders {
     pub standing: Option<Standing>,
     /// Seconds until the refusing limit lets the request through.
     pub retry_after: Option<i64>,
+    /// The admitted call, for what happens after it.
+    pub admitted: Option<Admitted>,
 }
 
 impl LimitHeaders {
     /// A refusal by a throttle, which charges nothing: only the wait.
     pub fn wait(secs: i64) -> Self {
         LimitHeaders {
-            standing: None,
             retry_after: Some(secs),
+            ..Self::default()
         }
     }
+}
+
+/// A resource call past authentication: its app's clock (usage hours are the app's), and what
+/// its app's call log notes (development-mode apps only).
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub app: gramkey_domain::AppId,
+    /// Seconds the app's clock is ahead of real time.
+    pub offset: i64,
+    pub token_id: Option<i64>,
+    /// Whether the call goes into the app's call log.
+    pub logged: bool,
+    /// The fault injected into the call, if one was.
+    pub fault: Option<&'static str>,
+    /// An injected timeout: the connection is closed without an answer.
+    pub abort: bool,
 }
 
 impl IntoResponseParts for LimitHeaders {
@@ -122,6 +140,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let retry_after = budget.retry_after.map(|s| s.max(1));
     let wall_us = u64::try_from(wall.as_micros()).unwrap_or(u64::MAX);
     let cpu_us = u64::try_from(cpu.as_micros()).unwrap_or(u64::MAX);
+    let offset = budget.admitted.as_ref().map_or(0, |a| a.offset);
     let headers = resp.headers_mut();
     if let Some(standing) = &budget.standing {
         let (name, value) = standing.usage_header(wall_us, cpu_us, retry_after);
@@ -138,7 +157,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             state.usage.record(
                 &standing.app_id,
                 standing.user_id,
-                state.ops.clock.now(),
+                state.ops.clock.now() + offset,
                 code,
                 retry_after.is_some(),
                 gramkey_domain::ratelimit::percent(standing.calls.0, standing.calls.1),
@@ -160,13 +179,59 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         "OPTIONS" => "OPTIONS",
         _ => "other",
     };
-    let route = resp.extensions().get::<Route>().map(|r| r.0.clone());
-    state.metrics.request(
-        route.unwrap_or_else(|| "unmatched".to_owned()),
-        method,
-        resp.status().as_u16(),
-        wall.as_secs_f64(),
-    );
+    let route = resp
+        .extensions()
+        .get::<Route>()
+        .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
+    if let Some(admitted) = budget.admitted.filter(|a| a.logged) {
+        let real = state.ops.clock.now();
+        let call = crate::test_tools::Call {
+            seq: 0,
+            time: real,
+            app_time: real + admitted.offset,
+            method: method.to_owned(),
+            route: route.clone(),
+            status: if admitted.abort {
+                0
+            } else {
+                resp.status().as_u16()
+            },
+            error_code: resp.extensions().get::<ErrorCode>().map(|c| c.0),
+            latency_ms: wall.as_secs_f64() * 1000.0,
+            token_id: admitted.token_id,
+            fault: admitted.fault,
+            node: String::new(),
+        };
+        state.calls.record(&admitted.app, call);
+        if admitted.abort {
+            resp = aborted();
+        }
+    }
+    state
+        .metrics
+        .request(route, method, resp.status().as_u16(), wall.as_secs_f64());
+    resp
+}
+
+/// A response that never completes: its body fails at once, so the server drops the
+/// connection (an injected timeout, after its hold).
+fn aborted() -> Response {
+    struct Closed;
+    impl tokio::io::AsyncRead for Closed {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Err(std::io::Error::other(
+                "connection closed by a test fault",
+            )))
+        }
+    }
+    let body = tokio_util::io::ReaderStream::new(Closed);
+    let mut resp = Response::new(axum::body::Body::from_stream(body));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

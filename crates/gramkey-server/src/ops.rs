@@ -31,6 +31,13 @@ pub struct Ops {
     pub hasher: SecretHasher,
 }
 
+impl Ops {
+    /// `app`'s time: the real time, moved by its test clock while it is in development mode.
+    pub fn now_for(&self, app: &App) -> gramkey_domain::UnixTime {
+        gramkey_domain::sandbox::app_time(self.clock.now(), app.mode, app.clock_offset)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
     #[error("{0}")]

@@ -12,7 +12,7 @@ use gramkey_domain::graph::publish::{
     self, ContainerKind, ContainerParams, ContainerSpec, ContainerStatus, QUOTA_DURATION,
 };
 use gramkey_domain::ids::{generate_container_id, generate_media_id};
-use gramkey_domain::{AppId, ContainerId, MediaId, UserId};
+use gramkey_domain::{AppId, ContainerId, MediaId, UnixTime, UserId};
 use gramkey_store::{Container, Media, Publication, PublishOutcome};
 
 use crate::state::AppState;
@@ -22,6 +22,8 @@ use crate::state::AppState;
 pub struct Publisher<'a> {
     pub app: &'a AppId,
     pub user: UserId,
+    /// The app's time (its test clock, in development mode).
+    pub now: UnixTime,
 }
 
 /// The publishing service over a node's state: `state.publishing()`.
@@ -45,10 +47,6 @@ fn published_type(k: &Container) -> MediaType {
 }
 
 impl Publishing<'_> {
-    fn now(&self) -> i64 {
-        self.state.ops.clock.now()
-    }
-
     /// A container this app made for this user; any other id is "does not exist" (`method`
     /// names the operation, as Graph's message does).
     pub async fn own_container(
@@ -71,7 +69,7 @@ impl Publishing<'_> {
         params: ContainerParams<'_>,
     ) -> Result<ContainerId, GraphResponse> {
         let spec = ContainerSpec::parse(params)?;
-        let now = self.now();
+        let now = by.now;
         for child in &spec.children {
             let k = self.own_container(by, child, "post").await?;
             publish::check_child(
@@ -125,7 +123,7 @@ impl Publishing<'_> {
             GraphError::invalid_parameter(format!("Invalid container id {creation_id:?}"))
         })?;
         let k = self.own_container(by, &id, "post").await?;
-        let now = self.now();
+        let now = by.now;
         publish::check_publishable(
             publish::status(k.status, k.created_at, now),
             k.is_carousel_item,
@@ -215,8 +213,7 @@ impl Publishing<'_> {
     }
 
     /// Posts in the cap's current window.
-    pub async fn quota_usage(&self, user: UserId) -> Result<u64, GraphResponse> {
-        self.published_since(user, self.now() - QUOTA_DURATION)
-            .await
+    pub async fn quota_usage(&self, by: Publisher<'_>) -> Result<u64, GraphResponse> {
+        self.published_since(by.user, by.now - QUOTA_DURATION).await
     }
 }

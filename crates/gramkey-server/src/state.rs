@@ -54,13 +54,27 @@ pub struct ServerConfig {
     pub alert_webhook: Option<String>,
     /// Users who may open the admin console when signed in (besides anyone with the admin key).
     pub admin_users: Vec<String>,
+    /// This node's name in the call log (default: the public URL's host and port).
+    pub node_name: String,
 }
 
 impl ServerConfig {
     /// The defaults for everything but the public URL: what tests and the sandbox start from.
     pub fn new(public_url: impl Into<String>) -> Self {
+        let public_url: String = public_url.into();
+        let node_name = url::Url::parse(&public_url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port_or_known_default() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_else(|| "gramkey".to_owned());
         Self {
-            public_url: public_url.into(),
+            node_name,
+            public_url,
             admin_key: None,
             refresh_reuse_grace_secs: gramkey_domain::token::REFRESH_REUSE_GRACE_SECS,
             fetch_media: true,
@@ -90,6 +104,8 @@ pub struct Inner {
     pub metrics: Metrics,
     pub usage: UsageBook,
     pub alerts: Arc<Alerter>,
+    /// The calls of development-mode apps on this node (the sandbox's call log).
+    pub calls: crate::test_tools::CallLog,
     /// Each app's mode and how many users authorized it (the app pool's multiplier), kept
     /// for a minute: what admitting a call needs, without reading the app.
     app_facts: moka::sync::Cache<gramkey_domain::AppId, (gramkey_domain::AppMode, u64)>,
@@ -173,6 +189,7 @@ impl AppState {
             limiter,
             metrics,
             usage: UsageBook::default(),
+            calls: crate::test_tools::CallLog::new(config.node_name.clone()),
             alerts,
             refusals_audited: std::sync::Mutex::default(),
             app_facts: moka::sync::Cache::builder()

@@ -78,49 +78,40 @@ pub struct Client {
     pub secret_until: UnixTime,
 }
 
-/// The credential a resource call presented, authenticated.
+/// The credential a resource call presented, authenticated, with its app.
 #[derive(Debug, Clone)]
-pub enum Bearer {
-    /// An issued token (a user's, or an app token from `client_credentials`).
-    Token(TokenRecord),
-    /// `APP_ID|APP_SECRET`: an app token that nothing stores.
-    AppSecret(App),
+pub struct Bearer {
+    /// The issued token (a user's, or an app token from `client_credentials`); none for
+    /// `APP_ID|APP_SECRET`, an app token that nothing stores.
+    token: Option<TokenRecord>,
+    /// The token's app.
+    pub app: App,
+    /// The app's time when the call was authenticated (its test clock, in development mode).
+    pub now: UnixTime,
 }
 
 impl Bearer {
     pub fn app_id(&self) -> &AppId {
-        match self {
-            Bearer::Token(t) => &t.app_id,
-            Bearer::AppSecret(app) => &app.id,
-        }
+        &self.app.id
     }
     /// An app's token (issued, or `APP_ID|APP_SECRET`) rather than a user's.
     pub fn is_app(&self) -> bool {
-        match self {
-            Bearer::Token(t) => t.kind == TokenKind::App,
-            Bearer::AppSecret(_) => true,
-        }
+        self.token.as_ref().is_none_or(|t| t.kind == TokenKind::App)
     }
     /// The flavour errors are worded in: app tokens are the Instagram Platform's.
     pub fn flavour(&self) -> Flavour {
-        match self {
-            Bearer::Token(t) => t.flavour,
-            Bearer::AppSecret(_) => Flavour::InstagramLogin,
-        }
+        self.token
+            .as_ref()
+            .map_or(Flavour::InstagramLogin, |t| t.flavour)
     }
     /// The stored token, for the audit log, budgets and alerts; none for `APP_ID|APP_SECRET`.
     pub fn stored(&self) -> Option<&TokenRecord> {
-        match self {
-            Bearer::Token(t) => Some(t),
-            Bearer::AppSecret(_) => None,
-        }
+        self.token.as_ref()
     }
     /// A user's token: the only bearer with a user behind it.
     pub fn into_user_token(self) -> Option<TokenRecord> {
-        match self {
-            Bearer::Token(t) if t.kind != TokenKind::App && t.user_id.is_some() => Some(t),
-            _ => None,
-        }
+        self.token
+            .filter(|t| t.kind != TokenKind::App && t.user_id.is_some())
     }
 }
 
@@ -191,21 +182,35 @@ impl Tokens<'_> {
         self.state.ops.revoked(self.origin, reason, n, entry).await;
     }
 
-    fn now(&self) -> UnixTime {
-        self.state.ops.clock.now()
+    /// `app`'s time: its test clock's, in development mode.
+    fn now(&self, app: &App) -> UnixTime {
+        self.state.ops.now_for(app)
+    }
+
+    /// The app `id`'s time; the token it is asked for is invalid when the app is gone.
+    async fn now_of(&self, id: &AppId) -> Result<(App, UnixTime), Failure> {
+        let app = self
+            .state
+            .ops
+            .store
+            .app(id)
+            .await?
+            .ok_or(TokenRefusal::Invalid)?;
+        let now = self.now(&app);
+        Ok((app, now))
     }
 
     /// A new user token of `kind` for the same app, user and scopes as `like`, in `flavour`'s
-    /// format, issued now.
+    /// format, issued at `now`.
     fn mint(
         &self,
+        now: UnixTime,
         flavour: Flavour,
         kind: TokenKind,
         like: (&AppId, gramkey_domain::UserId, &ScopeSet),
         scoped: &gramkey_domain::ScopedUserId,
     ) -> (AccessToken, NewToken) {
         let token = flavour.generate_token(scoped, &*self.state.ops.entropy);
-        let now = self.now();
         let lifetime = match kind {
             TokenKind::LongLived => LONG_LIVED_SECS,
             _ => SHORT_LIVED_SECS,
@@ -294,7 +299,7 @@ impl Tokens<'_> {
             app_id: client.app.id.clone(),
             user_id: None,
             scopes: ScopeSet::default(),
-            issued_at: self.now(),
+            issued_at: self.now(&client.app),
             expires_at: client.secret_until,
         };
         let record = self.state.ops.store.create_token(&new).await?;
@@ -329,7 +334,7 @@ impl Tokens<'_> {
             app_id: client.id.clone(),
             redirect_uri: redirect_uri.to_owned(),
             code_verifier: code_verifier.map(str::to_owned),
-            now: self.now(),
+            now: self.now(client),
             material: TokenMaterial::draw(entropy),
             refresh: client
                 .refresh_tokens
@@ -376,7 +381,7 @@ impl Tokens<'_> {
     /// (parallel refreshes); after it, the whole grant is revoked (reuse means it leaked).
     pub async fn rotate(&self, client: &App, refresh_token: &str) -> Result<Issued, Failure> {
         let store = &self.state.ops.store;
-        let now = self.now();
+        let now = self.now(client);
         let Some(hash) = hash_if_plausible(refresh_token) else {
             return Err(Failure::InvalidRefreshToken);
         };
@@ -390,6 +395,7 @@ impl Tokens<'_> {
             return Err(Failure::InvalidRefreshToken);
         };
         let (token, access) = self.mint(
+            now,
             old.flavour,
             TokenKind::ShortLived,
             (&client.id, user, &old.scopes),
@@ -460,11 +466,12 @@ impl Tokens<'_> {
             .await?
             .ok_or(TokenRefusal::Invalid)?;
         self.not_throttled(app.id.as_str()).await?;
+        let now = self.now(&app);
         self.check_secret(app, secret, "wrong client_secret on ig_exchange_token")
             .await?;
-        check_exchange(&lifecycle_facts(&parent), self.now())?;
+        check_exchange(&lifecycle_facts(&parent), now)?;
         // Another request exchanged (or revoked) it between our read and our write.
-        self.derive(&hash, &parent, Derivation::Exchange { now: self.now() })
+        self.derive(now, &hash, &parent, Derivation::Exchange { now })
             .await?
             .ok_or(Failure::Token(TokenRefusal::AlreadyExchanged))
     }
@@ -473,13 +480,13 @@ impl Tokens<'_> {
     /// 24 hours old. The refreshed token stays valid for [`REFRESH_GRACE_SECS`], then lapses.
     pub async fn refresh(&self, token: &AccessToken) -> Result<Issued, Failure> {
         let (hash, parent) = self.presented(token).await?;
-        let now = self.now();
+        let (_, now) = self.now_of(&parent.app_id).await?;
         check_refresh(&lifecycle_facts(&parent), now)?;
         let how = Derivation::Refresh {
             now,
             parent_expires_at: now + REFRESH_GRACE_SECS,
         };
-        self.derive(&hash, &parent, how)
+        self.derive(now, &hash, &parent, how)
             .await?
             .ok_or(Failure::Token(TokenRefusal::Invalid))
     }
@@ -488,6 +495,7 @@ impl Tokens<'_> {
     /// the derivation (a race lost).
     async fn derive(
         &self,
+        now: UnixTime,
         hash: &TokenHash,
         parent: &TokenRecord,
         how: Derivation,
@@ -496,6 +504,7 @@ impl Tokens<'_> {
             return Err(TokenRefusal::Invalid.into());
         };
         let (token, new) = self.mint(
+            now,
             parent.flavour,
             TokenKind::LongLived,
             (&parent.app_id, user, &parent.scopes),
@@ -532,14 +541,24 @@ impl Tokens<'_> {
         let token = token.ok_or(TokenRefusal::Missing)?;
         let hash = hash_if_plausible(token.expose()).ok_or(TokenRefusal::Invalid)?;
         if let Some(record) = self.state.ops.store.token(&hash).await? {
-            check_usable(state_of(&record), self.now())?;
-            return Ok(Bearer::Token(record));
+            let (app, now) = self.now_of(&record.app_id).await?;
+            check_usable(state_of(&record), now)?;
+            return Ok(Bearer {
+                token: Some(record),
+                app,
+                now,
+            });
         }
         let app = self
             .app_credentials(token.expose())
             .await?
             .ok_or(TokenRefusal::Invalid)?;
-        Ok(Bearer::AppSecret(app))
+        let now = self.now(&app);
+        Ok(Bearer {
+            token: None,
+            app,
+            now,
+        })
     }
 
     /// The app whose right `APP_ID|APP_SECRET` `raw` is, if it is one.
@@ -569,7 +588,7 @@ impl Tokens<'_> {
         let Some(hash) = hash_if_plausible(token) else {
             return Ok(None);
         };
-        let now = self.now();
+        let now = self.now(client);
         Ok(self
             .state
             .ops
@@ -593,7 +612,7 @@ impl Tokens<'_> {
             return Err(Failure::OtherClientsToken);
         }
         let n = store
-            .revoke_tokens(Revoke::Token(hash), RevokeReason::Revoked, self.now())
+            .revoke_tokens(Revoke::Token(hash), RevokeReason::Revoked, self.now(client))
             .await?;
         tracing::info!(app_id = %client.id, token_id = t.id, reason = "revoked", "token revoked");
         let entry = Entry::default()

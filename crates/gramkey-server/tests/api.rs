@@ -452,6 +452,8 @@ mod resource;
 mod revocation;
 #[path = "api/secrets_in_logs.rs"]
 mod secrets_in_logs;
+#[path = "api/test_tools.rs"]
+mod test_tools;
 #[path = "api/token_endpoint.rs"]
 mod token_endpoint;
 #[path = "api/webhooks.rs"]

@@ -159,7 +159,7 @@ async fn continue_as(
     let store = &state.ops.store;
     match store.grant(&app.id, user.id).await {
         Ok(Some(g)) if req.scopes.is_subset_of(&g.scopes) => {
-            match issue_code(state, req, user, &g.scopes).await {
+            match issue_code(state, app, req, user, &g.scopes).await {
                 Ok(url) => redirect(status, &url),
                 Err(resp) => resp,
             }
@@ -208,12 +208,13 @@ async fn check_role(
 /// Records the grant (keeping scopes granted before) and issues a code; returns the redirect URL.
 async fn issue_code(
     state: &AppState,
+    app: &App,
     req: &AuthorizeRequest,
     user: &User,
     granted: &ScopeSet,
 ) -> Result<String, Response> {
     let ops = &state.ops;
-    let now = ops.clock.now();
+    let now = ops.now_for(app);
     let all = ScopeSet::new(granted.iter().chain(req.scopes.iter()));
     let grant = ops
         .store
@@ -347,7 +348,7 @@ pub async fn consent(
                         .detail(format!("scopes {}", req.scopes.to_stored())),
                 )
                 .await;
-            match issue_code(&state, &req, &user, &granted).await {
+            match issue_code(&state, &app, &req, &user, &granted).await {
                 Ok(url) => redirect(StatusCode::SEE_OTHER, &url),
                 Err(resp) => resp,
             }

@@ -34,7 +34,14 @@ pub async fn debug_token(
     let result = async {
         let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
         let verdict;
-        (limits, verdict) = admit(&state, &origin, &caller, CallClass::Read).await;
+        (limits, verdict) = admit(
+            &state,
+            &origin,
+            &caller,
+            CallClass::Read,
+            ("GET", "/debug_token"),
+        )
+        .await;
         verdict?;
         inner(&state, &caller, &query).await
     }
@@ -98,7 +105,7 @@ async fn inner(
         .app(&t.app_id)
         .await?
         .ok_or_else(GraphError::invalid_token)?;
-    let now = state.ops.clock.now();
+    let now = state.ops.now_for(&app);
     let usable = check_usable(
         TokenState {
             expires_at: t.expires_at,

@@ -71,15 +71,16 @@ async fn totals(
 
 pub async fn app_insights(
     state: &AppState,
-    app: &AppId,
+    record: &gramkey_store::App,
     node: &str,
     params: &[(String, String)],
 ) -> Result<Value, GraphResponse> {
+    let app = &record.id;
     if node != app.as_str() {
         return Err(GraphError::not_found(node, "get").into());
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let now = state.ops.clock.now();
+    let now = state.ops.now_for(record);
     let req = InsightsRequest::parse(
         get("metric"),
         get("period"),

@@ -57,7 +57,7 @@ async fn caller(
         Ok(_) => return (LimitHeaders::default(), Err(invalid_token().into())),
         Err(e) => return (LimitHeaders::default(), Err(e)),
     };
-    let (limits, verdict) = admit(state, origin, &caller, CallClass::Legacy).await;
+    let (limits, verdict) = admit(state, origin, &caller, CallClass::Legacy, ("GET", path)).await;
     let checked = match (verdict, caller.into_user_token()) {
         (Ok(()), Some(token)) => checked_caller(state, token, path, query).await,
         (Ok(()), None) => Err(invalid_token().into()),

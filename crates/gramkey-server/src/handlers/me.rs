@@ -8,15 +8,16 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
-use gramkey_domain::{AccessToken, Flavour};
+use gramkey_domain::{AccessToken, AppMode, Flavour};
 use serde_json::json;
 
 use crate::audit::Entry;
 use crate::handlers::QueryPairs;
 use crate::limits::{Refusal, Standing};
-use crate::observe::LimitHeaders;
+use crate::observe::{Admitted, LimitHeaders};
 use crate::origin::Origin;
 use crate::state::AppState;
+use crate::test_tools::{self, Injected};
 use crate::tokens::Bearer;
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::audit::{AuditKind, Outcome};
@@ -74,56 +75,105 @@ pub async fn authenticate(
 /// Charges a resource call to its budgets (wire protocol §6), and notes where the token was
 /// used from. On a refusal: Graph code 4 (the app's pool) or 17 (a user's calls or writes; a
 /// legacy token's calls), or code 2 while a shared limiter is down and set to fail closed.
+/// For a development-mode app, a fault rule matching the call (`method`, `path`) may answer
+/// first ([`crate::test_tools::inject`]).
 ///
 /// Beside the verdict it returns what the response must carry, refused or not: the standing
-/// for the usage headers and a refusal's wait for `Retry-After` ([`crate::observe`] writes
-/// them).
+/// for the usage headers, a refusal's wait for `Retry-After`, and the admitted call
+/// ([`crate::observe`] writes and notes them).
 pub async fn admit(
     state: &AppState,
     origin: &Origin,
     bearer: &Bearer,
     class: CallClass,
+    (method, path): (&str, &str),
 ) -> (LimitHeaders, Result<(), GraphResponse>) {
-    if !state.config.rate_limits {
-        return (LimitHeaders::default(), Ok(()));
-    }
     let app = bearer.app_id();
     let stored = bearer.stored();
     let row = stored.map(|t| t.id);
     let user_id = stored.and_then(|t| t.user_id);
+    let user = user_id.map(|u| u.0);
+    let logged = bearer.app.mode == AppMode::Development;
+    let mut headers = LimitHeaders {
+        admitted: Some(Admitted {
+            app: app.clone(),
+            offset: bearer.now - state.ops.clock.now(),
+            token_id: row,
+            logged,
+            fault: None,
+            abort: false,
+        }),
+        ..LimitHeaders::default()
+    };
+    let injected = match test_tools::inject(state, bearer, method, path).await {
+        Ok(injected) => injected,
+        Err(e) => return (headers, Err(e)),
+    };
+    let mut note = |fault: &'static str, abort: bool| {
+        if let Some(a) = headers.admitted.as_mut() {
+            a.fault = Some(fault);
+            a.abort = abort;
+        }
+    };
+    let refused = match injected {
+        None => None,
+        Some(Injected::Delayed(fault)) => {
+            note(fault, false);
+            None
+        }
+        Some(Injected::Abort(fault)) => {
+            note(fault, true);
+            return (headers, Err(GraphError::internal().into()));
+        }
+        Some(Injected::Refuse {
+            error,
+            spent,
+            fault,
+        }) => {
+            note(fault, false);
+            Some((error, spent))
+        }
+    };
+    if !state.config.rate_limits && refused.is_none() {
+        return (headers, Ok(()));
+    }
     let (mode, users) = match state.app_facts(app).await {
         Ok(Some(facts)) => facts,
-        Ok(None) => {
-            return (
-                LimitHeaders::default(),
-                Err(GraphError::invalid_token().into()),
-            );
-        }
-        Err(e) => return (LimitHeaders::default(), Err(e.into())),
+        Ok(None) => return (headers, Err(GraphError::invalid_token().into())),
+        Err(e) => return (headers, Err(e.into())),
     };
-    let user = user_id.map(|u| u.0);
+    let business_user = stored
+        .filter(|t| t.flavour == Flavour::InstagramLogin)
+        .and_then(|t| t.scoped_id.as_ref().map(|s| s.as_str().to_owned()));
+    if let Some((error, spent)) = refused {
+        if let Some((_, wait)) = spent {
+            let standing = state.limiter.exhausted(app, mode, users, user, row, class);
+            headers.standing = Some(Standing {
+                business_user,
+                ..standing
+            });
+            headers.retry_after = Some(wait);
+        }
+        return (headers, Err(error.into()));
+    }
     state.alerts.call(app);
     if let (Some(ip), Some(row)) = (origin.ip, row) {
         state.alerts.token_used(row, app, user, ip);
     }
+    let offset = headers.admitted.as_ref().map_or(0, |a| a.offset);
     let (standing, refusal) = match state
         .limiter
-        .admit(app, mode, users, user, row, class)
+        .admit(app, mode, users, user, row, class, offset)
         .await
     {
         Ok(standing) => (standing, None),
         Err((standing, refusal)) => (standing, Some(refusal)),
     };
     // Without a standing (the limiter could not be asked), no usage headers at all.
-    let mut headers = LimitHeaders {
-        standing: standing.map(|standing| Standing {
-            business_user: stored
-                .filter(|t| t.flavour == Flavour::InstagramLogin)
-                .and_then(|t| t.scoped_id.as_ref().map(|s| s.as_str().to_owned())),
-            ..standing
-        }),
-        retry_after: None,
-    };
+    headers.standing = standing.map(|standing| Standing {
+        business_user,
+        ..standing
+    });
     let verdict = match refusal {
         None => Ok(()),
         Some(Refusal::Unavailable) => Err(GraphError::unavailable().into()),
@@ -171,7 +221,14 @@ pub async fn remove_app(
     let result = async {
         let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
         let verdict;
-        (limits, verdict) = admit(&state, &origin, &caller, CallClass::Write).await;
+        (limits, verdict) = admit(
+            &state,
+            &origin,
+            &caller,
+            CallClass::Write,
+            ("DELETE", "/me/permissions"),
+        )
+        .await;
         verdict?;
         let record = caller
             .into_user_token()

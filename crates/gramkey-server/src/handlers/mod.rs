@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod me;
 pub mod rfc;
 pub mod sandbox;
+pub mod test_tools;
 pub mod token;
 pub mod webhooks;
 

@@ -105,15 +105,16 @@ impl Backend for MemoryBackend {
         let mut w = self.lock(now);
         let mut used = Vec::with_capacity(checks.len());
         for (index, c) in checks.iter().enumerate() {
+            let at = now.saturating_add(c.offset);
             let u = match w.map.get_mut(&c.key) {
                 None => 0,
-                Some(slot) => slot.window.used(c.spec, now),
+                Some(slot) => slot.window.used(c.spec, at),
             };
             used.push(u);
             if !fits(u, c.cost, c.limit) {
                 let retry_after = match w.map.get_mut(&c.key) {
                     None => c.spec.window_secs,
-                    Some(slot) => slot.window.retry_after(c.spec, c.cost, c.limit, now),
+                    Some(slot) => slot.window.retry_after(c.spec, c.cost, c.limit, at),
                 };
                 return Ok(Verdict::Limited {
                     index,
@@ -124,7 +125,8 @@ impl Backend for MemoryBackend {
         }
         for (c, u) in checks.iter().zip(used.iter_mut()) {
             if c.cost > 0 {
-                w.slot(&c.key, c.spec).add(c.spec, now, c.cost);
+                let at = now.saturating_add(c.offset);
+                w.slot(&c.key, c.spec).add(c.spec, at, c.cost);
                 *u += c.cost;
             }
         }
@@ -161,6 +163,15 @@ impl Backend for MemoryBackend {
             .unwrap_or_else(|p| p.into_inner())
             .map
             .remove(key);
+        Ok(())
+    }
+
+    async fn reset_prefix(&self, prefix: &str) -> Result<(), BackendError> {
+        self.windows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .retain(|k, _| !k.starts_with(prefix));
         Ok(())
     }
 }

@@ -28,6 +28,9 @@ pub struct Check {
     pub spec: WindowSpec,
     pub limit: u64,
     pub cost: u64,
+    /// Seconds the window's time is ahead of real time: an app's test clock (0 but for the
+    /// sandbox's development-mode apps). A backend keeps its own housekeeping in real time.
+    pub offset: i64,
 }
 
 /// A backend's answer. `used` is, per check, what its window holds afterwards; on a refusal,
@@ -71,6 +74,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), BackendError>;
     /// Forgets a budget (an administrator ends a lockout).
     async fn reset(&self, key: &str) -> Result<(), BackendError>;
+    /// Forgets every budget whose key starts with `prefix` (an app's test clock went back to
+    /// real time, and its windows ahead of it would otherwise stay full).
+    async fn reset_prefix(&self, prefix: &str) -> Result<(), BackendError> {
+        let _ = prefix;
+        Ok(())
+    }
     /// Whether the backend answers (for `/readyz`), and what it is. In memory, always.
     async fn ping(&self) -> Result<&'static str, BackendError> {
         Ok("memory")
@@ -266,9 +275,9 @@ impl Limiter {
         }
     }
 
-    /// Admits a resource call to `app` (which `users` people authorized) by `user` (none for
-    /// an app token) with token row `token_id` (none for `APP_ID|APP_SECRET`), or says which
-    /// budget is spent. Either way, the request's standing, for the usage headers: `None` when
+    /// Admits a resource call to `app` (which `users` people authorized, and whose clock is
+    /// `offset` seconds ahead) by `user` (none for an app token) with token row `token_id`
+    /// (none for `APP_ID|APP_SECRET`), or says which budget is spent. Either way, the request's standing, for the usage headers: `None` when
     /// the backend could not be asked, so no usage headers are made up.
     pub async fn admit(
         &self,
@@ -278,6 +287,7 @@ impl Limiter {
         user: Option<i64>,
         token_id: Option<i64>,
         class: CallClass,
+        offset: i64,
     ) -> Result<Option<Standing>, (Option<Standing>, Refusal)> {
         let draws = self.limits.draws(app, mode, users, user, token_id, class);
         let checks: Vec<Check> = draws
@@ -287,6 +297,7 @@ impl Limiter {
                 spec: WindowSpec::HOUR,
                 limit: d.limit,
                 cost: d.cost,
+                offset,
             })
             .collect();
         let last = draws.len() - 1;
@@ -337,6 +348,30 @@ impl Limiter {
                 None => Ok(None),
                 Some(r) => Err((None, r)),
             },
+        }
+    }
+
+    /// A standing with `app`'s call budget spent, as a refusal by it reports (an injected
+    /// rate-limit fault).
+    pub fn exhausted(
+        &self,
+        app: &AppId,
+        mode: gramkey_domain::AppMode,
+        users: u64,
+        user: Option<i64>,
+        token_id: Option<i64>,
+        class: CallClass,
+    ) -> Standing {
+        let draws = self.limits.draws(app, mode, users, user, token_id, class);
+        let last = draws.len() - 1;
+        Standing {
+            app_id: Some(app.clone()),
+            user_id: user,
+            calls: (draws[APP_CALLS].limit, draws[APP_CALLS].limit),
+            time_us: (0, draws[APP_TIME].limit),
+            cpu_us: (0, draws[APP_CPU].limit),
+            legacy: (draws[last].budget == Budget::LegacyToken).then(|| (draws[last].limit, 0)),
+            business_user: None,
         }
     }
 
@@ -434,6 +469,14 @@ impl Limiter {
     }
 
     /// Clears the failures counted under `key`.
+    /// Forgets every budget of `app` (its calls, time, users' calls and writes, legacy tokens).
+    pub async fn forget_app(&self, app: &AppId) {
+        let prefix = app_key(app, "");
+        if let Err(e) = self.guarded(self.backend.reset_prefix(&prefix)).await {
+            self.failed(&e);
+        }
+    }
+
     pub async fn clear(&self, key: &str) {
         if let Err(e) = self.guarded(self.backend.reset(key)).await {
             self.failed(&e);
@@ -449,6 +492,7 @@ fn attempt_checks(keys: &[(String, u64)], cost: u64, unlimited: bool) -> Vec<Che
             spec: WindowSpec::FIFTEEN_MINUTES,
             limit: if unlimited { u64::MAX } else { *limit },
             cost,
+            offset: 0,
         })
         .collect()
 }
@@ -598,6 +642,7 @@ mod tests {
             spec: hour,
             limit,
             cost,
+            offset: 0,
         };
         let t0 = 1_800_000_000; // a minute boundary
         // All or nothing over several budgets.

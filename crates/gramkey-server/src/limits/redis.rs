@@ -16,17 +16,18 @@ use redis::aio::ConnectionManager;
 
 use super::{BACKEND_TIMEOUT, Backend, BackendError, Check, Verdict};
 
-/// KEYS: the budgets. ARGV[1]: now; then per budget: bucket seconds, buckets, limit, cost.
+/// KEYS: the budgets. ARGV[1]: now; then per budget: bucket seconds, buckets, limit, cost, and
+/// the seconds its window's time is ahead of `now` (an app's test clock).
 /// Returns `{1, used...}` when every budget had room and was charged, or
 /// `{0, index, used..., bucket, amount, bucket, amount...}`: what the budgets up to the refusing
 /// one hold (`index + 1` numbers), then the refusing budget's live buckets.
 const CHECK: &str = r"
-local now = tonumber(ARGV[1])
 local used = {}
 for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 4
+  local a = 1 + (i - 1) * 5
   local bsecs, nb = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local limit, cost = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local now = tonumber(ARGV[1]) + tonumber(ARGV[a + 5])
   local oldest = math.floor(now / bsecs) - nb + 1
   local flat = redis.call('HGETALL', KEYS[i])
   local sum, live = 0, {}
@@ -50,8 +51,9 @@ for i = 1, #KEYS do
 end
 local out = {1}
 for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 4
+  local a = 1 + (i - 1) * 5
   local bsecs, nb, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4])
+  local now = tonumber(ARGV[1]) + tonumber(ARGV[a + 5])
   if cost > 0 then
     redis.call('HINCRBY', KEYS[i], tostring(math.floor(now / bsecs)), cost)
     redis.call('EXPIRE', KEYS[i], bsecs * (nb + 1))
@@ -144,7 +146,8 @@ impl Backend for RedisBackend {
                 .arg(c.spec.bucket_secs())
                 .arg(c.spec.buckets)
                 .arg(c.limit.to_string())
-                .arg(c.cost);
+                .arg(c.cost)
+                .arg(c.offset);
         }
         let out: Vec<i64> = self.run(inv).await?;
         let to_u64 = |n: &i64| u64::try_from(*n).unwrap_or(0);
@@ -165,7 +168,13 @@ impl Backend for RedisBackend {
                 buckets.sort_unstable();
                 Ok(Verdict::Limited {
                     index,
-                    retry_after: retry_after(c.spec, &buckets, c.cost, c.limit, now),
+                    retry_after: retry_after(
+                        c.spec,
+                        &buckets,
+                        c.cost,
+                        c.limit,
+                        now.saturating_add(c.offset),
+                    ),
                     used: used.iter().map(to_u64).collect(),
                 })
             }
@@ -213,6 +222,41 @@ impl Backend for RedisBackend {
         .map_err(|_| BackendError("Redis did not answer in time".into()))?
         .map(|_| ())
         .map_err(err)
+    }
+
+    async fn reset_prefix(&self, prefix: &str) -> Result<(), BackendError> {
+        // A prefix of ours is digits and colons: nothing in it is a glob character.
+        let pattern = format!("{prefix}*");
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = tokio::time::timeout(
+                BACKEND_TIMEOUT,
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn),
+            )
+            .await
+            .map_err(|_| BackendError("Redis did not answer in time".into()))?
+            .map_err(err)?;
+            if !keys.is_empty() {
+                tokio::time::timeout(
+                    BACKEND_TIMEOUT,
+                    redis::cmd("DEL").arg(&keys).query_async::<i64>(&mut conn),
+                )
+                .await
+                .map_err(|_| BackendError("Redis did not answer in time".into()))?
+                .map_err(err)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     async fn ping(&self) -> Result<&'static str, BackendError> {

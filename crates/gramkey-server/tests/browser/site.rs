@@ -773,8 +773,6 @@ async fn apps_and_websites_sorts_active_expired_and_removed() {
         mode: AppMode::Live,
         refresh_tokens: false,
         signed_requests: false,
-        clock_offset: 0,
-        fault_rules: 0,
         deauthorize_url: Some("https://app.example/deauth".into()),
         data_deletion_url: Some("https://app.example/delete".into()),
     };

@@ -72,6 +72,8 @@ struct Ctx<'a> {
     /// The access token, when the client sent it in the query: links carry it on, as Graph's do.
     query_token: Option<String>,
     params: &'a Params,
+    /// The app's time when the call was authenticated.
+    now: i64,
 }
 
 impl Ctx<'_> {
@@ -81,8 +83,9 @@ impl Ctx<'_> {
     fn need(&self, need: Need) -> Result<(), GraphError> {
         need.check(&self.token.scopes, self.flavour())
     }
+    /// The app's time (its test clock, in development mode).
     fn now(&self) -> i64 {
-        self.state.ops.clock.now()
+        self.now
     }
     fn store(&self) -> &dyn gramkey_store::Store {
         &*self.state.ops.store
@@ -91,6 +94,7 @@ impl Ctx<'_> {
         crate::publishing::Publisher {
             app: &self.token.app_id,
             user: self.user.id,
+            now: self.now,
         }
     }
 }
@@ -178,8 +182,19 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             // Insights are not charged, so an app can read them while it is throttled.
             return match (segments.get(1).map(String::as_str), &method) {
                 (Some("insights"), &Method::GET) => {
-                    let app = caller.app_id();
-                    super::insights::app_insights(&state, app, &segments[0], &params.0).await
+                    super::insights::app_insights(&state, &caller.app, &segments[0], &params.0)
+                        .await
+                }
+                // The sandbox's tools are not charged either: a fault can always be cleared.
+                (Some(edge), m) if super::test_tools::is_tool(edge) => {
+                    super::test_tools::app_tool(
+                        &state,
+                        &origin,
+                        &caller,
+                        (&segments[0], edge, m.as_str()),
+                        &params.0,
+                    )
+                    .await
                 }
                 (Some("subscriptions"), m) => {
                     let app = caller.app_id();
@@ -197,8 +212,9 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             };
         }
         let verdict;
-        (limits, verdict) = admit(&state, &origin, &caller, class).await;
+        (limits, verdict) = admit(&state, &origin, &caller, class, (method.as_str(), &path)).await;
         verdict?;
+        let now = caller.now;
         let token = caller
             .into_user_token()
             .ok_or_else(GraphError::invalid_token)?;
@@ -228,6 +244,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             version: gramkey_domain::graph::metrics::major(version.as_deref()),
             query_token,
             params: &params,
+            now,
         };
         route(
             &ctx,
@@ -251,7 +268,10 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
 
 /// The metrics label of a Graph path: its shape, never its ids.
 fn route_label(segments: &[String]) -> String {
-    const EDGES: [&str; 9] = [
+    const EDGES: [&str; 12] = [
+        "test_clock",
+        "test_faults",
+        "test_log",
         "subscriptions",
         "subscribed_apps",
         "media",

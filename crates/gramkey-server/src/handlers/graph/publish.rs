@@ -49,7 +49,7 @@ pub(super) async fn publishing_limit(ctx: &Ctx<'_>) -> Result<Value, GraphRespon
         Some(raw) => fields::parse(raw)?,
         None => plain(&["quota_usage"]),
     };
-    let usage = ctx.state.publishing().quota_usage(ctx.user.id).await?;
+    let usage = ctx.state.publishing().quota_usage(ctx.publisher()).await?;
     let mut row = Map::new();
     for f in &fields {
         match (f.name.as_str(), &f.sub) {
