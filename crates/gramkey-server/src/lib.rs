@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod call_log;
 pub mod callbacks;
 pub mod handlers;
 pub mod keys;

@@ -185,7 +185,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
     if let Some(admitted) = budget.admitted.filter(|a| a.logged) {
         let real = state.ops.clock.now();
-        let call = crate::test_tools::Call {
+        let call = crate::call_log::Call {
             seq: 0,
             time: real,
             app_time: real + admitted.offset,

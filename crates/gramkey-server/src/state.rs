@@ -105,7 +105,7 @@ pub struct Inner {
     pub usage: UsageBook,
     pub alerts: Arc<Alerter>,
     /// The calls of development-mode apps on this node (the sandbox's call log).
-    pub calls: crate::test_tools::CallLog,
+    pub calls: crate::call_log::CallLog,
     /// Each app's mode and how many users authorized it (the app pool's multiplier), kept
     /// for a minute: what admitting a call needs, without reading the app.
     app_facts: moka::sync::Cache<gramkey_domain::AppId, (gramkey_domain::AppMode, u64)>,
@@ -189,7 +189,7 @@ impl AppState {
             limiter,
             metrics,
             usage: UsageBook::default(),
-            calls: crate::test_tools::CallLog::new(config.node_name.clone()),
+            calls: crate::call_log::CallLog::new(config.node_name.clone()),
             alerts,
             refusals_audited: std::sync::Mutex::default(),
             app_facts: moka::sync::Cache::builder()

@@ -220,4 +220,36 @@ mod tests {
             "stale entries are dropped as the sweep meets them"
         );
     }
+
+    #[tokio::test]
+    async fn a_clock_ahead_keeps_its_own_windows_and_sweeps_in_real_time() {
+        let b = MemoryBackend::default();
+        let check = |key: &str, offset: i64| Check {
+            key: key.into(),
+            spec: WindowSpec::HOUR,
+            limit: 2,
+            cost: 1,
+            offset,
+        };
+        b.add(1_000, "real", WindowSpec::HOUR, 1).await.unwrap();
+        // Calls two hours ahead, many of them: the real window is not judged idle by them.
+        for _ in 0..50 {
+            b.check(1_000, &[check("ahead0", 7_200)]).await.unwrap();
+        }
+        assert!(matches!(
+            b.check(1_000, &[check("real", 0)]).await.unwrap(),
+            Verdict::Allowed { used } if used == vec![2]
+        ));
+        // The window ahead is full at its own time, and rolls over an hour later (its time).
+        assert!(matches!(
+            b.check(1_000, &[check("ahead0", 7_200)]).await.unwrap(),
+            Verdict::Limited { .. }
+        ));
+        assert!(matches!(
+            b.check(1_000, &[check("ahead0", 10_800)]).await.unwrap(),
+            Verdict::Allowed { .. }
+        ));
+        b.reset_prefix("ahead").await.unwrap();
+        assert_eq!(b.len(), 1);
+    }
 }

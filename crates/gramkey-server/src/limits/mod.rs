@@ -554,6 +554,7 @@ mod tests {
                     Some(1),
                     Some(1),
                     CallClass::Read,
+                    0,
                 )
                 .await;
             assert_eq!(matches!(r, Err((_, Refusal::Unavailable))), refused);

@@ -511,7 +511,8 @@ async fn faults(t: TestApp) {
 async fn the_sdk_under_faults(t: TestApp) {
     use gramkey_client::{Client, Hosts, RetryPolicy};
     let (dev, _, _) = apps(&t).await;
-    let token = gramkey_client::model::AccessToken::new(user_token(&t, &dev, SCOPES, "alice").await);
+    let token =
+        gramkey_client::model::AccessToken::new(user_token(&t, &dev, SCOPES, "alice").await);
     let client = Client::new(Hosts::gramkey(&t.base).unwrap()).with_retry(RetryPolicy {
         max_retries: 3,
         base: std::time::Duration::from_millis(10),
