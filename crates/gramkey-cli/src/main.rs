@@ -5,6 +5,7 @@
 mod config;
 mod devcli;
 mod layered;
+mod tools;
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -348,6 +349,9 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     admin_users: Vec<String>,
+    /// This node's name in the sandbox's call log (default: the host name and the port).
+    #[arg(long, env = "GRAMKEY_NODE_NAME")]
+    node_name: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -541,6 +545,30 @@ enum AppCommand {
         user: String,
         #[arg(long, value_parser = ["admin", "developer", "tester"])]
         role: String,
+    },
+    /// A development-mode app's test clock, on a running server: show, advance (25h, 61d),
+    /// reset.
+    Clock {
+        id: String,
+        #[command(subcommand)]
+        action: tools::ClockAction,
+        #[command(flatten)]
+        server: tools::ServerArg,
+    },
+    /// Fault injection for a development-mode app, on a running server: add, list, clear.
+    Faults {
+        id: String,
+        #[command(subcommand)]
+        action: tools::FaultsAction,
+        #[command(flatten)]
+        server: tools::ServerArg,
+    },
+    /// A development-mode app's latest calls on a running server (its call log); --follow
+    /// streams them.
+    Log {
+        id: String,
+        #[command(flatten)]
+        args: tools::LogArgs,
     },
 }
 
@@ -932,6 +960,14 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             .map(|u| u.trim().to_lowercase())
             .filter(|u| !u.is_empty())
             .collect(),
+        node_name: args.node_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "gramkey".to_owned());
+            format!("{host}:{}", bound.port())
+        }),
         ..ServerConfig::new(public_url.clone())
     };
     let state = AppState::with_limiter(
@@ -1160,6 +1196,11 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             ops.set_role(&Origin::LOCAL, &id, &user, role).await?;
             println!("{user} is now {} of app {id}", role.as_str());
         }
+        AppCommand::Clock { id, action, server } => tools::clock(ops, &id, server, action).await?,
+        AppCommand::Faults { id, action, server } => {
+            tools::faults(ops, &id, server, action).await?;
+        }
+        AppCommand::Log { id, args } => tools::log(ops, &id, args).await?,
     }
     Ok(())
 }

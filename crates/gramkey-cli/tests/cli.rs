@@ -1752,3 +1752,128 @@ fn three_postgres_nodes_behind_haproxy_act_as_one() {
     assert!(after_kill > 0, "the balancer went on serving from A and C");
     assert_eq!(lost, 0);
 }
+
+/// `gramkey app clock|faults|log` against a running server, for a development-mode app; a live
+/// app is refused with the server's reason.
+#[test]
+fn the_sandbox_tools_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, addr) = start_node(dir.path(), &[], None);
+    let server = format!("http://{addr}");
+    let tool = |args: &[&str]| {
+        let mut c = gramkey(dir.path());
+        c.env("GRAMKEY_SERVER", &server).args(args);
+        c
+    };
+    let created = run_json(gramkey(dir.path()).args([
+        "app",
+        "create",
+        "--name",
+        "dev",
+        "--redirect-uri",
+        "https://dev.example/cb",
+        "--scopes",
+        "user_profile",
+        "--json",
+    ]));
+    let app = created["id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+
+    let clock = run_json(&mut tool(&[
+        "app", "clock", &app, "advance", "25h", "--json",
+    ]));
+    assert_eq!(clock["offset_seconds"], 90_000);
+    let shown = tool(&["app", "clock", &app, "show"]).output().unwrap();
+    let shown = String::from_utf8(shown.stdout).unwrap();
+    assert!(shown.contains("1day 1h ahead of real time"), "{shown}");
+
+    let rule = run_json(&mut tool(&[
+        "app",
+        "faults",
+        &app,
+        "add",
+        "server_error",
+        "--path",
+        "/debug_token",
+        "--count",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(rule["remaining"], 1);
+    let listed = tool(&["app", "faults", &app, "list"]).output().unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("server_error") && listed.contains("/debug_token"),
+        "{listed}"
+    );
+    let bad = tool(&["app", "faults", &app, "add", "boom"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("fault must be one of"));
+
+    // Two calls with an app token: the first gets the fault; both are in the log.
+    let mut follow = KillOnDrop(
+        tool(&["app", "log", &app, "--follow", "--json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let statuses = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = reqwest::Client::new();
+        let token = issue(&c, &addr, &(app.clone(), secret.clone()))
+            .await
+            .unwrap();
+        let mut statuses = Vec::new();
+        for _ in 0..2 {
+            let r = c
+                .get(format!("{server}/debug_token?input_token={token}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(r.status().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [500, 200]);
+    let mut lines = BufReader::new(follow.0.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (&first["route"], &first["status"], &first["fault"]),
+        (
+            &Value::from("/debug_token"),
+            &Value::from(500),
+            &Value::from("server_error")
+        )
+    );
+    assert_eq!(second["status"], 200);
+    assert_eq!(
+        second["app_time"].as_i64().unwrap() - second["time"].as_i64().unwrap(),
+        90_000
+    );
+    drop(follow);
+    let printed = tool(&["app", "log", &app]).output().unwrap();
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        printed.contains("GET    /debug_token") && printed.contains("[fault: server_error]"),
+        "{printed}"
+    );
+
+    let cleared = tool(&["app", "faults", &app, "clear"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&cleared.stdout).contains("cleared 1 fault rules"));
+    let reset = tool(&["app", "clock", &app, "reset"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&reset.stdout).contains("runs on real time"));
+
+    let (live, _) = live_app(gramkey(dir.path()), "live");
+    let refused = tool(&["app", "clock", &live, "advance", "1h"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("only for apps in development mode"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
