@@ -197,6 +197,14 @@ fn site() -> Router<AppState> {
         )
         .route("/developers/apps/{id}/delete", post(dashboard::delete))
         .route(
+            "/developers/apps/{id}/test_clock",
+            post(dashboard::test_clock),
+        )
+        .route(
+            "/developers/apps/{id}/test_faults",
+            post(dashboard::test_faults),
+        )
+        .route(
             "/console/login",
             get(console::login_form).post(console::login),
         )

@@ -20,7 +20,9 @@ use crate::pages::{self, Section};
 use crate::portal::AppEdit;
 use crate::session;
 use crate::state::AppState;
+use crate::test_tools;
 use crate::web::{self, CsrfForm, Person, Viewer, done_message, field, see_other};
+use gramkey_domain::error::GraphError;
 
 /// Newest audit events and callbacks shown on an app's page.
 const RECENT: u32 = 20;
@@ -185,6 +187,13 @@ async fn app_page(
             store.app_subscription(&app.id, OBJECT).await?,
             store.webhooks(Some(&app.id), RECENT).await?,
         );
+        let app_now = ops.now_for(app);
+        let faults: Vec<_> = store
+            .faults(&app.id)
+            .await?
+            .into_iter()
+            .filter(|r| r.active(app_now))
+            .collect();
         Ok::<_, StoreError>((
             hours,
             users,
@@ -193,13 +202,16 @@ async fn app_page(
             events,
             callbacks,
             webhooks,
+            faults,
         ))
     };
-    let (hours, users, roles, invitations, events, callbacks, (subscription, deliveries)) =
+    let (hours, users, roles, invitations, events, callbacks, (subscription, deliveries), faults) =
         match read.await {
             Ok(v) => v,
             Err(e) => return viewer.op_error(Section::Developers, &OpError::Store(e)),
         };
+    let mut calls = state.calls.since(&app.id, 0, RECENT_CALLS);
+    calls.reverse();
     let points: Vec<(i64, u64)> = hours.iter().map(|h| (h.hour, h.calls)).collect();
     let limited = state.config.rate_limits;
     let ceiling = if limited {
@@ -223,6 +235,9 @@ async fn app_page(
         subscription: subscription.as_ref(),
         deliveries: &deliveries,
         now,
+        app_now: ops.now_for(app),
+        faults: &faults,
+        calls: &calls,
     };
     pages::page(
         status,
@@ -367,6 +382,103 @@ pub async fn test_webhook(
             app.id
         )),
         Err(e) => failed(&state, &viewer, (&app, role), AppForm::of(&app), e).await,
+    }
+}
+
+/// The calls of the app's call log its page shows, newest first.
+const RECENT_CALLS: usize = 50;
+
+/// A sandbox tool's refusal, as the app's page words it.
+fn tool_refused(e: crate::wire::graph::GraphResponse) -> OpError {
+    match e {
+        crate::wire::graph::GraphResponse::Fault(e) => OpError::Store(e),
+        other => OpError::Invalid(other.into_error().message),
+    }
+}
+
+/// `POST /developers/apps/{id}/test_clock` with `advance` (seconds), or `reset`.
+pub async fn test_clock(
+    State(state): State<AppState>,
+    Managed {
+        viewer,
+        app,
+        role,
+        origin,
+    }: Managed,
+    CsrfForm(form): CsrfForm,
+) -> Response {
+    let moved = if field(&form, "reset").is_some() {
+        test_tools::reset_clock(&state, &origin, &app)
+            .await
+            .map(|_| "clock-reset")
+    } else {
+        match field(&form, "advance").map(|s| s.trim().parse::<i64>()) {
+            Some(Ok(by)) => test_tools::advance_clock(&state, &origin, &app, by)
+                .await
+                .map(|_| "clock"),
+            _ => Err(GraphError::invalid_parameter("Choose how far to move the clock.").into()),
+        }
+    };
+    match moved {
+        Ok(done) => see_other(&format!(
+            "/developers/apps/{}/?done={done}#tools-heading",
+            app.id
+        )),
+        Err(e) => {
+            failed(
+                &state,
+                &viewer,
+                (&app, role),
+                AppForm::of(&app),
+                tool_refused(e),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /developers/apps/{id}/test_faults` with a rule's fields (as the API takes them), or
+/// `clear`.
+pub async fn test_faults(
+    State(state): State<AppState>,
+    Managed {
+        viewer,
+        app,
+        role,
+        origin,
+    }: Managed,
+    CsrfForm(form): CsrfForm,
+) -> Response {
+    let done = if field(&form, "clear").is_some() {
+        test_tools::clear_faults(&state, &origin, &app)
+            .await
+            .map(|_| "faults-cleared")
+    } else {
+        // Empty fields of the form are parameters not given.
+        let params: Vec<(String, String)> = form
+            .iter()
+            .filter(|(k, v)| k != "csrf" && !v.trim().is_empty())
+            .cloned()
+            .collect();
+        test_tools::add_fault(&state, &origin, &app, &params)
+            .await
+            .map(|_| "fault-added")
+    };
+    match done {
+        Ok(done) => see_other(&format!(
+            "/developers/apps/{}/?done={done}#tools-heading",
+            app.id
+        )),
+        Err(e) => {
+            failed(
+                &state,
+                &viewer,
+                (&app, role),
+                AppForm::of(&app),
+                tool_refused(e),
+            )
+            .await
+        }
     }
 }
 

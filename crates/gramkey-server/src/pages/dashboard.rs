@@ -4,9 +4,12 @@
 use gramkey_domain::account::InvitationState;
 use gramkey_domain::callback::CallbackState;
 use gramkey_domain::chart::HourlyChart;
+use gramkey_domain::sandbox::{Fault, FaultRule};
 use gramkey_domain::webhook::Field;
 use gramkey_domain::{AppMode, Family, RedirectUri, Role, Scope, UnixTime};
 use gramkey_store::{App, AppSubscription, AuditEvent, Callback, Invitation, Webhook};
+
+use crate::call_log::Call;
 use maud::{Markup, html};
 
 use super::{Nav, csrf, notice, site, when};
@@ -210,6 +213,11 @@ pub struct AppPage<'a> {
     pub subscription: Option<&'a AppSubscription>,
     pub deliveries: &'a [Webhook],
     pub now: UnixTime,
+    /// The app's time (its test clock), its active fault rules and its latest calls on this
+    /// node, newest first: the sandbox tools.
+    pub app_now: UnixTime,
+    pub faults: &'a [FaultRule],
+    pub calls: &'a [Call],
 }
 
 pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
@@ -337,6 +345,7 @@ pub fn app(nav: &Nav<'_>, p: &AppPage<'_>) -> Markup {
                 (callback_health(p.callbacks))
             }
             (webhooks(&base, nav.csrf, p))
+            (tools(&base, nav.csrf, p))
             @if p.role == Role::Admin {
                 section class="card danger-zone" aria-labelledby="delete-heading" {
                     h2 id="delete-heading" { "Delete app" }
@@ -421,6 +430,153 @@ fn webhooks(base: &str, token: &str, p: &AppPage<'_>) -> Markup {
             }
         }
     }
+}
+
+/// The sandbox tools: the test clock, fault rules and the call log (docs/test-tools.md).
+fn tools(base: &str, token: &str, p: &AppPage<'_>) -> Markup {
+    let offset = p.app_now - p.now;
+    html! {
+        section class="card" aria-labelledby="tools-heading" {
+            h2 id="tools-heading" { "Sandbox tools" }
+            @if p.app.mode == AppMode::Live {
+                p class="muted" id="tools-live" {
+                    "The test clock, fault injection and the call log work only for apps in development mode: a live app is never affected by them."
+                }
+            } @else {
+                h3 { "Test clock" }
+                p id="test-clock" {
+                    "The app's time is " (when(p.app_now))
+                    @if offset > 0 {
+                        ", " strong { (ahead(offset)) } " ahead of real time. Its codes, tokens, refresh rules, rate windows, insights and delivery retries read it."
+                    } @else { ": real time." }
+                }
+                form method="post" action=(format!("{base}/test_clock")) class="row" {
+                    (csrf(token))
+                    div {
+                        label for="clock-advance" { "Move forward by" }
+                        select id="clock-advance" name="advance" {
+                            option value="3600" { "1 hour" }
+                            option value="90000" selected { "25 hours (a long-lived token can be refreshed)" }
+                            option value="5270400" { "61 days (a long-lived token has expired)" }
+                        }
+                    }
+                    button class="secondary" type="submit" { "Advance clock" }
+                }
+                @if offset > 0 {
+                    form method="post" action=(format!("{base}/test_clock")) {
+                        (csrf(token))
+                        button class="link" type="submit" name="reset" value="1" { "Back to real time" }
+                    }
+                }
+                h3 { "Fault injection" }
+                @if p.faults.is_empty() { p class="empty" { "No fault rules: calls are answered as usual." } } @else {
+                    div class="scroll" tabindex="0" role="region" aria-label="Fault rules" {
+                        table id="fault-rules" {
+                            thead { tr { th scope="col" { "Fault" } th scope="col" { "Method" } th scope="col" { "Path" } th scope="col" { "For" } th scope="col" { "Until" } } }
+                            tbody {
+                                @for r in p.faults {
+                                    tr {
+                                        td { code { (r.fault.as_str()) } }
+                                        td { (r.method.as_deref().unwrap_or("any")) }
+                                        td { code { (r.path) } }
+                                        td { (rule_reach(r)) }
+                                        td { @match r.expires_at { Some(t) => (when(t)), None => "cleared" } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    form method="post" action=(format!("{base}/test_faults")) {
+                        (csrf(token))
+                        button class="link" type="submit" name="clear" value="1" { "Clear every rule" }
+                    }
+                }
+                form method="post" action=(format!("{base}/test_faults")) class="row" {
+                    (csrf(token))
+                    div {
+                        label for="fault-kind" { "Fault" }
+                        select id="fault-kind" name="fault" {
+                            @for f in Fault::ALL { option value=(f.as_str()) { (f.as_str()) } }
+                        }
+                    }
+                    div {
+                        label for="fault-path" { "Path" }
+                        input id="fault-path" name="path" value="*" size="14";
+                    }
+                    div {
+                        label for="fault-method" { "Method" }
+                        select id="fault-method" name="method" {
+                            option value="" { "any" } option { "GET" } option { "POST" } option { "DELETE" }
+                        }
+                    }
+                    div {
+                        label for="fault-count" { "Next calls" }
+                        input id="fault-count" name="count" type="number" min="1" value="1" size="4";
+                    }
+                    div {
+                        label for="fault-ms" { "ms (latency, timeout)" }
+                        input id="fault-ms" name="ms" type="number" min="1" size="6";
+                    }
+                    button class="secondary" type="submit" { "Add fault" }
+                }
+                h3 { "Call log" }
+                @if p.calls.is_empty() { p class="empty" { "No calls yet on this node." } } @else {
+                    div class="scroll" tabindex="0" role="region" aria-label="Call log" {
+                        table id="call-log" {
+                            thead { tr { th scope="col" { "Time" } th scope="col" { "Call" } th scope="col" { "Status" } th scope="col" { "Error" } th scope="col" { "Latency" } th scope="col" { "Token" } th scope="col" { "Fault" } th scope="col" { "Node" } } }
+                            tbody {
+                                @for c in p.calls {
+                                    tr {
+                                        td { (when(c.time)) }
+                                        td { code { (c.method) " " (c.route) } }
+                                        td { @if c.status == 0 { "closed" } @else { (c.status) } }
+                                        td { @if let Some(code) = c.error_code { (code) } }
+                                        td { (format!("{:.1} ms", c.latency_ms)) }
+                                        td { @if let Some(t) = c.token_id { "#" (t) } }
+                                        td { @if let Some(f) = c.fault { code { (f) } } }
+                                        td { (c.node) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                p class="muted" { "Follow it from a terminal: " code { "gramkey app log " (p.app.id) " --follow" } }
+            }
+        }
+    }
+}
+
+/// How far a clock is ahead, in days, hours and minutes.
+fn ahead(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    let mut parts = Vec::new();
+    for (n, unit) in [(d, "day"), (h, "hour"), (m, "minute")] {
+        if n > 0 {
+            parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    if parts.is_empty() {
+        format!("{secs} seconds")
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Which calls a rule reaches.
+fn rule_reach(r: &FaultRule) -> String {
+    let mut s = match (r.remaining, r.probability) {
+        (Some(n), _) => format!("the next {n} calls"),
+        (None, Some(p)) => format!("{:.0} % of calls", p * 100.0),
+        (None, None) => "every call".to_owned(),
+    };
+    if r.fault.timed() {
+        s.push_str(&format!(", {} ms", r.ms));
+    }
+    if r.fault.limits() {
+        s.push_str(&format!(", Retry-After {} s", r.ms / 1000));
+    }
+    s
 }
 
 /// What the endpoint last answered, or why nothing was answered.

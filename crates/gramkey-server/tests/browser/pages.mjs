@@ -234,6 +234,31 @@ try {
   assert.match(await dev.page.locator('#usage-table tbody tr:last-child').textContent(), /UTC5$/);
   await check(dev.page, 'app-usage');
 
+  // 4b. The sandbox tools: a fault for the next call to /me, the call log, the test clock.
+  step('developer injects a fault, reads the call log and moves the test clock');
+  assert.match(await text(dev.page, '#test-clock'), /real time/);
+  await dev.page.getByLabel('Fault', { exact: true }).selectOption('server_error');
+  await dev.page.getByLabel('Path', { exact: true }).fill('/me');
+  await submit(dev.page, dev.page.getByRole('button', { name: 'Add fault' }));
+  assert.match(await text(dev.page, '[role=status]'), /The fault rule was added/);
+  assert.match(await text(dev.page, '#fault-rules tbody'), /server_error\s+any\s+\/me\s+the next 1 calls/);
+  assert.equal((await me()).status, 500, 'the injected server error');
+  assert.equal((await me()).status, 200, 'then calls are answered as usual');
+  await visit(dev.page, appPath);
+  assert.equal(await dev.page.locator('#fault-rules').count(), 0, 'the spent rule is gone');
+  assert.match(await text(dev.page, '#call-log tbody tr:first-child'), /GET \/me\s+200/);
+  assert.match(await text(dev.page, '#call-log tbody'), /GET \/me\s+500\s+2\s.*server_error/);
+  await dev.page.getByLabel('Move forward by').selectOption('90000');
+  await submit(dev.page, dev.page.getByRole('button', { name: 'Advance clock' }));
+  assert.match(await text(dev.page, '[role=status]'), /test clock was moved/);
+  assert.match(await text(dev.page, '#test-clock'), /1 day 1 hour ahead of real time/);
+  const expired = await (await me()).json();
+  assert.equal(expired.error.error_subcode, 463, '25 hours later the short-lived token has expired');
+  await check(dev.page, 'app-sandbox-tools');
+  await submit(dev.page, dev.page.getByRole('button', { name: 'Back to real time' }));
+  assert.match(await text(dev.page, '[role=status]'), /back on real time/);
+  assert.equal((await me()).status, 200, 'on real time the token is alive again');
+
   // 5. The tester sees the app under Active, removes it (asking for deletion too).
   step('tester removes the app in Apps and Websites');
   await visit(tester.page, '/accounts/manage_access/');
