@@ -149,6 +149,39 @@ enum SandboxCommand {
         #[arg(long)]
         reply_to: Option<String>,
     },
+    /// Make something happen to an app's user, through the API's code path: another sandbox
+    /// user comments on their latest post, or @mentions them; a subscribed live app gets the
+    /// webhook.
+    Trigger {
+        #[arg(value_parser = ["comment", "mention"])]
+        what: String,
+        /// The app that should hear of it.
+        #[arg(long)]
+        app: String,
+        /// The app's user it happens to (a username who authorized the app).
+        #[arg(long)]
+        user: String,
+        /// Who comments (default: the first other sandbox user).
+        #[arg(long = "as")]
+        author: Option<String>,
+    },
+    /// Save the sandbox's users, apps (with roles), media and comments as a JSON fixture
+    /// (FILE, or - for standard output).
+    Export { file: String },
+    /// Create what a fixture holds and the sandbox does not; keep what exists (importing
+    /// twice gives the same ids). Prints each app's client secret on this server.
+    Import {
+        file: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every app and user, with everything issued to them or theirs (the audit log
+    /// stays). The next `serve` seeds a fresh sandbox unless --no-sandbox.
+    Reset {
+        /// Confirm: without it nothing is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1384,6 +1417,96 @@ async fn sandbox(ops: &Ops, cmd: SandboxCommand) -> Result<()> {
             println!(
                 "comment {id} by {author} on {media}; subscribed live apps are notified at the server's next delivery pass"
             );
+        }
+        SandboxCommand::Trigger {
+            what,
+            app,
+            user,
+            author,
+        } => {
+            use gramkey_server::sandbox::{Trigger, trigger};
+            let kind = if what == "mention" {
+                Trigger::Mention
+            } else {
+                Trigger::Comment
+            };
+            let done = trigger(ops, &app, kind, &user, author.as_deref()).await?;
+            let (did, field) = match kind {
+                Trigger::Comment => ("commented on", "comments"),
+                Trigger::Mention => ("mentioned", "mentions"),
+            };
+            println!(
+                "{} {did} {user} (comment {} on post {}); app {app} gets a `{field}` webhook if it is live and subscribed, at the server's next delivery pass",
+                done.author, done.comment, done.media
+            );
+        }
+        SandboxCommand::Export { file } => {
+            let fixture = ops.export_fixture().await?;
+            let text = serde_json::to_string_pretty(&fixture)? + "\n";
+            if file == "-" {
+                print!("{text}");
+            } else {
+                std::fs::write(&file, text).with_context(|| format!("cannot write {file}"))?;
+                eprintln!(
+                    "wrote {file}: {} users, {} apps, {} media, {} comments",
+                    fixture.users.len(),
+                    fixture.apps.len(),
+                    fixture.media.len(),
+                    fixture.comments.len()
+                );
+            }
+        }
+        SandboxCommand::Import { file, json } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?;
+            let fixture: gramkey_server::fixtures::Fixture = serde_json::from_str(&text)
+                .with_context(|| format!("{file} is not a gramkey fixture"))?;
+            let done = ops.import_fixture(&Origin::LOCAL, &fixture).await?;
+            let apps: Vec<_> = done
+                .apps_created
+                .iter()
+                .map(|(id, s)| (id, Some(s), true))
+                .chain(done.apps_kept.iter().map(|(id, s)| (id, s.as_ref(), false)))
+                .collect();
+            if json {
+                let apps: Vec<_> = apps
+                    .iter()
+                    .map(|(id, s, created)| json!({"id": id.as_str(), "client_secret": s.map(|s| s.expose()), "created": created}))
+                    .collect();
+                print_json(&json!({
+                    "apps": apps,
+                    "users_created": done.users_created,
+                    "users_kept": done.users_kept,
+                    "media_added": done.media_added,
+                    "comments_added": done.comments_added,
+                }))?;
+            } else {
+                println!(
+                    "imported {file}: {} users created ({} kept), {} apps created ({} kept), {} media, {} comments added",
+                    done.users_created.len(),
+                    done.users_kept.len(),
+                    done.apps_created.len(),
+                    done.apps_kept.len(),
+                    done.media_added,
+                    done.comments_added
+                );
+                for (id, secret, created) in apps {
+                    let state = if created { "created" } else { "kept" };
+                    match secret {
+                        Some(s) => println!("  app {id} ({state})  client_secret {}", s.expose()),
+                        None => println!(
+                            "  app {id} ({state})  its secret cannot be derived on this server"
+                        ),
+                    }
+                }
+            }
+        }
+        SandboxCommand::Reset { yes } => {
+            if !yes {
+                bail!("this deletes every app and user of the sandbox; run again with --yes");
+            }
+            let (apps, users) = ops.reset_sandbox(&Origin::LOCAL).await?;
+            println!("deleted {apps} apps and {users} users; the sandbox is empty");
         }
     }
     Ok(())

@@ -1877,3 +1877,85 @@ fn the_sandbox_tools_from_the_command_line() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// `gramkey sandbox export|import|reset`: a fixture file moves the sandbox to another data
+/// directory, importing twice changes nothing, and a reset asks for --yes.
+#[test]
+fn sandbox_fixtures_from_the_command_line() {
+    let (from, into) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = gramkey(from.path())
+        .args(["sandbox", "seed", "--users", "2", "--media", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    live_app(gramkey(from.path()), "fixture app");
+    let file = from.path().join("fixture.json");
+    let out = gramkey(from.path())
+        .args(["sandbox", "export", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 users, 1 apps, 6 media"));
+    let imported = run_json(gramkey(into.path()).args([
+        "sandbox",
+        "import",
+        file.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(imported["users_created"].as_array().unwrap().len(), 2);
+    assert_eq!(imported["apps"][0]["created"], true);
+    assert_eq!(imported["media_added"], 6);
+    let again = run_json(gramkey(into.path()).args([
+        "sandbox",
+        "import",
+        file.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(
+        (
+            again["media_added"].as_u64(),
+            again["apps"][0]["created"].as_bool()
+        ),
+        (Some(0), Some(false))
+    );
+    assert_eq!(
+        again["apps"][0]["client_secret"],
+        imported["apps"][0]["client_secret"]
+    );
+    let exported = gramkey(into.path())
+        .args(["sandbox", "export", "-"])
+        .output()
+        .unwrap();
+    let original = std::fs::read(&file).unwrap();
+    assert_eq!(exported.stdout, original, "the same fixture back");
+
+    let refused = gramkey(into.path())
+        .args(["sandbox", "reset"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    let reset = gramkey(into.path())
+        .args(["sandbox", "reset", "--yes"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reset.stdout).contains("deleted 1 apps and 2 users"));
+    let apps = run_json(gramkey(into.path()).args(["app", "list", "--json"]));
+    assert_eq!(apps, serde_json::json!([]));
+    let broken = from.path().join("broken.json");
+    std::fs::write(&broken, r#"{"gramkey_fixture": 1, "apps": [{"id": "12"}]}"#).unwrap();
+    let out = gramkey(into.path())
+        .args(["sandbox", "import", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a gramkey fixture"));
+}

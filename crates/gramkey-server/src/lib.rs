@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod audit;
 pub mod call_log;
 pub mod callbacks;
+pub mod fixtures;
 pub mod handlers;
 pub mod keys;
 pub mod limits;

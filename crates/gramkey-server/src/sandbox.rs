@@ -378,3 +378,86 @@ pub async fn comment(
         .await?
         .ok_or_else(not_found)
 }
+
+/// What `gramkey sandbox trigger` makes happen to an app's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Another sandbox user comments on the account's latest post (a `comments` notification).
+    Comment,
+    /// Another sandbox user @mentions the account in a comment on their own latest post (a
+    /// `mentions` notification).
+    Mention,
+}
+
+/// What a trigger did.
+#[derive(Debug)]
+pub struct Triggered {
+    pub author: String,
+    pub media: MediaId,
+    pub comment: gramkey_domain::CommentId,
+}
+
+/// `gramkey sandbox trigger comment|mention --app APP --user NAME`: a sandbox user (`by`, or
+/// the first other one) comments on NAME's latest post, or mentions NAME on their own latest
+/// post, through the API's code path; NAME must have authorized the app, so that the app hears
+/// of it (its webhook, when subscribed).
+pub async fn trigger(
+    ops: &Ops,
+    app: &str,
+    what: Trigger,
+    account: &str,
+    by: Option<&str>,
+) -> Result<Triggered, OpError> {
+    let app_id = gramkey_domain::AppId::parse(app)
+        .ok_or_else(|| OpError::NotFound(format!("no app {app}")))?;
+    ops.store
+        .app(&app_id)
+        .await?
+        .ok_or_else(|| OpError::NotFound(format!("no app {app}")))?;
+    let target = ops.user(account).await?;
+    if ops.store.grant(&app_id, target.id).await?.is_none() {
+        return Err(OpError::Invalid(format!(
+            "{account} has not authorized app {app}: the app would hear nothing. Sign in as {account} and consent first"
+        )));
+    }
+    let author = match by {
+        Some(name) => ops.user(name).await?,
+        None => ops
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .find(|u| u.id != target.id)
+            .ok_or_else(|| {
+                OpError::Invalid(
+                    "the sandbox has no other user to comment: add one with `gramkey sandbox seed`"
+                        .into(),
+                )
+            })?,
+    };
+    let (post_owner, text) = match what {
+        Trigger::Comment => (&target, "Great post! (gramkey sandbox trigger)".to_owned()),
+        Trigger::Mention => (
+            &author,
+            format!("@{account} have a look (gramkey sandbox trigger)"),
+        ),
+    };
+    let latest = ops
+        .store
+        .media_page(post_owner.id, &gramkey_domain::graph::paging::PageRequest::first(1))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            OpError::Invalid(format!(
+                "{} has no posts to comment on: publish one, or add some with `gramkey sandbox seed`",
+                post_owner.username
+            ))
+        })?;
+    let comment = comment(ops, &author.username, latest.id.as_str(), None, &text).await?;
+    Ok(Triggered {
+        author: author.username,
+        media: latest.id,
+        comment,
+    })
+}

@@ -104,6 +104,9 @@ pub trait UserStore: Send + Sync {
     async fn users(&self) -> Result<Vec<User>>;
     /// Replaces a user's password hash; false when there is no such user.
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool>;
+    /// Deletes a user with everything that is theirs (media, comments, grants, tokens, roles);
+    /// false when there is no such user.
+    async fn delete_user(&self, id: UserId) -> Result<bool>;
 }
 
 /// Media, comments and publishing containers.

@@ -3,7 +3,7 @@
 
 use super::limits::{get_full, header};
 use super::long_lived::{exchange_path, get_json, graph_code, refresh_path};
-use super::resource::{call, user_token};
+use super::resource::{call, get, media_row, user_token};
 use super::*;
 use reqwest::Method;
 
@@ -555,6 +555,187 @@ async fn the_sdk_under_faults(t: TestApp) {
     );
 }
 
+/// A fixture exported from one sandbox and imported into another (twice) gives the same users,
+/// apps, roles, media and comments, with the same ids; people sign in with their passwords; a
+/// reset empties the sandbox.
+async fn fixtures(t: TestApp, other: TestApp) {
+    use gramkey_server::fixtures::Fixture;
+    use gramkey_server::origin::Origin;
+    let ops = &t.state.ops;
+    let (dev, _, _) = apps(&t).await;
+    t.user("bob", "bob-password").await;
+    let (alice, bob) = (
+        super::webhooks::user(&t, "alice").await,
+        super::webhooks::user(&t, "bob").await,
+    );
+    let album = media_row(
+        "17900000000000100".into(),
+        alice.id,
+        START - 600,
+        "CAROUSEL_ALBUM",
+        None,
+        0,
+    );
+    let child = media_row(
+        "17900000000000101".into(),
+        alice.id,
+        START - 600,
+        "IMAGE",
+        Some("17900000000000100"),
+        1,
+    );
+    let video = media_row(
+        "17900000000000102".into(),
+        bob.id,
+        START - 60,
+        "VIDEO",
+        None,
+        0,
+    );
+    for m in [&album, &child, &video] {
+        ops.store.add_media(m).await.unwrap();
+    }
+    let first = ops
+        .add_comment(&bob, (&album.id, alice.id), None, "nice @alice".into())
+        .await
+        .unwrap()
+        .unwrap();
+    ops.add_comment(
+        &alice,
+        (&album.id, alice.id),
+        Some(&first),
+        "thanks!".into(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    let exported = ops.export_fixture().await.unwrap();
+    let text = serde_json::to_string_pretty(&exported).unwrap();
+    assert!(!text.contains("alice-password"), "no password in clear");
+    let fixture: Fixture = serde_json::from_str(&text).unwrap();
+    assert_eq!((fixture.users.len(), fixture.apps.len()), (2, 3));
+    assert_eq!((fixture.media.len(), fixture.comments.len()), (3, 2));
+
+    let into = &other.state.ops;
+    let done = into.import_fixture(&Origin::LOCAL, &fixture).await.unwrap();
+    assert_eq!((done.apps_created.len(), done.users_created.len()), (3, 2));
+    assert_eq!((done.media_added, done.comments_added), (3, 2));
+    let again = into.import_fixture(&Origin::LOCAL, &fixture).await.unwrap();
+    assert_eq!((again.apps_kept.len(), again.users_kept.len()), (3, 2));
+    assert_eq!((again.media_added, again.comments_added), (0, 0));
+    let re_exported = into.export_fixture().await.unwrap();
+    assert_eq!(
+        re_exported, fixture,
+        "the same ids, settings, roles, media and comments"
+    );
+
+    // The same master key: the same secrets. A tester signs in with the same password and
+    // reads the same media through the API.
+    let secret = done
+        .apps_created
+        .iter()
+        .find(|(id, _)| id.as_str() == dev.client_id)
+        .map(|(_, s)| s.expose().to_owned());
+    assert_eq!(secret.as_deref(), Some(dev.secret.as_str()));
+    let token = user_token(&other, &dev, SCOPES, "alice").await;
+    let (s, b) = get(&other, "/me/media?fields=id,media_type", &token).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["data"][0]["id"], "17900000000000100", "{b}");
+    let path = "/17900000000000100/children?fields=id";
+    assert_eq!(
+        get(&other, path, &token).await.1["data"][0]["id"],
+        "17900000000000101"
+    );
+
+    // A fixture with a mistake is refused with where it is.
+    let mut broken = fixture.clone();
+    broken.comments[0].author = "nobody".into();
+    broken.comments[0].id = "17800000000000999".into();
+    let e = into
+        .import_fixture(&Origin::LOCAL, &broken)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nobody"), "{e}");
+    let bad: Result<Fixture, _> = serde_json::from_str(r#"{"gramkey_fixture": 1, "userz": []}"#);
+    assert!(bad.unwrap_err().to_string().contains("userz"));
+
+    let (apps_gone, users_gone) = into.reset_sandbox(&Origin::LOCAL).await.unwrap();
+    assert_eq!((apps_gone, users_gone), (3, 2));
+    let empty = into.export_fixture().await.unwrap();
+    assert!(empty.apps.is_empty() && empty.users.is_empty() && empty.media.is_empty());
+    let (s, _) = get(&other, "/me?fields=id", &token).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "the reset took the tokens too");
+}
+
+/// `gramkey sandbox trigger`: another user comments on, or mentions, an app's user through
+/// the real path, and the subscribed app receives the real webhook.
+async fn triggers(t: TestApp) {
+    use gramkey_server::sandbox::{Trigger, trigger};
+    const IG: &str = "instagram_business_basic,instagram_business_manage_comments";
+    let hook = super::webhooks::Hook::start().await;
+    for name in ["alice", "bob"] {
+        t.user(name, &format!("{name}-password")).await;
+    }
+    let app = t.app(IG, AppMode::Live).await;
+    hook.secrets.lock().unwrap().push(app.secret.clone());
+    let ops = &t.state.ops;
+    let e = trigger(ops, &app.client_id, Trigger::Comment, "alice", None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has not authorized"), "{e}");
+    let token = user_token(&t, &app, IG, "alice").await;
+    let e = trigger(ops, &app.client_id, Trigger::Comment, "alice", None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("alice has no posts"), "{e}");
+    let (alice, bob) = (
+        super::webhooks::user(&t, "alice").await,
+        super::webhooks::user(&t, "bob").await,
+    );
+    for (id, who) in [
+        ("17900000000000200", alice.id),
+        ("17900000000000201", bob.id),
+    ] {
+        ops.store
+            .add_media(&media_row(id.into(), who, START - 60, "IMAGE", None, 0))
+            .await
+            .unwrap();
+    }
+    let (s, b) =
+        super::webhooks::subscribe(&t, &app, &hook, "comments,mentions", &hook.verify_token).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = call(
+        &t,
+        Method::POST,
+        "/me/subscribed_apps",
+        &token,
+        &[("subscribed_fields", "comments,mentions")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let done = trigger(ops, &app.client_id, Trigger::Comment, "alice", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.author.as_str(), done.media.as_str()),
+        ("bob", "17900000000000200")
+    );
+    let done = trigger(ops, &app.client_id, Trigger::Mention, "alice", Some("bob"))
+        .await
+        .unwrap();
+    assert_eq!(done.media.as_str(), "17900000000000201");
+    let deliver = super::webhooks::deliverer(&t);
+    assert_eq!(deliver.deliver_due().await.unwrap(), 2);
+    let got = hook.take();
+    let fields: Vec<&str> = got
+        .iter()
+        .map(|n| n["entry"][0]["changes"][0]["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["comments", "mentions"], "{got:?}");
+}
+
 fn limited(c: &mut ServerConfig) {
     c.limits.user_calls = 4;
 }
@@ -578,6 +759,25 @@ async fn a_test_clock_moves_one_apps_time_on_postgres() {
     };
     test_clock(t).await;
     rate_windows(on_postgres("rate_windows", limited).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn fixtures_and_triggers_on_sqlite() {
+    fixtures(TestApp::sqlite().await, TestApp::sqlite().await).await;
+    triggers(TestApp::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn fixtures_and_triggers_on_postgres() {
+    let (Some(from), Some(into), Some(t)) = (
+        on_postgres("fixture_from", |_| {}).await,
+        on_postgres("fixture_into", |_| {}).await,
+        on_postgres("triggers", |_| {}).await,
+    ) else {
+        return;
+    };
+    fixtures(from, into).await;
+    triggers(t).await;
 }
 
 #[tokio::test]

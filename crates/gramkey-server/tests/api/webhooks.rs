@@ -15,10 +15,10 @@ const SCOPES: &str = "instagram_business_basic,instagram_business_manage_comment
 /// notification's signature with the SDK against the secrets it knows, and answers with the
 /// status it is told.
 #[derive(Clone)]
-struct Hook {
+pub(super) struct Hook {
     url: String,
-    verify_token: String,
-    secrets: Arc<Mutex<Vec<String>>>,
+    pub(super) verify_token: String,
+    pub(super) secrets: Arc<Mutex<Vec<String>>>,
     status: Arc<Mutex<u16>>,
     /// Every notification whose signature verified.
     got: Arc<Mutex<Vec<Value>>>,
@@ -26,7 +26,7 @@ struct Hook {
 }
 
 impl Hook {
-    async fn start() -> Self {
+    pub(super) async fn start() -> Self {
         use axum::extract::{RawQuery, State};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let hook = Hook {
@@ -74,7 +74,7 @@ impl Hook {
         hook
     }
 
-    fn take(&self) -> Vec<Value> {
+    pub(super) fn take(&self) -> Vec<Value> {
         std::mem::take(&mut *self.got.lock().unwrap())
     }
 
@@ -83,7 +83,7 @@ impl Hook {
     }
 }
 
-async fn subscribe(
+pub(super) async fn subscribe(
     t: &TestApp,
     app: &Registered,
     hook: &Hook,
@@ -105,11 +105,11 @@ async fn subscribe(
     .await
 }
 
-fn deliverer(t: &TestApp) -> gramkey_server::callbacks::Deliverer {
+pub(super) fn deliverer(t: &TestApp) -> gramkey_server::callbacks::Deliverer {
     gramkey_server::callbacks::Deliverer::new(t.state.ops.clone(), true).unwrap()
 }
 
-async fn user(t: &TestApp, name: &str) -> gramkey_store::User {
+pub(super) async fn user(t: &TestApp, name: &str) -> gramkey_store::User {
     t.state.ops.store.user_by_name(name).await.unwrap().unwrap()
 }
 

@@ -113,4 +113,16 @@ impl<E: Engine> UserStore for SqlStore<E> {
         })
         .await
     }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool> {
+        write!(
+            self,
+            self.after(move |_| vec![Stale::User(id), Stale::Tokens]),
+            |c| Ok(c
+                .execute(q("DELETE FROM users WHERE id = $1").bind(id.0))
+                .await?
+                == 1)
+        )
+        .await
+    }
 }
