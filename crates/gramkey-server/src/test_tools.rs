@@ -101,7 +101,7 @@ pub fn rule_view(rule: &FaultRule, now: UnixTime) -> Value {
         "method": rule.method,
         "fault": rule.fault.as_str(),
         "ms": rule.fault.timed().then_some(rule.ms),
-        "retry_after": rule.fault.limits().then(|| rule.ms / 1000),
+        "retry_after": rule.fault.limits().then_some(rule.ms / 1000),
         "remaining": rule.remaining,
         "probability": rule.probability,
         "expires_at": rule.expires_at,

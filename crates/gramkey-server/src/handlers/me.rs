@@ -147,7 +147,9 @@ pub async fn admit(
         .and_then(|t| t.scoped_id.as_ref().map(|s| s.as_str().to_owned()));
     if let Some((error, spent)) = refused {
         if let Some((_, wait)) = spent {
-            let standing = state.limiter.exhausted(app, mode, users, user, row, class);
+            let standing = state
+                .limiter
+                .exhausted(app, (mode, users), user, row, class);
             headers.standing = Some(Standing {
                 business_user,
                 ..standing
@@ -163,7 +165,7 @@ pub async fn admit(
     let offset = headers.admitted.as_ref().map_or(0, |a| a.offset);
     let (standing, refusal) = match state
         .limiter
-        .admit(app, mode, users, user, row, class, offset)
+        .admit(app, (mode, users), user, row, class, offset)
         .await
     {
         Ok(standing) => (standing, None),

@@ -282,8 +282,7 @@ impl Limiter {
     pub async fn admit(
         &self,
         app: &AppId,
-        mode: gramkey_domain::AppMode,
-        users: u64,
+        (mode, users): (gramkey_domain::AppMode, u64),
         user: Option<i64>,
         token_id: Option<i64>,
         class: CallClass,
@@ -356,8 +355,7 @@ impl Limiter {
     pub fn exhausted(
         &self,
         app: &AppId,
-        mode: gramkey_domain::AppMode,
-        users: u64,
+        (mode, users): (gramkey_domain::AppMode, u64),
         user: Option<i64>,
         token_id: Option<i64>,
         class: CallClass,
@@ -549,8 +547,7 @@ mod tests {
             let r = l
                 .admit(
                     &app,
-                    gramkey_domain::AppMode::Live,
-                    1,
+                    (gramkey_domain::AppMode::Live, 1),
                     Some(1),
                     Some(1),
                     CallClass::Read,
