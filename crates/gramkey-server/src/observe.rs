@@ -54,16 +54,14 @@ impl LimitHeaders {
     }
 }
 
-/// A resource call past authentication: its app's clock (usage hours are the app's), and what
-/// its app's call log notes (development-mode apps only).
+/// A resource call of a development-mode app past authentication: its app's clock (usage
+/// hours are the app's) and what its call log notes. Live apps' calls carry none.
 #[derive(Debug, Clone)]
 pub struct Admitted {
     pub app: gramkey_domain::AppId,
     /// Seconds the app's clock is ahead of real time.
     pub offset: i64,
     pub token_id: Option<i64>,
-    /// Whether the call goes into the app's call log.
-    pub logged: bool,
     /// The fault injected into the call, if one was.
     pub fault: Option<&'static str>,
     /// An injected timeout: the connection is closed without an answer.
@@ -183,7 +181,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .extensions()
         .get::<Route>()
         .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
-    if let Some(admitted) = budget.admitted.filter(|a| a.logged) {
+    if let Some(admitted) = budget.admitted {
         let real = state.ops.clock.now();
         let call = crate::call_log::Call {
             seq: 0,

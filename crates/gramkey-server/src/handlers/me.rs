@@ -93,13 +93,19 @@ pub async fn admit(
     let row = stored.map(|t| t.id);
     let user_id = stored.and_then(|t| t.user_id);
     let user = user_id.map(|u| u.0);
-    let logged = bearer.app.mode == AppMode::Development;
+    // Only development-mode apps have a clock of their own and a call log: a live app's call
+    // carries nothing more.
+    let sandboxed = bearer.app.mode == AppMode::Development;
+    let offset = if sandboxed {
+        bearer.app.clock_offset
+    } else {
+        0
+    };
     let mut headers = LimitHeaders {
-        admitted: Some(Admitted {
+        admitted: sandboxed.then(|| Admitted {
             app: app.clone(),
-            offset: bearer.now - state.ops.clock.now(),
+            offset,
             token_id: row,
-            logged,
             fault: None,
             abort: false,
         }),
@@ -162,7 +168,6 @@ pub async fn admit(
     if let (Some(ip), Some(row)) = (origin.ip, row) {
         state.alerts.token_used(row, app, user, ip);
     }
-    let offset = headers.admitted.as_ref().map_or(0, |a| a.offset);
     let (standing, refusal) = match state
         .limiter
         .admit(app, (mode, users), user, row, class, offset)
