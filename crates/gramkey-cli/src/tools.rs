@@ -1,6 +1,7 @@
 //! `gramkey app clock|faults|log`: the sandbox's test tools (docs/test-tools.md), for
 //! development-mode apps. They go through a running server's API with the app's own
-//! credentials (`APP_ID|APP_SECRET`, derived from the database as the server derives it), so
+//! credentials (`APP_ID|APP_SECRET`: the secret from `GRAMKEY_CLIENT_SECRET`, or derived from
+//! the database as the server derives it), so
 //! the server applies them as it applies a client's: its rate windows are reset with its clock,
 //! and the call log is the node's own memory.
 
@@ -10,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use gramkey_domain::AppId;
 use gramkey_domain::time::graph_timestamp;
-use gramkey_server::ops::Ops;
+
+use crate::config::Global;
 use serde_json::Value;
 
 /// Where the server is.
@@ -35,7 +37,7 @@ pub enum ClockAction {
     },
     /// Move the app's clock forward (e.g. 25h, 61d, 90m).
     Advance {
-        #[arg(value_parser = humantime::parse_duration)]
+        #[arg(value_parser = forward, allow_hyphen_values = true)]
         by: Duration,
         #[arg(long)]
         json: bool,
@@ -110,20 +112,40 @@ pub struct LogArgs {
     last: u32,
 }
 
-/// The app's `APP_ID|APP_SECRET`, derived from the database.
-async fn credentials(ops: &Ops, id: &str) -> Result<(AppId, String)> {
+/// The app's `APP_ID|APP_SECRET`: its secret from `GRAMKEY_CLIENT_SECRET`, or derived from the
+/// server's database (the data directory `gramkey serve` runs with, or its PostgreSQL).
+async fn credentials(global: &Global, id: &str) -> Result<(AppId, String)> {
     let app_id = AppId::parse(id).with_context(|| format!("{id:?} is not an app id"))?;
+    if let Ok(secret) = std::env::var("GRAMKEY_CLIENT_SECRET") {
+        return Ok((app_id.clone(), format!("{app_id}|{}", secret.trim())));
+    }
+    let db = global.data_dir.join("gramkey.db");
+    let hint = "run this where `gramkey serve` runs (or give its --data-dir or --database-url), or set GRAMKEY_CLIENT_SECRET to the app's secret";
+    if global.database_url.is_none() && !db.exists() {
+        bail!("no gramkey database at {}: {hint}", db.display());
+    }
+    let ops = global.open().await?;
     let app = ops
         .store
         .app(&app_id)
         .await?
-        .with_context(|| format!("no app {id}"))?;
+        .with_context(|| format!("no app {id} in this database: {hint}"))?;
     let secret = ops.app_secret(&app).with_context(|| {
-        format!(
-            "app {id}'s secret cannot be derived: rotate it once (gramkey app rotate-secret {id})"
-        )
+        format!("app {id}'s secret cannot be derived: rotate it once (gramkey app rotate-secret {id}), or set GRAMKEY_CLIENT_SECRET")
     })?;
     Ok((app_id.clone(), format!("{app_id}|{}", secret.expose())))
+}
+
+/// A humantime duration, forward only.
+pub fn forward(s: &str) -> Result<Duration, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("a test clock only moves forward; `reset` puts it back on real time".into());
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 90m, 25h, 61d)"))?;
+    if d.is_zero() {
+        return Err("advance by more than nothing (e.g. 90m, 25h, 61d)".into());
+    }
+    Ok(d)
 }
 
 /// Calls the tool `edge` of the app on `server`; the Graph error's message becomes the error.
@@ -135,6 +157,9 @@ async fn tool(
     form: &[(&str, String)],
 ) -> Result<Value> {
     let base = server.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        bail!("--server {base:?} is not a URL: give it as http://HOST:PORT (GRAMKEY_SERVER too)");
+    }
     let url = format!("{base}/{app}/{edge}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -170,8 +195,13 @@ fn print_json(v: &Value) {
     println!("{v}");
 }
 
-pub async fn clock(ops: &Ops, id: &str, server: ServerArg, action: ClockAction) -> Result<()> {
-    let creds = credentials(ops, id).await?;
+pub async fn clock(
+    global: &Global,
+    id: &str,
+    server: ServerArg,
+    action: ClockAction,
+) -> Result<()> {
+    let creds = credentials(global, id).await?;
     let s = &server.server;
     let (view, json) = match action {
         ClockAction::Show { json } => (
@@ -197,7 +227,7 @@ pub async fn clock(ops: &Ops, id: &str, server: ServerArg, action: ClockAction) 
     if offset == 0 {
         println!("app {id} runs on real time: {now}");
     } else {
-        let ahead = humantime::format_duration(Duration::from_secs(offset.unsigned_abs()));
+        let ahead = gramkey_domain::sandbox::describe_offset(offset);
         println!("app {id}'s clock reads {now}, {ahead} ahead of real time");
     }
     Ok(())
@@ -229,8 +259,13 @@ fn describe_rule(r: &Value) -> String {
     s
 }
 
-pub async fn faults(ops: &Ops, id: &str, server: ServerArg, action: FaultsAction) -> Result<()> {
-    let creds = credentials(ops, id).await?;
+pub async fn faults(
+    global: &Global,
+    id: &str,
+    server: ServerArg,
+    action: FaultsAction,
+) -> Result<()> {
+    let creds = credentials(global, id).await?;
     let s = &server.server;
     match action {
         FaultsAction::Add {
@@ -313,8 +348,8 @@ fn describe_call(c: &Value) -> String {
     s
 }
 
-pub async fn log(ops: &Ops, id: &str, args: LogArgs) -> Result<()> {
-    let creds = credentials(ops, id).await?;
+pub async fn log(global: &Global, id: &str, args: LogArgs) -> Result<()> {
+    let creds = credentials(global, id).await?;
     // Where each node's log was read up to.
     let mut since: Vec<u64> = vec![0; args.servers.len()];
     let mut first = true;

@@ -1785,7 +1785,7 @@ fn the_sandbox_tools_from_the_command_line() {
     assert_eq!(clock["offset_seconds"], 90_000);
     let shown = tool(&["app", "clock", &app, "show"]).output().unwrap();
     let shown = String::from_utf8(shown.stdout).unwrap();
-    assert!(shown.contains("1day 1h ahead of real time"), "{shown}");
+    assert!(shown.contains("1 day 1 hour ahead of real time"), "{shown}");
 
     let rule = run_json(&mut tool(&[
         "app",
@@ -1862,9 +1862,36 @@ fn the_sandbox_tools_from_the_command_line() {
     );
 
     let cleared = tool(&["app", "faults", &app, "clear"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&cleared.stdout).contains("cleared 1 fault rules"));
+    assert!(String::from_utf8_lossy(&cleared.stdout).contains("cleared 0 fault rules"));
     let reset = tool(&["app", "clock", &app, "reset"]).output().unwrap();
     assert!(String::from_utf8_lossy(&reset.stdout).contains("runs on real time"));
+
+    // Elsewhere (no database): the secret from the environment, or a message saying so.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let away = |secret: Option<&str>| {
+        let mut c = gramkey(elsewhere.path());
+        c.env("GRAMKEY_SERVER", &server)
+            .args(["app", "clock", &app, "show"]);
+        if let Some(s) = secret {
+            c.env("GRAMKEY_CLIENT_SECRET", s);
+        }
+        c.output().unwrap()
+    };
+    let lost = away(None);
+    assert!(!lost.status.success());
+    assert!(
+        String::from_utf8_lossy(&lost.stderr).contains("no gramkey database at")
+            && String::from_utf8_lossy(&lost.stderr).contains("GRAMKEY_CLIENT_SECRET")
+    );
+    assert!(
+        !elsewhere.path().join("gramkey.db").exists(),
+        "nothing created"
+    );
+    assert!(away(Some(&secret)).status.success());
+    let back = tool(&["app", "clock", &app, "advance", "-5h"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&back.stderr).contains("only moves forward"));
 
     let (live, _) = live_app(gramkey(dir.path()), "live");
     let refused = tool(&["app", "clock", &live, "advance", "1h"])

@@ -58,6 +58,21 @@ pub fn advance(offset: i64, by: i64) -> Result<i64, String> {
     }
 }
 
+/// How far a clock is ahead, in days, hours and minutes ("1 day 1 hour").
+pub fn describe_offset(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    let parts: Vec<String> = [(d, "day"), (h, "hour"), (m, "minute")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if n == 1 { "" } else { "s" }))
+        .collect();
+    if parts.is_empty() {
+        format!("{secs} seconds")
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// A fault that can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -393,6 +408,16 @@ mod tests {
     fn only_development_apps_read_their_clock() {
         assert_eq!(app_time(100, AppMode::Development, 50), 150);
         assert_eq!(app_time(100, AppMode::Live, 50), 100);
+    }
+
+    #[test]
+    fn offsets_read_in_days_hours_and_minutes() {
+        assert_eq!(describe_offset(90_000), "1 day 1 hour");
+        assert_eq!(
+            describe_offset(62 * 86_400 + 3600 + 120),
+            "62 days 1 hour 2 minutes"
+        );
+        assert_eq!(describe_offset(59), "59 seconds");
     }
 
     #[test]

@@ -153,14 +153,19 @@ pub async fn add_fault(
     Ok(rule)
 }
 
-/// Clears the app's fault rules; how many there were.
+/// Clears the app's fault rules; how many were still in force.
 pub async fn clear_faults(
     state: &AppState,
     origin: &Origin,
     app: &App,
 ) -> Result<u64, GraphResponse> {
     sandbox::tools_allowed(app.mode)?;
-    let n = state.ops.store.clear_faults(&app.id).await?;
+    let store = &state.ops.store;
+    let now = state.ops.now_for(app);
+    let active = store.faults(&app.id).await?;
+    let active = active.iter().filter(|r| r.active(now)).count() as u64;
+    store.clear_faults(&app.id).await?;
+    let n = active;
     state
         .ops
         .audit(

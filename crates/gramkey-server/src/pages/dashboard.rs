@@ -447,7 +447,7 @@ fn tools(base: &str, token: &str, p: &AppPage<'_>) -> Markup {
                 p id="test-clock" {
                     "The app's time is " (when(p.app_now))
                     @if offset > 0 {
-                        ", " strong { (ahead(offset)) } " ahead of real time. Its codes, tokens, refresh rules, rate windows, insights and delivery retries read it."
+                        ", " strong { (gramkey_domain::sandbox::describe_offset(offset)) } " ahead of real time. Its codes, tokens, refresh rules, rate windows, insights and delivery retries read it."
                     } @else { ": real time." }
                 }
                 form method="post" action=(format!("{base}/test_clock")) class="row" {
@@ -544,22 +544,6 @@ fn tools(base: &str, token: &str, p: &AppPage<'_>) -> Markup {
                 p class="muted" { "Follow it from a terminal: " code { "gramkey app log " (p.app.id) " --follow" } }
             }
         }
-    }
-}
-
-/// How far a clock is ahead, in days, hours and minutes.
-fn ahead(secs: i64) -> String {
-    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    let mut parts = Vec::new();
-    for (n, unit) in [(d, "day"), (h, "hour"), (m, "minute")] {
-        if n > 0 {
-            parts.push(format!("{n} {unit}{}", if n == 1 { "" } else { "s" }));
-        }
-    }
-    if parts.is_empty() {
-        format!("{secs} seconds")
-    } else {
-        parts.join(" ")
     }
 }
 
