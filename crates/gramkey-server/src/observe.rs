@@ -246,7 +246,7 @@ async fn refused_token(
     let store = &state.ops.store;
     let record = store.token(&hash).await.ok()??;
     let app = store.app(&record.app_id).await.ok()??;
-    (app.mode == gramkey_domain::AppMode::Development).then(|| Admitted {
+    (app.mode == gramkey_domain::AppMode::Development).then_some(Admitted {
         offset: app.clock_offset,
         app: app.id,
         token_id: Some(record.id),
