@@ -617,7 +617,7 @@ impl Ops {
             .iter()
             .all(|&n| n < u64::from(JANITOR_BATCH))
             {
-                return Ok(total);
+                break;
             }
             if paced {
                 tokio::time::sleep(began.elapsed() * (JANITOR_SHARE - 1)).await;
@@ -626,6 +626,20 @@ impl Ops {
                 tokio::task::yield_now().await;
             }
         }
+        // Apps whose test clock runs ahead: their codes and tokens by their own time.
+        for (app, offset) in self.store.clocked_apps().await? {
+            let cutoffs = retention.cutoffs(self.clock.now().saturating_add(offset));
+            loop {
+                let p = self.store.purge_app(&app, cutoffs, JANITOR_BATCH).await?;
+                total.codes += p.codes;
+                total.tokens += p.tokens;
+                if p.codes.max(p.tokens) < u64::from(JANITOR_BATCH) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(total)
     }
 
     /// [`Ops::purge_expired`] as the node's janitor runs it: what it purged is logged, and a

@@ -82,6 +82,8 @@ pub trait AppStore: Send + Sync {
     /// callbacks and webhook notifications due `shift` seconds earlier (an advance brings due
     /// what was due within it). False when there is no such app.
     async fn set_clock(&self, id: &AppId, offset: i64, shift: i64) -> Result<bool>;
+    /// The development-mode apps whose test clock runs ahead, with its offset.
+    async fn clocked_apps(&self) -> Result<Vec<(AppId, i64)>>;
     /// Adds a fault rule for the app, at the app's time `now`.
     async fn add_fault(&self, id: &AppId, spec: &FaultSpec, now: UnixTime) -> Result<FaultRule>;
     /// The app's fault rules, oldest first, spent and lapsed ones included.
@@ -207,6 +209,9 @@ pub trait GrantStore: Send + Sync {
     /// records (kept as long as tokens) that are past `cutoffs`, in one short transaction;
     /// returns how many of each. Call again while it returns full batches.
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged>;
+    /// As [`GrantStore::purge`], for the codes and tokens of one app only: an app whose test
+    /// clock runs ahead has cutoffs of its own.
+    async fn purge_app(&self, app: &AppId, cutoffs: Cutoffs, batch: u32) -> Result<Purged>;
     /// Stores a token issued outside a code redemption (an app token).
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
     /// A token by its hash, with the app-scoped id of its user.

@@ -1228,8 +1228,42 @@ async fn sandbox_tools(s: Arc<dyn Store>) {
     let due = s.claim_webhooks(NOW, NOW + 60, 10).await.unwrap();
     assert_eq!(due.len(), 1, "only the advanced app's delivery came due");
     assert_eq!(due[0].app_id, a.id);
+    // The janitor's view: an app whose clock runs ahead has its codes and tokens purged by its
+    // own cutoffs, and no other app's.
+    let token = |app: &App, n: u32| NewToken {
+        hash: round_hash(0x5a, n),
+        kind: TokenKind::App,
+        flavour: Flavour::InstagramLogin,
+        app_id: app.id.clone(),
+        user_id: None,
+        scopes: ScopeSet::default(),
+        issued_at: NOW,
+        expires_at: NOW + 3600,
+    };
+    s.create_token(&token(&a, 1)).await.unwrap();
+    s.create_token(&token(&other, 2)).await.unwrap();
+    assert_eq!(
+        s.clocked_apps().await.unwrap(),
+        vec![(a.id.clone(), 90_000)]
+    );
+    let cutoffs = gramkey_domain::retention::Cutoffs {
+        codes_before: NOW + 90_000,
+        tokens_before: NOW + 90_000,
+        callbacks_before: 0,
+        audit_before: 0,
+        usage_before: 0,
+    };
+    let purged = s.purge_app(&a.id, cutoffs, 1000).await.unwrap();
+    assert_eq!(purged.tokens, 1);
+    assert!(s.token(&round_hash(0x5a, 1)).await.unwrap().is_none());
+    assert!(
+        s.token(&round_hash(0x5a, 2)).await.unwrap().is_some(),
+        "not another app's"
+    );
+
     assert!(s.set_clock(&a.id, 0, 0).await.unwrap());
     assert_eq!(s.app(&a.id).await.unwrap().unwrap().clock_offset, 0);
+    assert!(s.clocked_apps().await.unwrap().is_empty());
     assert!(
         !s.set_clock(&AppId::parse("5000000000000099").unwrap(), 5, 5)
             .await

@@ -149,6 +149,22 @@ async fn test_clock(t: TestApp) {
         ahead
     );
 
+    // The janitor sees the app's rows by the app's time (real time would purge nothing yet):
+    // the short-lived token and the refreshed one's parent ended over 30 days ago for the app;
+    // 31 days more, and the refreshed token too. The other app's are untouched.
+    let janitor = async || {
+        t.state
+            .ops
+            .purge_expired(gramkey_domain::retention::Retention::default(), false)
+            .await
+            .unwrap()
+            .tokens
+    };
+    assert_eq!(janitor().await, 2);
+    advance(&t, &dev, 31 * 86_400).await;
+    assert_eq!(janitor().await, 1);
+    assert_eq!(me(&t, &others, "id").await.0, StatusCode::OK);
+
     // Forward only; a live app gets no clock.
     let (s, b) = tool(&t, &dev, Method::POST, "test_clock", &[("advance", "-5")]).await;
     assert_eq!(

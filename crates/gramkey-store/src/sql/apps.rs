@@ -281,6 +281,23 @@ impl<E: Engine> AppStore for SqlStore<E> {
         .await
     }
 
+    async fn clocked_apps(&self) -> Result<Vec<(AppId, i64)>> {
+        let mut c = self.engine.reader().await?;
+        c.fetch_all(q(
+            "SELECT id, clock_offset FROM apps WHERE clock_offset <> 0 AND mode = 'development'",
+        ))
+        .await?
+        .iter_mut()
+        .map(|r| {
+            let id: String = r.get(0)?;
+            Ok((
+                AppId::parse(&id).ok_or_else(|| corrupt("app id", &id))?,
+                r.get(1)?,
+            ))
+        })
+        .collect()
+    }
+
     async fn add_fault(&self, id: &AppId, spec: &FaultSpec, now: UnixTime) -> Result<FaultRule> {
         let stale = id.clone();
         let (id, spec) = (id.clone(), spec.clone());

@@ -508,6 +508,35 @@ impl<E: Engine> GrantStore for SqlStore<E> {
     /// made. Until its cached copy lapses, a purged token is refused as expired or revoked
     /// rather than as unknown. (Announcing every batch made every node drop every cached
     /// token, a thousand times a pass over a million rows: BENCHMARKS.md, the janitor.)
+    async fn purge_app(&self, app: &AppId, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
+        let app = app.clone();
+        transaction!(self, |c| {
+            let skip = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE SKIP LOCKED");
+            let limit = i64::from(batch);
+            let mut delete = async |table: &str, key: &str, expired: &str, before: UnixTime| {
+                c.execute(
+                    q(format!(
+                        "DELETE FROM {table} WHERE ({key}) IN
+                             (SELECT {key} FROM {table} WHERE app_id = $3 AND {expired} LIMIT $2{skip})"
+                    ))
+                    .bind(before)
+                    .bind(limit)
+                    .bind(app.as_str()),
+                )
+                .await
+            };
+            let codes = delete("auth_codes", "hash", "expires_at < $1", cutoffs.codes_before).await?;
+            let mut tokens = delete("tokens", "id", "expires_at < $1", cutoffs.tokens_before).await?;
+            tokens += delete("tokens", "id", "revoked_at < $1", cutoffs.tokens_before).await?;
+            Ok(Purged {
+                codes,
+                tokens,
+                ..Purged::default()
+            })
+        })
+        .await
+    }
+
     async fn purge(&self, cutoffs: Cutoffs, batch: u32) -> Result<Purged> {
         transaction!(self, |c| {
             // Rows another node is deleting right now are left to it.
