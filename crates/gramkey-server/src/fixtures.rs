@@ -11,10 +11,10 @@ use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::PageRequest;
 use gramkey_domain::password::hash_password;
 use gramkey_domain::{AppId, AppMode, ClientSecret, CommentId, MediaId, Password, Role};
-use gramkey_store::{App, CommentsOf, Media, NewComment, NewUser, Profile, StoreError};
+use gramkey_store::{CommentsOf, Media, NewComment, NewUser, Profile, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::ops::{OpError, Ops};
+use crate::ops::{NewAppInput, OpError, Ops};
 use crate::origin::Origin;
 
 /// The format's version.
@@ -438,13 +438,6 @@ impl Ops {
     ) -> Result<ClientSecret, OpError> {
         let mode = AppMode::parse(&a.mode)
             .ok_or_else(|| invalid(format!("app {}: mode must be development or live", a.id)))?;
-        let settings = crate::ops::AppSettings::validate(
-            &a.name,
-            &a.redirect_uris,
-            &a.scopes,
-            a.deauthorize_url.as_deref(),
-            a.data_deletion_url.as_deref(),
-        )?;
         let seed = match &a.secret_seed {
             Some(hex_seed) => hex::decode(hex_seed)
                 .ok()
@@ -458,34 +451,18 @@ impl Ops {
                 seed
             }
         };
-        let secret = self.hasher.derive_client_secret(&id, &seed);
-        let app = App {
-            secret_hash: self.hasher.hash_client_secret(&secret).to_vec(),
-            id,
-            name: settings.name,
-            redirect_uris: settings.redirect_uris,
-            scopes: settings.scopes,
+        let input = NewAppInput {
+            name: a.name.clone(),
+            redirect_uris: a.redirect_uris.clone(),
+            scopes: a.scopes.clone(),
             mode,
-            created_at: self.clock.now(),
-            previous_secret: None,
             refresh_tokens: a.refresh_tokens,
             signed_requests: a.signed_requests,
-            clock_offset: 0,
-            fault_rules: 0,
-            secret_seed: Some(seed),
-            deauthorize_url: settings.deauthorize_url,
-            data_deletion_url: settings.data_deletion_url,
+            deauthorize_url: a.deauthorize_url.clone(),
+            data_deletion_url: a.data_deletion_url.clone(),
         };
-        self.store.create_app(&app).await?;
-        self.audit(
-            origin,
-            gramkey_domain::audit::AuditKind::AppCreated,
-            gramkey_domain::audit::Outcome::Success,
-            crate::audit::Entry::default()
-                .app(&app.id)
-                .detail("imported from a fixture"),
-        )
-        .await;
+        let detail = "imported from a fixture".to_owned();
+        let (_, secret) = self.insert_app(origin, id, &seed, input, detail).await?;
         Ok(secret)
     }
 

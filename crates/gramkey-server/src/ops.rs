@@ -172,6 +172,23 @@ impl Ops {
         origin: &Origin,
         input: NewAppInput,
     ) -> Result<(App, ClientSecret), OpError> {
+        let id = AppId::generate(&*self.entropy);
+        let mut seed = [0u8; 32];
+        self.entropy.fill(&mut seed);
+        let detail = format!("mode {}", input.mode.as_str());
+        self.insert_app(origin, id, &seed, input, detail).await
+    }
+
+    /// Stores the app `id` whose secret derives from `seed`, and audits its creation with
+    /// `detail`. Answers the app and its secret.
+    pub(crate) async fn insert_app(
+        &self,
+        origin: &Origin,
+        id: AppId,
+        seed: &[u8],
+        input: NewAppInput,
+        detail: String,
+    ) -> Result<(App, ClientSecret), OpError> {
         let settings = AppSettings::validate(
             &input.name,
             &input.redirect_uris,
@@ -179,8 +196,7 @@ impl Ops {
             input.deauthorize_url.as_deref(),
             input.data_deletion_url.as_deref(),
         )?;
-        let id = AppId::generate(&*self.entropy);
-        let (secret, seed) = self.new_secret(&id);
+        let secret = self.hasher.derive_client_secret(&id, seed);
         let app = App {
             secret_hash: self.hasher.hash_client_secret(&secret).to_vec(),
             id,
@@ -203,9 +219,7 @@ impl Ops {
             origin,
             AuditKind::AppCreated,
             Outcome::Success,
-            Entry::default()
-                .app(&app.id)
-                .detail(format!("mode {}", app.mode.as_str())),
+            Entry::default().app(&app.id).detail(detail),
         )
         .await;
         Ok((app, secret))

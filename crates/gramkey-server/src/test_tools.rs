@@ -37,6 +37,15 @@ pub fn clock_view(state: &AppState, app: &App) -> Value {
     })
 }
 
+/// Notes in the audit log that a tool changed the app.
+async fn audited(state: &AppState, origin: &Origin, app: &App, detail: String) {
+    let entry = Entry::default().app(&app.id).detail(detail);
+    state
+        .ops
+        .audit(origin, AuditKind::AppChanged, Outcome::Success, entry)
+        .await;
+}
+
 /// Moves the app's clock `by` seconds forward: its deliveries due within them come due.
 pub async fn advance_clock(
     state: &AppState,
@@ -78,15 +87,7 @@ async fn set_clock(
     } else {
         format!("test clock advanced {shift} s, to {offset} s ahead of real time")
     };
-    state
-        .ops
-        .audit(
-            origin,
-            AuditKind::AppChanged,
-            Outcome::Success,
-            Entry::default().app(&app.id).detail(detail),
-        )
-        .await;
+    audited(state, origin, app, detail).await;
     Ok(App {
         clock_offset: offset,
         ..app.clone()
@@ -136,20 +137,13 @@ pub async fn add_fault(
     }
     let rule = store.add_fault(&app.id, &spec, now).await?;
     tracing::info!(app_id = %app.id, rule = rule.id, fault = rule.fault.as_str(), "fault rule added");
-    state
-        .ops
-        .audit(
-            origin,
-            AuditKind::AppChanged,
-            Outcome::Success,
-            Entry::default().app(&app.id).detail(format!(
-                "fault rule {} added: {} on {}",
-                rule.id,
-                rule.fault.as_str(),
-                rule.path
-            )),
-        )
-        .await;
+    let detail = format!(
+        "fault rule {} added: {} on {}",
+        rule.id,
+        rule.fault.as_str(),
+        rule.path
+    );
+    audited(state, origin, app, detail).await;
     Ok(rule)
 }
 
@@ -163,20 +157,9 @@ pub async fn clear_faults(
     let store = &state.ops.store;
     let now = state.ops.now_for(app);
     let active = store.faults(&app.id).await?;
-    let active = active.iter().filter(|r| r.active(now)).count() as u64;
+    let n = active.iter().filter(|r| r.active(now)).count() as u64;
     store.clear_faults(&app.id).await?;
-    let n = active;
-    state
-        .ops
-        .audit(
-            origin,
-            AuditKind::AppChanged,
-            Outcome::Success,
-            Entry::default()
-                .app(&app.id)
-                .detail(format!("{n} fault rules cleared")),
-        )
-        .await;
+    audited(state, origin, app, format!("{n} fault rules cleared")).await;
     Ok(n)
 }
 

@@ -388,12 +388,25 @@ pub async fn test_webhook(
 /// The calls of the app's call log its page shows, newest first.
 const RECENT_CALLS: usize = 50;
 
-/// A sandbox tool's refusal, as the app's page words it.
-fn tool_refused(e: crate::wire::graph::GraphResponse) -> OpError {
-    match e {
-        crate::wire::graph::GraphResponse::Fault(e) => OpError::Store(e),
-        other => OpError::Invalid(other.into_error().message),
-    }
+/// Back to the app's tools after one was used (`done` names it), or the page again with the
+/// tool's refusal above it.
+async fn after_tool(
+    state: &AppState,
+    viewer: &Viewer,
+    (app, role): (&App, Role),
+    used: Result<&str, crate::wire::graph::GraphResponse>,
+) -> Response {
+    let refusal = match used {
+        Ok(done) => {
+            return see_other(&format!(
+                "/developers/apps/{}/?done={done}#tools-heading",
+                app.id
+            ));
+        }
+        Err(crate::wire::graph::GraphResponse::Fault(e)) => OpError::Store(e),
+        Err(other) => OpError::Invalid(other.into_error().message),
+    };
+    failed(state, viewer, (app, role), AppForm::of(app), refusal).await
 }
 
 /// `POST /developers/apps/{id}/test_clock` with `advance` (seconds), or `reset`.
@@ -419,22 +432,7 @@ pub async fn test_clock(
             _ => Err(GraphError::invalid_parameter("Choose how far to move the clock.").into()),
         }
     };
-    match moved {
-        Ok(done) => see_other(&format!(
-            "/developers/apps/{}/?done={done}#tools-heading",
-            app.id
-        )),
-        Err(e) => {
-            failed(
-                &state,
-                &viewer,
-                (&app, role),
-                AppForm::of(&app),
-                tool_refused(e),
-            )
-            .await
-        }
-    }
+    after_tool(&state, &viewer, (&app, role), moved).await
 }
 
 /// `POST /developers/apps/{id}/test_faults` with a rule's fields (as the API takes them), or
@@ -464,22 +462,7 @@ pub async fn test_faults(
             .await
             .map(|_| "fault-added")
     };
-    match done {
-        Ok(done) => see_other(&format!(
-            "/developers/apps/{}/?done={done}#tools-heading",
-            app.id
-        )),
-        Err(e) => {
-            failed(
-                &state,
-                &viewer,
-                (&app, role),
-                AppForm::of(&app),
-                tool_refused(e),
-            )
-            .await
-        }
-    }
+    after_tool(&state, &viewer, (&app, role), done).await
 }
 
 /// `POST /developers/apps/{id}/invitations` with `username` and `role`.
