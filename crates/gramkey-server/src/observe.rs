@@ -125,11 +125,6 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     };
     req.extensions_mut().insert(origin);
     let method = req.method().clone();
-    // Cheap clones (shared buffers), read again only when the call is refused with code 190.
-    let presented = (
-        req.headers().get(header::AUTHORIZATION).cloned(),
-        req.uri().clone(),
-    );
     // Elapsed time for the wall-time budget and metrics, not a point in time: monotonic.
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
@@ -186,14 +181,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .extensions()
         .get::<Route>()
         .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
-    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
-    let admitted = match budget.admitted {
-        // A token of a development-mode app refused at authentication (expired, revoked):
-        // its app's call log shows it too.
-        None if code == Some(190) => refused_token(&state, &presented).await,
-        admitted => admitted,
-    };
-    if let Some(admitted) = admitted {
+    if let Some(admitted) = budget.admitted {
         let real = state.ops.clock.now();
         let call = crate::call_log::Call {
             seq: 0,
@@ -206,7 +194,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             } else {
                 resp.status().as_u16()
             },
-            error_code: code,
+            error_code: resp.extensions().get::<ErrorCode>().map(|c| c.0),
             latency_ms: wall.as_secs_f64() * 1000.0,
             token_id: admitted.token_id,
             fault: admitted.fault,
@@ -221,38 +209,6 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .metrics
         .request(route, method, resp.status().as_u16(), wall.as_secs_f64());
     resp
-}
-
-/// The call of a stored token of a development-mode app, from the token a refused request
-/// presented (`Authorization`, or `access_token` in the query).
-async fn refused_token(
-    state: &AppState,
-    (authorization, uri): &(Option<HeaderValue>, axum::http::Uri),
-) -> Option<Admitted> {
-    let from_header = authorization
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(_, t)| t.trim().to_owned());
-    let raw = from_header.or_else(|| {
-        url::form_urlencoded::parse(uri.query()?.as_bytes())
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-    })?;
-    if !gramkey_domain::token::plausible_token(&raw) {
-        return None;
-    }
-    let hash = gramkey_domain::TokenHash::of_token(&gramkey_domain::AccessToken::new(raw));
-    let store = &state.ops.store;
-    let record = store.token(&hash).await.ok()??;
-    let app = store.app(&record.app_id).await.ok()??;
-    (app.mode == gramkey_domain::AppMode::Development).then_some(Admitted {
-        offset: app.clock_offset,
-        app: app.id,
-        token_id: Some(record.id),
-        fault: None,
-        abort: false,
-    })
 }
 
 /// A response that never completes: its body fails at once, so the server drops the

@@ -34,6 +34,11 @@ pub struct Ops {
 impl Ops {
     /// `app`'s time: the real time, moved by its test clock while it is in development mode.
     pub fn now_for(&self, app: &App) -> gramkey_domain::UnixTime {
+        self.time_for(gramkey_store::AppFacts::of(app))
+    }
+
+    /// [`Ops::now_for`] from an app's facts.
+    pub fn time_for(&self, app: gramkey_store::AppFacts) -> gramkey_domain::UnixTime {
         gramkey_domain::sandbox::app_time(self.clock.now(), app.mode, app.clock_offset)
     }
 }

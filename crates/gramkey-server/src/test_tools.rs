@@ -186,15 +186,15 @@ pub async fn inject(
     method: &str,
     path: &str,
 ) -> Result<Option<Injected>, GraphResponse> {
-    let app = &bearer.app;
-    if app.fault_rules == 0 || sandbox::tools_allowed(app.mode).is_err() {
+    if bearer.app.fault_rules == 0 || sandbox::tools_allowed(bearer.app.mode).is_err() {
         return Ok(None);
     }
+    let app = bearer.app_id();
     let Some(path) = normalize_path(path) else {
         return Ok(None);
     };
     let store = &state.ops.store;
-    for rule in store.faults(&app.id).await? {
+    for rule in store.faults(app).await? {
         if !rule.active(bearer.now) || !rule.matches(method, &path) {
             continue;
         }
@@ -204,7 +204,7 @@ pub async fn inject(
         if rule.remaining.is_some() && !store.take_fault(rule.id).await? {
             continue;
         }
-        tracing::info!(app_id = %app.id, rule = rule.id, fault = rule.fault.as_str(), "fault injected");
+        tracing::info!(app_id = %app, rule = rule.id, fault = rule.fault.as_str(), "fault injected");
         let fault = rule.fault.as_str();
         return Ok(Some(
             match rule.fault.effect(rule.ms, bearer.now, bearer.flavour()) {

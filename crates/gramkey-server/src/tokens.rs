@@ -23,7 +23,7 @@ use gramkey_domain::{
     AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind, UnixTime,
 };
 use gramkey_store::{
-    App, CodeClaim, Derivation, NewToken, Redemption, Revoke, StoreError, TokenRecord,
+    App, AppFacts, CodeClaim, Derivation, NewToken, Redemption, Revoke, StoreError, TokenRecord,
 };
 
 use crate::audit::Entry;
@@ -78,40 +78,52 @@ pub struct Client {
     pub secret_until: UnixTime,
 }
 
-/// The credential a resource call presented, authenticated, with its app.
+/// The credential a resource call presented, authenticated, with what the call needs of its
+/// app.
 #[derive(Debug, Clone)]
 pub struct Bearer {
-    /// The issued token (a user's, or an app token from `client_credentials`); none for
-    /// `APP_ID|APP_SECRET`, an app token that nothing stores.
-    token: Option<TokenRecord>,
-    /// The token's app.
-    pub app: App,
+    credential: Credential,
+    pub app: AppFacts,
     /// The app's time when the call was authenticated (its test clock, in development mode).
     pub now: UnixTime,
 }
 
+#[derive(Debug, Clone)]
+enum Credential {
+    /// An issued token (a user's, or an app token from `client_credentials`).
+    Token(TokenRecord),
+    /// `APP_ID|APP_SECRET`: an app token that nothing stores.
+    AppSecret(AppId),
+}
+
 impl Bearer {
     pub fn app_id(&self) -> &AppId {
-        &self.app.id
+        match &self.credential {
+            Credential::Token(t) => &t.app_id,
+            Credential::AppSecret(id) => id,
+        }
     }
     /// An app's token (issued, or `APP_ID|APP_SECRET`) rather than a user's.
     pub fn is_app(&self) -> bool {
-        self.token.as_ref().is_none_or(|t| t.kind == TokenKind::App)
+        self.stored().is_none_or(|t| t.kind == TokenKind::App)
     }
     /// The flavour errors are worded in: app tokens are the Instagram Platform's.
     pub fn flavour(&self) -> Flavour {
-        self.token
-            .as_ref()
-            .map_or(Flavour::InstagramLogin, |t| t.flavour)
+        self.stored().map_or(Flavour::InstagramLogin, |t| t.flavour)
     }
     /// The stored token, for the audit log, budgets and alerts; none for `APP_ID|APP_SECRET`.
     pub fn stored(&self) -> Option<&TokenRecord> {
-        self.token.as_ref()
+        match &self.credential {
+            Credential::Token(t) => Some(t),
+            Credential::AppSecret(_) => None,
+        }
     }
     /// A user's token: the only bearer with a user behind it.
     pub fn into_user_token(self) -> Option<TokenRecord> {
-        self.token
-            .filter(|t| t.kind != TokenKind::App && t.user_id.is_some())
+        match self.credential {
+            Credential::Token(t) if t.kind != TokenKind::App && t.user_id.is_some() => Some(t),
+            _ => None,
+        }
     }
 }
 
@@ -187,17 +199,17 @@ impl Tokens<'_> {
         self.state.ops.now_for(app)
     }
 
-    /// The app `id`'s time; the token it is asked for is invalid when the app is gone.
-    async fn now_of(&self, id: &AppId) -> Result<(App, UnixTime), Failure> {
-        let app = self
+    /// What a call needs of the app `id`, and its time; the token it is asked for is invalid
+    /// when the app is gone.
+    async fn now_of(&self, id: &AppId) -> Result<(AppFacts, UnixTime), Failure> {
+        let facts = self
             .state
             .ops
             .store
-            .app(id)
+            .app_facts(id)
             .await?
             .ok_or(TokenRefusal::Invalid)?;
-        let now = self.now(&app);
-        Ok((app, now))
+        Ok((facts, self.state.ops.time_for(facts)))
     }
 
     /// A new user token of `kind` for the same app, user and scopes as `like`, in `flavour`'s
@@ -537,14 +549,14 @@ impl Tokens<'_> {
     /// The credential of a resource call, usable now. Expiry and revocation are checked on
     /// every call, whether the store answered from its cache or not. `APP_ID|APP_SECRET` is an
     /// app token that was never stored (wire protocol §7), valid while the secret is.
-    pub async fn authenticate_token(&self, token: Option<AccessToken>) -> Result<Bearer, Failure> {
+    pub async fn authenticate_token(&self, token: Option<&AccessToken>) -> Result<Bearer, Failure> {
         let token = token.ok_or(TokenRefusal::Missing)?;
         let hash = hash_if_plausible(token.expose()).ok_or(TokenRefusal::Invalid)?;
         if let Some(record) = self.state.ops.store.token(&hash).await? {
             let (app, now) = self.now_of(&record.app_id).await?;
             check_usable(state_of(&record), now)?;
             return Ok(Bearer {
-                token: Some(record),
+                credential: Credential::Token(record),
                 app,
                 now,
             });
@@ -553,11 +565,10 @@ impl Tokens<'_> {
             .app_credentials(token.expose())
             .await?
             .ok_or(TokenRefusal::Invalid)?;
-        let now = self.now(&app);
         Ok(Bearer {
-            token: None,
-            app,
-            now,
+            now: self.now(&app),
+            app: AppFacts::of(&app),
+            credential: Credential::AppSecret(app.id),
         })
     }
 

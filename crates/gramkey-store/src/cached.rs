@@ -41,7 +41,8 @@ pub struct Cache {
     /// if no invalidation happened meanwhile, so a revocation racing a lookup cannot leave the
     /// old, unrevoked row cached.
     generation: AtomicU64,
-    pub(crate) apps: Memo<AppId, App>,
+    /// Shared, so a caller that needs only an app's facts copies no strings.
+    pub(crate) apps: Memo<AppId, std::sync::Arc<App>>,
     pub(crate) users: Memo<UserId, User>,
     pub(crate) tokens: Memo<TokenHash, TokenRecord>,
 }

@@ -52,6 +52,8 @@ pub trait AppStore: Send + Sync {
     /// Fails with [`StoreError::Conflict`] when the id is taken.
     async fn create_app(&self, app: &App) -> Result<()>;
     async fn app(&self, id: &AppId) -> Result<Option<App>>;
+    /// What a resource call needs of its app (`app` without copying the rest).
+    async fn app_facts(&self, id: &AppId) -> Result<Option<AppFacts>>;
     /// Every app, oldest first.
     async fn apps(&self) -> Result<Vec<App>>;
     /// Replaces the secret hash and seed; false when there is no such app. With

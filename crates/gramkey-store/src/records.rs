@@ -49,6 +49,26 @@ pub struct App {
     pub fault_rules: i64,
 }
 
+/// What a resource call needs of its app: its mode and the sandbox's facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppFacts {
+    pub mode: AppMode,
+    /// See [`App::clock_offset`].
+    pub clock_offset: i64,
+    /// See [`App::fault_rules`].
+    pub fault_rules: i64,
+}
+
+impl AppFacts {
+    pub fn of(app: &App) -> Self {
+        Self {
+            mode: app.mode,
+            clock_offset: app.clock_offset,
+            fault_rules: app.fault_rules,
+        }
+    }
+}
+
 /// What Instagram shows of a person.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Profile {

@@ -32,7 +32,7 @@ pub async fn debug_token(
 ) -> Response {
     let mut limits = LimitHeaders::default();
     let result = async {
-        let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
+        let caller = authenticate(&state, &origin, bearer(&headers, &query)?, &mut limits).await?;
         let verdict;
         (limits, verdict) = admit(
             &state,

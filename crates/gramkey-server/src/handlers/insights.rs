@@ -69,18 +69,17 @@ async fn totals(
     Ok(t)
 }
 
+/// The app's insights at `now`, its time.
 pub async fn app_insights(
     state: &AppState,
-    record: &gramkey_store::App,
+    (app, now): (&AppId, UnixTime),
     node: &str,
     params: &[(String, String)],
 ) -> Result<Value, GraphResponse> {
-    let app = &record.id;
     if node != app.as_str() {
         return Err(GraphError::not_found(node, "get").into());
     }
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let now = state.ops.now_for(record);
     let req = InsightsRequest::parse(
         get("metric"),
         get("period"),

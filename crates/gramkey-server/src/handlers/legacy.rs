@@ -46,16 +46,17 @@ async fn caller(
     headers: &HeaderMap,
     query: &[(String, String)],
 ) -> (LimitHeaders, Result<Caller, LegacyResponse>) {
+    let mut refused = LimitHeaders::default();
     let token = match bearer(headers, query) {
-        Ok(presented) => authenticate(state, origin, presented)
+        Ok(presented) => authenticate(state, origin, presented, &mut refused)
             .await
             .map_err(LegacyResponse::from),
         Err(e) => Err(LegacyError::from(&e).into()),
     };
     let caller = match token {
         Ok(caller) if !caller.is_app() => caller,
-        Ok(_) => return (LimitHeaders::default(), Err(invalid_token().into())),
-        Err(e) => return (LimitHeaders::default(), Err(e)),
+        Ok(_) => return (refused, Err(invalid_token().into())),
+        Err(e) => return (refused, Err(e)),
     };
     let (limits, verdict) = admit(state, origin, &caller, CallClass::Legacy, ("GET", path)).await;
     let checked = match (verdict, caller.into_user_token()) {

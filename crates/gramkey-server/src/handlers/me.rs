@@ -8,7 +8,8 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::GraphError;
-use gramkey_domain::{AccessToken, AppMode, Flavour};
+use gramkey_domain::token::TokenRefusal;
+use gramkey_domain::{AccessToken, AppMode, Flavour, TokenHash};
 use serde_json::json;
 
 use crate::audit::Entry;
@@ -18,7 +19,7 @@ use crate::observe::{Admitted, LimitHeaders};
 use crate::origin::Origin;
 use crate::state::AppState;
 use crate::test_tools::{self, Injected};
-use crate::tokens::Bearer;
+use crate::tokens::{Bearer, Failure};
 use crate::wire::graph::GraphResponse;
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::ratelimit::{Budget, CallClass};
@@ -63,13 +64,42 @@ pub fn bearer(
 }
 
 /// The credential of a resource call, usable now
-/// ([`crate::tokens::Tokens::authenticate_token`]).
+/// ([`crate::tokens::Tokens::authenticate_token`]). A token of a development-mode app that is
+/// refused (expired, revoked) is noted in `limits`, for the app's call log.
 pub async fn authenticate(
     state: &AppState,
     origin: &Origin,
     token: Option<AccessToken>,
+    limits: &mut LimitHeaders,
 ) -> Result<Bearer, GraphResponse> {
-    Ok(state.tokens(origin).authenticate_token(token).await?)
+    match state
+        .tokens(origin)
+        .authenticate_token(token.as_ref())
+        .await
+    {
+        Ok(bearer) => Ok(bearer),
+        Err(refusal @ Failure::Token(TokenRefusal::Expired { .. } | TokenRefusal::Revoked(_))) => {
+            if let Some(token) = &token {
+                limits.admitted = refused_call(state, token).await;
+            }
+            Err(refusal.into())
+        }
+        Err(refusal) => Err(refusal.into()),
+    }
+}
+
+/// The call of a refused token, when it is a development-mode app's.
+async fn refused_call(state: &AppState, token: &AccessToken) -> Option<Admitted> {
+    let store = &state.ops.store;
+    let record = store.token(&TokenHash::of_token(token)).await.ok()??;
+    let app = store.app_facts(&record.app_id).await.ok()??;
+    (app.mode == AppMode::Development).then_some(Admitted {
+        offset: app.clock_offset,
+        app: record.app_id,
+        token_id: Some(record.id),
+        fault: None,
+        abort: false,
+    })
 }
 
 /// Charges a resource call to its budgets (wire protocol §6), and notes where the token was
@@ -226,7 +256,7 @@ pub async fn remove_app(
 ) -> Response {
     let mut limits = LimitHeaders::default();
     let result = async {
-        let caller = authenticate(&state, &origin, bearer(&headers, &query)?).await?;
+        let caller = authenticate(&state, &origin, bearer(&headers, &query)?, &mut limits).await?;
         let verdict;
         (limits, verdict) = admit(
             &state,

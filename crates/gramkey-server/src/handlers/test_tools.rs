@@ -35,11 +35,16 @@ pub async fn app_tool(
     (node, edge, method): (&str, &str, &str),
     params: &[(String, String)],
 ) -> Result<Value, GraphResponse> {
-    let app = &caller.app;
     let unsupported = || GraphError::not_found(node, &method.to_ascii_lowercase());
-    if node != app.id.as_str() {
+    if node != caller.app_id().as_str() {
         return Err(unsupported().into());
     }
+    let app = &state
+        .ops
+        .store
+        .app(caller.app_id())
+        .await?
+        .ok_or_else(GraphError::invalid_token)?;
     sandbox::tools_allowed(app.mode)?;
     match (edge, method) {
         ("test_clock", "GET") => Ok(test_tools::clock_view(state, app)),

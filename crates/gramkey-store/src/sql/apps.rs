@@ -7,7 +7,8 @@ use gramkey_domain::{AppId, AppMode, Role, ScopeSet, UnixTime, UserId};
 use super::{Conn, Engine, Row, SqlStore, q, transaction, write};
 use crate::cached::Stale;
 use crate::records::{corrupt, join_uris, split_uris};
-use crate::{App, AppStore, Result};
+use crate::{App, AppFacts, AppStore, Result};
+use std::sync::Arc;
 
 /// `apps_of` reads the role after these, at index 14.
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
@@ -61,6 +62,23 @@ fn role(stored: &str) -> Result<Role> {
     Role::parse(stored).ok_or_else(|| corrupt("role", stored))
 }
 
+impl<E: Engine> SqlStore<E> {
+    /// The app, through the cache.
+    async fn shared_app(&self, id: &AppId) -> Result<Option<Arc<App>>> {
+        self.through(|c| &c.apps, id.clone(), async {
+            let mut c = self.engine.reader().await?;
+            c.fetch_optional(
+                q(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1")).bind(id.as_str()),
+            )
+            .await?
+            .as_mut()
+            .map(|r| app_from_row(r).map(Arc::new))
+            .transpose()
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl<E: Engine> AppStore for SqlStore<E> {
     async fn create_app(&self, app: &App) -> Result<()> {
@@ -91,17 +109,11 @@ impl<E: Engine> AppStore for SqlStore<E> {
     }
 
     async fn app(&self, id: &AppId) -> Result<Option<App>> {
-        self.through(|c| &c.apps, id.clone(), async {
-            let mut c = self.engine.reader().await?;
-            c.fetch_optional(
-                q(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1")).bind(id.as_str()),
-            )
-            .await?
-            .as_mut()
-            .map(app_from_row)
-            .transpose()
-        })
-        .await
+        Ok(self.shared_app(id).await?.map(|a| (*a).clone()))
+    }
+
+    async fn app_facts(&self, id: &AppId) -> Result<Option<AppFacts>> {
+        Ok(self.shared_app(id).await?.map(|a| AppFacts::of(&a)))
     }
 
     async fn apps(&self) -> Result<Vec<App>> {

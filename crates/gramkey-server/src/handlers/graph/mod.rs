@@ -171,7 +171,8 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
     let mut flavour = None;
     let mut limits = LimitHeaders::default();
     let result = async {
-        let caller = authenticate(&state, &origin, bearer(&headers, &params.0)?).await?;
+        let caller =
+            authenticate(&state, &origin, bearer(&headers, &params.0)?, &mut limits).await?;
         flavour = Some(caller.flavour());
         let class = if method == Method::GET {
             CallClass::Read
@@ -182,8 +183,8 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             // Insights are not charged, so an app can read them while it is throttled.
             return match (segments.get(1).map(String::as_str), &method) {
                 (Some("insights"), &Method::GET) => {
-                    super::insights::app_insights(&state, &caller.app, &segments[0], &params.0)
-                        .await
+                    let app = (caller.app_id(), caller.now);
+                    super::insights::app_insights(&state, app, &segments[0], &params.0).await
                 }
                 // The sandbox's tools are not charged either: a fault can always be cleared.
                 (Some(edge), m) if super::test_tools::is_tool(edge) => {
