@@ -172,8 +172,11 @@ impl Client {
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Value, Error> {
         let mut attempt = 0;
+        // What the last retry waited: a wait for `Retry-After` or a backoff already let the
+        // budget recover, so pacing adds only what it asks beyond it, not on top of it.
+        let mut waited = Duration::ZERO;
         loop {
-            let pause = pacing(self.last_usage.load(Ordering::Relaxed));
+            let pause = pacing(self.last_usage.load(Ordering::Relaxed)).saturating_sub(waited);
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
@@ -222,7 +225,10 @@ impl Client {
             };
             attempt += 1;
             match self.retry.wait(attempt, retry_after, jitter()) {
-                Some(wait) if retryable => tokio::time::sleep(wait).await,
+                Some(wait) if retryable => {
+                    tokio::time::sleep(wait).await;
+                    waited = wait;
+                }
                 _ => return Err(err),
             }
         }

@@ -42,6 +42,11 @@ impl ApiError {
             (Some(190 | 102), _) => Failure::Invalidated,
             (Some(4 | 17 | 32 | 613), _) => Failure::RateLimited,
             _ if self.status == 429 => Failure::RateLimited,
+            // Code 1 is also the token endpoints' "Error validating client secret": a wrong
+            // secret stays wrong however often it is sent.
+            (Some(1), _) if self.status < 500 && self.message.contains("client secret") => {
+                Failure::Refused
+            }
             (Some(1 | 2), _) => Failure::Transient,
             _ if self.status >= 500 => Failure::Transient,
             _ => Failure::Refused,
@@ -197,6 +202,17 @@ mod tests {
             json!({"error":{"message":"(#2) Service temporarily unavailable","type":"OAuthException","code":2}}),
         );
         assert_eq!(down.failure(), Failure::Transient);
+        // Code 1 is both Graph's unknown error and a refused client secret.
+        let unknown = parsed(
+            500,
+            json!({"error":{"message":"An unknown error occurred","type":"OAuthException","code":1}}),
+        );
+        assert_eq!(unknown.failure(), Failure::Transient);
+        let secret = parsed(
+            400,
+            json!({"error":{"message":"Error validating client secret.","type":"OAuthException","code":1}}),
+        );
+        assert_eq!(secret.failure(), Failure::Refused);
         assert!(ApiError::parse(200, None, &json!({"id":"1"})).is_none());
         assert_eq!(
             expired.to_string(),
