@@ -277,8 +277,9 @@ impl Limiter {
 
     /// Admits a resource call to `app` (which `users` people authorized, and whose clock is
     /// `offset` seconds ahead) by `user` (none for an app token) with token row `token_id`
-    /// (none for `APP_ID|APP_SECRET`), or says which budget is spent. Either way, the request's standing, for the usage headers: `None` when
-    /// the backend could not be asked, so no usage headers are made up.
+    /// (none for `APP_ID|APP_SECRET`), or says which budget is spent. Either way, the
+    /// request's standing, for the usage headers: `None` when the backend could not be asked,
+    /// so no usage headers are made up.
     pub async fn admit(
         &self,
         app: &AppId,
@@ -300,15 +301,7 @@ impl Limiter {
             })
             .collect();
         let last = draws.len() - 1;
-        let mut standing = Standing {
-            app_id: Some(app.clone()),
-            user_id: user,
-            calls: (0, draws[APP_CALLS].limit),
-            time_us: (0, draws[APP_TIME].limit),
-            cpu_us: (0, draws[APP_CPU].limit),
-            legacy: (draws[last].budget == Budget::LegacyToken).then(|| (draws[last].limit, 0)),
-            business_user: None,
-        };
+        let mut standing = unused(app, user, &draws);
         let fill = |standing: &mut Standing, used: &[u64]| {
             let at = |i: usize| used.get(i).copied();
             standing.calls.0 = at(APP_CALLS).unwrap_or(0);
@@ -361,16 +354,9 @@ impl Limiter {
         class: CallClass,
     ) -> Standing {
         let draws = self.limits.draws(app, mode, users, user, token_id, class);
-        let last = draws.len() - 1;
-        Standing {
-            app_id: Some(app.clone()),
-            user_id: user,
-            calls: (draws[APP_CALLS].limit, draws[APP_CALLS].limit),
-            time_us: (0, draws[APP_TIME].limit),
-            cpu_us: (0, draws[APP_CPU].limit),
-            legacy: (draws[last].budget == Budget::LegacyToken).then(|| (draws[last].limit, 0)),
-            business_user: None,
-        }
+        let mut standing = unused(app, user, &draws);
+        standing.calls.0 = standing.calls.1;
+        standing
     }
 
     /// Notes the time a request of `app` took. It is charged to the app pool by
@@ -483,6 +469,21 @@ impl Limiter {
 }
 
 /// Checks of `(key, limit)` attempt budgets over 15 minutes; `unlimited` only counts.
+/// A standing against `draws` with nothing counted yet (a legacy token's "left" at 0 until
+/// filled).
+fn unused(app: &AppId, user: Option<i64>, draws: &[gramkey_domain::ratelimit::Draw]) -> Standing {
+    let last = draws.len() - 1;
+    Standing {
+        app_id: Some(app.clone()),
+        user_id: user,
+        calls: (0, draws[APP_CALLS].limit),
+        time_us: (0, draws[APP_TIME].limit),
+        cpu_us: (0, draws[APP_CPU].limit),
+        legacy: (draws[last].budget == Budget::LegacyToken).then(|| (draws[last].limit, 0)),
+        business_user: None,
+    }
+}
+
 fn attempt_checks(keys: &[(String, u64)], cost: u64, unlimited: bool) -> Vec<Check> {
     keys.iter()
         .map(|(key, limit)| Check {
