@@ -521,6 +521,10 @@ enum AppCommand {
         /// Legacy v1's "Enforce signed requests": every v1 call must carry a valid `sig`.
         #[arg(long)]
         signed_requests: bool,
+        /// Allow the device authorization grant (RFC 8628): sign-in from a device without a
+        /// browser, with a code entered on /device.
+        #[arg(long)]
+        device_flow: bool,
         #[arg(long, value_parser = ["development", "live"], default_value = "development")]
         mode: String,
         /// Where to POST a signed request when a user removes the app.
@@ -534,6 +538,12 @@ enum AppCommand {
     },
     /// Turn legacy v1's "Enforce signed requests" on or off for an app.
     SignedRequests {
+        id: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Turn the device authorization grant (RFC 8628) on or off for an app.
+    DeviceFlow {
         id: String,
         #[arg(value_parser = ["on", "off"])]
         state: String,
@@ -1103,6 +1113,9 @@ fn print_app(app: &gramkey_store::App) {
     if let Some(u) = &app.data_deletion_url {
         println!("  data deletion: {u}");
     }
+    if app.device_flow {
+        println!("  device flow:   on");
+    }
 }
 
 async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
@@ -1114,6 +1127,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
             mode,
             refresh_tokens,
             signed_requests,
+            device_flow,
             deauthorize_url,
             data_deletion_url,
             json,
@@ -1129,6 +1143,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                         mode,
                         refresh_tokens,
                         signed_requests,
+                        device_flow,
                         deauthorize_url,
                         data_deletion_url,
                     },
@@ -1201,6 +1216,13 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                 .await?;
             print_app(&app);
             println!("signed requests: {state}");
+        }
+        AppCommand::DeviceFlow { id, state } => {
+            let app = ops
+                .set_device_flow(&Origin::LOCAL, &id, state == "on")
+                .await?;
+            print_app(&app);
+            println!("device flow: {state}");
         }
         AppCommand::SetCallbacks {
             id,

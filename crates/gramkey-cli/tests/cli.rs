@@ -558,6 +558,7 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
                     mode: gramkey_domain::AppMode::Live,
                     refresh_tokens: false,
                     signed_requests: false,
+                    device_flow: false,
                     deauthorize_url: None,
                     data_deletion_url: None,
                 },

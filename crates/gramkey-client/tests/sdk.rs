@@ -72,6 +72,7 @@ async fn app_and_user(s: &Server, scopes: &str, media: usize) -> (String, String
                 mode: AppMode::Live,
                 refresh_tokens: false,
                 signed_requests: false,
+                device_flow: true,
                 deauthorize_url: None,
                 data_deletion_url: None,
             },

@@ -12,6 +12,7 @@ pub mod authorize;
 pub mod callback;
 pub mod chart;
 pub mod code;
+pub mod device;
 pub mod entropy;
 pub mod error;
 pub mod graph;

@@ -78,6 +78,8 @@ pub struct FixtureApp {
     pub refresh_tokens: bool,
     #[serde(default)]
     pub signed_requests: bool,
+    #[serde(default)]
+    pub device_flow: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deauthorize_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +206,7 @@ impl Ops {
                 scopes: app.scopes.to_stored(),
                 refresh_tokens: app.refresh_tokens,
                 signed_requests: app.signed_requests,
+                device_flow: app.device_flow,
                 deauthorize_url: app.deauthorize_url.clone(),
                 data_deletion_url: app.data_deletion_url.clone(),
                 secret_seed: app.secret_seed.as_deref().map(hex::encode),
@@ -458,6 +461,7 @@ impl Ops {
             mode,
             refresh_tokens: a.refresh_tokens,
             signed_requests: a.signed_requests,
+            device_flow: a.device_flow,
             deauthorize_url: a.deauthorize_url.clone(),
             data_deletion_url: a.data_deletion_url.clone(),
         };

@@ -87,6 +87,8 @@ pub struct NewAppInput {
     pub refresh_tokens: bool,
     /// Legacy v1's "Enforce signed requests".
     pub signed_requests: bool,
+    /// Opt in to the device authorization grant (RFC 8628).
+    pub device_flow: bool,
     pub deauthorize_url: Option<String>,
     pub data_deletion_url: Option<String>,
 }
@@ -215,6 +217,7 @@ impl Ops {
             signed_requests: input.signed_requests,
             clock_offset: 0,
             fault_rules: 0,
+            device_flow: input.device_flow,
             secret_seed: Some(seed.to_vec()),
             deauthorize_url: settings.deauthorize_url,
             data_deletion_url: settings.data_deletion_url,
@@ -298,6 +301,31 @@ impl Ops {
             Entry::default()
                 .app(&app.id)
                 .detail(format!("signed requests {}", if on { "on" } else { "off" })),
+        )
+        .await;
+        Ok(app)
+    }
+
+    /// Turns the device authorization grant (RFC 8628) on or off for an app. Turning it off
+    /// leaves pending device codes to expire: their polls are refused as the grant is.
+    pub async fn set_device_flow(
+        &self,
+        origin: &Origin,
+        id: &str,
+        on: bool,
+    ) -> Result<App, OpError> {
+        let mut app = self.app(id).await?;
+        app.device_flow = on;
+        if !self.store.update_app(&app).await? {
+            return Err(OpError::NotFound(format!("no app with id {id}")));
+        }
+        self.audit(
+            origin,
+            AuditKind::AppChanged,
+            Outcome::Success,
+            Entry::default()
+                .app(&app.id)
+                .detail(format!("device flow {}", if on { "on" } else { "off" })),
         )
         .await;
         Ok(app)
@@ -693,6 +721,7 @@ pub fn app_json(app: &App) -> Value {
         "mode": app.mode.as_str(),
         "refresh_tokens": app.refresh_tokens,
         "signed_requests": app.signed_requests,
+        "device_flow": app.device_flow,
         "deauthorize_url": app.deauthorize_url,
         "data_deletion_url": app.data_deletion_url,
         "created_at": app.created_at,
@@ -809,6 +838,7 @@ mod tests {
                     mode: AppMode::Live,
                     refresh_tokens: false,
                     signed_requests: false,
+                    device_flow: false,
                     deauthorize_url: None,
                     data_deletion_url: None,
                 },

@@ -22,6 +22,7 @@ pub struct AppEdit {
     pub deauthorize_url: String,
     pub data_deletion_url: String,
     pub signed_requests: bool,
+    pub device_flow: bool,
 }
 
 impl Ops {
@@ -81,6 +82,7 @@ impl Ops {
             deauthorize_url: s.deauthorize_url,
             data_deletion_url: s.data_deletion_url,
             signed_requests: edit.signed_requests,
+            device_flow: edit.device_flow,
             ..app.clone()
         };
         if !self.store.update_app(&edited).await? {
@@ -107,6 +109,10 @@ impl Ops {
         if edited.signed_requests != app.signed_requests {
             let on = if edited.signed_requests { "on" } else { "off" };
             changed.push(format!("signed requests {on}"));
+        }
+        if edited.device_flow != app.device_flow {
+            let on = if edited.device_flow { "on" } else { "off" };
+            changed.push(format!("device flow {on}"));
         }
         if !changed.is_empty() {
             self.audit(

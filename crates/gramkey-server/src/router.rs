@@ -27,8 +27,8 @@ use std::collections::HashMap;
 use crate::handlers::QueryPairs;
 use crate::handlers::me::is_graph_version;
 use crate::handlers::{
-    account, admin, authorize, console, dashboard, debug, graph, health, legacy, lifecycle, me,
-    rfc, sandbox, token,
+    account, admin, authorize, console, dashboard, debug, device, graph, health, legacy, lifecycle,
+    me, rfc, sandbox, token,
 };
 use crate::observe;
 use crate::state::AppState;
@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/access_token", post(token::post).get(token::get))
         // Standard OAuth endpoints (RFC 7009, 7662, 8414).
         .route("/oauth/revoke", post(rfc::revoke))
+        .route("/oauth/device/code", post(rfc::device_code))
         .route("/oauth/introspect", post(rfc::introspect))
         .route("/.well-known/oauth-authorization-server", get(rfc::metadata))
         .route("/healthz", get(health::live))
@@ -164,6 +165,8 @@ fn site() -> Router<AppState> {
             get(account::login_form).post(account::login),
         )
         .route("/accounts/logout/", post(account::logout))
+        // The device flow's page (RFC 8628 §3.3).
+        .route("/device", get(device::form).post(device::post))
         .route("/accounts/manage_access/", get(account::manage_access))
         .route(
             "/accounts/manage_access/{app}/remove",

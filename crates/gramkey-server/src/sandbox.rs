@@ -85,6 +85,8 @@ pub async fn seed_if_empty(ops: &Ops, public_url: &str) -> Result<Option<Sandbox
                 // Instagram never sent refresh tokens; the sandbox answers as Instagram does.
                 refresh_tokens: false,
                 signed_requests: false,
+                // `gramkey auth login --device` works against the sandbox out of the box.
+                device_flow: true,
                 deauthorize_url: None,
                 data_deletion_url: None,
             },

@@ -87,3 +87,84 @@ pub async fn sign_in_and_consent_trusting(
         .unwrap();
     location(&r)
 }
+
+/// Opens a device flow's `verification_uri_complete` with a fresh cookie jar, signs in as
+/// `user` on the way, and allows or cancels on the consent page. Returns the last page's
+/// status and HTML.
+///
+/// # Panics
+/// When a step does not answer as the flow expects: it is for tests.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub async fn enter_device_code(
+    verification_uri_complete: &str,
+    user: &str,
+    password: &str,
+    allow: bool,
+) -> (u16, String) {
+    let c = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = url::Url::parse(verification_uri_complete).expect("a device URL");
+    let location = |r: &reqwest::Response| {
+        let to = r.headers()["location"].to_str().expect("an ASCII Location");
+        base.join(to).unwrap()
+    };
+    // Nobody is signed in: off to sign in, and back with the code kept.
+    let r = c.get(base.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 303, "a sign-in first");
+    let login = location(&r);
+    let page = c
+        .get(login.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut form = hidden_inputs(&page);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let r = c.post(login).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 303, "signed in");
+    let entry = c
+        .get(location(&r))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let code = base
+        .query_pairs()
+        .find(|(k, _)| k == "user_code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a user_code");
+    assert!(entry.contains(&code), "the code is filled in: {entry}");
+    let mut form = hidden_inputs(&entry);
+    form.push(("user_code".into(), code));
+    let r = c
+        .post(base.join("/device").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let consent = r.text().await.unwrap();
+    assert!(
+        consent.contains("would like to access your account"),
+        "the consent page: {consent}"
+    );
+    let mut form = hidden_inputs(&consent);
+    form.push((
+        "decision".into(),
+        if allow { "allow" } else { "deny" }.into(),
+    ));
+    let r = c
+        .post(base.join("/device").unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}

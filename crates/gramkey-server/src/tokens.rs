@@ -13,6 +13,7 @@
 use gramkey_domain::app::{ClientRefusal, find_redirect};
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::code::CodeRefusal;
+use gramkey_domain::device;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::token::{
     LONG_LIVED_SECS, LifecycleFacts, REFRESH_GRACE_SECS, REFRESH_TOKEN_SECS, SHORT_LIVED_SECS,
@@ -23,7 +24,8 @@ use gramkey_domain::{
     AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind, UnixTime,
 };
 use gramkey_store::{
-    App, AppFacts, CodeClaim, Derivation, NewToken, Redemption, Revoke, StoreError, TokenRecord,
+    App, AppFacts, CodeClaim, Derivation, NewDeviceAuthorization, NewToken, Redemption, Revoke,
+    StoreError, TokenRecord,
 };
 
 use crate::audit::Entry;
@@ -125,6 +127,20 @@ impl Bearer {
             _ => None,
         }
     }
+}
+
+/// A device's pair of codes (RFC 8628 §3.2).
+pub struct DeviceCodes {
+    pub device_code: AuthCode,
+    /// As a person reads it: `BCDF-GHJK`.
+    pub user_code: String,
+    pub expires_in: i64,
+    pub interval: i64,
+}
+
+/// How a user code is stored and looked up: the hash of its normalized letters.
+pub fn user_code_hash(normalized: &str) -> TokenHash {
+    TokenHash::of_code(&AuthCode::new(normalized.to_owned()))
 }
 
 /// Tokens just issued, with the record of the first.
@@ -341,6 +357,27 @@ impl Tokens<'_> {
         if find_redirect(&client.redirect_uris, redirect_uri).is_none() {
             return Err(Failure::RedirectNotRegistered);
         }
+        let hash = TokenHash::of_code(code);
+        self.redeem(
+            client,
+            &hash,
+            redirect_uri,
+            code_verifier,
+            "authorization_code",
+        )
+        .await
+    }
+
+    /// Redeems the code stored under `hash`: an authorization code's, or the one a device
+    /// authorization's approval stored under the device code's hash.
+    async fn redeem(
+        &self,
+        client: &App,
+        hash: &TokenHash,
+        redirect_uri: &str,
+        code_verifier: Option<&str>,
+        grant: &str,
+    ) -> Result<Issued, Failure> {
         let entropy = &*self.state.ops.entropy;
         let claim = CodeClaim {
             app_id: client.id.clone(),
@@ -352,8 +389,7 @@ impl Tokens<'_> {
                 .refresh_tokens
                 .then(|| generate_refresh_token(entropy)),
         };
-        let hash = TokenHash::of_code(code);
-        let redeemed = self.state.ops.store.redeem_code(&hash, &claim).await?;
+        let redeemed = self.state.ops.store.redeem_code(hash, &claim).await?;
         let (record, token, refresh) = match redeemed {
             Redemption::Issued {
                 record,
@@ -379,13 +415,80 @@ impl Tokens<'_> {
             }
         };
         tracing::info!(app_id = %client.id, token_id = record.id, kind = record.kind.as_str(), "token issued");
-        self.issued(AuditKind::TokenIssued, &record, "authorization_code")
-            .await;
+        self.issued(AuditKind::TokenIssued, &record, grant).await;
         Ok(Issued {
             token,
             refresh,
             record,
         })
+    }
+
+    /// RFC 8628 §3.1–3.2: a pair of codes for a device of an app that turned the device flow
+    /// on, for `scopes` (already checked against the app).
+    pub async fn device_codes(
+        &self,
+        client: &App,
+        scopes: ScopeSet,
+    ) -> Result<DeviceCodes, Failure> {
+        let ops = &self.state.ops;
+        let now = self.now(client);
+        // A user code's hash may be taken (one chance in 2³⁴ per live code): draw again.
+        for _ in 0..3 {
+            let device_code = device::generate_device_code(&*ops.entropy);
+            let user_code = device::generate_user_code(&*ops.entropy);
+            let auth = NewDeviceAuthorization {
+                device_hash: TokenHash::of_code(&device_code),
+                user_code_hash: user_code_hash(&user_code),
+                app_id: client.id.clone(),
+                scopes: scopes.clone(),
+                interval: device::INTERVAL_SECS,
+                created_at: now,
+                expires_at: now + device::LIFETIME_SECS,
+            };
+            match ops.store.create_device_authorization(&auth).await {
+                Ok(()) => {
+                    tracing::info!(app_id = %client.id, "device codes issued");
+                    return Ok(DeviceCodes {
+                        device_code,
+                        user_code: device::display_user_code(&user_code),
+                        expires_in: device::LIFETIME_SECS,
+                        interval: device::INTERVAL_SECS,
+                    });
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Backend("no free user code after three draws".into()).into())
+    }
+
+    /// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4–3.5): the
+    /// tokens once the user approved; until then the poll's answer. An unknown device code,
+    /// or another app's, is refused as an unknown code is.
+    pub async fn device_token(
+        &self,
+        client: &App,
+        device_code: &str,
+    ) -> Result<Result<Issued, device::Poll>, Failure> {
+        let unknown = Failure::Code(CodeRefusal::NotFound);
+        let Some(hash) = hash_if_plausible(device_code) else {
+            return Err(unknown);
+        };
+        let now = self.now(client);
+        let poll = self
+            .state
+            .ops
+            .store
+            .poll_device(&hash, &client.id, now)
+            .await?;
+        match poll {
+            None => Err(unknown),
+            Some(device::Poll::Approved) => self
+                .redeem(client, &hash, device::GRANT_TYPE, None, device::GRANT_TYPE)
+                .await
+                .map(Ok),
+            Some(other) => Ok(Err(other)),
+        }
     }
 
     /// `grant_type=refresh_token` (RFC 6749 §6), for apps that opted in. Every use rotates the

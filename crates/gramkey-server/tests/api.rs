@@ -224,6 +224,7 @@ impl TestApp {
                     mode,
                     refresh_tokens: false,
                     signed_requests: false,
+                    device_flow: false,
                     deauthorize_url: None,
                     data_deletion_url: None,
                 },
@@ -434,6 +435,8 @@ mod architecture;
 mod authorize;
 #[path = "api/callbacks.rs"]
 mod callbacks;
+#[path = "api/device_flow.rs"]
+mod device_flow;
 #[path = "api/flow.rs"]
 mod flow;
 #[path = "api/hardening.rs"]

@@ -169,6 +169,33 @@ pub trait GrantStore: Send + Sync {
         now: UnixTime,
     ) -> Result<Grant>;
     async fn create_code(&self, code: &NewCode) -> Result<()>;
+    /// Stores a pair of device codes (RFC 8628). Fails as a conflict when a code's hash is
+    /// taken.
+    async fn create_device_authorization(&self, auth: &NewDeviceAuthorization) -> Result<()>;
+    /// The device authorization a user code names, whatever its state.
+    async fn device_authorization(
+        &self,
+        user_code_hash: &TokenHash,
+    ) -> Result<Option<DeviceAuthorization>>;
+    /// Records the person's decision on a pending, unexpired device authorization, in one
+    /// transaction with the code an approval issues. False, with nothing written, when it is
+    /// no longer pending or has expired.
+    async fn decide_device_authorization(
+        &self,
+        user_code_hash: &TokenHash,
+        decision: &DeviceDecision,
+        now: UnixTime,
+    ) -> Result<bool>;
+    /// A device's poll, judged by [`judge_poll`](gramkey_domain::device::judge_poll) under a
+    /// row lock and recorded: a pending poll's time, a `slow_down`'s longer interval. An
+    /// approval is answered once: the authorization is forgotten, and the caller redeems the
+    /// code under the device code's hash. `None` when the app has no such device code.
+    async fn poll_device(
+        &self,
+        device_hash: &TokenHash,
+        app: &AppId,
+        now: UnixTime,
+    ) -> Result<Option<gramkey_domain::device::Poll>>;
     /// The app a code was issued to, whether or not it was redeemed (the sandbox's callback
     /// page names it in the exchange command it shows).
     async fn code_app(&self, hash: &TokenHash) -> Result<Option<AppId>>;

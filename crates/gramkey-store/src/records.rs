@@ -47,6 +47,8 @@ pub struct App {
     pub clock_offset: i64,
     /// Fault rules added since they were last cleared: while 0, no call looks for rules.
     pub fault_rules: i64,
+    /// Opted in to the device authorization grant (RFC 8628).
+    pub device_flow: bool,
 }
 
 /// What a resource call needs of its app: its mode and the sandbox's facts.
@@ -248,6 +250,38 @@ pub struct NewCode {
 
 /// A stored code, as a redemption reads it.
 pub type CodeRecord = NewCode;
+
+/// A pair of device codes (RFC 8628), as a device asked for them. Both codes are kept only as
+/// hashes.
+#[derive(Debug, Clone)]
+pub struct NewDeviceAuthorization {
+    pub device_hash: TokenHash,
+    pub user_code_hash: TokenHash,
+    pub app_id: AppId,
+    pub scopes: ScopeSet,
+    /// The least seconds between two polls, at first.
+    pub interval: i64,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// A device authorization, as the `/device` page finds it by its user code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAuthorization {
+    pub device_hash: TokenHash,
+    pub app_id: AppId,
+    pub scopes: ScopeSet,
+    pub state: gramkey_domain::device::DeviceState,
+    pub expires_at: UnixTime,
+}
+
+/// What the person on the `/device` page decided.
+#[derive(Debug, Clone)]
+pub enum DeviceDecision {
+    /// Consent: the code to store under the device code's hash, for the device's next poll.
+    Approve(NewCode),
+    Deny(UserId),
+}
 
 /// What a client presents to redeem a code, when, and the randomness of what it will get: the
 /// access token's (formatted once the code's flavour and user are read) and, for an app that

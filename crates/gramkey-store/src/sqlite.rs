@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0010_revoked_tokens.sql"),
     include_str!("../migrations/sqlite/0011_webhooks.sql"),
     include_str!("../migrations/sqlite/0012_sandbox_tools.sql"),
+    include_str!("../migrations/sqlite/0013_device_flow.sql"),
 ];
 
 impl From<rusqlite::Error> for StoreError {

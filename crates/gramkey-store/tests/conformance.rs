@@ -52,6 +52,7 @@ fn app(id: &str) -> App {
         deauthorize_url: Some("https://a.example/deauth".into()),
         data_deletion_url: None,
         signed_requests: false,
+        device_flow: false,
         clock_offset: 0,
         fault_rules: 0,
     }
@@ -157,6 +158,7 @@ async fn apps_and_roles(s: &dyn Store) {
         mode: AppMode::Live,
         refresh_tokens: false,
         signed_requests: true,
+        device_flow: true,
         clock_offset: 0,
         fault_rules: 0,
         deauthorize_url: None,

@@ -123,6 +123,8 @@ pub struct CreateApp {
     #[serde(default)]
     signed_requests: bool,
     #[serde(default)]
+    device_flow: bool,
+    #[serde(default)]
     deauthorize_url: Option<String>,
     #[serde(default)]
     data_deletion_url: Option<String>,
@@ -152,6 +154,7 @@ pub async fn create_app(
         mode: parse_mode(body.mode.as_deref())?,
         refresh_tokens: body.refresh_tokens,
         signed_requests: body.signed_requests,
+        device_flow: body.device_flow,
         deauthorize_url: body.deauthorize_url,
         data_deletion_url: body.data_deletion_url,
     };
@@ -306,6 +309,7 @@ pub struct UpdateApp {
     deauthorize_url: Option<String>,
     data_deletion_url: Option<String>,
     signed_requests: Option<bool>,
+    device_flow: Option<bool>,
 }
 
 pub async fn update_app(
@@ -328,6 +332,9 @@ pub async fn update_app(
     }
     if let Some(on) = body.signed_requests {
         app = state.ops.set_signed_requests(&origin, &id, on).await?;
+    }
+    if let Some(on) = body.device_flow {
+        app = state.ops.set_device_flow(&origin, &id, on).await?;
     }
     Ok(Json(app_json(&app)))
 }

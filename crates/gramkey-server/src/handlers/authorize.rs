@@ -169,6 +169,7 @@ async fn continue_as(
             pages::page(
                 StatusCode::OK,
                 pages::consent(
+                    "/oauth/authorize/consent",
                     &app.name,
                     &user.username,
                     &scopes,
@@ -215,19 +216,9 @@ async fn issue_code(
 ) -> Result<String, Response> {
     let ops = &state.ops;
     let now = ops.now_for(app);
-    let all = ScopeSet::new(granted.iter().chain(req.scopes.iter()));
-    let grant = ops
-        .store
-        .save_grant(
-            &req.app_id,
-            user.id,
-            &all,
-            &ScopedUserId::generate(&*ops.entropy),
-            now,
-        )
+    let grant = save_grant(state, app, user, granted, &req.scopes, now)
         .await
         .map_err(internal)?;
-    state.forget_app_facts(&req.app_id);
     let code = generate_code(&*ops.entropy);
     let record = NewCode {
         hash: TokenHash::of_code(&code),
@@ -243,6 +234,31 @@ async fn issue_code(
     ops.store.create_code(&record).await.map_err(internal)?;
     tracing::info!(app_id = %req.app_id, user_id = user.id.0, "authorization code issued");
     Ok(req.success_url(code.expose(), &state.config.public_url))
+}
+
+/// Records consent to `requested`, keeping the scopes `granted` before.
+pub(super) async fn save_grant(
+    state: &AppState,
+    app: &App,
+    user: &User,
+    granted: &ScopeSet,
+    requested: &ScopeSet,
+    now: gramkey_domain::UnixTime,
+) -> Result<gramkey_store::Grant, gramkey_store::StoreError> {
+    let ops = &state.ops;
+    let all = ScopeSet::new(granted.iter().chain(requested.iter()));
+    let grant = ops
+        .store
+        .save_grant(
+            &app.id,
+            user.id,
+            &all,
+            &ScopedUserId::generate(&*ops.entropy),
+            now,
+        )
+        .await?;
+    state.forget_app_facts(&app.id);
+    Ok(grant)
 }
 
 /// The common start of both forms: a session whose CSRF token the form echoes, and authorize

@@ -83,6 +83,7 @@ pub async fn create(
             mode: mode_of(&posted)?,
             refresh_tokens: false,
             signed_requests: posted.signed_requests,
+            device_flow: posted.device_flow,
             deauthorize_url: Some(posted.deauthorize_url.clone()),
             data_deletion_url: Some(posted.data_deletion_url.clone()),
         };
@@ -319,6 +320,7 @@ pub async fn save(
             deauthorize_url: posted.deauthorize_url.clone(),
             data_deletion_url: posted.data_deletion_url.clone(),
             signed_requests: posted.signed_requests,
+            device_flow: posted.device_flow,
         };
         state.ops.edit_app(&origin, &app, edit).await
     };

@@ -6,6 +6,7 @@ pub mod authorize;
 pub mod console;
 pub mod dashboard;
 pub mod debug;
+pub mod device;
 pub mod form;
 pub mod graph;
 pub mod health;

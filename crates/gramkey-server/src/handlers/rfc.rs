@@ -4,6 +4,8 @@
 //!   says, another client's token is refused;
 //! - `POST /oauth/introspect` (RFC 7662), client-authenticated; another client's token is
 //!   reported inactive;
+//! - `POST /oauth/device/code` (RFC 8628), client-authenticated, for apps that turned the
+//!   device flow on; the user enters the code on `/device` ([`super::device`]);
 //! - `GET /.well-known/oauth-authorization-server` (RFC 8414).
 //!
 //! Clients authenticate with `client_id`/`client_secret` in the form or HTTP Basic
@@ -14,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::token::NEVER;
-use gramkey_domain::{ClientSecret, Scope, TokenKind};
+use gramkey_domain::{ClientSecret, Scope, TokenKind, device};
 use gramkey_store::App;
 use serde_json::{Value, json};
 
@@ -122,6 +124,51 @@ pub async fn introspect(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `POST /oauth/device/code` (RFC 8628 §3.1–3.2), client-authenticated, for apps that turned
+/// the device flow on.
+pub async fn device_code(
+    State(state): State<AppState>,
+    origin: Origin,
+    headers: HeaderMap,
+    fields: Result<FormFields, TokenErrorResponse>,
+) -> Response {
+    let tokens = state.tokens(&origin);
+    let result = async {
+        let f = form(fields)?;
+        let app = client(&tokens, &headers, &f).await?;
+        if !app.device_flow {
+            return Err(RfcError {
+                error: "unauthorized_client",
+                ..RfcError::invalid_request(
+                    "This app has not turned the device flow on (gramkey app device-flow APP_ID on, or the dashboard)",
+                )
+            });
+        }
+        let scopes = device::requested_scopes(f.get("scope"), &app.scopes).map_err(|e| RfcError {
+            error: "invalid_scope",
+            ..RfcError::invalid_request(e)
+        })?;
+        let codes = tokens.device_codes(&app, scopes).await?;
+        let base = &state.config.public_url;
+        let complete = url::form_urlencoded::Serializer::new(format!("{base}/device?"))
+            .append_pair("user_code", &codes.user_code)
+            .finish();
+        Ok(no_store(
+            Json(json!({
+                "device_code": codes.device_code.expose(),
+                "user_code": codes.user_code,
+                "verification_uri": format!("{base}/device"),
+                "verification_uri_complete": complete,
+                "expires_in": codes.expires_in,
+                "interval": codes.interval,
+            }))
+            .into_response(),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 /// RFC 8414 metadata. Only what is implemented is advertised.
 pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
     let base = &state.config.public_url;
@@ -131,9 +178,13 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
         "token_endpoint": format!("{base}/oauth/access_token"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
+        // RFC 8628 §4, for apps that turned the device flow on.
+        "device_authorization_endpoint": format!("{base}/oauth/device/code"),
         "response_types_supported": ["code"],
         // refresh_token: for apps that opted in (RFC 6749 §6).
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": [
+            "authorization_code", "refresh_token", "client_credentials", device::GRANT_TYPE,
+        ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use gramkey_domain::error::TokenEndpointError;
-use gramkey_domain::{AuthCode, ClientSecret, Flavour};
+use gramkey_domain::{AuthCode, ClientSecret, Flavour, device};
 use serde_json::json;
 
 use super::form::{FormError, FormFields, basic_credentials};
@@ -139,6 +139,15 @@ async fn token_request(
                 Json(json!({"access_token": issued.token.expose(), "token_type": "bearer"}))
                     .into_response(),
             ));
+        }
+        device::GRANT_TYPE if app.device_flow => {
+            // RFC 8628 has no Instagram shape: its answers are RFC 6749's, whatever the style.
+            return Ok(
+                match tokens.device_token(app, f.require("device_code")?).await? {
+                    Ok(issued) => rfc_body(&issued),
+                    Err(poll) => RfcError::device_poll(poll).into_response(),
+                },
+            );
         }
         "refresh_token" if app.refresh_tokens => {
             tokens.rotate(app, f.require("refresh_token")?).await?

@@ -26,6 +26,8 @@ pub struct AppForm {
     pub data_deletion_url: String,
     /// Legacy v1's "Enforce signed requests".
     pub signed_requests: bool,
+    /// The device authorization grant (RFC 8628).
+    pub device_flow: bool,
 }
 
 impl AppForm {
@@ -43,6 +45,7 @@ impl AppForm {
             deauthorize_url: app.deauthorize_url.clone().unwrap_or_default(),
             data_deletion_url: app.data_deletion_url.clone().unwrap_or_default(),
             signed_requests: app.signed_requests,
+            device_flow: app.device_flow,
         }
     }
 
@@ -75,6 +78,7 @@ impl AppForm {
             deauthorize_url: one("deauthorize_url"),
             data_deletion_url: one("data_deletion_url"),
             signed_requests: one("signed_requests") == "on",
+            device_flow: one("device_flow") == "on",
         }
     }
 
@@ -138,6 +142,14 @@ fn settings_fields(f: &AppForm) -> Markup {
                 input type="checkbox" name="signed_requests" value="on" checked[f.signed_requests];
                 " " strong { "Enforce signed requests" } ": every v1 call must carry a "
                 code { "sig" } ", an HMAC-SHA256 of its endpoint and parameters under the client secret"
+            }
+        }
+        fieldset {
+            legend { "Sign-in without a browser" }
+            label class="check" {
+                input type="checkbox" name="device_flow" value="on" checked[f.device_flow];
+                " " strong { "Device flow" } " (RFC 8628): a device shows a code, and its user enters it on "
+                code { "/device" } " from any browser. Instagram has no such flow; only gramkey servers offer it"
             }
         }
     }

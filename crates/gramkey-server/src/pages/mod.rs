@@ -229,8 +229,10 @@ pub fn admin_key_login(csrf_token: &str, error: Option<&str>) -> Markup {
     )
 }
 
-/// The consent form: the app's name and the requested permissions in plain words.
+/// The consent form: the app's name and the requested permissions in plain words. It posts
+/// `params` and the decision to `action`: the authorize flow's, or the device flow's.
 pub fn consent(
+    action: &str,
     app_name: &str,
     username: &str,
     scopes: &[Scope],
@@ -245,13 +247,60 @@ pub fn consent(
             p { "If you allow it, " bdi { (app_name) } " will be able to:" }
             ul class="perms" { @for s in scopes { li { (s.plain_words()) } } }
             p class="muted" { "You can remove this app's access at any time." }
-            form method="post" action="/oauth/authorize/consent" {
+            form method="post" action=(action) {
                 (hidden(params))
                 (csrf(csrf_token))
                 div class="actions" {
                     button class="secondary" type="submit" name="decision" value="deny" { "Cancel" }
                     button class="primary" type="submit" name="decision" value="allow" { "Allow" }
                 }
+            }
+        },
+    )
+}
+
+/// The device flow's first page (RFC 8628 §3.3): the code a device shows, typed or carried
+/// in from `verification_uri_complete`.
+pub fn device_entry(
+    username: &str,
+    user_code: &str,
+    csrf_token: &str,
+    error: Option<&str>,
+) -> Markup {
+    layout(
+        "Connect a device",
+        html! {
+            h1 { "Connect a device" }
+            p class="muted" { "Logged in as " strong { (username) } "." }
+            (notice(error, None))
+            form method="post" action="/device" {
+                (csrf(csrf_token))
+                label for="user_code" { "Enter the code your device shows" }
+                input type="text" id="user_code" name="user_code" value=(user_code)
+                    autocomplete="off" autocapitalize="characters" spellcheck="false"
+                    placeholder="BCDF-GHJK" required autofocus;
+                button class="primary" type="submit" { "Continue" }
+            }
+            p class="muted" { "Only enter a code you asked for yourself, on a device in front of you." }
+        },
+    )
+}
+
+/// The device flow's last page: connected, or not.
+pub fn device_done(app_name: &str, approved: bool) -> Markup {
+    layout(
+        if approved {
+            "Device connected"
+        } else {
+            "Device not connected"
+        },
+        html! {
+            @if approved {
+                h1 { "Device connected" }
+                p role="status" { bdi { (app_name) } " on your device can now use your account. You can close this window and go back to the device." }
+            } @else {
+                h1 { "Device not connected" }
+                p role="status" { "You cancelled: " bdi { (app_name) } " on your device was not given access." }
             }
         },
     )

@@ -43,6 +43,26 @@ impl RfcError {
             fault: None,
         }
     }
+    /// RFC 8628 §3.5: a device's poll that gets no token yet, with what it should do.
+    pub fn device_poll(poll: gramkey_domain::device::Poll) -> Self {
+        use gramkey_domain::device::Poll;
+        let description = match poll {
+            Poll::Pending => {
+                "The user has not entered the code and approved yet: poll again after the interval"
+                    .to_owned()
+            }
+            Poll::SlowDown { interval } => {
+                format!("Polling too often: wait at least {interval} seconds between polls")
+            }
+            Poll::Expired => "The device code has expired: ask for a new one".to_owned(),
+            Poll::Denied => "The user denied the request".to_owned(),
+            Poll::Approved => "approved".to_owned(),
+        };
+        Self {
+            error: poll.error().unwrap_or("invalid_grant"),
+            ..Self::invalid_request(description)
+        }
+    }
     /// A server fault, answered generically; `cause` is logged when it is rendered.
     pub fn fault(cause: impl std::fmt::Display) -> Self {
         Self {

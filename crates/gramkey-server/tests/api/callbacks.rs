@@ -157,6 +157,7 @@ pub(super) async fn callback_app(t: &TestApp, rx: &Receiver) -> Registered {
                 mode: AppMode::Live,
                 refresh_tokens: false,
                 signed_requests: false,
+                device_flow: false,
                 deauthorize_url: Some(format!("{}/deauth", rx.base)),
                 data_deletion_url: Some(format!("{}/delete", rx.base)),
             },

@@ -15,6 +15,7 @@ pub(super) async fn refresh_app(t: &TestApp) -> Registered {
                 mode: AppMode::Live,
                 refresh_tokens: true,
                 signed_requests: false,
+                device_flow: false,
                 deauthorize_url: None,
                 data_deletion_url: None,
             },

@@ -1265,6 +1265,7 @@ async fn real_client_libraries_work_unmodified() {
                         mode: AppMode::Live,
                         refresh_tokens,
                         signed_requests: false,
+                        device_flow: false,
                         deauthorize_url: None,
                         data_deletion_url: None,
                     },

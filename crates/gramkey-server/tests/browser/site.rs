@@ -773,6 +773,7 @@ async fn apps_and_websites_sorts_active_expired_and_removed() {
         mode: AppMode::Live,
         refresh_tokens: false,
         signed_requests: false,
+        device_flow: false,
         deauthorize_url: Some("https://app.example/deauth".into()),
         data_deletion_url: Some("https://app.example/delete".into()),
     };

@@ -10,10 +10,10 @@ use crate::records::{corrupt, join_uris, split_uris};
 use crate::{App, AppFacts, AppStore, Result};
 use std::sync::Arc;
 
-/// `apps_of` reads the role after these, at index 14.
+/// `apps_of` reads the role after these, at index 17 (0-based).
 const APP_COLUMNS: &str = "id, name, secret_hash, redirect_uris, scopes, mode, created_at, previous_secret_hash, \
      previous_secret_expires_at, refresh_tokens, secret_seed, deauthorize_url, data_deletion_url, \
-     signed_requests, clock_offset, fault_rules";
+     signed_requests, clock_offset, fault_rules, device_flow";
 
 fn app_from_row(r: &mut Row) -> Result<App> {
     let id: String = r.get(0)?;
@@ -37,6 +37,7 @@ fn app_from_row(r: &mut Row) -> Result<App> {
         signed_requests: r.get(13)?,
         clock_offset: r.get(14)?,
         fault_rules: r.get(15)?,
+        device_flow: r.get(16)?,
     })
 }
 
@@ -87,7 +88,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
             c.execute(
                 q(format!(
                     "INSERT INTO apps ({APP_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11, $12, 0, 0)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $9, $10, $11, $12, 0, 0, $13)"
                 ))
                 .bind(app.id.as_str())
                 .bind(&app.name)
@@ -100,7 +101,8 @@ impl<E: Engine> AppStore for SqlStore<E> {
                 .bind(&app.secret_seed)
                 .bind(&app.deauthorize_url)
                 .bind(&app.data_deletion_url)
-                .bind(app.signed_requests),
+                .bind(app.signed_requests)
+                .bind(app.device_flow),
             )
             .await?;
             Ok(())
@@ -171,7 +173,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
         write!(self, self.after(move |_| vec![Stale::App(stale)]), |c| {
             Ok(c.execute(
                 q("UPDATE apps SET name = $2, redirect_uris = $3, scopes = $4, mode = $5, refresh_tokens = $6,
-                       deauthorize_url = $7, data_deletion_url = $8, signed_requests = $9
+                       deauthorize_url = $7, data_deletion_url = $8, signed_requests = $9, device_flow = $10
                    WHERE id = $1")
                 .bind(app.id.as_str())
                 .bind(&app.name)
@@ -181,7 +183,8 @@ impl<E: Engine> AppStore for SqlStore<E> {
                 .bind(app.refresh_tokens)
                 .bind(&app.deauthorize_url)
                 .bind(&app.data_deletion_url)
-                .bind(app.signed_requests),
+                .bind(app.signed_requests)
+                .bind(app.device_flow),
             )
             .await?
                 == 1)
@@ -259,7 +262,7 @@ impl<E: Engine> AppStore for SqlStore<E> {
         )
         .await?
         .iter_mut()
-        .map(|r| Ok((app_from_row(r)?, role(&r.get::<String>(16)?)?)))
+        .map(|r| Ok((app_from_row(r)?, role(&r.get::<String>(17)?)?)))
         .collect()
     }
 

@@ -13,9 +13,11 @@ use super::{Append, Bind, Conn, Engine, Kind, Lock, Row, SqlStore, Value, q, tra
 use crate::cached::Stale;
 use crate::records::{corrupt, judge_claim};
 use crate::{
-    CodeClaim, CodeRecord, Derivation, Grant, GrantStore, NewCode, NewToken, Purged, Redemption,
-    Removal, Result, Revoke, StoreError, TokenRecord,
+    CodeClaim, CodeRecord, Derivation, DeviceAuthorization, DeviceDecision, Grant, GrantStore,
+    NewCode, NewDeviceAuthorization, NewToken, Purged, Redemption, Removal, Result, Revoke,
+    StoreError, TokenRecord,
 };
+use gramkey_domain::device::{DeviceState, Poll, PollFacts, judge_poll};
 
 const GRANT_COLUMNS: &str = "app_id, user_id, scoped_id, scopes, granted_at";
 
@@ -322,6 +324,161 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         .await
     }
 
+    async fn create_device_authorization(&self, auth: &NewDeviceAuthorization) -> Result<()> {
+        let auth = auth.clone();
+        write!(self, |c| {
+            c.execute(
+                q("INSERT INTO device_authorizations (device_hash, user_code_hash, app_id, scopes,
+                       poll_interval, created_at, expires_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&auth.device_hash.0)
+                .bind(&auth.user_code_hash.0)
+                .bind(auth.app_id.as_str())
+                .bind(auth.scopes.to_stored())
+                .bind(auth.interval)
+                .bind(auth.created_at)
+                .bind(auth.expires_at),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn device_authorization(
+        &self,
+        user_code_hash: &TokenHash,
+    ) -> Result<Option<DeviceAuthorization>> {
+        let mut c = self.engine.reader().await?;
+        let row = c
+            .fetch_optional(
+                q("SELECT device_hash, app_id, scopes, state, expires_at
+                   FROM device_authorizations WHERE user_code_hash = $1")
+                .bind(&user_code_hash.0),
+            )
+            .await?;
+        row.map(|mut r| {
+            let hash: Vec<u8> = r.get(0)?;
+            let app: String = r.get(1)?;
+            let state: String = r.get(3)?;
+            Ok(DeviceAuthorization {
+                device_hash: TokenHash(
+                    hash.try_into()
+                        .map_err(|_| corrupt("device code hash", "wrong length"))?,
+                ),
+                app_id: AppId::parse(&app).ok_or_else(|| corrupt("app id", &app))?,
+                scopes: ScopeSet::from_stored(&r.get::<String>(2)?),
+                state: DeviceState::parse(&state).ok_or_else(|| corrupt("device state", &state))?,
+                expires_at: r.get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn decide_device_authorization(
+        &self,
+        user_code_hash: &TokenHash,
+        decision: &DeviceDecision,
+        now: UnixTime,
+    ) -> Result<bool> {
+        let (hash, decision) = (*user_code_hash, decision.clone());
+        transaction!(self, |c| {
+            let (state, user) = match &decision {
+                DeviceDecision::Approve(code) => (DeviceState::Approved, code.user_id),
+                DeviceDecision::Deny(user) => (DeviceState::Denied, *user),
+            };
+            let decided = c
+                .execute(
+                    q("UPDATE device_authorizations SET state = $2, user_id = $3
+                       WHERE user_code_hash = $1 AND state = 'pending' AND expires_at > $4")
+                    .bind(&hash.0)
+                    .bind(state.as_str())
+                    .bind(user.0)
+                    .bind(now),
+                )
+                .await?;
+            if decided != 1 {
+                return Ok(false);
+            }
+            if let DeviceDecision::Approve(code) = &decision {
+                c.execute(
+                    q("INSERT INTO auth_codes (hash, app_id, user_id, scoped_id, redirect_uri, scopes,
+                           code_challenge, created_at, expires_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)")
+                    .bind(&code.hash.0)
+                    .bind(code.app_id.as_str())
+                    .bind(code.user_id.0)
+                    .bind(code.scoped_id.as_str())
+                    .bind(&code.redirect_uri)
+                    .bind(code.scopes.to_stored())
+                    .bind(code.created_at)
+                    .bind(code.expires_at),
+                )
+                .await?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn poll_device(
+        &self,
+        device_hash: &TokenHash,
+        app: &AppId,
+        now: UnixTime,
+    ) -> Result<Option<Poll>> {
+        let (hash, app) = (*device_hash, app.clone());
+        transaction!(self, |c| {
+            // Locked: two polls at once are judged one after the other, so the second is told
+            // to slow down.
+            let lock = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE");
+            let Some(mut row) = c
+                .fetch_optional(
+                    q(format!(
+                        "SELECT state, expires_at, poll_interval, last_polled_at
+                         FROM device_authorizations WHERE device_hash = $1 AND app_id = $2{lock}"
+                    ))
+                    .bind(&hash.0)
+                    .bind(app.as_str()),
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let state: String = row.get(0)?;
+            let facts = PollFacts {
+                state: DeviceState::parse(&state).ok_or_else(|| corrupt("device state", &state))?,
+                expires_at: row.get(1)?,
+                interval: row.get(2)?,
+                last_polled_at: row.get(3)?,
+            };
+            let poll = judge_poll(&facts, now);
+            let write = match poll {
+                Poll::Pending => Some(
+                    q("UPDATE device_authorizations SET last_polled_at = $2 WHERE device_hash = $1")
+                        .bind(&hash.0)
+                        .bind(now),
+                ),
+                Poll::SlowDown { interval } => Some(
+                    q("UPDATE device_authorizations SET last_polled_at = $2, poll_interval = $3
+                       WHERE device_hash = $1")
+                    .bind(&hash.0)
+                    .bind(now)
+                    .bind(interval),
+                ),
+                Poll::Approved => Some(
+                    q("DELETE FROM device_authorizations WHERE device_hash = $1").bind(&hash.0),
+                ),
+                Poll::Expired | Poll::Denied => None,
+            };
+            if let Some(write) = write {
+                c.execute(write).await?;
+            }
+            Ok(Some(poll))
+        })
+        .await
+    }
+
     async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
         let (hash, claim) = (*hash, claim.clone());
         let now = claim.now;
@@ -554,10 +711,19 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                     .await
                 };
             let batch = u64::from(batch);
-            let codes = delete(
+            let mut codes = delete(
                 batch,
                 "auth_codes",
                 "hash",
+                "expires_at < $1",
+                cutoffs.codes_before,
+            )
+            .await?;
+            // Device authorizations are codes too.
+            codes += delete(
+                batch,
+                "device_authorizations",
+                "device_hash",
                 "expires_at < $1",
                 cutoffs.codes_before,
             )
