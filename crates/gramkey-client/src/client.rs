@@ -15,9 +15,12 @@ use url::Url;
 use crate::Hosts;
 use crate::error::{ApiError, Error, Failure};
 use crate::model::{
-    AccessToken, CodeToken, Comment, Created, Insight, LongLivedToken, Media, User,
-    WebhookSubscription,
+    AccessToken, CodeToken, Comment, Created, DebugToken, DeviceCodes, DevicePoll, Insight,
+    Introspection, LongLivedToken, Media, User, WebhookSubscription,
 };
+
+/// RFC 8628's grant type.
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Graph's `{"data": [...]}` answers that are not paged.
 #[derive(serde::Deserialize)]
@@ -152,6 +155,23 @@ impl Client {
         self
     }
 
+    /// Sends through `http` instead of the client's own (30 s timeout): your proxy, timeouts,
+    /// TLS roots or connection pool. Retries and pacing stay the SDK's.
+    ///
+    /// ```
+    /// use gramkey_client::{Client, Hosts};
+    /// let http = reqwest::Client::builder()
+    ///     .timeout(std::time::Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// let client = Client::new(Hosts::instagram()).with_http(http);
+    /// # let _ = client;
+    /// ```
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
     pub fn hosts(&self) -> &Hosts {
         &self.hosts
     }
@@ -176,8 +196,14 @@ impl Client {
         // budget recover, so pacing adds only what it asks beyond it, not on top of it.
         let mut waited = Duration::ZERO;
         loop {
-            let pause = pacing(self.last_usage.load(Ordering::Relaxed)).saturating_sub(waited);
+            let percent = self.last_usage.load(Ordering::Relaxed);
+            let pause = pacing(percent).saturating_sub(waited);
             if !pause.is_zero() {
+                tracing::debug!(
+                    usage_percent = percent,
+                    pause_ms = pause.as_millis() as u64,
+                    "pacing: the app's usage is near its limit, slowing down"
+                );
                 tokio::time::sleep(pause).await;
             }
             let err = match build().send().await {
@@ -219,17 +245,24 @@ impl Client {
                 Failure::Transient => retry == Retry::All,
                 _ => false,
             };
-            let retry_after = match &err {
-                Error::Api(e) => e.retry_after,
-                _ => None,
-            };
+            let retry_after = err.retry_after();
             attempt += 1;
             match self.retry.wait(attempt, retry_after, jitter()) {
                 Some(wait) if retryable => {
+                    tracing::info!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        retry_after = retry_after.map(|d| d.as_secs()),
+                        error = %err,
+                        "retrying"
+                    );
                     tokio::time::sleep(wait).await;
                     waited = wait;
                 }
-                _ => return Err(err),
+                _ => {
+                    tracing::debug!(attempt, error = %err, retryable, "giving up");
+                    return Err(err);
+                }
             }
         }
     }
@@ -470,6 +503,187 @@ impl Client {
         Ok(page.data)
     }
 
+    /// Any Graph `GET` (`path` relative to the Graph host, such as `me/media` or
+    /// `17895695668004550/comments`) with `query`, as JSON, with the same retries and pacing
+    /// as the typed calls. For fields and edges the SDK has no type for.
+    pub async fn get(
+        &self,
+        token: &AccessToken,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Value, Error> {
+        let mut url = Self::url(&self.hosts.graph, path.trim_start_matches('/'));
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.send_json(Retry::All, || self.authed(Method::GET, url.clone(), token))
+            .await
+    }
+
+    /// `grant_type=refresh_token` (RFC 6749 §6), for gramkey apps that opted in to refresh
+    /// tokens: a new short-lived token and a new refresh token (the old one is spent).
+    /// Instagram has no such grant (its tokens are refreshed with [`Client::refresh`]).
+    pub async fn refresh_with(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &AccessToken,
+    ) -> Result<CodeToken, Error> {
+        let url = Self::url(&self.hosts.api, "oauth/access_token");
+        let form = [
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+        ];
+        // A refresh token is spent by its use: not resent after a failure that may have used it.
+        let value = self
+            .send_json(Retry::RateLimitsOnly, || {
+                self.http.post(url.clone()).form(&form)
+            })
+            .await?;
+        CodeToken::from_json(value).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// An app token (`client_credentials`, `GET /oauth/access_token`), for the app's own
+    /// calls: webhooks subscriptions, `debug_token`.
+    pub async fn app_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<AccessToken, Error> {
+        let mut url = Self::url(&self.hosts.api, "oauth/access_token");
+        url.query_pairs_mut()
+            .append_pair("client_id", client_id)
+            .append_pair("client_secret", client_secret)
+            .append_pair("grant_type", "client_credentials");
+        #[derive(serde::Deserialize)]
+        struct AppToken {
+            access_token: AccessToken,
+        }
+        let t: AppToken = self.send(Retry::All, || self.http.get(url.clone())).await?;
+        Ok(t.access_token)
+    }
+
+    /// What the platform knows of `input` (`GET /debug_token`), asked with the app's token:
+    /// valid or not, its app, user, scopes and expiry.
+    pub async fn debug_token(
+        &self,
+        app_token: &AccessToken,
+        input: &AccessToken,
+    ) -> Result<DebugToken, Error> {
+        let mut url = Self::url(&self.hosts.graph, "debug_token");
+        url.query_pairs_mut()
+            .append_pair("input_token", input.expose());
+        #[derive(serde::Deserialize)]
+        struct Wrapped {
+            data: DebugToken,
+        }
+        let w: Wrapped = self
+            .send(Retry::All, || {
+                self.authed(Method::GET, url.clone(), app_token)
+            })
+            .await?;
+        Ok(w.data)
+    }
+
+    /// RFC 7662 introspection (`POST /oauth/introspect`), gramkey only: whether `token` is
+    /// active, and for whom. Another client's token is reported inactive.
+    pub async fn introspect(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        token: &AccessToken,
+    ) -> Result<Introspection, Error> {
+        let url = Self::url(&self.hosts.api, "oauth/introspect");
+        self.send(Retry::All, || {
+            self.http
+                .post(url.clone())
+                .basic_auth(client_id, Some(client_secret))
+                .form(&[("token", token.expose())])
+        })
+        .await
+    }
+
+    /// RFC 8628 §3.1: a pair of codes for signing in on a device without a browser (gramkey
+    /// servers, for apps that turned the device flow on; Instagram has no device flow). Show
+    /// the user [`DeviceCodes::user_code`] and [`DeviceCodes::verification_uri`], then wait
+    /// with [`Client::device_token`].
+    pub async fn device_code(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        scopes: &[&str],
+    ) -> Result<DeviceCodes, Error> {
+        let url = Self::url(&self.hosts.api, "oauth/device/code");
+        let scope = scopes.join(",");
+        let form = [
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("scope", scope.as_str()),
+        ];
+        self.send(Retry::All, || self.http.post(url.clone()).form(&form))
+            .await
+    }
+
+    /// One poll of the token endpoint for `codes` (RFC 8628 §3.4): the token once the user has
+    /// approved, else what to do ([`DevicePoll`]). [`Client::device_token`] polls for you.
+    pub async fn poll_device(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        codes: &DeviceCodes,
+    ) -> Result<DevicePoll, Error> {
+        let url = Self::url(&self.hosts.api, "oauth/access_token");
+        let form = [
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", codes.device_code.expose()),
+        ];
+        match self
+            .send_json(Retry::RateLimitsOnly, || {
+                self.http.post(url.clone()).form(&form)
+            })
+            .await
+        {
+            Ok(v) => CodeToken::from_json(v)
+                .map(DevicePoll::Token)
+                .map_err(|e| Error::Decode(e.to_string())),
+            Err(Error::Api(e)) if e.kind == "authorization_pending" => Ok(DevicePoll::Pending),
+            Err(Error::Api(e)) if e.kind == "slow_down" => Ok(DevicePoll::SlowDown),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Polls until the user approves (RFC 8628 §3.5): every `interval` seconds, five more
+    /// after each `slow_down`. Fails when the user cancels (`access_denied`) or the codes
+    /// expire (`expired_token`), as an [`Error::Api`] of that `kind`.
+    pub async fn device_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        codes: &DeviceCodes,
+    ) -> Result<CodeToken, Error> {
+        let mut interval = Duration::from_secs(codes.interval.unwrap_or(5).max(1).unsigned_abs());
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.poll_device(client_id, client_secret, codes).await? {
+                DevicePoll::Token(t) => return Ok(t),
+                DevicePoll::Pending => {
+                    tracing::debug!("device flow: waiting for the user");
+                }
+                DevicePoll::SlowDown => {
+                    interval += Duration::from_secs(5);
+                    tracing::info!(
+                        interval_s = interval.as_secs(),
+                        "device flow: asked to slow down"
+                    );
+                }
+            }
+        }
+    }
+
     /// The user removes the app (`DELETE /me/permissions`): every token of the app for the
     /// user stops working, on Instagram and on gramkey.
     pub async fn remove_app(&self, token: &AccessToken) -> Result<(), Error> {
@@ -564,6 +778,36 @@ impl<T: DeserializeOwned> Pager<T> {
         let items = serde_json::from_value(value["data"].clone())
             .map_err(|e| Error::Decode(e.to_string()))?;
         Ok(Some(items))
+    }
+
+    /// The remaining items one by one, as a [`futures_util::Stream`]; pages are fetched as
+    /// the stream is read. An error ends the stream.
+    ///
+    /// ```no_run
+    /// use futures_util::{StreamExt, TryStreamExt};
+    /// # async fn f(client: gramkey_client::Client, token: gramkey_client::model::AccessToken) -> Result<(), gramkey_client::Error> {
+    /// let first_ten: Vec<_> = client
+    ///     .media(&token, &["id"], 25)
+    ///     .into_stream()
+    ///     .try_filter(|m| std::future::ready(m.media_type.as_deref() == Some("IMAGE")))
+    ///     .take(10)
+    ///     .try_collect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<T, Error>>
+    where
+        T: Send + 'static,
+    {
+        use futures_util::StreamExt;
+        futures_util::stream::try_unfold(self, |mut pager| async move {
+            Ok(pager.next_page().await?.map(|page| (page, pager)))
+        })
+        .map(|page| match page {
+            Ok(items) => futures_util::stream::iter(items.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(e) => futures_util::stream::iter(vec![Err(e)]),
+        })
+        .flatten()
     }
 
     /// Every remaining item, page after page.

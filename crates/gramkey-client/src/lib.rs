@@ -64,6 +64,7 @@ pub mod webhooks;
 
 pub use client::{Client, Pager, RetryPolicy, pacing};
 pub use error::{ApiError, Error, Failure};
+pub use model::{DeviceCodes, DevicePoll};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -110,13 +111,38 @@ impl Hosts {
 /// One authorization request: the parameters, a fresh `state`, and a PKCE verifier.
 ///
 /// The verifier is deliberately not `Clone` and its `Debug` is redacted: it is a secret until the
-/// code exchange.
+/// code exchange. A web app that sends the browser away in one request and receives the
+/// redirect in another keeps the request in between, server-side (a session store), with
+/// serde:
+///
+/// ```
+/// use gramkey_client::{AuthorizeRequest, Hosts};
+/// let req = AuthorizeRequest::new("1955185181361652", "https://app.example/cb", &["user_profile"]);
+/// let kept = serde_json::to_string(&req).unwrap(); // into the session, never to the browser
+/// let back: AuthorizeRequest = serde_json::from_str(&kept).unwrap();
+/// let redirect = format!("https://app.example/cb?code=AQBx&state={}#_", back.state());
+/// assert_eq!(back.code_from_redirect(&redirect).unwrap(), "AQBx");
+/// ```
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct AuthorizeRequest {
     client_id: String,
     redirect_uri: String,
     scopes: Vec<String>,
     state: String,
     verifier: String,
+}
+
+/// Why a redirect gave no code ([`AuthorizeRequest::code_from_redirect`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectError {
+    /// Another sign-in's redirect, or a forged one: refuse it.
+    #[error("the redirect's state does not match this sign-in")]
+    StateMismatch,
+    /// The user said no, or the server refused the request.
+    #[error("sign-in refused: {error} ({description})")]
+    Refused { error: String, description: String },
+    #[error("the redirect has no code")]
+    NoCode,
 }
 
 impl std::fmt::Debug for AuthorizeRequest {
@@ -162,6 +188,39 @@ impl AuthorizeRequest {
     /// `BASE64URL(SHA256(verifier))` (RFC 7636 §4.2).
     pub fn challenge(&self) -> String {
         URL_SAFE_NO_PAD.encode(Sha256::digest(self.verifier.as_bytes()))
+    }
+
+    /// Checks where the browser came back to (the whole redirect URL, or its query) against
+    /// this request: the `state` must be this request's, then the answer is its `code`, or
+    /// the refusal the server sent (`error`, `error_reason`, `error_description`).
+    pub fn code_from_redirect(&self, redirect: &str) -> Result<String, RedirectError> {
+        let query = match Url::parse(redirect.trim()) {
+            Ok(url) => url.query().unwrap_or_default().to_owned(),
+            Err(_) => redirect.trim().trim_start_matches('?').to_owned(),
+        };
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        // Instagram's refusals may come without state; ours carry it. A state that is there
+        // must match, and a code needs one.
+        match get("state") {
+            Some(s) if s != self.state => return Err(RedirectError::StateMismatch),
+            None if get("error").is_none() => return Err(RedirectError::StateMismatch),
+            _ => {}
+        }
+        if let Some(error) = get("error") {
+            return Err(RedirectError::Refused {
+                error,
+                description: get("error_description")
+                    .or_else(|| get("error_reason"))
+                    .unwrap_or_default(),
+            });
+        }
+        get("code")
+            .map(|c| c.trim_end_matches("#_").to_owned())
+            .filter(|c| !c.is_empty())
+            .ok_or(RedirectError::NoCode)
     }
 
     /// The URL to open in the browser.
@@ -215,5 +274,39 @@ mod tests {
         assert!(!format!("{req:?}").contains(req.verifier()));
         let other = AuthorizeRequest::new("123", "http://127.0.0.1/cb", &["user_profile"]);
         assert_ne!(other.state(), req.state());
+    }
+
+    #[test]
+    fn redirects_are_checked() {
+        let req = AuthorizeRequest::new("123", "http://127.0.0.1/cb", &["user_profile"]);
+        let st = req.state().to_owned();
+        let ok = format!("http://127.0.0.1/cb?code=AQB&state={st}#_");
+        assert_eq!(req.code_from_redirect(&ok).unwrap(), "AQB");
+        assert_eq!(
+            req.code_from_redirect(&format!("code=AQC&state={st}"))
+                .unwrap(),
+            "AQC"
+        );
+        assert_eq!(
+            req.code_from_redirect("http://127.0.0.1/cb?code=AQB&state=other"),
+            Err(RedirectError::StateMismatch)
+        );
+        assert_eq!(
+            req.code_from_redirect("http://127.0.0.1/cb?code=AQB"),
+            Err(RedirectError::StateMismatch)
+        );
+        assert_eq!(
+            req.code_from_redirect(&format!(
+                "http://127.0.0.1/cb?error=access_denied&error_reason=user_denied&error_description=The+user+denied+your+request.&state={st}"
+            )),
+            Err(RedirectError::Refused {
+                error: "access_denied".into(),
+                description: "The user denied your request.".into()
+            })
+        );
+        assert_eq!(
+            req.code_from_redirect(&format!("http://127.0.0.1/cb?state={st}")),
+            Err(RedirectError::NoCode)
+        );
     }
 }

@@ -92,6 +92,71 @@ pub struct CodeToken {
     /// Only from servers that issue RFC 6749 refresh tokens (gramkey apps that opt in).
     #[serde(default)]
     pub refresh_token: Option<AccessToken>,
+    /// RFC 6749 §5.1's space-separated scopes, from gramkey's RFC-style answers.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// A device's pair of codes (RFC 8628 §3.2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceCodes {
+    /// What the device polls with: a secret, like a code.
+    pub device_code: AccessToken,
+    /// What the user types on [`DeviceCodes::verification_uri`], such as `BCDF-GHJK`.
+    pub user_code: String,
+    pub verification_uri: String,
+    /// The same page with the code filled in, for a link or a QR code.
+    #[serde(default)]
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: i64,
+    /// The least seconds between polls (5 when the server does not say).
+    #[serde(default, deserialize_with = "lenient_secs")]
+    pub interval: Option<i64>,
+}
+
+/// One poll's answer (RFC 8628 §3.5); `access_denied` and `expired_token` are errors.
+#[derive(Debug, Clone)]
+pub enum DevicePoll {
+    Token(CodeToken),
+    /// `authorization_pending`: poll again after the interval.
+    Pending,
+    /// `slow_down`: poll again, five seconds more apart.
+    SlowDown,
+}
+
+/// `debug_token`'s `data`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DebugToken {
+    #[serde(deserialize_with = "lenient_opt_id")]
+    pub app_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub application: Option<String>,
+    pub is_valid: bool,
+    /// Unix time; 0 for tokens that do not expire.
+    pub expires_at: Option<i64>,
+    pub issued_at: Option<i64>,
+    pub scopes: Vec<String>,
+    #[serde(deserialize_with = "lenient_opt_id")]
+    pub user_id: Option<String>,
+}
+
+/// RFC 7662's answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Introspection {
+    pub active: bool,
+    pub client_id: Option<String>,
+    /// Space-separated.
+    pub scope: Option<String>,
+    /// The app-scoped user id.
+    pub sub: Option<String>,
+    pub username: Option<String>,
+    pub exp: Option<i64>,
+    pub iat: Option<i64>,
+    /// `short_lived`, `long_lived`, `app`, `refresh`.
+    pub kind: Option<String>,
 }
 
 impl CodeToken {

@@ -470,3 +470,125 @@ async fn webhooks_are_subscribed_verified_and_parsed_and_insights_read() {
     assert_eq!(totals[0].name, "comments");
     assert!(totals[0].total_value.is_some());
 }
+
+#[tokio::test]
+async fn the_device_flow_app_tokens_introspection_and_the_generic_calls() {
+    use futures_util::TryStreamExt;
+    use gramkey_client::DevicePoll;
+
+    let s = server(|_| {}).await;
+    let (client_id, secret) = app_and_user(&s, "user_profile,user_media", 12).await;
+    let client = Client::new(Hosts::gramkey(&s.base).unwrap());
+
+    // The device flow: codes, waiting, too soon, then the user approves on /device.
+    let mut codes = client
+        .device_code(&client_id, &secret, &["user_profile", "user_media"])
+        .await
+        .unwrap();
+    assert_eq!(codes.verification_uri, format!("{}/device", s.base));
+    assert!(matches!(
+        client
+            .poll_device(&client_id, &secret, &codes)
+            .await
+            .unwrap(),
+        DevicePoll::Pending
+    ));
+    assert!(matches!(
+        client
+            .poll_device(&client_id, &secret, &codes)
+            .await
+            .unwrap(),
+        DevicePoll::SlowDown
+    ));
+    let (status, page) = gramkey_server::test_support::enter_device_code(
+        codes.verification_uri_complete.as_deref().unwrap(),
+        "alice",
+        "alice-password",
+        true,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    codes.interval = Some(1);
+    let token = client
+        .device_token(&client_id, &secret, &codes)
+        .await
+        .unwrap();
+    assert_eq!(token.scope.as_deref(), Some("user_profile user_media"));
+    let t = token.access_token;
+
+    // Cancelled, or expired: an error of that kind.
+    let denied = client
+        .device_code(&client_id, &secret, &["user_profile"])
+        .await
+        .unwrap();
+    gramkey_server::test_support::enter_device_code(
+        denied.verification_uri_complete.as_deref().unwrap(),
+        "alice",
+        "alice-password",
+        false,
+    )
+    .await;
+    match client.poll_device(&client_id, &secret, &denied).await {
+        Err(gramkey_client::Error::Api(e)) => assert_eq!(e.kind, "access_denied"),
+        other => panic!("access_denied expected: {other:?}"),
+    }
+
+    // The generic GET keeps the token in the header and answers JSON.
+    let me = client
+        .get(&t, "me", &[("fields", "id,username")])
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "alice");
+
+    // A pager as a stream: every item, across pages.
+    let all: Vec<_> = client
+        .media(&t, &["id"], 5)
+        .into_stream()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 12);
+
+    // App tokens, debug_token and introspection.
+    let app_token = client.app_token(&client_id, &secret).await.unwrap();
+    let debug = client.debug_token(&app_token, &t).await.unwrap();
+    assert!(debug.is_valid);
+    assert_eq!(debug.app_id.as_deref(), Some(client_id.as_str()));
+    assert!(
+        debug
+            .scopes
+            .iter()
+            .any(|s| s == "instagram_graph_user_profile"),
+        "{debug:?}"
+    );
+    let seen = client.introspect(&client_id, &secret, &t).await.unwrap();
+    assert!(seen.active);
+    assert_eq!(seen.username.as_deref(), Some("alice"));
+    let garbage = AccessToken::new("IGQVJnot-a-real-token-at-all");
+    assert!(
+        !client
+            .introspect(&client_id, &secret, &garbage)
+            .await
+            .unwrap()
+            .active
+    );
+
+    // A server that is not there: the host and the cause, at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let nobody = Client::new(Hosts::gramkey(&format!("http://127.0.0.1:{port}")).unwrap())
+        .with_retry(RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        });
+    let e = nobody.me(&t, &["id"]).await.unwrap_err();
+    assert_eq!(e.failure(), Failure::Transient);
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "could not reach 127.0.0.1:{port}: connection refused"
+        )),
+        "{text}"
+    );
+}
