@@ -1,5 +1,10 @@
-//! The developer side of `gramkey`: sign in through the browser, keep tokens in the encrypted
-//! vault, print them, keep them refreshed, sign out. In the manner of `gh auth`.
+//! The developer side of `gramkey`: sign in through the browser (or a device code, or a token
+//! on standard input), keep tokens in the encrypted vault, print them, keep them refreshed,
+//! sign out. In the manner of `gh auth`.
+//!
+//! - `GRAMKEY_TOKEN` (with `GRAMKEY_HOST`) stands in for the vault in every command that uses
+//!   a token, as `GH_TOKEN` does; `GRAMKEY_ACCOUNT` picks an account.
+//! - A call answered "sign in again" (190) marks the account at once: `token` then exits 4.
 //!
 //! Exit codes: 0 success; 1 failure; 2 bad usage; 4 the account needs the user to sign in
 //! again (or there is no such account).
@@ -10,9 +15,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use gramkey_client::refresh::{RefreshPolicy, Refreshed, refresh};
+use gramkey_client::model::AccessToken;
+use gramkey_client::refresh::{RefreshPolicy, Refreshed, refresh, too_young};
 use gramkey_client::vault::{Account, Accounts, Protection, Vault, VaultKey};
-use gramkey_client::{AuthorizeRequest, Client, Hosts};
+use gramkey_client::{AuthorizeRequest, Client, Hosts, RetryPolicy};
 use serde_json::json;
 
 /// Exit code: the user must sign in again.
@@ -56,42 +62,65 @@ impl VaultArgs {
 
 #[derive(Subcommand)]
 pub enum AuthCommand {
-    /// Sign in through the browser (a loopback redirect to 127.0.0.1 with PKCE) and store the
-    /// long-lived token.
+    /// Sign in and store the long-lived token: through the browser (a loopback redirect to
+    /// 127.0.0.1 with PKCE), with a device code (--device), or with a token read from standard
+    /// input (--with-token).
     Login(LoginArgs),
-    /// Every account: who, where, how long its token has left, the last refresh.
+    /// Every account: who, where, its scopes, when its token expires, the last refresh. Exits
+    /// 4 when an account needs signing in again, 1 when a refresh failed.
     Status {
+        /// One JSON document.
         #[arg(long)]
         json: bool,
     },
-    /// Print an account's token (the default account without --account).
+    /// Print an account's token (GRAMKEY_TOKEN when it is set). Exits 4 when the account must
+    /// sign in again.
     Token {
-        #[arg(long)]
+        /// The account's alias, username or user id (default: the default account).
+        #[arg(long, env = "GRAMKEY_ACCOUNT")]
         account: Option<String>,
+        /// The token with its expiry, user and app, as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Refresh tokens: idempotent, for cron or a systemd timer.
     Refresh(RefreshArgs),
-    /// Forget an account; with --revoke, remove the app's access on the server first.
+    /// Forget an account. --revoke first revokes this machine's token on the server;
+    /// --remove-app removes the app's access for the user everywhere.
     Logout {
-        #[arg(long)]
+        /// The account's alias, username or user id (default: the default account).
+        #[arg(long, env = "GRAMKEY_ACCOUNT")]
         account: Option<String>,
-        #[arg(long)]
+        /// Revoke this machine's token first (RFC 7009; a gramkey server, with the app's
+        /// secret in GRAMKEY_CLIENT_SECRET). The user's other sign-ins keep working.
+        #[arg(long, conflicts_with = "remove_app")]
         revoke: bool,
+        /// Remove the app's access for this user first, on every device and for every token
+        /// (DELETE /me/permissions; Instagram's only way to revoke).
+        #[arg(long)]
+        remove_app: bool,
+        /// The app's secret, for --revoke.
+        #[arg(long, env = "GRAMKEY_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
     },
-    /// The accounts' aliases, one per line (the default marked `*`).
+    /// Every account, one per line: `*` for the default, then its alias, username, app id and
+    /// host, separated by tabs.
     Accounts,
     /// Make an account the default.
-    Use { account: String },
-    /// The signed-in user's profile, from the server.
+    Use {
+        /// The account's alias, username or user id.
+        account: String,
+    },
+    /// The signed-in user's profile, from the server, as JSON.
     Me {
-        #[arg(long)]
+        /// The account's alias, username or user id (default: the default account).
+        #[arg(long, env = "GRAMKEY_ACCOUNT")]
         account: Option<String>,
     },
     /// The signed-in user's media, newest first, as JSON lines (with --json, one document).
     Media {
-        #[arg(long)]
+        /// The account's alias, username or user id (default: the default account).
+        #[arg(long, env = "GRAMKEY_ACCOUNT")]
         account: Option<String>,
         /// Every page (default: the first).
         #[arg(long)]
@@ -99,13 +128,22 @@ pub enum AuthCommand {
         /// Per page (at most 100).
         #[arg(long, default_value_t = 25)]
         limit: u32,
+        /// One JSON document instead of JSON lines.
         #[arg(long)]
         json: bool,
     },
-    /// Write every account to FILE, encrypted with the key in GRAMKEY_EXPORT_KEY (64 hex).
-    Export { file: PathBuf },
-    /// Add the accounts of FILE (from `export`, with its GRAMKEY_EXPORT_KEY).
-    Import { file: PathBuf },
+    /// Write every account to FILE (`-`: standard output), encrypted with the key in
+    /// GRAMKEY_EXPORT_KEY (64 hex).
+    Export {
+        /// Where to write (`-`: standard output).
+        file: PathBuf,
+    },
+    /// Add the accounts of FILE (`-`: standard input), from `export`, with its
+    /// GRAMKEY_EXPORT_KEY.
+    Import {
+        /// What to read (`-`: standard input).
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -113,14 +151,29 @@ pub struct LoginArgs {
     /// A gramkey server's base URL (default: the real Instagram hosts).
     #[arg(long, env = "GRAMKEY_HOST")]
     host: Option<String>,
+    /// The app's client id (not needed with --account or --with-token).
     #[arg(long, env = "GRAMKEY_CLIENT_ID")]
-    client_id: String,
+    client_id: Option<String>,
     /// The app secret, from the environment (so it is not in `ps`).
     #[arg(long, env = "GRAMKEY_CLIENT_SECRET", hide_env_values = true)]
-    client_secret: String,
+    client_secret: Option<String>,
     /// Scopes, comma-separated.
     #[arg(long, default_value = "user_profile,user_media")]
     scopes: String,
+    /// Sign in again as this account, with its host, app and scopes.
+    #[arg(long)]
+    account: Option<String>,
+    /// Sign in with a device code (RFC 8628): the CLI shows a code to enter on the server's
+    /// /device page from any browser. gramkey servers only: Instagram has no device flow.
+    #[arg(long, conflicts_with_all = ["no_browser", "with_token"])]
+    device: bool,
+    /// Store a token read from standard input (from another machine, or a CI secret) instead
+    /// of signing in. It is checked with /me first.
+    #[arg(long)]
+    with_token: bool,
+    /// With --with-token: how long the token has left (default: 60 days, a long-lived token).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "with_token")]
+    expires_in: Option<Duration>,
     /// The loopback port (0: any free one). The app must have registered
     /// http://127.0.0.1/callback (any port is accepted for loopback addresses).
     #[arg(long, default_value_t = 0)]
@@ -145,7 +198,8 @@ pub struct RefreshArgs {
     /// Every account (default: the default account, or --account).
     #[arg(long)]
     all: bool,
-    #[arg(long)]
+    /// The account's alias, username or user id (default: the default account).
+    #[arg(long, env = "GRAMKEY_ACCOUNT")]
     account: Option<String>,
     /// Only accounts whose tokens are due; without it, refresh regardless.
     #[arg(long)]
@@ -165,26 +219,210 @@ fn now() -> i64 {
     gramkey_domain::Clock::now(&gramkey_domain::SystemClock)
 }
 
+/// Each request gives up after this long, and connecting after `CONNECT_TIMEOUT`; a failed
+/// read is tried `RETRIES` more times. A server that does not answer costs under a minute, and
+/// the error says how long it took.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRIES: u32 = 2;
+
+fn instagram() -> String {
+    Hosts::instagram().graph.to_string()
+}
+
 fn client_for(host: &str) -> Result<Client> {
-    let hosts = if host == Hosts::instagram().graph.as_str() {
+    let hosts = if host == instagram() {
         Hosts::instagram()
     } else {
         Hosts::gramkey(host).with_context(|| format!("{host:?} is not a URL"))?
     };
-    Ok(Client::new(hosts))
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("gramkey/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    Ok(Client::new(hosts).with_http(http).with_retry(RetryPolicy {
+        max_retries: RETRIES,
+        ..RetryPolicy::default()
+    }))
 }
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// A call to the server, its failure worded for a person: how long a network failure took,
+/// when a rate limit ends.
+async fn call<T>(
+    request: impl std::future::Future<Output = Result<T, gramkey_client::Error>>,
+) -> Result<T, CallError> {
+    // Elapsed time for the message only, which no test moves.
+    #[allow(clippy::disallowed_methods)]
+    let started = std::time::Instant::now();
+    request.await.map_err(|error| CallError {
+        error,
+        took: started.elapsed(),
+    })
+}
+
+/// A failed call, with how long it took.
+#[derive(Debug)]
+struct CallError {
+    error: gramkey_client::Error,
+    took: Duration,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = &self.error;
+        write!(f, "{e}")?;
+        match e {
+            gramkey_client::Error::Http { .. } => {
+                write!(f, "; gave up after {} s", self.took.as_secs().max(1))
+            }
+            _ if e.failure() == gramkey_client::Failure::RateLimited => match e.retry_after() {
+                Some(wait) => write!(
+                    f,
+                    "; rate limited: try again at {} (in {} s)",
+                    date(now().saturating_add(i64::try_from(wait.as_secs()).unwrap_or(0))),
+                    wait.as_secs()
+                ),
+                None => write!(f, "; rate limited: try again later"),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// `GRAMKEY_TOKEN`, when set: it stands in for the vault, on `GRAMKEY_HOST` (default:
+/// Instagram).
+fn env_token() -> Option<(AccessToken, String)> {
+    let nonempty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let token = nonempty("GRAMKEY_TOKEN")?;
+    let host = nonempty("GRAMKEY_HOST").unwrap_or_else(instagram);
+    Some((AccessToken::new(token.trim()), host))
+}
+
+/// Commands that change the vault's accounts refuse to run on `GRAMKEY_TOKEN`.
+fn refuse_env_token(what: &str) -> Result<()> {
+    if env_token().is_some() {
+        bail!(
+            "GRAMKEY_TOKEN is set, so commands use it rather than the vault; unset it to {what} the vault's accounts"
+        );
+    }
+    Ok(())
+}
+
+/// The token a command uses: `GRAMKEY_TOKEN`, or a vault account's.
+struct Signed {
+    client: Client,
+    token: AccessToken,
+    /// The vault and the account's alias; none for `GRAMKEY_TOKEN`.
+    account: Option<(Vault, String)>,
+}
+
+impl Signed {
+    fn new(vault: &VaultArgs, name: Option<&str>) -> Result<Self> {
+        if let Some((token, host)) = env_token() {
+            return Ok(Self {
+                client: client_for(&host)?,
+                token,
+                account: None,
+            });
+        }
+        let v = vault.open()?;
+        let accounts = v.load()?;
+        let a = usable(&accounts, name)?;
+        let token = a
+            .token()
+            .cloned()
+            .ok_or_else(|| anyhow!("{} has no token", a.alias))?;
+        Ok(Self {
+            client: client_for(&a.host)?,
+            token,
+            account: Some((v, a.alias.clone())),
+        })
+    }
+
+    /// A failed call. Answered "sign in again", the account is marked so at once (`token`
+    /// then exits 4) and the error says how to sign in again.
+    fn failed(&self, e: CallError) -> anyhow::Error {
+        if !e.error.needs_reauthorization() {
+            return e.into();
+        }
+        match &self.account {
+            None => {
+                NeedsReauth(format!("{e}: GRAMKEY_TOKEN no longer works; set a new one")).into()
+            }
+            Some((vault, alias)) => {
+                let marked = vault.update(|a| match a.find_mut(alias) {
+                    Some(acc) if acc.token.as_ref() == Some(&self.token) => {
+                        acc.needs_reauthorization = true;
+                        true
+                    }
+                    _ => false,
+                });
+                if let Err(v) = marked {
+                    eprintln!("warning: could not mark {alias} as needing sign-in: {v}");
+                }
+                NeedsReauth(format!("{e}\n{}", sign_in_again(alias))).into()
+            }
+        }
+    }
+}
+
+/// The exact command that signs an account in again.
+fn sign_in_again(alias: &str) -> String {
+    format!("{alias} must sign in again: `gramkey auth login --account {alias}`")
+}
+
 pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
     match cmd {
         AuthCommand::Login(args) => login(&vault.open()?, args).await,
-        AuthCommand::Status { json } => status(&vault.open()?, json),
-        AuthCommand::Token { account, json } => token(&vault.open()?, account.as_deref(), json),
-        AuthCommand::Refresh(args) => refresh_cmd(&vault.open()?, args).await,
-        AuthCommand::Logout { account, revoke } => logout(&vault.open()?, account, revoke).await,
+        AuthCommand::Status { json } => match env_token() {
+            Some((_, host)) => {
+                if json {
+                    println!("{}", json!({"token_from_env": true, "host": host}));
+                } else {
+                    println!(
+                        "GRAMKEY_TOKEN is set: commands use it, on {host}, rather than the vault"
+                    );
+                }
+                Ok(())
+            }
+            None => status(&vault.open()?, json),
+        },
+        AuthCommand::Token { account, json } => match env_token() {
+            Some((token, host)) => {
+                if json {
+                    println!("{}", json!({"access_token": token.expose(), "host": host}));
+                } else {
+                    println!("{}", token.expose());
+                }
+                Ok(())
+            }
+            None => token(&vault.open()?, account.as_deref(), json),
+        },
+        AuthCommand::Refresh(args) => {
+            refuse_env_token("refresh")?;
+            refresh_cmd(&vault.open()?, args).await
+        }
+        AuthCommand::Logout {
+            account,
+            revoke,
+            remove_app,
+            client_secret,
+        } => {
+            refuse_env_token("sign out")?;
+            let how = match (revoke, remove_app) {
+                (true, _) => Revoke::Token(client_secret),
+                (_, true) => Revoke::App,
+                _ => Revoke::Nothing,
+            };
+            logout(&vault.open()?, account, how).await
+        }
         AuthCommand::Accounts => {
             let accounts = vault.open()?.load()?;
             for a in &accounts.list {
@@ -217,11 +455,13 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
             Ok(())
         }
         AuthCommand::Me { account } => {
-            let (client, token) = signed_in(&vault.open()?, account.as_deref())?;
-            let me = client
-                .me(&token, &["id", "username", "account_type", "media_count"])
-                .await
-                .map_err(reauth_or)?;
+            let s = Signed::new(vault, account.as_deref())?;
+            let me = call(
+                s.client
+                    .me(&s.token, &["id", "username", "account_type", "media_count"]),
+            )
+            .await
+            .map_err(|e| s.failed(e))?;
             println!(
                 "{}",
                 json!({"id": me.id, "username": me.username, "account_type": me.account_type, "media_count": me.media_count})
@@ -233,21 +473,42 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
             all,
             limit,
             json,
-        } => media(&vault.open()?, account.as_deref(), all, limit, json).await,
+        } => media(&Signed::new(vault, account.as_deref())?, all, limit, json).await,
         AuthCommand::Export { file } => {
             let from = vault.open()?.load()?;
-            let to = Vault::new(&file, Protection::Encrypted(export_key()?));
             let n = from.list.len();
-            to.update(|a| {
-                for account in from.list {
-                    a.upsert(account);
-                }
-            })?;
-            println!("exported {n} account(s) to {}", file.display());
+            let key = export_key()?;
+            let write = |path: &std::path::Path| {
+                Vault::new(path, Protection::Encrypted(key.clone())).update(|a| {
+                    for account in from.list.clone() {
+                        a.upsert(account);
+                    }
+                })
+            };
+            if file.as_os_str() == "-" {
+                let dir = tempfile::tempdir()?;
+                let path = dir.path().join("export.json");
+                write(&path)?;
+                print!("{}", std::fs::read_to_string(&path)?);
+                eprintln!("exported {n} account(s)");
+            } else {
+                write(&file)?;
+                println!("exported {n} account(s) to {}", file.display());
+            }
             Ok(())
         }
         AuthCommand::Import { file } => {
-            let from = Vault::new(&file, Protection::Encrypted(export_key()?)).load()?;
+            let key = export_key()?;
+            let from = if file.as_os_str() == "-" {
+                let dir = tempfile::tempdir()?;
+                let path = dir.path().join("import.json");
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                std::fs::write(&path, text)?;
+                Vault::new(&path, Protection::Encrypted(key)).load()?
+            } else {
+                Vault::new(&file, Protection::Encrypted(key)).load()?
+            };
             let n = from.list.len();
             vault.open()?.update(|a| {
                 for account in from.list {
@@ -279,46 +540,12 @@ fn export_key() -> Result<VaultKey> {
 fn usable<'a>(accounts: &'a Accounts, name: Option<&str>) -> Result<&'a Account> {
     let a = accounts.find(name).ok_or_else(|| no_account(name))?;
     if a.needs_sign_in(now()) {
-        return Err(NeedsReauth(format!(
-            "{} must sign in again: `gramkey auth login`",
-            a.alias
-        ))
-        .into());
+        return Err(NeedsReauth(sign_in_again(&a.alias)).into());
     }
     Ok(a)
 }
 
-/// A client and token for an account.
-fn signed_in(
-    vault: &Vault,
-    account: Option<&str>,
-) -> Result<(Client, gramkey_client::model::AccessToken)> {
-    let accounts = vault.load()?;
-    let a = usable(&accounts, account)?;
-    let token = a
-        .token()
-        .cloned()
-        .ok_or_else(|| anyhow!("{} has no token", a.alias))?;
-    Ok((client_for(&a.host)?, token))
-}
-
-/// A server refusal, as exit code 4 when it means signing in again.
-fn reauth_or(e: gramkey_client::Error) -> anyhow::Error {
-    if e.needs_reauthorization() {
-        NeedsReauth(format!("{e}; sign in again: `gramkey auth login`")).into()
-    } else {
-        e.into()
-    }
-}
-
-async fn media(
-    vault: &Vault,
-    account: Option<&str>,
-    all: bool,
-    limit: u32,
-    json: bool,
-) -> Result<()> {
-    let (client, token) = signed_in(vault, account)?;
+async fn media(s: &Signed, all: bool, limit: u32, json: bool) -> Result<()> {
     let fields = [
         "id",
         "caption",
@@ -327,7 +554,7 @@ async fn media(
         "permalink",
         "timestamp",
     ];
-    let mut pages = client.media(&token, &fields, limit.clamp(1, 100));
+    let mut pages = s.client.media(&s.token, &fields, limit.clamp(1, 100));
     // A spinner on a terminal only: redirected output stays clean.
     let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && all {
         indicatif::ProgressBar::new_spinner()
@@ -336,7 +563,7 @@ async fn media(
     };
     let mut items = Vec::new();
     let mut count = 0;
-    while let Some(page) = pages.next_page().await.map_err(reauth_or)? {
+    while let Some(page) = call(pages.next_page()).await.map_err(|e| s.failed(e))? {
         count += page.len();
         for m in page {
             let line = json!({
@@ -361,7 +588,6 @@ async fn media(
     }
     Ok(())
 }
-
 /// Waits for the browser's redirect on `listener`; returns its query.
 async fn callback(
     listener: tokio::net::TcpListener,
@@ -445,12 +671,169 @@ async fn pasted(redirect: String) -> Result<Vec<(String, String)>> {
 
 async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
     // Refuse early if the vault cannot be opened.
-    vault.load()?;
-    let host = args
-        .host
-        .clone()
-        .unwrap_or_else(|| Hosts::instagram().graph.to_string());
+    let existing = vault.load()?;
+    let again = match args.account.as_deref() {
+        Some(name) => Some(
+            existing
+                .find(Some(name))
+                .cloned()
+                .ok_or_else(|| no_account(Some(name)))?,
+        ),
+        None => None,
+    };
+    let host = match &again {
+        Some(a) => a.host.clone(),
+        None => args.host.clone().unwrap_or_else(instagram),
+    };
     let client = client_for(&host)?;
+    if args.with_token {
+        return with_token(vault, &client, &args, again.as_ref()).await;
+    }
+    let client_id = again
+        .as_ref()
+        .map(|a| a.app_id.clone())
+        .or_else(|| args.client_id.clone())
+        .ok_or_else(|| anyhow!("give the app's client id: --client-id, or GRAMKEY_CLIENT_ID"))?;
+    let secret = args.client_secret.clone().ok_or_else(|| {
+        anyhow!(
+            "set GRAMKEY_CLIENT_SECRET to the app's secret (or pass --client-secret, though the environment keeps it out of `ps`)"
+        )
+    })?;
+    let scopes: Vec<String> = match &again {
+        Some(a) => a.scopes.clone(),
+        None => args
+            .scopes
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .collect(),
+    };
+    let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let short = if args.device {
+        device_sign_in(
+            &client,
+            &host,
+            (&client_id, &secret),
+            &scope_refs,
+            args.timeout,
+        )
+        .await?
+    } else {
+        browser_sign_in(&client, &args, (&client_id, &secret), &scope_refs).await?
+    };
+    let long = call(client.long_lived(&secret, &short)).await?;
+    let me = call(client.me(&long.access_token, &["id", "username"])).await?;
+    let expires_in = long.expires_in.unwrap_or(60 * 24 * 3600);
+    let alias = args.alias.clone().or(again.map(|a| a.alias));
+    store_account(
+        vault,
+        &client,
+        client_id,
+        me,
+        scopes,
+        (long.access_token, expires_in),
+        alias,
+    )
+}
+
+/// Stores a signed-in account and says so.
+fn store_account(
+    vault: &Vault,
+    client: &Client,
+    app_id: String,
+    me: gramkey_client::model::User,
+    scopes: Vec<String>,
+    (token, expires_in): (AccessToken, i64),
+    alias: Option<String>,
+) -> Result<()> {
+    let at = now();
+    let alias = alias
+        .or_else(|| me.username.clone())
+        .unwrap_or_else(|| me.id.clone());
+    let account = Account {
+        host: client.hosts().graph.to_string(),
+        app_id,
+        user_id: me.id.clone(),
+        username: me.username.clone(),
+        alias,
+        scopes,
+        issued_at: at,
+        expires_at: at.saturating_add(expires_in),
+        last_refreshed_at: None,
+        last_refresh_error: None,
+        needs_reauthorization: false,
+        token: Some(token),
+    };
+    let stored = vault.update(|a| {
+        a.upsert(account.clone());
+        a.list
+            .iter()
+            .find(|x| {
+                x.user_id == account.user_id && x.host == account.host && x.app_id == account.app_id
+            })
+            .map(|x| x.alias.clone())
+    })?;
+    println!(
+        "Signed in as {} ({}). Token stored in {}.",
+        me.username.as_deref().unwrap_or(&me.id),
+        stored.unwrap_or(account.alias),
+        vault.backend()
+    );
+    Ok(())
+}
+
+/// Why no browser can be opened here, if none can: no display to show one on.
+fn no_display() -> Option<&'static str> {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let needs_display = cfg!(unix) && !cfg!(target_os = "macos");
+    (needs_display && !set("DISPLAY") && !set("WAYLAND_DISPLAY") && !set("BROWSER"))
+        .then_some("no display: DISPLAY and WAYLAND_DISPLAY are not set")
+}
+
+/// Opens `url` in a browser; why it could not, if it could not. A browser opener that fails
+/// later (it ran, then exited non-zero) is reported when it does.
+fn open_browser(url: &str, fallback: String) -> Option<String> {
+    if let Some(why) = no_display() {
+        return Some(why.to_owned());
+    }
+    let opener = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| {
+            if cfg!(target_os = "macos") {
+                "open"
+            } else {
+                "xdg-open"
+            }
+            .into()
+        });
+    let child = std::process::Command::new(&opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match child {
+        Err(e) => Some(format!("{opener} could not be started: {e}")),
+        Ok(mut child) => {
+            std::thread::spawn(move || {
+                if let Ok(status) = child.wait()
+                    && !status.success()
+                {
+                    println!("{opener} failed ({status}). {fallback}");
+                }
+            });
+            None
+        }
+    }
+}
+
+/// The browser flow: the loopback redirect, or the URL the browser ended on pasted here.
+async fn browser_sign_in(
+    client: &Client,
+    args: &LoginArgs,
+    (client_id, secret): (&str, &str),
+    scopes: &[&str],
+) -> Result<AccessToken> {
     let listener =
         tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.redirect_port)))
             .await
@@ -467,88 +850,130 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
         );
     }
     let redirect = format!("http://127.0.0.1:{port}{path}");
-    let scopes: Vec<&str> = args.scopes.split(',').map(str::trim).collect();
-    let req = AuthorizeRequest::new(&args.client_id, &redirect, &scopes);
+    let req = AuthorizeRequest::new(client_id, &redirect, scopes);
     let url = req.url(client.hosts());
+    let wait = humantime::format_duration(args.timeout);
     println!("Open this URL in a browser to sign in:\n  {url}");
-    if !args.no_browser {
-        let opener = if cfg!(target_os = "macos") {
-            "open"
-        } else {
-            "xdg-open"
-        };
-        let _ = std::process::Command::new(opener)
-            .arg(url.as_str())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
+    let paste = format!(
+        "Open the URL above in a browser on any device and sign in. It ends on a page that does not load ({redirect}?code=…): paste that page's whole URL here."
+    );
+    if args.no_browser {
+        println!("{paste}");
     } else {
-        println!("(or paste here the URL the browser ended on)");
+        match open_browser(url.as_str(), paste.clone()) {
+            None => println!(
+                "Opened a browser. (If none opened: {})",
+                paste.trim_end_matches('.')
+            ),
+            Some(why) => println!("Could not open a browser here ({why}). {paste}"),
+        }
     }
+    println!("Waiting up to {wait} for the sign-in…");
     use std::io::Write as _;
     std::io::stdout().flush()?;
     let query = tokio::time::timeout(args.timeout, async {
         tokio::select! {
             q = callback(listener, &path, req.state().to_owned()) => q,
-            q = pasted(redirect.clone()), if args.no_browser => q,
+            q = pasted(redirect.clone()) => q,
         }
     })
     .await
-    .map_err(|_| {
-        anyhow!(
-            "no sign-in within {}",
-            humantime::format_duration(args.timeout)
-        )
-    })??;
-    let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if let Some(e) = get("error") {
+    .map_err(|_| anyhow!("no sign-in within {wait}: run the command again"))??;
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    let code = req.code_from_redirect(&query)?;
+    let short =
+        call(client.exchange_code(client_id, secret, &redirect, &code, Some(req.verifier())))
+            .await?;
+    Ok(short.access_token)
+}
+
+/// The device flow (RFC 8628): a code to enter on the server's /device page.
+async fn device_sign_in(
+    client: &Client,
+    host: &str,
+    (client_id, secret): (&str, &str),
+    scopes: &[&str],
+    timeout: Duration,
+) -> Result<AccessToken> {
+    if host == instagram() {
         bail!(
-            "sign-in refused: {e} ({})",
-            get("error_description").unwrap_or_default()
+            "Instagram has no device flow (RFC 8628); only gramkey servers offer it (--host). On a machine without a browser, use `gramkey auth login --no-browser`: it prints a URL to open on any device, and you paste back the URL the browser ends on"
         );
     }
-    if get("state").as_deref() != Some(req.state()) {
-        bail!("the redirect's state does not match this sign-in: refusing it");
-    }
-    let code = get("code").ok_or_else(|| anyhow!("the redirect has no code"))?;
-    let short = client
-        .exchange_code(
-            &args.client_id,
-            &args.client_secret,
-            &redirect,
-            &code,
-            Some(req.verifier()),
-        )
-        .await?;
-    let long = client
-        .long_lived(&args.client_secret, &short.access_token)
-        .await?;
-    let me = client.me(&long.access_token, &["id", "username"]).await?;
-    let at = now();
-    let alias = args
-        .alias
-        .or_else(|| me.username.clone())
-        .unwrap_or_else(|| me.id.clone());
-    let account = Account {
-        host: client.hosts().graph.to_string(),
-        app_id: args.client_id.clone(),
-        user_id: me.id.clone(),
-        username: me.username.clone(),
-        alias: alias.clone(),
-        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-        issued_at: at,
-        expires_at: at + long.expires_in.unwrap_or(60 * 24 * 3600),
-        last_refreshed_at: None,
-        last_refresh_error: None,
-        needs_reauthorization: false,
-        token: Some(long.access_token),
-    };
-    vault.update(|a| a.upsert(account))?;
+    let codes = call(client.device_code(client_id, secret, scopes)).await?;
+    let wait = timeout.min(Duration::from_secs(codes.expires_in.max(0).unsigned_abs()));
     println!(
-        "Signed in as {} ({alias}). Token stored in {}.",
-        me.username.as_deref().unwrap_or(&me.id),
-        vault.backend()
+        "To sign in, open {} on any device and enter the code\n\n    {}\n",
+        codes.verification_uri, codes.user_code
     );
+    if let Some(complete) = &codes.verification_uri_complete {
+        println!("(or open {complete}, which has the code filled in)");
+    }
+    println!(
+        "Waiting up to {} for the code to be entered…",
+        humantime::format_duration(wait)
+    );
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    let again = "run `gramkey auth login --device` again for a new code";
+    match tokio::time::timeout(wait, client.device_token(client_id, secret, &codes)).await {
+        Err(_) => bail!(
+            "the code was not entered within {}: {again}",
+            humantime::format_duration(wait)
+        ),
+        Ok(Ok(token)) => Ok(token.access_token),
+        Ok(Err(gramkey_client::Error::Api(e))) if e.kind == "access_denied" => {
+            bail!("the sign-in was cancelled on the /device page")
+        }
+        Ok(Err(gramkey_client::Error::Api(e))) if e.kind == "expired_token" => {
+            bail!("the code expired before it was entered: {again}")
+        }
+        Ok(Err(error)) => Err(CallError { error, took: wait }.into()),
+    }
+}
+
+/// `--with-token`: a token from standard input, checked with /me, stored.
+async fn with_token(
+    vault: &Vault,
+    client: &Client,
+    args: &LoginArgs,
+    again: Option<&Account>,
+) -> Result<()> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+    let token = text.trim();
+    if token.is_empty() {
+        bail!(
+            "--with-token reads the token from standard input, which was empty: `gramkey auth login --with-token < token.txt`"
+        );
+    }
+    let token = AccessToken::new(token);
+    let me = call(client.me(&token, &["id", "username"]))
+        .await
+        .map_err(|e| anyhow!("that token does not work on {}: {e}", client.hosts().graph))?;
+    let app_id = again
+        .map(|a| a.app_id.clone())
+        .or_else(|| args.client_id.clone())
+        .unwrap_or_else(|| "-".into());
+    let scopes = again.map(|a| a.scopes.clone()).unwrap_or_default();
+    let expires_in = args.expires_in.map_or(60 * 24 * 3600, secs);
+    let alias = args.alias.clone().or(again.map(|a| a.alias.clone()));
+    store_account(
+        vault,
+        client,
+        app_id,
+        me,
+        scopes,
+        (token, expires_in),
+        alias,
+    )?;
+    if args.expires_in.is_none() {
+        println!(
+            "Its expiry is not known here: counted as a long-lived token, 60 days from now (--expires-in says otherwise)."
+        );
+    }
     Ok(())
 }
 
@@ -561,9 +986,25 @@ fn left(expires_at: i64, now: i64) -> String {
     format!("{d}d {h}h left")
 }
 
+fn date(at: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(at.max(0).unsigned_abs());
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 fn status(vault: &Vault, json: bool) -> Result<()> {
     let accounts = vault.load()?;
     let t = now();
+    let needs_sign_in: Vec<&str> = accounts
+        .list
+        .iter()
+        .filter(|a| a.needs_sign_in(t))
+        .map(|a| a.alias.as_str())
+        .collect();
+    let failed = accounts
+        .list
+        .iter()
+        .filter(|a| a.last_refresh_error.is_some())
+        .count();
     if json {
         let list: Vec<_> = accounts
             .list
@@ -571,10 +1012,11 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
             .map(|a| {
                 json!({
                     "alias": a.alias, "username": a.username, "user_id": a.user_id,
-                    "app_id": a.app_id, "host": a.host, "expires_at": a.expires_at,
-                    "expires_in": a.expires_at - t, "last_refreshed_at": a.last_refreshed_at,
+                    "app_id": a.app_id, "host": a.host, "scopes": a.scopes,
+                    "expires_at": a.expires_at, "expires_in": a.expires_at - t,
+                    "last_refreshed_at": a.last_refreshed_at,
                     "last_refresh_error": a.last_refresh_error,
-                    "needs_reauthorization": a.needs_reauthorization,
+                    "needs_sign_in": a.needs_sign_in(t),
                     "default": accounts.default.as_deref() == Some(a.alias.as_str()),
                 })
             })
@@ -583,37 +1025,51 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&json!({"vault": vault.backend(), "accounts": list}))?
         );
-        return Ok(());
+    } else {
+        println!("vault: {}", vault.backend());
+        if accounts.list.is_empty() {
+            println!("no accounts: `gramkey auth login` signs one in");
+        }
+        for a in &accounts.list {
+            let mark = if accounts.default.as_deref() == Some(a.alias.as_str()) {
+                "*"
+            } else {
+                " "
+            };
+            println!(
+                "{mark} {}  {} on {}, app {}",
+                a.alias,
+                a.username.as_deref().unwrap_or(&a.user_id),
+                a.host,
+                a.app_id
+            );
+            let state = if a.needs_sign_in(t) {
+                format!("NEEDS SIGN-IN: `gramkey auth login --account {}`", a.alias)
+            } else {
+                format!("expires {} ({})", date(a.expires_at), left(a.expires_at, t))
+            };
+            println!("    token:     {state}");
+            println!(
+                "    scopes:    {}",
+                if a.scopes.is_empty() {
+                    "-".into()
+                } else {
+                    a.scopes.join(", ")
+                }
+            );
+            let refreshed = a.last_refreshed_at.map_or_else(|| "never".into(), date);
+            println!("    refreshed: {refreshed}");
+            if let Some(e) = &a.last_refresh_error {
+                println!("    last refresh failed: {e}");
+            }
+        }
     }
-    println!("vault: {}", vault.backend());
-    if accounts.list.is_empty() {
-        println!("no accounts: `gramkey auth login` signs one in");
+    if !needs_sign_in.is_empty() {
+        return Err(NeedsReauth(format!("{} must sign in again", needs_sign_in.join(", "))).into());
     }
-    for a in &accounts.list {
-        let mark = if accounts.default.as_deref() == Some(a.alias.as_str()) {
-            "*"
-        } else {
-            " "
-        };
-        let state = if a.needs_reauthorization {
-            "NEEDS SIGN-IN AGAIN".to_owned()
-        } else {
-            left(a.expires_at, t)
-        };
-        let refreshed = a
-            .last_refreshed_at
-            .map(|r| format!("refreshed {}s ago", t - r))
-            .unwrap_or_else(|| "never refreshed".into());
-        println!(
-            "{mark} {:<16} {:<20} app {}  {state}, {refreshed}{}  {}",
-            a.alias,
-            a.username.as_deref().unwrap_or("-"),
-            a.app_id,
-            a.last_refresh_error
-                .as_deref()
-                .map(|e| format!(" (last refresh failed: {e})"))
-                .unwrap_or_default(),
-            a.host,
+    if failed > 0 {
+        bail!(
+            "the last refresh of {failed} account(s) failed (`gramkey auth refresh` tries again)"
         );
     }
     Ok(())
@@ -628,7 +1084,7 @@ fn token(vault: &Vault, account: Option<&str>, json: bool) -> Result<()> {
     if json {
         println!(
             "{}",
-            json!({"access_token": token.expose(), "expires_at": a.expires_at, "user_id": a.user_id, "app_id": a.app_id})
+            json!({"access_token": token.expose(), "expires_at": a.expires_at, "user_id": a.user_id, "app_id": a.app_id, "host": a.host})
         );
     } else {
         println!("{}", token.expose());
@@ -657,7 +1113,7 @@ async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
     let mut failed = 0;
     for a in targets {
         if a.needs_sign_in(now()) {
-            eprintln!("{}: must sign in again (`gramkey auth login`)", a.alias);
+            eprintln!("{}", sign_in_again(&a.alias));
             reauth.push(a.alias.clone());
             continue;
         }
@@ -667,11 +1123,15 @@ async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
                 println!("{}: refreshed, {}", a.alias, left(expires_at, now()));
             }
             Ok(Refreshed::Elsewhere) => println!("{}: refreshed by another process", a.alias),
+            Ok(Refreshed::NotDue) if too_young(&a, now()) => println!(
+                "{}: not due yet: the token is less than 24 hours old, and Instagram refreshes none younger",
+                a.alias
+            ),
             Ok(Refreshed::NotDue) => {
-                println!("{}: not due ({})", a.alias, left(a.expires_at, now()))
+                println!("{}: not due ({})", a.alias, left(a.expires_at, now()));
             }
             Err(e) if e.needs_reauthorization() => {
-                eprintln!("{}: {e}", a.alias);
+                eprintln!("{}: {e}\n{}", a.alias, sign_in_again(&a.alias));
                 reauth.push(a.alias.clone());
             }
             Err(e) => {
@@ -701,19 +1161,51 @@ async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
     Ok(())
 }
 
-async fn logout(vault: &Vault, account: Option<String>, revoke: bool) -> Result<()> {
+/// What `logout` does on the server before forgetting the account.
+enum Revoke {
+    Nothing,
+    /// This machine's token (RFC 7009), with the app's secret.
+    Token(Option<String>),
+    /// The app's access for the user, everywhere.
+    App,
+}
+
+async fn logout(vault: &Vault, account: Option<String>, how: Revoke) -> Result<()> {
     let accounts = vault.load()?;
     let a = accounts
         .find(account.as_deref())
         .cloned()
         .ok_or_else(|| no_account(account.as_deref()))?;
-    if let (true, Some(token)) = (revoke, a.token()) {
+    if let Some(token) = a.token() {
         let client = client_for(&a.host)?;
-        match client.remove_app(token).await {
-            Ok(()) => println!("{}: the app's access was removed on the server", a.alias),
-            // A token that no longer works is as good as revoked.
-            Err(e) if e.needs_reauthorization() => {}
-            Err(e) => bail!("revoking failed, nothing was forgotten: {e}"),
+        let nothing_forgotten = "nothing was forgotten";
+        match how {
+            Revoke::Nothing => {}
+            Revoke::Token(_) if a.host == instagram() => bail!(
+                "Instagram cannot revoke one token; `--remove-app` removes the app's access for {} everywhere (every device, every token). {nothing_forgotten}",
+                a.alias
+            ),
+            Revoke::Token(None) => bail!(
+                "--revoke needs the app's secret: set GRAMKEY_CLIENT_SECRET. {nothing_forgotten}"
+            ),
+            Revoke::Token(Some(secret)) => {
+                match call(client.revoke(&a.app_id, &secret, token)).await {
+                    Ok(()) => println!(
+                        "{}: this machine's token was revoked on {}; other sign-ins to the app keep working",
+                        a.alias, a.host
+                    ),
+                    Err(e) => bail!("revoking failed, {nothing_forgotten}: {e}"),
+                }
+            }
+            Revoke::App => match call(client.remove_app(token)).await {
+                Ok(()) => println!(
+                    "{}: the app's access was removed on {}, for every device and token",
+                    a.alias, a.host
+                ),
+                // A token that no longer works is as good as removed.
+                Err(e) if e.error.needs_reauthorization() => {}
+                Err(e) => bail!("removing the app failed, {nothing_forgotten}: {e}"),
+            },
         }
     }
     vault.update(|all| {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Command, CommandFactory, FromArgMatches};
+use clap::{ArgMatches, Command, FromArgMatches};
 use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
@@ -58,8 +58,7 @@ const LAYERED_SUBCOMMANDS: [&str; 2] = ["serve", "check-config"];
 
 /// Parses `argv` as `C`, layering in the config file and `*_FILE` variables. clap's own
 /// errors (and `--help`) exit as clap makes them; a bad file or value is an error.
-pub fn parse<C: CommandFactory + FromArgMatches>(argv: Vec<OsString>) -> Result<Parsed<C>> {
-    let cmd = C::command();
+pub fn parse<C: FromArgMatches>(cmd: Command, argv: Vec<OsString>) -> Result<Parsed<C>> {
     let first = cmd
         .clone()
         .try_get_matches_from(&argv)

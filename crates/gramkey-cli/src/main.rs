@@ -681,11 +681,28 @@ enum UserCommand {
     },
 }
 
+/// The command line. The server's global flags (database, data directory, configuration file)
+/// mean nothing to `gramkey auth`, which talks to servers over HTTP: they are hidden from its
+/// help (hidden copies, so the root's are not propagated there), and still accepted.
+fn command() -> clap::Command {
+    let root = <Cli as clap::CommandFactory>::command();
+    let server_flags: Vec<clap::Arg> = root
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.clone().hide(true))
+        .collect();
+    root.mut_subcommand("auth", |auth| {
+        server_flags
+            .into_iter()
+            .fold(auth, |auth, flag| auth.arg(flag))
+    })
+}
+
 fn main() -> std::process::ExitCode {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("warning: jemalloc's background purging is off: {e}");
     }
-    let parsed = match layered::parse::<Cli>(std::env::args_os().collect()) {
+    let parsed = match layered::parse::<Cli>(command(), std::env::args_os().collect()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -727,12 +744,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Audit(args) => audit(&cli.global, args).await,
         Command::Auth { vault, command } => devcli::run(&vault, command).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "gramkey",
-                &mut std::io::stdout(),
-            );
+            clap_complete::generate(shell, &mut command(), "gramkey", &mut std::io::stdout());
             Ok(())
         }
         Command::App(AppCommand::Clock { id, action, server }) => {

@@ -517,6 +517,66 @@ fn auth(vault: &std::path::Path, key: Option<&str>) -> Command {
     c
 }
 
+/// A server on `clock` for the developer-side tests, with a live app (device flow on) and
+/// alice, who has 30 media; returns (base URL, state, client id, secret).
+async fn dev_server(
+    clock: std::sync::Arc<gramkey_domain::time::ManualClock>,
+    real_now: i64,
+) -> (String, gramkey_server::AppState, String, String) {
+    use std::sync::Arc;
+    let (store, db_dir) = gramkey_store::test_support::fresh_sqlite().unwrap();
+    std::mem::forget(db_dir);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = gramkey_server::AppState::new(
+        store,
+        clock,
+        Arc::new(gramkey_domain::OsEntropy),
+        b"cli auth test key",
+        gramkey_server::ServerConfig::new(base.clone()),
+    );
+    let node = gramkey_server::Node::new(state.clone(), listener);
+    tokio::spawn(node.run_until(std::future::pending()));
+    let (app, secret) = state
+        .ops
+        .create_app(
+            &gramkey_server::origin::Origin::LOCAL,
+            gramkey_server::ops::NewAppInput {
+                name: "CLI sign-in".into(),
+                redirect_uris: vec!["http://127.0.0.1/callback".into()],
+                scopes: "user_profile,user_media".into(),
+                mode: gramkey_domain::AppMode::Live,
+                refresh_tokens: false,
+                signed_requests: false,
+                device_flow: true,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            },
+        )
+        .await
+        .unwrap();
+    let alice = state
+        .ops
+        .create_user(
+            "alice",
+            gramkey_domain::Password::new("alice-password"),
+            gramkey_store::Profile::default(),
+        )
+        .await
+        .unwrap();
+    gramkey_server::sandbox::add_generated_media(
+        &state.ops,
+        &gramkey_domain::OsEntropy,
+        &alice,
+        30,
+        &base,
+        real_now - 3 * 86_400,
+    )
+    .await
+    .unwrap();
+    (base, state, app.id.to_string(), secret.expose().to_owned())
+}
+
 #[test]
 fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
     use std::sync::Arc;
@@ -532,61 +592,7 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
     let clock = Arc::new(gramkey_domain::time::ManualClock::new(
         real_now - 2 * 86_400,
     ));
-    let (base, state, client_id, secret) = rt.block_on(async {
-        let (store, _) = (gramkey_store::test_support::fresh_sqlite().unwrap(), ());
-        let (store, db_dir) = store;
-        std::mem::forget(db_dir);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = gramkey_server::AppState::new(
-            store,
-            clock.clone(),
-            Arc::new(gramkey_domain::OsEntropy),
-            b"cli auth test key",
-            gramkey_server::ServerConfig::new(base.clone()),
-        );
-        let node = gramkey_server::Node::new(state.clone(), listener);
-        tokio::spawn(node.run_until(std::future::pending()));
-        let (app, secret) = state
-            .ops
-            .create_app(
-                &gramkey_server::origin::Origin::LOCAL,
-                gramkey_server::ops::NewAppInput {
-                    name: "CLI sign-in".into(),
-                    redirect_uris: vec!["http://127.0.0.1/callback".into()],
-                    scopes: "user_profile,user_media".into(),
-                    mode: gramkey_domain::AppMode::Live,
-                    refresh_tokens: false,
-                    signed_requests: false,
-                    device_flow: false,
-                    deauthorize_url: None,
-                    data_deletion_url: None,
-                },
-            )
-            .await
-            .unwrap();
-        let alice = state
-            .ops
-            .create_user(
-                "alice",
-                gramkey_domain::Password::new("alice-password"),
-                gramkey_store::Profile::default(),
-            )
-            .await
-            .unwrap();
-        gramkey_server::sandbox::add_generated_media(
-            &state.ops,
-            &gramkey_domain::OsEntropy,
-            &alice,
-            30,
-            &base,
-            real_now - 3 * 86_400,
-        )
-        .await
-        .unwrap();
-        (base, state, app.id.to_string(), secret.expose().to_owned())
-    });
-
+    let (base, state, client_id, secret) = rt.block_on(dev_server(clock.clone(), real_now));
     // No key and no --insecure-storage: refused, before anything else.
     let out = auth(&vault, None).args(["status"]).output().unwrap();
     assert!(!out.status.success());
@@ -704,9 +710,30 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
         "no token lost or overwritten"
     );
 
+    // A token signed in a moment ago is not due, whatever the threshold: Instagram refreshes
+    // none younger than 24 hours.
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args(["refresh", "--all", "--if-due", "--threshold", "61d"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not due yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // Single flight: 3 processes and 20 tasks refresh the one token at once; the server sees
-    // one refresh.
+    // one refresh. (Two days on, for the server and for the vault's record of the sign-in.)
     clock.advance(2 * 86_400);
+    let key = gramkey_client::vault::VaultKey::from_hex(VAULT_KEY).unwrap();
+    gramkey_client::vault::Vault::new(&vault, gramkey_client::vault::Protection::Encrypted(key))
+        .update(|a| {
+            a.list
+                .iter_mut()
+                .for_each(|acc| acc.issued_at -= 2 * 86_400)
+        })
+        .unwrap();
     let procs: Vec<_> = (0..3)
         .map(|_| {
             auth(&vault, Some(VAULT_KEY))
@@ -856,10 +883,19 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
         Some(4)
     );
 
-    // Logout with --revoke removes the app's access on the server, then forgets the account;
-    // a token for no account exits 4.
+    // Logout --revoke needs the app's secret, and without it forgets nothing; with it, this
+    // machine's token is revoked (RFC 7009), then the account forgotten; a token for no
+    // account exits 4.
     let out = auth(&vault, Some(VAULT_KEY))
         .args(["logout", "--revoke"])
+        .env_remove("GRAMKEY_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GRAMKEY_CLIENT_SECRET"));
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args(["logout", "--revoke"])
+        .env("GRAMKEY_CLIENT_SECRET", &secret)
         .output()
         .unwrap();
     assert!(
@@ -867,13 +903,14 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let removed = rt
+    assert!(String::from_utf8_lossy(&out.stdout).contains("this machine's token was revoked"));
+    let revoked = rt
         .block_on(state.ops.audit_log(&gramkey_server::audit::AuditFilter {
-            event: Some("consent_removed".into()),
+            event: Some("token_revoked".into()),
             ..Default::default()
         }))
         .unwrap();
-    assert_eq!(removed.len(), 1);
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
     let out = auth(&vault, Some(VAULT_KEY)).arg("token").output().unwrap();
     assert_eq!(out.status.code(), Some(4));
     // The token of the imported copy is dead now: the user must sign in again (exit 4).
@@ -884,6 +921,395 @@ fn auth_login_refresh_once_and_a_vault_that_keeps_its_tokens() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Reads `child`'s standard output until a line contains `needle`; the lines read.
+fn read_until(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    needle: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains(needle);
+        seen.push(line);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no line with {needle:?} in {seen:?}");
+}
+
+#[test]
+fn auth_without_a_browser_honest_state_and_the_token_conventions() {
+    use std::sync::Arc;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("vault.json");
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let clock = Arc::new(gramkey_domain::time::ManualClock::new(real_now));
+    let (base, state, client_id, secret) = rt.block_on(dev_server(clock.clone(), real_now));
+    let login = |extra: &[&str]| {
+        let mut c = auth(&vault, Some(VAULT_KEY));
+        c.args(["login", "--host", &base, "--client-id", &client_id])
+            .args(extra)
+            .env("GRAMKEY_CLIENT_SECRET", &secret)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+
+    // No display: the CLI says it cannot open a browser and takes the pasted URL instead.
+    let mut child = KillOnDrop(
+        login(&[])
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("BROWSER")
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let seen = read_until(&mut lines, "Waiting up to 5m");
+    let url = seen
+        .iter()
+        .find(|l| l.trim_start().starts_with("http"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("Could not open a browser here (no display")),
+        "{seen:?}"
+    );
+    let landed = rt.block_on(gramkey_server::test_support::sign_in_and_consent(
+        &url,
+        "alice",
+        "alice-password",
+    ));
+    let mut stdin = child.0.stdin.take().unwrap();
+    writeln!(stdin, "not a url").unwrap();
+    writeln!(stdin, "{landed}").unwrap();
+    let status = child.0.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("Signed in as alice")),
+        "{rest:?}"
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("That is not where the browser ended up"),
+        "{err}"
+    );
+
+    // The device flow: the CLI shows the code, the person enters it on /device. (The same
+    // user on the same app: the account's token is replaced.)
+    let mut child = KillOnDrop(login(&["--device"]).spawn().unwrap());
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let seen = read_until(&mut lines, "Waiting up to");
+    let complete = seen
+        .iter()
+        .find_map(|l| l.split("(or open ").nth(1))
+        .and_then(|rest| rest.split(", which").next())
+        .unwrap_or_else(|| panic!("{seen:?}"))
+        .to_owned();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("open {base}/device on any device"))),
+        "{seen:?}"
+    );
+    let (code, page) = rt.block_on(gramkey_server::test_support::enter_device_code(
+        &complete,
+        "alice",
+        "alice-password",
+        true,
+    ));
+    assert_eq!(code, 200, "{page}");
+    let status = child.0.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("Signed in as alice")),
+        "{rest:?}"
+    );
+
+    // Against Instagram there is no device flow, and the CLI says what to do instead.
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args(["login", "--device", "--client-id", "1"])
+        .env_remove("GRAMKEY_HOST")
+        .env("GRAMKEY_CLIENT_SECRET", "x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Instagram has no device flow") && err.contains("--no-browser"),
+        "{err}"
+    );
+    // A missing secret names the variable.
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args([
+            "login",
+            "--host",
+            &base,
+            "--client-id",
+            &client_id,
+            "--device",
+        ])
+        .env_remove("GRAMKEY_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GRAMKEY_CLIENT_SECRET"));
+
+    // Honest state: the token stops working on the server (revoked there); the first call
+    // that hears 190 marks the account, and `token` and `status` exit 4.
+    let token = String::from_utf8(
+        auth(&vault, Some(VAULT_KEY))
+            .arg("token")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    assert!(token.starts_with("IGQV"), "{token}");
+    rt.block_on(async {
+        let c = gramkey_client::Client::new(gramkey_client::Hosts::gramkey(&base).unwrap());
+        c.revoke(
+            &client_id,
+            &secret,
+            &gramkey_client::model::AccessToken::new(&token),
+        )
+        .await
+        .unwrap();
+    });
+    let before = auth(&vault, Some(VAULT_KEY)).arg("token").output().unwrap();
+    assert_eq!(before.status.code(), Some(0), "nothing has noticed yet");
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args(["me", "--account", "alice"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`gramkey auth login --account alice`"),
+        "{err}"
+    );
+    let out = auth(&vault, Some(VAULT_KEY)).arg("token").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = auth(&vault, Some(VAULT_KEY))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("NEEDS SIGN-IN: `gramkey auth login --account alice`"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("scopes:    user_profile, user_media"),
+        "{shown}"
+    );
+
+    // `--with-token`: a token from elsewhere, read from standard input, into another vault.
+    let tv = rt.block_on(async {
+        let c = gramkey_client::Client::new(gramkey_client::Hosts::gramkey(&base).unwrap());
+        let redirect = "http://127.0.0.1/callback";
+        let req = gramkey_client::AuthorizeRequest::new(
+            &client_id,
+            redirect,
+            &["user_profile", "user_media"],
+        );
+        let landed = gramkey_server::test_support::sign_in_and_consent(
+            req.url(c.hosts()).as_str(),
+            "alice",
+            "alice-password",
+        )
+        .await;
+        let code = req.code_from_redirect(&landed).unwrap();
+        let short = c
+            .exchange_code(&client_id, &secret, redirect, &code, Some(req.verifier()))
+            .await
+            .unwrap();
+        short.access_token.expose().to_owned()
+    });
+    let other = dir.path().join("other.json");
+    let mut c = auth(&other, Some(VAULT_KEY));
+    c.args(["login", "--with-token", "--host", &base])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{tv}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Signed in as alice"));
+    let me: Value = serde_json::from_slice(
+        &auth(&other, Some(VAULT_KEY))
+            .arg("me")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(me["username"], "alice");
+    let mut c = auth(&other, Some(VAULT_KEY));
+    let out = c
+        .args(["login", "--with-token", "--host", &base])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("standard input, which was empty"));
+
+    // GRAMKEY_TOKEN and GRAMKEY_HOST stand in for the vault: no vault, no key needed.
+    let nowhere = dir.path().join("none.json");
+    let out = auth(&nowhere, None)
+        .arg("me")
+        .env("GRAMKEY_TOKEN", &tv)
+        .env("GRAMKEY_HOST", &base)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(me["username"], "alice");
+    let out = auth(&nowhere, None)
+        .arg("token")
+        .env("GRAMKEY_TOKEN", &tv)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), tv);
+    let out = auth(&nowhere, None)
+        .arg("logout")
+        .env("GRAMKEY_TOKEN", &tv)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unset it to sign out"));
+    let out = auth(&nowhere, None)
+        .arg("me")
+        .env("GRAMKEY_TOKEN", "IGQVJdead-token-of-nobody")
+        .env("GRAMKEY_HOST", &base)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GRAMKEY_TOKEN no longer works"));
+    // GRAMKEY_ACCOUNT picks the account.
+    let out = auth(&other, Some(VAULT_KEY))
+        .arg("token")
+        .env("GRAMKEY_ACCOUNT", "alice")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), tv);
+
+    // Export to standard output, import from standard input.
+    let export_key = "cd".repeat(32);
+    let out = auth(&other, Some(VAULT_KEY))
+        .args(["export", "-"])
+        .env("GRAMKEY_EXPORT_KEY", &export_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&tv),
+        "encrypted"
+    );
+    let third = dir.path().join("third.json");
+    let mut c = auth(&third, Some(VAULT_KEY));
+    c.args(["import", "-"])
+        .env("GRAMKEY_EXPORT_KEY", &export_key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let imported = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&imported.stdout).contains("imported 1 account(s)"));
+
+    // A server that is not there: its host and the cause, and how long it took.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = auth(&nowhere, None)
+        .arg("me")
+        .env("GRAMKEY_TOKEN", &tv)
+        .env("GRAMKEY_HOST", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "could not reach 127.0.0.1:{port}: connection refused"
+        )) && err.contains("gave up after"),
+        "{err}"
+    );
+
+    // Nothing but the vaults is left in the directory: no lock files.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["other.json", "third.json", "vault.json"]);
+    drop(state);
+}
+
+#[test]
+fn every_flag_has_help_and_auth_help_shows_no_server_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gramkey"))
+        .args(["auth", "login", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for server_flag in [
+        "--database-url",
+        "--data-dir",
+        "--config",
+        "--db-acquire-timeout",
+    ] {
+        assert!(
+            !help.contains(server_flag),
+            "{server_flag} in auth help:\n{help}"
+        );
+    }
+    assert!(help.contains("--device") && help.contains("--with-token"));
+    // Every flag of every auth command says what it does.
+    for cmd in [
+        "login", "status", "token", "refresh", "logout", "accounts", "use", "me", "media",
+        "export", "import",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_gramkey"))
+            .args(["auth", cmd, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let options = help.split("Options:").nth(1).unwrap_or_default();
+        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
+            let described = line
+                .trim()
+                .splitn(2, "  ")
+                .nth(1)
+                .is_some_and(|d| !d.trim().is_empty());
+            assert!(described, "`gramkey auth {cmd}`: no help for {line:?}");
+        }
+    }
 }
 
 #[test]

@@ -55,10 +55,10 @@ impl RefreshPolicy {
         i64::try_from(h % u64::try_from(self.jitter_secs).unwrap_or(1)).unwrap_or(0)
     }
 
-    /// Whether `account` should be refreshed at `now`. Never within 24 hours of its last
-    /// refresh: Instagram refuses to refresh a token younger than that.
+    /// Whether `account` should be refreshed at `now`. Never within 24 hours of signing in or
+    /// of its last refresh: Instagram refuses to refresh a token younger than that.
     pub fn is_due(&self, account: &Account, now: i64) -> bool {
-        if refreshed_recently(account, now) {
+        if too_young(account, now) {
             return false;
         }
         let left = account
@@ -69,11 +69,13 @@ impl RefreshPolicy {
     }
 }
 
-/// Refreshed less than 24 hours ago: Instagram refuses to refresh a token that young.
-fn refreshed_recently(account: &Account, now: i64) -> bool {
-    account
-        .last_refreshed_at
-        .is_some_and(|t| now.saturating_sub(t) < 24 * 3600)
+/// Obtained (signed in or refreshed) less than 24 hours ago: Instagram refuses to refresh a
+/// token that young, so it is not due yet, whatever the threshold.
+pub fn too_young(account: &Account, now: i64) -> bool {
+    let obtained = account
+        .issued_at
+        .max(account.last_refreshed_at.unwrap_or(0));
+    now.saturating_sub(obtained) < 24 * 3600
 }
 
 /// What a refresh call did.
@@ -122,8 +124,8 @@ fn flight(path: &std::path::Path, alias: &str) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// Refreshes `alias` if it is due (or `force`), once across all concurrent callers. `now` is the
-/// caller's clock, injected. Even forced, a token refreshed less than 24 hours ago is left alone
-/// (Instagram would refuse).
+/// caller's clock, injected. Even forced, a token obtained less than 24 hours ago is left alone
+/// (Instagram would refuse): [`Refreshed::NotDue`].
 pub async fn refresh(
     client: &Client,
     vault: &Vault,
@@ -163,7 +165,7 @@ pub async fn refresh(
     if seen.as_ref() != Some(&token) {
         return Ok(Refreshed::Elsewhere);
     }
-    if refreshed_recently(&account, now) || (!force && !policy.is_due(&account, now)) {
+    if too_young(&account, now) || (!force && !policy.is_due(&account, now)) {
         return Ok(Refreshed::NotDue);
     }
     // Changes apply only while the vault still holds the token that was sent: a sign-in that
@@ -189,6 +191,13 @@ pub async fn refresh(
             } else {
                 Refreshed::Elsewhere
             })
+        }
+        // The server says the token is too young to refresh (its clock and ours disagree, or
+        // the token came from elsewhere): not due yet, and nothing to record.
+        Err(Error::Api(e))
+            if e.failure() == crate::Failure::Refused && e.message.contains("24 hours") =>
+        {
+            Ok(Refreshed::NotDue)
         }
         Err(error) => {
             let why = error.to_string();
@@ -314,13 +323,15 @@ mod tests {
 
     #[test]
     fn due_under_the_threshold_with_skew_and_a_stable_jitter() {
+        const DAY: i64 = 24 * 3600;
         let p = RefreshPolicy {
             threshold_secs: 1000,
             skew_secs: 100,
             jitter_secs: 0,
         };
-        assert!(!p.is_due(&account(2000), 899));
-        assert!(p.is_due(&account(2000), 901));
+        let at = |secs: i64| DAY + secs;
+        assert!(!p.is_due(&account(at(2000)), at(899)));
+        assert!(p.is_due(&account(at(2000)), at(901)));
         let j = RefreshPolicy {
             jitter_secs: 500,
             ..p
@@ -328,9 +339,18 @@ mod tests {
         let extra = j.jitter(&account(0));
         assert!((0..500).contains(&extra));
         assert_eq!(extra, j.jitter(&account(0)), "stable");
-        assert!(j.is_due(&account(2000), 901 - extra));
-        let mut fresh = account(2000);
-        fresh.last_refreshed_at = Some(900);
-        assert!(!p.is_due(&fresh, 901), "refreshed less than 24 h ago");
+        assert!(j.is_due(&account(at(2000)), at(901) - extra));
+        let mut fresh = account(at(2000));
+        fresh.last_refreshed_at = Some(at(900));
+        assert!(!p.is_due(&fresh, at(901)), "refreshed less than 24 h ago");
+        // Signed in less than 24 hours ago: not due, whatever the threshold.
+        let mut young = account(60 * DAY);
+        young.issued_at = 10 * DAY;
+        let eager = RefreshPolicy {
+            threshold_secs: 61 * DAY,
+            ..p
+        };
+        assert!(!eager.is_due(&young, 11 * DAY - 1));
+        assert!(eager.is_due(&young, 11 * DAY));
     }
 }

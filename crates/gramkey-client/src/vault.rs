@@ -7,8 +7,9 @@
 //!   (host, app, user) as associated data: a ciphertext moved to another account does not open.
 //! - The file records a sealed check value, so a wrong or damaged key is told apart from a
 //!   damaged file, and nothing is written back unless the whole vault opened.
-//! - Changes are read-modify-write under an exclusive lock on `<vault>.lock` (across processes),
-//!   written to a temporary file (mode 0600), synced, and renamed over the vault.
+//! - Changes are read-modify-write under an exclusive lock on `<vault>.lock` (across processes,
+//!   removed when it is let go), written to a temporary file (mode 0600), synced, and renamed
+//!   over the vault.
 
 use std::fs;
 use std::io::Write;
@@ -40,7 +41,7 @@ pub enum VaultError {
     #[error("{0} is encrypted: give its key (GRAMKEY_VAULT_KEY), not --insecure-storage")]
     EncryptedVault(PathBuf),
     #[error(
-        "{0} holds plaintext tokens (written with --insecure-storage): pass --insecure-storage to use it, or `gramkey logout --all` and sign in again with a key"
+        "{0} holds plaintext tokens (written with --insecure-storage): pass --insecure-storage to use it, or move its accounts to a vault with a key: `gramkey auth --insecure-storage export FILE` (with GRAMKEY_EXPORT_KEY set), then `gramkey auth import FILE` with GRAMKEY_VAULT_KEY set"
     )]
     PlaintextVault(PathBuf),
     #[error("{path} is damaged ({why}). Nothing was changed")]
@@ -53,6 +54,7 @@ pub enum VaultError {
 }
 
 /// A vault key. `Debug` never shows it.
+#[derive(Clone)]
 pub struct VaultKey([u8; 32]);
 
 impl std::fmt::Debug for VaultKey {
@@ -201,21 +203,57 @@ struct File {
     accounts: Vec<StoredAccount>,
 }
 
-/// An exclusive lock on the file `<path><suffix>` (created if need be), across processes; it
-/// is released when the returned file is dropped. Blocks until it is free.
-pub fn lock_beside(path: &Path, suffix: &str) -> Result<fs::File, VaultError> {
+/// An exclusive lock on the file `<path><suffix>` across processes, held until it is dropped.
+/// The file is removed when the lock is let go, so none is left beside the vault.
+pub struct FileLock {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Removed while still held: whoever was waiting on this file finds it gone once it
+        // gets the lock, and takes a fresh one (`lock_beside`).
+        #[cfg(unix)]
+        let _ = fs::remove_file(&self.path);
+        let _ = fs4::FileExt::unlock(&self.file);
+    }
+}
+
+/// Is `file` (locked) still the one at `path`? Not when the holder before removed it.
+#[cfg(unix)]
+fn still_there(file: &fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Lock files are kept where they cannot be removed safely while another process waits.
+#[cfg(not(unix))]
+fn still_there(_: &fs::File, _: &Path) -> bool {
+    true
+}
+
+/// Takes the lock `<path><suffix>`, creating its file; blocks until it is free.
+pub fn lock_beside(path: &Path, suffix: &str) -> Result<FileLock, VaultError> {
     let path = PathBuf::from(format!("{}{suffix}", path.display()));
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
-    fs4::FileExt::lock(&f).map_err(io(&path))?;
-    Ok(f)
+    loop {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        fs4::FileExt::lock(&file).map_err(io(&path))?;
+        if still_there(&file, &path) {
+            return Ok(FileLock { file, path });
+        }
+    }
 }
 
 pub struct Vault {
