@@ -1304,9 +1304,8 @@ fn every_flag_has_help_and_auth_help_shows_no_server_flags() {
         for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
             let described = line
                 .trim()
-                .splitn(2, "  ")
-                .nth(1)
-                .is_some_and(|d| !d.trim().is_empty());
+                .split_once("  ")
+                .is_some_and(|(_, d)| !d.trim().is_empty());
             assert!(described, "`gramkey auth {cmd}`: no help for {line:?}");
         }
     }
