@@ -736,7 +736,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => a.log_format,
         _ => LogFormat::Text,
     };
-    init_logging(log_format);
+    // `gramkey auth` talks to a person: warnings only, unless GRAMKEY_LOG asks for more
+    // (`GRAMKEY_LOG=gramkey_client=debug` shows the SDK's pacing and retries).
+    let default_filter = match &cli.command {
+        Command::Auth { .. } => "warn",
+        _ => "info,sqlx=warn",
+    };
+    init_logging(log_format, default_filter);
     match cli.command {
         Command::Serve(args) => serve(&cli.global, *args).await,
         // Answered in `main`, before the runtime starts.
@@ -779,9 +785,9 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRAMKEY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -992,6 +998,9 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<()> {
             println!(
                 "    gramkey auth login --host {public_url} --client-id {}",
                 info.app.id
+            );
+            println!(
+                "  on a machine without a browser, add --device: it shows a code to enter at {public_url}/device"
             );
         }
         if let Some(app) = sandbox_app(&ops).await? {

@@ -3,10 +3,12 @@
 //! - where to send requests ([`Hosts`]): the real Instagram hosts, or one gramkey server;
 //! - the authorize URL with `state` and PKCE ([`AuthorizeRequest`]);
 //! - the token lifecycle and the resource API ([`Client`]): code exchange, long-lived exchange,
-//!   refresh, `/me`, media and comments with paging ([`Pager`]), publishing, removal and
-//!   revocation; typed, leniently parsed models ([`model`]); bounded retries with backoff that
-//!   honour `Retry-After` and slow down as `X-App-Usage` nears 100 ([`RetryPolicy`]); errors
-//!   classified into retry and re-authorize ([`Failure`]);
+//!   refresh, the `refresh_token` grant, app tokens, `debug_token`, introspection, the device
+//!   flow (RFC 8628), `/me`, media and comments with paging ([`Pager`], also a `Stream`),
+//!   publishing, removal and revocation, and a generic `get`; typed, leniently parsed models
+//!   ([`model`]); bounded retries with backoff that honour `Retry-After` and slow down as
+//!   `X-App-Usage` nears 100 ([`RetryPolicy`]); errors classified into retry and re-authorize
+//!   ([`Failure`]);
 //! - checking the signed requests sent to an app's deauthorize and data-deletion callbacks
 //!   ([`signed_request`]).
 //!
@@ -56,6 +58,11 @@
 
 mod client;
 pub mod error;
+
+/// The crate's README, compiled as doctests so its examples stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub mod model;
 pub mod refresh;
 pub mod signed_request;

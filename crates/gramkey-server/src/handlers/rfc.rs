@@ -150,9 +150,8 @@ pub async fn device_code(
         })?;
         let codes = tokens.device_codes(&app, scopes).await?;
         let base = &state.config.public_url;
-        let complete = url::form_urlencoded::Serializer::new(format!("{base}/device?"))
-            .append_pair("user_code", &codes.user_code)
-            .finish();
+        // A user code is letters and a dash: nothing to escape.
+        let complete = format!("{base}/device?user_code={}", codes.user_code);
         Ok(no_store(
             Json(json!({
                 "device_code": codes.device_code.expose(),

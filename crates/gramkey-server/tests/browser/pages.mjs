@@ -259,6 +259,41 @@ try {
   assert.match(await text(dev.page, '[role=status]'), /back on real time/);
   assert.equal((await me()).status, 200, 'on real time the token is alive again');
 
+  // 4c. The device flow: the developer turns it on; a device asks for a code; the tester,
+  // signed in, opens the link the device shows, checks the code, and allows.
+  step('developer turns the device flow on; the tester connects a device with its code');
+  await visit(dev.page, appPath);
+  await dev.page.getByRole('checkbox', { name: /Device flow/ }).check();
+  await submit(dev.page, dev.page.getByRole('button', { name: 'Save changes' }));
+  assert.match(await text(dev.page, '[role=status]'), /saved/i);
+  const asked = await fetch(`${BASE}/oauth/device/code`, {
+    method: 'POST',
+    body: new URLSearchParams({ client_id: clientId, client_secret: secret, scope: 'user_profile' }),
+  });
+  assert.equal(asked.status, 200, await asked.clone().text());
+  const codes = await asked.json();
+  const poll = () => fetch(`${BASE}/oauth/access_token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      client_id: clientId,
+      client_secret: secret,
+      grant_type: 'urn:ietf:params:oauth:grant-type:device_code',
+      device_code: codes.device_code,
+    }),
+  });
+  assert.equal((await (await poll()).json()).error, 'authorization_pending');
+  await visit(tester.page, new URL(codes.verification_uri_complete).pathname + new URL(codes.verification_uri_complete).search);
+  assert.equal(await tester.page.getByLabel('Enter the code your device shows').inputValue(), codes.user_code);
+  await check(tester.page, 'device');
+  await submit(tester.page, tester.page.getByRole('button', { name: 'Continue' }));
+  assert.ok((await text(tester.page, 'h1')).startsWith(XSS), 'the device consent shows the name as text');
+  await submit(tester.page, tester.page.getByRole('button', { name: 'Allow' }));
+  assert.equal(await text(tester.page, 'h1'), 'Device connected');
+  await check(tester.page, 'device-connected');
+  const granted = await poll();
+  assert.equal(granted.status, 200, 'the device gets its token');
+  assert.ok((await granted.json()).access_token);
+
   // 5. The tester sees the app under Active, removes it (asking for deletion too).
   step('tester removes the app in Apps and Websites');
   await visit(tester.page, '/accounts/manage_access/');
