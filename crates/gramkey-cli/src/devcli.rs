@@ -1217,3 +1217,38 @@ async fn logout(vault: &Vault, account: Option<String>, how: Revoke) -> Result<(
     println!("{}: signed out", a.alias);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gramkey_client::ApiError;
+
+    fn failed(status: u16, code: u32, retry_after: Option<u64>) -> CallError {
+        CallError {
+            error: gramkey_client::Error::Api(ApiError {
+                status,
+                code: Some(code),
+                subcode: None,
+                kind: "OAuthException".into(),
+                message: "Application request limit reached".into(),
+                retry_after: retry_after.map(Duration::from_secs),
+            }),
+            took: Duration::from_secs(3),
+        }
+    }
+
+    #[test]
+    fn a_rate_limit_says_when_to_try_again() {
+        let shown = failed(429, 4, Some(90)).to_string();
+        assert!(shown.contains("; rate limited: try again at 20"), "{shown}");
+        assert!(shown.ends_with("Z (in 90 s)"), "{shown}");
+        let shown = failed(429, 4, None).to_string();
+        assert!(shown.ends_with("; rate limited: try again later"), "{shown}");
+        // Anything else is the server's words alone.
+        let shown = failed(400, 100, None).to_string();
+        assert_eq!(
+            shown,
+            "HTTP 400, code 100 (OAuthException): Application request limit reached"
+        );
+    }
+}

@@ -288,22 +288,12 @@ impl Ops {
         id: &str,
         on: bool,
     ) -> Result<App, OpError> {
-        let mut app = self.app(id).await?;
-        check_signed_requests(&app, on)?;
-        app.signed_requests = on;
-        if !self.store.update_app(&app).await? {
-            return Err(OpError::NotFound(format!("no app with id {id}")));
-        }
-        self.audit(
-            origin,
-            AuditKind::AppChanged,
-            Outcome::Success,
-            Entry::default()
-                .app(&app.id)
-                .detail(format!("signed requests {}", if on { "on" } else { "off" })),
-        )
-        .await;
-        Ok(app)
+        self.switch(origin, id, "signed requests", on, |app| {
+            check_signed_requests(app, on)?;
+            app.signed_requests = on;
+            Ok(())
+        })
+        .await
     }
 
     /// Turns the device authorization grant (RFC 8628) on or off for an app. Turning it off
@@ -314,18 +304,33 @@ impl Ops {
         id: &str,
         on: bool,
     ) -> Result<App, OpError> {
+        self.switch(origin, id, "device flow", on, |app| {
+            app.device_flow = on;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Turns one of an app's settings on or off (`set` checks and changes it), and audits it.
+    async fn switch(
+        &self,
+        origin: &Origin,
+        id: &str,
+        setting: &str,
+        on: bool,
+        set: impl FnOnce(&mut App) -> Result<(), OpError>,
+    ) -> Result<App, OpError> {
         let mut app = self.app(id).await?;
-        app.device_flow = on;
+        set(&mut app)?;
         if !self.store.update_app(&app).await? {
             return Err(OpError::NotFound(format!("no app with id {id}")));
         }
+        let state = if on { "on" } else { "off" };
         self.audit(
             origin,
             AuditKind::AppChanged,
             Outcome::Success,
-            Entry::default()
-                .app(&app.id)
-                .detail(format!("device flow {}", if on { "on" } else { "off" })),
+            Entry::default().app(&app.id).detail(format!("{setting} {state}")),
         )
         .await;
         Ok(app)

@@ -265,24 +265,7 @@ pub(super) async fn device_flow(t: TestApp) {
 /// A browser signed in on the site.
 async fn signed_in_browser(t: &TestApp, user: &str, password: &str) -> reqwest::Client {
     let c = browser();
-    let page = c
-        .get(t.url("/accounts/login/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut form = gramkey_server::test_support::hidden_inputs(&page);
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let r = c
-        .post(t.url("/accounts/login/"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    super::site::sign_in(t, &c, user, password).await;
     c
 }
 

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use super::{TestApp, browser, code_of, exchange, graph_code, location, logs, me};
 
 /// Signs `c` in on the site's own login page.
-async fn sign_in(t: &TestApp, c: &reqwest::Client, user: &str, password: &str) {
+pub(super) async fn sign_in(t: &TestApp, c: &reqwest::Client, user: &str, password: &str) {
     let page = c
         .get(t.url("/accounts/login/"))
         .send()
