@@ -1243,7 +1243,10 @@ mod tests {
         assert!(shown.contains("; rate limited: try again at 20"), "{shown}");
         assert!(shown.ends_with("Z (in 90 s)"), "{shown}");
         let shown = failed(429, 4, None).to_string();
-        assert!(shown.ends_with("; rate limited: try again later"), "{shown}");
+        assert!(
+            shown.ends_with("; rate limited: try again later"),
+            "{shown}"
+        );
         // Anything else is the server's words alone.
         let shown = failed(400, 100, None).to_string();
         assert_eq!(
