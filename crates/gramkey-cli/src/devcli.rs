@@ -40,23 +40,88 @@ pub struct VaultArgs {
 }
 
 impl VaultArgs {
-    fn open(&self) -> Result<Vault> {
-        let path = match &self.vault {
-            Some(p) => p.clone(),
+    fn path(&self) -> Result<PathBuf> {
+        match &self.vault {
+            Some(p) => Ok(p.clone()),
             None => {
                 let base = std::env::var_os("XDG_CONFIG_HOME")
                     .map(PathBuf::from)
                     .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
                     .ok_or_else(|| anyhow!("no HOME: give --vault"))?;
-                base.join("gramkey").join("vault.json")
+                Ok(base.join("gramkey").join("vault.json"))
             }
+        }
+    }
+
+    /// The vault, with its key from (in order) GRAMKEY_VAULT_KEY, GRAMKEY_VAULT_KEY_FILE, or
+    /// the OS keyring (`gramkey auth key --keyring` put it there).
+    fn open(&self) -> Result<Vault> {
+        let path = self.path()?;
+        let key = match VaultKey::from_env()? {
+            Some(key) => Some(key),
+            None => keyring::stored(&path)?,
         };
-        let protection = match (VaultKey::from_env()?, self.insecure_storage) {
+        let protection = match (key, self.insecure_storage) {
             (Some(key), _) => Protection::Encrypted(key),
             (None, true) => Protection::Plaintext,
-            (None, false) => return Err(gramkey_client::vault::VaultError::NoKey.into()),
+            (None, false) => bail!(
+                "{}; or keep one in the OS keyring: `gramkey auth key --keyring`",
+                gramkey_client::vault::VaultError::NoKey
+            ),
         };
         Ok(Vault::new(path, protection))
+    }
+}
+
+/// The vault key in the OS keyring (macOS Keychain, Windows Credential Manager, the Secret
+/// Service on Linux), one entry per vault. Machines without one (CI, SSH sessions, containers)
+/// fall back to GRAMKEY_VAULT_KEY or GRAMKEY_VAULT_KEY_FILE.
+mod keyring {
+    use std::path::Path;
+
+    use anyhow::{Result, anyhow};
+    use gramkey_client::vault::VaultKey;
+
+    const SERVICE: &str = "gramkey vault key";
+
+    fn entry(vault: &Path) -> keyring::Result<keyring::Entry> {
+        keyring::Entry::new(SERVICE, &vault.display().to_string())
+    }
+
+    /// Keyring calls block (a D-Bus round trip on Linux): off the runtime's workers.
+    fn blocking<T>(f: impl FnOnce() -> T) -> T {
+        tokio::task::block_in_place(f)
+    }
+
+    /// The key stored for `vault`, if the keyring has one; none when there is no keyring.
+    pub fn stored(vault: &Path) -> Result<Option<VaultKey>> {
+        stored_hex(vault)?
+            .map(|hex| {
+                VaultKey::from_hex(&hex)
+                    .map_err(|e| anyhow!("the OS keyring's vault key for {}: {e}", vault.display()))
+            })
+            .transpose()
+    }
+
+    /// As [`stored`], as it is kept: 64 hex characters.
+    pub fn stored_hex(vault: &Path) -> Result<Option<String>> {
+        match blocking(|| entry(vault).and_then(|e| e.get_password())) {
+            Ok(hex) => Ok(Some(hex.trim().to_owned())),
+            Err(keyring::Error::NoEntry) => Ok(None),
+            Err(e) => {
+                tracing::debug!(error = %e, "no OS keyring: the vault key comes from the environment");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores `hex` as `vault`'s key.
+    pub fn store(vault: &Path, hex: &str) -> Result<()> {
+        blocking(|| entry(vault).and_then(|e| e.set_password(hex))).map_err(|e| {
+            anyhow!(
+                "no OS keyring to keep the key in here ({e}). Keep it in a file instead: `gramkey auth key --file ~/.config/gramkey/vault.key`, then GRAMKEY_VAULT_KEY_FILE=~/.config/gramkey/vault.key"
+            )
+        })
     }
 }
 
@@ -106,6 +171,16 @@ pub enum AuthCommand {
     /// Every account, one per line: `*` for the default, then its alias, username, app id and
     /// host, separated by tabs.
     Accounts,
+    /// The vault's key: the one in use (GRAMKEY_VAULT_KEY, GRAMKEY_VAULT_KEY_FILE or the OS
+    /// keyring), or a new one when there is none; printed, or kept in the OS keyring or a file.
+    Key {
+        /// Keep it in the OS keyring, where `gramkey auth` finds it without GRAMKEY_VAULT_KEY.
+        #[arg(long, conflicts_with = "file")]
+        keyring: bool,
+        /// Write it to this file (mode 0600), for GRAMKEY_VAULT_KEY_FILE.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Make an account the default.
     Use {
         /// The account's alias, username or user id.
@@ -441,6 +516,7 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
             }
             Ok(())
         }
+        AuthCommand::Key { keyring, file } => key(vault, keyring, file),
         AuthCommand::Use { account } => {
             let v = vault.open()?;
             let alias = v.update(|a| {
@@ -519,6 +595,53 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `gramkey auth key`: the key in use, or a new one, printed or kept.
+fn key(vault: &VaultArgs, in_keyring: bool, file: Option<PathBuf>) -> Result<()> {
+    let path = vault.path()?;
+    let in_use = match std::env::var("GRAMKEY_VAULT_KEY") {
+        Ok(hex) if !hex.trim().is_empty() => Some(hex.trim().to_owned()),
+        _ => match std::env::var_os("GRAMKEY_VAULT_KEY_FILE") {
+            Some(f) => Some(std::fs::read_to_string(&f)?.trim().to_owned()),
+            None => keyring::stored_hex(&path)?,
+        },
+    };
+    let hex = match in_use {
+        Some(hex) => hex,
+        None if path.exists() => bail!(
+            "{} exists but no key is set: set the key it was written with (GRAMKEY_VAULT_KEY) and run this again to keep it",
+            path.display()
+        ),
+        None => gramkey_domain::entropy::random_hex(&gramkey_domain::OsEntropy, 64),
+    };
+    // Only a key that opens the vault (or a vault not written yet) is kept.
+    Vault::new(&path, Protection::Encrypted(VaultKey::from_hex(&hex)?)).load()?;
+    if in_keyring {
+        keyring::store(&path, &hex)?;
+        println!("The vault key of {} is in the OS keyring.", path.display());
+    } else if let Some(file) = file {
+        use std::io::Write as _;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&file).with_context(|| {
+            format!(
+                "cannot create {} (an existing file is never overwritten)",
+                file.display()
+            )
+        })?;
+        writeln!(f, "{hex}")?;
+        println!(
+            "The vault key is in {}: set GRAMKEY_VAULT_KEY_FILE={}",
+            file.display(),
+            file.display()
+        );
+    } else {
+        println!("{hex}");
+    }
+    Ok(())
 }
 
 /// Exit code 4: nothing to use.

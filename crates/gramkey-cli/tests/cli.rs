@@ -963,6 +963,46 @@ fn auth_without_a_browser_honest_state_and_the_token_conventions() {
         c
     };
 
+    // The vault key: no OS keyring on this machine (CI has none), so the file fallback.
+    let keyfile = dir.path().join("vault.key");
+    let keyed = dir.path().join("keyed.json");
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+        let out = auth(&keyed, None)
+            .args(["key", "--keyring"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no OS keyring") && err.contains("--file"),
+            "{err}"
+        );
+    }
+    let out = auth(&keyed, None)
+        .args(["key", "--file"])
+        .arg(&keyfile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = auth(&keyed, None)
+        .arg("status")
+        .env("GRAMKEY_VAULT_KEY_FILE", &keyfile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&auth(&keyed, None).arg("status").output().unwrap().stderr)
+        .into_owned();
+    assert!(err.contains("gramkey auth key --keyring"), "{err}");
+    std::fs::remove_file(&keyfile).unwrap();
+
     // No display: the CLI says it cannot open a browser and takes the pasted URL instead.
     let mut child = KillOnDrop(
         login(&[])

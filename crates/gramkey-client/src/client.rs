@@ -33,9 +33,15 @@ struct Data<T> {
 /// is not slept through but returned to the caller as the error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// How many times a request is retried after its first attempt (default 3).
     pub max_retries: u32,
+    /// The backoff's ceiling before the first retry, doubled for each retry after it (default
+    /// 500 ms).
     pub base: Duration,
+    /// The most a backoff's ceiling can grow to (default 30 s).
     pub cap: Duration,
+    /// The longest wait that is slept through; a longer one is returned as the error (default
+    /// 60 s).
     pub max_wait: Duration,
 }
 
@@ -150,6 +156,7 @@ impl Client {
         }
     }
 
+    /// Retries as `retry` says instead of by [`RetryPolicy::default`].
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -172,6 +179,7 @@ impl Client {
         self
     }
 
+    /// The hosts this client sends its requests to.
     pub fn hosts(&self) -> &Hosts {
         &self.hosts
     }

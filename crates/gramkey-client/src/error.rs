@@ -7,12 +7,15 @@ use std::time::Duration;
 /// 6749's `{"error","error_description"}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The answer's HTTP status.
     pub status: u16,
     /// Graph's `code` (190, 4, 17, 100 …), or the flat shape's code (usually the status).
     pub code: Option<u32>,
+    /// Graph's `error_subcode` (463, 460 …), when the answer has one.
     pub subcode: Option<u32>,
     /// `OAuthException`, `IGApiException`, `OAuthRateLimitException`, `invalid_grant` …
     pub kind: String,
+    /// The server's message (`message`, `error_message` or `error_description`).
     pub message: String,
     /// From `Retry-After`, when the server sent one.
     pub retry_after: Option<Duration>,
@@ -37,6 +40,7 @@ pub enum Failure {
 }
 
 impl ApiError {
+    /// What this refusal means for the caller.
     pub fn failure(&self) -> Failure {
         match (self.code, self.subcode) {
             (Some(190), Some(463)) => Failure::Expired,
@@ -119,6 +123,7 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Why a request failed: a refusal, no answer, or an answer that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with a refusal.
@@ -130,6 +135,7 @@ pub enum Error {
     Http {
         /// `host:port`, or `?` when the request had no URL.
         host: String,
+        /// The underlying error, without its URL.
         #[source]
         source: reqwest::Error,
     },
@@ -179,6 +185,7 @@ fn network_cause(e: &reqwest::Error) -> String {
 }
 
 impl Error {
+    /// What this error means for the caller; a network failure counts as transient.
     pub fn failure(&self) -> Failure {
         match self {
             Error::Api(e) => e.failure(),

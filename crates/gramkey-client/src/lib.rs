@@ -56,6 +56,7 @@
 //! assert_eq!(req.verifier().len(), 64);
 //! ```
 
+#![warn(missing_docs)]
 mod client;
 pub mod error;
 
@@ -147,7 +148,13 @@ pub enum RedirectError {
     StateMismatch,
     /// The user said no, or the server refused the request.
     #[error("sign-in refused: {error} ({description})")]
-    Refused { error: String, description: String },
+    Refused {
+        /// The `error` code the server sent, such as `access_denied`.
+        error: String,
+        /// The server's `error_description`, else its `error_reason`; empty when neither came.
+        description: String,
+    },
+    /// The redirect brings back the right `state` but no `code`.
     #[error("the redirect has no code")]
     NoCode,
 }
@@ -172,6 +179,8 @@ fn random_urlsafe(bytes: usize) -> String {
 }
 
 impl AuthorizeRequest {
+    /// A request from the app `client_id` for `scopes`, coming back to `redirect_uri`, with a
+    /// fresh random `state` and PKCE verifier.
     pub fn new(client_id: &str, redirect_uri: &str, scopes: &[&str]) -> Self {
         Self {
             client_id: client_id.to_owned(),
@@ -183,6 +192,7 @@ impl AuthorizeRequest {
         }
     }
 
+    /// The random `state` the redirect must bring back.
     pub fn state(&self) -> &str {
         &self.state
     }

@@ -10,9 +10,11 @@ use serde_json::Value;
 pub struct AccessToken(String);
 
 impl AccessToken {
+    /// Wraps a token.
     pub fn new(token: impl Into<String>) -> Self {
         Self(token.into())
     }
+    /// The token itself, to send it; keep it out of logs.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -81,9 +83,13 @@ fn lenient_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
 /// `{"data":[…]}` as Instagram Login documents it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CodeToken {
+    /// The token the server issued.
     pub access_token: AccessToken,
+    /// The id of the user who authorized, as a string, when the server sends one.
     #[serde(default, deserialize_with = "lenient_opt_id")]
     pub user_id: Option<String>,
+    /// The permissions the user granted, from a list or a comma-separated string; empty when
+    /// not sent.
     #[serde(default, deserialize_with = "lenient_list")]
     pub permissions: Vec<String>,
     /// Seconds, when the server says (short-lived tokens last an hour).
@@ -104,10 +110,12 @@ pub struct DeviceCodes {
     pub device_code: AccessToken,
     /// What the user types on [`DeviceCodes::verification_uri`], such as `BCDF-GHJK`.
     pub user_code: String,
+    /// The page where the user types [`DeviceCodes::user_code`].
     pub verification_uri: String,
     /// The same page with the code filled in, for a link or a QR code.
     #[serde(default)]
     pub verification_uri_complete: Option<String>,
+    /// Seconds until both codes expire.
     pub expires_in: i64,
     /// The least seconds between polls (5 when the server does not say).
     #[serde(default, deserialize_with = "lenient_secs")]
@@ -117,6 +125,7 @@ pub struct DeviceCodes {
 /// One poll's answer (RFC 8628 §3.5); `access_denied` and `expired_token` are errors.
 #[derive(Debug, Clone)]
 pub enum DevicePoll {
+    /// The user approved: the token, as the code exchange answers it.
     Token(CodeToken),
     /// `authorization_pending`: poll again after the interval.
     Pending,
@@ -128,16 +137,23 @@ pub enum DevicePoll {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct DebugToken {
+    /// The app the token was issued to.
     #[serde(deserialize_with = "lenient_opt_id")]
     pub app_id: Option<String>,
+    /// The token's `type`: `USER` or `APP`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// The app's name.
     pub application: Option<String>,
+    /// Whether the token can still be used (not expired, not revoked).
     pub is_valid: bool,
     /// Unix time; 0 for tokens that do not expire.
     pub expires_at: Option<i64>,
+    /// When the token was issued, in Unix time.
     pub issued_at: Option<i64>,
+    /// The permissions the token carries.
     pub scopes: Vec<String>,
+    /// The app-scoped id of the token's user; absent for app tokens.
     #[serde(deserialize_with = "lenient_opt_id")]
     pub user_id: Option<String>,
 }
@@ -146,20 +162,26 @@ pub struct DebugToken {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Introspection {
+    /// Whether the token is valid now; when it is not, the server sends nothing else.
     pub active: bool,
+    /// The app the token was issued to.
     pub client_id: Option<String>,
     /// Space-separated.
     pub scope: Option<String>,
     /// The app-scoped user id.
     pub sub: Option<String>,
+    /// The user's username, for user tokens.
     pub username: Option<String>,
+    /// When the token expires, in Unix time; absent for tokens that do not expire.
     pub exp: Option<i64>,
+    /// When the token was issued, in Unix time.
     pub iat: Option<i64>,
     /// `short_lived`, `long_lived`, `app`, `refresh`.
     pub kind: Option<String>,
 }
 
 impl CodeToken {
+    /// Parses a code exchange's answer, flat or wrapped in `data`.
     pub fn from_json(v: Value) -> Result<Self, serde_json::Error> {
         let v = match v
             .get("data")
@@ -176,7 +198,9 @@ impl CodeToken {
 /// A long-lived token, from the exchange or a refresh.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LongLivedToken {
+    /// The long-lived token.
     pub access_token: AccessToken,
+    /// Seconds until it expires (about 60 days), when the server says.
     #[serde(default, deserialize_with = "lenient_secs")]
     pub expires_in: Option<i64>,
 }
@@ -185,15 +209,24 @@ pub struct LongLivedToken {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct User {
+    /// The user's id, as a string.
     #[serde(deserialize_with = "lenient_id")]
     pub id: String,
+    /// The user's Instagram username.
     pub username: Option<String>,
+    /// The account's type, such as `BUSINESS` or `MEDIA_CREATOR`.
     pub account_type: Option<String>,
+    /// How many media the user has posted.
     pub media_count: Option<u64>,
+    /// The profile's display name.
     pub name: Option<String>,
+    /// The profile's biography.
     pub biography: Option<String>,
+    /// How many accounts follow the user.
     pub followers_count: Option<u64>,
+    /// How many accounts the user follows.
     pub follows_count: Option<u64>,
+    /// The URL of the user's profile picture.
     pub profile_picture_url: Option<String>,
 }
 
@@ -201,16 +234,26 @@ pub struct User {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Media {
+    /// The media's id, as a string.
     #[serde(deserialize_with = "lenient_id")]
     pub id: String,
+    /// The media's caption, when it has one.
     pub caption: Option<String>,
+    /// `IMAGE`, `VIDEO` or `CAROUSEL_ALBUM`.
     pub media_type: Option<String>,
+    /// The URL of the image or video file.
     pub media_url: Option<String>,
+    /// The media's permanent URL on Instagram.
     pub permalink: Option<String>,
+    /// The URL of a video's thumbnail image.
     pub thumbnail_url: Option<String>,
+    /// When it was published, as ISO 8601 text (`2024-01-31T12:00:00+0000`).
     pub timestamp: Option<String>,
+    /// The owner's username.
     pub username: Option<String>,
+    /// How many likes the media has.
     pub like_count: Option<u64>,
+    /// How many comments the media has.
     pub comments_count: Option<u64>,
 }
 
@@ -218,17 +261,23 @@ pub struct Media {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Comment {
+    /// The comment's id, as a string.
     #[serde(deserialize_with = "lenient_id")]
     pub id: String,
+    /// The comment's text.
     pub text: Option<String>,
+    /// The commenter's username.
     pub username: Option<String>,
+    /// When it was posted, as ISO 8601 text.
     pub timestamp: Option<String>,
+    /// How many likes the comment has.
     pub like_count: Option<u64>,
 }
 
 /// The id Graph answers for a write (`{"id": …}`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Created {
+    /// The id of what was created, as a string.
     #[serde(deserialize_with = "lenient_id")]
     pub id: String,
 }
@@ -236,27 +285,39 @@ pub struct Created {
 /// An app's webhook subscription (`GET /{app-id}/subscriptions`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct WebhookSubscription {
+    /// The kind of object subscribed to, such as `instagram`.
     pub object: String,
+    /// Where the notifications are sent.
     pub callback_url: String,
+    /// Whether the subscription is on.
     #[serde(default)]
     pub active: bool,
+    /// The fields subscribed to, each with its version.
     #[serde(default)]
     pub fields: Vec<SubscribedField>,
 }
 
+/// One field of a webhook subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SubscribedField {
+    /// The field's name, such as `comments` or `mentions`.
     pub name: String,
+    /// The Graph API version its notifications use, when the server says.
     pub version: Option<String>,
 }
 
 /// One metric of a media's or an account's insights.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Insight {
+    /// The metric's name, such as `reach` or `likes`.
     pub name: String,
+    /// The period it covers: `day`, `week`, `days_28` or `lifetime`.
     pub period: String,
+    /// The metric's title, in words.
     pub title: Option<String>,
+    /// What the metric measures, in words.
     pub description: Option<String>,
+    /// Graph's id for the metric (`<object-id>/insights/<name>/<period>`).
     pub id: Option<String>,
     /// A time series (and a media's lifetime value, as its one element).
     #[serde(default)]
@@ -265,10 +326,12 @@ pub struct Insight {
     pub total_value: Option<InsightValue>,
 }
 
+/// One value of a metric, with the end of the period it covers.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct InsightValue {
     /// A number for most metrics; an object for breakdowns Meta nests.
     pub value: Value,
+    /// The end of the period the value covers, as ISO 8601 text, for time-series values.
     pub end_time: Option<String>,
 }
 

@@ -82,28 +82,45 @@ pub fn too_young(account: &Account, now: i64) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refreshed {
     /// This call refreshed the token; it now expires then.
-    Now { expires_at: i64 },
+    Now {
+        /// When the new token expires, in Unix seconds.
+        expires_at: i64,
+    },
     /// Another caller refreshed it while this one waited.
     Elsewhere,
     /// Not due (and not forced).
     NotDue,
 }
 
+/// Why a refresh could not be done.
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
+    /// No account by this alias in the vault, or one without a token.
     #[error("no account {0:?} in the vault")]
     NoAccount(String),
     /// The account was signed in on another server than the client talks to.
     #[error("{alias} belongs to {host}, not to this client's server")]
-    OtherHost { alias: String, host: String },
+    OtherHost {
+        /// The account's alias.
+        alias: String,
+        /// The server the account was signed in on.
+        host: String,
+    },
+    /// The vault could not be read or written.
     #[error(transparent)]
     Vault(#[from] VaultError),
     /// The server refused or could not be reached; the token was kept.
     #[error("refreshing {alias} failed, the token was kept: {error}")]
-    Failed { alias: String, error: Error },
+    Failed {
+        /// The account's alias.
+        alias: String,
+        /// Why the refresh failed.
+        error: Error,
+    },
 }
 
 impl RefreshError {
+    /// Whether the refresh failed because the user must authorize again.
     pub fn needs_reauthorization(&self) -> bool {
         matches!(self, RefreshError::Failed { error, .. } if error.needs_reauthorization())
     }
@@ -239,6 +256,8 @@ impl Refresher {
         }
     }
 
+    /// Sets the hook [`Refresher::refresh_due`] calls for each account whose user must authorize
+    /// again.
     pub fn on_reauth(mut self, hook: ReauthHook) -> Self {
         self.on_reauth = Some(hook);
         self

@@ -33,18 +33,29 @@ pub struct SignedRequest {
     pub payload: serde_json::Value,
 }
 
+/// Why a signed request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignedRequestError {
+    /// Not two base64url parts joined by a dot.
     #[error("a signed request is two base64url parts joined by a dot")]
     Malformed,
+    /// The signature does not match the payload under the app secret.
     #[error("the signature does not match: wrong app secret, or not sent by the platform")]
     BadSignature,
+    /// The payload is not JSON with a `user_id` and a numeric `issued_at`.
     #[error("the payload is not the expected JSON object")]
     BadPayload,
+    /// The payload's `algorithm` is not `HMAC-SHA256`; this holds what it is (empty when absent).
     #[error("unsupported algorithm {0:?}; expected HMAC-SHA256")]
     Algorithm(String),
+    /// Issued longer ago than [`SignedRequest::check_age`] allows.
     #[error("issued {age} s ago, older than the {max} s allowed")]
-    TooOld { age: i64, max: i64 },
+    TooOld {
+        /// How many seconds ago it was issued.
+        age: i64,
+        /// The most seconds allowed.
+        max: i64,
+    },
 }
 
 impl SignedRequest {

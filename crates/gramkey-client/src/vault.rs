@@ -26,29 +26,44 @@ use crate::model::AccessToken;
 /// What is sealed with the key to recognise it.
 const CHECK: &[u8] = b"gramkey vault v1";
 
+/// Why the vault could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
+    /// No key was given, and plaintext storage was not asked for.
     #[error(
         "no vault key: set GRAMKEY_VAULT_KEY (64 hex characters, e.g. from `openssl rand -hex 32`) or GRAMKEY_VAULT_KEY_FILE, or pass --insecure-storage to keep tokens in plaintext"
     )]
     NoKey,
+    /// The key is not 64 hex characters; the text says why.
     #[error("the vault key is not 64 hex characters ({0})")]
     BadKey(&'static str),
+    /// The key is not the one the vault at this path was written with.
     #[error(
         "the vault key does not open {0}: it was written with another key. Nothing was changed; set the key it was written with"
     )]
     WrongKey(PathBuf),
+    /// The vault at this path is encrypted, but it was opened for plaintext.
     #[error("{0} is encrypted: give its key (GRAMKEY_VAULT_KEY), not --insecure-storage")]
     EncryptedVault(PathBuf),
+    /// The vault at this path holds plaintext tokens, but it was opened with a key.
     #[error(
         "{0} holds plaintext tokens (written with --insecure-storage): pass --insecure-storage to use it, or move its accounts to a vault with a key: `gramkey auth --insecure-storage export FILE` (with GRAMKEY_EXPORT_KEY set), then `gramkey auth import FILE` with GRAMKEY_VAULT_KEY set"
     )]
     PlaintextVault(PathBuf),
+    /// The vault file cannot be read as a vault, or could not be prepared for writing.
     #[error("{path} is damaged ({why}). Nothing was changed")]
-    Corrupt { path: PathBuf, why: String },
+    Corrupt {
+        /// The vault file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A file could not be read, written or locked.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
 }
@@ -64,6 +79,7 @@ impl std::fmt::Debug for VaultKey {
 }
 
 impl VaultKey {
+    /// Parses a key from 64 hex characters, ignoring surrounding whitespace.
     pub fn from_hex(hex_key: &str) -> Result<Self, VaultError> {
         let hex_key = hex_key.trim();
         if hex_key.len() != 64 {
@@ -100,6 +116,7 @@ impl VaultKey {
 /// How tokens are kept.
 #[derive(Debug)]
 pub enum Protection {
+    /// Tokens are sealed with AES-256-GCM under this key.
     Encrypted(VaultKey),
     /// Only when asked for (`--insecure-storage`).
     Plaintext,
@@ -110,19 +127,27 @@ pub enum Protection {
 pub struct Account {
     /// The server's base URL (`https://graph.instagram.com/` or a gramkey server).
     pub host: String,
+    /// The app the user signed in to.
     pub app_id: String,
+    /// The user's id, from `/me`.
     pub user_id: String,
+    /// The user's username, when the server gave one.
     pub username: Option<String>,
     /// A short name to pick the account by (`gramkey token --account alias`).
     pub alias: String,
+    /// The scopes asked for at sign-in.
     pub scopes: Vec<String>,
+    /// When the token was obtained (signed in or refreshed), in Unix seconds.
     pub issued_at: i64,
+    /// When the token expires, in Unix seconds.
     pub expires_at: i64,
+    /// When the token was last refreshed, in Unix seconds; `None` until then.
     pub last_refreshed_at: Option<i64>,
     /// Why the last refresh failed, if it did (the token was kept).
     pub last_refresh_error: Option<String>,
     /// The refresh needs the user: sign in again.
     pub needs_reauthorization: bool,
+    /// The token; the file keeps it apart from the account, sealed unless the vault is plaintext.
     #[serde(skip)]
     pub token: Option<AccessToken>,
 }
@@ -131,6 +156,7 @@ impl Account {
     fn aad(&self) -> Vec<u8> {
         format!("{}\n{}\n{}", self.host, self.app_id, self.user_id).into_bytes()
     }
+    /// The account's token, when it has one.
     pub fn token(&self) -> Option<&AccessToken> {
         self.token.as_ref()
     }
@@ -143,6 +169,7 @@ impl Account {
 /// The vault's contents.
 #[derive(Debug, Clone, Default)]
 pub struct Accounts {
+    /// Every account, in the order they were added.
     pub list: Vec<Account>,
     /// The alias used when none is named.
     pub default: Option<String>,
@@ -156,6 +183,7 @@ impl Accounts {
             .iter()
             .find(|a| a.alias == name || a.username.as_deref() == Some(name) || a.user_id == name)
     }
+    /// The account with this alias, to change it.
     pub fn find_mut(&mut self, alias: &str) -> Option<&mut Account> {
         self.list.iter_mut().find(|a| a.alias == alias)
     }
@@ -256,6 +284,7 @@ pub fn lock_beside(path: &Path, suffix: &str) -> Result<FileLock, VaultError> {
     }
 }
 
+/// A vault file, and how its tokens are kept.
 pub struct Vault {
     path: PathBuf,
     protection: Protection,
@@ -269,6 +298,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
 }
 
 impl Vault {
+    /// The vault at `path`; nothing is read or created until it is used.
     pub fn new(path: impl Into<PathBuf>, protection: Protection) -> Self {
         Self {
             path: path.into(),
@@ -276,6 +306,7 @@ impl Vault {
         }
     }
 
+    /// Where the vault file is.
     pub fn path(&self) -> &Path {
         &self.path
     }

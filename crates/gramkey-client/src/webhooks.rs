@@ -26,14 +26,18 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+/// Why a webhook notification was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
+    /// The `X-Hub-Signature-256` header is absent, or not `sha256=` and 64 hex digits.
     #[error("the X-Hub-Signature-256 header is missing or not \"sha256=<hex>\"")]
     MissingSignature,
+    /// The signature does not match the body under the app secret.
     #[error(
         "the signature does not match: wrong app secret, a body changed on the way (sign the raw bytes, before any JSON parsing), or not sent by the platform"
     )]
     BadSignature,
+    /// The body is not a notification; the text says why.
     #[error("the body is not an Instagram notification: {0}")]
     BadPayload(String),
 }
@@ -100,7 +104,9 @@ pub fn verify_signature(body: &[u8], header: &str, app_secret: &str) -> Result<(
 /// A notification: `{"object":"instagram","entry":[…]}`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Notification {
+    /// What the notification is about: `instagram`.
     pub object: String,
+    /// One entry per account with changes.
     pub entry: Vec<Entry>,
 }
 
@@ -120,14 +126,17 @@ pub struct Entry {
     pub id: String,
     /// When the platform sent it, in Unix seconds.
     pub time: i64,
+    /// What changed, field by field.
     #[serde(default)]
     pub changes: Vec<Change>,
 }
 
+/// One change: a field and its value.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Change {
     /// `comments`, `mentions`, `live_comments`, …
     pub field: String,
+    /// The change's data, whose shape depends on the field.
     pub value: serde_json::Value,
 }
 
@@ -149,30 +158,42 @@ impl Change {
 /// A comment on one of your app user's posts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CommentChange {
+    /// The comment's id.
     pub id: String,
+    /// The comment's text.
     pub text: String,
+    /// Who wrote it.
     pub from: CommentAuthor,
+    /// The media it was written on.
     pub media: CommentMedia,
     /// Set when the comment is a reply.
     pub parent_id: Option<String>,
 }
 
+/// Who wrote a comment.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CommentAuthor {
+    /// The commenter's Instagram-scoped id.
     pub id: String,
+    /// The commenter's username.
     pub username: String,
 }
 
+/// The media a comment is on.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CommentMedia {
+    /// The media's id.
     pub id: String,
+    /// Where the media appears, such as `FEED` or `REELS`, when the platform says.
     pub media_product_type: Option<String>,
 }
 
 /// Your app user was @mentioned: in a comment (`comment_id`) or a caption.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct MentionChange {
+    /// The media the mention is in, or whose comment it is in.
     pub media_id: String,
+    /// The comment with the mention; `None` for a caption.
     pub comment_id: Option<String>,
 }
 

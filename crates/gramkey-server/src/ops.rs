@@ -330,7 +330,9 @@ impl Ops {
             origin,
             AuditKind::AppChanged,
             Outcome::Success,
-            Entry::default().app(&app.id).detail(format!("{setting} {state}")),
+            Entry::default()
+                .app(&app.id)
+                .detail(format!("{setting} {state}")),
         )
         .await;
         Ok(app)
