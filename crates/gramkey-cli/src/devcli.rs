@@ -9,12 +9,12 @@
 //! Exit codes: 0 success; 1 failure; 2 bad usage; 4 the account needs the user to sign in
 //! again (or there is no such account).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
+use gramkey_client::loopback::LoopbackRedirect;
 use gramkey_client::model::AccessToken;
 use gramkey_client::refresh::{RefreshPolicy, Refreshed, refresh, too_young};
 use gramkey_client::vault::{Account, Accounts, Protection, Vault, VaultKey};
@@ -711,54 +711,10 @@ async fn media(s: &Signed, all: bool, limit: u32, json: bool) -> Result<()> {
     }
     Ok(())
 }
-/// Waits for the browser's redirect on `listener`; returns its query.
-async fn callback(
-    listener: tokio::net::TcpListener,
-    path: &str,
-    state: String,
-) -> Result<Vec<(String, String)>> {
-    use axum::http::StatusCode;
-    use axum::response::{Html, IntoResponse};
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(String, String)>>(1);
-    let app = axum::Router::new().route(
-        path,
-        axum::routing::get(move |axum::extract::RawQuery(q): axum::extract::RawQuery| {
-            let (tx, state) = (tx.clone(), state.clone());
-            async move {
-                let pairs: Vec<(String, String)> =
-                    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-                        .into_owned()
-                        .collect();
-                // Only the redirect of this sign-in counts: anything else (another tab, a
-                // page probing local ports) is turned away and the terminal keeps waiting.
-                if !pairs.iter().any(|(k, v)| k == "state" && *v == state) {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        Html("<!doctype html><title>gramkey</title><p>This is not the sign-in the terminal is waiting for.</p>"),
-                    )
-                        .into_response();
-                }
-                let _ = tx.send(pairs).await;
-                Html("<!doctype html><title>gramkey</title><p>Received. The terminal finishes signing in; you can close this window.</p>")
-                    .into_response()
-            }
-        }),
-    );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let got = rx
-        .recv()
-        .await
-        .ok_or_else(|| anyhow!("the callback listener stopped"));
-    // Let the page reach the browser before the listener goes.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    server.abort();
-    got
-}
-
 /// A redirect URL pasted on standard input (for `--no-browser` on another machine). Anything
 /// else is answered with a hint, and it waits on; at the end of input it waits for the
 /// loopback callback alone.
-async fn pasted(redirect: String) -> Result<Vec<(String, String)>> {
+async fn pasted(redirect: String) -> Result<String> {
     // A plain thread, not the runtime's blocking pool: the runtime waits for its blocking
     // tasks when it shuts down, and this read may never end (nobody pastes anything).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -779,12 +735,13 @@ async fn pasted(redirect: String) -> Result<Vec<(String, String)>> {
         if text.is_empty() {
             continue;
         }
-        let pairs: Option<Vec<(String, String)>> = url::Url::parse(text)
+        let url = url::Url::parse(text)
             .ok()
-            .filter(|u| u.as_str().starts_with(&redirect))
-            .map(|u| u.query_pairs().into_owned().collect());
-        match pairs {
-            Some(p) if p.iter().any(|(k, _)| k == "code" || k == "error") => return Ok(p),
+            .filter(|u| u.as_str().starts_with(&redirect));
+        match url {
+            Some(u) if u.query_pairs().any(|(k, _)| k == "code" || k == "error") => {
+                return Ok(u.query().unwrap_or_default().to_owned());
+            }
             _ => eprintln!(
                 "That is not where the browser ended up. Paste the whole URL, starting {redirect}?code=…, or finish signing in in the browser."
             ),
@@ -957,22 +914,8 @@ async fn browser_sign_in(
     (client_id, secret): (&str, &str),
     scopes: &[&str],
 ) -> Result<AccessToken> {
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], args.redirect_port)))
-            .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.redirect_port))?;
-    let port = listener.local_addr()?.port();
-    let path = format!("/{}", args.redirect_path.trim_start_matches('/'));
-    if !path
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
-    {
-        bail!(
-            "--redirect-path {:?}: use letters, digits and / - _ . ~ only, as in the redirect URI the app registered",
-            args.redirect_path
-        );
-    }
-    let redirect = format!("http://127.0.0.1:{port}{path}");
+    let loopback = LoopbackRedirect::bind(args.redirect_port, &args.redirect_path).await?;
+    let redirect = loopback.redirect_uri();
     let req = AuthorizeRequest::new(client_id, &redirect, scopes);
     let url = req.url(client.hosts());
     let wait = humantime::format_duration(args.timeout);
@@ -996,19 +939,15 @@ async fn browser_sign_in(
     std::io::stdout().flush()?;
     let query = tokio::time::timeout(args.timeout, async {
         tokio::select! {
-            q = callback(listener, &path, req.state().to_owned()) => q,
+            q = loopback.redirect_query(req.state()) => q.map_err(anyhow::Error::from),
             q = pasted(redirect.clone()) => q,
         }
     })
     .await
     .map_err(|_| anyhow!("no sign-in within {wait}: run the command again"))??;
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(query)
-        .finish();
     let code = req.code_from_redirect(&query)?;
-    let short =
-        call(client.exchange_code(client_id, secret, &redirect, &code, Some(req.verifier())))
-            .await?;
+    let app = gramkey_client::AppCredentials::new(client_id, secret);
+    let short = call(client.exchange(&app, &req, &code)).await?;
     Ok(short.access_token)
 }
 

@@ -12,12 +12,12 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use url::Url;
 
-use crate::Hosts;
 use crate::error::{ApiError, Error, Failure};
 use crate::model::{
     AccessToken, CodeToken, Comment, Created, DebugToken, DeviceCodes, DevicePoll, Insight,
     Introspection, LongLivedToken, Media, User, WebhookSubscription,
 };
+use crate::{AppCredentials, AuthorizeRequest, Hosts};
 
 /// RFC 8628's grant type.
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -313,6 +313,35 @@ impl Client {
             })
             .await?;
         CodeToken::from_json(value).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// The code exchange for `req`'s redirect: its redirect URI and PKCE verifier go with the
+    /// code, so nothing can be passed in the wrong order.
+    ///
+    /// ```no_run
+    /// # async fn f(client: gramkey_client::Client, redirect_url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// use gramkey_client::{AppCredentials, AuthorizeRequest};
+    /// let app = AppCredentials::new("1955185181361652", std::env::var("SECRET")?);
+    /// let req = AuthorizeRequest::new(app.client_id(), "https://app.example/cb", &["user_profile"]);
+    /// // … the browser comes back to `redirect_url` …
+    /// let code = req.code_from_redirect(redirect_url)?;
+    /// let token = client.exchange(&app, &req, &code).await?;
+    /// # let _ = token; Ok(()) }
+    /// ```
+    pub async fn exchange(
+        &self,
+        app: &AppCredentials,
+        req: &AuthorizeRequest,
+        code: &str,
+    ) -> Result<CodeToken, Error> {
+        self.exchange_code(
+            app.client_id(),
+            app.client_secret(),
+            req.redirect_uri(),
+            code,
+            Some(req.verifier()),
+        )
+        .await
     }
 
     /// A short-lived token for a long-lived one (`GET /access_token`, `ig_exchange_token`).

@@ -59,6 +59,7 @@
 #![warn(missing_docs)]
 mod client;
 pub mod error;
+pub mod loopback;
 
 /// The crate's README, compiled as doctests so its examples stay true.
 #[doc = include_str!("../README.md")]
@@ -140,6 +141,46 @@ pub struct AuthorizeRequest {
     verifier: String,
 }
 
+/// An app's client id and secret, for the calls that authenticate the app. The secret's
+/// `Debug` is redacted.
+///
+/// ```
+/// let app = gramkey_client::AppCredentials::new("1955185181361652", "0123456789abcdef");
+/// assert!(!format!("{app:?}").contains("0123456789abcdef"));
+/// ```
+#[derive(Clone)]
+pub struct AppCredentials {
+    client_id: String,
+    client_secret: String,
+}
+
+impl AppCredentials {
+    /// The app's client id and secret.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+        }
+    }
+    /// The client id (the app id).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    /// The secret, to send it; keep it out of logs.
+    pub fn client_secret(&self) -> &str {
+        &self.client_secret
+    }
+}
+
+impl std::fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .finish()
+    }
+}
+
 /// Why a redirect gave no code ([`AuthorizeRequest::code_from_redirect`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RedirectError {
@@ -195,6 +236,11 @@ impl AuthorizeRequest {
     /// The random `state` the redirect must bring back.
     pub fn state(&self) -> &str {
         &self.state
+    }
+
+    /// The redirect URI the request was made with, to send again with the code exchange.
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
     }
 
     /// The PKCE `code_verifier` to send with the code exchange.

@@ -113,16 +113,9 @@ async fn sign_in(
 ) -> gramkey_client::model::CodeToken {
     let req = AuthorizeRequest::new(client_id, redirect, scopes);
     let landed = browser_flow(req.url(client.hosts()).as_str(), "alice", "alice-password").await;
-    let code = landed
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    client
-        .exchange_code(client_id, secret, redirect, &code, Some(req.verifier()))
-        .await
-        .unwrap()
+    let code = req.code_from_redirect(landed.as_str()).unwrap();
+    let app = gramkey_client::AppCredentials::new(client_id, secret);
+    client.exchange(&app, &req, &code).await.unwrap()
 }
 
 #[tokio::test]
