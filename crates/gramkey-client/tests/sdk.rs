@@ -566,6 +566,55 @@ async fn the_device_flow_app_tokens_introspection_and_the_generic_calls() {
             .active
     );
 
+    // The refresh_token grant, for an app that opted in: every use rotates it.
+    let (rotating, rotating_secret) = s
+        .state
+        .ops
+        .create_app(
+            &gramkey_server::origin::Origin::LOCAL,
+            NewAppInput {
+                name: "Rotating".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                scopes: "user_profile".into(),
+                mode: AppMode::Live,
+                refresh_tokens: true,
+                signed_requests: false,
+                device_flow: false,
+                deauthorize_url: None,
+                data_deletion_url: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (rotating, rotating_secret) =
+        (rotating.id.to_string(), rotating_secret.expose().to_owned());
+    let first = sign_in(
+        &client,
+        &rotating,
+        &rotating_secret,
+        REDIRECT,
+        &["user_profile"],
+    )
+    .await;
+    let refresh = first
+        .refresh_token
+        .expect("a refresh token for an app that opted in");
+    let second = client
+        .refresh_with(&rotating, &rotating_secret, &refresh)
+        .await
+        .unwrap();
+    assert_ne!(second.access_token, first.access_token);
+    let rotated = second.refresh_token.expect("rotated");
+    assert_ne!(rotated, refresh);
+    assert!(client.me(&second.access_token, &["id"]).await.is_ok());
+    assert!(
+        client
+            .refresh_with(&client_id, &secret, &rotated)
+            .await
+            .is_err(),
+        "another app's refresh token"
+    );
+
     // A server that is not there: the host and the cause, at once.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
