@@ -17,12 +17,48 @@ use clap::{Args, Subcommand};
 use gramkey_client::loopback::LoopbackRedirect;
 use gramkey_client::model::AccessToken;
 use gramkey_client::refresh::{RefreshPolicy, Refreshed, refresh, too_young};
-use gramkey_client::vault::{Account, Accounts, Protection, Vault, VaultKey};
+use gramkey_client::vault::{Account, Accounts, Protection, Vault, VaultError, VaultKey};
 use gramkey_client::{AuthorizeRequest, Client, Hosts, RetryPolicy};
 use serde_json::json;
 
+/// `println!` for a pipe that may close early (`gramkey auth media | head -1`): the output was
+/// not wanted any more, so the command ends quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::devcli::emit(format_args!($($arg)*))
+    };
+}
+
+pub(crate) fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Exit code: the user must sign in again.
 pub const EXIT_REAUTH: i32 = 4;
+
+/// Exit code: bad usage, as clap's own.
+pub const EXIT_USAGE: i32 = 2;
+
+/// A mistake in how the command was called (a missing value, a malformed host): exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    Usage(message.into()).into()
+}
 
 /// An error that asks for [`EXIT_REAUTH`].
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +100,21 @@ impl VaultArgs {
         let protection = match (key, self.insecure_storage) {
             (Some(key), _) => Protection::Encrypted(key),
             (None, true) => Protection::Plaintext,
-            (None, false) => bail!(
-                "{}; or keep one in the OS keyring: `gramkey auth key --keyring`",
-                gramkey_client::vault::VaultError::NoKey
-            ),
+            (None, false) => {
+                return Err(match Vault::new(&path, Protection::Plaintext).load() {
+                    Ok(a) if path.exists() && !a.list.is_empty() => anyhow!(
+                        "{} holds plaintext tokens (written with --insecure-storage): pass --insecure-storage to use it",
+                        path.display()
+                    ),
+                    Err(VaultError::EncryptedVault(_)) => anyhow!(
+                        "{} is encrypted: set the key it was written with, in GRAMKEY_VAULT_KEY or the file GRAMKEY_VAULT_KEY_FILE names",
+                        path.display()
+                    ),
+                    _ => anyhow!(
+                        "no vault key: set GRAMKEY_VAULT_KEY (64 hex characters, e.g. from `openssl rand -hex 32`), or keep one in a file (`gramkey auth key --file PATH`, then GRAMKEY_VAULT_KEY_FILE=PATH) or the OS keyring (`gramkey auth key --keyring`). --insecure-storage keeps tokens in plaintext instead"
+                    ),
+                });
+            }
         };
         Ok(Vault::new(path, protection))
     }
@@ -276,7 +323,9 @@ pub struct RefreshArgs {
     /// The account's alias, username or user id (default: the default account).
     #[arg(long, env = "GRAMKEY_ACCOUNT")]
     account: Option<String>,
-    /// Only accounts whose tokens are due; without it, refresh regardless.
+    /// Only accounts whose tokens are due (less than --threshold left); without it, every token
+    /// at least 24 hours old. A younger one is never refreshed: Instagram refuses. Exits 4 when
+    /// an account needs signing in again.
     #[arg(long)]
     if_due: bool,
     /// Due when less than this is left.
@@ -309,7 +358,15 @@ fn client_for(host: &str) -> Result<Client> {
     let hosts = if host == instagram() {
         Hosts::instagram()
     } else {
-        Hosts::gramkey(host).with_context(|| format!("{host:?} is not a URL"))?
+        match Hosts::gramkey(host) {
+            Ok(h) if matches!(h.graph.scheme(), "http" | "https") => h,
+            _ => {
+                return Err(usage(format!(
+                    "--host {host:?} is not a URL: give it with its scheme, as http://{0} or https://{0}",
+                    host.trim_start_matches("//")
+                )));
+            }
+        }
     };
     let http = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
@@ -354,6 +411,14 @@ impl std::fmt::Display for CallError {
         match e {
             gramkey_client::Error::Http { .. } => {
                 write!(f, "; gave up after {} s", self.took.as_secs().max(1))
+            }
+            gramkey_client::Error::Api(a)
+                if a.kind == "invalid_client" || a.message.contains("client secret") =>
+            {
+                write!(
+                    f,
+                    "; check the app's --client-id and GRAMKEY_CLIENT_SECRET (`gramkey app rotate-secret APP` makes a new secret)"
+                )
             }
             _ if e.failure() == gramkey_client::Failure::RateLimited => match e.retry_after() {
                 Some(wait) => write!(
@@ -459,11 +524,9 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
         AuthCommand::Status { json } => match env_token() {
             Some((_, host)) => {
                 if json {
-                    println!("{}", json!({"token_from_env": true, "host": host}));
+                    say!("{}", json!({"token_from_env": true, "host": host}));
                 } else {
-                    println!(
-                        "GRAMKEY_TOKEN is set: commands use it, on {host}, rather than the vault"
-                    );
+                    say!("GRAMKEY_TOKEN is set: commands use it, on {host}, rather than the vault");
                 }
                 Ok(())
             }
@@ -472,9 +535,9 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
         AuthCommand::Token { account, json } => match env_token() {
             Some((token, host)) => {
                 if json {
-                    println!("{}", json!({"access_token": token.expose(), "host": host}));
+                    say!("{}", json!({"access_token": token.expose(), "host": host}));
                 } else {
-                    println!("{}", token.expose());
+                    say!("{}", token.expose());
                 }
                 Ok(())
             }
@@ -506,7 +569,7 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
                 } else {
                     " "
                 };
-                println!(
+                say!(
                     "{mark} {}\t{}\t{}\t{}",
                     a.alias,
                     a.username.as_deref().unwrap_or("-"),
@@ -527,7 +590,7 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
                 alias
             })?;
             let alias = alias.ok_or_else(|| no_account(Some(&account)))?;
-            println!("{alias} is the default account");
+            say!("{alias} is the default account");
             Ok(())
         }
         AuthCommand::Me { account } => {
@@ -538,7 +601,7 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
             )
             .await
             .map_err(|e| s.failed(e))?;
-            println!(
+            say!(
                 "{}",
                 json!({"id": me.id, "username": me.username, "account_type": me.account_type, "media_count": me.media_count})
             );
@@ -569,29 +632,48 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
                 eprintln!("exported {n} account(s)");
             } else {
                 write(&file)?;
-                println!("exported {n} account(s) to {}", file.display());
+                say!("exported {n} account(s) to {}", file.display());
             }
             Ok(())
         }
         AuthCommand::Import { file } => {
             let key = export_key()?;
-            let from = if file.as_os_str() == "-" {
-                let dir = tempfile::tempdir()?;
+            let stdin = file.as_os_str() == "-";
+            let named = if stdin {
+                "standard input".to_owned()
+            } else {
+                file.display().to_string()
+            };
+            let dir = tempfile::tempdir()?;
+            let path = if stdin {
                 let path = dir.path().join("import.json");
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
                 std::fs::write(&path, text)?;
-                Vault::new(&path, Protection::Encrypted(key)).load()?
+                path
+            } else if file.is_file() {
+                file.clone()
             } else {
-                Vault::new(&file, Protection::Encrypted(key)).load()?
+                bail!("{named}: no such file, nothing was imported");
             };
+            let from = Vault::new(&path, Protection::Encrypted(key))
+                .load()
+                .map_err(|e| match e {
+                    VaultError::WrongKey(_) => anyhow!(
+                        "GRAMKEY_EXPORT_KEY does not open {named}: it was exported with another key. Nothing was imported"
+                    ),
+                    VaultError::Corrupt { why, .. } => anyhow!(
+                        "{named} is not an export of `gramkey auth export` ({why}). Nothing was imported"
+                    ),
+                    other => other.into(),
+                })?;
             let n = from.list.len();
             vault.open()?.update(|a| {
                 for account in from.list {
                     a.upsert(account);
                 }
             })?;
-            println!("imported {n} account(s)");
+            say!("imported {n} account(s)");
             Ok(())
         }
     }
@@ -619,7 +701,7 @@ fn key(vault: &VaultArgs, in_keyring: bool, file: Option<PathBuf>) -> Result<()>
     Vault::new(&path, Protection::Encrypted(VaultKey::from_hex(&hex)?)).load()?;
     if in_keyring {
         keyring::store(&path, &hex)?;
-        println!("The vault key of {} is in the OS keyring.", path.display());
+        say!("The vault key of {} is in the OS keyring.", path.display());
     } else if let Some(file) = file {
         use std::io::Write as _;
         let mut options = std::fs::OpenOptions::new();
@@ -633,13 +715,13 @@ fn key(vault: &VaultArgs, in_keyring: bool, file: Option<PathBuf>) -> Result<()>
             )
         })?;
         writeln!(f, "{hex}")?;
-        println!(
+        say!(
             "The vault key is in {}: set GRAMKEY_VAULT_KEY_FILE={}",
             file.display(),
             file.display()
         );
     } else {
-        println!("{hex}");
+        say!("{hex}");
     }
     Ok(())
 }
@@ -654,7 +736,7 @@ fn no_account(name: Option<&str>) -> NeedsReauth {
 
 fn export_key() -> Result<VaultKey> {
     let hex = std::env::var("GRAMKEY_EXPORT_KEY").map_err(|_| {
-        anyhow!("set GRAMKEY_EXPORT_KEY (64 hex characters) to encrypt or open an export")
+        usage("set GRAMKEY_EXPORT_KEY (64 hex characters, e.g. from `openssl rand -hex 32`) to encrypt or open an export")
     })?;
     Ok(VaultKey::from_hex(&hex)?)
 }
@@ -696,7 +778,7 @@ async fn media(s: &Signed, all: bool, limit: u32, json: bool) -> Result<()> {
             if json {
                 items.push(line);
             } else {
-                println!("{line}");
+                say!("{line}");
             }
         }
         progress.set_message(format!("{count} media"));
@@ -707,14 +789,14 @@ async fn media(s: &Signed, all: bool, limit: u32, json: bool) -> Result<()> {
     }
     progress.finish_and_clear();
     if json {
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        say!("{}", serde_json::to_string_pretty(&items)?);
     }
     Ok(())
 }
 /// A redirect URL pasted on standard input (for `--no-browser` on another machine). Anything
 /// else is answered with a hint, and it waits on; at the end of input it waits for the
 /// loopback callback alone.
-async fn pasted(redirect: String) -> Result<String> {
+async fn pasted(redirect: String, state: String) -> Result<String> {
     // A plain thread, not the runtime's blocking pool: the runtime waits for its blocking
     // tasks when it shuts down, and this read may never end (nobody pastes anything).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -739,6 +821,14 @@ async fn pasted(redirect: String) -> Result<String> {
             .ok()
             .filter(|u| u.as_str().starts_with(&redirect));
         match url {
+            Some(u)
+                if u.query_pairs()
+                    .any(|(k, v)| k == "state" && v != state.as_str()) =>
+            {
+                eprintln!(
+                    "That URL is from another sign-in (its state is not this one's). Paste the URL this sign-in ended on, or finish in the browser."
+                )
+            }
             Some(u) if u.query_pairs().any(|(k, _)| k == "code" || k == "error") => {
                 return Ok(u.query().unwrap_or_default().to_owned());
             }
@@ -773,12 +863,19 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
         .as_ref()
         .map(|a| a.app_id.clone())
         .or_else(|| args.client_id.clone())
-        .ok_or_else(|| anyhow!("give the app's client id: --client-id, or GRAMKEY_CLIENT_ID"))?;
+        .ok_or_else(|| usage("give the app's client id: --client-id, or GRAMKEY_CLIENT_ID"))?;
     let secret = args.client_secret.clone().ok_or_else(|| {
-        anyhow!(
-            "set GRAMKEY_CLIENT_SECRET to the app's secret (or pass --client-secret, though the environment keeps it out of `ps`)"
+        usage(
+            "set GRAMKEY_CLIENT_SECRET to the app's secret (or pass --client-secret, though the environment keeps it out of `ps`)",
         )
     })?;
+    // On a gramkey server the app's credentials (and the server itself) are checked before
+    // anyone is sent to sign in: an introspection of no token, which needs the client to
+    // authenticate and changes nothing. Instagram's hosts have no such endpoint.
+    if host != instagram() {
+        let nothing = AccessToken::new("credentials-check");
+        call(client.introspect(&client_id, &secret, &nothing)).await?;
+    }
     let scopes: Vec<String> = match &again {
         Some(a) => a.scopes.clone(),
         None => args
@@ -802,6 +899,7 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
     };
     let long = call(client.long_lived(&secret, &short)).await?;
     let me = call(client.me(&long.access_token, &["id", "username"])).await?;
+    check_same_user(again.as_ref(), &me)?;
     let expires_in = long.expires_in.unwrap_or(60 * 24 * 3600);
     let alias = args.alias.clone().or(again.map(|a| a.alias));
     store_account(
@@ -815,6 +913,22 @@ async fn login(vault: &Vault, args: LoginArgs) -> Result<()> {
     )
 }
 
+/// `--account A` signs A in again: someone else signing in instead is refused, and nothing is
+/// stored.
+fn check_same_user(again: Option<&Account>, me: &gramkey_client::model::User) -> Result<()> {
+    match again {
+        Some(a) if a.user_id != me.id => bail!(
+            "signed in as {}, not as {} (the account {}): nothing was stored. Sign in as {}, or without --account to add {} as an account of its own",
+            me.username.as_deref().unwrap_or(&me.id),
+            a.username.as_deref().unwrap_or(&a.user_id),
+            a.alias,
+            a.username.as_deref().unwrap_or(&a.user_id),
+            me.username.as_deref().unwrap_or(&me.id),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Stores a signed-in account and says so.
 fn store_account(
     vault: &Vault,
@@ -826,6 +940,8 @@ fn store_account(
     alias: Option<String>,
 ) -> Result<()> {
     let at = now();
+    // Only an alias given (or the account's own, with --account) renames a stored account.
+    let rename = alias.is_some();
     let alias = alias
         .or_else(|| me.username.clone())
         .unwrap_or_else(|| me.id.clone());
@@ -843,21 +959,38 @@ fn store_account(
         needs_reauthorization: false,
         token: Some(token),
     };
-    let stored = vault.update(|a| {
+    let same = |x: &Account| {
+        x.user_id == account.user_id && x.host == account.host && x.app_id == account.app_id
+    };
+    let wanted = account.alias.clone();
+    let (stored, default) = vault.update(|a| {
         a.upsert(account.clone());
-        a.list
-            .iter()
-            .find(|x| {
-                x.user_id == account.user_id && x.host == account.host && x.app_id == account.app_id
-            })
-            .map(|x| x.alias.clone())
+        // An alias asked for wins over the one the account had, unless another account has it.
+        let taken = a.list.iter().any(|x| x.alias == wanted && !same(x));
+        if rename && !taken {
+            let old = a
+                .list
+                .iter_mut()
+                .find(|x| same(x))
+                .map(|x| std::mem::replace(&mut x.alias, wanted.clone()));
+            if old.is_some() && a.default == old {
+                a.default = Some(wanted.clone());
+            }
+        }
+        let stored = a.list.iter().find(|x| same(x)).map(|x| x.alias.clone());
+        (stored, a.default.clone())
     })?;
-    println!(
-        "Signed in as {} ({}). Token stored in {}.",
+    let stored = stored.unwrap_or(account.alias);
+    say!(
+        "Signed in as {} ({stored}). Token stored in {}.",
         me.username.as_deref().unwrap_or(&me.id),
-        stored.unwrap_or(account.alias),
         vault.backend()
     );
+    if let Some(default) = default.filter(|d| *d != stored) {
+        say!(
+            "The default account is still {default}: `gramkey auth use {stored}` makes this one the default."
+        );
+    }
     Ok(())
 }
 
@@ -899,7 +1032,7 @@ fn open_browser(url: &str, fallback: String) -> Option<String> {
                 if let Ok(status) = child.wait()
                     && !status.success()
                 {
-                    println!("{opener} failed ({status}). {fallback}");
+                    say!("{opener} failed ({status}). {fallback}");
                 }
             });
             None
@@ -919,28 +1052,26 @@ async fn browser_sign_in(
     let req = AuthorizeRequest::new(client_id, &redirect, scopes);
     let url = req.url(client.hosts());
     let wait = humantime::format_duration(args.timeout);
-    println!("Open this URL in a browser to sign in:\n  {url}");
+    say!("Open this URL in a browser to sign in:\n  {url}");
     let paste = format!(
         "Open the URL above in a browser on any device and sign in. It ends on a page that does not load ({redirect}?code=…): paste that page's whole URL here."
     );
     if args.no_browser {
-        println!("{paste}");
+        say!("{paste}");
     } else {
         match open_browser(url.as_str(), paste.clone()) {
-            None => println!(
+            None => say!(
                 "Opened a browser. (If none opened: {})",
                 paste.trim_end_matches('.')
             ),
-            Some(why) => println!("Could not open a browser here ({why}). {paste}"),
+            Some(why) => say!("Could not open a browser here ({why}). {paste}"),
         }
     }
-    println!("Waiting up to {wait} for the sign-in…");
-    use std::io::Write as _;
-    std::io::stdout().flush()?;
+    say!("Waiting up to {wait} for the sign-in…");
     let query = tokio::time::timeout(args.timeout, async {
         tokio::select! {
             q = loopback.redirect_query(req.state()) => q.map_err(anyhow::Error::from),
-            q = pasted(redirect.clone()) => q,
+            q = pasted(redirect.clone(), req.state().to_owned()) => q,
         }
     })
     .await
@@ -966,20 +1097,21 @@ async fn device_sign_in(
     }
     let codes = call(client.device_code(client_id, secret, scopes)).await?;
     let wait = timeout.min(Duration::from_secs(codes.expires_in.max(0).unsigned_abs()));
-    println!(
+    say!(
         "To sign in, open {} on any device and enter the code\n\n    {}\n",
-        codes.verification_uri, codes.user_code
+        codes.verification_uri,
+        codes.user_code
     );
     if let Some(complete) = &codes.verification_uri_complete {
-        println!("(or open {complete}, which has the code filled in)");
+        say!("(or open {complete}, which has the code filled in)");
     }
-    println!(
+    say!(
         "Waiting up to {} for the code to be entered…",
         humantime::format_duration(wait)
     );
-    use std::io::Write as _;
-    std::io::stdout().flush()?;
-    let again = "run `gramkey auth login --device` again for a new code";
+    let again = format!(
+        "run `gramkey auth login --host {host} --client-id {client_id} --device` again for a new code"
+    );
     match tokio::time::timeout(wait, client.device_token(client_id, secret, &codes)).await {
         Err(_) => bail!(
             "the code was not entered within {}: {again}",
@@ -1007,14 +1139,23 @@ async fn with_token(
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
     let token = text.trim();
     if token.is_empty() {
-        bail!(
-            "--with-token reads the token from standard input, which was empty: `gramkey auth login --with-token < token.txt`"
-        );
+        return Err(usage(
+            "--with-token reads the token from standard input, which was empty: `gramkey auth login --with-token < token.txt`",
+        ));
     }
     let token = AccessToken::new(token);
     let me = call(client.me(&token, &["id", "username"]))
         .await
         .map_err(|e| anyhow!("that token does not work on {}: {e}", client.hosts().graph))?;
+    check_same_user(again, &me)?;
+    // The same user on the same host, already in the vault: its app, rather than a second
+    // account of an unknown app.
+    let known = vault.load()?.list.into_iter().find(|a| {
+        a.host == client.hosts().graph.as_str()
+            && a.user_id == me.id
+            && args.client_id.as_ref().is_none_or(|id| *id == a.app_id)
+    });
+    let again = again.or(known.as_ref());
     let app_id = again
         .map(|a| a.app_id.clone())
         .or_else(|| args.client_id.clone())
@@ -1032,7 +1173,7 @@ async fn with_token(
         alias,
     )?;
     if args.expires_in.is_none() {
-        println!(
+        say!(
             "Its expiry is not known here: counted as a long-lived token, 60 days from now (--expires-in says otherwise)."
         );
     }
@@ -1083,14 +1224,14 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&json!({"vault": vault.backend(), "accounts": list}))?
         );
     } else {
-        println!("vault: {}", vault.backend());
+        say!("vault: {}", vault.backend());
         if accounts.list.is_empty() {
-            println!("no accounts: `gramkey auth login` signs one in");
+            say!("no accounts: `gramkey auth login` signs one in");
         }
         for a in &accounts.list {
             let mark = if accounts.default.as_deref() == Some(a.alias.as_str()) {
@@ -1098,7 +1239,7 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
             } else {
                 " "
             };
-            println!(
+            say!(
                 "{mark} {}  {} on {}, app {}",
                 a.alias,
                 a.username.as_deref().unwrap_or(&a.user_id),
@@ -1110,8 +1251,8 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
             } else {
                 format!("expires {} ({})", date(a.expires_at), left(a.expires_at, t))
             };
-            println!("    token:     {state}");
-            println!(
+            say!("    token:     {state}");
+            say!(
                 "    scopes:    {}",
                 if a.scopes.is_empty() {
                     "-".into()
@@ -1120,9 +1261,9 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
                 }
             );
             let refreshed = a.last_refreshed_at.map_or_else(|| "never".into(), date);
-            println!("    refreshed: {refreshed}");
+            say!("    refreshed: {refreshed}");
             if let Some(e) = &a.last_refresh_error {
-                println!("    last refresh failed: {e}");
+                say!("    last refresh failed: {e}");
             }
         }
     }
@@ -1144,12 +1285,12 @@ fn token(vault: &Vault, account: Option<&str>, json: bool) -> Result<()> {
         .token()
         .ok_or_else(|| anyhow!("{} has no token", a.alias))?;
     if json {
-        println!(
+        say!(
             "{}",
             json!({"access_token": token.expose(), "expires_at": a.expires_at, "user_id": a.user_id, "app_id": a.app_id, "host": a.host})
         );
     } else {
-        println!("{}", token.expose());
+        say!("{}", token.expose());
     }
     Ok(())
 }
@@ -1182,15 +1323,16 @@ async fn refresh_cmd(vault: &Vault, args: RefreshArgs) -> Result<()> {
         let client = client_for(&a.host)?;
         match refresh(&client, vault, &a.alias, &policy, now(), !args.if_due).await {
             Ok(Refreshed::Now { expires_at }) => {
-                println!("{}: refreshed, {}", a.alias, left(expires_at, now()));
+                say!("{}: refreshed, {}", a.alias, left(expires_at, now()));
             }
-            Ok(Refreshed::Elsewhere) => println!("{}: refreshed by another process", a.alias),
-            Ok(Refreshed::NotDue) if too_young(&a, now()) => println!(
-                "{}: not due yet: the token is less than 24 hours old, and Instagram refreshes none younger",
-                a.alias
+            Ok(Refreshed::Elsewhere) => say!("{}: refreshed by another process", a.alias),
+            Ok(Refreshed::NotDue) if too_young(&a, now()) => say!(
+                "{}: not due yet: the token is less than 24 hours old, and Instagram refreshes none younger (refreshable from {})",
+                a.alias,
+                date(a.issued_at.max(a.last_refreshed_at.unwrap_or(0)) + 24 * 3600)
             ),
             Ok(Refreshed::NotDue) => {
-                println!("{}: not due ({})", a.alias, left(a.expires_at, now()));
+                say!("{}: not due ({})", a.alias, left(a.expires_at, now()));
             }
             Err(e) if e.needs_reauthorization() => {
                 eprintln!("{}: {e}\n{}", a.alias, sign_in_again(&a.alias));
@@ -1244,25 +1386,33 @@ async fn logout(vault: &Vault, account: Option<String>, how: Revoke) -> Result<(
         match how {
             Revoke::Nothing => {}
             Revoke::Token(_) if a.host == instagram() => bail!(
-                "Instagram cannot revoke one token; `--remove-app` removes the app's access for {} everywhere (every device, every token). {nothing_forgotten}",
+                "Instagram cannot revoke one token; `--remove-app` removes the app's access for {} everywhere (every device, every token); {nothing_forgotten}",
                 a.alias
             ),
-            Revoke::Token(None) => bail!(
-                "--revoke needs the app's secret: set GRAMKEY_CLIENT_SECRET. {nothing_forgotten}"
+            Revoke::Token(None) => {
+                return Err(usage(format!(
+                    "--revoke needs the app's secret: set GRAMKEY_CLIENT_SECRET; {nothing_forgotten}"
+                )));
+            }
+            Revoke::Token(_) if a.app_id == "-" => bail!(
+                "{} was stored with --with-token and no --client-id, so its app is unknown and its token cannot be revoked here; `--remove-app` removes the app's access instead. {nothing_forgotten}",
+                a.alias
             ),
             Revoke::Token(Some(secret)) => {
                 match call(client.revoke(&a.app_id, &secret, token)).await {
-                    Ok(()) => println!(
+                    Ok(()) => say!(
                         "{}: this machine's token was revoked on {}; other sign-ins to the app keep working",
-                        a.alias, a.host
+                        a.alias,
+                        a.host
                     ),
                     Err(e) => bail!("revoking failed, {nothing_forgotten}: {e}"),
                 }
             }
             Revoke::App => match call(client.remove_app(token)).await {
-                Ok(()) => println!(
+                Ok(()) => say!(
                     "{}: the app's access was removed on {}, for every device and token",
-                    a.alias, a.host
+                    a.alias,
+                    a.host
                 ),
                 // A token that no longer works is as good as removed.
                 Err(e) if e.error.needs_reauthorization() => {}
@@ -1276,7 +1426,7 @@ async fn logout(vault: &Vault, account: Option<String>, how: Revoke) -> Result<(
             all.default = all.list.first().map(|x| x.alias.clone());
         }
     })?;
-    println!("{}: signed out", a.alias);
+    say!("{}: signed out", a.alias);
     Ok(())
 }
 

@@ -724,6 +724,8 @@ fn main() -> std::process::ExitCode {
             eprintln!("Error: {e:#}");
             if e.downcast_ref::<devcli::NeedsReauth>().is_some() {
                 std::process::ExitCode::from(devcli::EXIT_REAUTH as u8)
+            } else if e.downcast_ref::<devcli::Usage>().is_some() {
+                std::process::ExitCode::from(devcli::EXIT_USAGE as u8)
             } else {
                 std::process::ExitCode::FAILURE
             }

@@ -1301,6 +1301,94 @@ fn auth_without_a_browser_honest_state_and_the_token_conventions() {
         "{err}"
     );
 
+    // Mistakes caught before anyone is sent to sign in, each saying what to do.
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args([
+            "login",
+            "--host",
+            &base,
+            "--client-id",
+            &client_id,
+            "--no-browser",
+        ])
+        .env("GRAMKEY_CLIENT_SECRET", "0000")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!said.contains("Open this URL"), "{said}");
+    assert!(
+        err.contains("GRAMKEY_CLIENT_SECRET") && err.contains("invalid_client"),
+        "{err}"
+    );
+    let host = base.trim_start_matches("http://");
+    let out = auth(&vault, Some(VAULT_KEY))
+        .args(["login", "--host", host, "--client-id", &client_id])
+        .env("GRAMKEY_CLIENT_SECRET", &secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage mistake");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("http://{host}")));
+    let out = auth(&other, Some(VAULT_KEY))
+        .args(["import", "no-such-export.json"])
+        .env("GRAMKEY_EXPORT_KEY", &export_key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+
+    // `--account alice` signs alice in again: bob approving instead is refused, nothing stored.
+    rt.block_on(state.ops.create_user(
+        "bob",
+        gramkey_domain::Password::new("bob-password"),
+        gramkey_store::Profile::default(),
+    ))
+    .unwrap();
+    let mut child = KillOnDrop(login(&["--device", "--account", "alice"]).spawn().unwrap());
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let seen = read_until(&mut lines, "Waiting up to");
+    let complete = seen
+        .iter()
+        .find_map(|l| l.split("(or open ").nth(1))
+        .and_then(|rest| rest.split(", which").next())
+        .unwrap()
+        .to_owned();
+    rt.block_on(gramkey_server::test_support::enter_device_code(
+        &complete,
+        "bob",
+        "bob-password",
+        true,
+    ));
+    let status = child.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("signed in as bob, not as alice"), "{err}");
+    let accounts = auth(&vault, Some(VAULT_KEY))
+        .arg("accounts")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&accounts.stdout).lines().count(), 1);
+
+    // Output piped to a reader that stops early: the command ends quietly.
+    let mut child = auth(&other, Some(VAULT_KEY))
+        .args(["media", "--all", "--limit", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Nothing but the vaults is left in the directory: no lock files.
     let mut left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
