@@ -276,7 +276,7 @@ pub struct LoginArgs {
     /// The app's client id (not needed with --account or --with-token).
     #[arg(long, env = "GRAMKEY_CLIENT_ID")]
     client_id: Option<String>,
-    /// The app secret, from the environment (so it is not in `ps`).
+    /// The app's secret. Prefer GRAMKEY_CLIENT_SECRET: a flag's value shows in `ps`.
     #[arg(long, env = "GRAMKEY_CLIENT_SECRET", hide_env_values = true)]
     client_secret: Option<String>,
     /// Scopes, comma-separated.
@@ -784,6 +784,9 @@ async fn media(s: &Signed, all: bool, limit: u32, json: bool) -> Result<()> {
         progress.set_message(format!("{count} media"));
         progress.tick();
         if !all {
+            if pages.has_more() {
+                eprintln!("(more media: --all reads every page)");
+            }
             break;
         }
     }
@@ -1226,7 +1229,11 @@ fn status(vault: &Vault, json: bool) -> Result<()> {
             .collect();
         say!(
             "{}",
-            serde_json::to_string_pretty(&json!({"vault": vault.backend(), "accounts": list}))?
+            serde_json::to_string_pretty(&json!({
+                "vault": vault.path(),
+                "encrypted": vault.encrypted(),
+                "accounts": list,
+            }))?
         );
     } else {
         say!("vault: {}", vault.backend());

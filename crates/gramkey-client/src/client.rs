@@ -795,6 +795,11 @@ impl<T: DeserializeOwned> Pager<T> {
         }
     }
 
+    /// Whether a page is left to read.
+    pub fn has_more(&self) -> bool {
+        self.next.is_some()
+    }
+
     /// The next page, or `None` after the last.
     pub async fn next_page(&mut self) -> Result<Option<Vec<T>>, Error> {
         let Some(url) = self.next.take() else {

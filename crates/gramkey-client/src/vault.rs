@@ -311,6 +311,11 @@ impl Vault {
         &self.path
     }
 
+    /// Whether the tokens are encrypted (a key was given), not plaintext.
+    pub fn encrypted(&self) -> bool {
+        matches!(self.protection, Protection::Encrypted(_))
+    }
+
     /// Where the tokens are, in words, for `status`.
     pub fn backend(&self) -> String {
         match self.protection {
