@@ -93,11 +93,7 @@ impl VaultArgs {
     /// the OS keyring (`gramkey auth key --keyring` put it there).
     fn open(&self) -> Result<Vault> {
         let path = self.path()?;
-        let key = match VaultKey::from_env()? {
-            Some(key) => Some(key),
-            None => keyring::stored(&path)?,
-        };
-        let protection = match (key, self.insecure_storage) {
+        let protection = match (key_in_use(&path)?, self.insecure_storage) {
             (Some(key), _) => Protection::Encrypted(key),
             (None, true) => Protection::Plaintext,
             (None, false) => {
@@ -117,6 +113,15 @@ impl VaultArgs {
             }
         };
         Ok(Vault::new(path, protection))
+    }
+}
+
+/// The vault's key from GRAMKEY_VAULT_KEY, GRAMKEY_VAULT_KEY_FILE or the OS keyring, in that
+/// order; `None` when none holds one.
+fn key_in_use(vault: &std::path::Path) -> Result<Option<VaultKey>> {
+    match VaultKey::from_env()? {
+        Some(key) => Ok(Some(key)),
+        None => keyring::stored(vault),
     }
 }
 
@@ -142,18 +147,10 @@ mod keyring {
 
     /// The key stored for `vault`, if the keyring has one; none when there is no keyring.
     pub fn stored(vault: &Path) -> Result<Option<VaultKey>> {
-        stored_hex(vault)?
-            .map(|hex| {
-                VaultKey::from_hex(&hex)
-                    .map_err(|e| anyhow!("the OS keyring's vault key for {}: {e}", vault.display()))
-            })
-            .transpose()
-    }
-
-    /// As [`stored`], as it is kept: 64 hex characters.
-    pub fn stored_hex(vault: &Path) -> Result<Option<String>> {
         match blocking(|| entry(vault).and_then(|e| e.get_password())) {
-            Ok(hex) => Ok(Some(hex.trim().to_owned())),
+            Ok(hex) => VaultKey::from_hex(&hex)
+                .map(Some)
+                .map_err(|e| anyhow!("the OS keyring's vault key for {}: {e}", vault.display())),
             Err(keyring::Error::NoEntry) => Ok(None),
             Err(e) => {
                 tracing::debug!(error = %e, "no OS keyring: the vault key comes from the environment");
@@ -682,23 +679,20 @@ pub async fn run(vault: &VaultArgs, cmd: AuthCommand) -> Result<()> {
 /// `gramkey auth key`: the key in use, or a new one, printed or kept.
 fn key(vault: &VaultArgs, in_keyring: bool, file: Option<PathBuf>) -> Result<()> {
     let path = vault.path()?;
-    let in_use = match std::env::var("GRAMKEY_VAULT_KEY") {
-        Ok(hex) if !hex.trim().is_empty() => Some(hex.trim().to_owned()),
-        _ => match std::env::var_os("GRAMKEY_VAULT_KEY_FILE") {
-            Some(f) => Some(std::fs::read_to_string(&f)?.trim().to_owned()),
-            None => keyring::stored_hex(&path)?,
-        },
-    };
-    let hex = match in_use {
-        Some(hex) => hex,
+    let key = match key_in_use(&path)? {
+        Some(key) => key,
         None if path.exists() => bail!(
             "{} exists but no key is set: set the key it was written with (GRAMKEY_VAULT_KEY) and run this again to keep it",
             path.display()
         ),
-        None => gramkey_domain::entropy::random_hex(&gramkey_domain::OsEntropy, 64),
+        None => VaultKey::from_hex(&gramkey_domain::entropy::random_hex(
+            &gramkey_domain::OsEntropy,
+            64,
+        ))?,
     };
     // Only a key that opens the vault (or a vault not written yet) is kept.
-    Vault::new(&path, Protection::Encrypted(VaultKey::from_hex(&hex)?)).load()?;
+    Vault::new(&path, Protection::Encrypted(key.clone())).load()?;
+    let hex = key.to_hex();
     if in_keyring {
         keyring::store(&path, &hex)?;
         say!("The vault key of {} is in the OS keyring.", path.display());

@@ -96,6 +96,11 @@ impl VaultKey {
         Ok(Self(key))
     }
 
+    /// The key as 64 hex characters, as [`VaultKey::from_hex`] reads it: to keep it somewhere.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// `GRAMKEY_VAULT_KEY`, else the file named by `GRAMKEY_VAULT_KEY_FILE`; `None` if neither
     /// is set.
     pub fn from_env() -> Result<Option<Self>, VaultError> {
@@ -498,6 +503,13 @@ mod tests {
 
     fn key(byte: &str) -> VaultKey {
         VaultKey::from_hex(&byte.repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn a_key_is_kept_as_the_hex_it_was_read_from() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        assert_eq!(VaultKey::from_hex(hex).unwrap().to_hex(), hex);
+        assert_eq!(key("ab").to_hex(), "ab".repeat(32));
     }
 
     fn account(alias: &str, token: &str) -> Account {

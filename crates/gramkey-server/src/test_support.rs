@@ -23,6 +23,21 @@ pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Fills the sign-in form of `page` (its hidden fields, the username and password) and posts it
+/// to `action`.
+#[allow(clippy::unwrap_used)]
+async fn sign_in_form(
+    c: &reqwest::Client,
+    page: &str,
+    action: url::Url,
+    (user, password): (&str, &str),
+) -> reqwest::Response {
+    let mut form = hidden_inputs(page);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    c.post(action).form(&form).send().await.unwrap()
+}
+
 /// Opens an authorize URL with a fresh cookie jar, signs in as `user`, consents if asked, and
 /// returns where the server sent the browser in the end (the app's redirect URI, with the code).
 ///
@@ -59,15 +74,13 @@ pub async fn sign_in_and_consent_trusting(
             .to_owned()
     };
     let page = c.get(url).send().await.unwrap().text().await.unwrap();
-    let mut form = hidden_inputs(&page);
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let r = c
-        .post(base.join("/oauth/authorize/login").unwrap())
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let r = sign_in_form(
+        &c,
+        &page,
+        base.join("/oauth/authorize/login").unwrap(),
+        (user, password),
+    )
+    .await;
     let r = c
         .get(base.join(&location(&r)).unwrap())
         .send()
@@ -123,10 +136,7 @@ pub async fn enter_device_code(
         .text()
         .await
         .unwrap();
-    let mut form = hidden_inputs(&page);
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let r = c.post(login).form(&form).send().await.unwrap();
+    let r = sign_in_form(&c, &page, login, (user, password)).await;
     assert_eq!(r.status(), 303, "signed in");
     let entry = c
         .get(location(&r))

@@ -90,9 +90,10 @@ pub async fn post(
             );
         }
     }
-    let found = match device::normalize_user_code(typed) {
+    let code = device::normalize_user_code(typed);
+    let found = match &code {
         Some(code) => {
-            let hash = user_code_hash(&code);
+            let hash = user_code_hash(code);
             match state.ops.store.device_authorization(&hash).await {
                 Ok(found) => found.map(|auth| (hash, auth)),
                 Err(e) => return internal(e),
@@ -130,7 +131,10 @@ pub async fn post(
     match field(&form, "decision") {
         None => {
             let scopes: Vec<_> = auth.scopes.iter().collect();
-            let params = [("user_code", device::display_user_code(&normalized(typed)))];
+            let params = [(
+                "user_code",
+                device::display_user_code(code.as_deref().unwrap_or_default()),
+            )];
             pages::page(
                 StatusCode::OK,
                 pages::consent(
@@ -152,10 +156,6 @@ pub async fn post(
             "Choose Allow or Cancel.",
         ),
     }
-}
-
-fn normalized(typed: &str) -> String {
-    device::normalize_user_code(typed).unwrap_or_default()
 }
 
 async fn decide(
