@@ -59,20 +59,37 @@ impl Default for Thresholds {
 }
 
 /// The network an address belongs to, as far as "a network it has never been used from" goes:
-/// the /24 of an IPv4 address, the /48 of an IPv6 one (a site's usual allocation).
-pub fn network_of(ip: IpAddr) -> String {
+/// the /24 of an IPv4 address, the /48 of an IPv6 one (a site's usual allocation). A value to
+/// compare and hash without formatting (every authenticated call looks one up); its text is
+/// `203.0.113.0/24` or `2001:db8:1::/48`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Network {
+    V4([u8; 3]),
+    V6([u16; 3]),
+}
+
+pub fn network_of(ip: IpAddr) -> Network {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
+            Network::V4([a, b, c])
         }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => network_of(IpAddr::V4(v4)),
             None => {
                 let s = v6.segments();
-                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+                Network::V6([s[0], s[1], s[2]])
             }
         },
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Network::V4([a, b, c]) => write!(f, "{a}.{b}.{c}.0/24"),
+            Network::V6([a, b, c]) => write!(f, "{a:x}:{b:x}:{c:x}::/48"),
+        }
     }
 }
 
@@ -143,15 +160,15 @@ mod tests {
     #[test]
     fn networks() {
         assert_eq!(
-            network_of("203.0.113.77".parse().unwrap()),
+            network_of("203.0.113.77".parse().unwrap()).to_string(),
             "203.0.113.0/24"
         );
         assert_eq!(
-            network_of("2001:db8:1:2::5".parse().unwrap()),
+            network_of("2001:db8:1:2::5".parse().unwrap()).to_string(),
             "2001:db8:1::/48"
         );
         assert_eq!(
-            network_of("::ffff:10.1.2.3".parse().unwrap()),
+            network_of("::ffff:10.1.2.3".parse().unwrap()).to_string(),
             "10.1.2.0/24"
         );
     }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gramkey_domain::alert::{AlertKind, Dedup, RateWatch, Thresholds, network_of};
+use gramkey_domain::alert::{AlertKind, Dedup, Network, RateWatch, Thresholds, network_of};
 use gramkey_domain::{AppId, Clock, UnixTime};
 use gramkey_store::Store;
 use moka::sync::Cache;
@@ -38,7 +38,7 @@ pub struct Alerter {
     dedup: Mutex<Dedup>,
     rates: Mutex<HashMap<AppId, RateWatch>>,
     /// (token row, network) pairs already recorded by this node.
-    seen: Cache<(i64, String), ()>,
+    seen: Cache<(i64, Network), (), foldhash::fast::RandomState>,
     notes: Arc<tokio::sync::Semaphore>,
     webhook: Option<mpsc::Sender<Value>>,
 }
@@ -76,7 +76,7 @@ impl Alerter {
             seen: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(24 * 3600))
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             notes: Arc::new(tokio::sync::Semaphore::new(NOTES_IN_FLIGHT)),
             webhook,
         }
@@ -146,7 +146,7 @@ impl Alerter {
     /// token that has been used elsewhere is used from a new network.
     pub fn token_used(self: &Arc<Self>, token_id: i64, app: &AppId, user: Option<i64>, ip: IpAddr) {
         let network = network_of(ip);
-        let key = (token_id, network.clone());
+        let key = (token_id, network);
         if self.seen.contains_key(&key) {
             return;
         }
@@ -159,6 +159,7 @@ impl Alerter {
         tokio::spawn(async move {
             let _permit = permit;
             let now: UnixTime = this.clock.now();
+            let network = network.to_string();
             match this.store.note_network(token_id, &network, now).await {
                 Ok(seen) if seen.new && seen.known_before > 0 && this.thresholds.new_network => {
                     this.raise(

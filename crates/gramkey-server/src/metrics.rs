@@ -4,6 +4,7 @@
 //! statuses, token kinds, revocation reasons, budgets, alert kinds. No label
 //! ever holds a token, code or secret.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use gramkey_domain::ratelimit::Budget;
@@ -17,14 +18,14 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
+    route: Cow<'static, str>,
     method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,7 +130,13 @@ impl Default for Metrics {
 
 impl Metrics {
     /// `method` is one of a fixed set (the caller maps the rest to "other").
-    pub fn request(&self, route: String, method: &'static str, status: u16, seconds: f64) {
+    pub fn request(
+        &self,
+        route: Cow<'static, str>,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
         let labels = RequestLabels {
             route,
             method,

@@ -8,13 +8,14 @@
 //! [`ErrorCode`] counts for app insights. It charges the app with the wall-clock and CPU time
 //! the request took.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponseParts, Response, ResponseParts};
@@ -30,7 +31,7 @@ pub struct ErrorCode(pub u32);
 /// The metrics label of a request the router cannot name (the Graph fallback): its shape,
 /// never its ids. A response extension.
 #[derive(Debug, Clone)]
-pub struct Route(pub String);
+pub struct Route(pub Cow<'static, str>);
 
 /// Where a request stands against its limits, for its response: the standing of a charged
 /// resource call (for the usage headers), and the wait when a limit refused it (for
@@ -82,7 +83,7 @@ pub async fn mark_route(req: Request, next: Next) -> Response {
     let matched = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| Route(p.as_str().to_owned()));
+        .map(|p| Route(Cow::Owned(p.as_str().to_owned())));
     let mut resp = next.run(req).await;
     if let Some(route) = matched
         && resp.extensions().get::<Route>().is_none()
@@ -112,14 +113,19 @@ fn client_ip(state: &AppState, req: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Runs `run` on the request, and does what every answer needs (see the module's text).
+pub async fn observe<F, Fut>(state: &AppState, mut req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(256).collect());
     let origin = Origin {
-        ip: client_ip(&state, &req),
+        ip: client_ip(state, &req),
         user_agent,
         actor: None,
     };
@@ -128,7 +134,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     // Elapsed time for the wall-time budget and metrics, not a point in time: monotonic.
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
-    let (mut resp, cpu) = CpuTimed::new(next.run(req)).await;
+    let (mut resp, cpu) = CpuTimed::new(run(req)).await;
     let wall = start.elapsed();
     let budget = resp
         .extensions_mut()
@@ -180,7 +186,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let route = resp
         .extensions()
         .get::<Route>()
-        .map_or_else(|| "unmatched".to_owned(), |r| r.0.clone());
+        .map_or(Cow::Borrowed("unmatched"), |r| r.0.clone());
     if let Some(admitted) = budget.admitted {
         let real = state.ops.clock.now();
         let call = crate::call_log::Call {
@@ -188,7 +194,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             time: real,
             app_time: real + admitted.offset,
             method: method.to_owned(),
-            route: route.clone(),
+            route: route.to_string(),
             status: if admitted.abort {
                 0
             } else {

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{OriginalUri, Path};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{Request, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::handler::Handler;
 use axum::http::HeaderValue;
 use axum::http::{HeaderName, header};
-use tower::Layer;
+use std::convert::Infallible;
+use std::future::Future;
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -37,8 +39,58 @@ use axum::http::{Method, StatusCode};
 use axum::response::IntoResponse;
 use gramkey_domain::error::GraphError;
 
-pub fn router(state: AppState) -> Router {
-    let request_ids = RequestIds::new(&state);
+/// The server as one service: [`routes`] inside the layers every request passes, in order:
+/// a client's unsafe `X-Request-Id` dropped, a request id set, the request's span, the id
+/// echoed on the answer, the body limit, then [`front`] (the request's origin, its checks
+/// before routing, and what its answer leaves behind).
+///
+/// These wrap the router once rather than through `Router::layer`, which would layer each
+/// route and the fallback separately: axum clones a route's boxed service per request, so each
+/// router-wide layer cost every request a clone of the stack below it and a boxed future
+/// (BENCHMARKS.md, "where `GET /me` time goes").
+pub fn router(
+    state: AppState,
+) -> impl Service<
+    Request<Body>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .map_request(client_request_id)
+        .layer(SetRequestIdLayer::x_request_id(RequestIds::new(&state)))
+        .layer(
+            // Spans carry the path only: query strings can hold tokens and codes.
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(DefaultBodyLimit::max(crate::handlers::form::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), front))
+        .service(routes(state))
+}
+
+/// The request's span. Its fields are read only when the span is enabled (`GRAMKEY_LOG`).
+fn request_span(req: &Request<Body>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
+    )
+}
+
+/// Every route, with the layers that are theirs alone.
+fn routes(state: AppState) -> Router {
     let cors = graph_cors();
     let graph = Router::new()
         // User, media, comments and publishing (wire protocol §4) are read by the fallback,
@@ -80,22 +132,36 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/revoke", post(rfc::revoke))
         .route("/oauth/device/code", post(rfc::device_code))
         .route("/oauth/introspect", post(rfc::introspect))
-        .route("/.well-known/oauth-authorization-server", get(rfc::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(rfc::metadata),
+        )
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         // The Graph host's endpoints, bare and under a `/vNN.N` version prefix.
         .merge(graph.clone())
-        .nest("/{version}", graph.route_layer(middleware::from_fn(graph_version)))
+        .nest(
+            "/{version}",
+            graph.route_layer(middleware::from_fn(graph_version)),
+        )
         // Admin API.
         .route("/admin/apps", get(admin::list_apps).post(admin::create_app))
         .route(
             "/admin/apps/{id}",
-            get(admin::show_app).delete(admin::delete_app).patch(admin::update_app),
+            get(admin::show_app)
+                .delete(admin::delete_app)
+                .patch(admin::update_app),
         )
         .route("/admin/apps/{id}/rotate-secret", post(admin::rotate_secret))
         .route("/admin/apps/{id}/roles", post(admin::set_role))
-        .route("/admin/users", get(admin::list_users).post(admin::create_user))
-        .route("/admin/users/{username}/apps/{id}", axum::routing::delete(admin::remove_user_app))
+        .route(
+            "/admin/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route(
+            "/admin/users/{username}/apps/{id}",
+            axum::routing::delete(admin::remove_user_app),
+        )
         .route("/admin/callbacks", get(admin::list_callbacks))
         .route("/admin/audit", get(admin::audit))
         .route("/admin/users/{username}/unlock", post(admin::unlock_user))
@@ -108,27 +174,15 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/{*rest}", axum::routing::any(admin::not_found))
         .merge(legacy)
         // Sandbox.
-        .route(crate::sandbox::SANDBOX_CALLBACK_PATH, get(sandbox::callback))
+        .route(
+            crate::sandbox::SANDBOX_CALLBACK_PATH,
+            get(sandbox::callback),
+        )
         .route("/sandbox/media/{file}", get(sandbox::media_image))
         .route_layer(middleware::from_fn(observe::mark_route))
         // Layered once here: `Handler::layer` would build the CORS service on every call.
         .fallback_service(cors.layer(graph::dispatch.with_state(state.clone())))
         .method_not_allowed_fallback(unsupported_method)
-        .layer(middleware::from_fn(request_rules))
-        .layer(DefaultBodyLimit::max(crate::handlers::form::BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), observe::observe))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(
-            // Spans carry the path only: query strings can hold tokens and codes.
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
-                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                })
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
-        .layer(SetRequestIdLayer::x_request_id(request_ids))
-        .layer(middleware::map_request(client_request_id))
         .with_state(state)
 }
 
@@ -249,7 +303,7 @@ async fn form_action_self(mut resp: Response) -> Response {
 /// A client's own `X-Request-Id` is kept only if it is a short token of safe characters
 /// ([`gramkey_domain::text::safe_request_id`]); anything else is dropped, and one is made, so
 /// a client cannot forge or flood log lines through it.
-async fn client_request_id(mut req: Request<Body>) -> Request<Body> {
+fn client_request_id(mut req: Request<Body>) -> Request<Body> {
     let safe = req
         .headers()
         .get("x-request-id")
@@ -281,9 +335,13 @@ impl RequestIds {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+        let mut digits = itoa::Buffer::new();
+        let n = digits.format(n);
+        let mut id = String::with_capacity(self.prefix.len() + 1 + n.len());
+        id.push_str(&self.prefix);
+        id.push('-');
+        id.push_str(n);
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
 }
 
@@ -293,13 +351,17 @@ impl MakeRequestId for RequestIds {
 const MAX_TARGET: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// The checks every request passes before routing, in one layer (each layer costs a boxed
-/// future per request): its head's size, then its query's text.
-async fn request_rules(req: Request<Body>, next: Next) -> Response {
-    match head_size(&req).or_else(|| plain_text_query(&req)) {
-        Some(refusal) => refusal,
-        None => next.run(req).await,
-    }
+/// What every request passes before routing, in one layer (each costs a boxed future and a
+/// clone of what it wraps, per request): [`observe::observe`] around the checks of its head's
+/// size, then its query's text.
+async fn front(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    observe::observe(&state, req, |req| async move {
+        match head_size(&req).or_else(|| plain_text_query(&req)) {
+            Some(refusal) => refusal,
+            None => next.run(req).await,
+        }
+    })
+    .await
 }
 
 fn head_size(req: &Request<Body>) -> Option<Response> {

@@ -108,7 +108,11 @@ pub struct Inner {
     pub calls: crate::call_log::CallLog,
     /// Each app's mode and how many users authorized it (the app pool's multiplier), kept
     /// for a minute: what admitting a call needs, without reading the app.
-    app_facts: moka::sync::Cache<gramkey_domain::AppId, (gramkey_domain::AppMode, u64)>,
+    app_facts: moka::sync::Cache<
+        gramkey_domain::AppId,
+        (gramkey_domain::AppMode, u64),
+        foldhash::fast::RandomState,
+    >,
     /// The minute (by the injected clock) each budget's refusal was last audited: a storm of
     /// refused calls makes one audit event a minute per budget, not one per call.
     refusals_audited: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -195,7 +199,7 @@ impl AppState {
             app_facts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(60))
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             ops: Ops {
                 store,
                 clock,

@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::connect_info::ConnectInfo;
 use axum::http::StatusCode;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -25,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use tower_http::timeout::TimeoutBody;
 
 /// What a connection may cost the server: how long it may keep it waiting, and how many may be
@@ -148,20 +152,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         .map_err(|e| TlsError::Write(path.to_owned(), e))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open requests finish.
-/// Each request carries the peer's address as `ConnectInfo<SocketAddr>`.
-pub async fn run(
+/// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
+/// Each request carries the peer's address as `ConnectInfo<SocketAddr>`, and one with a body
+/// gets its deadlines ([`deadlines`]).
+pub async fn run<S>(
     listener: TcpListener,
     transport: Transport,
     limits: ConnectionLimits,
-    router: Router,
+    app: S,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let router = router.layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
-            deadlines(limits, req, next)
-        },
-    ));
+) -> io::Result<()>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -218,14 +222,13 @@ pub async fn run(
         // Set when the connection's first request has arrived whole (its head parsed).
         let started = Arc::new(AtomicBool::new(false));
         let seen = started.clone();
-        let service = router
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                seen.store(true, Ordering::Relaxed);
-                req.extensions_mut().insert(ConnectInfo(remote));
-                req.map(axum::body::Body::new)
-            });
-        let service = hyper_util::service::TowerToHyperService::new(service);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            seen.store(true, Ordering::Relaxed);
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(remote));
+            deadlines(limits, app.clone(), req)
+        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -282,21 +285,26 @@ pub async fn run(
 /// deadline is the backstop (an empty 408). A request without a body (most GETs) has nothing
 /// that can stall once its head has arrived, and costs no timers: two per request cost /me
 /// about a sixth of its throughput.
-async fn deadlines(
+async fn deadlines<S>(
     limits: ConnectionLimits,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+    app: S,
+    req: Request,
+) -> Result<Response, Infallible>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     use axum::body::HttpBody;
     use axum::response::IntoResponse;
     if req.body().is_end_stream() {
-        return next.run(req).await;
+        return app.oneshot(req).await;
     }
-    let req = req.map(|body| axum::body::Body::new(TimeoutBody::new(limits.header_timeout, body)));
-    match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
-    }
+    let req = req.map(|body| Body::new(TimeoutBody::new(limits.header_timeout, body)));
+    Ok(
+        match tokio::time::timeout(limits.request_timeout, app.oneshot(req)).await {
+            Ok(Ok(resp)) => resp,
+            Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+        },
+    )
 }
 
 /// As hyper and axum do: connection-level errors are the peer's business; anything else (most

@@ -1,8 +1,11 @@
 //! Hourly usage per app, for app insights: counted in memory per request and added to the
 //! store every few seconds (and before insights are read), so a request costs no write.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+
+/// foldhash: these are touched on every resource call, and their keys are the server's own ids.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 use gramkey_domain::{AppId, UnixTime, UserId};
 use gramkey_store::{Store, UsageDelta};

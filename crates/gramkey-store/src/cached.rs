@@ -29,7 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use gramkey_domain::{AppId, TokenHash, UserId};
-use moka::sync::Cache as Memo;
+/// A moka cache hashed with foldhash: SipHash, moka's default, was a tenth of a cached
+/// `GET /me`'s instructions. Keys are ids and token hashes, chosen by the server or by SHA-256.
+pub(crate) type Memo<K, V> = moka::sync::Cache<K, V, foldhash::fast::RandomState>;
 
 use crate::{App, Result, TokenRecord, User};
 
@@ -116,10 +118,10 @@ impl Cache {
             K: Hash + Eq + Send + Sync + 'static,
             V: Clone + Send + Sync + 'static,
         {
-            Memo::builder()
+            moka::sync::Cache::builder()
                 .max_capacity(CAPACITY)
                 .time_to_live(ttl)
-                .build()
+                .build_with_hasher(foldhash::fast::RandomState::default())
         }
         Self {
             generation: AtomicU64::new(0),

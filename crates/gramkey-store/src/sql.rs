@@ -26,8 +26,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::cached::Memo;
 use gramkey_domain::{AppId, CommentId, ContainerId, MediaId, TokenHash, UserId};
-use moka::sync::Cache as Memo;
 
 use crate::cached::{Cache, Stale};
 use crate::{Result, StoreError};

@@ -28,7 +28,7 @@ struct Slot {
 
 #[derive(Default)]
 struct Windows {
-    map: HashMap<String, Slot>,
+    map: HashMap<String, Slot, foldhash::fast::RandomState>,
     queue: VecDeque<(String, u64)>,
     next_generation: u64,
 }

@@ -140,12 +140,17 @@ impl Standing {
 
     /// `X-App-Usage`, with this request's own time added.
     pub fn app_usage(&self, wall_us: u64, cpu_us: u64) -> String {
-        format!(
-            r#"{{"call_count":{},"total_time":{},"total_cputime":{}}}"#,
-            percent(self.calls.0, self.calls.1),
-            percent(self.time_us.0 + wall_us, self.time_us.1),
-            percent(self.cpu_us.0 + cpu_us, self.cpu_us.1),
-        )
+        // Written out rather than formatted: every resource call's answer carries it.
+        let mut value = String::with_capacity(64);
+        let mut digits = itoa::Buffer::new();
+        value.push_str(r#"{"call_count":"#);
+        value.push_str(digits.format(percent(self.calls.0, self.calls.1)));
+        value.push_str(r#","total_time":"#);
+        value.push_str(digits.format(percent(self.time_us.0 + wall_us, self.time_us.1)));
+        value.push_str(r#","total_cputime":"#);
+        value.push_str(digits.format(percent(self.cpu_us.0 + cpu_us, self.cpu_us.1)));
+        value.push('}');
+        value
     }
 }
 
@@ -180,7 +185,8 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     /// Time spent per app, not yet charged.
-    spent: std::sync::Mutex<std::collections::HashMap<AppId, (u64, u64)>>,
+    spent:
+        std::sync::Mutex<std::collections::HashMap<AppId, (u64, u64), foldhash::fast::RandomState>>,
     /// When a backend failure was last logged, so an outage logs once a minute, not per request.
     last_failure_log: AtomicI64,
     /// The circuit breaker: until then (by the clock), the backend is taken to be down and not
@@ -289,11 +295,12 @@ impl Limiter {
         class: CallClass,
         offset: i64,
     ) -> Result<Option<Standing>, (Option<Standing>, Refusal)> {
-        let draws = self.limits.draws(app, mode, users, user, token_id, class);
+        let mut draws = self.limits.draws(app, mode, users, user, token_id, class);
+        // The keys move to the checks: only the draws' limits and budgets are read below.
         let checks: Vec<Check> = draws
-            .iter()
+            .iter_mut()
             .map(|d| Check {
-                key: d.key.clone(),
+                key: std::mem::take(&mut d.key),
                 spec: WindowSpec::HOUR,
                 limit: d.limit,
                 cost: d.cost,
@@ -363,9 +370,16 @@ impl Limiter {
     /// [`Limiter::charge_spent`], once a second, so a request costs no round trip for it.
     pub fn spent(&self, app: &AppId, wall_us: u64, cpu_us: u64) {
         let mut pending = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        let (w, c) = pending.entry(app.clone()).or_default();
-        *w = w.saturating_add(wall_us);
-        *c = c.saturating_add(cpu_us);
+        // Every call of a resource charges this: no key is copied once the app has one.
+        match pending.get_mut(app) {
+            Some((w, c)) => {
+                *w = w.saturating_add(wall_us);
+                *c = c.saturating_add(cpu_us);
+            }
+            None => {
+                pending.insert(app.clone(), (wall_us, cpu_us));
+            }
+        }
     }
 
     /// Charges the time noted since the last call.

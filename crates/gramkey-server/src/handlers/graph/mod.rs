@@ -15,6 +15,7 @@ mod insights;
 mod paging;
 mod publish;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -144,12 +145,19 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
     }
     let label = Route(route_label(&segments));
     let method = req.method().clone();
-    let headers = req.headers().clone();
-    let QueryPairs(query) = QueryPairs::parse(req.uri().query());
-    let mut pairs = query.clone();
-    if method == Method::POST {
+    let QueryPairs(mut pairs) = QueryPairs::parse(req.uri().query());
+    // The access token, when the client sent it in the query: links carry it on, as Graph's do.
+    let query_token = pairs
+        .iter()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.clone());
+    let headers = if method == Method::POST {
+        let headers = req.headers().clone();
         match FormFields::read(req, &state).await {
-            Ok(form) => pairs.extend(form.0),
+            Ok(form) => {
+                pairs.extend(form.0);
+                headers
+            }
             Err(e) => {
                 let mut answer = GraphResponse::from(GraphError::invalid_parameter(e.to_string()))
                     .into_response();
@@ -157,7 +165,9 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
                 return (Extension(label), answer).into_response();
             }
         }
-    }
+    } else {
+        req.into_parts().0.headers
+    };
     let mut names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -232,10 +242,6 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             Some(v) => format!("{}/{v}", state.config.public_url),
             None => state.config.public_url.clone(),
         };
-        let query_token = query
-            .iter()
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.clone());
         let ctx = Ctx {
             state: &state,
             token,
@@ -268,7 +274,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
 }
 
 /// The metrics label of a Graph path: its shape, never its ids.
-fn route_label(segments: &[String]) -> String {
+fn route_label(segments: &[String]) -> Cow<'static, str> {
     const EDGES: [&str; 12] = [
         "test_clock",
         "test_faults",
@@ -285,9 +291,9 @@ fn route_label(segments: &[String]) -> String {
     ];
     let node = if segments[0] == "me" { "/me" } else { "/{id}" };
     match segments.get(1) {
-        None => node.to_owned(),
-        Some(e) if EDGES.contains(&e.as_str()) => format!("{node}/{e}"),
-        Some(_) => format!("{node}/{{edge}}"),
+        None => Cow::Borrowed(node),
+        Some(e) if EDGES.contains(&e.as_str()) => Cow::Owned(format!("{node}/{e}")),
+        Some(_) => Cow::Owned(format!("{node}/{{edge}}")),
     }
 }
 
