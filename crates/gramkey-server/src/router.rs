@@ -18,9 +18,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -40,9 +37,9 @@ use axum::response::IntoResponse;
 use gramkey_domain::error::GraphError;
 
 /// The server as one service: [`routes`] inside the layers every request passes, in order:
-/// a client's unsafe `X-Request-Id` dropped, a request id set, the request's span, the id
-/// echoed on the answer, the body limit, then [`front`] (the request's origin, its checks
-/// before routing, and what its answer leaves behind).
+/// the request's id ([`RequestIds::assign`]), its span, the body limit, then [`front`] (the
+/// request's origin, its checks before routing, what its answer leaves behind, and the id
+/// echoed on it).
 ///
 /// These wrap the router once rather than through `Router::layer`, which would layer each
 /// route and the fallback separately: axum clones a route's boxed service per request, so each
@@ -61,15 +58,16 @@ pub fn router(
 + 'static {
     ServiceBuilder::new()
         .map_response(IntoResponse::into_response)
-        .map_request(client_request_id)
-        .layer(SetRequestIdLayer::x_request_id(RequestIds::new(&state)))
+        .map_request({
+            let ids = RequestIds::new(&state);
+            move |req| ids.assign(req)
+        })
         .layer(
             // Spans carry the path only: query strings can hold tokens and codes.
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
-        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(DefaultBodyLimit::max(crate::handlers::form::BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), front))
         .service(routes(state))
@@ -300,22 +298,11 @@ async fn form_action_self(mut resp: Response) -> Response {
     resp
 }
 
-/// A client's own `X-Request-Id` is kept only if it is a short token of safe characters
-/// ([`gramkey_domain::text::safe_request_id`]); anything else is dropped, and one is made, so
-/// a client cannot forge or flood log lines through it.
-fn client_request_id(mut req: Request<Body>) -> Request<Body> {
-    let safe = req
-        .headers()
-        .get("x-request-id")
-        .map(|v| v.to_str().is_ok_and(gramkey_domain::text::safe_request_id));
-    if safe == Some(false) {
-        req.headers_mut().remove("x-request-id");
-    }
-    req
-}
+/// The request id header: set on every request before its span, echoed on its answer.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Request ids: a random per-process prefix and a counter (`3fa9c1d2-42`). Unique across nodes
-/// without costing a random draw per request. A client's own safe `X-Request-Id` is kept.
+/// without costing a random draw per request.
 #[derive(Clone)]
 struct RequestIds {
     prefix: Arc<str>,
@@ -330,18 +317,29 @@ impl RequestIds {
             next: Arc::default(),
         }
     }
-}
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut digits = itoa::Buffer::new();
-        let n = digits.format(n);
-        let mut id = String::with_capacity(self.prefix.len() + 1 + n.len());
-        id.push_str(&self.prefix);
-        id.push('-');
-        id.push_str(n);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    /// Gives the request its id. A client's own `X-Request-Id` is kept only if it is a short
+    /// token of safe characters ([`gramkey_domain::text::safe_request_id`]); anything else is
+    /// replaced by a new one, so a client cannot forge or flood log lines through it.
+    fn assign(&self, mut req: Request<Body>) -> Request<Body> {
+        let safe = req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .is_some_and(|v| v.to_str().is_ok_and(gramkey_domain::text::safe_request_id));
+        if !safe {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let mut digits = itoa::Buffer::new();
+            let n = digits.format(n);
+            let mut id = String::with_capacity(self.prefix.len() + 1 + n.len());
+            id.push_str(&self.prefix);
+            id.push('-');
+            id.push_str(n);
+            match HeaderValue::from_str(&id) {
+                Ok(id) => req.headers_mut().insert(X_REQUEST_ID, id),
+                Err(_) => req.headers_mut().remove(&X_REQUEST_ID),
+            };
+        }
+        req
     }
 }
 
@@ -353,15 +351,20 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// What every request passes before routing, in one layer (each costs a boxed future and a
 /// clone of what it wraps, per request): [`observe::observe`] around the checks of its head's
-/// size, then its query's text.
+/// size, then its query's text; and its id echoed on the answer.
 async fn front(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    observe::observe(&state, req, |req| async move {
+    let id = req.headers().get(&X_REQUEST_ID).cloned();
+    let mut resp = observe::observe(&state, req, |req| async move {
         match head_size(&req).or_else(|| plain_text_query(&req)) {
             Some(refusal) => refusal,
             None => next.run(req).await,
         }
     })
-    .await
+    .await;
+    if let Some(id) = id {
+        resp.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    resp
 }
 
 fn head_size(req: &Request<Body>) -> Option<Response> {
