@@ -106,6 +106,24 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   fi
 done
 
+# A round that redeems every code (or refresh token) it was given measured the supply, not the
+# server: say so rather than report the figure as a rate.
+ran_dry() {
+  local what=$1; shift
+  for v in "$@"; do
+    if [ $((v * DURATION)) -ge $((CODES_PER_ROUND * 99 / 100)) ]; then
+      echo "!!! $what used up its $CODES_PER_ROUND per round: not a rate; raise CODES_PER_ROUND" >&2
+      return
+    fi
+  done
+}
+ran_dry "code exchange SQLite" "${exch[@]}"
+ran_dry "refresh_token grant" "${refr[@]}"
+if [ -n "${PG_URL:-}" ]; then
+  ran_dry "code exchange PG" "${pgexch[@]}"
+  ran_dry "refresh_token PG" "${pgrefr[@]}"
+fi
+
 H=$(printf '%s\n' "${hello[@]}" | median)
 M=$(printf '%s\n' "${me[@]}" | median)
 MO=$(printf '%s\n' "${meoff[@]}" | median)
