@@ -36,7 +36,7 @@ pub struct Alerter {
     store: Arc<dyn Store>,
     metrics: Metrics,
     dedup: Mutex<Dedup>,
-    rates: Mutex<HashMap<AppId, RateWatch>>,
+    rates: Mutex<HashMap<AppId, RateWatch, foldhash::fast::RandomState>>,
     /// (token row, network) pairs already recorded by this node.
     seen: Cache<(i64, Network), (), foldhash::fast::RandomState>,
     notes: Arc<tokio::sync::Semaphore>,
@@ -125,10 +125,14 @@ impl Alerter {
             if rates.len() > 100_000 {
                 rates.clear();
             }
-            rates
-                .entry(app.clone())
-                .or_insert_with(|| RateWatch::new(now))
-                .call(now, &self.thresholds)
+            // Every resource call counts here: no key is copied once the app is watched.
+            match rates.get_mut(app) {
+                Some(watch) => watch.call(now, &self.thresholds),
+                None => rates
+                    .entry(app.clone())
+                    .or_insert_with(|| RateWatch::new(now))
+                    .call(now, &self.thresholds),
+            }
         };
         if let Some((recent, baseline)) = jump {
             self.raise(
