@@ -704,6 +704,36 @@ mod tests {
             b.check(t0 + 60, &[check("t", 1000, 0)]).await.unwrap(),
             Verdict::Allowed { used: vec![0] }
         );
+        // An hour of traffic: a call in each of 60 minutes, then the window slides a minute
+        // at a time and each minute's call leaves it exactly once (a budget's use is kept as
+        // a sum between minutes, and counted again when a minute leaves).
+        for m in 0..60 {
+            b.check(t0 + m * 60 + 5, &[check("hour", 1000, 1)])
+                .await
+                .unwrap();
+        }
+        for (at, used) in [
+            (3599, 60),
+            (3600, 59),
+            (3659, 59),
+            (3660, 58),
+            (7139, 1),
+            (7140, 0),
+        ] {
+            assert_eq!(
+                b.check(t0 + at, &[check("hour", 1000, 0)]).await.unwrap(),
+                Verdict::Allowed { used: vec![used] },
+                "at t0 + {at}"
+            );
+        }
+        // A refund larger than what is held takes back only what is held.
+        b.add(t0 + 7260, &key("hour"), hour, 2).await.unwrap();
+        b.refund(t0 + 7260, &key("hour"), hour, 5).await.unwrap();
+        assert_eq!(
+            b.check(t0 + 7260, &[check("hour", 1000, 1)]).await.unwrap(),
+            Verdict::Allowed { used: vec![1] }
+        );
+
         // A read-only check refuses a spent budget, with the wait until it has room.
         b.add(t0, &key("full"), hour, 10).await.unwrap();
         assert_eq!(
@@ -719,6 +749,69 @@ mod tests {
     #[tokio::test]
     async fn the_memory_backend_keeps_the_contract() {
         contract(&memory::MemoryBackend::default(), "gk:test").await;
+    }
+
+    /// A budget's hash as the earlier scripts left it (buckets only), or as a node running them
+    /// leaves it during a rolling upgrade (the sum and its bound deleted as if they were old
+    /// buckets, a bucket added behind them), is counted again, not read from a stale sum.
+    #[tokio::test]
+    async fn the_redis_budgets_count_what_earlier_scripts_wrote() {
+        let Some(url) = gramkey_store::test_support::redis_url(
+            "the_redis_budgets_count_what_earlier_scripts_wrote",
+        ) else {
+            return;
+        };
+        let b = redis::RedisBackend::connect(&url).await.unwrap();
+        let key = format!(
+            "gk:test:{}:old",
+            gramkey_domain::entropy::random_alnum(&gramkey_domain::OsEntropy, 16)
+        );
+        let mut conn = ::redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let raw = |args: &[&str]| {
+            let mut cmd = ::redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            cmd
+        };
+        let t0: i64 = 1_800_000_000;
+        let (b0, b1) = ((t0 / 60).to_string(), (t0 / 60 + 1).to_string());
+        let _: () = raw(&["HSET", &key, &b0, "4", &b1, "5"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = raw(&["EXPIRE", &key, "60"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let check = |cost| Check {
+            key: key.clone(),
+            spec: WindowSpec::HOUR,
+            limit: 1000,
+            cost,
+            offset: 0,
+        };
+        assert_eq!(
+            b.check(t0 + 90, &[check(1)]).await.unwrap(),
+            Verdict::Allowed { used: vec![10] }
+        );
+        // An earlier node's call: our two fields gone, one more in a bucket.
+        let _: () = raw(&["HDEL", &key, "-1", "-2"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = raw(&["HINCRBY", &key, &b1, "2"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.check(t0 + 95, &[check(0)]).await.unwrap(),
+            Verdict::Allowed { used: vec![12] }
+        );
     }
 
     #[tokio::test]
