@@ -26,10 +26,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crate::cached::Memo;
 use gramkey_domain::{AppId, CommentId, ContainerId, MediaId, TokenHash, UserId};
 
-use crate::cached::{Cache, Stale};
+use crate::cached::{Cache, Memo, Stale};
 use crate::{Result, StoreError};
 
 mod access;
