@@ -7,6 +7,7 @@
 //!
 //! The operations themselves are written once, in [`crate::sql`]; this module runs them.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -20,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cached::{Cache, Stale};
 use crate::sql::{
-    After, Append, Conn, Dialect, Engine, Invalidation, Kind, Lock, Query, Row, SqlStore, Value,
-    Work, q,
+    After, Append, Batch, Conn, Dialect, Engine, Invalidation, Kind, Lock, Query, Row, SqlStore,
+    Value, Work, q,
 };
 use crate::{Result, StoreError};
 
@@ -47,6 +48,8 @@ pub struct Pg {
     channel: String,
     /// The queue of each table appended to ([`Engine::append`]), and its task.
     appenders: Arc<Mutex<HashMap<&'static str, mpsc::Sender<Pending>>>>,
+    /// The queue of each [`Batch`] operation ([`Engine::batch`]): an `mpsc::Sender<Call<B>>`.
+    batchers: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>,
 }
 
 impl PgStore {
@@ -87,6 +90,7 @@ impl PgStore {
             pool,
             channel: channel(&schema),
             appenders: Arc::default(),
+            batchers: Arc::default(),
         }))
     }
 }
@@ -171,6 +175,29 @@ impl Engine for Pg {
         })?
     }
 
+    /// Group commit for an operation of several statements: a task per operation takes every
+    /// call waiting in its queue (up to [`MAX_BATCH`]) and runs them in one transaction, then
+    /// answers each caller. The batch costs the statements of one call, not of each.
+    async fn batch<B: Batch>(&self, item: B::Item) -> Result<B::Out> {
+        let (reply, answer) = oneshot::channel();
+        let queue = {
+            let mut queues = self.batchers.lock().unwrap_or_else(|e| e.into_inner());
+            queues
+                .entry(TypeId::of::<B>())
+                .or_insert_with(|| {
+                    let (queue, calls) = mpsc::channel::<Call<B>>(MAX_BATCH);
+                    tokio::spawn(batcher(self.pool.clone(), calls));
+                    Box::new(queue)
+                })
+                .downcast_ref::<mpsc::Sender<Call<B>>>()
+                .cloned()
+                .ok_or_else(|| StoreError::Backend(format!("the {} queue is mistyped", B::NAME)))?
+        };
+        let gone = || StoreError::Backend(format!("the {} have stopped", B::NAME));
+        queue.send(Call { item, reply }).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     fn follow(&self, cache: Weak<Cache>) -> Option<tokio::task::JoinHandle<()>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (pool, channel) = (self.pool.clone(), self.channel.clone());
@@ -230,6 +257,63 @@ async fn appender(pool: PgPool, append: &'static Append, mut queue: mpsc::Receiv
             }
         }
     }
+}
+
+/// A call waiting in a [`Batch`] operation's queue, and its caller.
+struct Call<B: Batch> {
+    item: B::Item,
+    reply: oneshot::Sender<Result<B::Out>>,
+}
+
+/// Runs the calls queued for `B`, a batch at a time, until every sender is gone. A batch that
+/// fails is run again a call at a time, so that a call at fault fails alone.
+async fn batcher<B: Batch>(pool: PgPool, mut queue: mpsc::Receiver<Call<B>>) {
+    let mut calls = Vec::with_capacity(MAX_BATCH);
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut calls, MAX_BATCH).await > 0 {
+        for call in calls.drain(..) {
+            items.push(call.item);
+            replies.push(call.reply);
+        }
+        match together::<B>(&pool, &items).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.drain(..).zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) if items.len() > 1 => {
+                tracing::debug!(error = %e, calls = items.len(), "a batch of {} failed; running each alone", B::NAME);
+                for (item, reply) in items.iter().zip(replies.drain(..)) {
+                    let answer = together::<B>(&pool, std::slice::from_ref(item))
+                        .await
+                        .and_then(|mut a| a.pop().ok_or_else(|| no_answer::<B>()));
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        items.clear();
+    }
+}
+
+/// Runs `items` of `B` in one transaction: one answer each, once committed.
+async fn together<B: Batch>(pool: &PgPool, items: &[B::Item]) -> Result<Vec<B::Out>> {
+    let mut tx = pool.begin().await?;
+    let answers = B::run(&mut *tx, items).await?;
+    if answers.len() != items.len() {
+        return Err(no_answer::<B>());
+    }
+    tx.commit().await?;
+    Ok(answers)
+}
+
+fn no_answer<B: Batch>() -> StoreError {
+    StoreError::Backend(format!("a call of the {} went unanswered", B::NAME))
 }
 
 /// `INSERT INTO table (columns) SELECT * FROM UNNEST($1::type[], …) RETURNING id`: one statement

@@ -19,6 +19,7 @@
 //! statement the other does not.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::ops::DerefMut;
 use std::pin::Pin;
@@ -210,19 +211,41 @@ impl Append {
     /// The statement inserting one row of `values` (in [`Append::columns`]' order) and
     /// answering its id.
     pub(crate) fn row<'a>(&self, values: Vec<Value<'a>>) -> Query<'a> {
+        self.rows([values])
+    }
+
+    /// The statement inserting `rows` and answering their ids (in no set order).
+    pub(crate) fn rows<'a>(&self, rows: impl IntoIterator<Item = Vec<Value<'a>>>) -> Query<'a> {
         let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
-        let placeholders: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+        let mut sql = format!("INSERT INTO {} ({}) VALUES ", self.table, names.join(", "));
+        let mut args = Vec::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            sql.push_str(if i == 0 { "(" } else { ", (" });
+            for (j, value) in row.into_iter().enumerate() {
+                args.push(value);
+                let _ = std::write!(sql, "{}${}", if j == 0 { "" } else { ", " }, args.len());
+            }
+            sql.push(')');
+        }
+        sql.push_str(" RETURNING id");
         Query {
-            sql: format!(
-                "INSERT INTO {} ({}) VALUES ({}) RETURNING id",
-                self.table,
-                names.join(", "),
-                placeholders.join(", ")
-            )
-            .into(),
-            args: values,
+            sql: sql.into(),
+            args,
         }
     }
+}
+
+/// An operation whose concurrent calls an engine may run together, in one transaction, each
+/// caller answered after the commit ([`Engine::batch`]): code redemptions. Such an operation
+/// makes nothing cached stale; what would (a replayed code's revocation) it leaves to run alone.
+pub trait Batch: 'static {
+    type Item: Send + Sync + 'static;
+    type Out: Send + 'static;
+    /// What the batch does, for errors.
+    const NAME: &'static str;
+    /// Runs `items` on `c`, inside one transaction: one answer per item, in their order. An
+    /// `Err` rolls the whole batch back.
+    fn run<'c, C: Conn>(c: &'c mut C, items: &'c [Self::Item]) -> Work<'c, Vec<Self::Out>>;
 }
 
 /// A row as read: its columns in order. Columns are taken out with [`Row::get`].
@@ -426,6 +449,25 @@ pub trait Engine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<i64>> + Send {
         self.write(
             move |c| Box::pin(async move { c.fetch_one(append.row(values)).await?.get(0) }),
+            nothing(),
+        )
+    }
+
+    /// Runs one call of a [`Batch`] operation and answers its result once committed. An engine
+    /// may run concurrent calls together, in one transaction; if that batch fails, each call
+    /// is run again alone, so one call at fault fails only its own caller.
+    fn batch<B: Batch>(&self, item: B::Item) -> impl Future<Output = Result<B::Out>> + Send {
+        self.transaction(
+            move |c| {
+                Box::pin(async move {
+                    B::run(c, std::slice::from_ref(&item))
+                        .await?
+                        .pop()
+                        .ok_or_else(|| {
+                            StoreError::Backend(format!("no answer from the {}", B::NAME))
+                        })
+                })
+            },
             nothing(),
         )
     }

@@ -382,6 +382,141 @@ async fn concurrent_redemption_has_one_winner(s: Arc<dyn Store>) {
     assert_eq!(issued, 1, "exactly one concurrent redemption wins");
 }
 
+/// Many redemptions at once (PostgreSQL runs concurrent ones in one transaction): each caller
+/// gets its own answer, as if it had been alone. Among them: codes claimed twice (one claim
+/// wins, the other is a replay that revokes what the first issued, whichever came first),
+/// refusals, unknown codes, refresh tokens, and a claim whose token cannot be stored, which
+/// fails alone.
+async fn concurrent_redemptions(s: Arc<dyn Store>) {
+    let a = app("1000000000000077");
+    s.create_app(&a).await.unwrap();
+    let u = s.create_user(&new_user("crowd"), NOW).await.unwrap();
+    let scoped = ScopedUserId::parse("17840000000000010").unwrap();
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    let code_n = |n: u32| NewCode {
+        hash: round_hash(0xc0, n),
+        ..code(0, &a, u.id, &scoped)
+    };
+    for n in 0..200 {
+        s.create_code(&code_n(n)).await.unwrap();
+    }
+    // Code 7's token is already stored under another app's code: its insert conflicts.
+    let clash = claim(&code_n(7), NOW);
+    let clash_token = Flavour::BasicDisplay.format_token(&scoped, &clash.material);
+    s.create_token(&token_for(&code_n(999), TokenHash::of_token(&clash_token)))
+        .await
+        .unwrap();
+
+    // First all at once: 0..150 valid (every third with a refresh token; 150..160 claimed
+    // twice), 160..180 with a wrong verifier, 180..200 for codes that were never made. Then
+    // code 7 again, whose token clashes, with 200..220.
+    let call = |n: u32| {
+        let c = code_n(n);
+        let mut claim = if n == 7 {
+            clash.clone()
+        } else {
+            claim(&c, NOW + 1)
+        };
+        if n.is_multiple_of(3) {
+            claim.refresh = Some(AccessToken::new(format!("IGRT-crowd-{n}")));
+        }
+        if (160..180).contains(&n) {
+            claim.code_verifier = Some("x".repeat(43));
+        }
+        let hash = if (180..200).contains(&n) {
+            round_hash(0xc1, n)
+        } else {
+            c.hash
+        };
+        let s = s.clone();
+        tokio::spawn(async move { (n, s.redeem_code(&hash, &claim).await) })
+    };
+    for n in 200..220 {
+        s.create_code(&code_n(n)).await.unwrap();
+    }
+    let first: Vec<_> = (0..200u32)
+        .filter(|n| *n != 7)
+        .chain(150..160)
+        .map(call)
+        .collect();
+    let mut calls = Vec::new();
+    for c in first {
+        calls.push(c.await.unwrap());
+    }
+    let then: Vec<_> = std::iter::once(7).chain(200..220).map(call).collect();
+    for c in then {
+        calls.push(c.await.unwrap());
+    }
+    let mut twice: std::collections::HashMap<u32, Vec<Redemption>> = Default::default();
+    for (n, answer) in calls {
+        match n {
+            7 => assert!(
+                matches!(answer, Err(StoreError::Conflict(_))),
+                "a clashing token fails its own call: {answer:?}"
+            ),
+            150..160 => twice.entry(n).or_default().push(answer.unwrap()),
+            160..180 => assert!(
+                matches!(answer, Ok(Redemption::Refused(CodeRefusal::PkceMismatch))),
+                "{n}: {answer:?}"
+            ),
+            180..200 => assert!(
+                matches!(answer, Ok(Redemption::NotFound)),
+                "{n}: {answer:?}"
+            ),
+            _ => {
+                let Ok(Redemption::Issued {
+                    record,
+                    token,
+                    refresh,
+                }) = answer
+                else {
+                    panic!("{n}: expected a token, got {answer:?}")
+                };
+                assert_eq!(record.issued_at, NOW + 1);
+                let stored = s
+                    .token(&TokenHash::of_token(&token))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((stored.id, stored.revoked), (record.id, None), "{n}");
+                assert_eq!(refresh.is_some(), n.is_multiple_of(3), "{n}");
+                if let Some(refresh) = refresh {
+                    let r = s
+                        .token(&TokenHash::of_token(&refresh))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(r.kind, TokenKind::Refresh, "{n}");
+                }
+            }
+        }
+    }
+    for (n, answers) in twice {
+        let issued: Vec<_> = answers
+            .iter()
+            .filter_map(|a| match a {
+                Redemption::Issued { token, .. } => Some(TokenHash::of_token(token)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(issued.len(), 1, "{n}: one claim wins: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .any(|a| matches!(a, Redemption::Replayed { .. })),
+            "{n}: {answers:?}"
+        );
+        // Whichever ran first, the token the code gave is revoked in the end.
+        assert_eq!(
+            s.token(&issued[0]).await.unwrap().unwrap().revoked,
+            Some(RevokeReason::CodeReplay),
+            "{n}"
+        );
+    }
+}
+
 /// A token hash of its own for round `n` of a race, `tag` telling the roles apart.
 fn round_hash(tag: u8, n: u32) -> TokenHash {
     let mut h = [tag; 32];
@@ -1338,6 +1473,7 @@ async fn suite(s: Arc<dyn Store>) {
     users_and_media(&*s).await;
     grants_codes_tokens(&*s).await;
     concurrent_redemption_has_one_winner(s.clone()).await;
+    concurrent_redemptions(s.clone()).await;
     deleting_an_app_removes_its_tokens(&*s).await;
     derived_tokens(&*s).await;
     callback_outbox(s.clone()).await;

@@ -2,14 +2,20 @@
 
 use async_trait::async_trait;
 use gramkey_domain::callback::CallbackKind;
-use gramkey_domain::code::CodeChallenge;
+use gramkey_domain::code::{CodeChallenge, CodeIssue, CodeRefusal};
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::retention::Cutoffs;
 use gramkey_domain::{
     AppId, Flavour, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
 };
 
-use super::{Append, Bind, Conn, Engine, Kind, Lock, Row, SqlStore, Value, q, transaction, write};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use super::{
+    Append, Batch, Bind, Conn, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work, q,
+    transaction, write,
+};
 use crate::cached::Stale;
 use crate::records::{corrupt, judge_claim};
 use crate::{
@@ -220,6 +226,193 @@ async fn revoke_in(
             .await?
         }
     })
+}
+
+/// Code redemptions, run together: one read of every code (locked, in hash order, so two
+/// batches on different nodes cannot deadlock), one insert of every token, one update of every
+/// code. Of two redemptions of one code, the second waits for the first's batch to commit.
+///
+/// Answers `None` for a code already redeemed (before, or earlier in the same batch): a replay,
+/// whose revocation of the tokens issued from it runs alone ([`GrantStore::redeem_code`]).
+pub(crate) struct Redeem;
+
+impl Batch for Redeem {
+    type Item = (TokenHash, CodeClaim);
+    type Out = Option<Redemption>;
+    const NAME: &'static str = "code redemptions";
+
+    fn run<'c, C: Conn>(c: &'c mut C, items: &'c [Self::Item]) -> Work<'c, Vec<Self::Out>> {
+        Box::pin(redeem_together(c, items))
+    }
+}
+
+/// A redemption's verdict, before its tokens have ids.
+enum Verdict {
+    /// Answered without a write: an unknown code, or a replay (`None`).
+    Done(Option<Redemption>),
+    /// The code is burned without a token.
+    Refused(CodeRefusal),
+    /// The code gives these tokens (the access token first).
+    Issue {
+        rows: Vec<NewToken>,
+        issue: CodeIssue,
+        scoped_id: ScopedUserId,
+    },
+}
+
+async fn redeem_together<C: Conn>(
+    c: &mut C,
+    items: &[(TokenHash, CodeClaim)],
+) -> Result<Vec<Option<Redemption>>> {
+    let mut sql = String::from(
+        "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at,
+             expires_at, redeemed_at, hash
+         FROM auth_codes WHERE hash IN (",
+    );
+    placeholders(&mut sql, 1..=items.len());
+    sql.push_str(") ORDER BY hash");
+    sql.push_str(C::DIALECT.suffix(" FOR UPDATE"));
+    let mut select = q(sql);
+    for (hash, _) in items {
+        select = select.bind(&hash.0);
+    }
+    let mut codes = HashMap::with_capacity(items.len());
+    for mut row in c.fetch_all(select).await? {
+        let hash = stored_hash(row.get(9)?)?;
+        let unredeemed = row.get::<Option<i64>>(8)?.is_none();
+        let code = unredeemed
+            .then(|| code_from_row(&mut row, hash))
+            .transpose()?;
+        codes.insert(hash, code);
+    }
+
+    // In the callers' order: a code's first claim takes it, later ones are replays.
+    let verdicts: Vec<Verdict> = items
+        .iter()
+        .map(
+            |(hash, claim)| match codes.get_mut(hash).map(Option::take) {
+                None => Verdict::Done(Some(Redemption::NotFound)),
+                Some(None) => Verdict::Done(None),
+                Some(Some(code)) => match judge_claim(&code, claim) {
+                    Ok((rows, issue)) => Verdict::Issue {
+                        rows,
+                        issue,
+                        scoped_id: code.scoped_id,
+                    },
+                    Err(refusal) => Verdict::Refused(refusal),
+                },
+            },
+        )
+        .collect();
+
+    // The access tokens, then what hangs under them (refresh tokens, for apps that opted in).
+    let issuing = || {
+        verdicts.iter().filter_map(|v| match v {
+            Verdict::Issue { rows, .. } => Some(rows),
+            _ => None,
+        })
+    };
+    let ids = insert_tokens(c, issuing().filter_map(|rows| rows.first()), None).await?;
+    let mut children = Vec::new();
+    for (rows, id) in issuing().zip(&ids) {
+        children.extend(rows[1..].iter().map(|t| token_row(t, Some(*id))));
+    }
+    if !children.is_empty() {
+        c.fetch_all(TOKENS.rows(children)).await?;
+    }
+
+    // Every code claimed is redeemed now, with the token it gave if it gave one.
+    let mut ids = ids.into_iter();
+    let mut answers = Vec::with_capacity(items.len());
+    let mut sql = String::from("WITH v(hash, at, token) AS (VALUES ");
+    let mut update = Vec::new();
+    for ((hash, claim), verdict) in items.iter().zip(verdicts) {
+        let (token, answer) = match verdict {
+            Verdict::Done(answer) => {
+                answers.push(answer);
+                continue;
+            }
+            Verdict::Refused(refusal) => (None, Redemption::Refused(refusal)),
+            Verdict::Issue {
+                rows,
+                issue,
+                scoped_id,
+            } => {
+                let (Some(id), Some(access)) = (ids.next(), rows.into_iter().next()) else {
+                    return Err(StoreError::Backend("a token issued without an id".into()));
+                };
+                let answer = Redemption::Issued {
+                    record: issued(id, access, Some(scoped_id)),
+                    token: issue.access,
+                    refresh: issue.refresh.map(|(t, _)| t),
+                };
+                (Some(id), answer)
+            }
+        };
+        if !update.is_empty() {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        placeholders(&mut sql, update.len() + 1..=update.len() + 3);
+        sql.push(')');
+        update.extend([hash.0.to_vec().value(), claim.now.value(), token.value()]);
+        answers.push(Some(answer));
+    }
+    if !update.is_empty() {
+        sql.push_str(
+            ") UPDATE auth_codes SET redeemed_at = v.at, token_id = v.token
+             FROM v WHERE auth_codes.hash = v.hash",
+        );
+        c.execute(Query {
+            sql: sql.into(),
+            args: update,
+        })
+        .await?;
+    }
+    Ok(answers)
+}
+
+/// `$a, $b, …` for the numbers in `range`.
+fn placeholders(sql: &mut String, range: std::ops::RangeInclusive<usize>) {
+    for i in range.clone() {
+        let _ = std::write!(sql, "{}${i}", if i == *range.start() { "" } else { ", " });
+    }
+}
+
+/// Inserts `tokens`, each under `parent_id`; answers their ids in the tokens' order.
+async fn insert_tokens<'t>(
+    c: &mut impl Conn,
+    tokens: impl Iterator<Item = &'t NewToken>,
+    parent_id: Option<i64>,
+) -> Result<Vec<i64>> {
+    let rows: Vec<_> = tokens.map(|t| token_row(t, parent_id)).collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = rows.len();
+    let mut ids = c
+        .fetch_all(TOKENS.rows(rows))
+        .await?
+        .into_iter()
+        .map(|mut r| r.get(0))
+        .collect::<Result<Vec<i64>>>()?;
+    if ids.len() != n {
+        return Err(StoreError::Backend(format!(
+            "{n} tokens inserted, {} ids answered",
+            ids.len()
+        )));
+    }
+    // Ids are drawn in the rows' order (from a sequence on PostgreSQL, as the next rowid on
+    // SQLite), whatever order RETURNING lists them in.
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// A hash as stored.
+fn stored_hash(bytes: Vec<u8>) -> Result<TokenHash> {
+    Ok(TokenHash(bytes.try_into().map_err(|_| {
+        StoreError::Backend("a stored hash is not 32 bytes".into())
+    })?))
 }
 
 #[async_trait]
@@ -479,80 +672,49 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         .await
     }
 
+    /// Concurrent redemptions share one transaction on PostgreSQL ([`Redeem`]); a replay runs
+    /// alone afterwards.
     async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
-        let (hash, claim) = (*hash, claim.clone());
-        let now = claim.now;
+        if let Some(done) = self.engine.batch::<Redeem>((*hash, claim.clone())).await? {
+            return Ok(done);
+        }
+        let (hash, now) = (*hash, claim.now);
         // A replay revoked tokens this store may hold; which ones is not known here.
         let replayed = self.after(|r: &Redemption| match r {
             Redemption::Replayed { revoked: 1.. } => vec![Stale::Tokens],
             _ => Vec::new(),
         });
         transaction!(self, replayed, |c| {
-            // Locked: of two nodes redeeming the same code, the second waits, then sees it
-            // redeemed.
             let lock = <E::Conn as Conn>::DIALECT.suffix(" FOR UPDATE");
             let Some(mut row) = c
                 .fetch_optional(
                     q(format!(
-                        "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at,
-                             expires_at, redeemed_at, token_id
-                         FROM auth_codes WHERE hash = $1{lock}"
+                        "SELECT user_id, token_id FROM auth_codes
+                         WHERE hash = $1 AND redeemed_at IS NOT NULL{lock}"
                     ))
                     .bind(&hash.0),
                 )
                 .await?
             else {
-                return Ok(Redemption::NotFound);
+                return Err(StoreError::Backend(
+                    "a code sent to be replayed was not redeemed".into(),
+                ));
             };
-            let redeemed_at: Option<i64> = row.get(8)?;
-            let token_id: Option<i64> = row.get(9)?;
-            let code = code_from_row(&mut row, hash)?;
-            if redeemed_at.is_some() {
-                c.lock(Lock::User(code.user_id)).await?;
-                let revoked = c
-                    .execute(
-                        q("WITH RECURSIVE family(id) AS (
-                               SELECT CAST($2 AS BIGINT)
-                               UNION ALL SELECT t.id FROM tokens t JOIN family f ON t.parent_id = f.id)
-                           UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay'
-                           WHERE id IN (SELECT id FROM family) AND revoked_at IS NULL")
-                        .bind(now)
-                        .bind(token_id),
-                    )
-                    .await?;
-                return Ok(Redemption::Replayed { revoked });
-            }
-            let (rows, issue) = match judge_claim(&code, &claim) {
-                Ok(granted) => granted,
-                Err(refusal) => {
-                    c.execute(
-                        q("UPDATE auth_codes SET redeemed_at = $1 WHERE hash = $2")
-                            .bind(now)
-                            .bind(&hash.0),
-                    )
-                    .await?;
-                    return Ok(Redemption::Refused(refusal));
-                }
-            };
-            let Some((access, children)) = rows.split_first() else {
-                return Err(StoreError::Backend("no token to issue".into()));
-            };
-            let id = insert_token(c, access, None).await?;
-            for child in children {
-                insert_token(c, child, Some(id)).await?;
-            }
-            c.execute(
-                q("UPDATE auth_codes SET redeemed_at = $1, token_id = $2 WHERE hash = $3")
+            let user = UserId(row.get(0)?);
+            let token_id: Option<i64> = row.get(1)?;
+            c.lock(Lock::User(user)).await?;
+            let revoked = c
+                .execute(
+                    q("WITH RECURSIVE family(id) AS (
+                           SELECT CAST($2 AS BIGINT)
+                           UNION ALL SELECT t.id FROM tokens t JOIN family f ON t.parent_id = f.id)
+                       UPDATE tokens SET revoked_at = $1, revoke_reason = 'code_replay'
+                       WHERE id IN (SELECT id FROM family) AND revoked_at IS NULL")
                     .bind(now)
-                    .bind(id)
-                    .bind(&hash.0),
-            )
-            .await?;
-            Ok(Redemption::Issued {
-                record: issued(id, access.clone(), Some(code.scoped_id)),
-                token: issue.access,
-                refresh: issue.refresh.map(|(t, _)| t),
-            })
+                    .bind(token_id),
+                )
+                .await?;
+            Ok(Redemption::Replayed { revoked })
         })
         .await
     }
@@ -860,10 +1022,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
                     .fetch_all(q(SUPERSEDE).bind(now).bind(parent_id))
                     .await?
                 {
-                    let hash: Vec<u8> = row.get(0)?;
-                    superseded.push(TokenHash(hash.try_into().map_err(|_| {
-                        StoreError::Backend("a stored token hash is not 32 bytes".into())
-                    })?));
+                    superseded.push(stored_hash(row.get(0)?)?);
                 }
             }
             let mut out = Vec::with_capacity(tokens.len());
