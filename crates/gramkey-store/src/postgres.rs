@@ -553,14 +553,20 @@ impl Conn for PgConnection {
 
     fn lock(&mut self, lock: Lock<'_>) -> impl Future<Output = Result<()>> + Send {
         let statement = match lock {
-            Lock::Derivation(parent) => q(
-                "SELECT pg_advisory_xact_lock_shared($1::INT4, hashtext(app_id)),
-                        pg_advisory_xact_lock_shared($2::INT4, hashtext(COALESCE(user_id, 0)::TEXT))
-                 FROM tokens WHERE hash = $3",
-            )
-            .bind(APP_LOCK)
-            .bind(USER_LOCK)
-            .bind(&parent.0),
+            Lock::Derivation(parents) => {
+                let mut sql = String::from(
+                    "SELECT pg_advisory_xact_lock_shared($1::INT4, hashtext(app_id)),
+                            pg_advisory_xact_lock_shared($2::INT4, hashtext(COALESCE(user_id, 0)::TEXT))
+                     FROM tokens WHERE hash IN (",
+                );
+                for i in 0..parents.len() {
+                    sql.push_str(if i == 0 { "$" } else { ", $" });
+                    sql.push_str(&(i + 3).to_string());
+                }
+                sql.push(')');
+                let locks = q(sql).bind(APP_LOCK).bind(USER_LOCK);
+                parents.iter().fold(locks, |q, parent| q.bind(&parent.0))
+            }
             Lock::App(app) => q("SELECT pg_advisory_xact_lock($1::INT4, hashtext($2))")
                 .bind(APP_LOCK)
                 .bind(app.as_str()),

@@ -248,6 +248,15 @@ pub trait Batch: 'static {
     fn run<'c, C: Conn>(c: &'c mut C, items: &'c [Self::Item]) -> Work<'c, Vec<Self::Out>>;
 }
 
+/// A [`Batch`] call's answer.
+#[derive(Debug)]
+pub enum Together<T> {
+    Done(T),
+    /// The batch could not decide this call (its code or token is used earlier in the same
+    /// batch, say): the caller runs it alone.
+    Alone,
+}
+
 /// A row as read: its columns in order. Columns are taken out with [`Row::get`].
 #[derive(Debug, Default)]
 pub struct Row(pub Vec<Value<'static>>);
@@ -329,8 +338,8 @@ impl Row {
 /// concurrent operations. SQLite's single writer runs every write alone and takes none.
 #[derive(Debug, Clone, Copy)]
 pub enum Lock<'a> {
-    /// Deriving tokens from this one: its app's and its user's locks, shared.
-    Derivation(&'a TokenHash),
+    /// Deriving tokens from these: their apps' and their users' locks, shared.
+    Derivation(&'a [TokenHash]),
     /// Revoking an app's tokens: the app's lock, exclusive.
     App(&'a AppId),
     /// Revoking a user's tokens (or an app-user pair's): the user's lock, exclusive.
@@ -534,6 +543,13 @@ impl<E: Engine> SqlStore<E> {
         match &self.cache {
             Some(cache) => cache.through(which(cache), key, read).await,
             None => read.await,
+        }
+    }
+
+    /// Drops `stale` from this store's cache, if it has one.
+    pub(crate) fn forget(&self, stale: &Stale) {
+        if let Some(cache) = &self.cache {
+            cache.forget(stale);
         }
     }
 

@@ -391,7 +391,7 @@ async fn concurrent_redemptions(s: Arc<dyn Store>) {
     let a = app("1000000000000077");
     s.create_app(&a).await.unwrap();
     let u = s.create_user(&new_user("crowd"), NOW).await.unwrap();
-    let scoped = ScopedUserId::parse("17840000000000010").unwrap();
+    let scoped = ScopedUserId::parse("17840000000000777").unwrap();
     s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
         .await
         .unwrap();
@@ -514,6 +514,108 @@ async fn concurrent_redemptions(s: Arc<dyn Store>) {
             Some(RevokeReason::CodeReplay),
             "{n}"
         );
+    }
+}
+
+/// Many derivations at once (PostgreSQL runs concurrent exchanges and rotations in one
+/// transaction): exchanges, some of one token twice (one wins); rotations, some twice (both
+/// win, within the grace); parents that were revoked (refused); and `ig_refresh_token`
+/// refreshes, which run alone.
+async fn concurrent_derivations(s: Arc<dyn Store>) {
+    let a = app("1000000000000078");
+    s.create_app(&a).await.unwrap();
+    let u = s.create_user(&new_user("crowd2"), NOW).await.unwrap();
+    let scoped = ScopedUserId::parse("17840000000000778").unwrap();
+    s.save_grant(&a.id, u.id, &a.scopes, &scoped, NOW)
+        .await
+        .unwrap();
+    let c = code(0, &a, u.id, &scoped);
+    let parent = |n: u32| round_hash(0xd0, n);
+    let child = |n: u32, k: u32| NewToken {
+        kind: TokenKind::LongLived,
+        ..token_for(&c, round_hash(0xd1 + u8::try_from(k).unwrap(), n))
+    };
+    // 0..60 exchanged (40..60 twice), 60..100 rotated (80..100 twice), 100..110 revoked, 110..120
+    // refreshed.
+    for n in 0..120u32 {
+        let kind = if (60..100).contains(&n) {
+            TokenKind::Refresh
+        } else {
+            TokenKind::ShortLived
+        };
+        s.create_token(&NewToken {
+            kind,
+            ..token_for(&c, parent(n))
+        })
+        .await
+        .unwrap();
+    }
+    s.revoke_tokens(Revoke::Token(parent(100)), RevokeReason::Revoked, NOW)
+        .await
+        .unwrap();
+    for n in 101..110 {
+        s.revoke_tokens(Revoke::Token(parent(n)), RevokeReason::Revoked, NOW)
+            .await
+            .unwrap();
+    }
+    let calls: Vec<_> = (0..120u32)
+        .map(|n| (n, 0))
+        .chain((40..60).chain(80..100).map(|n| (n, 1)))
+        .map(|(n, k)| {
+            let how = match n {
+                60..100 => Derivation::Rotate {
+                    now: NOW + 1,
+                    reusable_since: NOW - 60,
+                },
+                110.. => Derivation::Refresh {
+                    now: NOW + 1,
+                    parent_expires_at: NOW + 61,
+                },
+                _ => Derivation::Exchange { now: NOW + 1 },
+            };
+            let tokens = if (60..100).contains(&n) {
+                vec![child(n, 2 * k), child(n, 2 * k + 1)]
+            } else {
+                vec![child(n, k)]
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                (
+                    n,
+                    tokens.clone(),
+                    s.derive_tokens(&parent(n), how, &tokens).await,
+                )
+            })
+        })
+        .collect();
+    let mut exchanged = std::collections::HashMap::<u32, u32>::new();
+    for call in calls {
+        let (n, tokens, answer) = call.await.unwrap();
+        let answer = answer.unwrap();
+        if (100..110).contains(&n) {
+            assert!(answer.is_none(), "{n}: a revoked parent: {answer:?}");
+            continue;
+        }
+        if (40..60).contains(&n) {
+            *exchanged.entry(n).or_default() += u32::from(answer.is_some());
+            if answer.is_none() {
+                continue;
+            }
+        }
+        let records = answer.unwrap_or_else(|| panic!("{n}: refused"));
+        assert_eq!(records.len(), tokens.len(), "{n}");
+        for (record, token) in records.iter().zip(&tokens) {
+            let stored = s.token(&token.hash).await.unwrap().unwrap();
+            assert_eq!((stored.id, stored.kind), (record.id, token.kind), "{n}");
+            assert_eq!(stored.revoked, None, "{n}");
+        }
+    }
+    assert!(
+        exchanged.values().all(|w| *w == 1),
+        "one exchange each: {exchanged:?}"
+    );
+    for n in 0..100 {
+        assert!(s.token(&parent(n)).await.unwrap().unwrap().exchanged, "{n}");
     }
 }
 
@@ -1474,6 +1576,7 @@ async fn suite(s: Arc<dyn Store>) {
     grants_codes_tokens(&*s).await;
     concurrent_redemption_has_one_winner(s.clone()).await;
     concurrent_redemptions(s.clone()).await;
+    concurrent_derivations(s.clone()).await;
     deleting_an_app_removes_its_tokens(&*s).await;
     derived_tokens(&*s).await;
     callback_outbox(s.clone()).await;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::{
-    Append, Batch, Bind, Conn, Engine, Kind, Lock, Query, Row, SqlStore, Value, Work, q,
+    Append, Batch, Bind, Conn, Engine, Kind, Lock, Query, Row, SqlStore, Together, Value, Work, q,
     transaction, write,
 };
 use crate::cached::Stale;
@@ -232,13 +232,13 @@ async fn revoke_in(
 /// batches on different nodes cannot deadlock), one insert of every token, one update of every
 /// code. Of two redemptions of one code, the second waits for the first's batch to commit.
 ///
-/// Answers `None` for a code already redeemed (before, or earlier in the same batch): a replay,
-/// whose revocation of the tokens issued from it runs alone ([`GrantStore::redeem_code`]).
+/// A code already redeemed (before, or earlier in the same batch) is a replay, whose
+/// revocation of the tokens issued from it runs alone ([`GrantStore::redeem_code`]).
 pub(crate) struct Redeem;
 
 impl Batch for Redeem {
     type Item = (TokenHash, CodeClaim);
-    type Out = Option<Redemption>;
+    type Out = Together<Redemption>;
     const NAME: &'static str = "code redemptions";
 
     fn run<'c, C: Conn>(c: &'c mut C, items: &'c [Self::Item]) -> Work<'c, Vec<Self::Out>> {
@@ -248,8 +248,8 @@ impl Batch for Redeem {
 
 /// A redemption's verdict, before its tokens have ids.
 enum Verdict {
-    /// Answered without a write: an unknown code, or a replay (`None`).
-    Done(Option<Redemption>),
+    /// Answered without a write: an unknown code, or a replay (alone).
+    Done(Together<Redemption>),
     /// The code is burned without a token.
     Refused(CodeRefusal),
     /// The code gives these tokens (the access token first).
@@ -263,7 +263,7 @@ enum Verdict {
 async fn redeem_together<C: Conn>(
     c: &mut C,
     items: &[(TokenHash, CodeClaim)],
-) -> Result<Vec<Option<Redemption>>> {
+) -> Result<Vec<Together<Redemption>>> {
     let mut sql = String::from(
         "SELECT app_id, user_id, scoped_id, redirect_uri, scopes, code_challenge, created_at,
              expires_at, redeemed_at, hash
@@ -291,8 +291,8 @@ async fn redeem_together<C: Conn>(
         .iter()
         .map(
             |(hash, claim)| match codes.get_mut(hash).map(Option::take) {
-                None => Verdict::Done(Some(Redemption::NotFound)),
-                Some(None) => Verdict::Done(None),
+                None => Verdict::Done(Together::Done(Redemption::NotFound)),
+                Some(None) => Verdict::Done(Together::Alone),
                 Some(Some(code)) => match judge_claim(&code, claim) {
                     Ok((rows, issue)) => Verdict::Issue {
                         rows,
@@ -312,14 +312,13 @@ async fn redeem_together<C: Conn>(
             _ => None,
         })
     };
-    let ids = insert_tokens(c, issuing().filter_map(|rows| rows.first()), None).await?;
+    let firsts = issuing().filter_map(|rows| rows.first());
+    let ids = insert_rows(c, firsts.map(|t| token_row(t, None)).collect()).await?;
     let mut children = Vec::new();
     for (rows, id) in issuing().zip(&ids) {
         children.extend(rows[1..].iter().map(|t| token_row(t, Some(*id))));
     }
-    if !children.is_empty() {
-        c.fetch_all(TOKENS.rows(children)).await?;
-    }
+    insert_rows(c, children).await?;
 
     // Every code claimed is redeemed now, with the token it gave if it gave one.
     let mut ids = ids.into_iter();
@@ -356,7 +355,7 @@ async fn redeem_together<C: Conn>(
         placeholders(&mut sql, update.len() + 1..=update.len() + 3);
         sql.push(')');
         update.extend([hash.0.to_vec().value(), claim.now.value(), token.value()]);
-        answers.push(Some(answer));
+        answers.push(Together::Done(answer));
     }
     if !update.is_empty() {
         sql.push_str(
@@ -372,6 +371,123 @@ async fn redeem_together<C: Conn>(
     Ok(answers)
 }
 
+/// Exchanges (`ig_exchange_token`) and rotations (the `refresh_token` grant), run together:
+/// one statement taking every parent's locks ([`Lock::Derivation`]), one conditional update of
+/// the parents of each kind, one insert of every new token. A parent's second derivation in a
+/// batch runs alone after it, as do the derivations that revoke (`Refresh`, which supersedes
+/// earlier refreshes) or only read (`Attach`).
+pub(crate) struct Derive;
+
+impl Batch for Derive {
+    type Item = (TokenHash, Derivation, Vec<NewToken>);
+    /// `None`: the parent could not be derived from (revoked, exchanged, reused).
+    type Out = Together<Option<Vec<TokenRecord>>>;
+    const NAME: &'static str = "token derivations";
+
+    fn run<'c, C: Conn>(c: &'c mut C, items: &'c [Self::Item]) -> Work<'c, Vec<Self::Out>> {
+        Box::pin(derive_together(c, items))
+    }
+}
+
+impl Derive {
+    /// Whether `how` is derived in batches.
+    pub(crate) fn takes(how: &Derivation) -> bool {
+        matches!(how, Derivation::Exchange { .. } | Derivation::Rotate { .. })
+    }
+}
+
+async fn derive_together<C: Conn>(
+    c: &mut C,
+    items: &[(TokenHash, Derivation, Vec<NewToken>)],
+) -> Result<Vec<Together<Option<Vec<TokenRecord>>>>> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    let batched: Vec<bool> = items
+        .iter()
+        .map(|(parent, how, _)| Derive::takes(how) && seen.insert(*parent))
+        .collect();
+    let parents: Vec<TokenHash> = seen.into_iter().collect();
+    if !parents.is_empty() {
+        c.lock(Lock::Derivation(&parents)).await?;
+    }
+
+    // The parents each kind's condition lets through, and their ids.
+    let mut derived: HashMap<TokenHash, i64> = HashMap::with_capacity(items.len());
+    for rotate in [false, true] {
+        let mut sql = String::from("WITH v(parent, at, since) AS (VALUES ");
+        let mut args = Vec::new();
+        for ((parent, how, _), _) in items.iter().zip(&batched).filter(|(_, b)| **b) {
+            let (at, since) = match (how, rotate) {
+                (Derivation::Exchange { now }, false) => (*now, *now),
+                (
+                    Derivation::Rotate {
+                        now,
+                        reusable_since,
+                    },
+                    true,
+                ) => (*now, *reusable_since),
+                _ => continue,
+            };
+            sql.push_str(if args.is_empty() { "(" } else { ", (" });
+            placeholders(&mut sql, args.len() + 1..=args.len() + 3);
+            sql.push(')');
+            args.extend([parent.0.to_vec().value(), at.value(), since.value()]);
+        }
+        if args.is_empty() {
+            continue;
+        }
+        sql.push_str(if rotate {
+            ") UPDATE tokens SET exchanged_at = COALESCE(exchanged_at, v.at) FROM v
+             WHERE hash = v.parent AND revoked_at IS NULL
+                 AND (exchanged_at IS NULL OR exchanged_at >= v.since)
+             RETURNING hash, id"
+        } else {
+            ") UPDATE tokens SET exchanged_at = v.at FROM v
+             WHERE hash = v.parent AND exchanged_at IS NULL AND revoked_at IS NULL
+             RETURNING hash, id"
+        });
+        for mut row in c
+            .fetch_all(Query {
+                sql: sql.into(),
+                args,
+            })
+            .await?
+        {
+            derived.insert(stored_hash(row.get(0)?)?, row.get(1)?);
+        }
+    }
+
+    // Every new token, under its parent, in the items' order.
+    let deriving = || {
+        items
+            .iter()
+            .zip(&batched)
+            .filter(|(_, b)| **b)
+            .filter_map(|((parent, _, tokens), _)| Some((derived.get(parent)?, tokens)))
+    };
+    let rows: Vec<_> = deriving()
+        .flat_map(|(id, tokens)| tokens.iter().map(|t| token_row(t, Some(*id))))
+        .collect();
+    let mut ids = insert_rows(c, rows).await?.into_iter();
+    let mut answers = Vec::with_capacity(items.len());
+    for ((parent, _, tokens), batched) in items.iter().zip(batched) {
+        answers.push(if !batched {
+            Together::Alone
+        } else if derived.contains_key(parent) {
+            let mut records = Vec::with_capacity(tokens.len());
+            for token in tokens {
+                let id = ids
+                    .next()
+                    .ok_or_else(|| StoreError::Backend("a token derived without an id".into()))?;
+                records.push(issued(id, token.clone(), None));
+            }
+            Together::Done(Some(records))
+        } else {
+            Together::Done(None)
+        });
+    }
+    Ok(answers)
+}
+
 /// `$a, $b, …` for the numbers in `range`.
 fn placeholders(sql: &mut String, range: std::ops::RangeInclusive<usize>) {
     for i in range.clone() {
@@ -379,13 +495,8 @@ fn placeholders(sql: &mut String, range: std::ops::RangeInclusive<usize>) {
     }
 }
 
-/// Inserts `tokens`, each under `parent_id`; answers their ids in the tokens' order.
-async fn insert_tokens<'t>(
-    c: &mut impl Conn,
-    tokens: impl Iterator<Item = &'t NewToken>,
-    parent_id: Option<i64>,
-) -> Result<Vec<i64>> {
-    let rows: Vec<_> = tokens.map(|t| token_row(t, parent_id)).collect();
+/// Inserts `rows` of [`TOKENS`]; answers their ids in the rows' order.
+async fn insert_rows(c: &mut impl Conn, rows: Vec<Vec<Value<'static>>>) -> Result<Vec<i64>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -675,7 +786,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
     /// Concurrent redemptions share one transaction on PostgreSQL ([`Redeem`]); a replay runs
     /// alone afterwards.
     async fn redeem_code(&self, hash: &TokenHash, claim: &CodeClaim) -> Result<Redemption> {
-        if let Some(done) = self.engine.batch::<Redeem>((*hash, claim.clone())).await? {
+        if let Together::Done(done) = self.engine.batch::<Redeem>((*hash, claim.clone())).await? {
             return Ok(done);
         }
         let (hash, now) = (*hash, claim.now);
@@ -971,6 +1082,15 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         tokens: &[NewToken],
     ) -> Result<Option<Vec<TokenRecord>>> {
         let (parent, tokens) = (*parent, tokens.to_vec());
+        if Derive::takes(&how) {
+            let call = self.engine.batch::<Derive>((parent, how, tokens.clone()));
+            if let Together::Done(done) = call.await? {
+                // Only this node's copy: the store's conditional update checks again what
+                // changed, so another node's copy does no harm (see [`Stale::Derived`]).
+                self.forget(&Stale::Derived(parent));
+                return Ok(done);
+            }
+        }
         let stale = self.after(move |(_, superseded): &(_, Vec<TokenHash>)| match how {
             // Its expiry was cut to the grace period, and what earlier refreshes of it made
             // was revoked: every node must know.
@@ -981,7 +1101,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
             _ => vec![Stale::Derived(parent)],
         });
         let done = transaction!(self, stale, |c| {
-            c.lock(Lock::Derivation(&parent)).await?;
+            c.lock(Lock::Derivation(std::slice::from_ref(&parent))).await?;
             let update = match how {
                 Derivation::Exchange { now } => q(
                     "UPDATE tokens SET exchanged_at = $1
