@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cached::{Cache, Stale};
 use crate::sql::{
     After, Append, Batch, Conn, Dialect, Engine, Invalidation, Kind, Lock, Query, Row, SqlStore,
-    Value, Work, q,
+    Value, Work, placeholders, q,
 };
 use crate::{Result, StoreError};
 
@@ -554,16 +554,16 @@ impl Conn for PgConnection {
     fn lock(&mut self, lock: Lock<'_>) -> impl Future<Output = Result<()>> + Send {
         let statement = match lock {
             Lock::Derivation(parents) => {
+                // The parents' rows too, in hash order: two batches deriving from the same
+                // parents on two nodes take them in the same order, so neither waits for the
+                // other in a cycle.
                 let mut sql = String::from(
                     "SELECT pg_advisory_xact_lock_shared($1::INT4, hashtext(app_id)),
                             pg_advisory_xact_lock_shared($2::INT4, hashtext(COALESCE(user_id, 0)::TEXT))
                      FROM tokens WHERE hash IN (",
                 );
-                for i in 0..parents.len() {
-                    sql.push_str(if i == 0 { "$" } else { ", $" });
-                    sql.push_str(&(i + 3).to_string());
-                }
-                sql.push(')');
+                placeholders(&mut sql, 3..=parents.len() + 2);
+                sql.push_str(") ORDER BY hash FOR UPDATE");
                 let locks = q(sql).bind(APP_LOCK).bind(USER_LOCK);
                 parents.iter().fold(locks, |q, parent| q.bind(&parent.0))
             }

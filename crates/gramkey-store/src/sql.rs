@@ -221,10 +221,9 @@ impl Append {
         let mut args = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
             sql.push_str(if i == 0 { "(" } else { ", (" });
-            for (j, value) in row.into_iter().enumerate() {
-                args.push(value);
-                let _ = std::write!(sql, "{}${}", if j == 0 { "" } else { ", " }, args.len());
-            }
+            let first = args.len() + 1;
+            args.extend(row);
+            placeholders(&mut sql, first..=args.len());
             sql.push(')');
         }
         sql.push_str(" RETURNING id");
@@ -235,9 +234,17 @@ impl Append {
     }
 }
 
+/// Appends `$a, $b, …` to `sql`, for the numbers in `range`.
+pub(crate) fn placeholders(sql: &mut String, range: std::ops::RangeInclusive<usize>) {
+    for i in range.clone() {
+        let _ = std::write!(sql, "{}${i}", if i == *range.start() { "" } else { ", " });
+    }
+}
+
 /// An operation whose concurrent calls an engine may run together, in one transaction, each
-/// caller answered after the commit ([`Engine::batch`]): code redemptions. Such an operation
-/// makes nothing cached stale; what would (a replayed code's revocation) it leaves to run alone.
+/// caller answered after the commit ([`Engine::batch`]): code redemptions and token
+/// derivations. Nothing it does needs announcing to other processes; what would (a replayed
+/// code's revocation) it leaves to run alone ([`Together::Alone`]).
 pub trait Batch: 'static {
     type Item: Send + Sync + 'static;
     type Out: Send + 'static;

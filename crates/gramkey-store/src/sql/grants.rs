@@ -10,11 +10,10 @@ use gramkey_domain::{
 };
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use super::{
-    Append, Batch, Bind, Conn, Engine, Kind, Lock, Query, Row, SqlStore, Together, Value, Work, q,
-    transaction, write,
+    Append, Batch, Bind, Conn, Engine, Kind, Lock, Query, Row, SqlStore, Together, Value, Work,
+    placeholders, q, transaction, write,
 };
 use crate::cached::Stale;
 use crate::records::{corrupt, judge_claim};
@@ -150,15 +149,24 @@ fn issued(id: i64, token: NewToken, scoped_id: Option<ScopedUserId>) -> TokenRec
 /// Revokes the tokens `which` selects and, for an app, a user or both, burns their unredeemed
 /// codes (they would mint fresh tokens after the revocation). Anything wider than one token
 /// takes its lock first (see [`Lock`]).
-async fn revoke_in(
-    c: &mut impl Conn,
+async fn revoke_in<C: Conn>(
+    c: &mut C,
     which: &Revoke,
     reason: RevokeReason,
     now: UnixTime,
 ) -> Result<u64> {
     const SET: &str =
         "UPDATE tokens SET revoked_at = $1, revoke_reason = $2 WHERE revoked_at IS NULL AND";
-    const BURN: &str = "UPDATE auth_codes SET redeemed_at = $1 WHERE redeemed_at IS NULL AND";
+    // The codes' rows are locked in hash order, as a batch of redemptions locks them
+    // ([`Redeem`]), so the two never wait for each other in a cycle.
+    let burn = |codes: &str| {
+        q(format!(
+            "UPDATE auth_codes SET redeemed_at = $1 WHERE hash IN (
+                 SELECT hash FROM auth_codes WHERE redeemed_at IS NULL AND {codes}
+                 ORDER BY hash{})",
+            C::DIALECT.suffix(" FOR UPDATE")
+        ))
+    };
     match which {
         Revoke::Token(_) => {}
         Revoke::App(a) => c.lock(Lock::App(a)).await?,
@@ -172,7 +180,7 @@ async fn revoke_in(
                 .await?
         }
         Revoke::App(a) => {
-            c.execute(q(format!("{BURN} app_id = $2")).bind(now).bind(a.as_str()))
+            c.execute(burn("app_id = $2").bind(now).bind(a.as_str()))
                 .await?;
             c.execute(
                 q(format!("{SET} app_id = $3"))
@@ -184,7 +192,7 @@ async fn revoke_in(
         }
         Revoke::AppUser(a, u) => {
             c.execute(
-                q(format!("{BURN} app_id = $2 AND user_id = $3"))
+                burn("app_id = $2 AND user_id = $3")
                     .bind(now)
                     .bind(a.as_str())
                     .bind(u.0),
@@ -200,7 +208,7 @@ async fn revoke_in(
             .await?
         }
         Revoke::User(u) => {
-            c.execute(q(format!("{BURN} user_id = $2")).bind(now).bind(u.0))
+            c.execute(burn("user_id = $2").bind(now).bind(u.0))
                 .await?;
             c.execute(q(format!("{SET} user_id = $3")).bind(now).bind(r).bind(u.0))
                 .await?
@@ -486,13 +494,6 @@ async fn derive_together<C: Conn>(
         });
     }
     Ok(answers)
-}
-
-/// `$a, $b, …` for the numbers in `range`.
-fn placeholders(sql: &mut String, range: std::ops::RangeInclusive<usize>) {
-    for i in range.clone() {
-        let _ = std::write!(sql, "{}${i}", if i == *range.start() { "" } else { ", " });
-    }
 }
 
 /// Inserts `rows` of [`TOKENS`]; answers their ids in the rows' order.
