@@ -734,6 +734,29 @@ mod tests {
             Verdict::Allowed { used: vec![1] }
         );
 
+        // A refund takes back from the newest live minutes first: an attempt charged in one
+        // minute and taken back in the next, one spread over two minutes, and nothing from a
+        // minute that has left the window.
+        b.add(t0 + 10, &key("edge"), hour, 3).await.unwrap();
+        b.refund(t0 + 70, &key("edge"), hour, 1).await.unwrap();
+        b.add(t0 + 80, &key("edge"), hour, 1).await.unwrap();
+        b.refund(t0 + 90, &key("edge"), hour, 2).await.unwrap();
+        assert_eq!(
+            b.check(t0 + 90, &[check("edge", 1000, 0)]).await.unwrap(),
+            Verdict::Allowed { used: vec![1] }
+        );
+        b.add(t0 + 3000, &key("edge"), hour, 1).await.unwrap();
+        b.refund(t0 + 3610, &key("edge"), hour, 5).await.unwrap();
+        assert_eq!(
+            b.check(t0 + 3610, &[check("edge", 1000, 0)]).await.unwrap(),
+            Verdict::Allowed { used: vec![0] }
+        );
+        assert_eq!(
+            b.check(t0 + 3610, &[check("edge", 1000, 1)]).await.unwrap(),
+            Verdict::Allowed { used: vec![1] },
+            "the sum kept in step"
+        );
+
         // A read-only check refuses a spent budget, with the wait until it has room.
         b.add(t0, &key("full"), hour, 10).await.unwrap();
         assert_eq!(

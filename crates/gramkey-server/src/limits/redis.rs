@@ -120,16 +120,33 @@ charge(KEYS[1], now, bsecs, nb, tonumber(ARGV[4]))
 return 1
 ";
 
-/// KEYS[1]: the budget. ARGV: now, bucket seconds, amount. Takes back from the current bucket,
-/// never below zero there (an attempt judged across a bucket boundary is not taken back), and
-/// from the sum what the bucket gave.
+/// KEYS[1]: the budget. ARGV: now, bucket seconds, buckets, amount. Takes back from the newest
+/// live buckets first, each as far as it holds (an attempt charged in one minute may be taken
+/// back in the next), never from a bucket that has left the window, and from the sum what they
+/// gave: as the in-memory window's `take_back` does.
 const REFUND: &str = r"
-local amount = tonumber(ARGV[3])
-local field = tostring(math.floor(tonumber(ARGV[1]) / tonumber(ARGV[2])))
-local left = redis.call('HINCRBY', KEYS[1], field, -amount)
-if left <= 0 then redis.call('HDEL', KEYS[1], field) end
-if redis.call('HEXISTS', KEYS[1], '-1') == 1 then
-  redis.call('HINCRBY', KEYS[1], '-1', -(amount + math.min(0, left)))
+local amount = tonumber(ARGV[4])
+local oldest = math.floor(tonumber(ARGV[1]) / tonumber(ARGV[2])) - tonumber(ARGV[3]) + 1
+local flat = redis.call('HGETALL', KEYS[1])
+local live = {}
+for j = 1, #flat, 2 do
+  local b = tonumber(flat[j])
+  if b >= oldest then live[#live + 1] = {b, flat[j], tonumber(flat[j + 1])} end
+end
+table.sort(live, function(x, y) return x[1] > y[1] end)
+local taken = 0
+for _, bucket in ipairs(live) do
+  if amount == 0 then break end
+  local t = math.min(amount, bucket[3])
+  if t == bucket[3] then
+    redis.call('HDEL', KEYS[1], bucket[2])
+  elseif t > 0 then
+    redis.call('HINCRBY', KEYS[1], bucket[2], -t)
+  end
+  amount, taken = amount - t, taken + t
+end
+if taken > 0 and redis.call('HEXISTS', KEYS[1], '-1') == 1 then
+  redis.call('HINCRBY', KEYS[1], '-1', -taken)
 end
 return 1
 ";
@@ -262,7 +279,11 @@ impl Backend for RedisBackend {
         amount: u64,
     ) -> Result<(), BackendError> {
         let mut inv = self.refund.prepare_invoke();
-        inv.key(key).arg(now).arg(spec.bucket_secs()).arg(amount);
+        inv.key(key)
+            .arg(now)
+            .arg(spec.bucket_secs())
+            .arg(spec.buckets)
+            .arg(amount);
         self.run::<i64>(inv).await.map(|_| ())
     }
 
