@@ -1204,7 +1204,7 @@ async fn app(ops: &Ops, cmd: AppCommand) -> Result<()> {
                     .store
                     .user(uid)
                     .await?
-                    .map(|u| u.username)
+                    .map(|u| u.username.clone())
                     .unwrap_or_default();
                 roles.push((name, role));
             }

@@ -5,7 +5,8 @@
 //! ever holds a token, code or secret.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use gramkey_domain::ratelimit::Budget;
 use gramkey_store::Store;
@@ -40,6 +41,9 @@ struct ReasonLabels {
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
+/// See [`Metrics::per_request`].
+type PerRequest = HashMap<RequestLabels, (Counter, Histogram), foldhash::fast::RandomState>;
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 1.6 s.
     Histogram::new(exponential_buckets(0.000_1, 2.0, 15))
@@ -58,6 +62,9 @@ pub struct Metrics {
     alerts: Family<KindLabels, Counter>,
     active_tokens: Family<KindLabels, Gauge>,
     outbox: Gauge,
+    /// Each request label set's counter and histogram, shared with the families above: one
+    /// lookup per request, hashed with foldhash, where the two families cost two with SipHash.
+    per_request: Arc<RwLock<PerRequest>>,
 }
 
 impl Default for Metrics {
@@ -124,6 +131,7 @@ impl Default for Metrics {
             alerts,
             active_tokens,
             outbox,
+            per_request: Arc::default(),
         }
     }
 }
@@ -142,12 +150,30 @@ impl Metrics {
             method,
             status,
         };
-        self.requests.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                route: labels.route,
-            })
-            .observe(seconds);
+        let known = self
+            .per_request
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&labels)
+            .map(|(count, latency)| {
+                count.inc();
+                latency.observe(seconds);
+            });
+        if known.is_none() {
+            let count = self.requests.get_or_create(&labels).clone();
+            let latency = self
+                .latency
+                .get_or_create(&RouteLabels {
+                    route: labels.route.clone(),
+                })
+                .clone();
+            count.inc();
+            latency.observe(seconds);
+            self.per_request
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(labels, (count, latency));
+        }
     }
     pub fn token_issued(&self, kind: gramkey_domain::TokenKind) {
         self.tokens_issued

@@ -102,7 +102,8 @@ pub async fn user(state: &AppState, session: &Session) -> Result<Option<User>, S
         .store
         .user(uid)
         .await?
-        .filter(|u| ct_eq(password_fingerprint(u).as_bytes(), session.pw.as_bytes())))
+        .filter(|u| ct_eq(password_fingerprint(u).as_bytes(), session.pw.as_bytes()))
+        .map(std::sync::Arc::unwrap_or_clone))
 }
 
 /// The current session, if the cookie is there, authentic and unexpired.

@@ -91,6 +91,20 @@ impl ServerConfig {
     }
 }
 
+/// See [`Inner::app_facts`].
+type AppFactsMap = std::collections::HashMap<
+    gramkey_domain::AppId,
+    ((gramkey_domain::AppMode, u64), gramkey_domain::UnixTime),
+    foldhash::fast::RandomState,
+>;
+
+/// How long, in seconds by the injected clock, an app's facts are kept (another node's grants
+/// are seen within it).
+const APP_FACTS_TTL: i64 = 60;
+
+/// At most this many apps' facts are kept; past it, the map starts again empty.
+const APP_FACTS_CAPACITY: usize = 100_000;
+
 /// Shared, cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -106,13 +120,10 @@ pub struct Inner {
     pub alerts: Arc<Alerter>,
     /// The calls of development-mode apps on this node (the sandbox's call log).
     pub calls: crate::call_log::CallLog,
-    /// Each app's mode and how many users authorized it (the app pool's multiplier), kept
-    /// for a minute: what admitting a call needs, without reading the app.
-    app_facts: moka::sync::Cache<
-        gramkey_domain::AppId,
-        (gramkey_domain::AppMode, u64),
-        foldhash::fast::RandomState,
-    >,
+    /// Each app's mode and how many users authorized it (the app pool's multiplier), and
+    /// when they were read: what admitting a call needs, without reading the app. A plain
+    /// map, read on every call: one lookup, where a moka cache cost several times that.
+    app_facts: std::sync::RwLock<AppFactsMap>,
     /// The minute (by the injected clock) each budget's refusal was last audited: a storm of
     /// refused calls makes one audit event a minute per budget, not one per call.
     refusals_audited: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -196,10 +207,7 @@ impl AppState {
             calls: crate::call_log::CallLog::new(config.node_name.clone()),
             alerts,
             refusals_audited: std::sync::Mutex::default(),
-            app_facts: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(60))
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            app_facts: std::sync::RwLock::default(),
             ops: Ops {
                 store,
                 clock,
@@ -231,21 +239,36 @@ impl AppState {
         &self,
         app: &gramkey_domain::AppId,
     ) -> Result<Option<(gramkey_domain::AppMode, u64)>, gramkey_store::StoreError> {
-        if let Some(facts) = self.app_facts.get(app) {
-            return Ok(Some(facts));
+        let now = self.ops.clock.now();
+        let fresh = self
+            .app_facts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .filter(|(_, read_at)| (*read_at..*read_at + APP_FACTS_TTL).contains(&now))
+            .map(|(facts, _)| *facts);
+        if fresh.is_some() {
+            return Ok(fresh);
         }
         let Some(record) = self.ops.store.app(app).await? else {
             return Ok(None);
         };
         let facts = (record.mode, self.ops.store.authorized_users(app).await?);
-        self.app_facts.insert(app.clone(), facts);
+        let mut kept = self.app_facts.write().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= APP_FACTS_CAPACITY {
+            kept.clear();
+        }
+        kept.insert(app.clone(), (facts, now));
         Ok(Some(facts))
     }
 
     /// Forgets `app`'s cached facts, after a grant was made or removed here (other nodes see
     /// the change within the minute).
     pub fn forget_app_facts(&self, app: &gramkey_domain::AppId) {
-        self.app_facts.invalidate(app);
+        self.app_facts
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app);
     }
 
     /// Whether this is the first refusal for `subject` (a budget's key) this minute.

@@ -19,13 +19,17 @@ struct Hour {
     users: HashSet<i64>,
 }
 
+/// Each app's hours, by the hour's start. By app first, so counting a call copies no app id
+/// once the app has been seen.
+type Hours = HashMap<AppId, HashMap<UnixTime, Hour>>;
+
 #[derive(Clone, Default)]
 pub struct UsageBook {
-    hours: Arc<Mutex<HashMap<(AppId, UnixTime), Hour>>>,
+    hours: Arc<Mutex<Hours>>,
 }
 
 impl UsageBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AppId, UnixTime), Hour>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hours> {
         self.hours.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -40,10 +44,13 @@ impl UsageBook {
         call_pct: u64,
     ) {
         let Some(app) = app else { return };
+        let hour = now - now.rem_euclid(3600);
         let mut hours = self.lock();
-        let h = hours
-            .entry((app.clone(), now - now.rem_euclid(3600)))
-            .or_default();
+        let app_hours = match hours.get_mut(app) {
+            Some(app_hours) => app_hours,
+            None => hours.entry(app.clone()).or_default(),
+        };
+        let h = app_hours.entry(hour).or_default();
         h.calls += 1;
         h.throttled += u64::from(throttled);
         h.peak = h.peak.max(call_pct);
@@ -63,7 +70,8 @@ impl UsageBook {
         }
         let deltas: Vec<UsageDelta> = taken
             .iter()
-            .map(|((app, hour), h)| UsageDelta {
+            .flat_map(|(app, app_hours)| app_hours.iter().map(move |(hour, h)| (app, hour, h)))
+            .map(|(app, hour, h)| UsageDelta {
                 app_id: Some(app.clone()),
                 hour: *hour,
                 calls: h.calls,
@@ -76,8 +84,12 @@ impl UsageBook {
         if let Err(e) = store.record_usage(&deltas).await {
             tracing::warn!(error = %e, "recording app usage failed; kept for the next flush");
             let mut hours = self.lock();
-            for (key, h) in taken {
-                let into = hours.entry(key).or_default();
+            for (app, hour, h) in taken.into_iter().flat_map(|(app, app_hours)| {
+                app_hours
+                    .into_iter()
+                    .map(move |(hour, h)| (app.clone(), hour, h))
+            }) {
+                let into = hours.entry(app).or_default().entry(hour).or_default();
                 into.calls += h.calls;
                 into.throttled += h.throttled;
                 into.peak = into.peak.max(h.peak);

@@ -204,7 +204,7 @@ pub async fn usernames(
     let mut names = crate::pages::console::Names::new();
     for uid in ids {
         if let Some(u) = state.ops.store.user(uid).await? {
-            names.insert(uid.0, u.username);
+            names.insert(uid.0, u.username.clone());
         }
     }
     Ok(names)

@@ -45,7 +45,7 @@ pub struct Cache {
     generation: AtomicU64,
     /// Shared, so a caller that needs only an app's facts copies no strings.
     pub(crate) apps: Memo<AppId, std::sync::Arc<App>>,
-    pub(crate) users: Memo<UserId, User>,
+    pub(crate) users: Memo<UserId, std::sync::Arc<User>>,
     pub(crate) tokens: Memo<TokenHash, TokenRecord>,
 }
 

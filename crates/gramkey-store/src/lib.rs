@@ -102,7 +102,8 @@ pub trait AppStore: Send + Sync {
 pub trait UserStore: Send + Sync {
     /// Fails with [`StoreError::Conflict`] when the username is taken.
     async fn create_user(&self, user: &NewUser, now: UnixTime) -> Result<User>;
-    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// Shared: the cache hands out the same copy, and a call copies no strings.
+    async fn user(&self, id: UserId) -> Result<Option<std::sync::Arc<User>>>;
     async fn user_by_name(&self, username: &str) -> Result<Option<User>>;
     /// Every user, oldest first.
     async fn users(&self) -> Result<Vec<User>>;

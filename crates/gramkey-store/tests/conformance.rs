@@ -213,7 +213,10 @@ async fn users_and_media(s: &dyn Store) {
     let got = s.user_by_name("alice").await.unwrap().unwrap();
     assert_eq!(got, u);
     assert_eq!(got.profile.followers_count, 3);
-    assert_eq!(s.user(u.id).await.unwrap(), Some(u.clone()));
+    assert_eq!(
+        s.user(u.id).await.unwrap(),
+        Some(std::sync::Arc::new(u.clone()))
+    );
     assert_eq!(s.user_by_name("nobody").await.unwrap(), None);
     assert_eq!(s.media_count(u.id).await.unwrap(), 0);
     for i in 0..3 {

@@ -198,7 +198,7 @@ pub async fn show_app(
             .user(uid)
             .await
             .map_err(crate::ops::OpError::from)?
-            .map(|u| u.username);
+            .map(|u| u.username.clone());
         roles.push(json!({"username": name, "role": role.as_str()}));
     }
     v["roles"] = json!(roles);

@@ -169,7 +169,7 @@ async fn app_page(
             let name = store
                 .user(uid)
                 .await?
-                .map_or_else(|| format!("#{}", uid.0), |u| u.username);
+                .map_or_else(|| format!("#{}", uid.0), |u| u.username.clone());
             roles.push((name, role));
         }
         let invitations = store.invitations(InvitationsOf::App(&app.id)).await?;

@@ -15,6 +15,8 @@ use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::legacy::{LegacyError, MAX_COUNT, check_signature, parse_count};
 use gramkey_domain::graph::paging::{Page, PageRequest};
 use gramkey_domain::{MediaId, Scope, ScopedUserId};
+use std::sync::Arc;
+
 use gramkey_store::{Comment, CommentsOf, Media, TokenRecord, User};
 use serde_json::{Value, json};
 
@@ -33,7 +35,7 @@ pub(crate) fn refused(message: impl Into<String>) -> Response {
 
 struct Caller {
     token: TokenRecord,
-    user: User,
+    user: Arc<User>,
     scoped: ScopedUserId,
 }
 
@@ -128,7 +130,7 @@ async fn resolve_user(
     state: &AppState,
     c: &Caller,
     id: &str,
-) -> Result<(User, ScopedUserId), LegacyResponse> {
+) -> Result<(Arc<User>, ScopedUserId), LegacyResponse> {
     let id = bare(id);
     if id == "self" || id == c.scoped.as_str() {
         return Ok((c.user.clone(), c.scoped.clone()));
@@ -424,7 +426,7 @@ async fn visible_media(
     state: &AppState,
     c: &Caller,
     id: &str,
-) -> Result<(Media, User, ScopedUserId), LegacyResponse> {
+) -> Result<(Media, Arc<User>, ScopedUserId), LegacyResponse> {
     let id = bare(id);
     let missing = || LegacyError::not_found("invalid media id");
     let Some(id) = MediaId::parse(id) else {

@@ -115,7 +115,7 @@ pub async fn introspect(
             body["sub"] = json!(t.scoped_id.as_ref().map(|s| s.as_str()));
             if let Some(uid) = t.user_id {
                 let user = state.ops.store.user(uid).await.map_err(Failure::from)?;
-                body["username"] = json!(user.map(|u| u.username));
+                body["username"] = json!(user.map(|u| u.username.clone()));
             }
         }
         Ok::<_, RfcError>(no_store(Json(body).into_response()))

@@ -1,10 +1,11 @@
 //! Budgets in this process: one mutex over a map of windows. Every operation is a handful of
 //! integer additions under the lock, so one lock serves a node's request rate.
 //!
-//! Idle windows are swept out a few at a time: each operation looks at the next
-//! [`SWEEP_PER_OP`] windows in a queue of all of them, drops the idle ones and requeues the
-//! rest. The map cannot grow without bound, and no operation ever scans it whole (a flood of
-//! distinct keys makes no request wait for a sweep).
+//! Idle windows are swept out a few at a time: each operation looks at the next window in a
+//! queue of all of them, and at one more for each window it created; it drops the idle ones
+//! and requeues the rest. The queue is looked at at least as fast as it grows, so the map
+//! cannot grow without bound, and no operation ever scans it whole (a flood of distinct keys
+//! makes no request wait for a sweep).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -14,9 +15,6 @@ use gramkey_domain::UnixTime;
 use gramkey_domain::ratelimit::{Window, WindowSpec, fits};
 
 use super::{Backend, BackendError, Check, Verdict};
-
-/// How many queued windows each operation looks at.
-const SWEEP_PER_OP: usize = 4;
 
 struct Slot {
     spec: WindowSpec,
@@ -34,27 +32,31 @@ struct Windows {
 }
 
 impl Windows {
-    fn slot(&mut self, key: &str, spec: WindowSpec) -> &mut Window {
-        if !self.map.contains_key(key) {
-            self.next_generation += 1;
-            self.queue.push_back((key.to_owned(), self.next_generation));
-            self.map.insert(
-                key.to_owned(),
-                Slot {
-                    spec,
-                    window: Window::default(),
-                    generation: self.next_generation,
-                },
-            );
+    /// Adds `amount` to `key`'s window at `now`, creating (and queueing) it if it is new; true
+    /// when it was. A known key costs one lookup.
+    fn charge(&mut self, key: &str, spec: WindowSpec, now: UnixTime, amount: u64) -> bool {
+        if let Some(slot) = self.map.get_mut(key) {
+            slot.window.add(spec, now, amount);
+            return false;
         }
-        match self.map.get_mut(key) {
-            Some(slot) => &mut slot.window,
-            None => unreachable!("inserted above"),
-        }
+        self.next_generation += 1;
+        self.queue.push_back((key.to_owned(), self.next_generation));
+        let mut window = Window::default();
+        window.add(spec, now, amount);
+        self.map.insert(
+            key.to_owned(),
+            Slot {
+                spec,
+                window,
+                generation: self.next_generation,
+            },
+        );
+        true
     }
 
-    fn sweep_some(&mut self, now: UnixTime) {
-        for _ in 0..SWEEP_PER_OP {
+    /// Looks at the next `n` queued windows (idle ones are judged at the real time `now`).
+    fn sweep_some(&mut self, now: UnixTime, n: usize) {
+        for _ in 0..n {
             let Some((key, generation)) = self.queue.pop_front() else {
                 return;
             };
@@ -82,7 +84,7 @@ impl MemoryBackend {
     fn lock(&self, now: UnixTime) -> std::sync::MutexGuard<'_, Windows> {
         // A panic while holding the lock leaves plain counters behind: still usable.
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        w.sweep_some(now);
+        w.sweep_some(now, 1);
         w
     }
 
@@ -106,15 +108,13 @@ impl Backend for MemoryBackend {
         let mut used = Vec::with_capacity(checks.len());
         for (index, c) in checks.iter().enumerate() {
             let at = now.saturating_add(c.offset);
-            let u = match w.map.get_mut(&c.key) {
-                None => 0,
-                Some(slot) => slot.window.used(c.spec, at),
-            };
+            let mut slot = w.map.get_mut(&c.key);
+            let u = slot.as_mut().map_or(0, |s| s.window.used(c.spec, at));
             used.push(u);
             if !fits(u, c.cost, c.limit) {
-                let retry_after = match w.map.get_mut(&c.key) {
+                let retry_after = match slot {
                     None => c.spec.window_secs,
-                    Some(slot) => slot.window.retry_after(c.spec, c.cost, c.limit, at),
+                    Some(s) => s.window.retry_after(c.spec, c.cost, c.limit, at),
                 };
                 return Ok(Verdict::Limited {
                     index,
@@ -123,13 +123,15 @@ impl Backend for MemoryBackend {
                 });
             }
         }
+        let mut created = 0;
         for (c, u) in checks.iter().zip(used.iter_mut()) {
             if c.cost > 0 {
                 let at = now.saturating_add(c.offset);
-                w.slot(&c.key, c.spec).add(c.spec, at, c.cost);
+                created += usize::from(w.charge(&c.key, c.spec, at, c.cost));
                 *u += c.cost;
             }
         }
+        w.sweep_some(now, created);
         Ok(Verdict::Allowed { used })
     }
 
@@ -140,7 +142,10 @@ impl Backend for MemoryBackend {
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError> {
-        self.lock(now).slot(key, spec).add(spec, now, amount);
+        let mut w = self.lock(now);
+        if w.charge(key, spec, now, amount) {
+            w.sweep_some(now, 1);
+        }
         Ok(())
     }
 
@@ -196,11 +201,30 @@ mod tests {
         // An hour later every window is idle: each operation drops a few.
         b.add(10_000, "live", WindowSpec::HOUR, 1).await.unwrap();
         assert!(b.len() > 990);
-        for _ in 0..260 {
+        for _ in 0..1000 {
             b.add(10_000, "live", WindowSpec::HOUR, 1).await.unwrap();
         }
         assert_eq!(b.len(), 1);
         assert_eq!(queued(&b), 1);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_new_keys_sweeps_as_fast_as_it_grows() {
+        let b = MemoryBackend::default();
+        for i in 0..1000 {
+            b.add(1_000, &format!("old{i}"), WindowSpec::HOUR, 1)
+                .await
+                .unwrap();
+        }
+        // An hour later, as many new keys, one operation each and nothing else: every old
+        // window has been looked at, and dropped, by the time the flood ends.
+        for i in 0..1000 {
+            b.add(10_000, &format!("new{i}"), WindowSpec::HOUR, 1)
+                .await
+                .unwrap();
+        }
+        assert_eq!(b.len(), 1000);
+        assert_eq!(queued(&b), 1000);
     }
 
     #[tokio::test]

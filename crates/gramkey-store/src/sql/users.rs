@@ -1,5 +1,7 @@
 //! User accounts and profiles.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use gramkey_domain::{UnixTime, UserId};
 
@@ -63,7 +65,7 @@ impl<E: Engine> UserStore for SqlStore<E> {
         .await
     }
 
-    async fn user(&self, id: UserId) -> Result<Option<User>> {
+    async fn user(&self, id: UserId) -> Result<Option<Arc<User>>> {
         self.through(|c| &c.users, id, async {
             let mut c = self.engine.reader().await?;
             c.fetch_optional(
@@ -71,7 +73,7 @@ impl<E: Engine> UserStore for SqlStore<E> {
             )
             .await?
             .as_mut()
-            .map(user_from_row)
+            .map(|r| user_from_row(r).map(Arc::new))
             .transpose()
         })
         .await

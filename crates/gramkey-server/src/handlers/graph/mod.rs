@@ -64,7 +64,7 @@ impl Params {
 struct Ctx<'a> {
     state: &'a AppState,
     token: TokenRecord,
-    user: User,
+    user: std::sync::Arc<User>,
     scoped: ScopedUserId,
     /// `public_url` plus the version prefix the request used, for `next` / `previous`.
     base: String,
@@ -121,11 +121,7 @@ enum Target {
 /// The fallback of the router: every Graph path that is not a fixed route.
 pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Request) -> Response {
     let path = req.uri().path().to_owned();
-    let mut segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let version = match segments.first() {
         Some(v) if is_graph_version(v) => Some(segments.remove(0)),
         // `v21/me`, `x1.0/me`: a version that is not `vNN.N` is an unknown path, as on Graph.
@@ -140,8 +136,8 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
     if segments.is_empty() || segments.len() > 2 {
         return unknown_path(&path);
     }
-    if segments[0] != "me" && !valid_id(&segments[0]) {
-        return GraphResponse::from(GraphError::unknown_alias(&segments[0])).into_response();
+    if segments[0] != "me" && !valid_id(segments[0]) {
+        return GraphResponse::from(GraphError::unknown_alias(segments[0])).into_response();
     }
     let label = Route(route_label(&segments));
     let method = req.method().clone();
@@ -191,10 +187,10 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
         };
         if caller.is_app() {
             // Insights are not charged, so an app can read them while it is throttled.
-            return match (segments.get(1).map(String::as_str), &method) {
+            return match (segments.get(1).copied(), &method) {
                 (Some("insights"), &Method::GET) => {
                     let app = (caller.app_id(), caller.now);
-                    super::insights::app_insights(&state, app, &segments[0], &params.0).await
+                    super::insights::app_insights(&state, app, segments[0], &params.0).await
                 }
                 // The sandbox's tools are not charged either: a fault can always be cleared.
                 (Some(edge), m) if super::test_tools::is_tool(edge) => {
@@ -202,7 +198,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
                         &state,
                         &origin,
                         &caller,
-                        (&segments[0], edge, m.as_str()),
+                        (segments[0], edge, m.as_str()),
                         &params.0,
                     )
                     .await
@@ -213,7 +209,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
                         &state,
                         &origin,
                         app,
-                        &segments[0],
+                        segments[0],
                         m.as_str(),
                         &params.0,
                     )
@@ -248,18 +244,12 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             user,
             scoped,
             base,
-            version: gramkey_domain::graph::metrics::major(version.as_deref()),
+            version: gramkey_domain::graph::metrics::major(version),
             query_token,
             params: &params,
             now,
         };
-        route(
-            &ctx,
-            &method,
-            &segments[0],
-            segments.get(1).map(String::as_str),
-        )
-        .await
+        route(&ctx, &method, segments[0], segments.get(1).copied()).await
     }
     .await;
     let response = match result {
@@ -274,7 +264,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
 }
 
 /// The metrics label of a Graph path: its shape, never its ids.
-fn route_label(segments: &[String]) -> Cow<'static, str> {
+fn route_label(segments: &[&str]) -> Cow<'static, str> {
     const EDGES: [&str; 12] = [
         "test_clock",
         "test_faults",
@@ -292,7 +282,7 @@ fn route_label(segments: &[String]) -> Cow<'static, str> {
     let node = if segments[0] == "me" { "/me" } else { "/{id}" };
     match segments.get(1) {
         None => Cow::Borrowed(node),
-        Some(e) if EDGES.contains(&e.as_str()) => Cow::Owned(format!("{node}/{e}")),
+        Some(e) if EDGES.contains(e) => Cow::Owned(format!("{node}/{e}")),
         Some(_) => Cow::Owned(format!("{node}/{{edge}}")),
     }
 }
