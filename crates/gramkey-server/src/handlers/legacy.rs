@@ -7,6 +7,8 @@
 //! index (docs/legacy-v1.md). For apps that enforce signed requests, every call must carry a
 //! valid `sig` ([`check_signature`]).
 
+use std::sync::Arc;
+
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -15,8 +17,6 @@ use gramkey_domain::graph::access::Need;
 use gramkey_domain::graph::legacy::{LegacyError, MAX_COUNT, check_signature, parse_count};
 use gramkey_domain::graph::paging::{Page, PageRequest};
 use gramkey_domain::{MediaId, Scope, ScopedUserId};
-use std::sync::Arc;
-
 use gramkey_store::{Comment, CommentsOf, Media, TokenRecord, User};
 use serde_json::{Value, json};
 

@@ -198,7 +198,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(b.len(), 1000, "live windows stay");
-        // An hour later every window is idle: each operation drops a few.
+        // An hour later every window is idle: each operation drops the next one in the queue.
         b.add(10_000, "live", WindowSpec::HOUR, 1).await.unwrap();
         assert!(b.len() > 990);
         for _ in 0..1000 {
