@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use axum::routing::get;
 use gramkey_domain::code::generate_code;
-use gramkey_domain::token::TokenMaterial;
+use gramkey_domain::token::{MintOrder, TokenMaterial};
 use gramkey_domain::{
     AppMode, Flavour, OsEntropy, Password, ScopeSet, ScopedUserId, SystemClock, TokenHash,
     TokenKind,
@@ -215,7 +215,7 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         redirect_uri: redirect.into(),
         code_verifier: None,
         now,
-        material: TokenMaterial::draw(&OsEntropy),
+        material: TokenMaterial::draw(&OsEntropy, mint_order()),
         refresh: None,
     };
     let token = match store
@@ -277,12 +277,12 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         issued_at: now,
         expires_at: now + 6 * 3600,
     };
-    let root = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy);
+    let root = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy, mint_order());
     store
         .create_token(&like(TokenKind::ShortLived, &root))
         .await?;
     let refresh: Vec<_> = (0..n)
-        .map(|_| gramkey_domain::token::generate_refresh_token(&OsEntropy))
+        .map(|_| gramkey_domain::token::generate_refresh_token(&OsEntropy, mint_order()))
         .collect();
     for chunk in refresh.chunks(1000) {
         let news: Vec<_> = chunk.iter().map(|t| like(TokenKind::Refresh, t)).collect();
@@ -303,10 +303,10 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         std::env::var(name).map_or(Ok(0), |v| v.parse().with_context(|| name.to_owned()))
     };
     let live: Vec<_> = (0..count("LIVE_TOKENS")?)
-        .map(|_| Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy))
+        .map(|_| Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy, mint_order()))
         .collect();
     let expired = (0..count("EXPIRED_TOKENS")?).map(|_| {
-        let t = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy);
+        let t = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy, mint_order());
         NewToken {
             issued_at: now - 41 * 86_400,
             expires_at: now - 40 * 86_400,
@@ -351,4 +351,10 @@ fn write_lines<'a>(path: &std::path::Path, lines: impl Iterator<Item = &'a str>)
     }
     f.flush()?;
     Ok(())
+}
+
+/// Tokens the seeder mints are ordered by the real time, as the server's are.
+fn mint_order() -> MintOrder {
+    use gramkey_domain::Clock;
+    MintOrder::at_micros(gramkey_domain::SystemClock.now_micros())
 }

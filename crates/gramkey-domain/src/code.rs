@@ -270,7 +270,7 @@ mod tests {
     fn a_code_issues_a_token_in_its_flavour() {
         let e = SeededEntropy::new(3);
         let user = ScopedUserId::parse("17841400000000001").unwrap();
-        let m = TokenMaterial::draw(&e);
+        let m = TokenMaterial::draw(&e, crate::token::MintOrder::at_micros(100_000_000));
         let scopes = |s: &str| ScopeSet::parse(s).unwrap();
         let bd = issue_for_code(&scopes("user_profile,user_media"), &user, &m, None, 100).unwrap();
         assert_eq!(bd.flavour, Flavour::BasicDisplay);

@@ -17,14 +17,29 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::secret::{AccessToken, AuthCode, ClientSecret, ct_eq};
+use crate::token::MintOrder;
 
 /// SHA-256 of a token or code: the only form in which one is stored.
+///
+/// A token that carries its [`MintOrder`] is stored under that order's eight bytes followed
+/// by the first 24 bytes of its SHA-256, so that tokens minted together are stored together
+/// (see [`MintOrder`]); 192 bits of hash still stand in for the token.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub [u8; 32]);
 
 impl TokenHash {
     pub fn of_token(token: &AccessToken) -> Self {
-        Self::of(token.expose())
+        let text = token.expose();
+        let Self(digest) = Self::of(text);
+        match MintOrder::of(text) {
+            Some(order) => {
+                let mut key = [0; 32];
+                key[..8].copy_from_slice(&order.key_prefix());
+                key[8..].copy_from_slice(&digest[..24]);
+                Self(key)
+            }
+            None => Self(digest),
+        }
     }
     pub fn of_code(code: &AuthCode) -> Self {
         Self::of(code.expose())
@@ -172,5 +187,23 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(!format!("{h:?}").contains("ba7816bf8f01cfea4141"));
+    }
+
+    #[test]
+    fn an_ordered_token_is_stored_under_its_order_then_its_hash() {
+        let e = crate::entropy::SeededEntropy::new(1);
+        let at = |us| MintOrder::at_micros(us);
+        let token = crate::token::generate_refresh_token(&e, at(1_000_000));
+        let key = TokenHash::of_token(&token).0;
+        let digest: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
+        assert_eq!(key[..8], 1_000_000u64.to_be_bytes());
+        assert_eq!(key[8..], digest[..24]);
+        // Minted later, stored after, whatever the random part.
+        let later = crate::token::generate_refresh_token(&e, at(1_000_001));
+        assert!(TokenHash::of_token(&later).0 > key);
+        // One character changed: another key.
+        let mut forged = token.expose().to_owned();
+        forged.replace_range(20..21, if &forged[20..21] == "a" { "b" } else { "a" });
+        assert_ne!(TokenHash::of_token(&AccessToken::new(forged)).0, key);
     }
 }

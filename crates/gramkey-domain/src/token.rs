@@ -75,18 +75,24 @@ impl Flavour {
     }
 
     /// A new opaque token in this flavour's format (wire protocol §10): `IGQV…` for Basic
-    /// Display, `IGAA…` for Instagram Login (144 characters, ~830 bits of randomness), and
-    /// `{user_id}.{7 hex}.{32 hex}` for legacy v1 (156 bits).
-    pub fn generate_token(self, user: &ScopedUserId, entropy: &dyn Entropy) -> AccessToken {
-        self.format_token(user, &TokenMaterial::draw(entropy))
+    /// Display, `IGAA…` for Instagram Login (154 characters: the [`MintOrder`], then 140
+    /// random letters and digits, ~830 bits), and `{user_id}.{7 hex}.{32 hex}` for legacy v1
+    /// (156 bits).
+    pub fn generate_token(
+        self,
+        user: &ScopedUserId,
+        entropy: &dyn Entropy,
+        order: MintOrder,
+    ) -> AccessToken {
+        self.format_token(user, &TokenMaterial::draw(entropy, order))
     }
 
     /// The token `material` makes in this flavour's format, for `user`.
     pub fn format_token(self, user: &ScopedUserId, material: &TokenMaterial) -> AccessToken {
         let m = material;
         AccessToken::new(match self {
-            Flavour::BasicDisplay => format!("IGQV{}", m.alnum),
-            Flavour::InstagramLogin => format!("IGAA{}", m.alnum),
+            Flavour::BasicDisplay => m.order.token("IGQV", &m.alnum),
+            Flavour::InstagramLogin => m.order.token("IGAA", &m.alnum),
             Flavour::Legacy => format!("{user}.{}.{}", m.hex7, m.hex32),
         })
     }
@@ -97,14 +103,16 @@ impl Flavour {
 /// ([`Flavour::format_token`]), so a code exchange needs no read before its write.
 #[derive(Clone)]
 pub struct TokenMaterial {
+    order: MintOrder,
     alnum: String,
     hex7: String,
     hex32: String,
 }
 
 impl TokenMaterial {
-    pub fn draw(entropy: &dyn Entropy) -> Self {
+    pub fn draw(entropy: &dyn Entropy, order: MintOrder) -> Self {
         Self {
+            order,
             alnum: random_alnum(entropy, 140),
             hex7: random_hex(entropy, 7),
             hex32: random_hex(entropy, 32),
@@ -125,9 +133,72 @@ pub const REFRESH_TOKEN_SECS: i64 = 90 * 24 * 3600;
 /// (clients that refresh in parallel); later reuse revokes the whole grant (RFC 9700 §4.14.2).
 pub const REFRESH_REUSE_GRACE_SECS: i64 = 10;
 
-/// A new refresh token: `IGRT` and 140 letters and digits.
-pub fn generate_refresh_token(entropy: &dyn Entropy) -> AccessToken {
-    AccessToken::new(format!("IGRT{}", random_alnum(entropy, 140)))
+/// A new refresh token: `IGRT`, the [`MintOrder`], and 140 letters and digits.
+pub fn generate_refresh_token(entropy: &dyn Entropy, order: MintOrder) -> AccessToken {
+    AccessToken::new(order.token("IGRT", &random_alnum(entropy, 140)))
+}
+
+/// When a token was minted, in microseconds since the Unix epoch, written into the token.
+///
+/// `IGQV…`, `IGAA…` and `IGRT…` tokens carry it after their four letters as ten base-62
+/// digits, and their stored key begins with it ([`crate::TokenHash::of_token`]). Tokens minted
+/// one after another then sit side by side in the token index, so an insert dirties the index
+/// page the one before it did, not a random page of a table of millions (each one a page
+/// written to the log at commit: BENCHMARKS.md, code exchange). The time is no secret:
+/// `debug_token` reports `issued_at`. Legacy v1 and app tokens keep Instagram's own shapes
+/// and a plain hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MintOrder(u64);
+
+/// Base-62 digits of a [`MintOrder`]: enough for microseconds until the year 28,000.
+const ORDER_DIGITS: usize = 10;
+/// The length of a token that carries a [`MintOrder`]: four letters, the order, 140 more.
+const ORDERED_LEN: usize = 4 + ORDER_DIGITS + 140;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+impl MintOrder {
+    /// The order of a token minted at `micros` since the epoch (the node's clock,
+    /// [`crate::Clock::now_micros`]); times outside what ten digits hold are clamped.
+    pub fn at_micros(micros: i64) -> Self {
+        let max = 62u64.pow(ORDER_DIGITS as u32) - 1;
+        Self(u64::try_from(micros).unwrap_or(0).min(max))
+    }
+
+    /// The order a token carries, if it has the shape of one that does. Tokens minted before
+    /// the order existed are 144 characters long and have none.
+    pub fn of(token: &str) -> Option<Self> {
+        let b = token.as_bytes();
+        if b.len() != ORDERED_LEN || !matches!(&b[..4], b"IGQV" | b"IGAA" | b"IGRT") {
+            return None;
+        }
+        b[4..4 + ORDER_DIGITS]
+            .iter()
+            .try_fold(0u64, |n, &c| {
+                let digit = BASE62.iter().position(|&d| d == c)?;
+                Some(n * 62 + digit as u64)
+            })
+            .map(Self)
+    }
+
+    /// The eight bytes the token's stored key begins with: big-endian, so keys sort as the
+    /// orders do.
+    pub fn key_prefix(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    fn token(self, letters: &str, random: &str) -> String {
+        let mut digits = [b'0'; ORDER_DIGITS];
+        let mut n = self.0;
+        for d in digits.iter_mut().rev() {
+            *d = BASE62[(n % 62) as usize];
+            n /= 62;
+        }
+        let mut out = String::with_capacity(ORDERED_LEN);
+        out.push_str(letters);
+        out.extend(digits.iter().map(|&d| char::from(d)));
+        out.push_str(random);
+        out
+    }
 }
 
 /// App tokens do not expire.
@@ -397,11 +468,12 @@ mod tests {
     fn formats() {
         let e = SeededEntropy::new(9);
         let u = ScopedUserId::parse("17841400000000001").unwrap();
-        let bd = Flavour::BasicDisplay.generate_token(&u, &e);
-        assert!(bd.expose().starts_with("IGQV") && bd.expose().len() == 144);
-        let il = Flavour::InstagramLogin.generate_token(&u, &e);
+        let at = MintOrder::at_micros(1_764_000_000_123_456);
+        let bd = Flavour::BasicDisplay.generate_token(&u, &e, at);
+        assert!(bd.expose().starts_with("IGQV") && bd.expose().len() == 154);
+        let il = Flavour::InstagramLogin.generate_token(&u, &e, at);
         assert!(il.expose().starts_with("IGAA"));
-        let lg = Flavour::Legacy.generate_token(&u, &e);
+        let lg = Flavour::Legacy.generate_token(&u, &e, at);
         let parts: Vec<_> = lg.expose().split('.').collect();
         assert_eq!(parts[0], "17841400000000001");
         assert_eq!((parts[1].len(), parts[2].len()), (7, 32));
@@ -414,6 +486,53 @@ mod tests {
         assert_eq!((id, rest.expose().len()), (app, 32));
         assert!(split_app_credentials("abc|def").is_none());
         assert!(!plausible_token("IGQV<script>alert(1)</script>"));
+    }
+
+    #[test]
+    fn a_token_carries_the_order_it_was_minted_in() {
+        let e = SeededEntropy::new(3);
+        let u = ScopedUserId::parse("17841400000000001").unwrap();
+        let orders = [0, 1, 61, 62, 1_764_000_000_123_456, 1_764_000_000_123_457];
+        let mut keys = Vec::new();
+        for micros in orders {
+            let at = MintOrder::at_micros(micros);
+            for token in [
+                Flavour::BasicDisplay.generate_token(&u, &e, at),
+                Flavour::InstagramLogin.generate_token(&u, &e, at),
+                generate_refresh_token(&e, at),
+            ] {
+                assert_eq!(MintOrder::of(token.expose()), Some(at), "{token:?}");
+                assert!(plausible_token(token.expose()));
+            }
+            keys.push(at.key_prefix());
+        }
+        assert!(keys.is_sorted(), "keys sort as the orders do");
+        // Out of range: clamped, never wrapped.
+        assert_eq!(MintOrder::at_micros(-5), MintOrder::at_micros(0));
+        assert_eq!(MintOrder::at_micros(i64::MAX), MintOrder(62u64.pow(10) - 1));
+        let last = generate_refresh_token(&e, MintOrder::at_micros(i64::MAX));
+        assert_eq!(&last.expose()[4..14], "zzzzzzzzzz");
+        // Tokens without one: legacy v1, app tokens, and user tokens minted before it existed
+        // (four letters and 140 random ones), or anything else of the wrong shape.
+        let lg = Flavour::Legacy.generate_token(&u, &e, MintOrder::at_micros(7));
+        let app = generate_app_token(&crate::AppId::parse("1234567890123456").unwrap(), &e);
+        let before = format!("IGQV{}", random_alnum(&e, 140));
+        let unlike = format!("IGXX{}", &before[4..]);
+        let good = generate_refresh_token(&e, MintOrder::at_micros(7));
+        let good = good.expose();
+        let odd = format!("{}-{}", &good[..12], &good[13..]);
+        let long = format!("{good}a");
+        for t in [
+            lg.expose(),
+            app.expose(),
+            &before,
+            &unlike,
+            &odd,
+            &good[..153],
+            &long,
+        ] {
+            assert_eq!(MintOrder::of(t), None, "{t}");
+        }
     }
 
     #[test]

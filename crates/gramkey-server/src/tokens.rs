@@ -16,9 +16,10 @@ use gramkey_domain::code::CodeRefusal;
 use gramkey_domain::device;
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::token::{
-    LONG_LIVED_SECS, LifecycleFacts, REFRESH_GRACE_SECS, REFRESH_TOKEN_SECS, SHORT_LIVED_SECS,
-    TokenMaterial, TokenRefusal, TokenState, check_exchange, check_refresh, check_usable,
-    generate_app_token, generate_refresh_token, plausible_token, split_app_credentials,
+    LONG_LIVED_SECS, LifecycleFacts, MintOrder, REFRESH_GRACE_SECS, REFRESH_TOKEN_SECS,
+    SHORT_LIVED_SECS, TokenMaterial, TokenRefusal, TokenState, check_exchange, check_refresh,
+    check_usable, generate_app_token, generate_refresh_token, plausible_token,
+    split_app_credentials,
 };
 use gramkey_domain::{
     AccessToken, AppId, AuthCode, ClientSecret, Flavour, ScopeSet, TokenHash, TokenKind, UnixTime,
@@ -238,7 +239,7 @@ impl Tokens<'_> {
         like: (&AppId, gramkey_domain::UserId, &ScopeSet),
         scoped: &gramkey_domain::ScopedUserId,
     ) -> (AccessToken, NewToken) {
-        let token = flavour.generate_token(scoped, &*self.state.ops.entropy);
+        let token = flavour.generate_token(scoped, &*self.state.ops.entropy, self.mint_order());
         let lifetime = match kind {
             TokenKind::LongLived => LONG_LIVED_SECS,
             _ => SHORT_LIVED_SECS,
@@ -256,9 +257,15 @@ impl Tokens<'_> {
         (token, new)
     }
 
+    /// Where a token minted now goes in the token index: the node's own clock, not an app's
+    /// test clock, since it orders storage and nothing else.
+    fn mint_order(&self) -> MintOrder {
+        MintOrder::at_micros(self.state.ops.clock.now_micros())
+    }
+
     /// A new refresh token for the same app, user and scopes as the access token `with`.
     fn mint_refresh(&self, with: &NewToken) -> (AccessToken, NewToken) {
-        let token = generate_refresh_token(&*self.state.ops.entropy);
+        let token = generate_refresh_token(&*self.state.ops.entropy, self.mint_order());
         let new = NewToken {
             hash: TokenHash::of_token(&token),
             kind: TokenKind::Refresh,
@@ -379,15 +386,16 @@ impl Tokens<'_> {
         grant: &str,
     ) -> Result<Issued, Failure> {
         let entropy = &*self.state.ops.entropy;
+        let order = self.mint_order();
         let claim = CodeClaim {
             app_id: client.id.clone(),
             redirect_uri: redirect_uri.to_owned(),
             code_verifier: code_verifier.map(str::to_owned),
             now: self.now(client),
-            material: TokenMaterial::draw(entropy),
+            material: TokenMaterial::draw(entropy, order),
             refresh: client
                 .refresh_tokens
-                .then(|| generate_refresh_token(entropy)),
+                .then(|| generate_refresh_token(entropy, order)),
         };
         let redeemed = self.state.ops.store.redeem_code(hash, &claim).await?;
         let (record, token, refresh) = match redeemed {

@@ -19,7 +19,7 @@ use gramkey_domain::error::RevokeReason;
 use gramkey_domain::graph::media::MediaType;
 use gramkey_domain::graph::paging::{Page, PageRequest};
 use gramkey_domain::graph::publish::{ContainerKind, ContainerStatus};
-use gramkey_domain::token::TokenMaterial;
+use gramkey_domain::token::{MintOrder, TokenMaterial};
 use gramkey_domain::{
     AccessToken, AppId, AppMode, CommentId, ContainerId, Flavour, MediaId, OsEntropy, RedirectUri,
     Role, ScopeSet, ScopedUserId, TokenHash, TokenKind, UserId,
@@ -101,7 +101,7 @@ fn claim(code: &NewCode, now: i64) -> CodeClaim {
         redirect_uri: code.redirect_uri.clone(),
         code_verifier: Some(VERIFIER.into()),
         now,
-        material: TokenMaterial::draw(&OsEntropy),
+        material: TokenMaterial::draw(&OsEntropy, MintOrder::at_micros(now * 1_000_000)),
         refresh: None,
     }
 }

@@ -38,6 +38,35 @@ pub(super) async fn full_flow(t: TestApp) {
     assert_eq!(me_body["id"], body["user_id"].to_string());
     assert_eq!(me_body.as_object().unwrap().len(), 2);
 
+    // The token carries the time it was minted, and one minted before tokens did (144
+    // characters, stored under its plain SHA-256) is still accepted after an upgrade.
+    use gramkey_domain::token::MintOrder;
+    use gramkey_domain::{AccessToken, TokenHash};
+    assert!(MintOrder::of(&token).is_some(), "{token}");
+    let store = &t.state.ops.store;
+    let issued = store
+        .token(&TokenHash::of_token(&AccessToken::new(token.clone())))
+        .await
+        .unwrap()
+        .unwrap();
+    let before = format!("IGQV{}", "x1".repeat(70));
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(before.as_bytes()).into();
+    store
+        .create_token(&gramkey_store::NewToken {
+            hash: TokenHash(digest),
+            kind: issued.kind,
+            flavour: issued.flavour,
+            app_id: issued.app_id,
+            user_id: issued.user_id,
+            scopes: issued.scopes,
+            issued_at: issued.issued_at,
+            expires_at: issued.expires_at,
+        })
+        .await
+        .unwrap();
+    let (status, old_body) = me(&t, &before, "id,username").await;
+    assert_eq!((status, &old_body), (StatusCode::OK, &me_body));
+
     // The same with the token as a query parameter and a version prefix.
     let r = reqwest::get(t.url(&format!(
         "/v21.0/me?fields=username,media_count&access_token={token}"
