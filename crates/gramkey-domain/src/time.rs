@@ -21,21 +21,22 @@ pub trait Clock: Send + Sync + 'static {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
-impl Clock for SystemClock {
-    // The readings of the system clock: this and `now_micros`.
+impl SystemClock {
+    // The one reading of the system clock.
     #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> UnixTime {
-        let since = std::time::SystemTime::now()
+    fn since_epoch() -> std::time::Duration {
+        std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+            .unwrap_or_default()
     }
-    #[allow(clippy::disallowed_methods)]
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        i64::try_from(Self::since_epoch().as_secs()).unwrap_or(i64::MAX)
+    }
     fn now_micros(&self) -> i64 {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+        i64::try_from(Self::since_epoch().as_micros()).unwrap_or(i64::MAX)
     }
 }
 
