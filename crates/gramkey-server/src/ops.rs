@@ -161,9 +161,14 @@ impl AppSettings {
 /// Redirect URIs one app may register.
 pub const MAX_REDIRECT_URIS: usize = 100;
 
-/// Rows deleted per statement by the janitor: small enough that a purge never holds the
-/// database for more than a moment.
+/// Rows deleted per statement by the janitor run flat out (`gramkey janitor`): small enough
+/// that a purge never holds the database for more than a moment.
 pub const JANITOR_BATCH: u32 = 1000;
+
+/// Rows deleted per statement by the node's own, paced janitor: a batch takes the writer
+/// thread, and on a busy core the requests' share of it, for well under a millisecond
+/// (BENCHMARKS.md, the janitor).
+pub const JANITOR_PACED_BATCH: u32 = 100;
 
 /// The node's janitor deletes for at most one part in this many of its time
 /// ([`Ops::purge_expired`]).
@@ -635,7 +640,8 @@ impl Ops {
     }
 
     /// One janitor pass: deletes finished codes and tokens past `retention`, a batch at a time,
-    /// until none are left. Returns the totals. `paced`, it works at most a
+    /// until none are left. Returns the totals. `paced`, it deletes [`JANITOR_PACED_BATCH`] rows
+    /// at a time and works at most a
     /// [`JANITOR_SHARE`]th of the time: after each batch it waits until the batch's own time
     /// is that share of the time since it began, so a large backlog (a million expired tokens
     /// after a restart) is cleared over minutes instead of taking the database's writer, and a
@@ -646,12 +652,17 @@ impl Ops {
         paced: bool,
     ) -> Result<Purged, OpError> {
         let cutoffs = retention.cutoffs(self.clock.now());
+        let batch = if paced {
+            JANITOR_PACED_BATCH
+        } else {
+            JANITOR_BATCH
+        };
         let mut total = Purged::default();
         loop {
             // Elapsed time, not a point in time: monotonic.
             #[allow(clippy::disallowed_methods)]
             let began = std::time::Instant::now();
-            let p = self.store.purge(cutoffs, JANITOR_BATCH).await?;
+            let p = self.store.purge(cutoffs, batch).await?;
             total.codes += p.codes;
             total.tokens += p.tokens;
             total.callbacks += p.callbacks;
@@ -669,7 +680,7 @@ impl Ops {
                 p.removals,
             ]
             .iter()
-            .all(|&n| n < u64::from(JANITOR_BATCH))
+            .all(|&n| n < u64::from(batch))
             {
                 break;
             }
@@ -684,10 +695,10 @@ impl Ops {
         for (app, offset) in self.store.clocked_apps().await? {
             let cutoffs = retention.cutoffs(self.clock.now().saturating_add(offset));
             loop {
-                let p = self.store.purge_app(&app, cutoffs, JANITOR_BATCH).await?;
+                let p = self.store.purge_app(&app, cutoffs, batch).await?;
                 total.codes += p.codes;
                 total.tokens += p.tokens;
-                if p.codes.max(p.tokens) < u64::from(JANITOR_BATCH) {
+                if p.codes.max(p.tokens) < u64::from(batch) {
                     break;
                 }
                 tokio::task::yield_now().await;
