@@ -306,7 +306,9 @@ async fn seed(dir: &std::path::Path, n: usize) -> Result<()> {
         .map(|_| Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy, mint_order()))
         .collect();
     let expired = (0..count("EXPIRED_TOKENS")?).map(|_| {
-        let t = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy, mint_order());
+        // Minted when it was issued: expired tokens sit at the start of the token index.
+        let minted = MintOrder::at_micros((now - 41 * 86_400) * 1_000_000);
+        let t = Flavour::BasicDisplay.generate_token(&grant.scoped_id, &OsEntropy, minted);
         NewToken {
             issued_at: now - 41 * 86_400,
             expires_at: now - 40 * 86_400,
@@ -355,6 +357,5 @@ fn write_lines<'a>(path: &std::path::Path, lines: impl Iterator<Item = &'a str>)
 
 /// Tokens the seeder mints are ordered by the real time, as the server's are.
 fn mint_order() -> MintOrder {
-    use gramkey_domain::Clock;
-    MintOrder::at_micros(gramkey_domain::SystemClock.now_micros())
+    MintOrder::now(&gramkey_domain::SystemClock)
 }

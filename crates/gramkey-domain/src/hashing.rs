@@ -54,8 +54,9 @@ impl TokenHash {
 
 impl std::fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // A hash is not secret, but a short prefix is all anyone needs to correlate.
-        write!(f, "TokenHash({}..)", hex::encode(&self.0[..4]))
+        // A hash is not secret, but a few bytes are all anyone needs to correlate. The last
+        // ones: an ordered token's key begins with its mint time, which many tokens share.
+        write!(f, "TokenHash(..{})", hex::encode(&self.0[28..]))
     }
 }
 
@@ -187,6 +188,7 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(!format!("{h:?}").contains("ba7816bf8f01cfea4141"));
+        assert_eq!(format!("{h:?}"), "TokenHash(..f20015ad)");
     }
 
     #[test]

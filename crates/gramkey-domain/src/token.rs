@@ -144,9 +144,13 @@ pub fn generate_refresh_token(entropy: &dyn Entropy, order: MintOrder) -> Access
 /// digits, and their stored key begins with it ([`crate::TokenHash::of_token`]). Tokens minted
 /// one after another then sit side by side in the token index, so an insert dirties the index
 /// page the one before it did, not a random page of a table of millions (each one a page
-/// written to the log at commit: BENCHMARKS.md, code exchange). The time is no secret:
-/// `debug_token` reports `issued_at`. Legacy v1 and app tokens keep Instagram's own shapes
-/// and a plain hash.
+/// written to the log at commit: BENCHMARKS.md, code exchange). Whoever holds a token can read
+/// when the node minted it, to the microsecond, by the node's own clock (an app's test clock
+/// does not move it); nothing else about the token or the node shows. Legacy v1 and app
+/// tokens keep Instagram's own shapes and a plain hash.
+///
+/// A node of a release before this one looks such a token up under its plain SHA-256 and
+/// does not find it: upgrade every node before the first one mints (docs/deployment.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MintOrder(u64);
 
@@ -164,6 +168,11 @@ impl MintOrder {
         Self(u64::try_from(micros).unwrap_or(0).min(max))
     }
 
+    /// The order of a token minted now, by `clock`.
+    pub fn now(clock: &dyn crate::Clock) -> Self {
+        Self::at_micros(clock.now_micros())
+    }
+
     /// The order a token carries, if it has the shape of one that does. Tokens minted before
     /// the order existed are 144 characters long and have none.
     pub fn of(token: &str) -> Option<Self> {
@@ -174,8 +183,14 @@ impl MintOrder {
         b[4..4 + ORDER_DIGITS]
             .iter()
             .try_fold(0u64, |n, &c| {
-                let digit = BASE62.iter().position(|&d| d == c)?;
-                Some(n * 62 + digit as u64)
+                // BASE62's digits, by arithmetic: every authenticated call reads them.
+                let digit = match c {
+                    b'0'..=b'9' => c - b'0',
+                    b'A'..=b'Z' => c - b'A' + 10,
+                    b'a'..=b'z' => c - b'a' + 36,
+                    _ => return None,
+                };
+                Some(n * 62 + u64::from(digit))
             })
             .map(Self)
     }
@@ -507,6 +522,14 @@ mod tests {
             keys.push(at.key_prefix());
         }
         assert!(keys.is_sorted(), "keys sort as the orders do");
+        // Every digit, in the last place and in the first.
+        for k in 0..62 {
+            for micros in [k, k * 62i64.pow(9)] {
+                let at = MintOrder::at_micros(micros);
+                let token = generate_refresh_token(&e, at);
+                assert_eq!(MintOrder::of(token.expose()), Some(at), "{micros}");
+            }
+        }
         // Out of range: clamped, never wrapped.
         assert_eq!(MintOrder::at_micros(-5), MintOrder::at_micros(0));
         assert_eq!(MintOrder::at_micros(i64::MAX), MintOrder(62u64.pow(10) - 1));

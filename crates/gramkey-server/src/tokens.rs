@@ -260,7 +260,7 @@ impl Tokens<'_> {
     /// Where a token minted now goes in the token index: the node's own clock, not an app's
     /// test clock, since it orders storage and nothing else.
     fn mint_order(&self) -> MintOrder {
-        MintOrder::at_micros(self.state.ops.clock.now_micros())
+        MintOrder::now(&*self.state.ops.clock)
     }
 
     /// A new refresh token for the same app, user and scopes as the access token `with`.
