@@ -174,6 +174,17 @@ pub const JANITOR_PACED_BATCH: u32 = 100;
 /// ([`Ops::purge_expired`]).
 pub const JANITOR_SHARE: u32 = 10;
 
+/// Between two janitor batches, the first of which began at `began`: `paced`, waits until
+/// that batch's time is a [`JANITOR_SHARE`]th of the time since it began; otherwise only lets
+/// other work in.
+async fn between_batches(began: std::time::Instant, paced: bool) {
+    if paced {
+        tokio::time::sleep(began.elapsed() * (JANITOR_SHARE - 1)).await;
+    } else {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Newest callbacks listed by [`Ops::callbacks`] when no limit is given.
 pub const CALLBACK_LIST_LIMIT: u32 = 100;
 
@@ -684,24 +695,21 @@ impl Ops {
             {
                 break;
             }
-            if paced {
-                tokio::time::sleep(began.elapsed() * (JANITOR_SHARE - 1)).await;
-            } else {
-                // Let other work in between batches.
-                tokio::task::yield_now().await;
-            }
+            between_batches(began, paced).await;
         }
         // Apps whose test clock runs ahead: their codes and tokens by their own time.
         for (app, offset) in self.store.clocked_apps().await? {
             let cutoffs = retention.cutoffs(self.clock.now().saturating_add(offset));
             loop {
+                #[allow(clippy::disallowed_methods)]
+                let began = std::time::Instant::now();
                 let p = self.store.purge_app(&app, cutoffs, batch).await?;
                 total.codes += p.codes;
                 total.tokens += p.tokens;
                 if p.codes.max(p.tokens) < u64::from(batch) {
                     break;
                 }
-                tokio::task::yield_now().await;
+                between_batches(began, paced).await;
             }
         }
         Ok(total)
