@@ -7,27 +7,50 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::entropy::{Entropy, random_digits};
 use crate::time::UnixTime;
 
-/// An app's client id: 16 decimal digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AppId(String);
+/// An app's client id: 16 decimal digits (1 to 20 when parsed).
+///
+/// Held inline rather than as a `String`: every resource call copies its app's id into its
+/// budgets, its usage and its call log, and a copy here is 21 bytes, not an allocation. The
+/// digits come first, padded with zeros, so the derived order is the strings' order.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppId {
+    digits: [u8; AppId::MAX_LEN],
+    len: u8,
+}
 
 impl AppId {
+    const MAX_LEN: usize = 20;
+
     pub fn generate(entropy: &dyn Entropy) -> Self {
-        Self(random_digits(entropy, 16))
+        Self::parse(&random_digits(entropy, 16)).unwrap_or_else(|| unreachable!("16 digits"))
     }
     /// Parses a client id as presented by a client: 1 to 20 decimal digits.
     pub fn parse(s: &str) -> Option<Self> {
-        (!s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| Self(s.to_owned()))
+        if s.is_empty() || s.len() > Self::MAX_LEN || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let mut digits = [0; Self::MAX_LEN];
+        digits[..s.len()].copy_from_slice(s.as_bytes());
+        Some(Self {
+            digits,
+            len: s.len() as u8,
+        })
     }
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII digits are ever stored.
+        std::str::from_utf8(&self.digits[..usize::from(self.len)]).unwrap_or_default()
     }
 }
 
 impl std::fmt::Display for AppId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for AppId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AppId").field(&self.as_str()).finish()
     }
 }
 
@@ -191,6 +214,17 @@ mod tests {
         assert!(AppId::parse("12a").is_none());
         assert!(AppId::parse(" 12").is_none());
         assert!(AppId::parse(&"1".repeat(21)).is_none());
+        assert_eq!(
+            AppId::parse(&"9".repeat(20)).map(|a| a.to_string()),
+            Some("9".repeat(20))
+        );
+        // Ordered as the strings are: "10" < "9", "1" < "10".
+        let ids = ["9", "10", "1", "0123"].map(|s| AppId::parse(s).unwrap());
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let strings: Vec<&str> = sorted.iter().map(AppId::as_str).collect();
+        assert_eq!(strings, ["0123", "1", "10", "9"]);
+        assert_eq!(format!("{:?}", ids[0]), r#"AppId("9")"#);
         assert!(MediaId::parse("17841400000000001").is_some());
         assert!(CommentId::parse("").is_none());
         assert!(ContainerId::parse("1792x").is_none());

@@ -85,27 +85,31 @@ pub fn retry_after(
     }
 }
 
-/// One budget's live buckets, oldest first.
+/// One budget's live buckets, oldest first, and their sum (so a check of an hour's sixty
+/// buckets is one subtraction per bucket that left, not a sum of all).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
     buckets: VecDeque<(i64, u64)>,
+    total: u64,
 }
 
 impl Window {
     /// Drops the buckets that left the window.
     fn expire(&mut self, spec: WindowSpec, now: UnixTime) {
         let oldest = spec.oldest_live(now);
-        while self.buckets.front().is_some_and(|(b, _)| *b < oldest) {
+        while let Some((_, n)) = self.buckets.front().filter(|(b, _)| *b < oldest) {
+            self.total = self.total.saturating_sub(*n);
             self.buckets.pop_front();
         }
     }
     pub fn used(&mut self, spec: WindowSpec, now: UnixTime) -> u64 {
         self.expire(spec, now);
-        self.buckets.iter().map(|(_, n)| n).sum()
+        self.total
     }
     pub fn add(&mut self, spec: WindowSpec, now: UnixTime, amount: u64) {
         self.expire(spec, now);
         let current = spec.bucket_of(now);
+        self.total = self.total.saturating_add(amount);
         match self.buckets.back_mut() {
             Some((b, n)) if *b == current => *n = n.saturating_add(amount),
             // A clock that stepped back adds to the newest bucket rather than reorder them.
@@ -120,6 +124,7 @@ impl Window {
         for (_, n) in self.buckets.iter_mut().rev() {
             let taken = amount.min(*n);
             *n -= taken;
+            self.total = self.total.saturating_sub(taken);
             amount -= taken;
             if amount == 0 {
                 break;
@@ -230,7 +235,7 @@ pub enum Budget {
 /// One budget a call draws on: `cost` more must fit under `limit` in the window `key` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draw {
-    pub key: String,
+    pub key: BudgetKey,
     pub limit: u64,
     pub cost: u64,
     pub budget: Budget,
@@ -241,27 +246,67 @@ pub const APP_CALLS: usize = 0;
 pub const APP_TIME: usize = 1;
 pub const APP_CPU: usize = 2;
 
-/// The key of one of an app's budgets.
-pub fn app_key(app: &AppId, what: &str) -> String {
-    numbered_key(app, what, None)
+/// The name of a budget's window. An app's budgets are a value, not a string: every resource
+/// call draws on four or five, and building and hashing their names cost more than the check
+/// itself. A backend that needs a string (Redis) formats it: `gk:app:{app}:{what}`, then
+/// `:{n}` when given; any other window (the attempt throttles') is named by its string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BudgetKey {
+    App {
+        app: AppId,
+        what: &'static str,
+        n: Option<i64>,
+    },
+    Named(String),
 }
 
-/// `gk:app:{app}:{what}`, then `:{n}` when given. Built by hand: every resource call draws
-/// four or five of these, and `format!` cost more than the budget check itself.
-fn numbered_key(app: &AppId, what: &str, n: Option<i64>) -> String {
-    let mut digits = itoa::Buffer::new();
-    let n = n.map(|n| digits.format(n));
-    let len = 8 + app.as_str().len() + what.len() + n.map_or(0, |n| n.len() + 1);
-    let mut key = String::with_capacity(len);
-    key.push_str("gk:app:");
-    key.push_str(app.as_str());
-    key.push(':');
-    key.push_str(what);
-    if let Some(n) = n {
-        key.push(':');
-        key.push_str(n);
+impl From<&str> for BudgetKey {
+    fn from(name: &str) -> Self {
+        Self::Named(name.to_owned())
     }
-    key
+}
+
+impl From<String> for BudgetKey {
+    fn from(name: String) -> Self {
+        Self::Named(name)
+    }
+}
+
+impl BudgetKey {
+    /// One of `app`'s budgets.
+    pub fn app(app: &AppId, what: &'static str) -> Self {
+        Self::numbered(app, what, None)
+    }
+    fn numbered(app: &AppId, what: &'static str, n: Option<i64>) -> Self {
+        Self::App {
+            app: app.clone(),
+            what,
+            n,
+        }
+    }
+    /// Whether this is one of `app`'s budgets.
+    pub fn is_of(&self, app: &AppId) -> bool {
+        matches!(self, Self::App { app: a, .. } if a == app)
+    }
+    /// The start of the name of every one of `app`'s budgets.
+    pub fn app_prefix(app: &AppId) -> String {
+        format!("gk:app:{app}:")
+    }
+}
+
+impl std::fmt::Display for BudgetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::App { app, what, n } => {
+                write!(f, "gk:app:{app}:{what}")?;
+                match n {
+                    Some(n) => write!(f, ":{n}"),
+                    None => Ok(()),
+                }
+            }
+            Self::Named(name) => f.write_str(name),
+        }
+    }
 }
 
 impl Limits {
@@ -280,7 +325,7 @@ impl Limits {
         token: Option<i64>,
         class: CallClass,
     ) -> Vec<Draw> {
-        let draw = |key: String, limit: u64, cost: u64, budget: Budget| Draw {
+        let draw = |key: BudgetKey, limit: u64, cost: u64, budget: Budget| Draw {
             key,
             limit,
             cost,
@@ -288,15 +333,20 @@ impl Limits {
         };
         let (time_ms, cpu_ms) = self.app_time_ms(users);
         let mut draws = vec![
-            draw(app_key(app, "calls"), self.app_calls(users), 1, Budget::App),
             draw(
-                app_key(app, "time_us"),
+                BudgetKey::app(app, "calls"),
+                self.app_calls(users),
+                1,
+                Budget::App,
+            ),
+            draw(
+                BudgetKey::app(app, "time_us"),
                 time_ms.saturating_mul(1000),
                 0,
                 Budget::App,
             ),
             draw(
-                app_key(app, "cpu_us"),
+                BudgetKey::app(app, "cpu_us"),
                 cpu_ms.saturating_mul(1000),
                 0,
                 Budget::App,
@@ -304,14 +354,14 @@ impl Limits {
         ];
         if let Some(uid) = user {
             draws.push(draw(
-                numbered_key(app, "user", Some(uid)),
+                BudgetKey::numbered(app, "user", Some(uid)),
                 self.user_calls,
                 1,
                 Budget::User,
             ));
             if class == CallClass::Write {
                 draws.push(draw(
-                    numbered_key(app, "writes", Some(uid)),
+                    BudgetKey::numbered(app, "writes", Some(uid)),
                     self.writes(mode),
                     1,
                     Budget::User,
@@ -320,7 +370,7 @@ impl Limits {
         }
         if let (CallClass::Legacy, Some(token)) = (class, token) {
             draws.push(draw(
-                numbered_key(app, "token", Some(token)),
+                BudgetKey::numbered(app, "token", Some(token)),
                 self.legacy_token(mode),
                 1,
                 Budget::LegacyToken,
@@ -423,6 +473,23 @@ mod tests {
     }
 
     #[test]
+    fn the_running_total_is_the_sum_of_the_live_buckets() {
+        let mut w = Window::default();
+        let mut t = 0;
+        for step in 0..500_i64 {
+            t += step % 7 * 13;
+            match step % 5 {
+                0..=2 => w.add(H, t, (step % 4) as u64),
+                3 => w.take_back(H, t, 2),
+                _ => {}
+            }
+            let used = w.used(H, t);
+            let sum: u64 = w.buckets.iter().map(|(_, n)| n).sum();
+            assert_eq!(used, sum, "step {step}");
+        }
+    }
+
+    #[test]
     fn taking_back_empties_the_newest_buckets_first() {
         let mut w = Window::default();
         w.add(H, 0, 2);
@@ -434,13 +501,32 @@ mod tests {
     }
 
     #[test]
+    fn an_apps_budgets_are_named_under_its_prefix() {
+        let l = Limits::default();
+        let app = AppId::parse("1234567890123456").unwrap();
+        let other = AppId::parse("123456789012345").unwrap();
+        let draws = l.draws(&app, AppMode::Live, 1, Some(7), Some(9), CallClass::Legacy);
+        for d in &draws {
+            assert!(d.key.is_of(&app) && !d.key.is_of(&other), "{}", d.key);
+            assert!(d.key.to_string().starts_with(&BudgetKey::app_prefix(&app)));
+            assert!(
+                !d.key
+                    .to_string()
+                    .starts_with(&BudgetKey::app_prefix(&other))
+            );
+        }
+        assert!(!BudgetKey::Named("gk:app:1234567890123456:calls".into()).is_of(&app));
+        assert_eq!(BudgetKey::Named("login:x".into()).to_string(), "login:x");
+    }
+
+    #[test]
     fn each_kind_of_call_draws_on_its_budgets() {
         let l = Limits::default();
         let app = AppId::parse("1234567890123456").unwrap();
         let budgets = |user, token, class| -> Vec<(String, u64, u64, Budget)> {
             l.draws(&app, AppMode::Development, 3, user, token, class)
                 .into_iter()
-                .map(|d| (d.key, d.limit, d.cost, d.budget))
+                .map(|d| (d.key.to_string(), d.limit, d.cost, d.budget))
                 .collect()
         };
         let pool = vec![

@@ -77,7 +77,7 @@ impl Entry {
             user_id: self.user,
             token_id: self.token,
             ip: origin.ip.map(|ip| ip.to_string()),
-            user_agent: origin.user_agent.clone(),
+            user_agent: origin.user_agent(),
             detail: self.detail,
         }
     }
@@ -123,7 +123,7 @@ mod tests {
     fn events_name_who_acted() {
         let page = Origin {
             ip: Some("192.0.2.7".parse().unwrap()),
-            user_agent: Some("browser/1".into()),
+            user_agent: Some(axum::http::HeaderValue::from_static("browser/1")),
             actor: Some((UserId(7), "ana".into())),
         };
         let (kind, ok) = (AuditKind::LoginFailed, Outcome::Success);

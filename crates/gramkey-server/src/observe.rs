@@ -119,14 +119,9 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(256).collect());
     let origin = Origin {
         ip: client_ip(state, &req),
-        user_agent,
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
         actor: None,
     };
     req.extensions_mut().insert(origin);
@@ -134,7 +129,7 @@ where
     // Elapsed time for the wall-time budget and metrics, not a point in time: monotonic.
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
-    let (mut resp, cpu) = CpuTimed::new(run(req)).await;
+    let (mut resp, cpu) = CpuTimed::new(std::pin::pin!(run(req))).await;
     let wall = start.elapsed();
     let budget = resp
         .extensions_mut()
@@ -246,21 +241,24 @@ fn aborted() -> Response {
 /// thread's own CPU clock (`CLOCK_THREAD_CPUTIME_ID`) is a system call: two per poll took
 /// 5 % of a node's CPU under load (BENCHMARKS.md). The difference: a poll during which the
 /// system runs another thread counts in full.
-struct CpuTimed<F> {
-    inner: Pin<Box<F>>,
+///
+/// It polls a future pinned where the caller awaits it, rather than boxing it: a request's
+/// future is large, and a box cost an allocation and a copy of it per request.
+struct CpuTimed<'a, F> {
+    inner: Pin<&'a mut F>,
     spent: Duration,
 }
 
-impl<F> CpuTimed<F> {
-    fn new(inner: F) -> Self {
+impl<'a, F> CpuTimed<'a, F> {
+    fn new(inner: Pin<&'a mut F>) -> Self {
         Self {
-            inner: Box::pin(inner),
+            inner,
             spent: Duration::ZERO,
         }
     }
 }
 
-impl<F: Future> Future for CpuTimed<F> {
+impl<F: Future> Future for CpuTimed<'_, F> {
     type Output = (F::Output, Duration);
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Elapsed time, not a point in time: monotonic.

@@ -10,6 +10,7 @@
 use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use gramkey_domain::UserId;
 
@@ -18,8 +19,9 @@ use gramkey_domain::UserId;
 pub struct Origin {
     /// The client's address ([`crate::observe`] says which one, behind a proxy).
     pub ip: Option<IpAddr>,
-    /// At most 256 characters of the `User-Agent` header.
-    pub user_agent: Option<String>,
+    /// The `User-Agent` header, as sent: kept without a copy (every request has an origin;
+    /// few are recorded), read through [`Origin::user_agent`].
+    pub user_agent: Option<HeaderValue>,
     /// The person signed in on the page the action was taken on, with their username.
     pub actor: Option<(UserId, String)>,
 }
@@ -31,6 +33,12 @@ impl Origin {
         user_agent: None,
         actor: None,
     };
+
+    /// At most 256 characters of the `User-Agent` header, if it is plain text.
+    pub fn user_agent(&self) -> Option<String> {
+        let agent = self.user_agent.as_ref()?.to_str().ok()?;
+        Some(agent.chars().take(256).collect())
+    }
 
     /// The same origin, acting as the signed-in `user`.
     pub fn acting_as(&self, user: UserId, username: &str) -> Origin {
@@ -52,5 +60,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
             .get::<Origin>()
             .cloned()
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_recorded_is_plain_text_of_at_most_256_characters() {
+        let sent = |v: &[u8]| Origin {
+            user_agent: Some(HeaderValue::from_bytes(v).unwrap()),
+            ..Origin::default()
+        };
+        assert_eq!(sent(b"curl/8.5").user_agent().as_deref(), Some("curl/8.5"));
+        assert_eq!(sent(&[b'x'; 300]).user_agent().map(|a| a.len()), Some(256));
+        assert_eq!(sent(b"caf\xc3\xa9").user_agent(), None);
+        assert_eq!(Origin::LOCAL.user_agent(), None);
     }
 }

@@ -10,6 +10,8 @@
 //! and one write transaction, shared with every other concurrent request on SQLite (group
 //! commit). No slow KDF anywhere.
 
+use std::sync::Arc;
+
 use gramkey_domain::app::{ClientRefusal, find_redirect};
 use gramkey_domain::audit::{AuditKind, Outcome};
 use gramkey_domain::code::CodeRefusal;
@@ -26,7 +28,7 @@ use gramkey_domain::{
 };
 use gramkey_store::{
     App, AppFacts, CodeClaim, Derivation, NewDeviceAuthorization, NewToken, Redemption, Revoke,
-    StoreError, TokenRecord,
+    StoreError, TokenRecord, User,
 };
 
 use crate::audit::Entry;
@@ -86,6 +88,8 @@ pub struct Client {
 #[derive(Debug, Clone)]
 pub struct Bearer {
     credential: Credential,
+    /// The token's user, read with it (none for app tokens).
+    user: Option<Arc<User>>,
     pub app: AppFacts,
     /// The app's time when the call was authenticated (its test clock, in development mode).
     pub now: UnixTime,
@@ -94,7 +98,7 @@ pub struct Bearer {
 #[derive(Debug, Clone)]
 enum Credential {
     /// An issued token (a user's, or an app token from `client_credentials`).
-    Token(TokenRecord),
+    Token(Arc<TokenRecord>),
     /// `APP_ID|APP_SECRET`: an app token that nothing stores.
     AppSecret(AppId),
 }
@@ -121,8 +125,12 @@ impl Bearer {
             Credential::AppSecret(_) => None,
         }
     }
+    /// The user of a user's token.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        self.user.as_ref()
+    }
     /// A user's token: the only bearer with a user behind it.
-    pub fn into_user_token(self) -> Option<TokenRecord> {
+    pub fn into_user_token(self) -> Option<Arc<TokenRecord>> {
         match self.credential {
             Credential::Token(t) if t.kind != TokenKind::App && t.user_id.is_some() => Some(t),
             _ => None,
@@ -561,7 +569,10 @@ impl Tokens<'_> {
     }
 
     /// The record of a presented token, whatever its state.
-    async fn presented(&self, token: &AccessToken) -> Result<(TokenHash, TokenRecord), Failure> {
+    async fn presented(
+        &self,
+        token: &AccessToken,
+    ) -> Result<(TokenHash, Arc<TokenRecord>), Failure> {
         let hash = hash_if_plausible(token.expose()).ok_or(TokenRefusal::Invalid)?;
         let record = self
             .state
@@ -663,12 +674,13 @@ impl Tokens<'_> {
     pub async fn authenticate_token(&self, token: Option<&AccessToken>) -> Result<Bearer, Failure> {
         let token = token.ok_or(TokenRefusal::Missing)?;
         let hash = hash_if_plausible(token.expose()).ok_or(TokenRefusal::Invalid)?;
-        if let Some(record) = self.state.ops.store.token(&hash).await? {
-            let (app, now) = self.now_of(&record.app_id).await?;
-            check_usable(state_of(&record), now)?;
+        if let Some(found) = self.state.ops.store.caller(&hash).await? {
+            let now = self.state.ops.time_for(found.app);
+            check_usable(state_of(&found.token), now)?;
             return Ok(Bearer {
-                credential: Credential::Token(record),
-                app,
+                credential: Credential::Token(found.token),
+                user: found.user,
+                app: found.app,
                 now,
             });
         }
@@ -680,6 +692,7 @@ impl Tokens<'_> {
             now: self.now(&app),
             app: AppFacts::of(&app),
             credential: Credential::AppSecret(app.id),
+            user: None,
         })
     }
 
@@ -706,7 +719,7 @@ impl Tokens<'_> {
         &self,
         client: &App,
         token: &str,
-    ) -> Result<Option<TokenRecord>, Failure> {
+    ) -> Result<Option<Arc<TokenRecord>>, Failure> {
         let Some(hash) = hash_if_plausible(token) else {
             return Ok(None);
         };

@@ -1,7 +1,8 @@
-//! The store's optional read-through cache: apps, users and tokens are served from memory for
-//! at most `ttl` ([`SqlStore::cached`](crate::sql::SqlStore::cached)).
+//! The store's optional read-through cache: apps, users, tokens and callers (a token with its
+//! app's facts and its user, what a resource call needs) are served from memory for at most
+//! `ttl` ([`SqlStore::cached`](crate::sql::SqlStore::cached)).
 //!
-//! These three are read on every API call and every token request, and each read from SQLite
+//! These are read on every API call and every token request, and each read from SQLite
 //! costs file-lock system calls that dominate an otherwise microsecond lookup. Writes made
 //! through this store clear what they touch at once (a replayed code clears every cached token,
 //! since the replay revoked one); writes made by another process (the CLI on the same SQLite
@@ -33,7 +34,7 @@ use gramkey_domain::{AppId, TokenHash, UserId};
 /// maps) 7 % of a cached `GET /me`'s instructions. Keys are ids and token hashes, chosen by the server or by SHA-256.
 pub(crate) type Memo<K, V> = moka::sync::Cache<K, V, foldhash::fast::RandomState>;
 
-use crate::{App, Result, TokenRecord, User};
+use crate::{App, Caller, Result, TokenRecord, User};
 
 /// Entries kept per kind at most.
 const CAPACITY: u64 = 100_000;
@@ -46,7 +47,10 @@ pub struct Cache {
     /// Shared, so a caller that needs only an app's facts copies no strings.
     pub(crate) apps: Memo<AppId, std::sync::Arc<App>>,
     pub(crate) users: Memo<UserId, std::sync::Arc<User>>,
-    pub(crate) tokens: Memo<TokenHash, TokenRecord>,
+    pub(crate) tokens: Memo<TokenHash, std::sync::Arc<TokenRecord>>,
+    /// A token with its app's facts and its user: one lookup per resource call. Which tokens
+    /// an app or a user change touches is not known here, so such a change drops them all.
+    pub(crate) callers: Memo<TokenHash, Caller>,
 }
 
 /// What a write makes stale.
@@ -128,6 +132,7 @@ impl Cache {
             apps: memo(ttl),
             users: memo(ttl),
             tokens: memo(ttl),
+            callers: memo(ttl),
         }
     }
 
@@ -160,18 +165,32 @@ impl Cache {
     pub(crate) fn forget(&self, stale: &Stale) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         match stale {
-            Stale::App(id) => self.apps.invalidate(id),
+            Stale::App(id) => {
+                self.apps.invalidate(id);
+                self.callers.invalidate_all();
+            }
             Stale::AppAndTokens(id) => {
                 self.apps.invalidate(id);
                 self.tokens.invalidate_all();
+                self.callers.invalidate_all();
             }
-            Stale::User(id) => self.users.invalidate(id),
-            Stale::Token(hash) | Stale::Derived(hash) => self.tokens.invalidate(hash),
-            Stale::Tokens => self.tokens.invalidate_all(),
+            Stale::User(id) => {
+                self.users.invalidate(id);
+                self.callers.invalidate_all();
+            }
+            Stale::Token(hash) | Stale::Derived(hash) => {
+                self.tokens.invalidate(hash);
+                self.callers.invalidate(hash);
+            }
+            Stale::Tokens => {
+                self.tokens.invalidate_all();
+                self.callers.invalidate_all();
+            }
             Stale::Everything => {
                 self.apps.invalidate_all();
                 self.users.invalidate_all();
                 self.tokens.invalidate_all();
+                self.callers.invalidate_all();
             }
         }
     }

@@ -245,7 +245,10 @@ pub trait GrantStore: Send + Sync {
     /// Stores a token issued outside a code redemption (an app token).
     async fn create_token(&self, token: &NewToken) -> Result<TokenRecord>;
     /// A token by its hash, with the app-scoped id of its user.
-    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
+    async fn token(&self, hash: &TokenHash) -> Result<Option<std::sync::Arc<TokenRecord>>>;
+    /// A token by its hash with its app's facts and its user, in one query (from the cache,
+    /// one lookup): what every resource call needs. None when the token or its app is unknown.
+    async fn caller(&self, hash: &TokenHash) -> Result<Option<Caller>>;
     /// Issues `tokens` derived from the token `parent` (long-lived exchange, refresh, rotation), and
     /// updates the parent as `how` says, in one transaction. `None`, with nothing written, when
     /// the parent is unknown, revoked, or (for an exchange) already exchanged: of two racing

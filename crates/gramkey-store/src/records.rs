@@ -71,6 +71,16 @@ impl AppFacts {
     }
 }
 
+/// What a resource call needs of its token, found in one lookup
+/// ([`crate::GrantStore::caller`]): the token, its app's facts, and its user.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub token: std::sync::Arc<TokenRecord>,
+    pub app: AppFacts,
+    /// The token's user; none for an app token.
+    pub user: Option<std::sync::Arc<User>>,
+}
+
 /// What Instagram shows of a person.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Profile {

@@ -306,6 +306,15 @@ async fn grants_codes_tokens(s: &dyn Store) {
     assert_eq!(looked_up.scoped_id, Some(scoped.clone()));
     assert_eq!(looked_up.revoked, None);
     assert_eq!(looked_up.kind, TokenKind::ShortLived);
+    // What a resource call reads: the token, its app's facts and its user, in one lookup.
+    let caller = s.caller(&issued).await.unwrap().unwrap();
+    assert_eq!(
+        (caller.token.id, caller.token.scoped_id.as_ref()),
+        (looked_up.id, Some(&scoped))
+    );
+    assert_eq!(caller.app, gramkey_store::AppFacts::of(&a));
+    assert_eq!(caller.user.as_deref(), Some(&u));
+    assert!(s.caller(&hash(250)).await.unwrap().is_none());
 
     // Replay revokes what the code issued.
     let r = s.redeem_code(&c.hash, &claim(&c, NOW + 20)).await.unwrap();
@@ -313,6 +322,11 @@ async fn grants_codes_tokens(s: &dyn Store) {
     assert_eq!(
         s.token(&issued).await.unwrap().unwrap().revoked,
         Some(RevokeReason::CodeReplay)
+    );
+    assert_eq!(
+        s.caller(&issued).await.unwrap().unwrap().token.revoked,
+        Some(RevokeReason::CodeReplay),
+        "a revocation reaches what resource calls read"
     );
     let r = s.redeem_code(&c.hash, &claim(&c, NOW + 30)).await.unwrap();
     assert!(matches!(r, Redemption::Replayed { revoked: 0 }));
@@ -2798,9 +2812,14 @@ async fn postgres_nodes_keep_their_caches_in_step() {
     a.create_app(&first).await.unwrap();
     let user = a.create_user(&new_user("nodes"), NOW).await.unwrap();
     let token = |n: u32| long_lived(&first, user.id, round_hash(9, n));
+    // As a resource call reads it (`caller`), and as the token endpoints do (`token`).
     let revoked = |s: &Arc<dyn Store>, h: TokenHash| {
         let s = s.clone();
-        async move { s.token(&h).await.unwrap().unwrap().revoked.is_some() }
+        async move {
+            let caller = s.caller(&h).await.unwrap().unwrap();
+            let token = s.token(&h).await.unwrap().unwrap();
+            caller.token.revoked.is_some() && token.revoked.is_some()
+        }
     };
     // The followers start listening in the background; wait until b and c hear a.
     a.create_token(&token(0)).await.unwrap();
@@ -2880,13 +2899,18 @@ async fn postgres_nodes_keep_their_caches_in_step() {
     let mut took = Vec::new();
     for n in 0..200u32 {
         let password = format!("$argon2id$changed-{n}");
-        b.user(user.id).await.unwrap();
-        c.user(user.id).await.unwrap();
+        let held = round_hash(9, 1000);
+        for node in [b, c] {
+            node.user(user.id).await.unwrap();
+            node.caller(&held).await.unwrap();
+        }
         let start = std::time::Instant::now();
         a.set_password(user.id, &password).await.unwrap();
         for node in [b, c] {
             let seen = within_5s(|| async {
+                let caller = node.caller(&held).await.unwrap().unwrap();
                 node.user(user.id).await.unwrap().unwrap().password_hash == password
+                    && caller.user.is_some_and(|u| u.password_hash == password)
             });
             assert!(
                 seen.await.is_some(),

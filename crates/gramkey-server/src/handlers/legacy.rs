@@ -34,7 +34,7 @@ pub(crate) fn refused(message: impl Into<String>) -> Response {
 }
 
 struct Caller {
-    token: TokenRecord,
+    token: std::sync::Arc<TokenRecord>,
     user: Arc<User>,
     scoped: ScopedUserId,
 }
@@ -76,7 +76,7 @@ fn invalid_token() -> LegacyError {
 /// An admitted caller, once its signature, user and permission are checked.
 async fn checked_caller(
     state: &AppState,
-    token: TokenRecord,
+    token: std::sync::Arc<TokenRecord>,
     path: &str,
     query: &[(String, String)],
 ) -> Result<Caller, LegacyResponse> {

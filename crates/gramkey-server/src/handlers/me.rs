@@ -90,13 +90,16 @@ pub async fn authenticate(
 
 /// The call of a refused token, when it is a development-mode app's.
 async fn refused_call(state: &AppState, token: &AccessToken) -> Option<Admitted> {
-    let store = &state.ops.store;
-    let record = store.token(&TokenHash::of_token(token)).await.ok()??;
-    let app = store.app_facts(&record.app_id).await.ok()??;
-    (app.mode == AppMode::Development).then_some(Admitted {
-        offset: app.clock_offset,
-        app: record.app_id,
-        token_id: Some(record.id),
+    let found = state
+        .ops
+        .store
+        .caller(&TokenHash::of_token(token))
+        .await
+        .ok()??;
+    (found.app.mode == AppMode::Development).then_some(Admitted {
+        offset: found.app.clock_offset,
+        app: found.token.app_id.clone(),
+        token_id: Some(found.token.id),
         fault: None,
         abort: false,
     })

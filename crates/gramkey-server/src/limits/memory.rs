@@ -11,8 +11,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use gramkey_domain::UnixTime;
-use gramkey_domain::ratelimit::{Window, WindowSpec, fits};
+use gramkey_domain::ratelimit::{BudgetKey, Window, WindowSpec, fits};
+use gramkey_domain::{AppId, UnixTime};
 
 use super::{Backend, BackendError, Check, Verdict};
 
@@ -26,25 +26,25 @@ struct Slot {
 
 #[derive(Default)]
 struct Windows {
-    map: HashMap<String, Slot, foldhash::fast::RandomState>,
-    queue: VecDeque<(String, u64)>,
+    map: HashMap<BudgetKey, Slot, foldhash::fast::RandomState>,
+    queue: VecDeque<(BudgetKey, u64)>,
     next_generation: u64,
 }
 
 impl Windows {
     /// Adds `amount` to `key`'s window at `now`, creating (and queueing) it if it is new; true
     /// when it was. A known key costs one lookup.
-    fn charge(&mut self, key: &str, spec: WindowSpec, now: UnixTime, amount: u64) -> bool {
+    fn charge(&mut self, key: &BudgetKey, spec: WindowSpec, now: UnixTime, amount: u64) -> bool {
         if let Some(slot) = self.map.get_mut(key) {
             slot.window.add(spec, now, amount);
             return false;
         }
         self.next_generation += 1;
-        self.queue.push_back((key.to_owned(), self.next_generation));
+        self.queue.push_back((key.clone(), self.next_generation));
         let mut window = Window::default();
         window.add(spec, now, amount);
         self.map.insert(
-            key.to_owned(),
+            key.clone(),
             Slot {
                 spec,
                 window,
@@ -138,7 +138,7 @@ impl Backend for MemoryBackend {
     async fn add(
         &self,
         now: UnixTime,
-        key: &str,
+        key: &BudgetKey,
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError> {
@@ -152,7 +152,7 @@ impl Backend for MemoryBackend {
     async fn refund(
         &self,
         now: UnixTime,
-        key: &str,
+        key: &BudgetKey,
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError> {
@@ -162,7 +162,7 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+    async fn reset(&self, key: &BudgetKey) -> Result<(), BackendError> {
         self.windows
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -171,12 +171,12 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn reset_prefix(&self, prefix: &str) -> Result<(), BackendError> {
+    async fn reset_app(&self, app: &AppId) -> Result<(), BackendError> {
         self.windows
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .map
-            .retain(|k, _| !k.starts_with(prefix));
+            .retain(|k, _| !k.is_of(app));
         Ok(())
     }
 }
@@ -193,16 +193,20 @@ mod tests {
     async fn idle_windows_are_swept_a_few_at_a_time() {
         let b = MemoryBackend::default();
         for i in 0..1000 {
-            b.add(1_000, &format!("k{i}"), WindowSpec::HOUR, 1)
+            b.add(1_000, &format!("k{i}").into(), WindowSpec::HOUR, 1)
                 .await
                 .unwrap();
         }
         assert_eq!(b.len(), 1000, "live windows stay");
         // An hour later every window is idle: each operation drops the next one in the queue.
-        b.add(10_000, "live", WindowSpec::HOUR, 1).await.unwrap();
+        b.add(10_000, &"live".into(), WindowSpec::HOUR, 1)
+            .await
+            .unwrap();
         assert!(b.len() > 990);
         for _ in 0..1000 {
-            b.add(10_000, "live", WindowSpec::HOUR, 1).await.unwrap();
+            b.add(10_000, &"live".into(), WindowSpec::HOUR, 1)
+                .await
+                .unwrap();
         }
         assert_eq!(b.len(), 1);
         assert_eq!(queued(&b), 1);
@@ -212,14 +216,14 @@ mod tests {
     async fn a_flood_of_new_keys_sweeps_as_fast_as_it_grows() {
         let b = MemoryBackend::default();
         for i in 0..1000 {
-            b.add(1_000, &format!("old{i}"), WindowSpec::HOUR, 1)
+            b.add(1_000, &format!("old{i}").into(), WindowSpec::HOUR, 1)
                 .await
                 .unwrap();
         }
         // An hour later, as many new keys, one operation each and nothing else: every old
         // window has been looked at, and dropped, by the time the flood ends.
         for i in 0..1000 {
-            b.add(10_000, &format!("new{i}"), WindowSpec::HOUR, 1)
+            b.add(10_000, &format!("new{i}").into(), WindowSpec::HOUR, 1)
                 .await
                 .unwrap();
         }
@@ -231,12 +235,18 @@ mod tests {
     async fn a_key_reset_and_created_again_is_queued_once() {
         let b = MemoryBackend::default();
         for _ in 0..100 {
-            b.add(1_000, "k", WindowSpec::HOUR, 1).await.unwrap();
-            b.reset("k").await.unwrap();
+            b.add(1_000, &"k".into(), WindowSpec::HOUR, 1)
+                .await
+                .unwrap();
+            b.reset(&"k".into()).await.unwrap();
         }
-        b.add(1_000, "k", WindowSpec::HOUR, 1).await.unwrap();
+        b.add(1_000, &"k".into(), WindowSpec::HOUR, 1)
+            .await
+            .unwrap();
         for _ in 0..30 {
-            b.add(1_000, "other", WindowSpec::HOUR, 1).await.unwrap();
+            b.add(1_000, &"other".into(), WindowSpec::HOUR, 1)
+                .await
+                .unwrap();
         }
         assert_eq!(
             queued(&b),
@@ -248,32 +258,41 @@ mod tests {
     #[tokio::test]
     async fn a_clock_ahead_keeps_its_own_windows_and_sweeps_in_real_time() {
         let b = MemoryBackend::default();
-        let check = |key: &str, offset: i64| Check {
-            key: key.into(),
+        let ahead = AppId::parse("42").unwrap();
+        let check = |key: BudgetKey, offset: i64| Check {
+            key,
             spec: WindowSpec::HOUR,
             limit: 2,
             cost: 1,
             offset,
         };
-        b.add(1_000, "real", WindowSpec::HOUR, 1).await.unwrap();
+        b.add(1_000, &"real".into(), WindowSpec::HOUR, 1)
+            .await
+            .unwrap();
         // Calls two hours ahead, many of them: the real window is not judged idle by them.
         for _ in 0..50 {
-            b.check(1_000, &[check("ahead0", 7_200)]).await.unwrap();
+            b.check(1_000, &[check(BudgetKey::app(&ahead, "calls"), 7_200)])
+                .await
+                .unwrap();
         }
         assert!(matches!(
-            b.check(1_000, &[check("real", 0)]).await.unwrap(),
+            b.check(1_000, &[check("real".into(), 0)]).await.unwrap(),
             Verdict::Allowed { used } if used == vec![2]
         ));
         // The window ahead is full at its own time, and rolls over an hour later (its time).
         assert!(matches!(
-            b.check(1_000, &[check("ahead0", 7_200)]).await.unwrap(),
+            b.check(1_000, &[check(BudgetKey::app(&ahead, "calls"), 7_200)])
+                .await
+                .unwrap(),
             Verdict::Limited { .. }
         ));
         assert!(matches!(
-            b.check(1_000, &[check("ahead0", 10_800)]).await.unwrap(),
+            b.check(1_000, &[check(BudgetKey::app(&ahead, "calls"), 10_800)])
+                .await
+                .unwrap(),
             Verdict::Allowed { .. }
         ));
-        b.reset_prefix("ahead").await.unwrap();
+        b.reset_app(&ahead).await.unwrap();
         assert_eq!(b.len(), 1);
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gramkey_domain::ratelimit::{
-    APP_CALLS, APP_CPU, APP_TIME, Budget, CallClass, Limits, WindowSpec, app_key, percent,
+    APP_CALLS, APP_CPU, APP_TIME, Budget, BudgetKey, CallClass, Limits, WindowSpec, percent,
 };
 use gramkey_domain::{AppId, Clock, UnixTime};
 
@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 /// One budget to check: `cost` more must fit under `limit` in the window `key` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    pub key: String,
+    pub key: BudgetKey,
     pub spec: WindowSpec,
     pub limit: u64,
     pub cost: u64,
@@ -60,7 +60,7 @@ pub trait Backend: Send + Sync {
     async fn add(
         &self,
         now: UnixTime,
-        key: &str,
+        key: &BudgetKey,
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError>;
@@ -68,18 +68,15 @@ pub trait Backend: Send + Sync {
     async fn refund(
         &self,
         now: UnixTime,
-        key: &str,
+        key: &BudgetKey,
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError>;
     /// Forgets a budget (an administrator ends a lockout).
-    async fn reset(&self, key: &str) -> Result<(), BackendError>;
-    /// Forgets every budget whose key starts with `prefix` (an app's test clock went back to
-    /// real time, and its windows ahead of it would otherwise stay full).
-    async fn reset_prefix(&self, prefix: &str) -> Result<(), BackendError> {
-        let _ = prefix;
-        Ok(())
-    }
+    async fn reset(&self, key: &BudgetKey) -> Result<(), BackendError>;
+    /// Forgets every one of `app`'s budgets (its test clock went back to real time, and its
+    /// windows ahead of it would otherwise stay full).
+    async fn reset_app(&self, app: &AppId) -> Result<(), BackendError>;
     /// Whether the backend answers (for `/readyz`), and what it is. In memory, always.
     async fn ping(&self) -> Result<&'static str, BackendError> {
         Ok("memory")
@@ -295,12 +292,11 @@ impl Limiter {
         class: CallClass,
         offset: i64,
     ) -> Result<Option<Standing>, (Option<Standing>, Refusal)> {
-        let mut draws = self.limits.draws(app, mode, users, user, token_id, class);
-        // The keys move to the checks: only the draws' limits and budgets are read below.
+        let draws = self.limits.draws(app, mode, users, user, token_id, class);
         let checks: Vec<Check> = draws
-            .iter_mut()
+            .iter()
             .map(|d| Check {
-                key: std::mem::take(&mut d.key),
+                key: d.key.clone(),
                 spec: WindowSpec::HOUR,
                 limit: d.limit,
                 cost: d.cost,
@@ -388,7 +384,7 @@ impl Limiter {
         let now = self.clock.now();
         for (app, (wall_us, cpu_us)) in pending {
             for (what, amount) in [("time_us", wall_us), ("cpu_us", cpu_us)] {
-                let key = app_key(&app, what);
+                let key = BudgetKey::app(&app, what);
                 let add = self.backend.add(now, &key, WindowSpec::HOUR, amount);
                 if let Err(e) = self.guarded(add).await {
                     self.failed(&e);
@@ -441,9 +437,10 @@ impl Limiter {
     /// Takes back an attempt charged by [`Limiter::attempt`].
     pub async fn refund(&self, key: &str) {
         let now = self.clock.now();
+        let key = BudgetKey::from(key);
         let refund = self
             .backend
-            .refund(now, key, WindowSpec::FIFTEEN_MINUTES, 1);
+            .refund(now, &key, WindowSpec::FIFTEEN_MINUTES, 1);
         if let Err(e) = self.guarded(refund).await {
             self.failed(&e);
         }
@@ -469,14 +466,13 @@ impl Limiter {
     /// Clears the failures counted under `key`.
     /// Forgets every budget of `app` (its calls, time, users' calls and writes, legacy tokens).
     pub async fn forget_app(&self, app: &AppId) {
-        let prefix = app_key(app, "");
-        if let Err(e) = self.guarded(self.backend.reset_prefix(&prefix)).await {
+        if let Err(e) = self.guarded(self.backend.reset_app(app)).await {
             self.failed(&e);
         }
     }
 
     pub async fn clear(&self, key: &str) {
-        if let Err(e) = self.guarded(self.backend.reset(key)).await {
+        if let Err(e) = self.guarded(self.backend.reset(&key.into())).await {
             self.failed(&e);
         }
     }
@@ -501,7 +497,7 @@ fn unused(app: &AppId, user: Option<i64>, draws: &[gramkey_domain::ratelimit::Dr
 fn attempt_checks(keys: &[(String, u64)], cost: u64, unlimited: bool) -> Vec<Check> {
     keys.iter()
         .map(|(key, limit)| Check {
-            key: key.clone(),
+            key: key.as_str().into(),
             spec: WindowSpec::FIFTEEN_MINUTES,
             limit: if unlimited { u64::MAX } else { *limit },
             cost,
@@ -528,7 +524,7 @@ mod tests {
         async fn add(
             &self,
             _: UnixTime,
-            _: &str,
+            _: &BudgetKey,
             _: WindowSpec,
             _: u64,
         ) -> Result<(), BackendError> {
@@ -537,13 +533,16 @@ mod tests {
         async fn refund(
             &self,
             _: UnixTime,
-            _: &str,
+            _: &BudgetKey,
             _: WindowSpec,
             _: u64,
         ) -> Result<(), BackendError> {
             Err(BackendError("down".into()))
         }
-        async fn reset(&self, _: &str) -> Result<(), BackendError> {
+        async fn reset(&self, _: &BudgetKey) -> Result<(), BackendError> {
+            Err(BackendError("down".into()))
+        }
+        async fn reset_app(&self, _: &AppId) -> Result<(), BackendError> {
             Err(BackendError("down".into()))
         }
     }
@@ -597,7 +596,7 @@ mod tests {
             async fn add(
                 &self,
                 _: UnixTime,
-                _: &str,
+                _: &BudgetKey,
                 _: WindowSpec,
                 _: u64,
             ) -> Result<(), BackendError> {
@@ -606,13 +605,16 @@ mod tests {
             async fn refund(
                 &self,
                 _: UnixTime,
-                _: &str,
+                _: &BudgetKey,
                 _: WindowSpec,
                 _: u64,
             ) -> Result<(), BackendError> {
                 Ok(())
             }
-            async fn reset(&self, _: &str) -> Result<(), BackendError> {
+            async fn reset(&self, _: &BudgetKey) -> Result<(), BackendError> {
+                Ok(())
+            }
+            async fn reset_app(&self, _: &AppId) -> Result<(), BackendError> {
                 Ok(())
             }
         }
@@ -648,7 +650,7 @@ mod tests {
     /// What every backend must do, run against memory and (with `GRAMKEY_TEST_REDIS_URL`)
     /// Redis: the Lua script is held to the in-memory arithmetic.
     async fn contract(b: &dyn Backend, prefix: &str) {
-        let key = |k: &str| format!("{prefix}:{k}");
+        let key = |k: &str| BudgetKey::from(format!("{prefix}:{k}"));
         let hour = WindowSpec::HOUR;
         let check = |k: &str, limit: u64, cost: u64| Check {
             key: key(k),
@@ -806,7 +808,7 @@ mod tests {
             .await
             .unwrap();
         let check = |cost| Check {
-            key: key.clone(),
+            key: key.clone().into(),
             spec: WindowSpec::HOUR,
             limit: 1000,
             cost,

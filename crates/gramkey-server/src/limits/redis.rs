@@ -10,8 +10,8 @@
 //! would hash to different slots.
 
 use async_trait::async_trait;
-use gramkey_domain::UnixTime;
-use gramkey_domain::ratelimit::{WindowSpec, retry_after};
+use gramkey_domain::ratelimit::{BudgetKey, WindowSpec, retry_after};
+use gramkey_domain::{AppId, UnixTime};
 use redis::aio::ConnectionManager;
 
 use super::{BACKEND_TIMEOUT, Backend, BackendError, Check, Verdict};
@@ -213,7 +213,7 @@ impl Backend for RedisBackend {
         let mut inv = self.check.prepare_invoke();
         inv.arg(now);
         for c in checks {
-            inv.key(&c.key)
+            inv.key(c.key.to_string())
                 .arg(c.spec.bucket_secs())
                 .arg(c.spec.buckets)
                 .arg(c.limit.to_string())
@@ -258,12 +258,12 @@ impl Backend for RedisBackend {
     async fn add(
         &self,
         now: UnixTime,
-        key: &str,
+        key: &BudgetKey,
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError> {
         let mut inv = self.add.prepare_invoke();
-        inv.key(key)
+        inv.key(key.to_string())
             .arg(now)
             .arg(spec.bucket_secs())
             .arg(spec.buckets)
@@ -274,12 +274,12 @@ impl Backend for RedisBackend {
     async fn refund(
         &self,
         now: UnixTime,
-        key: &str,
+        key: &BudgetKey,
         spec: WindowSpec,
         amount: u64,
     ) -> Result<(), BackendError> {
         let mut inv = self.refund.prepare_invoke();
-        inv.key(key)
+        inv.key(key.to_string())
             .arg(now)
             .arg(spec.bucket_secs())
             .arg(spec.buckets)
@@ -287,11 +287,13 @@ impl Backend for RedisBackend {
         self.run::<i64>(inv).await.map(|_| ())
     }
 
-    async fn reset(&self, key: &str) -> Result<(), BackendError> {
+    async fn reset(&self, key: &BudgetKey) -> Result<(), BackendError> {
         let mut conn = self.conn.clone();
         tokio::time::timeout(
             BACKEND_TIMEOUT,
-            redis::cmd("DEL").arg(key).query_async::<i64>(&mut conn),
+            redis::cmd("DEL")
+                .arg(key.to_string())
+                .query_async::<i64>(&mut conn),
         )
         .await
         .map_err(|_| BackendError("Redis did not answer in time".into()))?
@@ -299,9 +301,9 @@ impl Backend for RedisBackend {
         .map_err(err)
     }
 
-    async fn reset_prefix(&self, prefix: &str) -> Result<(), BackendError> {
-        // A prefix of ours is digits and colons: nothing in it is a glob character.
-        let pattern = format!("{prefix}*");
+    async fn reset_app(&self, app: &AppId) -> Result<(), BackendError> {
+        // An app's prefix is digits and colons: nothing in it is a glob character.
+        let pattern = format!("{}*", BudgetKey::app_prefix(app));
         let mut conn = self.conn.clone();
         let mut cursor = 0u64;
         loop {

@@ -56,9 +56,9 @@ pub(super) async fn full_flow(t: TestApp) {
             hash: TokenHash(digest),
             kind: issued.kind,
             flavour: issued.flavour,
-            app_id: issued.app_id,
+            app_id: issued.app_id.clone(),
             user_id: issued.user_id,
-            scopes: issued.scopes,
+            scopes: issued.scopes.clone(),
             issued_at: issued.issued_at,
             expires_at: issued.expires_at,
         })

@@ -720,7 +720,7 @@ impl gramkey_server::limits::Backend for Down {
     async fn add(
         &self,
         _: i64,
-        _: &str,
+        _: &gramkey_domain::ratelimit::BudgetKey,
         _: gramkey_domain::ratelimit::WindowSpec,
         _: u64,
     ) -> Result<(), gramkey_server::limits::BackendError> {
@@ -729,13 +729,22 @@ impl gramkey_server::limits::Backend for Down {
     async fn refund(
         &self,
         _: i64,
-        _: &str,
+        _: &gramkey_domain::ratelimit::BudgetKey,
         _: gramkey_domain::ratelimit::WindowSpec,
         _: u64,
     ) -> Result<(), gramkey_server::limits::BackendError> {
         Err(gramkey_server::limits::BackendError("down".into()))
     }
-    async fn reset(&self, _: &str) -> Result<(), gramkey_server::limits::BackendError> {
+    async fn reset(
+        &self,
+        _: &gramkey_domain::ratelimit::BudgetKey,
+    ) -> Result<(), gramkey_server::limits::BackendError> {
+        Err(gramkey_server::limits::BackendError("down".into()))
+    }
+    async fn reset_app(
+        &self,
+        _: &gramkey_domain::AppId,
+    ) -> Result<(), gramkey_server::limits::BackendError> {
         Err(gramkey_server::limits::BackendError("down".into()))
     }
     async fn ping(&self) -> Result<&'static str, gramkey_server::limits::BackendError> {

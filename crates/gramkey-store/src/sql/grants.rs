@@ -6,11 +6,13 @@ use gramkey_domain::code::{CodeChallenge, CodeIssue, CodeRefusal};
 use gramkey_domain::error::RevokeReason;
 use gramkey_domain::retention::Cutoffs;
 use gramkey_domain::{
-    AppId, Flavour, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
+    AppId, AppMode, Flavour, ScopeSet, ScopedUserId, TokenHash, TokenKind, UnixTime, UserId,
 };
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::users::{USER_COLUMNS, user_from_row};
 use super::{
     Append, Batch, Bind, Conn, Engine, Kind, Lock, Query, Row, SqlStore, Together, Value, Work,
     placeholders, q, transaction, write,
@@ -18,9 +20,9 @@ use super::{
 use crate::cached::Stale;
 use crate::records::{corrupt, judge_claim};
 use crate::{
-    CodeClaim, CodeRecord, Derivation, DeviceAuthorization, DeviceDecision, Grant, GrantStore,
-    NewCode, NewDeviceAuthorization, NewToken, Purged, Redemption, Removal, Result, Revoke,
-    StoreError, TokenRecord,
+    AppFacts, Caller, CodeClaim, CodeRecord, Derivation, DeviceAuthorization, DeviceDecision,
+    Grant, GrantStore, NewCode, NewDeviceAuthorization, NewToken, Purged, Redemption, Removal,
+    Result, Revoke, StoreError, TokenRecord,
 };
 use gramkey_domain::device::{DeviceState, Poll, PollFacts, judge_poll};
 
@@ -831,7 +833,51 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         .await
     }
 
-    async fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+    async fn caller(&self, hash: &TokenHash) -> Result<Option<Caller>> {
+        self.through(|c| &c.callers, *hash, async {
+            let user_columns: Vec<String> =
+                USER_COLUMNS.split(", ").map(|c| format!("u.{}", c.trim())).collect();
+            let mut c = self.engine.reader().await?;
+            let Some(mut row) = c
+                .fetch_optional(
+                    q(format!(
+                        "SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes,
+                            t.issued_at, t.expires_at, t.revoke_reason, t.revoked_at, t.exchanged_at,
+                            a.mode, a.clock_offset, a.fault_rules, {}
+                         FROM tokens t JOIN apps a ON a.id = t.app_id
+                         LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
+                         LEFT JOIN users u ON u.id = t.user_id
+                         WHERE t.hash = $1",
+                        user_columns.join(", ")
+                    ))
+                    .bind(&hash.0),
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let mut user = Row(row.0.split_off(15));
+            let mut app = Row(row.0.split_off(12));
+            let mode: String = app.get(0)?;
+            let app = AppFacts {
+                mode: AppMode::parse(&mode).ok_or_else(|| corrupt("app mode", &mode))?,
+                clock_offset: app.get(1)?,
+                fault_rules: app.get(2)?,
+            };
+            let user = match user.0.first() {
+                None | Some(Value::Null(_)) => None,
+                Some(_) => Some(self.shared_user(user_from_row(&mut user)?)),
+            };
+            Ok(Some(Caller {
+                token: Arc::new(token_from_row(&mut row)?),
+                app,
+                user,
+            }))
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>> {
         self.through(|c| &c.tokens, *hash, async {
         let mut c = self.engine.reader().await?;
         c.fetch_optional(
@@ -843,7 +889,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         )
         .await?
         .as_mut()
-        .map(token_from_row)
+        .map(|r| token_from_row(r).map(Arc::new))
         .transpose()
         })
         .await

@@ -9,10 +9,10 @@ use super::{Conn, Engine, Row, SqlStore, q, write};
 use crate::cached::Stale;
 use crate::{NewUser, Profile, Result, User, UserStore};
 
-const USER_COLUMNS: &str = "id, username, password_hash, full_name, biography, website, account_type, \
+pub(crate) const USER_COLUMNS: &str = "id, username, password_hash, full_name, biography, website, account_type, \
      profile_picture_url, followers_count, follows_count, created_at";
 
-fn user_from_row(r: &mut Row) -> Result<User> {
+pub(crate) fn user_from_row(r: &mut Row) -> Result<User> {
     Ok(User {
         id: UserId(r.get(0)?),
         username: r.get(1)?,
@@ -28,6 +28,17 @@ fn user_from_row(r: &mut Row) -> Result<User> {
         },
         created_at: r.get(10)?,
     })
+}
+
+impl<E: Engine> SqlStore<E> {
+    /// `user`, read along with something else: the cached copy when there is one, so callers
+    /// of one person share it.
+    pub(crate) fn shared_user(&self, user: User) -> Arc<User> {
+        self.cache
+            .as_ref()
+            .and_then(|c| c.users.get(&user.id))
+            .unwrap_or_else(|| Arc::new(user))
+    }
 }
 
 #[async_trait]

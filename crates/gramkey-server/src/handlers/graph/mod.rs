@@ -63,7 +63,7 @@ impl Params {
 /// Everything an operation needs: who is calling, and how to build links back to this server.
 struct Ctx<'a> {
     state: &'a AppState,
-    token: TokenRecord,
+    token: std::sync::Arc<TokenRecord>,
     user: std::sync::Arc<User>,
     scoped: ScopedUserId,
     /// `public_url` plus the version prefix the request used, for `next` / `previous`.
@@ -222,18 +222,13 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
         (limits, verdict) = admit(&state, &origin, &caller, class, (method.as_str(), &path)).await;
         verdict?;
         let now = caller.now;
+        let user = caller.user().cloned();
         let token = caller
             .into_user_token()
             .ok_or_else(GraphError::invalid_token)?;
-        let (Some(uid), Some(scoped)) = (token.user_id, token.scoped_id.clone()) else {
+        let (Some(user), Some(scoped)) = (user, token.scoped_id.clone()) else {
             return Err(GraphError::invalid_token().into());
         };
-        let user = state
-            .ops
-            .store
-            .user(uid)
-            .await?
-            .ok_or_else(GraphError::invalid_token)?;
         let base = match &version {
             Some(v) => format!("{}/{v}", state.config.public_url),
             None => state.config.public_url.clone(),
