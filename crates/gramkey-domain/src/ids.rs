@@ -12,7 +12,7 @@ use crate::time::UnixTime;
 /// Held inline rather than as a `String`: every resource call copies its app's id into its
 /// budgets, its usage and its call log, and a copy here is 21 bytes, not an allocation. The
 /// digits come first, padded with zeros, so the derived order is the strings' order.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AppId {
     digits: [u8; AppId::MAX_LEN],
     len: u8,
@@ -45,6 +45,20 @@ impl AppId {
 impl std::fmt::Display for AppId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Hashed as three words rather than 21 bytes: an app's id is hashed several times per call
+/// (its budgets, usage, alerts). The zero padding tells lengths apart, so the digits alone
+/// decide equality.
+impl std::hash::Hash for AppId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut head = [0; 16];
+        let mut tail = [0; 4];
+        head.copy_from_slice(&self.digits[..16]);
+        tail.copy_from_slice(&self.digits[16..]);
+        state.write_u128(u128::from_le_bytes(head));
+        state.write_u32(u32::from_le_bytes(tail));
     }
 }
 

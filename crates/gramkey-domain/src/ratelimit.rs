@@ -254,10 +254,40 @@ pub const APP_CPU: usize = 2;
 pub enum BudgetKey {
     App {
         app: AppId,
-        what: &'static str,
+        what: Counted,
         n: Option<i64>,
     },
     Named(String),
+}
+
+/// What one of an app's budgets counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counted {
+    /// The app pool's calls.
+    Calls,
+    /// The app pool's wall-clock time, in microseconds.
+    TimeUs,
+    /// The app pool's CPU time, in microseconds.
+    CpuUs,
+    /// One user's calls.
+    User,
+    /// One user's writes.
+    Writes,
+    /// One legacy token's calls.
+    Token,
+}
+
+impl Counted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Calls => "calls",
+            Self::TimeUs => "time_us",
+            Self::CpuUs => "cpu_us",
+            Self::User => "user",
+            Self::Writes => "writes",
+            Self::Token => "token",
+        }
+    }
 }
 
 impl From<&str> for BudgetKey {
@@ -274,10 +304,10 @@ impl From<String> for BudgetKey {
 
 impl BudgetKey {
     /// One of `app`'s budgets.
-    pub fn app(app: &AppId, what: &'static str) -> Self {
+    pub fn app(app: &AppId, what: Counted) -> Self {
         Self::numbered(app, what, None)
     }
-    fn numbered(app: &AppId, what: &'static str, n: Option<i64>) -> Self {
+    fn numbered(app: &AppId, what: Counted, n: Option<i64>) -> Self {
         Self::App {
             app: app.clone(),
             what,
@@ -298,7 +328,7 @@ impl std::fmt::Display for BudgetKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::App { app, what, n } => {
-                write!(f, "gk:app:{app}:{what}")?;
+                write!(f, "gk:app:{app}:{}", what.as_str())?;
                 match n {
                     Some(n) => write!(f, ":{n}"),
                     None => Ok(()),
@@ -334,19 +364,19 @@ impl Limits {
         let (time_ms, cpu_ms) = self.app_time_ms(users);
         let mut draws = vec![
             draw(
-                BudgetKey::app(app, "calls"),
+                BudgetKey::app(app, Counted::Calls),
                 self.app_calls(users),
                 1,
                 Budget::App,
             ),
             draw(
-                BudgetKey::app(app, "time_us"),
+                BudgetKey::app(app, Counted::TimeUs),
                 time_ms.saturating_mul(1000),
                 0,
                 Budget::App,
             ),
             draw(
-                BudgetKey::app(app, "cpu_us"),
+                BudgetKey::app(app, Counted::CpuUs),
                 cpu_ms.saturating_mul(1000),
                 0,
                 Budget::App,
@@ -354,14 +384,14 @@ impl Limits {
         ];
         if let Some(uid) = user {
             draws.push(draw(
-                BudgetKey::numbered(app, "user", Some(uid)),
+                BudgetKey::numbered(app, Counted::User, Some(uid)),
                 self.user_calls,
                 1,
                 Budget::User,
             ));
             if class == CallClass::Write {
                 draws.push(draw(
-                    BudgetKey::numbered(app, "writes", Some(uid)),
+                    BudgetKey::numbered(app, Counted::Writes, Some(uid)),
                     self.writes(mode),
                     1,
                     Budget::User,
@@ -370,7 +400,7 @@ impl Limits {
         }
         if let (CallClass::Legacy, Some(token)) = (class, token) {
             draws.push(draw(
-                BudgetKey::numbered(app, "token", Some(token)),
+                BudgetKey::numbered(app, Counted::Token, Some(token)),
                 self.legacy_token(mode),
                 1,
                 Budget::LegacyToken,

@@ -184,6 +184,7 @@ impl Backend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gramkey_domain::ratelimit::Counted;
 
     fn queued(b: &MemoryBackend) -> usize {
         b.windows.lock().unwrap().queue.len()
@@ -271,9 +272,12 @@ mod tests {
             .unwrap();
         // Calls two hours ahead, many of them: the real window is not judged idle by them.
         for _ in 0..50 {
-            b.check(1_000, &[check(BudgetKey::app(&ahead, "calls"), 7_200)])
-                .await
-                .unwrap();
+            b.check(
+                1_000,
+                &[check(BudgetKey::app(&ahead, Counted::Calls), 7_200)],
+            )
+            .await
+            .unwrap();
         }
         assert!(matches!(
             b.check(1_000, &[check("real".into(), 0)]).await.unwrap(),
@@ -281,15 +285,21 @@ mod tests {
         ));
         // The window ahead is full at its own time, and rolls over an hour later (its time).
         assert!(matches!(
-            b.check(1_000, &[check(BudgetKey::app(&ahead, "calls"), 7_200)])
-                .await
-                .unwrap(),
+            b.check(
+                1_000,
+                &[check(BudgetKey::app(&ahead, Counted::Calls), 7_200)]
+            )
+            .await
+            .unwrap(),
             Verdict::Limited { .. }
         ));
         assert!(matches!(
-            b.check(1_000, &[check(BudgetKey::app(&ahead, "calls"), 10_800)])
-                .await
-                .unwrap(),
+            b.check(
+                1_000,
+                &[check(BudgetKey::app(&ahead, Counted::Calls), 10_800)]
+            )
+            .await
+            .unwrap(),
             Verdict::Allowed { .. }
         ));
         b.reset_app(&ahead).await.unwrap();

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gramkey_domain::ratelimit::{
-    APP_CALLS, APP_CPU, APP_TIME, Budget, BudgetKey, CallClass, Limits, WindowSpec, percent,
+    APP_CALLS, APP_CPU, APP_TIME, Budget, BudgetKey, CallClass, Counted, Limits, WindowSpec,
+    percent,
 };
 use gramkey_domain::{AppId, Clock, UnixTime};
 
@@ -383,7 +384,7 @@ impl Limiter {
         let pending = std::mem::take(&mut *self.spent.lock().unwrap_or_else(|p| p.into_inner()));
         let now = self.clock.now();
         for (app, (wall_us, cpu_us)) in pending {
-            for (what, amount) in [("time_us", wall_us), ("cpu_us", cpu_us)] {
+            for (what, amount) in [(Counted::TimeUs, wall_us), (Counted::CpuUs, cpu_us)] {
                 let key = BudgetKey::app(&app, what);
                 let add = self.backend.add(now, &key, WindowSpec::HOUR, amount);
                 if let Err(e) = self.guarded(add).await {
