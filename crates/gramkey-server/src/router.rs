@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, Path};
 use axum::http::{Request, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -37,7 +37,7 @@ use axum::response::IntoResponse;
 use gramkey_domain::error::GraphError;
 
 /// The server as one service: [`routes`] inside the layers every request passes, in order:
-/// the request's id ([`RequestIds::assign`]), its span, the body limit, then [`front`] (the
+/// the request's id ([`RequestIds::assign`]), its span, the body limit, then [`Front`] (the
 /// request's origin, its checks before routing, what its answer leaves behind, and the id
 /// echoed on it).
 ///
@@ -69,8 +69,10 @@ pub fn router(
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
         .layer(DefaultBodyLimit::max(crate::handlers::form::BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), front))
-        .service(routes(state))
+        .service(Front {
+            routes: routes(state.clone()),
+            state,
+        })
 }
 
 /// The request's span. Its fields are read only when the span is enabled (`GRAMKEY_LOG`).
@@ -349,22 +351,51 @@ impl RequestIds {
 const MAX_TARGET: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// What every request passes before routing, in one layer (each costs a boxed future and a
-/// clone of what it wraps, per request): [`observe::observe`] around the checks of its head's
-/// size, then its query's text; and its id echoed on the answer.
-async fn front(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    let id = req.headers().get(&X_REQUEST_ID).cloned();
-    let mut resp = observe::observe(&state, req, |req| async move {
-        match head_size(&req).or_else(|| plain_text_query(&req)) {
-            Some(refusal) => refusal,
-            None => next.run(req).await,
-        }
-    })
-    .await;
-    if let Some(id) = id {
-        resp.headers_mut().insert(X_REQUEST_ID, id);
+/// What every request passes before routing, around the router: [`observe::observe`] around
+/// the checks of its head's size, then its query's text; and its id echoed on the answer.
+///
+/// A service of its own rather than `middleware::from_fn`, which per request clones the boxed
+/// service it wraps and boxes two futures: here the router (an `Arc`) is cloned and one
+/// future boxed.
+#[derive(Clone)]
+struct Front {
+    state: AppState,
+    routes: Router,
+}
+
+impl Service<Request<Body>> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        std::task::Poll::Ready(Ok(()))
     }
-    resp
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let (state, routes) = (self.state.clone(), self.routes.clone());
+        Box::pin(async move {
+            let id = req.headers().get(&X_REQUEST_ID).cloned();
+            let mut resp = observe::observe(&state, req, |req| async move {
+                match head_size(&req).or_else(|| plain_text_query(&req)) {
+                    Some(refusal) => refusal,
+                    None => match tower::ServiceExt::oneshot(routes, req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    },
+                }
+            })
+            .await;
+            if let Some(id) = id {
+                resp.headers_mut().insert(X_REQUEST_ID, id);
+            }
+            Ok(resp)
+        })
+    }
 }
 
 fn head_size(req: &Request<Body>) -> Option<Response> {
