@@ -85,7 +85,7 @@ pub struct Client {
 
 /// The credential a resource call presented, authenticated, with what the call needs of its
 /// app.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Bearer {
     credential: Credential,
     /// The token's user, read with it (none for app tokens).
@@ -101,6 +101,18 @@ enum Credential {
     Token(Arc<TokenRecord>),
     /// `APP_ID|APP_SECRET`: an app token that nothing stores.
     AppSecret(AppId),
+}
+
+/// Written out so that the user's record (its password hash) never reaches a log line.
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer")
+            .field("credential", &self.credential)
+            .field("user", &self.user.as_ref().map(|u| u.id))
+            .field("app", &self.app)
+            .field("now", &self.now)
+            .finish()
+    }
 }
 
 impl Bearer {

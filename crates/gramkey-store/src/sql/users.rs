@@ -31,12 +31,14 @@ pub(crate) fn user_from_row(r: &mut Row) -> Result<User> {
 }
 
 impl<E: Engine> SqlStore<E> {
-    /// `user`, read along with something else: the cached copy when there is one, so callers
-    /// of one person share it.
+    /// `user`, read along with something else: the cached copy when it says the same, so
+    /// callers of one person share it. (Only then: a copy cached before another node's
+    /// change, whose notice is still on its way, must not outlive what was just read.)
     pub(crate) fn shared_user(&self, user: User) -> Arc<User> {
         self.cache
             .as_ref()
             .and_then(|c| c.users.get(&user.id))
+            .filter(|cached| **cached == user)
             .unwrap_or_else(|| Arc::new(user))
     }
 }
