@@ -162,6 +162,29 @@ impl Cache {
         Ok(found)
     }
 
+    /// The count of invalidations so far (see [`Cache::share_user`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// `user`, read while `generation` held: the cached copy when it says the same; else this
+    /// one, kept for others when none is cached and nothing was made stale since. A cached
+    /// copy that differs is left alone and not handed out: it may predate another node's
+    /// change whose notice is still on its way.
+    pub(crate) fn share_user(&self, user: User, generation: u64) -> std::sync::Arc<User> {
+        if let Some(cached) = self.users.get(&user.id) {
+            if *cached == user {
+                return cached;
+            }
+            return std::sync::Arc::new(user);
+        }
+        let user = std::sync::Arc::new(user);
+        if self.generation() == generation {
+            self.users.insert(user.id, user.clone());
+        }
+        user
+    }
+
     pub(crate) fn forget(&self, stale: &Stale) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         match stale {

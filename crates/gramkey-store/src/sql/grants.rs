@@ -834,6 +834,8 @@ impl<E: Engine> GrantStore for SqlStore<E> {
     }
 
     async fn caller(&self, hash: &TokenHash) -> Result<Option<Caller>> {
+        // Taken before the read, for sharing the user it reads (`shared_user`).
+        let generation = self.cache.as_ref().map(|c| c.generation());
         self.through(|c| &c.callers, *hash, async {
             let user_columns: Vec<String> =
                 USER_COLUMNS.split(", ").map(|c| format!("u.{}", c.trim())).collect();
@@ -866,7 +868,7 @@ impl<E: Engine> GrantStore for SqlStore<E> {
             };
             let user = match user.0.first() {
                 None | Some(Value::Null(_)) => None,
-                Some(_) => Some(self.shared_user(user_from_row(&mut user)?)),
+                Some(_) => Some(self.shared_user(user_from_row(&mut user)?, generation)),
             };
             Ok(Some(Caller {
                 token: Arc::new(token_from_row(&mut row)?),

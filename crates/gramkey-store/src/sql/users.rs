@@ -31,15 +31,13 @@ pub(crate) fn user_from_row(r: &mut Row) -> Result<User> {
 }
 
 impl<E: Engine> SqlStore<E> {
-    /// `user`, read along with something else: the cached copy when it says the same, so
-    /// callers of one person share it. (Only then: a copy cached before another node's
-    /// change, whose notice is still on its way, must not outlive what was just read.)
-    pub(crate) fn shared_user(&self, user: User) -> Arc<User> {
-        self.cache
-            .as_ref()
-            .and_then(|c| c.users.get(&user.id))
-            .filter(|cached| **cached == user)
-            .unwrap_or_else(|| Arc::new(user))
+    /// `user`, read along with something else after the cache's `generation` was taken:
+    /// shared with the user cache, so every cached caller of one person holds one copy.
+    pub(crate) fn shared_user(&self, user: User, generation: Option<u64>) -> Arc<User> {
+        match (&self.cache, generation) {
+            (Some(cache), Some(generation)) => cache.share_user(user, generation),
+            _ => Arc::new(user),
+        }
     }
 }
 
