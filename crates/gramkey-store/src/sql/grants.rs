@@ -10,7 +10,7 @@ use gramkey_domain::{
 };
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use super::users::{USER_COLUMNS, user_from_row};
 use super::{
@@ -60,6 +60,36 @@ fn code_from_row(r: &mut Row, hash: TokenHash) -> Result<CodeRecord> {
 }
 
 /// A token from `SELECT … FROM tokens t LEFT JOIN grants g` (see [`GrantStore::token`]).
+/// The columns [`token_from_row`] reads, of `tokens t` and `grants g`.
+const TOKEN_COLUMNS: &str = "t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, \
+     t.scopes, t.issued_at, t.expires_at, t.revoke_reason, t.revoked_at, t.exchanged_at";
+
+/// A token by its hash (`$1`), with its user's app-scoped id.
+static TOKEN_QUERY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {TOKEN_COLUMNS}
+         FROM tokens t LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
+         WHERE t.hash = $1"
+    )
+});
+
+/// A token by its hash (`$1`) with its app's facts (columns 12–14) and its user (from 15 on,
+/// all NULL for an app token): what [`GrantStore::caller`] reads.
+static CALLER_QUERY: LazyLock<String> = LazyLock::new(|| {
+    let user: Vec<String> = USER_COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT {TOKEN_COLUMNS}, a.mode, a.clock_offset, a.fault_rules, {}
+         FROM tokens t JOIN apps a ON a.id = t.app_id
+         LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
+         LEFT JOIN users u ON u.id = t.user_id
+         WHERE t.hash = $1",
+        user.join(", ")
+    )
+});
+
 fn token_from_row(r: &mut Row) -> Result<TokenRecord> {
     let kind: String = r.get(1)?;
     let flavour: String = r.get(2)?;
@@ -837,23 +867,9 @@ impl<E: Engine> GrantStore for SqlStore<E> {
         // Taken before the read, for sharing the user it reads (`shared_user`).
         let generation = self.cache.as_ref().map(|c| c.generation());
         self.through(|c| &c.callers, *hash, async {
-            let user_columns: Vec<String> =
-                USER_COLUMNS.split(", ").map(|c| format!("u.{}", c.trim())).collect();
             let mut c = self.engine.reader().await?;
             let Some(mut row) = c
-                .fetch_optional(
-                    q(format!(
-                        "SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes,
-                            t.issued_at, t.expires_at, t.revoke_reason, t.revoked_at, t.exchanged_at,
-                            a.mode, a.clock_offset, a.fault_rules, {}
-                         FROM tokens t JOIN apps a ON a.id = t.app_id
-                         LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
-                         LEFT JOIN users u ON u.id = t.user_id
-                         WHERE t.hash = $1",
-                        user_columns.join(", ")
-                    ))
-                    .bind(&hash.0),
-                )
+                .fetch_optional(q(CALLER_QUERY.as_str()).bind(&hash.0))
                 .await?
             else {
                 return Ok(None);
@@ -881,18 +897,12 @@ impl<E: Engine> GrantStore for SqlStore<E> {
 
     async fn token(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>> {
         self.through(|c| &c.tokens, *hash, async {
-        let mut c = self.engine.reader().await?;
-        c.fetch_optional(
-            q("SELECT t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, t.scopes, t.issued_at,
-                   t.expires_at, t.revoke_reason, t.revoked_at, t.exchanged_at
-               FROM tokens t LEFT JOIN grants g ON g.app_id = t.app_id AND g.user_id = t.user_id
-               WHERE t.hash = $1")
-            .bind(&hash.0),
-        )
-        .await?
-        .as_mut()
-        .map(|r| token_from_row(r).map(Arc::new))
-        .transpose()
+            let mut c = self.engine.reader().await?;
+            c.fetch_optional(q(TOKEN_QUERY.as_str()).bind(&hash.0))
+                .await?
+                .as_mut()
+                .map(|r| token_from_row(r).map(Arc::new))
+                .transpose()
         })
         .await
     }
