@@ -206,9 +206,11 @@ where
             resp = aborted();
         }
     }
+    let status = resp.status().as_u16();
+    tracing::debug!(status, latency_us = wall_us, "finished processing request");
     state
         .metrics
-        .request(route, method, resp.status().as_u16(), wall.as_secs_f64());
+        .request(route, method, status, wall.as_secs_f64());
     resp
 }
 

@@ -18,8 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tracing::Instrument;
 
 use std::collections::HashMap;
 
@@ -37,8 +36,8 @@ use axum::response::IntoResponse;
 use gramkey_domain::error::GraphError;
 
 /// The server as one service: [`routes`] inside the layers every request passes, in order:
-/// the request's id ([`RequestIds::assign`]), its span, the body limit, then [`Front`] (the
-/// request's origin, its checks before routing, what its answer leaves behind, and the id
+/// the request's id ([`RequestIds::assign`]), the body limit, then [`Front`] (the request's
+/// span, its origin, its checks before routing, what its answer leaves behind, and the id
 /// echoed on it).
 ///
 /// These wrap the router once rather than through `Router::layer`, which would layer each
@@ -57,17 +56,10 @@ pub fn router(
 + Sync
 + 'static {
     ServiceBuilder::new()
-        .map_response(IntoResponse::into_response)
         .map_request({
             let ids = RequestIds::new(&state);
             move |req| ids.assign(req)
         })
-        .layer(
-            // Spans carry the path only: query strings can hold tokens and codes.
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
-        )
         .layer(DefaultBodyLimit::max(crate::handlers::form::BODY_LIMIT))
         .service(Front {
             routes: routes(state.clone()),
@@ -76,6 +68,7 @@ pub fn router(
 }
 
 /// The request's span. Its fields are read only when the span is enabled (`GRAMKEY_LOG`).
+/// Spans carry the path only: query strings can hold tokens and codes.
 fn request_span(req: &Request<Body>) -> tracing::Span {
     tracing::info_span!(
         "request",
@@ -351,12 +344,13 @@ impl RequestIds {
 const MAX_TARGET: usize = 8 * 1024;
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// What every request passes before routing, around the router: [`observe::observe`] around
-/// the checks of its head's size, then its query's text; and its id echoed on the answer.
+/// What every request passes before routing, around the router, in its span: [`observe::observe`]
+/// around the checks of its head's size, then its query's text; and its id echoed on the answer.
 ///
 /// A service of its own rather than `middleware::from_fn`, which per request clones the boxed
 /// service it wraps and boxes two futures: here the router (an `Arc`) is cloned and one
-/// future boxed.
+/// future boxed. The span is entered here, not by tower-http's `TraceLayer`, which timed each
+/// request and wrapped its body a second time (`observe` already times it and logs the end).
 #[derive(Clone)]
 struct Front {
     state: AppState,
@@ -378,23 +372,27 @@ impl Service<Request<Body>> for Front {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let (state, routes) = (self.state.clone(), self.routes.clone());
-        Box::pin(async move {
-            let id = req.headers().get(&X_REQUEST_ID).cloned();
-            let mut resp = observe::observe(&state, req, |req| async move {
-                match head_size(&req).or_else(|| plain_text_query(&req)) {
-                    Some(refusal) => refusal,
-                    None => match tower::ServiceExt::oneshot(routes, req).await {
-                        Ok(resp) => resp,
-                        Err(never) => match never {},
-                    },
+        let span = request_span(&req);
+        Box::pin(
+            async move {
+                let id = req.headers().get(&X_REQUEST_ID).cloned();
+                let mut resp = observe::observe(&state, req, |req| async move {
+                    match head_size(&req).or_else(|| plain_text_query(&req)) {
+                        Some(refusal) => refusal,
+                        None => match tower::ServiceExt::oneshot(routes, req).await {
+                            Ok(resp) => resp,
+                            Err(never) => match never {},
+                        },
+                    }
+                })
+                .await;
+                if let Some(id) = id {
+                    resp.headers_mut().insert(X_REQUEST_ID, id);
                 }
-            })
-            .await;
-            if let Some(id) = id {
-                resp.headers_mut().insert(X_REQUEST_ID, id);
+                Ok(resp)
             }
-            Ok(resp)
-        })
+            .instrument(span),
+        )
     }
 }
 

@@ -28,9 +28,9 @@ use gramkey_domain::ratelimit::{Budget, CallClass};
 /// the `access_token` query parameter. The same token in both is one token: OAuth compliance
 /// shims send the v1 token in the query as well as the header (wire protocol §11). Two
 /// different tokens are refused (RFC 6750 §2: one method per request).
-pub fn bearer(
+pub fn bearer<K: AsRef<str>, V: AsRef<str>>(
     headers: &HeaderMap,
-    query: &[(String, String)],
+    query: &[(K, V)],
 ) -> Result<Option<AccessToken>, GraphError> {
     let from_header = match headers.get(AUTHORIZATION) {
         None => None,
@@ -45,8 +45,8 @@ pub fn bearer(
     };
     let mut from_query = query
         .iter()
-        .filter(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.clone());
+        .filter(|(k, _)| k.as_ref() == "access_token")
+        .map(|(_, v)| v.as_ref().to_owned());
     let q = from_query.next();
     if from_query.next().is_some() {
         return Err(GraphError::invalid_parameter(

@@ -40,7 +40,6 @@ use publish::{create_container, publish, publishing_limit};
 
 use super::form::FormFields;
 use super::me::{admit, authenticate, bearer, is_graph_version};
-use crate::handlers::QueryPairs;
 use crate::observe::{LimitHeaders, Route};
 use crate::origin::Origin;
 use crate::state::AppState;
@@ -51,12 +50,21 @@ use gramkey_domain::ratelimit::CallClass;
 type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, GraphResponse>> + Send + 'a>>;
 
 /// The request's parameters: the query string, and for POST the form body too. A name given
-/// twice, in either or across both, is refused.
-struct Params(Vec<(String, String)>);
+/// twice, in either or across both, is refused. The query's are borrowed from the request's
+/// target unless they had to be decoded.
+struct Params<'q>(Vec<(Cow<'q, str>, Cow<'q, str>)>);
 
-impl Params {
+impl Params<'_> {
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| &**v)
+    }
+
+    /// The parameters as owned pairs, for what takes them so.
+    fn owned(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }
 
@@ -66,13 +74,13 @@ struct Ctx<'a> {
     token: std::sync::Arc<TokenRecord>,
     user: std::sync::Arc<User>,
     scoped: ScopedUserId,
-    /// `public_url` plus the version prefix the request used, for `next` / `previous`.
-    base: String,
+    /// The version prefix the request used (`v21.0`), which links back keep.
+    prefix: Option<&'a str>,
     /// The major API version of the path (`/v21.0/…` → 21), the newest without one.
     version: u32,
     /// The access token, when the client sent it in the query: links carry it on, as Graph's do.
     query_token: Option<String>,
-    params: &'a Params,
+    params: &'a Params<'a>,
     /// The app's time when the call was authenticated.
     now: i64,
 }
@@ -87,6 +95,14 @@ impl Ctx<'_> {
     /// The app's time (its test clock, in development mode).
     fn now(&self) -> i64 {
         self.now
+    }
+    /// `public_url` plus the version prefix the request used, for `next` / `previous`.
+    fn base(&self) -> String {
+        let public = &self.state.config.public_url;
+        match self.prefix {
+            Some(v) => format!("{public}/{v}"),
+            None => public.clone(),
+        }
     }
     fn store(&self) -> &dyn gramkey_store::Store {
         &*self.state.ops.store
@@ -120,7 +136,9 @@ enum Target {
 
 /// The fallback of the router: every Graph path that is not a fixed route.
 pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Request) -> Response {
-    let path = req.uri().path().to_owned();
+    // The target, kept apart from the request (the form reads its body): a reference count.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let version = match segments.first() {
         Some(v) if is_graph_version(v) => Some(segments.remove(0)),
@@ -129,29 +147,30 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             if v.contains('.')
                 || (v.starts_with('v') && v[1..].starts_with(|c: char| c.is_ascii_digit())) =>
         {
-            return unknown_path(&path);
+            return unknown_path(path);
         }
         _ => None,
     };
     if segments.is_empty() || segments.len() > 2 {
-        return unknown_path(&path);
+        return unknown_path(path);
     }
     if segments[0] != "me" && !valid_id(segments[0]) {
         return GraphResponse::from(GraphError::unknown_alias(segments[0])).into_response();
     }
     let label = Route(route_label(&segments));
     let method = req.method().clone();
-    let QueryPairs(mut pairs) = QueryPairs::parse(req.uri().query());
+    let mut pairs: Vec<(Cow<str>, Cow<str>)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).collect();
     // The access token, when the client sent it in the query: links carry it on, as Graph's do.
     let query_token = pairs
         .iter()
         .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.clone());
+        .map(|(_, v)| v.to_string());
     let headers = if method == Method::POST {
         let headers = req.headers().clone();
         match FormFields::read(req, &state).await {
             Ok(form) => {
-                pairs.extend(form.0);
+                pairs.extend(form.0.into_iter().map(|(k, v)| (k.into(), v.into())));
                 headers
             }
             Err(e) => {
@@ -164,7 +183,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
     } else {
         req.into_parts().0.headers
     };
-    let mut names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    let mut names: Vec<&str> = pairs.iter().map(|(k, _)| &**k).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
         let refusal = GraphResponse::from(GraphError::invalid_parameter(format!(
@@ -190,7 +209,8 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             return match (segments.get(1).copied(), &method) {
                 (Some("insights"), &Method::GET) => {
                     let app = (caller.app_id(), caller.now);
-                    super::insights::app_insights(&state, app, segments[0], &params.0).await
+                    let params = params.owned();
+                    super::insights::app_insights(&state, app, segments[0], &params).await
                 }
                 // The sandbox's tools are not charged either: a fault can always be cleared.
                 (Some(edge), m) if super::test_tools::is_tool(edge) => {
@@ -199,7 +219,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
                         &origin,
                         &caller,
                         (segments[0], edge, m.as_str()),
-                        &params.0,
+                        &params.owned(),
                     )
                     .await
                 }
@@ -211,7 +231,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
                         app,
                         segments[0],
                         m.as_str(),
-                        &params.0,
+                        &params.owned(),
                     )
                     .await
                 }
@@ -219,7 +239,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
             };
         }
         let verdict;
-        (limits, verdict) = admit(&state, &origin, &caller, class, (method.as_str(), &path)).await;
+        (limits, verdict) = admit(&state, &origin, &caller, class, (method.as_str(), path)).await;
         verdict?;
         let now = caller.now;
         let user = caller.user().cloned();
@@ -229,16 +249,12 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
         let (Some(user), Some(scoped)) = (user, token.scoped_id.clone()) else {
             return Err(GraphError::invalid_token().into());
         };
-        let base = match &version {
-            Some(v) => format!("{}/{v}", state.config.public_url),
-            None => state.config.public_url.clone(),
-        };
         let ctx = Ctx {
             state: &state,
             token,
             user,
             scoped,
-            base,
+            prefix: version,
             version: gramkey_domain::graph::metrics::major(version),
             query_token,
             params: &params,
@@ -312,7 +328,8 @@ async fn route(
                 flavour: ctx.flavour(),
                 scopes: &ctx.token.scopes,
             };
-            super::webhooks::subscribed_apps(who, node, method.as_str(), &ctx.params.0).await
+            let params = ctx.params.owned();
+            super::webhooks::subscribed_apps(who, node, method.as_str(), &params).await
         }
         ("GET", Target::Media(m), None) => media_node(ctx, m, &requested(ctx, Node::Media)?).await,
         ("GET", Target::Media(m), Some("children")) => {

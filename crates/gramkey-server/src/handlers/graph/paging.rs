@@ -55,7 +55,7 @@ fn paged<T>(
             .0
             .iter()
             .filter(|(k, _)| k != "after" && k != "before")
-            .cloned()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     } else {
         let mut q = vec![
@@ -73,7 +73,7 @@ fn paged<T>(
             .extend_pairs(query.iter())
             .finish();
         query.pop();
-        format!("{}{}?{qs}", ctx.base, listing.path)
+        format!("{}{}?{qs}", ctx.base(), listing.path)
     };
     let mut paging = json!({"cursors": {"before": first.cursor(), "after": last.cursor()}});
     if page.has_next {
