@@ -206,8 +206,13 @@ where
             resp = aborted();
         }
     }
+    // As tower-http's `TraceLayer` logged them: every answer at debug, a server error as one.
     let status = resp.status().as_u16();
-    tracing::debug!(status, latency_us = wall_us, "finished processing request");
+    if resp.status().is_server_error() {
+        tracing::error!(status, latency_us = wall_us, "response failed");
+    } else {
+        tracing::debug!(status, latency_us = wall_us, "finished processing request");
+    }
     state
         .metrics
         .request(route, method, status, wall.as_secs_f64());

@@ -171,8 +171,11 @@ pub const JANITOR_BATCH: u32 = 1000;
 pub const JANITOR_PACED_BATCH: u32 = 100;
 
 /// The node's janitor deletes for at most one part in this many of its time
-/// ([`Ops::purge_expired`]).
-pub const JANITOR_SHARE: u32 = 10;
+/// ([`Ops::purge_expired`]). Its work shares the node's cores with the requests, and a tail
+/// latency grows with how busy a core is: a tenth added half to `GET /me`'s p99 at half load,
+/// whatever the batch size (BENCHMARKS.md, the janitor). At a fiftieth, a node still purges
+/// hundreds of rows a second, far more than it issues.
+pub const JANITOR_SHARE: u32 = 50;
 
 /// Between two janitor batches, the first of which began at `began`: `paced`, waits until
 /// that batch's time is a [`JANITOR_SHARE`]th of the time since it began; otherwise only lets

@@ -469,9 +469,22 @@ async fn faults(t: TestApp) {
         ],
     )
     .await;
-    assert_eq!(
-        me(&t, &token, "id").await.0,
-        StatusCode::INTERNAL_SERVER_ERROR
+    let failed = reqwest::Client::new()
+        .get(t.url("/me?fields=id"))
+        .bearer_auth(&token)
+        .header("x-request-id", "injected-fault-5c1e")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // A server error is logged as one, in its request's span.
+    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    assert!(
+        logged.lines().any(|l| l.contains("ERROR")
+            && l.contains("injected-fault-5c1e")
+            && l.contains("response failed")
+            && l.contains("status=500")),
+        "the injected server error is logged"
     );
     let (_, b) = tool(&t, &dev, Method::GET, "test_faults", &[]).await;
     let listed: Vec<&str> = b["data"]
