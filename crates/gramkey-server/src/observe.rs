@@ -182,6 +182,20 @@ where
         .extensions()
         .get::<Route>()
         .map_or(Cow::Borrowed("unmatched"), |r| r.0.clone());
+    // As tower-http's `TraceLayer` logged them: every answer at debug, a server error or an
+    // injected timeout (the connection closed, no answer) as one.
+    let status = resp.status().as_u16();
+    let abort = budget.admitted.as_ref().is_some_and(|a| a.abort);
+    if resp.status().is_server_error() || abort {
+        tracing::error!(
+            status,
+            aborted = abort,
+            latency_us = wall_us,
+            "response failed"
+        );
+    } else {
+        tracing::debug!(status, latency_us = wall_us, "finished processing request");
+    }
     if let Some(admitted) = budget.admitted {
         let real = state.ops.clock.now();
         let call = crate::call_log::Call {
@@ -190,11 +204,7 @@ where
             app_time: real + admitted.offset,
             method: method.to_owned(),
             route: route.to_string(),
-            status: if admitted.abort {
-                0
-            } else {
-                resp.status().as_u16()
-            },
+            status: if admitted.abort { 0 } else { status },
             error_code: resp.extensions().get::<ErrorCode>().map(|c| c.0),
             latency_ms: wall.as_secs_f64() * 1000.0,
             token_id: admitted.token_id,
@@ -206,16 +216,9 @@ where
             resp = aborted();
         }
     }
-    // As tower-http's `TraceLayer` logged them: every answer at debug, a server error as one.
-    let status = resp.status().as_u16();
-    if resp.status().is_server_error() {
-        tracing::error!(status, latency_us = wall_us, "response failed");
-    } else {
-        tracing::debug!(status, latency_us = wall_us, "finished processing request");
-    }
     state
         .metrics
-        .request(route, method, status, wall.as_secs_f64());
+        .request(route, method, resp.status().as_u16(), wall.as_secs_f64());
     resp
 }
 

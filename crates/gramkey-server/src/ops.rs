@@ -171,18 +171,39 @@ pub const JANITOR_BATCH: u32 = 1000;
 pub const JANITOR_PACED_BATCH: u32 = 100;
 
 /// The node's janitor deletes for at most one part in this many of its time
-/// ([`Ops::purge_expired`]). Its work shares the node's cores with the requests, and a tail
-/// latency grows with how busy a core is: a tenth added half to `GET /me`'s p99 at half load,
-/// whatever the batch size (BENCHMARKS.md, the janitor). At a fiftieth, a node still purges
-/// hundreds of rows a second, far more than it issues.
+/// ([`Ops::purge_expired`]) during a pass's first [`JANITOR_GENTLE_FOR`]. Its work shares the
+/// node's cores with the requests, and a tail latency grows with how busy a core is: a tenth
+/// added half to `GET /me`'s p99 at half load, whatever the batch size (BENCHMARKS.md, the
+/// janitor). A fiftieth purges some hundreds of rows a second on a small machine.
 pub const JANITOR_SHARE: u32 = 50;
 
-/// Between two janitor batches, the first of which began at `began`: `paced`, waits until
-/// that batch's time is a [`JANITOR_SHARE`]th of the time since it began; otherwise only lets
-/// other work in.
-async fn between_batches(began: std::time::Instant, paced: bool) {
+/// The share of a pass that has lasted past [`JANITOR_GENTLE_FOR`]: a backlog that a fiftieth
+/// does not clear (after a long stop, or on a node issuing faster than that purges) is worked
+/// off at a tenth, so the janitor keeps up with what a node can issue.
+pub const JANITOR_BACKLOG_SHARE: u32 = 10;
+
+// A backlog is worked harder than a pass's start, and each waits between its batches.
+const _: () = assert!(JANITOR_SHARE > JANITOR_BACKLOG_SHARE && JANITOR_BACKLOG_SHARE > 1);
+
+/// How long a pass goes at [`JANITOR_SHARE`] before [`JANITOR_BACKLOG_SHARE`].
+pub const JANITOR_GENTLE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The share of its time the node's janitor works, `into` its pass.
+fn janitor_share(into: std::time::Duration) -> u32 {
+    if into < JANITOR_GENTLE_FOR {
+        JANITOR_SHARE
+    } else {
+        JANITOR_BACKLOG_SHARE
+    }
+}
+
+/// Between two janitor batches, the first of which began at `began`, in a pass that began at
+/// `pass`: `paced`, waits until that batch's time is the pass's share ([`janitor_share`]) of
+/// the time since it began; otherwise only lets other work in.
+async fn between_batches(began: std::time::Instant, pass: std::time::Instant, paced: bool) {
     if paced {
-        tokio::time::sleep(began.elapsed() * (JANITOR_SHARE - 1)).await;
+        let share = janitor_share(pass.elapsed());
+        tokio::time::sleep(began.elapsed() * (share - 1)).await;
     } else {
         tokio::task::yield_now().await;
     }
@@ -655,11 +676,11 @@ impl Ops {
 
     /// One janitor pass: deletes finished codes and tokens past `retention`, a batch at a time,
     /// until none are left. Returns the totals. `paced`, it deletes [`JANITOR_PACED_BATCH`] rows
-    /// at a time and works at most a
-    /// [`JANITOR_SHARE`]th of the time: after each batch it waits until the batch's own time
-    /// is that share of the time since it began, so a large backlog (a million expired tokens
-    /// after a restart) is cleared over minutes instead of taking the database's writer, and a
-    /// core, from the requests.
+    /// at a time and works at most a [`JANITOR_SHARE`]th of the time, a
+    /// [`JANITOR_BACKLOG_SHARE`]th once the pass has lasted [`JANITOR_GENTLE_FOR`]: after each
+    /// batch it waits until the batch's own time is that share of the time since it began, so
+    /// a large backlog (a million expired tokens after a restart) is cleared in the background
+    /// instead of taking the database's writer, and a core, from the requests.
     pub async fn purge_expired(
         &self,
         retention: Retention,
@@ -672,6 +693,9 @@ impl Ops {
             JANITOR_BATCH
         };
         let mut total = Purged::default();
+        // Elapsed time, not a point in time: monotonic.
+        #[allow(clippy::disallowed_methods)]
+        let pass = std::time::Instant::now();
         loop {
             // Elapsed time, not a point in time: monotonic.
             #[allow(clippy::disallowed_methods)]
@@ -698,7 +722,7 @@ impl Ops {
             {
                 break;
             }
-            between_batches(began, paced).await;
+            between_batches(began, pass, paced).await;
         }
         // Apps whose test clock runs ahead: their codes and tokens by their own time.
         for (app, offset) in self.store.clocked_apps().await? {
@@ -712,7 +736,7 @@ impl Ops {
                 if p.codes.max(p.tokens) < u64::from(batch) {
                     break;
                 }
-                between_batches(began, paced).await;
+                between_batches(began, pass, paced).await;
             }
         }
         Ok(total)
@@ -898,6 +922,20 @@ mod tests {
             done.unwrap().unwrap();
         }
         (ops, dir)
+    }
+
+    #[test]
+    fn a_pass_is_gentle_at_first_and_firm_with_a_backlog() {
+        assert_eq!(janitor_share(Duration::ZERO), JANITOR_SHARE);
+        assert_eq!(
+            janitor_share(JANITOR_GENTLE_FOR - Duration::from_millis(1)),
+            JANITOR_SHARE
+        );
+        assert_eq!(janitor_share(JANITOR_GENTLE_FOR), JANITOR_BACKLOG_SHARE);
+        assert_eq!(
+            janitor_share(JANITOR_GENTLE_FOR * 100),
+            JANITOR_BACKLOG_SHARE
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -438,12 +438,16 @@ async fn faults(t: TestApp) {
         ],
     )
     .await;
+    // Request ids of this run's own: the store kinds' runs share one log.
+    let port = t.base.rsplit(':').next().unwrap().to_owned();
+    let timeout_id = format!("injected-timeout-{port}");
     #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
     let answer = async {
         let r = reqwest::Client::new()
             .get(t.url("/me?fields=id"))
             .bearer_auth(&token)
+            .header("x-request-id", &timeout_id)
             .send()
             .await?;
         r.bytes().await
@@ -451,6 +455,10 @@ async fn faults(t: TestApp) {
     .await;
     assert!(answer.is_err(), "no answer: {answer:?}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert!(
+        failure_logged(&timeout_id, "aborted=true"),
+        "the injected timeout is logged as a failure"
+    );
     assert_eq!(
         me(&t, &token, "id").await.0,
         StatusCode::OK,
@@ -469,22 +477,18 @@ async fn faults(t: TestApp) {
         ],
     )
     .await;
+    let id = format!("injected-fault-{port}");
     let failed = reqwest::Client::new()
         .get(t.url("/me?fields=id"))
         .bearer_auth(&token)
-        .header("x-request-id", "injected-fault-5c1e")
+        .header("x-request-id", &id)
         .send()
         .await
         .unwrap();
     assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    // A server error is logged as one, in its request's span.
-    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
     assert!(
-        logged.lines().any(|l| l.contains("ERROR")
-            && l.contains("injected-fault-5c1e")
-            && l.contains("response failed")
-            && l.contains("status=500")),
-        "the injected server error is logged"
+        failure_logged(&id, "status=500"),
+        "a server error is logged as one"
     );
     let (_, b) = tool(&t, &dev, Method::GET, "test_faults", &[]).await;
     let listed: Vec<&str> = b["data"]
@@ -840,4 +844,13 @@ async fn faults_are_injected_as_the_real_answers_on_postgres() {
     };
     faults(t).await;
     the_sdk_under_faults(on_postgres("sdk_faults", |_| {}).await.unwrap()).await;
+}
+
+/// Whether the log has an error line "response failed" with `detail`, in the span of the
+/// request whose id is `id`.
+fn failure_logged(id: &str, detail: &str) -> bool {
+    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    logged.lines().any(|l| {
+        l.contains("ERROR") && l.contains(id) && l.contains("response failed") && l.contains(detail)
+    })
 }
