@@ -431,7 +431,7 @@ fn plain_text_query(req: &Request<Body>) -> Option<Response> {
     // query without `%` needs no decoding unless v1's repeats are to be counted.
     let query = req.uri().query().filter(|q| legacy || q.contains('%'));
     if let Some(query) = query {
-        let QueryPairs(pairs) = QueryPairs::parse(Some(query));
+        let pairs: Vec<_> = QueryPairs::borrowed(Some(query)).collect();
         let checked = gramkey_domain::text::check_pairs(pairs.iter().map(|(k, v)| (&**k, &**v)));
         if let Err(why) = checked {
             if legacy {

@@ -22,7 +22,7 @@ pub mod webhooks;
 
 /// A request's query string, decoded into pairs in order, duplicates kept (each endpoint
 /// decides what a repeat means). The one way the server reads a query: handlers take it as an
-/// extractor, and the router's checks and the Graph fallback parse with [`QueryPairs::parse`].
+/// extractor, and the router's checks and the Graph fallback read [`QueryPairs::borrowed`].
 /// (The admin API's typed parameters are axum's `Query<T>`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueryPairs(pub Vec<(String, String)>);
@@ -30,10 +30,17 @@ pub struct QueryPairs(pub Vec<(String, String)>);
 impl QueryPairs {
     pub fn parse(raw: Option<&str>) -> Self {
         QueryPairs(
-            url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-                .into_owned()
+            Self::borrowed(raw)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         )
+    }
+
+    /// The same pairs, borrowed from `raw` where no decoding changed them.
+    pub fn borrowed(
+        raw: Option<&str>,
+    ) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
     }
 
     /// The first value of `name`.

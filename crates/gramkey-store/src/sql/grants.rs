@@ -59,7 +59,6 @@ fn code_from_row(r: &mut Row, hash: TokenHash) -> Result<CodeRecord> {
     })
 }
 
-/// A token from `SELECT … FROM tokens t LEFT JOIN grants g` (see [`GrantStore::token`]).
 /// The columns [`token_from_row`] reads, of `tokens t` and `grants g`.
 const TOKEN_COLUMNS: &str = "t.id, t.kind, t.flavour, t.app_id, t.user_id, g.scoped_id, \
      t.scopes, t.issued_at, t.expires_at, t.revoke_reason, t.revoked_at, t.exchanged_at";
@@ -90,6 +89,8 @@ static CALLER_QUERY: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// A token from `SELECT {TOKEN_COLUMNS} FROM tokens t LEFT JOIN grants g` (see
+/// [`GrantStore::token`]).
 fn token_from_row(r: &mut Row) -> Result<TokenRecord> {
     let kind: String = r.get(1)?;
     let flavour: String = r.get(2)?;

@@ -40,6 +40,7 @@ use publish::{create_container, publish, publishing_limit};
 
 use super::form::FormFields;
 use super::me::{admit, authenticate, bearer, is_graph_version};
+use crate::handlers::QueryPairs;
 use crate::observe::{LimitHeaders, Route};
 use crate::origin::Origin;
 use crate::state::AppState;
@@ -159,8 +160,7 @@ pub async fn dispatch(State(state): State<AppState>, origin: Origin, req: Reques
     }
     let label = Route(route_label(&segments));
     let method = req.method().clone();
-    let mut pairs: Vec<(Cow<str>, Cow<str>)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).collect();
+    let mut pairs: Vec<(Cow<str>, Cow<str>)> = QueryPairs::borrowed(uri.query()).collect();
     // The access token, when the client sent it in the query: links carry it on, as Graph's do.
     let query_token = pairs
         .iter()
