@@ -14,8 +14,10 @@
 #      one marked used, committed durably), against the same baseline.
 #   7. The client_credentials grant (an app token and its audit event, committed durably),
 #      against the same baseline: the like-for-like comparison with oidc-provider.
+#   8. RFC 7662 introspection (POST /oauth/introspect) of a live token by its app, against
+#      oidc-provider introspecting one of its own client_credentials tokens.
 #
-#   6. With PG_URL set (a PostgreSQL database the script empties), 1, 2, 5 and 7 again on a node
+#   6. With PG_URL set (a PostgreSQL database the script empties), 1, 2, 5, 7 and 8 again on a node
 #      whose store is that database, in the same run: the single PostgreSQL node beside the
 #      SQLite one. Its cache is on (the default on PostgreSQL). The database server's CPU is
 #      on the same machine. PG_ARGS adds flags to that node (e.g. --cache-ttl 0).
@@ -83,7 +85,8 @@ pg_wrk() { env $(cat "$WORK/pg/bench.env") BENCH_DIR="$WORK/pg" wrk "$@"; }
 split -n l/"$ROUNDS" -d "$WORK/data/codes.txt" "$WORK/data/round."
 split -n l/"$ROUNDS" -d "$WORK/data/refresh.txt" "$WORK/data/rround."
 MEDIA_PATH='/me/media?fields=id,caption,media_type,media_url,permalink,timestamp&limit=25'
-hello=(); me=(); meoff=(); media=(); exch=(); oidc=(); refr=(); cc=(); pgme=(); pgexch=(); pgrefr=(); pgcc=()
+hello=(); me=(); meoff=(); media=(); exch=(); oidc=(); refr=(); cc=(); intro=(); ointro=()
+pgme=(); pgexch=(); pgrefr=(); pgcc=(); pgintro=()
 for r in $(seq 0 $((ROUNDS - 1))); do
   hello+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" http://127.0.0.1:18181/me | ok_rps)")
   me+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:18182/me?fields=id,username' | ok_rps)")
@@ -95,6 +98,11 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   refr+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/refresh.lua http://127.0.0.1:18182 | ok_rps)")
   exch+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/exchange.lua http://127.0.0.1:18182 | ok_rps)")
   cc+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/app_token.lua http://127.0.0.1:18182 | ok_rps)")
+  intro+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/introspect.lua http://127.0.0.1:18182 | ok_rps)")
+  # oidc-provider's tokens live ten minutes: a fresh one each round.
+  OIDC_TOKEN=$(curl -sf -d 'grant_type=client_credentials&client_id=bench&client_secret=bench-secret-0123456789abcdef0123456789abcdef' \
+    http://127.0.0.1:18183/token | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+  ointro+=("$(OIDC_TOKEN=$OIDC_TOKEN wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/oidc_introspect.lua http://127.0.0.1:18183 | ok_rps)")
   if [ -n "${PG_URL:-}" ]; then
     PG_TOKEN=$(grep '^TOKEN=' "$WORK/pg/bench.env" | cut -d= -f2)
     pgme+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $PG_TOKEN" 'http://127.0.0.1:18185/me?fields=id,username' | ok_rps)")
@@ -103,6 +111,7 @@ for r in $(seq 0 $((ROUNDS - 1))); do
     cp "$WORK/pg/rround.0$r" "$WORK/pg/refresh.txt"
     pgrefr+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/refresh.lua http://127.0.0.1:18185 | ok_rps)")
     pgcc+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/app_token.lua http://127.0.0.1:18185 | ok_rps)")
+    pgintro+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/introspect.lua http://127.0.0.1:18185 | ok_rps)")
   fi
 done
 
@@ -132,6 +141,8 @@ MM=$(printf '%s\n' "${media[@]}" | median)
 O=$(printf '%s\n' "${oidc[@]}" | median)
 R=$(printf '%s\n' "${refr[@]}" | median)
 C=$(printf '%s\n' "${cc[@]}" | median)
+I=$(printf '%s\n' "${intro[@]}" | median)
+OI=$(printf '%s\n' "${ointro[@]}" | median)
 echo "rounds: $ROUNDS x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNS"
 echo "bare axum hello      : ${hello[*]}  median $H req/s"
 echo "GET /me (SQLite)     : ${me[*]}  median $M req/s  ratio $(awk -v a="$M" -v b="$H" 'BEGIN {printf "%.2f", a/b}')"
@@ -141,13 +152,17 @@ echo "oidc-provider cc     : ${oidc[*]}  median $O ok/s"
 echo "code exchange SQLite : ${exch[*]}  median $E ok/s  ratio to oidc-provider $(awk -v a="$E" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
 echo "refresh_token grant  : ${refr[*]}  median $R ok/s  ratio to oidc-provider $(awk -v a="$R" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
 echo "client_credentials   : ${cc[*]}  median $C ok/s  ratio to oidc-provider $(awk -v a="$C" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
+echo "oidc-provider intro. : ${ointro[*]}  median $OI ok/s"
+echo "introspection SQLite : ${intro[*]}  median $I ok/s  ratio to oidc-provider's $(awk -v a="$I" -v b="$OI" 'BEGIN {printf "%.2f", a/b}')"
 if [ -n "${PG_URL:-}" ]; then
   PM=$(printf '%s\n' "${pgme[@]}" | median)
   PE=$(printf '%s\n' "${pgexch[@]}" | median)
   PR=$(printf '%s\n' "${pgrefr[@]}" | median)
   PC=$(printf '%s\n' "${pgcc[@]}" | median)
+  PI=$(printf '%s\n' "${pgintro[@]}" | median)
   echo "GET /me (PostgreSQL) : ${pgme[*]}  median $PM req/s  ratio $(awk -v a="$PM" -v b="$H" 'BEGIN {printf "%.2f", a/b}'), to SQLite $(awk -v a="$PM" -v b="$M" 'BEGIN {printf "%.2f", a/b}')"
   echo "code exchange PG     : ${pgexch[*]}  median $PE ok/s  ratio to oidc-provider $(awk -v a="$PE" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
   echo "refresh_token PG     : ${pgrefr[*]}  median $PR ok/s  ratio to oidc-provider $(awk -v a="$PR" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
   echo "client_credentials PG: ${pgcc[*]}  median $PC ok/s  ratio to oidc-provider $(awk -v a="$PC" -v b="$O" 'BEGIN {printf "%.2f", a/b}')"
+  echo "introspection PG     : ${pgintro[*]}  median $PI ok/s  ratio to oidc-provider's $(awk -v a="$PI" -v b="$OI" 'BEGIN {printf "%.2f", a/b}'), to SQLite $(awk -v a="$PI" -v b="$I" 'BEGIN {printf "%.2f", a/b}')"
 fi

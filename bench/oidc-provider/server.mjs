@@ -1,5 +1,6 @@
-// The baseline for gramkey's token-issuance benchmark: oidc-provider with its default in-memory
-// store, issuing opaque client_credentials access tokens. Started by bench/run.sh.
+// The baseline for gramkey's token benchmarks: oidc-provider with its default in-memory store,
+// issuing opaque client_credentials access tokens and answering RFC 7662 introspection of them.
+// Started by bench/run.sh.
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT || 18183);
@@ -12,6 +13,6 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     response_types: [],
     token_endpoint_auth_method: 'client_secret_post',
   }],
-  features: { clientCredentials: { enabled: true } },
+  features: { clientCredentials: { enabled: true }, introspection: { enabled: true } },
 });
 provider.listen(port, '127.0.0.1');
