@@ -14,7 +14,8 @@
 #      generator: requests are sent on a fixed schedule, and each one's latency counts from when
 #      it was due (--latency-correction), so a stall shows in the percentiles instead of slowing
 #      the sender. p50, p99 and p99.9 of each run; medians reported. Side by side, bare axum at
-#      the same share of its own maximum: what the machine gives a server as loaded.
+#      the same share of its own maximum: what the machine gives a server as loaded. Beside each,
+#      how busy oha's own core was: near its limit, the generator itself sends late.
 #   3. The janitor: a fresh copy of the database with its EXPIRED tokens, and a node whose first
 #      janitor pass starts as it starts. While the pass runs, oha sends `GET /me` at the first of
 #      LOADS, ROUNDS runs of DURATION. Reported: how long the pass took, and p99 against
@@ -82,15 +83,22 @@ start() {
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 purged() { grep -q 'janitor purged' "$WORK/log"; }
 wait_purged() { for _ in $(seq 36000); do purged && return 0; sleep 0.05; done; echo "no janitor pass finished in 30 minutes" >&2; exit 1; }
+# CPU 1's busy and total time so far (jiffies): the load generator's core.
+loadgen_cpu() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 # oha at RATE req/s for $1 seconds against $2 (default the node): "p50 p99 p99.9" in
-# milliseconds, and the share of 200s.
+# milliseconds, the share of 200s, and how busy the generator's own core was (%): a generator
+# near its core's limit sends late, and its lateness counts as latency.
 oha_run() {
-  "${LOADGEN[@]}" oha --no-tui --output-format json -z "$1s" -q "$RATE" -c 64 --latency-correction \
-    -H "Authorization: Bearer $TOKEN" "${2:-$URL}" |
-    python3 -c 'import json, sys
-r = json.load(sys.stdin); p = r["latencyPercentiles"]; s = r["statusCodeDistribution"]
+  local before report
+  before=$(loadgen_cpu)
+  report=$("${LOADGEN[@]}" oha --no-tui --output-format json -z "$1s" -q "$RATE" -c 64 --latency-correction \
+    -H "Authorization: Bearer $TOKEN" "${2:-$URL}")
+  python3 -c 'import json, sys
+r = json.loads(sys.argv[1]); p = r["latencyPercentiles"]; s = r["statusCodeDistribution"]
 ok = s.get("200", 0) / max(1, sum(s.values()))
-print("%.2f %.2f %.2f %.4f" % (p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, ok))'
+b0, t0, b1, t1 = map(int, sys.argv[2:])
+print("%.2f %.2f %.2f %.4f %.0f" % (p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, ok, 100 * (b1 - b0) / max(1, t1 - t0)))' \
+    "$report" $before $(loadgen_cpu)
 }
 oha_max() {
   "${LOADGEN[@]}" oha --no-tui --output-format json -z "${DURATION}s" -c 64 -H "Authorization: Bearer $TOKEN" "${1:-$URL}" |
@@ -145,13 +153,14 @@ stop
 col() { awk -v c="$1" 'NF {print $c}' | median; }
 echo "rounds: $ROUNDS x ${DURATION}s; GET /me, SQLite node, $LIVE live and $EXPIRED expired tokens seeded"
 echo "max rate (oha -c64, closed loop) : gramkey ${maxes[*]}  median $MAX req/s; bare axum ${hmaxes[*]}  median $HMAX req/s (ratio $(awk -v a="$MAX" -v b="$HMAX" 'BEGIN {printf "%.2f", a/b}'))"
-echo "constant rate (oha --latency-correction), medians: p50 / p99 / p99.9 ms (share of 200s)"
+echo "constant rate (oha --latency-correction), medians: p50 / p99 / p99.9 ms (share of 200s; oha's core busy)"
 for load in $LOADS; do
   echo "  $load%: gramkey at $((MAX * load / 100)) req/s, bare axum at $((HMAX * load / 100))"
   for who in quiet hello; do
     declare -n runs=$who
-    printf '    %-10s: %s / %s / %s ms (%s)\n' "$([ $who = quiet ] && echo gramkey || echo 'bare axum')" \
-      "$(col 1 <<<"${runs[$load]}")" "$(col 2 <<<"${runs[$load]}")" "$(col 3 <<<"${runs[$load]}")" "$(col 4 <<<"${runs[$load]}")"
+    printf '    %-10s: %s / %s / %s ms (%s; %s %%)\n' "$([ $who = quiet ] && echo gramkey || echo 'bare axum')" \
+      "$(col 1 <<<"${runs[$load]}")" "$(col 2 <<<"${runs[$load]}")" "$(col 3 <<<"${runs[$load]}")" "$(col 4 <<<"${runs[$load]}")" \
+      "$(col 5 <<<"${runs[$load]}")"
   done
 done
 QP99=$(col 2 <<<"${quiet[$JLOAD]}")
