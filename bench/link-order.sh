@@ -14,11 +14,43 @@
 #
 # Run it again after a dependency update or a large change: names that no longer exist are
 # skipped by the linker, so a stale list costs memory, never correctness.
+#
+# `bench/link-order.sh --check BINARY` (what CI runs on its release build) fails if BINARY's
+# code is not laid out in the list's order, or if fewer than half the listed functions are in
+# it while the compiler is the one the list was made with. The names carry Cargo's hashes of
+# each crate's version, features and compiler: after another compiler it only warns.
 # Usage: bench/link-order.sh   (needs valgrind; BIN=DIR profiles another release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-18195}"
 OUT=crates/gramkey-cli/link-order.txt
+if [ "${1:-}" = --check ]; then
+  exec python3 - "${2:?--check BINARY}" "$OUT" "$(rustc --version)" <<'PY'
+import re, subprocess, sys
+binary, order, rustc = sys.argv[1:]
+lines = open(order).read().splitlines()
+made_with = re.search(r"profiled with (rustc [^;]*);", lines[0])
+listed = [n for n in lines if n and not n.startswith("#")]
+addr = {}
+for line in subprocess.run(["nm", "--defined-only", "--no-sort", binary], capture_output=True,
+                           text=True, check=True).stdout.splitlines():
+    p = line.split(" ", 2)
+    if len(p) == 3 and p[1] in "tTwW":
+        addr.setdefault(p[2], int(p[0], 16))
+found = [n for n in listed if n in addr]
+print(f"link order: {len(found)} of the {len(listed)} functions listed are in the binary")
+head = [addr[n] for n in found[:200]]
+rising = sum(a < b for a, b in zip(head, head[1:]))
+if len(head) < 2 or rising < 0.9 * (len(head) - 1):
+    sys.exit("!!! the release build's code is not laid out in link-order.txt's order"
+             " (did crates/gramkey-cli/build.rs warn that the linker refused the list?)")
+if 2 * len(found) < len(listed):
+    if made_with and made_with.group(1) == rustc:
+        sys.exit("!!! crates/gramkey-cli/link-order.txt is stale: run bench/link-order.sh")
+    print(f"!!! link-order.txt was made with {made_with.group(1) if made_with else 'another compiler'},"
+          f" this is {rustc}: idle memory is higher until bench/link-order.sh is run")
+PY
+fi
 if [ -z "${BIN:-}" ]; then
   cargo build --release -q -p gramkey
   BIN=target/release
@@ -103,24 +135,30 @@ call("/oauth/revoke", dict(app, token=token))
 PY
 
 kill -INT "$PID"; wait "$PID" || true; PID=
-python3 - "$BIN/gramkey" "$WORK/callgrind.out" "$OUT" <<'PY'
+python3 - "$BIN/gramkey" "$WORK/callgrind.out" "$OUT" "$(rustc --version)" <<'PY'
 import bisect, collections, os, re, subprocess, sys
-binary, profile, out = sys.argv[1:]
-syms = []
-for line in subprocess.run(["nm", "--defined-only", "-S", binary], capture_output=True,
-                           text=True, check=True).stdout.splitlines():
-    p = line.split()
-    if len(p) == 4 and p[2] in "tTwW":
-        syms.append((int(p[0], 16), int(p[1], 16), p[3]))
+binary, profile, out, rustc = sys.argv[1:]
+binary = os.path.realpath(binary)
+def symbols(*flags):
+    # nm without sorting lists the symbol table in its own order, so two runs line up.
+    lines = subprocess.run(["nm", "--defined-only", "--no-sort", "-S", *flags, binary],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line.split(" ", 3) for line in lines]
+syms = [(int(p[0], 16), int(p[1], 16), p[3]) for p in symbols()
+        if len(p) == 4 and p[2] in "tTwW"]
 syms.sort()
 starts = [s[0] for s in syms]
-# Callgrind's cost lines: an address (absolute 0x..., or +n/-n from the last one, or *) and
-# the instructions run there. Only lines inside the binary's own object count.
-binary = os.path.realpath(binary)
+# Callgrind's cost lines: the positions (an address, absolute 0x..., +n/-n from the last one,
+# or *; then a line number) and the events' counts. Only lines in the binary's own object count.
 names, cost, obj, addr, after_call = {}, collections.Counter(), None, 0, False
+positions, ir = 1, 1
 for line in open(profile):
-    if line.startswith("calls="):
-        after_call = True  # the next cost line is the callee's inclusive cost
+    if line.startswith("positions:"):
+        positions = len(line.split()) - 1
+    elif line.startswith("events:"):
+        ir = positions + line.split()[1:].index("Ir")
+    elif line.startswith("calls="):
+        after_call = True  # the next cost line is the callee's inclusive cost, not this line's
         continue
     if line.startswith(("ob=", "cob=")):
         m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line.strip())
@@ -137,13 +175,24 @@ for line in open(profile):
     elif f[0][0] in "+-":
         addr += int(f[0], 0)
     inclusive, after_call = after_call, False
-    if obj == binary:
+    if obj == binary and not inclusive and len(f) > ir:
         i = bisect.bisect_right(starts, addr) - 1
         if i >= 0 and addr < syms[i][0] + max(syms[i][1], 1):
-            cost[syms[i][2]] += 0 if inclusive else int(f[-1])
+            cost[syms[i][2]] += int(f[ir])
 ordered = [name for name, _ in cost.most_common()]
-with open(out, "w") as f:
+# Code chosen by CPU feature at run time that valgrind's CPU does not offer: SHA-256 with the
+# SHA extensions (valgrind runs the portable one instead). Listed after what ran.
+mangled = symbols()
+for plain, name in zip(symbols("--demangle"), mangled):
+    if len(name) == 4 and name[2] in "tT" and plain[3].startswith("sha2::sha256::x86::") \
+            and name[3] not in cost:
+        ordered.append(name[3])
+if len(ordered) < 1000:
+    sys.exit(f"only {len(ordered)} functions of {binary} ran: is it a release build with symbols?")
+with open(out + ".new", "w") as f:
+    f.write(f"# {len(ordered)} functions, most run first, profiled with {rustc}; bench/link-order.sh\n")
     f.write("\n".join(ordered) + "\n")
+os.replace(out + ".new", out)
 size = {n: s for _, s, n in syms}
 print(f"{out}: {len(ordered)} functions, {sum(size[n] for n in ordered) / 1e6:.1f} MB of code")
 PY

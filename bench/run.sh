@@ -15,9 +15,9 @@
 #   7. The client_credentials grant (an app token and its audit event, committed durably),
 #      against the same baseline: the like-for-like comparison with oidc-provider.
 #   8. RFC 7662 introspection (POST /oauth/introspect) of a live token by its app, against
-#      oidc-provider introspecting one of its own client_credentials tokens.
-#
-#   6. With PG_URL set (a PostgreSQL database the script empties), 1, 2, 5, 7 and 8 again on a node
+#      oidc-provider introspecting one of its own client_credentials tokens. Each side's token is
+#      checked active before and after its run: an inactive answer is a 200 too.
+#   9. With PG_URL set (a PostgreSQL database the script empties), 1, 2, 5, 7 and 8 again on a node
 #      whose store is that database, in the same run: the single PostgreSQL node beside the
 #      SQLite one. Its cache is on (the default on PostgreSQL). The database server's CPU is
 #      on the same machine. PG_ARGS adds flags to that node (e.g. --cache-ttl 0).
@@ -81,6 +81,21 @@ if [ -n "${PG_URL:-}" ]; then
   GRAMKEY_LOG=warn GRAMKEY_DATA_DIR="$WORK/pg" "$BIN/gramkey" --database-url "$PG_URL" serve --no-sandbox --listen 127.0.0.1:18185 "${HIGH[@]}" ${PG_ARGS:-} >/dev/null & PIDS+=($!)
   wait_port 18185
 fi
+# Introspection on PORT of TOKEN at PATH by the client ID / SECRET: successes per second. The
+# token must be active before and after the run, or the rate is of "inactive" answers.
+OIDC_SECRET=bench-secret-0123456789abcdef0123456789abcdef
+introspect() {
+  local port=$1 token=$2 path=$3 id=$4 secret=$5 rate
+  active() {
+    curl -sf --max-time 5 -d "token=$token&client_id=$id&client_secret=$secret" "http://127.0.0.1:$port$path" |
+      grep -q '"active":true' || { echo "!!! the token introspected on port $port is not active" >&2; exit 1; }
+  }
+  active
+  rate=$(INTROSPECT_TOKEN=$token INTROSPECT_PATH=$path CLIENT_ID=$id CLIENT_SECRET=$secret \
+    wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/introspect.lua "http://127.0.0.1:$port" | ok_rps)
+  active
+  echo "$rate"
+}
 # wrk with the PostgreSQL seed's client, codes and token.
 pg_wrk() { env $(cat "$WORK/pg/bench.env") BENCH_DIR="$WORK/pg" wrk "$@"; }
 
@@ -101,11 +116,11 @@ for r in $(seq 0 $((ROUNDS - 1))); do
   refr+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/refresh.lua http://127.0.0.1:18182 | ok_rps)")
   exch+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/exchange.lua http://127.0.0.1:18182 | ok_rps)")
   cc+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/app_token.lua http://127.0.0.1:18182 | ok_rps)")
-  intro+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/introspect.lua http://127.0.0.1:18182 | ok_rps)")
+  intro+=("$(introspect 18182 "$TOKEN" /oauth/introspect "$CLIENT_ID" "$CLIENT_SECRET")")
   # oidc-provider's tokens live ten minutes: a fresh one each round.
-  OIDC_TOKEN=$(curl -sf -d 'grant_type=client_credentials&client_id=bench&client_secret=bench-secret-0123456789abcdef0123456789abcdef' \
+  OIDC_TOKEN=$(curl -sf -d "grant_type=client_credentials&client_id=bench&client_secret=$OIDC_SECRET" \
     http://127.0.0.1:18183/token | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
-  ointro+=("$(OIDC_TOKEN=$OIDC_TOKEN wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/oidc_introspect.lua http://127.0.0.1:18183 | ok_rps)")
+  ointro+=("$(introspect 18183 "$OIDC_TOKEN" /token/introspection bench "$OIDC_SECRET")")
   if [ -n "${PG_URL:-}" ]; then
     PG_TOKEN=$(grep '^TOKEN=' "$WORK/pg/bench.env" | cut -d= -f2)
     pgme+=("$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $PG_TOKEN" 'http://127.0.0.1:18185/me?fields=id,username' | ok_rps)")
@@ -114,7 +129,7 @@ for r in $(seq 0 $((ROUNDS - 1))); do
     cp "$WORK/pg/rround.0$r" "$WORK/pg/refresh.txt"
     pgrefr+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/refresh.lua http://127.0.0.1:18185 | ok_rps)")
     pgcc+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/app_token.lua http://127.0.0.1:18185 | ok_rps)")
-    pgintro+=("$(pg_wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" -s bench/lua/introspect.lua http://127.0.0.1:18185 | ok_rps)")
+    pgintro+=("$(set -a; source "$WORK/pg/bench.env"; introspect 18185 "$PG_TOKEN" /oauth/introspect "$CLIENT_ID" "$CLIENT_SECRET")")
   fi
 done
 
