@@ -15,7 +15,7 @@
 #      it was due (--latency-correction), so a stall shows in the percentiles instead of slowing
 #      the sender. p50, p99 and p99.9 of each run; medians reported. Side by side, bare axum at
 #      the same share of its own maximum: what the machine gives a server as loaded. Beside each,
-#      how busy oha's own core was: near its limit, the generator itself sends late.
+#      how busy CPU 1 was (oha, and the loopback's softirq work): near its limit, oha sends late.
 #   3. The janitor: a fresh copy of the database with its EXPIRED tokens, and a node whose first
 #      janitor pass starts as it starts. While the pass runs, oha sends `GET /me` at the first of
 #      LOADS, ROUNDS runs of DURATION. Reported: how long the pass took, and p99 against
@@ -86,7 +86,7 @@ wait_purged() { for _ in $(seq 36000); do purged && return 0; sleep 0.05; done; 
 # CPU 1's busy and total time so far (jiffies): the load generator's core.
 loadgen_cpu() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 # oha at RATE req/s for $1 seconds against $2 (default the node): "p50 p99 p99.9" in
-# milliseconds, the share of 200s, and how busy the generator's own core was (%): a generator
+# milliseconds, the share of 200s, and how busy CPU 1, the generator's core, was (%, all its work): a generator
 # near its core's limit sends late, and its lateness counts as latency.
 oha_run() {
   local before report
@@ -153,7 +153,7 @@ stop
 col() { awk -v c="$1" 'NF {print $c}' | median; }
 echo "rounds: $ROUNDS x ${DURATION}s; GET /me, SQLite node, $LIVE live and $EXPIRED expired tokens seeded"
 echo "max rate (oha -c64, closed loop) : gramkey ${maxes[*]}  median $MAX req/s; bare axum ${hmaxes[*]}  median $HMAX req/s (ratio $(awk -v a="$MAX" -v b="$HMAX" 'BEGIN {printf "%.2f", a/b}'))"
-echo "constant rate (oha --latency-correction), medians: p50 / p99 / p99.9 ms (share of 200s; oha's core busy)"
+echo "constant rate (oha --latency-correction), medians: p50 / p99 / p99.9 ms (share of 200s; CPU 1 busy)"
 for load in $LOADS; do
   echo "  $load%: gramkey at $((MAX * load / 100)) req/s, bare axum at $((HMAX * load / 100))"
   for who in quiet hello; do
