@@ -86,8 +86,8 @@ wait_purged() { for _ in $(seq 36000); do purged && return 0; sleep 0.05; done; 
 # CPU 1's busy and total time so far (jiffies): the load generator's core.
 loadgen_cpu() { awk '$1 == "cpu1" {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 # oha at RATE req/s for $1 seconds against $2 (default the node): "p50 p99 p99.9" in
-# milliseconds, the share of 200s, and how busy CPU 1, the generator's core, was (%, all its work): a generator
-# near its core's limit sends late, and its lateness counts as latency.
+# milliseconds, the share of 200s, and how busy CPU 1, the generator's core, was (%, all its
+# work): a generator near its core's limit sends late, and its lateness counts as latency.
 oha_run() {
   local before report
   before=$(loadgen_cpu)
